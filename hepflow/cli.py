@@ -1,0 +1,175 @@
+"""The ``hepflow`` command line.
+
+Each sub-command parses its options here and calls one library function; the physics lives in
+the library. Errors that users can fix (:class:`hepflow.errors.HepflowError`) are printed on one
+line with exit status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hepflow import __version__
+from hepflow.errors import HepflowError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs a processor over files."""
+    p.add_argument("--executor", choices=["iterative", "futures", "dask"], default="iterative")
+    p.add_argument("--chunksize", type=_positive_int, default=50_000, help="events per chunk")
+    p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
+    p.add_argument("--scheduler", default=None, help="dask scheduler address (with --executor dask)")
+    p.add_argument("--maxchunks", type=_positive_int, default=None, help="stop after this many chunks per file")
+    p.add_argument(
+        "--skip-bad-files", action="store_true", help="skip unreadable files and list them in run.json"
+    )
+    p.add_argument("--overwrite", action="store_true", help="redo chunks whose outputs exist")
+    p.add_argument("--format", dest="formats", action="append", choices=["parquet", "root"], default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _run_config(args: argparse.Namespace):  # noqa: ANN202 - avoids importing at parse time
+    from hepflow.processing import RunConfig
+
+    return RunConfig(
+        executor=args.executor,
+        chunksize=args.chunksize,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        maxchunks=args.maxchunks,
+        skip_bad_files=args.skip_bad_files,
+        overwrite=args.overwrite,
+        formats=tuple(args.formats or ["parquet"]),
+        progress=args.progress,
+    )
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _generate_ttbar(args: argparse.Namespace) -> int:
+    from hepflow.generate.ttbar import generate_ttbar
+
+    stats = generate_ttbar(
+        args.output,
+        events=args.events,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=args.progress,
+        overwrite=args.overwrite,
+    )
+    print(stats.summary())
+    return 0
+
+
+def _process_neutrino(args: argparse.Namespace) -> int:
+    from hepflow.processing import build_fileset, run_processor
+    from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
+
+    selection = NeutrinoSelection.from_file(args.config) if args.config else NeutrinoSelection()
+    fileset = build_fileset(args.input, dataset=args.dataset)
+    result = run_processor(NeutrinoFeatureProcessor(selection), fileset, args.output, _run_config(args))
+    from hepflow.processing import cutflow_to_dict
+
+    flow = cutflow_to_dict(result["cutflow"])
+    width = max(map(len, flow), default=0)
+    print("cutflow:")
+    for step, n in flow.items():
+        print(f"  {step:<{width}}  {n:>10d}")
+    print(f"wrote {len(result['chunks'])} chunk(s) to {args.output}")
+    if result["skipped_files"]:
+        print(f"skipped {len(result['skipped_files'])} bad file(s): see {Path(args.output) / 'run.json'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from hepflow.demo import run_demo
+
+    run_demo(args.output, events=args.events, seed=args.seed, progress=args.progress)
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hepflow", description="cINN posteriors for HEP analyses on the scikit-hep stack."
+    )
+    parser.add_argument("--version", action="version", version=f"hepflow {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # generate
+    gen = sub.add_parser("generate", help="generate events or pseudo-experiments")
+    gen_sub = gen.add_subparsers(dest="what", required=True, metavar="WHAT")
+    ttbar = gen_sub.add_parser(
+        "ttbar", help="semileptonic ttbar (Pythia 8) with a fast CMS-like detector, as NanoAOD"
+    )
+    ttbar.add_argument("--events", type=_positive_int, required=True)
+    ttbar.add_argument("--seed", type=int, default=1)
+    ttbar.add_argument("--output", type=Path, required=True, help="output ROOT file")
+    ttbar.add_argument("--batch-size", type=_positive_int, default=1000, help="events per written basket")
+    ttbar.add_argument("--overwrite", action="store_true")
+    ttbar.add_argument("--no-progress", dest="progress", action="store_false")
+    ttbar.set_defaults(handler=_generate_ttbar)
+
+    # process
+    proc = sub.add_parser("process", help="run a feature processor over NanoAOD files")
+    proc_sub = proc.add_subparsers(dest="what", required=True, metavar="WHAT")
+    nu = proc_sub.add_parser("neutrino", help="neutrino-regression features and truth")
+    nu.add_argument("--input", nargs="+", required=True, help="ROOT files, or one coffea fileset JSON")
+    nu.add_argument("--output", type=Path, required=True, help="output directory")
+    nu.add_argument("--dataset", default="ttbar", help="dataset name for plain file lists")
+    nu.add_argument("--config", type=Path, default=None, help="selection config (TOML)")
+    _add_run_options(nu)
+    nu.set_defaults(handler=_process_neutrino)
+
+    # demo
+    demo = sub.add_parser("demo", help="the main job on the embedded default data")
+    demo.add_argument("--output", type=Path, default=Path("hepflow-demo"))
+    demo.add_argument("--events", type=_positive_int, default=2000)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--no-progress", dest="progress", action="store_false")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except HepflowError as err:
+        if args.debug:
+            raise
+        print(f"hepflow: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hepflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
