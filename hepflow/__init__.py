@@ -30,7 +30,7 @@ _LAZY = {
     "posterior_summary": "hepflow.inference.summaries",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["ConditionalINN", "__version__", "fit", "load_model", "posterior_summary", "save_model"]
 
 
 def __getattr__(name: str) -> Any:

@@ -35,7 +35,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunksize", type=_positive_int, default=50_000, help="events per chunk")
     p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
     p.add_argument("--scheduler", default=None, help="dask scheduler address (with --executor dask)")
-    p.add_argument("--maxchunks", type=_positive_int, default=None, help="stop after this many chunks per file")
+    p.add_argument(
+        "--maxchunks", type=_positive_int, default=None, help="stop after this many chunks per file"
+    )
     p.add_argument(
         "--skip-bad-files", action="store_true", help="skip unreadable files and list them in run.json"
     )
@@ -44,7 +46,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def _run_config(args: argparse.Namespace):  # noqa: ANN202 - avoids importing at parse time
+def _run_config(args: argparse.Namespace):
     from hepflow.processing import RunConfig
 
     return RunConfig(

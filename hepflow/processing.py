@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import hist
+from coffea import processor as coffea_processor
 
 from hepflow.errors import ConfigError, HepflowError, InputError
 from hepflow.outputs.atomic import clean_stale_temporaries, write_json
@@ -41,7 +43,7 @@ def cutflow_to_dict(cutflow: hist.Hist) -> dict[str, int]:
     """Ordered ``{step: events}`` of a cutflow histogram."""
     axis = cutflow.axes["step"]
     values = cutflow.values()
-    return {str(axis.value(i)): int(round(values[i])) for i in range(len(axis))}
+    return {str(axis.value(i)): round(values[i]) for i in range(len(axis))}
 
 
 def cutflow_from_dict(counts: Mapping[str, int]) -> hist.Hist:
@@ -52,7 +54,7 @@ def cutflow_from_dict(counts: Mapping[str, int]) -> hist.Hist:
     return h
 
 
-class ChunkWriter:
+class ChunkWriter(coffea_processor.ProcessorABC):
     """Wrap a column-building processor; write each chunk's columns atomically.
 
     Args:
@@ -153,7 +155,7 @@ def build_fileset(inputs: Sequence[str | os.PathLike[str]], *, dataset: str = "d
         for name, spec in raw.items():
             files = spec.get("files", spec) if isinstance(spec, dict) else spec
             if isinstance(files, list):
-                files = {f: "Events" for f in files}
+                files = dict.fromkeys(files, "Events")
             if not isinstance(files, dict):
                 raise InputError(f"fileset {path}: dataset {name!r} has no file list")
             fileset[name] = {"files": {str(_resolve(f, path.parent)): t for f, t in files.items()}}
@@ -233,7 +235,9 @@ def _make_executor(config: RunConfig) -> Any:
     try:
         from distributed import Client, LocalCluster
     except ImportError as err:
-        raise ConfigError("--executor dask needs dask.distributed: pip install 'hepflow[distributed]'") from err
+        raise ConfigError(
+            "--executor dask needs dask.distributed: pip install 'hepflow[distributed]'"
+        ) from err
     if config.scheduler:
         client = Client(config.scheduler)
     else:
@@ -250,18 +254,29 @@ def _close_dask(executor: Any) -> None:
         cluster.close()
 
 
-def _explain(err: Exception) -> HepflowError:
-    """Turn a failure inside coffea/uproot into a one-line error that names the file."""
-    msg = str(err)
-    filename = None
-    for arg in (*getattr(err, "args", ()), getattr(err, "__cause__", None)):
-        text = str(arg)
-        for token in text.replace("'", " ").replace('"', " ").split():
-            if token.endswith(".root") or ".root:" in token:
-                filename = token.rstrip(":,")
-                break
-        if filename:
-            break
-    first = msg.strip().splitlines()[0] if msg.strip() else type(err).__name__
-    where = f" while reading {filename}" if filename else ""
-    return InputError(f"processing failed{where}: {type(err).__name__}: {first}")
+def _explain(err: BaseException) -> HepflowError:
+    """Turn a failure inside coffea/uproot into a one-line error that names the file.
+
+    Coffea wraps exceptions raised while processing a chunk; a :class:`HepflowError` found in the
+    exception chain is returned as it is, anything else becomes an :class:`InputError` naming the
+    file and the original error's first line.
+    """
+    chain: list[BaseException] = []
+    cur: BaseException | None = err
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for exc in chain:
+        if isinstance(exc, HepflowError):
+            return exc
+    text = "\n".join(str(exc) for exc in chain)
+    match = re.search(r"filename='([^']+)'", text) or re.search(r"(\S+\.root)", text)
+    where = f" while reading {match.group(1)}" if match else ""
+    inner = re.search(r"The error was: (.*)", text)
+    root = chain[-1]
+    detail = (
+        inner.group(1)
+        if inner
+        else f"{type(root).__name__}: {str(root).strip().splitlines()[0] if str(root).strip() else ''}"
+    )
+    return InputError(f"processing failed{where}: {detail}")

@@ -53,7 +53,7 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically; returns the final path."""
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
     return Path(path)
 
 

@@ -36,28 +36,46 @@ def write_root(
     import uproot
 
     branches = root_branches(array)
+    types = {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in branches.items()}
     with atomic_write(path, overwrite=overwrite) as tmp, uproot.recreate(tmp) as fout:
-        fout.mktree(treename, {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in branches.items()})
+        fout.mktree(treename, types, counter_name=lambda counted: f"n_{counted}")
         if len(array):
             fout[treename].extend(branches)
     return Path(path)
 
 
 def root_branches(array: ak.Array) -> dict[str, np.ndarray | ak.Array]:
-    """Map a flat record array onto TTree-writable branches (see the module docstring)."""
+    """Map a flat record array onto TTree-writable branches (see the module docstring).
+
+    Jagged fields sharing a prefix (``jet_px``, ``jet_py``, ...) become one collection with a
+    single counter branch ``n_<prefix>`` (``n_jet``), as NanoAOD stores collections.
+    """
     out: dict[str, np.ndarray | ak.Array] = {}
+    jagged: dict[str, dict[str, ak.Array]] = {}
     for name in array.fields:
         col = array[name]
         if col.ndim == 1:
             if _is_option(col):
-                valid = ~ak.is_none(col)
-                out[name] = ak.to_numpy(ak.fill_none(col, np.nan if _is_float(col) else 0))
-                out[f"{name}_valid"] = ak.to_numpy(valid)
+                out[name] = _fill_missing(col)
+                out[f"{name}_valid"] = ak.to_numpy(~ak.is_none(col))
             else:
                 out[name] = ak.to_numpy(col)
         else:
-            out[name] = ak.values_astype(ak.fill_none(col, np.nan), np.float64) if _is_option(col) else col
+            prefix, _, rest = name.partition("_")
+            jagged.setdefault(prefix if rest else name, {})[rest or name] = col
+    for prefix, fields in jagged.items():
+        counts = [ak.to_numpy(ak.num(c, axis=1)) for c in fields.values()]
+        if len(fields) > 1 and all(np.array_equal(counts[0], c) for c in counts[1:]):
+            out[prefix] = ak.zip(fields)
+        else:
+            out.update({f"{prefix}_{k}" if k != prefix else k: v for k, v in fields.items()})
     return out
+
+
+def _fill_missing(col: ak.Array) -> np.ndarray:
+    """Values of an optional 1D column, dtype kept, NaN (floats) or 0 (integers) where missing."""
+    values = np.ma.asarray(ak.to_numpy(col, allow_missing=True))
+    return np.ma.filled(values, np.nan if values.dtype.kind == "f" else 0)
 
 
 def read_parquet_dir(directory: str | os.PathLike[str], *, columns: list[str] | None = None) -> ak.Array:
@@ -76,9 +94,3 @@ def read_parquet_dir(directory: str | os.PathLike[str], *, columns: list[str] | 
 
 def _is_option(col: ak.Array) -> bool:
     return isinstance(col.type.content, ak.types.OptionType)
-
-
-def _is_float(col: ak.Array) -> bool:
-    content = col.type.content
-    content = content.content if isinstance(content, ak.types.OptionType) else content
-    return isinstance(content, ak.types.NumpyType) and content.primitive.startswith("float")

@@ -1,0 +1,1 @@
+"""Conditioning features built from selected physics objects (one module per analysis)."""

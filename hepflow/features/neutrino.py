@@ -1,0 +1,161 @@
+"""Neutrino-regression features: columns from selected objects, tensors from columns.
+
+The column names are the stable interface between processing, training and inference (see
+the README). Per selected event:
+
+===================  ================================================================
+column               meaning
+===================  ================================================================
+``run``, ``luminosityBlock``, ``event``  event identifiers
+``met_px/py``        missing transverse momentum [GeV]
+``lep_px/py/pz/e``   the selected lepton's momentum and energy [GeV]
+``lep_eta``, ``lep_loge``, ``lep_charge``  its pseudorapidity, ln(E/GeV) and charge
+``lep_flavor``       11 (electron) or 13 (muon)
+``jet_px/py/eta/loge/btag``  up to ten leading selected jets (jagged); btag is 0/1
+``njet``, ``nbjet``  multiplicities of all selected jets and b-tagged jets
+``nu_px/py/pz/eta_true``  the neutrino from the leptonic W (None when there is none)
+===================  ================================================================
+
+The conditioning input of the flow is built from these columns by :func:`context_arrays`:
+flat features (MET, lepton, multiplicities) and a padded jet set with a mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+#: Flat conditioning features, in the order :func:`context_arrays` stacks them.
+FLAT_FEATURES: tuple[str, ...] = (
+    "met_px",
+    "met_py",
+    "lep_px",
+    "lep_py",
+    "lep_eta",
+    "lep_loge",
+    "lep_flavor",
+    "njet",
+    "nbjet",
+)
+#: Per-jet features, in the order of the last axis of the jet tensor.
+JET_FEATURES: tuple[str, ...] = ("jet_px", "jet_py", "jet_eta", "jet_loge", "jet_btag")
+#: Truth columns (targets of the regression).
+TRUTH_COLUMNS: tuple[str, ...] = ("nu_px_true", "nu_py_true", "nu_pz_true", "nu_eta_true")
+#: Discrete flat features (dequantized in training).
+DISCRETE_FEATURES: tuple[str, ...] = ("lep_flavor", "njet", "nbjet")
+MAX_JETS = 10
+
+NEUTRINO_PDGIDS = (12, 14, 16)
+
+
+def build_columns(
+    *,
+    event_ids: dict[str, Any],
+    met_pt: ak.Array,
+    met_phi: ak.Array,
+    lepton: ak.Array,
+    jets: ak.Array,
+    jet_btag: ak.Array,
+    neutrino: ak.Array | None,
+    max_jets: int = MAX_JETS,
+) -> ak.Array:
+    """Assemble the flat record array of features (and truth) for selected events.
+
+    Args:
+        event_ids: ``run``, ``luminosityBlock`` and ``event`` arrays.
+        met_pt, met_phi: MET per event.
+        lepton: one lepton per event with ``pt, eta, phi, mass, charge`` and ``flavor`` (11/13).
+        jets: selected jets per event (jagged) with ``pt, eta, phi, mass``, sorted by pt.
+        jet_btag: 0/1 b-tag decision per selected jet (same structure as ``jets``).
+        neutrino: one optional truth neutrino per event (``pt, eta, phi``), or None for data.
+        max_jets: keep this many leading jets.
+    """
+    met_px, met_py = _xy(met_pt, met_phi)
+    lep_px, lep_py = _xy(lepton.pt, lepton.phi)
+    lep_pz = lepton.pt * np.sinh(lepton.eta)
+    lep_p2 = lep_px**2 + lep_py**2 + lep_pz**2
+    lep_e = np.sqrt(lep_p2 + lepton.mass**2)
+    lead = jets[:, :max_jets]
+    btag = jet_btag[:, :max_jets]
+    jet_px, jet_py = _xy(lead.pt, lead.phi)
+    jet_e = np.sqrt((lead.pt * np.cosh(lead.eta)) ** 2 + lead.mass**2)
+    columns: dict[str, Any] = {
+        "run": event_ids["run"],
+        "luminosityBlock": event_ids["luminosityBlock"],
+        "event": event_ids["event"],
+        "met_px": met_px,
+        "met_py": met_py,
+        "lep_px": lep_px,
+        "lep_py": lep_py,
+        "lep_pz": lep_pz,
+        "lep_e": lep_e,
+        "lep_eta": lepton.eta,
+        "lep_loge": np.log(lep_e),
+        "lep_charge": lepton.charge,
+        "lep_flavor": lepton.flavor,
+        "jet_px": jet_px,
+        "jet_py": jet_py,
+        "jet_eta": lead.eta,
+        "jet_loge": np.log(jet_e),
+        "jet_btag": btag,
+        "njet": ak.values_astype(ak.num(jets, axis=1), np.int32),
+        "nbjet": ak.values_astype(ak.sum(jet_btag, axis=1), np.int32),
+    }
+    if neutrino is not None:
+        nu_px, nu_py = _xy(neutrino.pt, neutrino.phi)
+        columns["nu_px_true"] = nu_px
+        columns["nu_py_true"] = nu_py
+        columns["nu_pz_true"] = neutrino.pt * np.sinh(neutrino.eta)
+        columns["nu_eta_true"] = neutrino.eta
+    return ak.zip({k: _as_float32(k, v) for k, v in columns.items()}, depth_limit=1)
+
+
+def _xy(pt: ak.Array, phi: ak.Array) -> tuple[ak.Array, ak.Array]:
+    return pt * np.cos(phi), pt * np.sin(phi)
+
+
+_INT_COLUMNS = {"run", "luminosityBlock", "event", "njet", "nbjet", "lep_flavor", "lep_charge", "jet_btag"}
+
+
+def _as_float32(name: str, values: Any) -> Any:
+    if name in _INT_COLUMNS:
+        return values
+    return ak.values_astype(values, np.float32)
+
+
+def context_arrays(columns: ak.Array, *, max_jets: int = MAX_JETS) -> dict[str, np.ndarray]:
+    """Conditioning arrays for the flow from feature columns.
+
+    Returns ``flat`` (n, len(FLAT_FEATURES)) float32, ``jets`` (n, max_jets,
+    len(JET_FEATURES)) float32 zero-padded, and ``mask`` (n, max_jets) bool (True for a real
+    jet).
+
+    Example:
+        >>> import awkward as ak
+        >>> cols = ak.Array([{**{k: 1.0 for k in FLAT_FEATURES},
+        ...                   **{k: [1.0, 2.0] for k in JET_FEATURES}}])
+        >>> arrays = context_arrays(cols)
+        >>> arrays["flat"].shape, arrays["jets"].shape, arrays["mask"].sum()
+        ((1, 9), (1, 10, 5), 2)
+    """
+    flat = np.stack([ak.to_numpy(columns[k]).astype(np.float32) for k in FLAT_FEATURES], axis=1)
+    counts = np.minimum(ak.to_numpy(ak.num(columns[JET_FEATURES[0]], axis=1)), max_jets)
+    mask = np.arange(max_jets)[None, :] < counts[:, None]
+    jets = np.zeros((len(columns), max_jets, len(JET_FEATURES)), dtype=np.float32)
+    for i, k in enumerate(JET_FEATURES):
+        padded = ak.fill_none(ak.pad_none(columns[k][:, :max_jets], max_jets, axis=1, clip=True), 0.0)
+        jets[:, :, i] = ak.to_numpy(padded).astype(np.float32)
+    return {"flat": flat, "jets": jets, "mask": mask}
+
+
+def truth_array(columns: ak.Array) -> np.ndarray:
+    """The regression target (nu px, py, eta) as an (n, 3) float32 array; NaN where missing."""
+    return np.stack(
+        [
+            ak.to_numpy(ak.fill_none(columns[k], np.nan)).astype(np.float32)
+            for k in ("nu_px_true", "nu_py_true", "nu_eta_true")
+        ],
+        axis=1,
+    )

@@ -1,0 +1,217 @@
+"""Coffea processor: semileptonic ttbar selection and neutrino-regression features.
+
+The processor selects events and builds columns; it does no I/O. Run it through
+:func:`hepflow.processing.run_processor` (or ``hepflow process neutrino``), which writes each
+chunk's columns atomically, or use it in your own coffea workflow::
+
+    from coffea import processor
+    from processors.neutrino import NeutrinoFeatureProcessor
+    out = processor.Runner(processor.IterativeExecutor())(fileset, NeutrinoFeatureProcessor())
+    # out["columns"] is an awkward record array (see hepflow.features.neutrino), out["cutflow"] a hist
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import awkward as ak
+import numpy as np
+from coffea import processor
+
+from hepflow.config import load
+from hepflow.errors import InputError
+from hepflow.features.neutrino import MAX_JETS, NEUTRINO_PDGIDS, build_columns
+from hepflow.processing import new_cutflow
+
+CUTFLOW_STEPS = ("all", "one lepton", "jets", "b jets")
+
+
+@dataclass(frozen=True)
+class NeutrinoSelection:
+    """Event selection of the neutrino analysis (defaults close to the nu-Flows study).
+
+    Exactly one tight, isolated electron or muon; at least ``min_jets`` jets with
+    ``pt > jet_pt_min`` and ``|eta| < jet_eta_max`` separated from the lepton by
+    ``jet_lepton_dr``; at least ``min_bjets`` of them b-tagged (``Jet_<btag_branch> > btag_wp``,
+    default DeepJet medium working point).
+    """
+
+    electron_pt_min: float = 30.0
+    electron_eta_max: float = 2.5
+    electron_cutbased_min: int = 4  # NanoAOD Electron_cutBased: 4 = tight
+    electron_iso_max: float = 0.15  # Electron_pfRelIso03_all
+    muon_pt_min: float = 30.0
+    muon_eta_max: float = 2.4
+    muon_iso_max: float = 0.15  # Muon_pfRelIso04_all, with Muon_tightId
+    jet_pt_min: float = 25.0
+    jet_eta_max: float = 2.5
+    jet_lepton_dr: float = 0.4
+    min_jets: int = 4
+    min_bjets: int = 1
+    btag_branch: str = "btagDeepFlavB"
+    btag_wp: float = 0.2783  # DeepJet medium, UL2018
+    met: Literal["auto", "MET", "PFMET", "PuppiMET"] = "auto"
+    max_jets: int = MAX_JETS
+
+    def __post_init__(self) -> None:
+        if self.min_jets < 0 or self.min_bjets < 0 or self.min_bjets > max(self.min_jets, 1) * 10:
+            raise ValueError(
+                f"invalid jet multiplicity cuts min_jets={self.min_jets}, min_bjets={self.min_bjets}"
+            )
+        if self.max_jets < 1:
+            raise ValueError(f"max_jets must be positive, got {self.max_jets}")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> NeutrinoSelection:
+        """Read the ``[selection]`` table of a TOML config (unknown keys are refused)."""
+        return load(cls, path, section="selection")
+
+
+class NeutrinoFeatureProcessor(processor.ProcessorABC):
+    """Select semileptonic ttbar candidates and build the neutrino features and truth.
+
+    ``process`` returns ``{"columns": ak.Array, "cutflow": hist.Hist}``.
+    """
+
+    def __init__(self, selection: NeutrinoSelection | None = None) -> None:
+        self.selection = selection or NeutrinoSelection()
+
+    def process(self, events: Any) -> dict[str, Any]:
+        sel = self.selection
+        met_name = _met_collection(events, sel.met)
+        _require_branches(
+            events,
+            {
+                "Electron": ("pt", "eta", "phi", "mass", "charge", "cutBased", "pfRelIso03_all"),
+                "Muon": ("pt", "eta", "phi", "mass", "charge", "tightId", "pfRelIso04_all"),
+                "Jet": ("pt", "eta", "phi", "mass", sel.btag_branch),
+                met_name: ("pt", "phi"),
+            },
+        )
+        cutflow = new_cutflow()
+        cutflow.fill(step=["all"], weight=[len(events)])
+
+        leptons = select_leptons(events, sel)
+        one_lepton = ak.num(leptons, axis=1) == 1
+        cutflow.fill(step=["one lepton"], weight=[int(ak.sum(one_lepton))])
+        events, leptons = events[one_lepton], leptons[one_lepton]
+        lepton = leptons[:, 0]
+
+        jets = events.Jet
+        good = (
+            (jets.pt > sel.jet_pt_min)
+            & (np.abs(jets.eta) < sel.jet_eta_max)
+            & (_delta_r(jets.eta, jets.phi, lepton.eta, lepton.phi) > sel.jet_lepton_dr)
+        )
+        jets = jets[good]
+        jets = jets[ak.argsort(jets.pt, axis=1, ascending=False)]
+        btag = ak.values_astype(jets[sel.btag_branch] > sel.btag_wp, np.int8)
+        enough_jets = ak.num(jets, axis=1) >= sel.min_jets
+        cutflow.fill(step=["jets"], weight=[int(ak.sum(enough_jets))])
+        enough_b = enough_jets & (ak.sum(btag, axis=1) >= sel.min_bjets)
+        cutflow.fill(step=["b jets"], weight=[int(ak.sum(enough_b))])
+        events, lepton, jets, btag = events[enough_b], lepton[enough_b], jets[enough_b], btag[enough_b]
+
+        neutrino = leptonic_w_neutrino(events.GenPart, lepton.charge) if "GenPart" in events.fields else None
+        met = events[met_name]
+        columns = build_columns(
+            event_ids={k: events[k] for k in ("run", "luminosityBlock", "event")},
+            met_pt=met.pt,
+            met_phi=met.phi,
+            lepton=lepton,
+            jets=jets,
+            jet_btag=btag,
+            neutrino=neutrino,
+            max_jets=sel.max_jets,
+        )
+        return {"columns": ak.to_packed(ak.without_parameters(columns)), "cutflow": cutflow}
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return accumulator
+
+
+def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:
+    """Tight isolated electrons and muons merged into one pt-sorted collection with ``flavor``."""
+    ele = events.Electron
+    ele = ele[
+        (ele.pt > sel.electron_pt_min)
+        & (np.abs(ele.eta) < sel.electron_eta_max)
+        & (ele.cutBased >= sel.electron_cutbased_min)
+        & (ele.pfRelIso03_all < sel.electron_iso_max)
+    ]
+    mu = events.Muon
+    mu = mu[
+        (mu.pt > sel.muon_pt_min)
+        & (np.abs(mu.eta) < sel.muon_eta_max)
+        & mu.tightId
+        & (mu.pfRelIso04_all < sel.muon_iso_max)
+    ]
+    fields = ("pt", "eta", "phi", "mass", "charge")
+    merged = ak.concatenate(
+        [
+            ak.zip({**{f: ele[f] for f in fields}, "flavor": ak.values_astype(ele.pt * 0 + 11, np.int8)}),
+            ak.zip({**{f: mu[f] for f in fields}, "flavor": ak.values_astype(mu.pt * 0 + 13, np.int8)}),
+        ],
+        axis=1,
+    )
+    return merged[ak.argsort(merged.pt, axis=1, ascending=False)]
+
+
+def leptonic_w_neutrino(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
+    """The neutrino from the leptonically decaying W, one optional record per event.
+
+    Hard-process neutrinos (NanoAOD ``fromHardProcess``, first copy) whose first ancestor of a
+    different species is a W: the neutrino of W -> e/mu/tau nu, not those of tau or hadron
+    decays. With two leptonic Ws (a
+    dileptonic event with one lepton lost) the W whose charge equals the selected lepton's wins
+    (W+ -> l+ nu). Events without such a neutrino get None.
+    """
+    abs_id = np.abs(genpart.pdgId)
+    is_nu = (abs_id == NEUTRINO_PDGIDS[0]) | (abs_id == NEUTRINO_PDGIDS[1]) | (abs_id == NEUTRINO_PDGIDS[2])
+    parent = genpart.distinctParent
+    hard = genpart.hasFlags(["fromHardProcess", "isFirstCopy"])
+    from_w = is_nu & hard & ak.fill_none(np.abs(parent.pdgId) == 24, False)
+    nus = genpart[from_w]
+    w_charge = np.sign(ak.fill_none(parent.pdgId[from_w], 0))
+    same = w_charge == np.sign(lepton_charge)
+    # prefer the W of the same charge as the selected lepton, else the first W neutrino
+    order = ak.argsort(~same, axis=1, stable=True)
+    nus = nus[order]
+    return ak.firsts(ak.zip({"pt": nus.pt, "eta": nus.eta, "phi": nus.phi}))
+
+
+def _delta_r(eta1: ak.Array, phi1: ak.Array, eta2: ak.Array, phi2: ak.Array) -> ak.Array:
+    dphi = (phi1 - phi2 + np.pi) % (2 * np.pi) - np.pi
+    return np.hypot(eta1 - eta2, dphi)
+
+
+def _met_collection(events: Any, choice: str) -> str:
+    fields = events.fields
+    if choice != "auto":
+        if choice not in fields:
+            raise InputError(
+                f"{_filename(events)}: no {choice}_pt/{choice}_phi branches (selection.met={choice!r})"
+            )
+        return choice
+    for name in ("MET", "PFMET"):  # NanoAOD <= v14 stores PF MET as MET, v15 as PFMET
+        if name in fields:
+            return name
+    raise InputError(f"{_filename(events)}: neither MET_pt/MET_phi nor PFMET_pt/PFMET_phi branches found")
+
+
+def _require_branches(events: Any, needed: dict[str, tuple[str, ...]]) -> None:
+    missing = []
+    for collection, names in needed.items():
+        if collection not in events.fields:
+            missing.append(f"{collection}_*")
+            continue
+        have = set(events[collection].fields)
+        missing += [f"{collection}_{n}" for n in names if n not in have]
+    if missing:
+        raise InputError(f"{_filename(events)}: missing branches {', '.join(missing)}")
+
+
+def _filename(events: Any) -> str:
+    return str(getattr(events, "metadata", {}).get("filename", "input"))

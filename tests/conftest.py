@@ -1,0 +1,55 @@
+"""Shared fixtures: the real CMS NanoAOD samples and small derived files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import awkward as ak
+import pytest
+import uproot
+
+SAMPLES = Path(__file__).parent / "samples"
+COLLECTIONS = ("Jet", "Electron", "Muon", "GenPart", "MET", "PFMET")
+
+
+@pytest.fixture(scope="session")
+def nano_v12() -> Path:
+    """200 real CMS semileptonic ttbar events, NanoAODv12 (see tests/samples/README.md)."""
+    return SAMPLES / "nano_tt_v12.root"
+
+
+@pytest.fixture(scope="session")
+def nano_v15() -> Path:
+    """200 real CMS all-hadronic ttbar events, NanoAODv15 (MET stored as PFMET)."""
+    return SAMPLES / "nano_tt_v15.root"
+
+
+def write_nanoaod_subset(
+    src: Path, dst: Path, *, drop: Sequence[str] = (), entry_stop: int | None = None
+) -> Path:
+    """Copy the branches of ``src`` that the neutrino processor reads into a new TTree at ``dst``.
+
+    ``drop`` removes branches (e.g. ``"Jet_btagDeepFlavB"``) to test missing-branch errors.
+    """
+    tree = uproot.open(src)["Events"]
+    names = [
+        k
+        for k in tree.keys()
+        if (k in ("run", "luminosityBlock", "event") or k.split("_")[0] in COLLECTIONS) and k not in drop
+    ]
+    arrays = tree.arrays(names, entry_stop=entry_stop)
+    branches: dict[str, ak.Array] = {}
+    for coll in COLLECTIONS:
+        fields = [k[len(coll) + 1 :] for k in arrays.fields if k.startswith(coll + "_")]
+        if not fields:
+            continue
+        if arrays[f"{coll}_{fields[0]}"].ndim == 1:
+            branches.update({f"{coll}_{f}": arrays[f"{coll}_{f}"] for f in fields})
+        else:
+            branches[coll] = ak.zip({f: arrays[f"{coll}_{f}"] for f in fields})
+    branches.update({k: arrays[k] for k in ("run", "luminosityBlock", "event") if k in arrays.fields})
+    with uproot.recreate(dst) as fout:
+        fout.mktree("Events", {k: v.type for k, v in branches.items()})
+        fout["Events"].extend(branches)
+    return dst

@@ -1,0 +1,77 @@
+"""Strict configuration loading and the command line's error reporting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from hepflow.cli import main
+from hepflow.config import from_dict, to_dict
+from hepflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Inner:
+    width: int = 64
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    rate: float = 1e-3
+    mode: Literal["a", "b"] = "a"
+    sizes: tuple[int, ...] = (1, 2)
+    inner: Inner = field(default_factory=Inner)
+    maybe: int | None = None
+
+
+def test_from_dict_builds_nested_and_coerces():
+    cfg = from_dict(Outer, {"rate": 1, "sizes": [3, 4], "inner": {"width": 8}, "maybe": 5})
+    assert cfg == Outer(rate=1.0, sizes=(3, 4), inner=Inner(8), maybe=5)
+    assert to_dict(cfg)["sizes"] == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"nmae": "y"}, "unknown key 'nmae' for Outer"),
+        ({"inner": {"widht": 3}}, r"config.inner: unknown key 'widht' for Inner"),
+        ({"rate": "fast"}, r"config.rate: expected a number, got 'fast'"),
+        ({"mode": "c"}, r"config.mode: 'c' is not one of 'a', 'b'"),
+        ({"sizes": [1, "x"]}, r"config.sizes\[1\]: expected an integer"),
+        ({"inner": 3}, "expected a table for Inner"),
+        ({"maybe": True}, "expected an integer"),
+    ],
+)
+def test_from_dict_refuses(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Outer, data)
+
+
+def test_cli_one_line_error_for_missing_file(tmp_path, capsys):
+    rc = main(
+        ["process", "neutrino", "--input", str(tmp_path / "missing.root"), "--output", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip().count("\n") == 0
+    assert "missing.root does not exist" in err
+    assert "Traceback" not in err
+
+
+def test_cli_refuses_bad_option_values(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["process", "neutrino", "--input", "x.root", "--output", "o", "--chunksize", "-5"])
+    assert exc.value.code == 2
+    assert "--chunksize" in capsys.readouterr().err
+
+
+def test_cli_debug_shows_traceback(tmp_path):
+    from hepflow.errors import InputError
+
+    with pytest.raises(InputError):
+        main(
+            ["--debug", "process", "neutrino", "--input", str(tmp_path / "m.root"), "--output", str(tmp_path)]
+        )
