@@ -89,11 +89,14 @@ def _process_neutrino(args: argparse.Namespace) -> int:
     result = run_processor(NeutrinoFeatureProcessor(selection), fileset, args.output, _run_config(args))
     from hepflow.processing import cutflow_to_dict
 
-    flow = cutflow_to_dict(result["cutflow"])
-    width = max(map(len, flow), default=0)
-    print("cutflow:")
-    for step, n in flow.items():
-        print(f"  {step:<{width}}  {n:>10d}")
+    flows = {name: cutflow_to_dict(h) for name, h in result["cutflow_by_dataset"].items()}
+    steps = list(cutflow_to_dict(result["cutflow"]))
+    width = max(map(len, steps), default=0)
+    names = sorted(flows)
+    print("cutflow:" + "".join(f"  {name:>{max(len(name), 10)}}" for name in names))
+    for step in steps:
+        row = "".join(f"  {flows[n].get(step, 0):>{max(len(n), 10)}d}" for n in names)
+        print(f"  {step:<{width}}{row}")
     print(f"wrote {len(result['chunks'])} chunk(s) to {args.output}")
     if result["skipped_files"]:
         print(f"skipped {len(result['skipped_files'])} bad file(s): see {Path(args.output) / 'run.json'}")

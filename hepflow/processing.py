@@ -82,8 +82,10 @@ class ChunkWriter(coffea_processor.ProcessorABC):
         marker = self.output_dir / f"{cid.stem}.json"
         if marker.exists() and not self.overwrite:
             info = json.loads(marker.read_text())
+            cutflow = cutflow_from_dict(info["cutflow"])
             return {
-                "cutflow": cutflow_from_dict(info["cutflow"]),
+                "cutflow": cutflow,
+                "cutflow_by_dataset": {cid.dataset: cutflow},
                 "chunks": {cid.stem: info},
             }
         result = self.inner.process(events)
@@ -103,7 +105,12 @@ class ChunkWriter(coffea_processor.ProcessorABC):
             "cutflow": cutflow_to_dict(result["cutflow"]),
         }
         write_json(marker, info)  # last: marks the chunk complete
-        return {"cutflow": result["cutflow"], "chunks": {cid.stem: info}}
+        cutflow = result["cutflow"]
+        return {
+            "cutflow": cutflow,
+            "cutflow_by_dataset": {cid.dataset: cutflow.copy()},
+            "chunks": {cid.stem: info},
+        }
 
     def postprocess(self, accumulator: Any) -> Any:
         return accumulator
@@ -180,8 +187,9 @@ def run_processor(
 ) -> dict[str, Any]:
     """Run ``processor_instance`` over ``fileset`` with ``config``; write chunks to ``output_dir``.
 
-    Returns the accumulated output: ``cutflow`` (hist) and ``chunks`` (per-chunk info). A
-    ``cutflow.json`` and ``run.json`` summary are written atomically into ``output_dir``.
+    Returns the accumulated output: ``cutflow`` (hist, all datasets), ``cutflow_by_dataset``,
+    ``chunks`` (per-chunk info) and ``skipped_files``. ``cutflow.json`` (``{"total": ...,
+    "by_dataset": ...}``) and ``run.json`` are written atomically into ``output_dir``.
     """
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
@@ -193,6 +201,7 @@ def run_processor(
     executor = _make_executor(config)
     runner = processor.Runner(
         executor=executor,
+        pre_executor=processor.IterativeExecutor(status=config.progress),
         schema=NanoAODSchema,
         chunksize=config.chunksize,
         maxchunks=config.maxchunks,
@@ -209,17 +218,22 @@ def run_processor(
             _close_dask(executor)
     result = dict(result)
     result.setdefault("cutflow", new_cutflow())
+    result.setdefault("cutflow_by_dataset", {})
     result.setdefault("chunks", {})
     done = {info["filename"] for info in result["chunks"].values()}
     requested = [f for spec in fileset.values() for f in spec["files"]]
     skipped = [f for f in requested if f not in done]
+    cutflows = {
+        "total": cutflow_to_dict(result["cutflow"]),
+        "by_dataset": {name: cutflow_to_dict(h) for name, h in result["cutflow_by_dataset"].items()},
+    }
     summary = {
-        "cutflow": cutflow_to_dict(result["cutflow"]),
+        "cutflow": cutflows,
         "chunks": result["chunks"],
         "skipped_files": skipped,
         "rows": sum(info["rows"] for info in result["chunks"].values()),
     }
-    write_json(out / "cutflow.json", summary["cutflow"])
+    write_json(out / "cutflow.json", cutflows)
     write_json(out / "run.json", summary)
     result["skipped_files"] = skipped
     return result

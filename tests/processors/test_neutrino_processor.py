@@ -171,7 +171,9 @@ def test_runner_writes_chunks_atomically_and_resumes(nano_v12, tmp_path):
     first = read_parquet_dir(out)
     assert len(first) == cutflow_to_dict(result["cutflow"])["b jets"]
     assert not list(out.glob(".hepflow-tmp-*"))
-    assert json.loads((out / "cutflow.json").read_text()) == cutflow_to_dict(result["cutflow"])
+    cutflows = json.loads((out / "cutflow.json").read_text())
+    assert cutflows["total"] == cutflow_to_dict(result["cutflow"])
+    assert cutflows["by_dataset"] == {"tt": cutflows["total"]}
     # ROOT output: same rows, optional truth as value + validity flag, one jet counter
     root_rows = 0
     for f in sorted(out.glob("*.root")):
@@ -201,6 +203,7 @@ def test_fileset_json(nano_v12, tmp_path):
         NeutrinoFeatureProcessor(), build_fileset([fileset]), tmp_path / "out", RunConfig(progress=False)
     )
     assert next(iter(result["chunks"].values()))["dataset"] == "ttbar_v12"
+    assert set(result["cutflow_by_dataset"]) == {"ttbar_v12"}
 
 
 def test_missing_input_file(tmp_path):
