@@ -242,3 +242,17 @@ def test_tighter_selection_selects_fewer(nano_v12):
     assert 0 < len(tight) < len(loose)
     assert ak.all(tight.njet >= 6)
     assert ak.all(tight.nbjet >= 2)
+
+
+@pytest.mark.parametrize("executor", ["iterative", "futures", "dask"])
+def test_executors_give_identical_rows(nano_v12, tmp_path, executor):
+    if executor == "dask":
+        pytest.importorskip("distributed")
+    cfg = RunConfig(executor=executor, workers=2, chunksize=50, progress=False)
+    result = run_processor(NeutrinoFeatureProcessor(), build_fileset([nano_v12]), tmp_path / executor, cfg)
+    assert len(result["chunks"]) == 4
+    rows = read_parquet_dir(tmp_path / executor)
+    reference = NeutrinoFeatureProcessor().process(_events(nano_v12))["columns"]
+    order = np.argsort(ak.to_numpy(rows.event))
+    ref_order = np.argsort(ak.to_numpy(reference.event))
+    assert rows[order].to_list() == reference[ref_order].to_list()
