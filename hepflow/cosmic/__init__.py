@@ -1,0 +1,45 @@
+"""Cosmic-ray source inference: forward model of the Auger spectrum and Xmax distributions.
+
+One concept per module:
+
+* :mod:`~hepflow.cosmic.tables`: CRPropa-3 propagation tables shipped by astrotools;
+* :mod:`~hepflow.cosmic.source`: injection spectrum (power law, rigidity cut-off, 5 species);
+* :mod:`~hepflow.cosmic.propagation`: source-distance model and propagation matrix;
+* :mod:`~hepflow.cosmic.xmax`: generalized Gumbel Xmax parametrisation;
+* :mod:`~hepflow.cosmic.auger`: published Auger data (spectrum 2020, Xmax 2014, detector response);
+* :mod:`~hepflow.cosmic.observation`: binning and binned observations;
+* :mod:`~hepflow.cosmic.model`: the forward model (expected counts, simulator);
+* :mod:`~hepflow.cosmic.priors`: prior on the 7 parameters;
+* :mod:`~hepflow.cosmic.likelihood`: combined-fit deviance and log-likelihood.
+
+Example:
+    >>> from hepflow.cosmic import ForwardModel, Likelihood, Observation, Prior
+    >>> obs = Observation.from_auger()                     # E > 10^18.7 eV
+    >>> model = ForwardModel(obs, hadronic_model="EPOS-LHC")
+    >>> theta = Prior().sample(4096, rng=0)                # (n, 7)
+    >>> sims = model.simulate(theta, rng=1)                # spectrum (n, 15), xmax (n, 9, 100)
+    >>> loglike = Likelihood(obs, model=model)(theta)      # (n,)
+
+See docs/cosmic_model.md for every modelling choice.
+"""
+
+from __future__ import annotations
+
+from hepflow.cosmic.likelihood import Deviance, Likelihood, multinomial_deviance, poisson_deviance
+from hepflow.cosmic.model import ForwardModel
+from hepflow.cosmic.observation import Binning, Observation
+from hepflow.cosmic.priors import Prior
+from hepflow.cosmic.source import PARAMETER_NAMES, SPECIES
+
+__all__ = [
+    "PARAMETER_NAMES",
+    "SPECIES",
+    "Binning",
+    "Deviance",
+    "ForwardModel",
+    "Likelihood",
+    "Observation",
+    "Prior",
+    "multinomial_deviance",
+    "poisson_deviance",
+]
