@@ -40,6 +40,9 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
         raise OutputError(f"cannot write to {final.parent}: {err.strerror}") from err
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs are shared like any new file
     try:
         yield tmp
         with open(tmp, "rb") as fh:

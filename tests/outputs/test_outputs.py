@@ -92,3 +92,14 @@ def test_chunk_names_are_unique_and_safe():
     assert a != b
     assert " " not in a
     assert a.endswith("__0-100")
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "p.json", {})
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

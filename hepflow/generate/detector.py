@@ -1,0 +1,628 @@
+"""A fast CMS-like detector response, modelled on the Delphes CMS card.
+
+Every stable visible particle is measured once, the way the particle-flow reconstruction of
+the Delphes CMS card (``cards/delphes_card_CMS.tcl``) sees it: charged particles inside the
+tracker as tracks (tracking efficiency, momentum resolution), photons and untracked electrons
+in the ECAL, neutral and untracked charged hadrons in the HCAL (energy resolution, energy
+threshold); muons only as tracks. The measured particles (the "PF candidates") then give
+
+* electrons and muons (reconstruction efficiency, relative isolation in a cone),
+* anti-kt R = 0.4 jets (FastJet) from all candidates except the selected isolated leptons,
+  with the Delphes jet energy scale correction, flavour from ghost-associated heavy-flavour
+  hadrons and partons, and b-tagging with the Delphes efficiencies and mistag rates,
+* missing transverse momentum, the negative vector sum of all candidates with the jet
+  corrections propagated (type-1).
+
+The formulas, their sources and the reasons for each choice are in ``docs/detector.md``. All
+randomness comes from the :class:`numpy.random.Generator` passed in, so a seed fixes the output.
+
+Example:
+    >>> import numpy as np
+    >>> round(float(jet_energy_scale(np.array([30.0]), np.array([0.0]))[0]), 4)
+    1.0992
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import awkward as ak
+import numpy as np
+
+#: Medium working point of DeepJet (``btagDeepFlavB``), CMS Run 2 UL 2018, used for the score.
+BTAG_MEDIUM_WP = 0.2783
+#: Transverse momentum above which jets are kept (after the energy scale correction), GeV.
+JET_PT_MIN = 15.0
+#: Anti-kt distance parameter.
+JET_R = 0.4
+#: Raw (uncorrected) jet pT pre-selection, GeV: a raw jet needs about 12 GeV to pass
+#: ``JET_PT_MIN`` after the energy scale correction, so this cut loses none.
+_RAW_JET_PT_MIN = 10.0
+#: Calorimeter acceptance |eta| (ECAL + HF).
+CALO_ETA_MAX = 5.0
+#: Tracker acceptance |eta|.
+TRACKER_ETA_MAX = 2.5
+#: Electron and muon reconstruction threshold, GeV (the Delphes efficiencies vanish below).
+LEPTON_PT_MIN = 10.0
+#: Cone sizes of the relative isolation (``pfRelIso03_all`` and ``pfRelIso04_all``).
+ELECTRON_ISO_CONE = 0.3
+MUON_ISO_CONE = 0.4
+#: Candidates below this pT do not enter the isolation sums (Delphes ``PTMin``), GeV.
+ISO_PT_MIN = 0.5
+#: Relative isolation below which a prompt (tight) lepton is "selected": kept out of the jet
+#: inputs (Delphes ``PTRatioMax`` of the CMS card).
+ELECTRON_ISO_MAX = 0.12
+MUON_ISO_MAX = 0.25
+#: Calorimeter energy thresholds of the Delphes CMS card (``EnergyMin``), GeV.
+ECAL_E_MIN = 0.5
+HCAL_E_MIN = 1.0
+#: ... and minimum significance E / sigma(E) (``EnergySignificanceMin``).
+CALO_SIGNIFICANCE_MIN = 2.0
+
+ELECTRON_MASS = 0.000511
+MUON_MASS = 0.1056584
+_ETA_CAP = 1.0e6  # eta of a particle along the beam (pT = 0), kept finite
+
+# Track momentum resolution sigma(pT)/pT = sqrt(a^2 + (b pT)^2) per |eta| bin (upper edge, a, b),
+# Delphes CMS card modules ChargedHadron-, Electron- and MuonMomentumSmearing (arXiv:1405.6569).
+_TRACK_RESOLUTION = {
+    "hadron": ((0.5, 0.01, 1.5e-4), (1.5, 0.015, 2.5e-4), (2.5, 0.025, 5.5e-4)),
+    "electron": ((0.5, 0.03, 1.3e-3), (1.5, 0.05, 1.7e-3), (2.5, 0.15, 3.1e-3)),
+    "muon": ((0.5, 0.01, 1.0e-4), (1.5, 0.015, 1.5e-4), (2.5, 0.025, 3.5e-4)),
+}
+# Tracking efficiency per |eta| bin (upper edge, 0.1 < pT <= 1, 1 < pT <= 100, pT > 100 GeV),
+# Delphes CMS card modules ChargedHadron-, Electron- and MuonTrackingEfficiency.
+_TRACKING_EFFICIENCY = {
+    "hadron": ((1.5, 0.70, 0.95, 0.95), (2.5, 0.60, 0.85, 0.85)),
+    "electron": ((1.5, 0.73, 0.95, 0.99), (2.5, 0.50, 0.83, 0.90)),
+    "muon": ((1.5, 0.75, 0.99, 0.99), (2.5, 0.70, 0.98, 0.98)),
+}
+
+
+@dataclass(frozen=True)
+class Particles:
+    """Stable generator-level particles of a batch of events, flattened.
+
+    Rows ``offsets[k]:offsets[k + 1]`` belong to event ``k``. ``genpart_idx`` links a particle to
+    its entry in the event's pruned ``GenPart`` list (-1 for all but the prompt lepton).
+    """
+
+    offsets: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray
+    pdg_id: np.ndarray
+    charge: np.ndarray
+    genpart_idx: np.ndarray
+
+    @property
+    def n_events(self) -> int:
+        return len(self.offsets) - 1
+
+    @cached_property
+    def event(self) -> np.ndarray:
+        """Event number (0-based, within the batch) of every row."""
+        return np.repeat(np.arange(self.n_events), np.diff(self.offsets))
+
+
+@dataclass(frozen=True)
+class Ghosts:
+    """Generator-level objects that label jets by ghost association, flattened like :class:`Particles`.
+
+    ``hadron_flavour`` is 5 for a weakly decaying B hadron, 4 for a C hadron, 0 for a parton;
+    ``parton_flavour`` is the signed PDG id of the (heavy or light) quark the ghost stands for.
+    """
+
+    offsets: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray
+    hadron_flavour: np.ndarray
+    parton_flavour: np.ndarray
+
+
+# --- parametrisations ----------------------------------------------------------------------
+
+
+def ecal_resolution(energy: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Absolute ECAL energy resolution sigma(E) in GeV (Delphes CMS card, module ``ECal``).
+
+    |eta| <= 1.5: (1 + 0.64 eta^2) sqrt(0.008^2 E^2 + 0.11^2 E + 0.40^2);
+    1.5 < |eta| <= 2.5: (2.16 + 5.6 (|eta| - 2)^2) sqrt(same); 2.5 < |eta| <= 5: sqrt(0.107^2 E^2 +
+    2.08^2 E); 0 outside.
+    """
+    energy, aeta = np.asarray(energy, dtype=np.float64), np.abs(eta)
+    core = np.sqrt(energy**2 * 0.008**2 + energy * 0.11**2 + 0.40**2)
+    forward = np.sqrt(energy**2 * 0.107**2 + energy * 2.08**2)
+    return np.select(
+        [aeta <= 1.5, aeta <= 2.5, aeta <= CALO_ETA_MAX],
+        [(1.0 + 0.64 * aeta**2) * core, (2.16 + 5.6 * (aeta - 2.0) ** 2) * core, forward],
+        0.0,
+    )
+
+
+def hcal_resolution(energy: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Absolute HCAL energy resolution sigma(E) in GeV (Delphes CMS card, module ``HCal``).
+
+    |eta| <= 3: sqrt(0.050^2 E^2 + 1.50^2 E); 3 < |eta| <= 5: sqrt(0.130^2 E^2 + 2.70^2 E); 0 outside.
+    """
+    energy, aeta = np.asarray(energy, dtype=np.float64), np.abs(eta)
+    return np.select(
+        [aeta <= 3.0, aeta <= CALO_ETA_MAX],
+        [np.sqrt(energy**2 * 0.050**2 + energy * 1.50**2), np.sqrt(energy**2 * 0.130**2 + energy * 2.70**2)],
+        0.0,
+    )
+
+
+def track_resolution(pt: np.ndarray, eta: np.ndarray, *, kind: str) -> np.ndarray:
+    """Relative track momentum resolution sigma(pT)/pT for ``kind`` "hadron", "electron" or "muon".
+
+    sqrt(a^2 + (b pT)^2) with (a, b) per |eta| bin from the Delphes CMS card, e.g. muons with
+    |eta| <= 0.5: a = 0.01, b = 1e-4 / GeV; 0 outside the tracker (|eta| > 2.5).
+    """
+    pt, aeta = np.asarray(pt, dtype=np.float64), np.abs(eta)
+    conditions, values, low = [], [], -1.0
+    for edge, a, b in _TRACK_RESOLUTION[kind]:
+        conditions.append((aeta > low) & (aeta <= edge))
+        values.append(np.sqrt(a**2 + (b * pt) ** 2))
+        low = edge
+    return np.select(conditions, values, 0.0)
+
+
+def tracking_efficiency(pt: np.ndarray, eta: np.ndarray, *, kind: str) -> np.ndarray:
+    """Probability that a charged particle of ``kind`` ("hadron", "electron", "muon") leaves a track.
+
+    Piecewise constant in pT (0.1-1, 1-100, > 100 GeV) and |eta| (<= 1.5, 1.5-2.5) as in the
+    Delphes CMS card; 0 below 0.1 GeV and outside the tracker.
+    """
+    pt, aeta = np.asarray(pt, dtype=np.float64), np.abs(eta)
+    eff = np.zeros(np.broadcast(pt, aeta).shape)
+    low = -1.0
+    for edge, soft, mid, hard in _TRACKING_EFFICIENCY[kind]:
+        in_bin = (aeta > low) & (aeta <= edge)
+        eff = np.where(in_bin & (pt > 0.1), np.select([pt <= 1.0, pt <= 100.0], [soft, mid], hard), eff)
+        low = edge
+    return eff
+
+
+def electron_efficiency(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Electron identification efficiency (Delphes CMS card, ``ElectronEfficiency``).
+
+    0.95 for |eta| <= 1.5, 0.85 for 1.5 < |eta| <= 2.5, for pT > 10 GeV; 0 otherwise.
+    """
+    aeta = np.abs(eta)
+    eff = np.select([aeta <= 1.5, aeta <= TRACKER_ETA_MAX], [0.95, 0.85], 0.0)
+    return np.where(np.asarray(pt) > LEPTON_PT_MIN, eff, 0.0)
+
+
+def muon_efficiency(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Muon identification efficiency (Delphes CMS card, ``MuonEfficiency``).
+
+    0.95 for 10 < pT <= 1000 GeV and 0.95 exp(0.5 - 5e-4 pT) above, for |eta| <= 2.4; 0 otherwise.
+    """
+    pt = np.asarray(pt, dtype=np.float64)
+    eff = np.where(pt <= 1000.0, 0.95, 0.95 * np.exp(0.5 - pt * 5.0e-4))
+    return np.where((pt > LEPTON_PT_MIN) & (np.abs(eta) <= 2.4), eff, 0.0)
+
+
+def jet_energy_scale(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Jet energy scale correction factor (Delphes CMS card, ``JetEnergyScale``).
+
+    sqrt((2.5 - 0.15 |eta|)^2 / pT + 1), applied to the four-momentum of the raw jet.
+    """
+    pt = np.asarray(pt, dtype=np.float64)
+    return np.sqrt((2.5 - 0.15 * np.abs(eta)) ** 2 / pt + 1.0)
+
+
+def btag_efficiency(pt: np.ndarray, hadron_flavour: np.ndarray) -> np.ndarray:
+    """b-tagging probability by hadron flavour (Delphes CMS card, ``BTagging``, arXiv:1211.4462).
+
+    b (5): 0.85 tanh(0.0025 pT) 25 / (1 + 0.063 pT); c (4): 0.25 tanh(0.018 pT) / (1 + 0.0013 pT);
+    light (0): 0.01 + 3.8e-5 pT.
+    """
+    pt = np.asarray(pt, dtype=np.float64)
+    b = 0.85 * np.tanh(0.0025 * pt) * (25.0 / (1.0 + 0.063 * pt))
+    c = 0.25 * np.tanh(0.018 * pt) / (1.0 + 0.0013 * pt)
+    light = 0.01 + 3.8e-5 * pt
+    return np.select([hadron_flavour == 5, hadron_flavour == 4], [b, c], light)
+
+
+def btag_score(tagged: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A DeepJet-like ``btagDeepFlavB`` score that reproduces the tag decision at the medium WP.
+
+    Tagged jets: WP + (1 - WP) Beta(3, 1), peaked at 1; untagged: WP Beta(1, 3), peaked at 0.
+    """
+    tagged = np.asarray(tagged, dtype=bool)
+    high = BTAG_MEDIUM_WP + (1.0 - BTAG_MEDIUM_WP) * rng.beta(3.0, 1.0, size=tagged.shape)
+    low = BTAG_MEDIUM_WP * rng.beta(1.0, 3.0, size=tagged.shape)
+    # keep both sides of the working point apart after the cast to float32
+    wp = np.float32(BTAG_MEDIUM_WP)
+    return np.where(tagged, np.maximum(high, wp), np.minimum(low, np.nextafter(wp, np.float32(0))))
+
+
+def lognormal(mean: np.ndarray, sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw from a log-normal distribution of given mean and standard deviation (Delphes ``LogNormal``).
+
+    Used for every energy and momentum measurement: it has the requested mean and width and is
+    positive. Entries with ``mean <= 0`` or ``sigma == 0`` are returned unchanged.
+    """
+    mean, sigma = np.broadcast_arrays(np.asarray(mean, dtype=np.float64), np.asarray(sigma, dtype=np.float64))
+    ok = (mean > 0.0) & (sigma > 0.0)
+    ratio = np.where(ok, sigma / np.where(ok, mean, 1.0), 0.0)
+    b = np.sqrt(np.log1p(ratio**2))
+    a = np.log(np.where(ok, mean, 1.0)) - 0.5 * b**2
+    draw = np.exp(a + b * rng.standard_normal(mean.shape))
+    return np.where(ok, draw, mean)
+
+
+def missing_et(
+    px: np.ndarray, py: np.ndarray, event: np.ndarray, n_events: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pT, phi) of the negative vector sum of the objects ``(px, py)`` of each event.
+
+    Example:
+        >>> pt, phi = missing_et(np.array([3.0, 0.0]), np.array([4.0, -2.0]), np.array([0, 1]), 2)
+        >>> pt.tolist(), phi.round(3).tolist()
+        ([5.0, 2.0], [-2.214, 1.571])
+    """
+    mex = -np.bincount(event, weights=px, minlength=n_events)
+    mey = -np.bincount(event, weights=py, minlength=n_events)
+    return np.hypot(mex, mey), np.arctan2(mey, mex)
+
+
+def pseudorapidity(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
+    """eta = asinh(pz / pT), finite (+-1e6) for particles along the beam."""
+    pt = np.hypot(px, py)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eta = np.arcsinh(pz / pt)
+    return np.where(pt > 0.0, eta, np.copysign(_ETA_CAP, pz))
+
+
+def delta_phi(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a - b wrapped into [-pi, pi)."""
+    return (a - b + np.pi) % (2.0 * np.pi) - np.pi
+
+
+# --- reconstruction ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Measured particles (PF candidates), flattened.
+
+    ``source`` is the row of the particle in :class:`Particles`; ``track`` tells tracks from
+    calorimeter deposits.
+    """
+
+    event: np.ndarray
+    source: np.ndarray
+    track: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray
+
+    @property
+    def pt(self) -> np.ndarray:
+        return np.hypot(self.px, self.py)
+
+    @property
+    def eta(self) -> np.ndarray:
+        return pseudorapidity(self.px, self.py, self.pz)
+
+    def take(self, rows: np.ndarray) -> _Candidates:
+        return _Candidates(
+            self.event[rows],
+            self.source[rows],
+            self.track[rows],
+            self.px[rows],
+            self.py[rows],
+            self.pz[rows],
+            self.e[rows],
+        )
+
+
+def measure(particles: Particles, rng: np.random.Generator) -> _Candidates:
+    """Turn generator-level particles into PF candidates: efficiencies, resolutions, thresholds.
+
+    A track is the particle's four-momentum scaled by the smeared momentum; a calorimeter
+    deposit is massless, along the particle, with the smeared energy, and is dropped below the
+    Delphes thresholds (energy and significance). Neutrinos and muons without a track leave
+    nothing.
+    """
+    px, py, pz, e = particles.px, particles.py, particles.pz, particles.e
+    pt = np.hypot(px, py)
+    eta = pseudorapidity(px, py, pz)
+    aid = np.abs(particles.pdg_id)
+    is_mu, is_e = aid == 13, aid == 11
+    invisible = (aid == 12) | (aid == 14) | (aid == 16)
+
+    def by_kind(function: Callable[..., np.ndarray]) -> np.ndarray:
+        return np.select(
+            [is_mu, is_e],
+            [function(pt, eta, kind="muon"), function(pt, eta, kind="electron")],
+            function(pt, eta, kind="hadron"),
+        )
+
+    track = (particles.charge != 0) & ~invisible & (rng.random(len(pt)) < by_kind(tracking_efficiency))
+    track_res = by_kind(track_resolution)
+    track_e = e * lognormal(np.ones_like(e), track_res, rng)
+
+    # calorimeters: photons and electrons without a track in the ECAL, all other visible
+    # particles without a track in the HCAL, muons nowhere
+    in_calo = np.abs(eta) <= CALO_ETA_MAX
+    ecal = in_calo & ~track & ((aid == 22) | is_e)
+    hcal = in_calo & ~track & ~invisible & ~is_mu & ~ecal
+    ecal_sigma = ecal_resolution(e, eta)
+    calo_sigma = np.where(ecal | is_e, ecal_sigma, hcal_resolution(e, eta))
+    calo_e = lognormal(e, calo_sigma, rng)
+    calo = (ecal | hcal) & (calo_e >= np.where(ecal, ECAL_E_MIN, HCAL_E_MIN))
+    calo &= calo_e >= CALO_SIGNIFICANCE_MIN * calo_sigma
+
+    # electrons with a track: inverse-variance mean of the track and ECAL measurements
+    track_var, ecal_var = (track_res * e) ** 2, ecal_sigma**2
+    both = track & is_e & (track_var > 0) & (ecal_var > 0)
+    weight = np.where(both, track_var / np.where(both, track_var + ecal_var, 1.0), 0.0)  # of the ECAL
+    track_e = np.where(both, (1.0 - weight) * track_e + weight * calo_e, track_e)
+
+    p = np.sqrt(pt**2 + pz**2)
+    measured_e = np.where(calo, calo_e, track_e)
+    factor = np.where(calo, calo_e / np.where(p > 0, p, 1.0), track_e / np.where(e > 0, e, 1.0))
+    rows = np.flatnonzero(track | calo)
+    return _Candidates(
+        event=particles.event[rows],
+        source=rows,
+        track=track[rows],
+        px=(px * factor)[rows],
+        py=(py * factor)[rows],
+        pz=(pz * factor)[rows],
+        e=measured_e[rows],
+    )
+
+
+def relative_isolation(
+    lepton: np.ndarray, candidates: _Candidates, offsets: np.ndarray, cone: float
+) -> np.ndarray:
+    """Scalar pT sum of the other candidates with pT > 0.5 GeV within ``cone``, over the lepton pT.
+
+    ``lepton`` holds candidate indices; ``offsets`` delimits each event's candidates.
+    """
+    if len(lepton) == 0:
+        return np.zeros(0)
+    ev = candidates.event[lepton]
+    start, stop = offsets[ev], offsets[ev + 1]
+    counts = stop - start
+    owner = np.repeat(np.arange(len(lepton)), counts)
+    other = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(start, counts)
+    pt, eta = candidates.pt, candidates.eta
+    phi = np.arctan2(candidates.py, candidates.px)
+    dr2 = (eta[other] - eta[lepton][owner]) ** 2 + delta_phi(phi[other], phi[lepton][owner]) ** 2
+    inside = (dr2 < cone**2) & (other != lepton[owner]) & (pt[other] > ISO_PT_MIN)
+    return np.bincount(owner, weights=np.where(inside, pt[other], 0.0), minlength=len(lepton)) / pt[lepton]
+
+
+def _lepton_collection(
+    particles: Particles,
+    candidates: _Candidates,
+    offsets: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    flavour: int,
+) -> dict[str, np.ndarray]:
+    """Reconstructed electrons (``flavour`` 11) or muons (13), flat, with their candidate indices."""
+    tracked = np.flatnonzero(candidates.track & (np.abs(particles.pdg_id[candidates.source]) == flavour))
+    pt, eta = candidates.pt[tracked], candidates.eta[tracked]
+    eff = electron_efficiency(pt, eta) if flavour == 11 else muon_efficiency(pt, eta)
+    index = tracked[rng.random(len(pt)) < eff]
+    cone = ELECTRON_ISO_CONE if flavour == 11 else MUON_ISO_CONE
+    iso = relative_isolation(index, candidates, offsets, cone)
+    genpart_idx = particles.genpart_idx[candidates.source[index]]
+    prompt = genpart_idx >= 0
+    selected = prompt & (iso < (ELECTRON_ISO_MAX if flavour == 11 else MUON_ISO_MAX))
+    return {"index": index, "iso": iso, "prompt": prompt, "selected": selected, "genPartIdx": genpart_idx}
+
+
+@dataclass(frozen=True)
+class _Jets:
+    """Raw anti-kt jets, flattened, with the flavour labels of their ghosts."""
+
+    event: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray
+    hadron_flavour: np.ndarray
+    parton_flavour: np.ndarray
+
+
+def cluster_jets(inputs: _Candidates, ghosts: Ghosts, n_events: int) -> _Jets:
+    """Anti-kt R = 0.4 jets of the candidates ``inputs`` with ghost-associated flavour labels.
+
+    The ghosts are clustered with their momenta scaled by 1e-18, so they label jets without
+    changing them. hadronFlavour is 5 if a B hadron is among the ghosts, else 4 if a C hadron is,
+    else 0; partonFlavour is the flavour of the heaviest, then hardest ghost, 21 if there is none.
+    The jet four-momentum is the sum of its real constituents.
+    """
+    import fastjet
+    import fastjet._swig
+
+    # FastJet prints a banner on first use; docs/detector.md cites it instead
+    fastjet._swig.ClusterSequence.set_fastjet_banner_stream(None)
+
+    counts = np.bincount(inputs.event, minlength=n_events)
+    input_offsets = np.r_[0, np.cumsum(counts)]
+    tiny = 1.0e-18
+    real = ak.unflatten(ak.zip({"px": inputs.px, "py": inputs.py, "pz": inputs.pz, "E": inputs.e}), counts)
+    ghost = ak.unflatten(
+        ak.zip(
+            {"px": ghosts.px * tiny, "py": ghosts.py * tiny, "pz": ghosts.pz * tiny, "E": ghosts.e * tiny}
+        ),
+        np.diff(ghosts.offsets),
+    )
+    together = ak.with_name(ak.concatenate([real, ghost], axis=1), "Momentum4D")
+    sequence = fastjet.ClusterSequence(together, fastjet.JetDefinition(fastjet.antikt_algorithm, JET_R))
+    constituents = sequence.constituent_index(min_pt=_RAW_JET_PT_MIN)
+
+    jets_per_event = ak.to_numpy(ak.num(constituents, axis=1))
+    sizes = ak.to_numpy(ak.flatten(ak.num(constituents, axis=2)))
+    n_jets = len(sizes)
+    local = ak.to_numpy(ak.flatten(constituents, axis=None)).astype(np.int64)
+    jet_of = np.repeat(np.arange(n_jets), sizes)
+    jet_event = np.repeat(np.arange(n_events), jets_per_event)
+    event_of = jet_event[jet_of]
+    is_real = local < counts[event_of]
+
+    row = input_offsets[event_of[is_real]] + local[is_real]
+    owner = jet_of[is_real]
+    px, py, pz, e = (
+        np.bincount(owner, weights=getattr(inputs, c)[row], minlength=n_jets) for c in ("px", "py", "pz", "e")
+    )
+
+    ghost_row = ghosts.offsets[event_of[~is_real]] + local[~is_real] - counts[event_of[~is_real]]
+    ghost_owner = jet_of[~is_real]
+    hadron = np.zeros(n_jets, dtype=np.uint8)
+    np.maximum.at(hadron, ghost_owner, ghosts.hadron_flavour[ghost_row])
+    parton = np.full(n_jets, 21, dtype=np.int16)
+    key = ghosts.hadron_flavour[ghost_row] * 1.0e6 + np.hypot(ghosts.px[ghost_row], ghosts.py[ghost_row])
+    if len(key):
+        order = np.lexsort((key, ghost_owner))  # the last entry of each jet is its best ghost
+        best = np.r_[ghost_owner[order][1:] != ghost_owner[order][:-1], True]
+        parton[ghost_owner[order][best]] = ghosts.parton_flavour[ghost_row[order][best]]
+    return _Jets(jet_event, px, py, pz, e, hadron, parton)
+
+
+def simulate(
+    particles: Particles, ghosts: Ghosts, rng: np.random.Generator
+) -> dict[str, ak.Array | np.ndarray]:
+    """Reconstruct one batch of events: NanoAOD-like ``Jet``, ``Electron``, ``Muon`` and ``MET_*``.
+
+    Returns a mapping of collection name to a jagged record array (one list per event, sorted by
+    decreasing pT, NanoAOD field names and dtypes) and of ``MET_pt``/``MET_phi``/``MET_sumEt`` to
+    flat float32 arrays.
+    """
+    n_events = particles.n_events
+    candidates = measure(particles, rng)
+    offsets = np.r_[0, np.cumsum(np.bincount(candidates.event, minlength=n_events))]
+
+    electrons = _lepton_collection(particles, candidates, offsets, rng, flavour=11)
+    muons = _lepton_collection(particles, candidates, offsets, rng, flavour=13)
+
+    jet_input = np.ones(len(candidates.event), dtype=bool)
+    jet_input[electrons["index"][electrons["selected"]]] = False
+    jet_input[muons["index"][muons["selected"]]] = False
+    jets = cluster_jets(candidates.take(jet_input), ghosts, n_events)
+    raw_pt = np.hypot(jets.px, jets.py)
+    jet_eta = pseudorapidity(jets.px, jets.py, jets.pz)
+    scale = jet_energy_scale(raw_pt, jet_eta)
+    jet_pt = raw_pt * scale
+    keep = jet_pt > JET_PT_MIN
+    eff = np.where(np.abs(jet_eta) < TRACKER_ETA_MAX, btag_efficiency(jet_pt, jets.hadron_flavour), 0.0)
+    tagged = rng.random(len(jet_pt)) < eff
+
+    # type-1 missing ET: all candidates, with the correction of every kept jet propagated
+    corr = np.where(keep, scale - 1.0, 0.0)
+    met_px = np.r_[candidates.px, jets.px * corr]
+    met_py = np.r_[candidates.py, jets.py * corr]
+    met_pt, met_phi = missing_et(met_px, met_py, np.r_[candidates.event, jets.event], n_events)
+    sum_et = np.bincount(candidates.event, weights=candidates.pt, minlength=n_events)
+
+    raw_mass = np.sqrt(np.maximum(jets.e**2 - jets.px**2 - jets.py**2 - jets.pz**2, 0.0))
+    jet = {
+        "pt": jet_pt,
+        "eta": jet_eta,
+        "phi": np.arctan2(jets.py, jets.px),
+        "mass": raw_mass * scale,
+        "btagDeepFlavB": btag_score(tagged, rng),
+        "hadronFlavour": jets.hadron_flavour,
+        "partonFlavour": jets.parton_flavour,
+        "jetId": np.full(len(jet_pt), 6, dtype=np.uint8),  # tight + tight lepton veto
+    }
+    return {
+        "Jet": _collection(jet, jets.event, keep, n_events, _JET_TYPES),
+        "Electron": _lepton_record(electrons, candidates, particles, n_events, flavour=11),
+        "Muon": _lepton_record(muons, candidates, particles, n_events, flavour=13),
+        "MET_pt": met_pt.astype(np.float32),
+        "MET_phi": met_phi.astype(np.float32),
+        "MET_sumEt": sum_et.astype(np.float32),
+    }
+
+
+_JET_TYPES = {
+    "pt": np.float32,
+    "eta": np.float32,
+    "phi": np.float32,
+    "mass": np.float32,
+    "btagDeepFlavB": np.float32,
+    "hadronFlavour": np.uint8,
+    "partonFlavour": np.int16,
+    "jetId": np.uint8,
+}
+_ELECTRON_TYPES = {
+    "pt": np.float32,
+    "eta": np.float32,
+    "phi": np.float32,
+    "mass": np.float32,
+    "charge": np.int32,
+    "pdgId": np.int32,
+    "pfRelIso03_all": np.float32,
+    "cutBased": np.uint8,
+    "genPartIdx": np.int16,
+}
+_MUON_TYPES = {
+    "pt": np.float32,
+    "eta": np.float32,
+    "phi": np.float32,
+    "mass": np.float32,
+    "charge": np.int32,
+    "pdgId": np.int32,
+    "pfRelIso04_all": np.float32,
+    "tightId": np.bool_,
+    "genPartIdx": np.int16,
+}
+
+
+def _lepton_record(
+    leptons: dict[str, np.ndarray],
+    candidates: _Candidates,
+    particles: Particles,
+    n_events: int,
+    *,
+    flavour: int,
+) -> ak.Array:
+    index = leptons["index"]
+    px, py, pz = candidates.px[index], candidates.py[index], candidates.pz[index]
+    pdg = particles.pdg_id[candidates.source[index]]
+    fields = {
+        "pt": np.hypot(px, py),
+        "eta": pseudorapidity(px, py, pz),
+        "phi": np.arctan2(py, px),
+        "mass": np.full(len(index), ELECTRON_MASS if flavour == 11 else MUON_MASS),
+        "charge": -np.sign(pdg),
+        "pdgId": pdg,
+    }
+    if flavour == 11:
+        # cut-based ID as a function of the origin: tight (4) for prompt, veto (1) for non-prompt
+        fields |= {"pfRelIso03_all": leptons["iso"], "cutBased": np.where(leptons["prompt"], 4, 1)}
+        types = _ELECTRON_TYPES
+    else:
+        fields |= {"pfRelIso04_all": leptons["iso"], "tightId": leptons["prompt"]}
+        types = _MUON_TYPES
+    fields["genPartIdx"] = leptons["genPartIdx"]
+    event = candidates.event[index]
+    return _collection(fields, event, np.ones(len(index), dtype=bool), n_events, types)
+
+
+def _collection(
+    fields: dict[str, np.ndarray], event: np.ndarray, keep: np.ndarray, n_events: int, types: dict[str, type]
+) -> ak.Array:
+    """Jagged record array of the kept objects, per event, sorted by decreasing pT, typed."""
+    rows = np.flatnonzero(keep)
+    order = rows[np.lexsort((-fields["pt"][rows], event[rows]))]
+    counts = np.bincount(event[rows], minlength=n_events)
+    return ak.unflatten(
+        ak.zip({name: fields[name][order].astype(types[name]) for name in types}, depth_limit=1), counts
+    )
