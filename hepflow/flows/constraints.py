@@ -1,0 +1,327 @@
+"""Support transforms: bounded and simplex-valued targets mapped to unconstrained space.
+
+A model with constraints learns a flow in unconstrained space and maps samples back through the
+inverse transform, so posterior samples never leave the prior support. ``log_prob`` includes the
+log-determinant of the transform, so densities are those of the user-facing parameters.
+
+* :class:`Box` -- each dimension in ``(low, high)``; either bound may be infinite. Both bounds
+  finite: scaled logit / sigmoid; one bound: inverse softplus / softplus; none: identity.
+* :class:`Simplex` -- ``K`` components that are positive and sum to one (element fractions),
+  mapped to ``K - 1`` unconstrained dimensions with the additive log-ratio
+  ``u_i = log(x_i / x_K)``; the inverse is a softmax. The density is with respect to the first
+  ``K - 1`` components, ``log|det| = -sum_i log x_i`` over all ``K``.
+
+Example:
+    >>> import torch
+    >>> support = Support(4, [Box([0], low=0.0, high=1.0), Simplex([1, 2, 3])])
+    >>> support.out_features
+    3
+    >>> theta = torch.tensor([[0.25, 0.2, 0.3, 0.5]])
+    >>> u, logdet = support(theta)
+    >>> back, _ = support.inverse(u)
+    >>> bool(torch.allclose(back, theta, atol=1e-6))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hepflow.errors import ConfigError
+
+__all__ = ["Box", "Constraint", "Simplex", "Support", "constraint_from_config"]
+
+
+def _encode(v: float) -> float | str:
+    return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+
+
+def _softplus_inv(v: Tensor) -> Tensor:
+    # log(exp(v) - 1), stable for small and large v
+    return v + torch.log(-torch.expm1(-v))
+
+
+class Constraint(nn.Module):
+    """Base class: a bijection from the support of ``len(dims)`` parameters to ``R^out_features``."""
+
+    dims: tuple[int, ...]
+    out_features: int
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def inverse(self, u: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def contains(self, x: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def interior(self) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _as_list(value: float | Sequence[float], n: int, name: str) -> list[float]:
+    if isinstance(value, (int, float, str)):
+        return [float(value)] * n
+    vals = [float(v) for v in value]
+    if len(vals) != n:
+        raise ConfigError(f"Box: {name} has {len(vals)} values for {n} dims")
+    return vals
+
+
+class Box(Constraint):
+    """Parameters ``dims`` restricted to ``(low, high)`` (per dimension; ``±inf`` allowed).
+
+    Example:
+        >>> import torch
+        >>> box = Box([0, 1], low=[0.0, 0.0], high=[1.0, float("inf")])
+        >>> x, _ = box.inverse(torch.tensor([[-30.0, -30.0], [30.0, 30.0]]))
+        >>> bool(((x >= 0) & (x[:, :1] <= 1)).all())
+        True
+    """
+
+    _KINDS = ("free", "both", "lower", "upper")
+
+    def __init__(
+        self,
+        dims: Sequence[int],
+        *,
+        low: float | Sequence[float] = -math.inf,
+        high: float | Sequence[float] = math.inf,
+    ) -> None:
+        super().__init__()
+        self.dims = tuple(int(d) for d in dims)
+        if not self.dims:
+            raise ConfigError("Box needs at least one dimension")
+        n = len(self.dims)
+        lo, hi = _as_list(low, n, "low"), _as_list(high, n, "high")
+        for d, a, b in zip(self.dims, lo, hi, strict=True):
+            if math.isnan(a) or math.isnan(b) or not a < b:
+                raise ConfigError(f"Box: dimension {d} needs low < high, got low={a}, high={b}")
+        self.low_values, self.high_values = lo, hi
+        self.out_features = n
+        groups: dict[str, list[int]] = {k: [] for k in self._KINDS}
+        for i, (a, b) in enumerate(zip(lo, hi, strict=True)):
+            fa, fb = math.isfinite(a), math.isfinite(b)
+            kind = "both" if fa and fb else "lower" if fa else "upper" if fb else "free"
+            groups[kind].append(i)
+        self.kinds = tuple(k for k in self._KINDS if groups[k])
+        order: list[int] = []
+        for k in self.kinds:
+            idx = groups[k]
+            order += idx
+            self.register_buffer(f"{k}_idx", torch.tensor(idx, dtype=torch.long))
+            self.register_buffer(
+                f"{k}_low", torch.tensor([lo[i] if math.isfinite(lo[i]) else 0.0 for i in idx])
+            )
+            self.register_buffer(
+                f"{k}_high", torch.tensor([hi[i] if math.isfinite(hi[i]) else 0.0 for i in idx])
+            )
+        self.register_buffer("restore", torch.argsort(torch.tensor(order, dtype=torch.long)))
+        self.register_buffer("low", torch.tensor(lo))
+        self.register_buffer("high", torch.tensor(hi))
+
+    def _buffers_of(self, kind: str, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        return (
+            getattr(self, f"{kind}_idx"),
+            getattr(self, f"{kind}_low").to(dtype),
+            getattr(self, f"{kind}_high").to(dtype),
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        outs, logdet = [], x.new_zeros(x.shape[0])
+        for kind in self.kinds:
+            idx, lo, hi = self._buffers_of(kind, x.dtype)
+            v = x[:, idx]
+            if kind == "free":
+                u = v
+            elif kind == "both":
+                w = hi - lo
+                p = (v - lo) / w
+                u = torch.log(p) - torch.log1p(-p)
+                logdet = logdet - (torch.log(p) + torch.log1p(-p) + torch.log(w)).sum(1)
+            else:
+                r = v - lo if kind == "lower" else hi - v
+                u = _softplus_inv(r)
+                logdet = logdet - torch.log(-torch.expm1(-r)).sum(1)
+                if kind == "upper":
+                    u = -u
+            outs.append(u)
+        return torch.cat(outs, 1)[:, self.restore], logdet
+
+    def inverse(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        outs, logdet = [], u.new_zeros(u.shape[0])
+        for kind in self.kinds:
+            idx, lo, hi = self._buffers_of(kind, u.dtype)
+            v = u[:, idx]
+            if kind == "free":
+                x = v
+            elif kind == "both":
+                w = hi - lo
+                x = torch.minimum(torch.maximum(lo + w * torch.sigmoid(v), lo), hi)
+                logdet = logdet + (torch.log(w) + F.logsigmoid(v) + F.logsigmoid(-v)).sum(1)
+            elif kind == "lower":
+                x = lo + F.softplus(v)
+                logdet = logdet + F.logsigmoid(v).sum(1)
+            else:
+                x = hi - F.softplus(-v)
+                logdet = logdet + F.logsigmoid(-v).sum(1)
+            outs.append(x)
+        return torch.cat(outs, 1)[:, self.restore], logdet
+
+    def contains(self, x: Tensor) -> Tensor:
+        """Rows strictly inside the box (``low < x < high`` in every dimension)."""
+        return ((x > self.low.to(x.dtype)) & (x < self.high.to(x.dtype))).all(1)
+
+    def interior(self) -> Tensor:
+        lo, hi = self.low, self.high
+        mid = torch.where(torch.isfinite(lo) & torch.isfinite(hi), 0.5 * (lo + hi), torch.zeros_like(lo))
+        mid = torch.where(torch.isfinite(lo) & ~torch.isfinite(hi), lo + 1.0, mid)
+        return torch.where(~torch.isfinite(lo) & torch.isfinite(hi), hi - 1.0, mid)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "Box",
+            "dims": list(self.dims),
+            "low": [_encode(v) for v in self.low_values],
+            "high": [_encode(v) for v in self.high_values],
+        }
+
+    def extra_repr(self) -> str:
+        return f"dims={list(self.dims)}, low={self.low_values}, high={self.high_values}"
+
+
+class Simplex(Constraint):
+    """``K >= 2`` parameters that are positive and sum to one, as ``K - 1`` unconstrained values.
+
+    Example:
+        >>> import torch
+        >>> simplex = Simplex([0, 1, 2])
+        >>> x, _ = simplex.inverse(torch.randn(5, 2) * 20)
+        >>> bool((x >= 0).all()), bool(((x.sum(1) - 1).abs() < 1e-6).all())
+        (True, True)
+    """
+
+    def __init__(self, dims: Sequence[int], *, atol: float = 1e-4) -> None:
+        super().__init__()
+        self.dims = tuple(int(d) for d in dims)
+        if len(self.dims) < 2:
+            raise ConfigError(f"Simplex needs at least 2 components, got dims={list(self.dims)}")
+        self.atol = float(atol)
+        self.out_features = len(self.dims) - 1
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logx = torch.log(x)
+        return logx[:, :-1] - logx[:, -1:], -logx.sum(1)
+
+    def inverse(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        logits = torch.cat((u, torch.zeros_like(u[:, :1])), 1)
+        logp = torch.log_softmax(logits, 1)
+        x = torch.softmax(logits, 1)
+        return x / x.sum(1, keepdim=True), logp.sum(1)
+
+    def contains(self, x: Tensor) -> Tensor:
+        """Rows with every component positive and a sum within ``atol`` of one."""
+        return (x > 0).all(1) & ((x.sum(1) - 1.0).abs() <= self.atol)
+
+    def interior(self) -> Tensor:
+        k = len(self.dims)
+        return torch.full((k,), 1.0 / k)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Simplex", "dims": list(self.dims), "atol": self.atol}
+
+    def extra_repr(self) -> str:
+        return f"dims={list(self.dims)}"
+
+
+def constraint_from_config(cfg: dict[str, Any]) -> Constraint:
+    """Rebuild a constraint from :meth:`Constraint.config`."""
+    kind = cfg.get("type")
+    if kind == "Box":
+        return Box(cfg["dims"], low=[float(v) for v in cfg["low"]], high=[float(v) for v in cfg["high"]])
+    if kind == "Simplex":
+        return Simplex(cfg["dims"], atol=cfg.get("atol", 1e-4))
+    raise ConfigError(f"unknown constraint type {kind!r}")
+
+
+class Support(nn.Module):
+    """All support transforms of a ``theta_dim``-dimensional parameter vector.
+
+    Unconstrained dimensions pass through unchanged. ``forward`` maps parameters to
+    ``out_features`` unconstrained values (unconstrained dims first, then each constraint's output
+    in the order given); ``inverse`` maps back to the original column order.
+    """
+
+    def __init__(self, theta_dim: int, constraints: Sequence[Constraint] = ()) -> None:
+        super().__init__()
+        self.theta_dim = theta_dim
+        self.constraints = nn.ModuleList(constraints)
+        used: dict[int, int] = {}
+        for i, con in enumerate(constraints):
+            if not isinstance(con, Constraint):
+                raise ConfigError(f"constraints must be Box or Simplex objects, got {type(con).__name__}")
+            for d in con.dims:
+                if not 0 <= d < theta_dim:
+                    raise ConfigError(
+                        f"constraint {con.config()['type']} names dim {d}, outside 0..{theta_dim - 1}"
+                    )
+                if d in used:
+                    raise ConfigError(f"dim {d} appears in two constraints ({used[d]} and {i})")
+                used[d] = i
+        free = [d for d in range(theta_dim) if d not in used]
+        order = free + [d for con in constraints for d in con.dims]
+        self.register_buffer("free", torch.tensor(free, dtype=torch.long))
+        self.register_buffer("restore", torch.argsort(torch.tensor(order, dtype=torch.long)))
+        for i, con in enumerate(constraints):
+            self.register_buffer(f"dims_{i}", torch.tensor(con.dims, dtype=torch.long))
+        self.n_free = len(free)
+        self.out_features = len(free) + sum(con.out_features for con in constraints)
+        self.active = len(constraints) > 0
+
+    def forward(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.active:
+            return theta, theta.new_zeros(theta.shape[0])
+        parts = [theta[:, self.free]]
+        logdet = theta.new_zeros(theta.shape[0])
+        for i, con in enumerate(self.constraints):
+            u, ld = con(theta[:, getattr(self, f"dims_{i}")])
+            parts.append(u)
+            logdet = logdet + ld
+        return torch.cat(parts, 1), logdet
+
+    def inverse(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.active:
+            return u, u.new_zeros(u.shape[0])
+        parts = [u[:, : self.n_free]]
+        logdet = u.new_zeros(u.shape[0])
+        start = self.n_free
+        for con in self.constraints:
+            x, ld = con.inverse(u[:, start : start + con.out_features])
+            start += con.out_features
+            parts.append(x)
+            logdet = logdet + ld
+        return torch.cat(parts, 1)[:, self.restore], logdet
+
+    def contains(self, theta: Tensor) -> Tensor:
+        """Boolean ``(batch,)``: rows inside the support of every constraint."""
+        inside = torch.ones(theta.shape[0], dtype=torch.bool, device=theta.device)
+        for i, con in enumerate(self.constraints):
+            inside = inside & con.contains(theta[:, getattr(self, f"dims_{i}")])
+        return inside
+
+    def interior(self, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
+        """One point inside the support (centre of boxes, uniform fractions)."""
+        point = torch.zeros(self.theta_dim, dtype=dtype, device=device)
+        for i, con in enumerate(self.constraints):
+            point[getattr(self, f"dims_{i}")] = con.interior().to(dtype=dtype, device=device)
+        return point

@@ -1,0 +1,184 @@
+"""Support transforms (box, simplex), dequantization and standardisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hepflow.errors import ConfigError
+from hepflow.flows import Box, Dequantize, Simplex, Standardize, Support
+from hepflow.flows.constraints import constraint_from_config
+
+from .conftest import jacobian_logdet
+
+INF = math.inf
+
+
+def _box_cases():
+    return {
+        "both": (Box([0, 1], low=[0.0, -2.0], high=[1.0, 5.0]), lambda n: torch.rand(n, 2) * 0.98 + 0.01),
+        "lower": (Box([0], low=1.0), lambda n: 1.0 + torch.rand(n, 1) * 5 + 1e-3),
+        "upper": (Box([0], high=-1.0), lambda n: -1.0 - torch.rand(n, 1) * 5 - 1e-3),
+        "mixed": (
+            Box([0, 1, 2, 3], low=[0.0, 0.0, -INF, -INF], high=[1.0, INF, 2.0, INF]),
+            lambda n: torch.stack(
+                [
+                    torch.rand(n) * 0.9 + 0.05,
+                    torch.rand(n) * 3 + 0.01,
+                    2.0 - torch.rand(n) * 3 - 0.01,
+                    torch.randn(n),
+                ],
+                1,
+            ),
+        ),
+    }
+
+
+@pytest.fixture(params=["both", "lower", "upper", "mixed"])
+def box_case(request):
+    torch.manual_seed(0)
+    box, draw = _box_cases()[request.param]
+    if request.param == "both":
+        x = draw(8)
+        x[:, 1] = x[:, 1] * 7 - 2
+    else:
+        x = draw(8)
+    return box.double(), x.double()
+
+
+def test_box_roundtrip_and_logdet(box_case):
+    box, x = box_case
+    assert bool(box.contains(x).all())
+    u, ld = box(x)
+    back, ld_inv = box.inverse(u)
+    assert torch.allclose(back, x, atol=1e-9)
+    assert torch.allclose(ld_inv, -ld, atol=1e-9)
+    expected = jacobian_logdet(lambda r: box(r[None])[0][0], x)
+    assert torch.allclose(ld, expected, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["both", "lower", "upper", "mixed"])
+def test_box_inverse_never_leaves_support(name):
+    box, _ = _box_cases()[name]
+    u = torch.tensor([-1e6, -100.0, -30.0, 0.0, 30.0, 100.0, 1e6]).repeat_interleave(box.out_features)
+    x, ld = box.inverse(u.reshape(-1, box.out_features))
+    assert torch.isfinite(x).all()
+    assert torch.isfinite(ld).all()
+    assert bool(((x >= box.low) & (x <= box.high)).all())
+
+
+def test_box_rejects_bad_bounds():
+    with pytest.raises(ConfigError, match="low < high"):
+        Box([0], low=1.0, high=0.0)
+    with pytest.raises(ConfigError, match="2 values for 1 dims"):
+        Box([0], low=[0.0, 1.0], high=2.0)
+
+
+def test_simplex_roundtrip_logdet_and_support():
+    torch.manual_seed(0)
+    simplex = Simplex([0, 1, 2, 3]).double()
+    x = torch.distributions.Dirichlet(torch.ones(4)).sample((6,)).double()
+    u, ld = simplex(x)
+    assert u.shape == (6, 3)
+    back, ld_inv = simplex.inverse(u)
+    assert torch.allclose(back, x, atol=1e-10)
+    assert torch.allclose(ld_inv, -ld, atol=1e-10)
+
+    # density with respect to the first K-1 components: x_K = 1 - sum(x_1..x_{K-1})
+    def reduced(r):
+        full = torch.cat([r, 1 - r.sum(0, keepdim=True)])
+        return simplex(full[None])[0][0]
+
+    expected = jacobian_logdet(reduced, x[:, :3])
+    assert torch.allclose(ld, expected, atol=1e-8)
+    x_ext, ld_ext = simplex.float().inverse(
+        torch.tensor([[1e6, -1e6, 0.0], [-80.0, 80.0, 3.0], [0.0, 0.0, 0.0]])
+    )
+    assert bool((x_ext >= 0).all())
+    assert torch.isfinite(ld_ext).all()
+    assert torch.allclose(x_ext.sum(1), torch.ones(3), atol=1e-6)
+
+
+def test_support_combines_constraints_and_free_dims():
+    torch.manual_seed(0)
+    support = Support(6, [Simplex([5, 1, 3]), Box([0], low=0.0, high=2.0)]).double()
+    assert support.out_features == 5
+    frac = torch.distributions.Dirichlet(torch.ones(3)).sample((7,)).double()
+    theta = torch.randn(7, 6, dtype=torch.float64)
+    theta[:, [5, 1, 3]] = frac
+    theta[:, 0] = torch.rand(7, dtype=torch.float64) * 1.8 + 0.1
+    assert bool(support.contains(theta).all())
+    u, ld = support(theta)
+    back, ld_inv = support.inverse(u)
+    assert torch.allclose(back, theta, atol=1e-10)
+    assert torch.allclose(ld, -ld_inv, atol=1e-10)
+    assert not bool(support.contains(theta + 5).any())
+    inside = support.interior(torch.float64)
+    assert bool(support.contains(inside[None]).all())
+
+
+def test_support_validation():
+    with pytest.raises(ConfigError, match="outside"):
+        Support(2, [Box([2], low=0.0, high=1.0)])
+    with pytest.raises(ConfigError, match="two constraints"):
+        Support(3, [Box([0], low=0.0, high=1.0), Simplex([0, 1])])
+
+
+@pytest.mark.parametrize(
+    "con", [Box([0, 2], low=[0.0, -INF], high=[1.0, 3.0]), Simplex([1, 2, 3], atol=1e-3)]
+)
+def test_constraint_config_roundtrip(con):
+    import json
+
+    rebuilt = constraint_from_config(json.loads(json.dumps(con.config())))
+    assert rebuilt.config() == con.config()
+
+
+def test_dequantize_train_and_eval():
+    torch.manual_seed(0)
+    deq = Dequantize([0, 2], features=3)
+    x = torch.tensor([[3.0, 0.25, 7.0]]).repeat(1000, 1)
+    y = deq(x)
+    assert torch.equal(y[:, 1], x[:, 1])
+    noise = y[:, [0, 2]] - x[:, [0, 2]]
+    assert bool(((noise >= 0) & (noise < 1)).all())
+    assert noise.std() > 0.2
+    assert torch.equal(deq.inverse(y), x)
+    deq.eval()
+    assert torch.equal(deq(x), x + torch.tensor([0.5, 0.0, 0.5]))
+    assert torch.isfinite(deq(torch.full((2, 3), 1e30))).all()
+    with pytest.raises(ConfigError, match="column 5"):
+        Dequantize([5], features=3)
+
+
+def test_dequantize_sets():
+    deq = Dequantize([1], features=2).eval()
+    jets = torch.zeros(4, 10, 2)
+    assert torch.equal(deq(jets)[..., 1], torch.full((4, 10), 0.5))
+
+
+def test_standardize_fit_masked_and_inverse():
+    torch.manual_seed(0)
+    std = Standardize((2,))
+    x = torch.randn(3000, 2) * torch.tensor([3.0, 0.1]) + torch.tensor([10.0, -4.0])
+    std.fit(x)
+    z = std(x)
+    assert torch.allclose(z.mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(z.std(0), torch.ones(2), atol=1e-3)
+    assert torch.allclose(std.inverse(z), x, atol=1e-4)
+    # sets: statistics over the valid elements only
+    jets = torch.randn(500, 10, 2) + 5.0
+    mask = torch.rand(500, 10) > 0.5
+    jets[~mask] = 0.0
+    sset = Standardize((2,))
+    sset.fit(jets, mask)
+    assert torch.allclose(sset.mean, torch.full((2,), 5.0), atol=0.1)
+    # constant features are shifted, not blown up
+    const = Standardize((1,))
+    const.fit(torch.full((10, 1), 3.0))
+    assert float(const.std) == 1.0
+    glob = Standardize(())
+    glob.fit(torch.rand(100, 8, 8) * 4)
+    assert glob.mean.shape == ()
