@@ -179,36 +179,33 @@ def _resolve(f: str, base: Path) -> str | Path:
     return f if "://" in f or Path(f).is_absolute() else base / f
 
 
-def run_processor(
+def execute(
     processor_instance: Any,
     fileset: dict[str, Any],
-    output_dir: str | os.PathLike[str],
     config: RunConfig,
+    *,
+    schema: Any = None,
+    treename: str = "Events",
 ) -> dict[str, Any]:
-    """Run ``processor_instance`` over ``fileset`` with ``config``; write chunks to ``output_dir``.
+    r"""Run any coffea processor through :class:`coffea.processor.Runner` with ``config``.
 
-    Returns the accumulated output: ``cutflow`` (hist, all datasets), ``cutflow_by_dataset``,
-    ``chunks`` (per-chunk info) and ``skipped_files``. ``cutflow.json`` (``{"total": ...,
-    "by_dataset": ...}``) and ``run.json`` are written atomically into ``output_dir``.
+    ``schema`` defaults to :class:`~coffea.nanoevents.NanoAODSchema`. Failures inside coffea or
+    uproot come out as one-line :class:`~hepflow.errors.HepflowError`\ s naming the file.
     """
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(out)
-    writer = ChunkWriter(processor_instance, out, formats=config.formats, overwrite=config.overwrite)
     executor = _make_executor(config)
     runner = processor.Runner(
         executor=executor,
         pre_executor=processor.IterativeExecutor(status=config.progress),
-        schema=NanoAODSchema,
+        schema=schema or NanoAODSchema,
         chunksize=config.chunksize,
         maxchunks=config.maxchunks,
         skipbadfiles=config.skip_bad_files,
     )
     try:
-        result = runner(fileset, writer, treename="Events")
+        return dict(runner(fileset, processor_instance, treename=treename))
     except HepflowError:
         raise
     except Exception as err:
@@ -216,7 +213,28 @@ def run_processor(
     finally:
         if config.executor == "dask":
             _close_dask(executor)
-    result = dict(result)
+
+
+def run_processor(
+    processor_instance: Any,
+    fileset: dict[str, Any],
+    output_dir: str | os.PathLike[str],
+    config: RunConfig,
+    *,
+    schema: Any = None,
+    treename: str = "Events",
+) -> dict[str, Any]:
+    """Run ``processor_instance`` over ``fileset`` with ``config``; write chunks to ``output_dir``.
+
+    Returns the accumulated output: ``cutflow`` (hist, all datasets), ``cutflow_by_dataset``,
+    ``chunks`` (per-chunk info) and ``skipped_files``. ``cutflow.json`` (``{"total": ...,
+    "by_dataset": ...}``) and ``run.json`` are written atomically into ``output_dir``.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out)
+    writer = ChunkWriter(processor_instance, out, formats=config.formats, overwrite=config.overwrite)
+    result = execute(writer, fileset, config, schema=schema, treename=treename)
     result.setdefault("cutflow", new_cutflow())
     result.setdefault("cutflow_by_dataset", {})
     result.setdefault("chunks", {})

@@ -1,0 +1,705 @@
+"""MCMC baseline for the cosmic-ray source parameters: emcee on the combined-fit likelihood.
+
+The posterior ``p(theta | x) ∝ L(x | theta) pi(theta)`` (:class:`hepflow.cosmic.Likelihood`,
+:class:`hepflow.cosmic.Prior`) is sampled with emcee's affine-invariant ensemble sampler
+(``EnsembleSampler(..., vectorize=True)``: one vectorised likelihood call per step for all
+walkers) in the prior's **unconstrained coordinates** ``z`` in R^6 (:meth:`Prior.to_unconstrained`:
+logit of the ``gamma`` and ``lg_rcut`` ranges, stick-breaking logits of the five fractions), so
+every proposal is inside the support and the fractions stay on the simplex. The sampled density
+includes the Jacobian of ``theta(z)``::
+
+    log q(z) = log L(theta(z)) + log pi(theta(z)) + log |d theta_free / d z|
+
+with ``theta_free = (gamma, lg_rcut, f_H, f_He, f_N, f_Si)`` (``f_Fe = 1 - sum``, the coordinates
+in which :meth:`Prior.log_prob` is a density)::
+
+    box:       log (hi - lo) + log s(u) + log (1 - s(u))
+    fractions: sum_k [ log r_k + log y_k + log(1 - y_k) ],  y_k = s(z_k - log(4 - k)),
+               f_k = r_k y_k,  r_k = prod_{j<k} (1 - y_j)       (k = 0 .. 3)
+
+(``s`` the logistic function; the stick-breaking Jacobian is triangular). Near a fraction of zero
+the sampler moves in ``log f``, which matters for this likelihood: at the hard-spectrum minimum
+the deviance changes by ~1600 between ``f_Si = 10^-3`` and 0 (docs/cosmic_model.md).
+
+**Initialisation.** ``initial="optimum"`` (default): ``n_candidates`` prior draws are evaluated,
+the best ``n_starts`` mutually distinct ones start L-BFGS maximisations of ``log q`` (gradients
+by central differences, one vectorised call per gradient), and the distinct maxima found are
+kept as :attr:`McmcResult.modes`, best first, with their deviances: the combined-fit likelihood
+has (at least) two minima, a soft-spectrum one (gamma ~ 1) and a hard-spectrum one (gamma < 0),
+and the modes list shows which were found and how deep they are. The walkers start in a small
+Gaussian ball (``ball``, in ``z`` units) around the best mode; an affine-invariant ensemble does
+not jump between well-separated modes, so to sample another mode pass its parameters
+(``initial=result.modes[1].theta``). ``initial="prior"`` starts the walkers from prior draws
+(long burn-in with a narrow posterior); an array gives one vector (ball around it) or one per
+walker.
+
+**Convergence.** Every ``check_every`` steps the integrated autocorrelation time ``tau`` of each
+of the 7 parameters (in ``theta``, over the whole chain, emcee's estimator with ``tol=0``) is
+computed; the run stops when ``n > tau_factor * tau`` (default 50) and ``tau`` changed by less
+than ``tau_rtol`` (1 %) since the last check for every parameter, or after ``n_steps`` steps
+(``converged=False``). Burn-in ``2 max(tau)`` and thinning ``max(1, min(tau) / 2)`` steps are
+discarded/applied to the returned samples (burn-in at most half the chain).
+
+Example:
+    >>> from hepflow.cosmic import Observation
+    >>> result = run_mcmc(Observation.from_auger(), seed=1, n_steps=5000)  # doctest: +SKIP
+    >>> result.converged, result.tau.round(0), result.samples.fields[:3]  # doctest: +SKIP
+    (True, array([...]), ['gamma', 'lg_rcut', 'f_H'])
+    >>> result.write("mcmc-auger")  # samples.parquet, samples.root, summary.json  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import awkward as ak
+import numpy as np
+
+from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Likelihood, Observation, Prior
+from hepflow.errors import ConfigError, OutputError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "McmcConfig",
+    "McmcResult",
+    "Mode",
+    "UnconstrainedPosterior",
+    "find_modes",
+    "mcmc_cosmic",
+    "run_mcmc",
+]
+
+_NDIM = len(PARAMETER_NAMES) - 1
+_K = len(PARAMETER_NAMES) - 2  # fractions
+_QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
+_Z_CLIP = 50.0  # prior draws on the simplex boundary map to -inf: start them at -50 instead
+Initial = Literal["optimum", "prior"]
+
+
+@dataclass(frozen=True)
+class McmcConfig:
+    """``[mcmc]`` of the analysis config: the arguments of :func:`run_mcmc` (see there)."""
+
+    n_walkers: int = 32
+    n_steps: int = 20_000
+    initial: Initial = "optimum"
+    check_every: int = 250
+    tau_factor: float = 50.0
+    tau_rtol: float = 0.01
+    n_starts: int = 8
+    n_candidates: int = 4096
+    ball: float = 0.01
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        _check_settings(
+            n_walkers=self.n_walkers,
+            n_steps=self.n_steps,
+            check_every=self.check_every,
+            tau_factor=self.tau_factor,
+            tau_rtol=self.tau_rtol,
+            n_starts=self.n_starts,
+            n_candidates=self.n_candidates,
+            ball=self.ball,
+        )
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`run_mcmc` (everything but ``seed``)."""
+        return {
+            "n_walkers": self.n_walkers,
+            "n_steps": self.n_steps,
+            "initial": self.initial,
+            "check_every": self.check_every,
+            "tau_factor": self.tau_factor,
+            "tau_rtol": self.tau_rtol,
+            "n_starts": self.n_starts,
+            "n_candidates": self.n_candidates,
+            "ball": self.ball,
+        }
+
+
+def _check_settings(**s: Any) -> None:
+    if s["n_walkers"] < 2 * _NDIM:
+        raise ConfigError(
+            f"n_walkers must be at least {2 * _NDIM} (twice the 6 free parameters), got {s['n_walkers']}"
+        )
+    for name in ("n_steps", "check_every", "n_starts", "n_candidates"):
+        if s[name] < 1:
+            raise ConfigError(f"{name} must be positive, got {s[name]}")
+    for name in ("tau_factor", "tau_rtol", "ball"):
+        if not (np.isfinite(s[name]) and s[name] > 0):
+            raise ConfigError(f"{name} must be a positive number, got {s[name]}")
+
+
+# ---------------------------------------------------------------------- the sampled density
+class UnconstrainedPosterior:
+    """Log posterior density in the prior's unconstrained coordinates (module docstring).
+
+    Calling it with ``z`` (n, 6) returns ``log q(z)`` (n,); :meth:`theta` maps to the 7 parameters.
+
+    Example:
+        >>> from hepflow.cosmic import Observation
+        >>> post = UnconstrainedPosterior(Likelihood(Observation.from_auger()), Prior())
+        >>> z = np.zeros((2, 6))
+        >>> post.theta(z)[0].round(2).tolist()
+        [0.0, 18.5, 0.2, 0.2, 0.2, 0.2, 0.2]
+        >>> post(z).shape
+        (2,)
+    """
+
+    def __init__(self, likelihood: Likelihood, prior: Prior) -> None:
+        self.likelihood = likelihood
+        self.prior = prior
+
+    def theta(self, z: np.ndarray) -> np.ndarray:
+        """(n, 6) unconstrained -> (n, 7) parameters."""
+        return self.prior.from_unconstrained(z)
+
+    def log_jacobian(self, z: np.ndarray) -> np.ndarray:
+        """``log |d theta_free / d z|`` (n,), computed with softplus (finite for any finite z)."""
+        u = np.atleast_2d(np.asarray(z, dtype=float))
+        lo = np.array([self.prior.gamma[0], self.prior.lg_rcut[0]])
+        hi = np.array([self.prior.gamma[1], self.prior.lg_rcut[1]])
+        box = np.sum(np.log(hi - lo) - np.logaddexp(0.0, -u[:, :2]) - np.logaddexp(0.0, u[:, :2]), axis=1)
+        a = u[:, 2:] - np.log(_K - 1 - np.arange(_K - 1))
+        log_y = -np.logaddexp(0.0, -a)
+        log_1my = -np.logaddexp(0.0, a)
+        log_r = np.concatenate([np.zeros((u.shape[0], 1)), np.cumsum(log_1my, axis=1)[:, :-1]], axis=1)
+        return box + np.sum(log_r + log_y + log_1my, axis=1)
+
+    def evaluate(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(log q(z), log L(theta(z)))``, both (n,); ``-inf`` where not finite."""
+        theta = self.theta(z)
+        loglike = self.likelihood(theta)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lq = loglike + self.prior.log_prob(theta) + self.log_jacobian(z)
+        lq = np.where(np.isfinite(lq), lq, -np.inf)  # +inf (Dirichlet < 1 at a boundary) is refused too
+        return lq, loglike
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return self.evaluate(z)[0]
+
+    def _emcee(self, z: np.ndarray) -> np.ndarray:
+        # (n, 2): emcee takes column 0 as the log probability and column 1 as a blob
+        lq, loglike = self.evaluate(z)
+        return np.column_stack([lq, loglike])
+
+
+# ---------------------------------------------------------------------- modes
+@dataclass(frozen=True)
+class Mode:
+    """A local maximum of the sampled density: parameters and combined-fit deviances there."""
+
+    theta: np.ndarray
+    log_prob: float
+    log_likelihood: float
+    deviance_spectrum: float
+    deviance_xmax: float
+
+    @property
+    def deviance(self) -> float:
+        return self.deviance_spectrum + self.deviance_xmax
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **dict(zip(PARAMETER_NAMES, self.theta.tolist(), strict=True)),
+            "deviance": self.deviance,
+            "deviance_spectrum": self.deviance_spectrum,
+            "deviance_xmax": self.deviance_xmax,
+            "log_likelihood": self.log_likelihood,
+            "log_prob": self.log_prob,
+        }
+
+
+def find_modes(
+    posterior: UnconstrainedPosterior,
+    rng: np.random.Generator | int | None = None,
+    *,
+    n_candidates: int = 4096,
+    n_starts: int = 8,
+    sparse_concentration: float = 0.1,
+    step: float = 1e-4,
+    max_iter: int = 400,
+) -> tuple[Mode, ...]:
+    """Multi-start maximisation of ``log q``: distinct local maxima, best first.
+
+    Start points: ``n_candidates`` parameter vectors, half drawn from the prior and half with the
+    prior's ``gamma`` and ``lg_rcut`` ranges but sparse fractions (Dirichlet with
+    ``sparse_concentration``); the hard-spectrum minimum of the Auger fit sits where some fractions
+    are ~1e-4, which prior draws almost never reach. The ``gamma`` range is cut into ``n_starts``
+    equal strata and the best candidate of each starts L-BFGS-B in ``z`` with central-difference
+    gradients (one vectorised call of 2 x 6 + 1 rows per iteration), so that both a soft
+    (gamma > 0) and a hard (gamma < 0) solution are looked for. Maxima closer than 0.02 of the
+    prior range in ``gamma`` and ``lg_rcut`` and 0.02 in every fraction are merged.
+
+    The candidates only seed the local searches (they do not need to follow the prior).
+    """
+    from scipy import optimize
+
+    gen = np.random.default_rng(rng)
+    prior = posterior.prior
+    half = max(n_candidates // 2, 1)
+    sparse = Prior(gamma=prior.gamma, lg_rcut=prior.lg_rcut, concentration=sparse_concentration)
+    cand = np.concatenate([prior.sample(half, gen), sparse.sample(max(n_candidates - half, 1), gen)])
+    z_cand = np.clip(prior.to_unconstrained(cand), -_Z_CLIP, _Z_CLIP)
+    lq_cand = posterior(z_cand)
+    strata = np.linspace(prior.gamma[0], prior.gamma[1], n_starts + 1)
+    stratum = np.clip(np.searchsorted(strata, cand[:, 0], side="right") - 1, 0, n_starts - 1)
+    starts = []
+    for k in range(n_starts):
+        idx = np.flatnonzero((stratum == k) & np.isfinite(lq_cand))
+        if idx.size:
+            starts.append(z_cand[idx[np.argmax(lq_cand[idx])]])
+    scale = np.array([np.ptp(prior.gamma), np.ptp(prior.lg_rcut), 1, 1, 1, 1, 1], dtype=float)
+    eye = np.eye(_NDIM) * step
+
+    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+        pts = np.concatenate([z[None], z + eye, z - eye])
+        lq = posterior(pts)
+        if not np.all(np.isfinite(lq)):
+            return 1e300, np.zeros(_NDIM)
+        grad = (lq[1 : 1 + _NDIM] - lq[1 + _NDIM :]) / (2 * step)
+        return -float(lq[0]), -grad
+
+    found: list[tuple[float, np.ndarray]] = []
+    for z0 in starts:
+        res = optimize.minimize(fun, z0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+        found.append((-float(res.fun), res.x))
+    found.sort(key=lambda t: -t[0])
+    modes: list[Mode] = []
+    kept: list[np.ndarray] = []
+    for lq, z in found:
+        if not np.isfinite(lq):
+            continue
+        theta = posterior.theta(z)[0]
+        if any(np.max(np.abs(theta - t) / scale) < 0.02 for t in kept):
+            continue
+        kept.append(theta)
+        dev = posterior.likelihood.deviance(theta)
+        modes.append(
+            Mode(
+                theta=theta,
+                log_prob=lq,
+                log_likelihood=float(-0.5 * dev.total[0]),
+                deviance_spectrum=float(dev.spectrum[0]),
+                deviance_xmax=float(dev.xmax[0]),
+            )
+        )
+    if not modes:
+        raise ConfigError("no finite maximum of the posterior found: is the observation empty?")
+    return tuple(modes)
+
+
+# ---------------------------------------------------------------------- result
+@dataclass(frozen=True, eq=False)
+class McmcResult:
+    """Posterior samples and diagnostics of :func:`run_mcmc`.
+
+    Attributes:
+        samples: record array, one row per retained sample (after burn-in and thinning): the 7
+            parameters, ``log_likelihood``, ``step`` and ``walker``.
+        chain: (n_steps, n_walkers, 7) every step's parameters (burn-in included).
+        log_prob: (n_steps, n_walkers) the sampled density ``log q(z)``.
+        log_likelihood: (n_steps, n_walkers) ``log L``.
+        tau: (7,) integrated autocorrelation times in steps (NaN for a constant column).
+        burn_in, thin: steps discarded at the start, thinning of the retained steps.
+        acceptance_fraction: (n_walkers,).
+        converged: whether the autocorrelation criterion was met before ``n_steps``.
+        wall_time: seconds (initialisation included).
+        modes: the maxima found by the initialisation (empty unless ``initial="optimum"``).
+        settings: the options of the run (JSON-ready).
+    """
+
+    samples: ak.Array
+    chain: np.ndarray
+    log_prob: np.ndarray
+    log_likelihood: np.ndarray
+    tau: np.ndarray
+    burn_in: int
+    thin: int
+    acceptance_fraction: np.ndarray
+    converged: bool
+    wall_time: float
+    modes: tuple[Mode, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.chain.shape[0])
+
+    def theta(self) -> np.ndarray:
+        """Retained samples as an (n, 7) array."""
+        return np.stack([ak.to_numpy(self.samples[name]) for name in PARAMETER_NAMES], axis=1)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary: diagnostics, posterior mean, standard deviation and quantiles, modes."""
+        theta = self.theta()
+        q = np.quantile(theta, _QUANTILES, axis=0) if theta.size else np.full((len(_QUANTILES), 7), np.nan)
+        posterior = {
+            name: {
+                "mean": float(theta[:, i].mean()) if theta.size else float("nan"),
+                "std": float(theta[:, i].std()) if theta.size else float("nan"),
+                **{f"q{round(100 * p):02d}": float(q[j, i]) for j, p in enumerate(_QUANTILES)},
+            }
+            for i, name in enumerate(PARAMETER_NAMES)
+        }
+        acc = self.acceptance_fraction
+        return {
+            "converged": self.converged,
+            "wall_time_s": self.wall_time,
+            "n_steps": self.n_steps,
+            "n_walkers": int(self.chain.shape[1]),
+            "n_samples": len(self.samples),
+            "burn_in": self.burn_in,
+            "thin": self.thin,
+            "tau": dict(zip(PARAMETER_NAMES, [_finite_or_none(t) for t in self.tau], strict=True)),
+            "acceptance_fraction": {
+                "mean": float(acc.mean()),
+                "min": float(acc.min()),
+                "max": float(acc.max()),
+            },
+            "posterior": posterior,
+            "modes": [m.to_dict() for m in self.modes],
+            "settings": self.settings,
+        }
+
+    def __str__(self) -> str:
+        s = self.summary()
+        state = "converged" if self.converged else "NOT converged"
+        lines = [
+            f"MCMC: {s['n_steps']} steps x {s['n_walkers']} walkers in {self.wall_time:.1f} s, "
+            f"{state} (max tau {np.nanmax(self.tau):.0f} steps), "
+            f"acceptance {s['acceptance_fraction']['mean']:.2f}, {s['n_samples']} samples "
+            f"(burn-in {self.burn_in}, thin {self.thin})",
+        ]
+        for name, p in s["posterior"].items():
+            lines.append(
+                f"  {name:<8} {p['mean']:9.4f} +- {p['std']:.4f}  [{p['q05']:.4f}, {p['q95']:.4f}] (90 %)"
+            )
+        for i, m in enumerate(self.modes):
+            lines.append(
+                f"  mode {i}: D = {m.deviance:.1f} (spectrum {m.deviance_spectrum:.1f}, "
+                f"Xmax {m.deviance_xmax:.1f}) at gamma {m.theta[0]:.3f}, lg_rcut {m.theta[1]:.3f}, "
+                f"fractions {np.round(m.theta[2:], 3).tolist()}"
+            )
+        return "\n".join(lines)
+
+    def write(
+        self,
+        output_dir: str | os.PathLike[str],
+        *,
+        formats: tuple[str, ...] = ("parquet", "root"),
+        chain: bool = False,
+        overwrite: bool = False,
+    ) -> dict[str, Path]:
+        """Write ``samples.parquet`` / ``samples.root`` (TTree ``Posterior``), ``summary.json`` and,
+        with ``chain=True``, ``chain.parquet`` (every step and walker) into ``output_dir``, atomically.
+
+        Raises :class:`~hepflow.errors.OutputError` when a file exists and ``overwrite`` is False
+        (checked for all files before any is written).
+        """
+        from hepflow.outputs import write_json, write_parquet, write_root
+
+        out = Path(output_dir)
+        for fmt in formats:
+            if fmt not in ("parquet", "root"):
+                raise ConfigError(f"unknown output format {fmt!r}; choose parquet or root")
+        targets = {f"samples.{fmt}": out / f"samples.{fmt}" for fmt in formats}
+        targets["summary.json"] = out / "summary.json"
+        if chain:
+            targets["chain.parquet"] = out / "chain.parquet"
+        if not overwrite:
+            existing = [str(p) for p in targets.values() if p.exists()]
+            if existing:
+                raise OutputError(f"{existing[0]} exists; pass --overwrite to replace it")
+        if "samples.parquet" in targets:
+            write_parquet(self.samples, targets["samples.parquet"])
+        if "samples.root" in targets:
+            write_root(self.samples, targets["samples.root"], treename="Posterior")
+        if chain:
+            write_parquet(self._chain_table(), targets["chain.parquet"])
+        write_json(targets["summary.json"], self.summary())
+        return targets
+
+    def _chain_table(self) -> ak.Array:
+        n_steps, n_walkers, _ = self.chain.shape
+        flat = self.chain.reshape(-1, len(PARAMETER_NAMES))
+        cols: dict[str, np.ndarray] = {name: flat[:, i].copy() for i, name in enumerate(PARAMETER_NAMES)}
+        cols["log_prob"] = self.log_prob.ravel()
+        cols["log_likelihood"] = self.log_likelihood.ravel()
+        cols["step"] = np.repeat(np.arange(n_steps), n_walkers)
+        cols["walker"] = np.tile(np.arange(n_walkers), n_steps)
+        return ak.zip(cols, depth_limit=1)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------- sampler
+def run_mcmc(
+    observation: Observation,
+    *,
+    seed: int,
+    model: ForwardModel | None = None,
+    prior: Prior | None = None,
+    n_walkers: int = 32,
+    n_steps: int = 20_000,
+    initial: Initial | np.ndarray = "optimum",
+    stop_when_converged: bool = True,
+    check_every: int = 250,
+    tau_factor: float = 50.0,
+    tau_rtol: float = 0.01,
+    n_starts: int = 8,
+    n_candidates: int = 4096,
+    ball: float = 0.01,
+    progress: bool = True,
+) -> McmcResult:
+    """Sample the posterior of the 7 source parameters for ``observation`` with emcee.
+
+    Args:
+        observation: the binned data.
+        seed: random seed (initialisation and sampler): the result is reproducible.
+        model: the forward model (default: :class:`ForwardModel` with ``observation`` as
+            reference, EPOS-LHC, Gilmore12, homogeneous sources).
+        prior: the prior (default :class:`Prior`).
+        n_walkers: ensemble size (at least 12).
+        n_steps: maximum number of steps.
+        initial: ``"optimum"``, ``"prior"``, one parameter vector (7,) or one per walker
+            (n_walkers, 7); see the module docstring.
+        stop_when_converged: stop at the first check that meets the criterion (else run ``n_steps``).
+        check_every: steps between convergence checks.
+        tau_factor, tau_rtol: the criterion ``n > tau_factor tau`` and ``|d tau| / tau < tau_rtol``.
+        n_starts, n_candidates: multi-start settings of ``initial="optimum"`` (:func:`find_modes`).
+        ball: spread of the walkers around a start point, in unconstrained units.
+        progress: tqdm progress bar.
+    """
+    import emcee
+    from tqdm.auto import tqdm
+
+    _check_settings(
+        n_walkers=n_walkers,
+        n_steps=n_steps,
+        check_every=check_every,
+        tau_factor=tau_factor,
+        tau_rtol=tau_rtol,
+        n_starts=n_starts,
+        n_candidates=n_candidates,
+        ball=ball,
+    )
+    start = time.perf_counter()
+    prior = prior if prior is not None else Prior()
+    like = Likelihood(observation, model=model) if model is not None else Likelihood(observation)
+    posterior = UnconstrainedPosterior(like, prior)
+    seq = np.random.SeedSequence(seed)
+    init_rng, walk_rng, sampler_rng = (np.random.default_rng(s) for s in seq.spawn(3))
+
+    modes: tuple[Mode, ...] = ()
+    if isinstance(initial, str):
+        if initial == "optimum":
+            modes = find_modes(posterior, init_rng, n_candidates=n_candidates, n_starts=n_starts)
+            z0 = _ball(prior.to_unconstrained(modes[0].theta)[0], n_walkers, ball, walk_rng)
+        elif initial == "prior":
+            z0 = np.clip(prior.to_unconstrained(prior.sample(n_walkers, walk_rng)), -_Z_CLIP, _Z_CLIP)
+        else:
+            raise ConfigError(f"initial must be 'optimum', 'prior' or parameter values, got {initial!r}")
+        init_name = initial
+    else:
+        z0 = _initial_from_values(np.asarray(initial, dtype=float), prior, n_walkers, ball, walk_rng)
+        init_name = "values"
+    bad = ~np.isfinite(posterior(z0))
+    if bad.any():
+        raise ConfigError(
+            f"{int(bad.sum())} initial walker position(s) have zero posterior density "
+            f"(first: {np.array2string(posterior.theta(z0[bad][:1])[0], precision=4)})"
+        )
+
+    sampler = emcee.EnsembleSampler(n_walkers, _NDIM, posterior._emcee, vectorize=True)
+    sampler.random_state = np.random.RandomState(int(sampler_rng.integers(2**32))).get_state()
+    state: Any = z0
+    tau = np.full(len(PARAMETER_NAMES), np.inf)
+    converged = False
+    with tqdm(total=n_steps, unit="step", disable=not progress, desc="emcee") as bar:
+        while sampler.iteration < n_steps:
+            steps = min(check_every, n_steps - sampler.iteration)
+            try:
+                state = sampler.run_mcmc(state, steps, progress=False)
+            except ValueError as err:  # emcee refuses linearly dependent initial walkers
+                if sampler.iteration:
+                    raise
+                raise ConfigError(f"emcee refused the initial walker positions: {err}") from err
+            bar.update(steps)
+            z_chain = sampler.get_chain()
+            new_tau = _autocorr_time(posterior.theta(z_chain.reshape(-1, _NDIM)), z_chain.shape)
+            finite = np.isfinite(new_tau)
+            converged = bool(
+                finite.any()
+                and np.all(new_tau[finite] * tau_factor < sampler.iteration)
+                and np.all(np.abs(tau[finite] - new_tau[finite]) < tau_rtol * new_tau[finite])
+            )
+            tau = new_tau
+            bar.set_postfix(
+                tau=f"{np.nanmax(tau):.0f}", acc=f"{np.mean(sampler.acceptance_fraction):.2f}", refresh=False
+            )
+            log.info("step %d: tau %s, converged %s", sampler.iteration, np.round(tau, 1), converged)
+            if converged and stop_when_converged:
+                break
+
+    z_chain = sampler.get_chain()
+    n_done = z_chain.shape[0]
+    chain = posterior.theta(z_chain.reshape(-1, _NDIM)).reshape(n_done, n_walkers, -1)
+    log_prob = sampler.get_log_prob()
+    loglike = np.asarray(sampler.get_blobs(), dtype=float).reshape(n_done, n_walkers)
+    finite_tau = tau[np.isfinite(tau)]
+    max_tau = float(finite_tau.max()) if finite_tau.size else 1.0
+    min_tau = float(finite_tau.min()) if finite_tau.size else 1.0
+    burn_in = min(int(np.ceil(2.0 * max_tau)), n_done // 2)
+    thin = max(1, int(0.5 * min_tau))
+    kept = chain[burn_in::thin]
+    steps_kept = np.arange(burn_in, n_done, thin)
+    samples = {name: kept[:, :, i].ravel() for i, name in enumerate(PARAMETER_NAMES)}
+    samples["log_likelihood"] = loglike[burn_in::thin].ravel()
+    samples["step"] = np.repeat(steps_kept, n_walkers)
+    samples["walker"] = np.tile(np.arange(n_walkers), steps_kept.size)
+    settings = {
+        "seed": seed,
+        "initial": init_name,
+        "n_walkers": n_walkers,
+        "max_steps": n_steps,
+        "stop_when_converged": stop_when_converged,
+        "check_every": check_every,
+        "tau_factor": tau_factor,
+        "tau_rtol": tau_rtol,
+        "n_starts": n_starts,
+        "n_candidates": n_candidates,
+        "ball": ball,
+        "prior": {
+            "gamma": list(prior.gamma),
+            "lg_rcut": list(prior.lg_rcut),
+            "concentration": prior.concentration,
+        },
+        "model": like.model.description,
+        "sampled_coordinates": "prior unconstrained (logit box, stick-breaking logits), with Jacobian",
+    }
+    return McmcResult(
+        samples=ak.zip(samples, depth_limit=1),
+        chain=chain,
+        log_prob=log_prob,
+        log_likelihood=loglike,
+        tau=tau,
+        burn_in=burn_in,
+        thin=thin,
+        acceptance_fraction=np.asarray(sampler.acceptance_fraction, dtype=float),
+        converged=converged,
+        wall_time=time.perf_counter() - start,
+        modes=modes,
+        settings=settings,
+    )
+
+
+def _autocorr_time(theta_flat: np.ndarray, chain_shape: tuple[int, ...]) -> np.ndarray:
+    """emcee's integrated autocorrelation time (tol=0) of each parameter; NaN for a constant column."""
+    from emcee.autocorr import integrated_time
+
+    n_steps, n_walkers = chain_shape[:2]
+    theta = theta_flat.reshape(n_steps, n_walkers, -1)
+    out = np.full(theta.shape[2], np.nan)
+    for i in range(theta.shape[2]):
+        x = theta[:, :, i]
+        if np.ptp(x) > 0:
+            out[i] = integrated_time(x[:, :, None], tol=0)[0]
+    return out
+
+
+def _ball(center: np.ndarray, n: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    c = np.clip(center, -_Z_CLIP, _Z_CLIP)
+    return c + scale * rng.standard_normal((n, c.size))
+
+
+def _initial_from_values(
+    values: np.ndarray, prior: Prior, n_walkers: int, ball: float, rng: np.random.Generator
+) -> np.ndarray:
+    n_par = len(PARAMETER_NAMES)
+    if values.shape == (n_par,):
+        _check_in_support(values[None], prior)
+        return _ball(prior.to_unconstrained(values)[0], n_walkers, ball, rng)
+    if values.shape == (n_walkers, n_par):
+        _check_in_support(values, prior)
+        return np.clip(prior.to_unconstrained(values), -_Z_CLIP, _Z_CLIP)
+    raise ConfigError(
+        f"initial values must have shape ({n_par},) or ({n_walkers}, {n_par}), got {values.shape}"
+    )
+
+
+def _check_in_support(values: np.ndarray, prior: Prior) -> None:
+    bad = np.flatnonzero(~prior.in_support(values))
+    if bad.size:
+        raise ConfigError(
+            f"initial parameters row {bad[0]} = {np.array2string(values[bad[0]], precision=4)} is "
+            f"outside the prior support (gamma in {prior.gamma}, lg_rcut in {prior.lg_rcut}, "
+            "fractions on the simplex)"
+        )
+
+
+# ---------------------------------------------------------------------- command-line entry point
+def mcmc_cosmic(
+    observation: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: Any = None,
+    seed: int | None = None,
+    entry: int = 0,
+    n_steps: int | None = None,
+    chain: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> McmcResult:
+    """``hepflow mcmc cosmic``: sample the posterior for ``"auger"`` or an observation file, write it.
+
+    Args:
+        observation: ``"auger"`` or a ROOT file (:func:`hepflow.generate.cosmic.load_observation`:
+            a ``Showers`` tree, the histogram of ``hepflow process cosmic``, or a
+            ``PseudoExperiments`` tree with ``entry``).
+        output_dir: where ``samples.parquet``, ``samples.root``, ``summary.json`` go.
+        config: a :class:`hepflow.generate.cosmic.CosmicConfig` or TOML file (prior, model, mcmc);
+            defaults without.
+        seed: overrides ``[mcmc] seed``.
+        n_steps: overrides ``[mcmc] n_steps``.
+        chain: also write ``chain.parquet``.
+    """
+    from hepflow.generate.cosmic import CosmicConfig, load_observation
+
+    if config is None:
+        cfg = CosmicConfig()
+    elif isinstance(config, CosmicConfig):
+        cfg = config
+    else:
+        cfg = CosmicConfig.from_file(config)
+    out = Path(output_dir)
+    if not overwrite and (out / "summary.json").exists():
+        raise OutputError(f"{out / 'summary.json'} exists; pass --overwrite to replace it")
+    obs = load_observation(observation, binning=cfg.model.binning(), entry=entry)
+    options = cfg.mcmc.options()
+    if n_steps is not None:
+        options["n_steps"] = n_steps
+    result = run_mcmc(
+        obs,
+        seed=cfg.mcmc.seed if seed is None else seed,
+        model=cfg.model.build(reference=obs),
+        prior=cfg.prior.build(),
+        progress=progress,
+        **options,
+    )
+    result.settings["observation"] = (
+        str(observation) if str(observation) == "auger" else str(Path(observation))
+    )
+    if str(observation) != "auger":
+        result.settings["entry"] = entry
+    result.write(out, chain=chain, overwrite=overwrite)
+    return result
