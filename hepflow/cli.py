@@ -80,6 +80,55 @@ def _generate_ttbar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_cosmic(args: argparse.Namespace) -> int:
+    from hepflow.generate.cosmic import generate_cosmic
+
+    stats = generate_cosmic(
+        args.output,
+        n=args.n,
+        seed=args.seed,
+        config=args.config,
+        batch_size=args.batch_size,
+        progress=args.progress,
+        overwrite=args.overwrite,
+    )
+    print(stats.summary())
+    return 0
+
+
+def _process_cosmic(args: argparse.Namespace) -> int:
+    from processors.cosmic import process_cosmic
+
+    result = process_cosmic(
+        args.input,
+        args.output,
+        run_config=_run_config(args),
+        dataset=args.dataset,
+        mode=args.mode,
+        config=args.config,
+    )
+    print(result.summary())
+    return 0
+
+
+def _mcmc_cosmic(args: argparse.Namespace) -> int:
+    from hepflow.mcmc import mcmc_cosmic
+
+    result = mcmc_cosmic(
+        args.observation,
+        args.output,
+        config=args.config,
+        seed=args.seed,
+        entry=args.entry,
+        n_steps=args.n_steps,
+        chain=args.chain,
+        progress=args.progress,
+        overwrite=args.overwrite,
+    )
+    print(result)
+    return 0
+
+
 def _process_neutrino(args: argparse.Namespace) -> int:
     from hepflow.processing import build_fileset, run_processor
     from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
@@ -100,6 +149,69 @@ def _process_neutrino(args: argparse.Namespace) -> int:
     print(f"wrote {len(result['chunks'])} chunk(s) to {args.output}")
     if result["skipped_files"]:
         print(f"skipped {len(result['skipped_files'])} bad file(s): see {Path(args.output) / 'run.json'}")
+    return 0
+
+
+def _train_neutrino(args: argparse.Namespace) -> int:
+    from hepflow.analysis.neutrino import NeutrinoConfig, train
+
+    summary = train(
+        args.data,
+        args.output,
+        config=NeutrinoConfig.from_file(args.config),
+        progress=args.progress,
+        resume=args.resume,
+    )
+    print(
+        f"trained on {summary['events_used']} events "
+        f"(dropped {summary['dropped_missing_truth']} without truth, "
+        f"{summary['dropped_non_finite']} non-finite)"
+    )
+    for name in ("flow", "regression"):
+        info = summary[name]
+        print(
+            f"  {name:<10} {info['epochs']:>4d} epochs  {info['seconds']:8.1f} s  "
+            f"best val loss {info['best_val_loss']:.4f}"
+        )
+    print(f"models in {args.output}")
+    return 0
+
+
+def _infer_neutrino(args: argparse.Namespace) -> int:
+    from hepflow.analysis.neutrino import NeutrinoConfig
+    from hepflow.processing import build_fileset, run_processor
+    from processors.neutrino_inference import NeutrinoInferenceProcessor, cached_models
+
+    cfg = NeutrinoConfig.from_file(args.config)
+    cached_models(args.model)  # refuse a missing or foreign model before any processing starts
+    proc = NeutrinoInferenceProcessor(
+        args.model,
+        samples=args.samples or cfg.inference.samples,
+        seed=cfg.inference.seed,
+        selection=cfg.selection,
+    )
+    result = run_processor(
+        proc, build_fileset(args.input, dataset=args.dataset), args.output, _run_config(args)
+    )
+    rows = sum(info["rows"] for info in result["chunks"].values())
+    print(f"wrote posteriors for {rows} events in {len(result['chunks'])} chunk(s) to {args.output}")
+    return 0
+
+
+def _report_neutrino(args: argparse.Namespace) -> int:
+    from hepflow.analysis.neutrino_report import make_report
+
+    report = make_report(args.input, args.output)
+    print(f"{report['events']} events; quadratic complex fraction {report['quad_complex_fraction']:.3f}")
+    print(f"{'method':<12} {'pz bias':>9} {'pz IQR width':>13} {'ratio to quad':>14}")
+    quad = report["resolution"]["all"]["quad"]["pz"]["iqr_width"]
+    for m in ("flow_mode", "flow_median", "quad", "ff"):
+        r = report["resolution"]["all"][m]["pz"]
+        print(f"{m:<12} {r['bias']:>9.2f} {r['iqr_width']:>13.2f} {r['iqr_width'] / quad:>14.3f}")
+    cov = report["calibration"]["coverage"]
+    print("coverage 68%: " + ", ".join(f"{k} {v:.3f}" for k, v in cov["0.68"].items()))
+    print("coverage 95%: " + ", ".join(f"{k} {v:.3f}" for k, v in cov["0.95"].items()))
+    print(f"report and plots in {args.output}")
     return 0
 
 
@@ -135,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     ttbar.add_argument("--overwrite", action="store_true")
     ttbar.add_argument("--no-progress", dest="progress", action="store_false")
     ttbar.set_defaults(handler=_generate_ttbar)
+    cosmic = gen_sub.add_parser("cosmic", help="cosmic-ray pseudo-experiments (spectrum and Xmax histograms)")
+    cosmic.add_argument("--n", type=_positive_int, default=None, help="pseudo-experiments (default: config)")
+    cosmic.add_argument("--seed", type=int, default=None)
+    cosmic.add_argument("--output", type=Path, required=True, help="output ROOT file")
+    cosmic.add_argument("--config", type=Path, default=None, help="analysis config (analyses/auger_sources)")
+    cosmic.add_argument("--batch-size", type=_positive_int, default=None)
+    cosmic.add_argument("--overwrite", action="store_true")
+    cosmic.add_argument("--no-progress", dest="progress", action="store_false")
+    cosmic.set_defaults(handler=_generate_cosmic)
 
     # process
     proc = sub.add_parser("process", help="run a feature processor over NanoAOD files")
@@ -146,6 +267,67 @@ def build_parser() -> argparse.ArgumentParser:
     nu.add_argument("--config", type=Path, default=None, help="selection config (TOML)")
     _add_run_options(nu)
     nu.set_defaults(handler=_process_neutrino)
+    pco = proc_sub.add_parser("cosmic", help="pseudo-experiment features, or shower-list histograms")
+    pco.add_argument("--input", nargs="+", required=True, help="ROOT files, or one coffea fileset JSON")
+    pco.add_argument("--output", type=Path, required=True)
+    pco.add_argument("--dataset", default="cosmic")
+    pco.add_argument("--mode", choices=["auto", "features", "histogram"], default="auto")
+    pco.add_argument("--config", type=Path, default=None)
+    _add_run_options(pco)
+    pco.set_defaults(handler=_process_cosmic)
+
+    # train
+    train = sub.add_parser("train", help="train the cINN (and baselines) of an analysis")
+    train_sub = train.add_subparsers(dest="what", required=True, metavar="WHAT")
+    tnu = train_sub.add_parser("neutrino", help="cINN + regression for the neutrino momentum")
+    tnu.add_argument("--data", type=Path, required=True, help="directory of processed feature chunks")
+    tnu.add_argument("--output", type=Path, required=True, help="model directory")
+    tnu.add_argument(
+        "--config", type=Path, default=None, help="analysis config (default: analyses/ttbar_neutrino)"
+    )
+    tnu.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    tnu.add_argument("--no-progress", dest="progress", action="store_false")
+    tnu.set_defaults(handler=_train_neutrino)
+
+    # infer
+    infer = sub.add_parser("infer", help="posterior samples and summaries as columns")
+    infer_sub = infer.add_subparsers(dest="what", required=True, metavar="WHAT")
+    inu = infer_sub.add_parser("neutrino", help="neutrino posteriors next to the quadratic solution")
+    inu.add_argument(
+        "--model", type=Path, required=True, help="model directory from `hepflow train neutrino`"
+    )
+    inu.add_argument("--input", nargs="+", required=True, help="NanoAOD files, or one coffea fileset JSON")
+    inu.add_argument("--output", type=Path, required=True)
+    inu.add_argument("--samples", type=_positive_int, default=None, help="posterior samples per event (256)")
+    inu.add_argument("--dataset", default="ttbar")
+    inu.add_argument("--config", type=Path, default=None)
+    _add_run_options(inu)
+    inu.set_defaults(handler=_infer_neutrino)
+
+    # report
+    report = sub.add_parser("report", help="comparison report with plots")
+    report_sub = report.add_subparsers(dest="what", required=True, metavar="WHAT")
+    rnu = report_sub.add_parser("neutrino", help="cINN vs quadratic vs regression")
+    rnu.add_argument("--input", type=Path, required=True, help="directory of inference outputs")
+    rnu.add_argument("--output", type=Path, required=True)
+    rnu.set_defaults(handler=_report_neutrino)
+
+    # mcmc
+    mcmc = sub.add_parser("mcmc", help="MCMC baseline on the same likelihood")
+    mcmc_sub = mcmc.add_subparsers(dest="what", required=True, metavar="WHAT")
+    mco = mcmc_sub.add_parser("cosmic", help="emcee posterior of the cosmic-ray source parameters")
+    mco.add_argument(
+        "--observation", required=True, help="'auger' or an observation/shower/pseudo-experiment file"
+    )
+    mco.add_argument("--output", type=Path, required=True)
+    mco.add_argument("--config", type=Path, default=None)
+    mco.add_argument("--seed", type=int, default=None)
+    mco.add_argument("--entry", type=int, default=0, help="entry of a pseudo-experiment file")
+    mco.add_argument("--n-steps", type=_positive_int, default=None)
+    mco.add_argument("--chain", action="store_true", help="also write the full chain")
+    mco.add_argument("--overwrite", action="store_true")
+    mco.add_argument("--no-progress", dest="progress", action="store_false")
+    mco.set_defaults(handler=_mcmc_cosmic)
 
     # demo
     demo = sub.add_parser("demo", help="the main job on the embedded default data")

@@ -162,7 +162,7 @@ def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:
 def leptonic_w_neutrino(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
     """The neutrino from the leptonically decaying W, one optional record per event.
 
-    Hard-process neutrinos (NanoAOD ``fromHardProcess``, first copy) whose first ancestor of a
+    Hard-process neutrinos (NanoAOD ``fromHardProcess``, last copy) whose first ancestor of a
     different species is a W: the neutrino of W -> e/mu/tau nu, not those of tau or hadron
     decays. With two leptonic Ws (a
     dileptonic event with one lepton lost) the W whose charge equals the selected lepton's wins
@@ -171,7 +171,7 @@ def leptonic_w_neutrino(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
     abs_id = np.abs(genpart.pdgId)
     is_nu = (abs_id == NEUTRINO_PDGIDS[0]) | (abs_id == NEUTRINO_PDGIDS[1]) | (abs_id == NEUTRINO_PDGIDS[2])
     parent = genpart.distinctParent
-    hard = genpart.hasFlags(["fromHardProcess", "isFirstCopy"])
+    hard = genpart.hasFlags(["fromHardProcess", "isLastCopy"])
     from_w = is_nu & hard & ak.fill_none(np.abs(parent.pdgId) == 24, False)
     nus = genpart[from_w]
     w_charge = np.sign(ak.fill_none(parent.pdgId[from_w], 0))

@@ -36,7 +36,10 @@ def write_root(
     import uproot
 
     branches = root_branches(array)
-    types = {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in branches.items()}
+    types = {
+        k: v.type if isinstance(v, ak.Array) else np.dtype((v.dtype, v.shape[1:]))
+        for k, v in branches.items()
+    }
     with atomic_write(path, overwrite=overwrite) as tmp, uproot.recreate(tmp) as fout:
         fout.mktree(treename, types, counter_name=lambda counted: f"n_{counted}")
         if len(array):
@@ -47,7 +50,8 @@ def write_root(
 def root_branches(array: ak.Array) -> dict[str, np.ndarray | ak.Array]:
     """Map a flat record array onto TTree-writable branches (see the module docstring).
 
-    Jagged fields sharing a prefix (``jet_px``, ``jet_py``, ...) become one collection with a
+    Fixed-size fields (``n * 256 * float32``) become array branches (``float[256]``). Jagged
+    fields sharing a prefix (``jet_px``, ``jet_py``, ...) become one collection with a
     single counter branch ``n_<prefix>`` (``n_jet``), as NanoAOD stores collections.
     """
     out: dict[str, np.ndarray | ak.Array] = {}
@@ -60,6 +64,8 @@ def root_branches(array: ak.Array) -> dict[str, np.ndarray | ak.Array]:
                 out[f"{name}_valid"] = ak.to_numpy(~ak.is_none(col))
             else:
                 out[name] = ak.to_numpy(col)
+        elif isinstance(col.type.content, ak.types.RegularType):
+            out[name] = ak.to_numpy(col)  # fixed-size array branch, e.g. float[256]
         else:
             prefix, _, rest = name.partition("_")
             jagged.setdefault(prefix if rest else name, {})[rest or name] = col

@@ -103,3 +103,14 @@ def test_outputs_get_normal_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_root_fixed_size_arrays(tmp_path):
+    samples = np.arange(12, dtype=np.float32).reshape(3, 4)
+    array = ak.zip(
+        {"flow_px": samples, "flow_px_mode": samples[:, 0], "jet_px": [[1.0], [], [2.0, 3.0]]}, depth_limit=1
+    )
+    write_root(array, tmp_path / "f.root")
+    tree = uproot.open(tmp_path / "f.root")["Events"]
+    assert tree["flow_px"].typename == "float[4]"
+    np.testing.assert_array_equal(tree["flow_px"].array(library="np"), samples)

@@ -1,0 +1,1 @@
+"""Analysis pipelines: configuration, models, training and inference glue per analysis."""

@@ -1,0 +1,148 @@
+"""The neutrino analysis end to end on a small generated sample: process, train, infer, report."""
+
+from __future__ import annotations
+
+import json
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from hepflow.analysis.neutrino import NeutrinoConfig, load_models, train
+from hepflow.analysis.neutrino_report import make_report
+from hepflow.config import from_dict
+from hepflow.errors import ConfigError, ModelError
+from hepflow.outputs import read_parquet_dir
+from hepflow.processing import RunConfig, build_fileset, run_processor
+from processors.neutrino import NeutrinoFeatureProcessor
+from processors.neutrino_inference import NeutrinoInferenceProcessor
+
+pytest.importorskip("pythia8mc")
+pytestmark = pytest.mark.generation
+
+TINY = {
+    "flow": {"depth": 2, "width": 16, "bins": 4, "set_width": 16, "set_heads": 2, "flat_embedding": 8},
+    "regression": {"width": 16, "layers": 1, "set_width": 16, "set_heads": 2, "flat_embedding": 8},
+    "training": {"epochs": 2, "batch_size": 64, "seed": 3},
+}
+K = 32
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    from hepflow.generate.ttbar import generate_ttbar
+
+    d = tmp_path_factory.mktemp("nu")
+    generate_ttbar(d / "tt.root", events=700, seed=5, progress=False)
+    run_processor(
+        NeutrinoFeatureProcessor(), build_fileset([d / "tt.root"]), d / "features", RunConfig(progress=False)
+    )
+    return d
+
+
+@pytest.fixture(scope="module")
+def models(sample):
+    cfg = from_dict(NeutrinoConfig, TINY)
+    summary = train(sample / "features", sample / "models", config=cfg, progress=False)
+    return sample / "models", summary
+
+
+def test_training_writes_both_models(models):
+    model_dir, summary = models
+    assert summary["events_used"] > 100
+    assert summary["dropped_missing_truth"] == 0
+    for name in ("flow", "regression"):
+        assert (model_dir / name / "config.json").is_file()
+        assert summary[name]["epochs"] == 2
+    assert json.loads((model_dir / "training.json").read_text())["events_used"] == summary["events_used"]
+    flow, _ = load_models(model_dir)
+    assert flow.metadata["analysis"] == "ttbar_neutrino"
+
+
+def test_inference_columns_and_report(sample, models, tmp_path):
+    model_dir, _ = models
+    proc = NeutrinoInferenceProcessor(model_dir, samples=K)
+    cfg = RunConfig(progress=False, formats=("parquet", "root"))
+    run_processor(proc, build_fileset([sample / "tt.root"]), tmp_path / "inf", cfg)
+    cols = read_parquet_dir(tmp_path / "inf")
+    features = read_parquet_dir(sample / "features")
+    assert len(cols) == len(features)  # every selected event gets a posterior
+    for c in ("px", "py", "pz"):
+        samples = ak.to_numpy(cols[f"flow_{c}"])
+        assert samples.shape == (len(cols), K)
+        assert np.isfinite(samples).all()
+        np.testing.assert_allclose(
+            ak.to_numpy(cols[f"flow_{c}_mean"]), samples.mean(axis=1), rtol=1e-5, atol=1e-3
+        )
+        assert (ak.to_numpy(cols[f"flow_{c}_std"]) > 0).all()
+        for stat in ("mode", "median"):
+            assert f"flow_{c}_{stat}" in cols.fields
+    for name in (
+        "quad_pz",
+        "quad_pz_alt",
+        "quad_is_complex",
+        "ff_px",
+        "ff_py",
+        "ff_pz",
+        "mw_flow",
+        "mw_quad",
+    ):
+        assert name in cols.fields
+    # the quadratic solution reconstructs the W mass exactly where it is real
+    real = ~ak.to_numpy(cols.quad_is_complex)
+    np.testing.assert_allclose(ak.to_numpy(cols.mw_quad)[real], 80.379, atol=0.05)
+    tree = uproot.open(next((tmp_path / "inf").glob("*.root")))["Events"]
+    assert tree["flow_pz"].typename == f"float[{K}]"
+
+    report = make_report(tmp_path / "inf", tmp_path / "report", n_displays=3)
+    assert report["events"] == len(cols)
+    assert 0 < report["quad_complex_fraction"] < 1
+    assert set(report["resolution"]) == {"all", "quad_real", "quad_complex"}
+    assert set(report["calibration"]["coverage"]) == {"0.68", "0.95"}
+    for plot in ("report.json", "w_mass.png", "residual_pz.png", "posterior_displays.png", "coverage.png"):
+        assert (tmp_path / "report" / plot).stat().st_size > 0
+
+
+def test_inference_is_reproducible(sample, models, tmp_path):
+    model_dir, _ = models
+    for name in ("a", "b"):
+        run_processor(
+            NeutrinoInferenceProcessor(model_dir, samples=8),
+            build_fileset([sample / "tt.root"]),
+            tmp_path / name,
+            RunConfig(progress=False),
+        )
+    a, b = read_parquet_dir(tmp_path / "a"), read_parquet_dir(tmp_path / "b")
+    np.testing.assert_array_equal(ak.to_numpy(a.flow_pz), ak.to_numpy(b.flow_pz))
+
+
+def test_foreign_model_is_refused(models, tmp_path):
+    import hepflow
+
+    model_dir, _ = models
+    flow = hepflow.load_model(model_dir / "flow")
+    for name in ("flow", "regression"):
+        hepflow.save_model(
+            hepflow.load_model(model_dir / name), tmp_path / name, metadata={"analysis": "cosmic"}
+        )
+    with pytest.raises(ModelError, match="analysis 'cosmic'"):
+        load_models(tmp_path)
+    hepflow.save_model(flow, tmp_path / "flow", metadata={**flow.metadata, "features": {"flat": ["x"]}})
+    with pytest.raises(ModelError, match="trained on features"):
+        load_models(tmp_path)
+    with pytest.raises(ModelError, match="does not exist"):
+        load_models(tmp_path / "nothing")
+
+
+def test_config_file_is_strict(tmp_path):
+    cfg = NeutrinoConfig.from_file()
+    assert cfg.flow.depth == 7
+    assert cfg.inference.samples == 256
+    bad = tmp_path / "c.toml"
+    bad.write_text("[training]\nepochz = 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'epochz' for TrainingConfig"):
+        NeutrinoConfig.from_file(bad)
+    bad.write_text("[trainig]\nepochs = 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'trainig' for NeutrinoConfig"):
+        NeutrinoConfig.from_file(bad)
