@@ -39,6 +39,18 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "ttbar_neutr
 
 
 @dataclass(frozen=True)
+class SummaryConfig:
+    """The condition network shared by flow and regression: an MLP over the flat features
+    concatenated with an attention-pooling set encoder over the jets."""
+
+    flat_embedding: int = 32
+    jet_embedding: int = 32
+    set_width: int = 64
+    set_heads: int = 4
+    set_blocks: int = 1
+
+
+@dataclass(frozen=True)
 class FlowConfig:
     """The cINN (defaults after nu-Flows: 7 spline couplings, 10 bins, 2 x 64 subnets)."""
 
@@ -48,38 +60,28 @@ class FlowConfig:
     layers: int = 2
     bins: int = 10
     bound: float = 4.0
-    flat_embedding: int = 32
-    jet_embedding: int = 32
-    set_width: int = 64
-    set_heads: int = 4
-    set_blocks: int = 1
 
 
 @dataclass(frozen=True)
 class RegressionConfig:
-    """The feed-forward regression baseline (same inputs and summary networks, MSE)."""
+    """The feed-forward regression baseline (same inputs and summary network, MSE)."""
 
     width: int = 128
     layers: int = 3
-    flat_embedding: int = 32
-    jet_embedding: int = 32
-    set_width: int = 64
-    set_heads: int = 4
-    set_blocks: int = 1
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
     """Options of :func:`hepflow.fit` for both models."""
 
-    epochs: int = 60
-    batch_size: int = 256
+    epochs: int = 25
+    batch_size: int = 512
     lr: float = 1e-3
     weight_decay: float = 1e-5
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
     clip_grad: float = 5.0
     validation_split: float = 0.1
-    patience: int = 10
+    patience: int = 6
     seed: int = 1
     device: str = "auto"
     max_events: int | None = None
@@ -110,6 +112,7 @@ class NeutrinoConfig:
 
     selection: NeutrinoSelection = field(default_factory=NeutrinoSelection)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -163,13 +166,17 @@ def load_training_data(directory: str | os.PathLike[str], *, max_events: int | N
 # --- models --------------------------------------------------------------------------------
 
 
-def _summary(flat_embedding: int, jet_embedding: int, set_width: int, set_heads: int, set_blocks: int) -> Any:
+def _summary(cfg: SummaryConfig) -> Any:
     from hepflow.flows.summary import Combined, MLPSummary, SetSummary
 
     return Combined(
-        flat=MLPSummary(len(FLAT_FEATURES), flat_embedding, width=set_width),
+        flat=MLPSummary(len(FLAT_FEATURES), cfg.flat_embedding, width=cfg.set_width),
         jets=SetSummary(
-            len(JET_FEATURES), jet_embedding, width=set_width, heads=set_heads, blocks=set_blocks
+            len(JET_FEATURES),
+            cfg.jet_embedding,
+            width=cfg.set_width,
+            heads=cfg.set_heads,
+            blocks=cfg.set_blocks,
         ),
     )
 
@@ -177,13 +184,13 @@ def _summary(flat_embedding: int, jet_embedding: int, set_width: int, set_heads:
 _DEQUANTIZE = {"flat": [FLAT_FEATURES.index(k) for k in DISCRETE_FEATURES]}
 
 
-def build_flow(cfg: FlowConfig, *, seed: int | None = None) -> Any:
+def build_flow(cfg: FlowConfig, summary: SummaryConfig, *, seed: int | None = None) -> Any:
     """The cINN for p(nu px, py, eta | event)."""
     from hepflow.flows.inn import ConditionalINN
 
     return ConditionalINN(
         theta_dim=len(TARGETS),
-        summary=_summary(cfg.flat_embedding, cfg.jet_embedding, cfg.set_width, cfg.set_heads, cfg.set_blocks),
+        summary=_summary(summary),
         blocks=cfg.blocks,
         depth=cfg.depth,
         width=cfg.width,
@@ -195,13 +202,13 @@ def build_flow(cfg: FlowConfig, *, seed: int | None = None) -> Any:
     )
 
 
-def build_regression(cfg: RegressionConfig, *, seed: int | None = None) -> Any:
+def build_regression(cfg: RegressionConfig, summary: SummaryConfig, *, seed: int | None = None) -> Any:
     """The feed-forward regression of (px, py, eta) with the same inputs."""
     from hepflow.flows.regression import Regressor
 
     return Regressor(
         theta_dim=len(TARGETS),
-        summary=_summary(cfg.flat_embedding, cfg.jet_embedding, cfg.set_width, cfg.set_heads, cfg.set_blocks),
+        summary=_summary(summary),
         width=cfg.width,
         layers=cfg.layers,
         dequantize=_DEQUANTIZE,
@@ -257,8 +264,8 @@ def train(
         "resume": resume,
     }
     for name, model in (
-        ("flow", build_flow(cfg.flow, seed=tc.seed)),
-        ("regression", build_regression(cfg.regression, seed=tc.seed)),
+        ("flow", build_flow(cfg.flow, cfg.summary, seed=tc.seed)),
+        ("regression", build_regression(cfg.regression, cfg.summary, seed=tc.seed)),
     ):
         t0 = time.perf_counter()
         history = hepflow.fit(

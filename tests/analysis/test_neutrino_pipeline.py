@@ -22,8 +22,9 @@ pytest.importorskip("pythia8mc")
 pytestmark = pytest.mark.generation
 
 TINY = {
-    "flow": {"depth": 2, "width": 16, "bins": 4, "set_width": 16, "set_heads": 2, "flat_embedding": 8},
-    "regression": {"width": 16, "layers": 1, "set_width": 16, "set_heads": 2, "flat_embedding": 8},
+    "summary": {"set_width": 16, "set_heads": 2, "flat_embedding": 8, "jet_embedding": 8},
+    "flow": {"depth": 2, "width": 16, "bins": 4},
+    "regression": {"width": 16, "layers": 1},
     "training": {"epochs": 2, "batch_size": 64, "seed": 3},
 }
 K = 32
