@@ -8,9 +8,9 @@ of the inverse map. Blocks never change the batch dimension; only the support tr
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +134,7 @@ class MLP(nn.Module):
         dims = [in_features] + [width] * layers + [out_features]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for a, b in zip(dims[:-1], dims[1:], strict=True):
+        for a, b in pairwise(dims):
             bound = 1.0 / math.sqrt(a) if a else 0.0
             self.weights.append(nn.Parameter(torch.empty(a, b).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(b).uniform_(-bound, bound)))

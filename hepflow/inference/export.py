@@ -75,10 +75,14 @@ class Sampler(nn.Module):
         ctx: Mapping[str, Tensor] = {}
         if self.keys:
             ctx = self.model.context_encoder.summary.example(n_obs)
-        dtype = self.model.theta_scaler.mean.dtype
+        dtype, device = self.model.theta_scaler.mean.dtype, self.model.theta_scaler.mean.device
         g = torch.Generator().manual_seed(0)
-        noise = torch.randn(n_obs, n_samples, self.latent_dim, generator=g, dtype=dtype)
-        return (*[ctx[k].to(dtype) if ctx[k].dtype.is_floating_point else ctx[k] for k in self.keys], noise)
+        noise = torch.randn(n_obs, n_samples, self.latent_dim, generator=g, dtype=dtype).to(device)
+        ctx_t = [
+            ctx[k].to(device, dtype) if ctx[k].dtype.is_floating_point else ctx[k].to(device)
+            for k in self.keys
+        ]
+        return (*ctx_t, noise)
 
 
 @contextmanager
