@@ -20,8 +20,9 @@ model, seed, binning). :func:`load_observation` reads either format (or the lg E
 written by ``hepflow process cosmic``) back as an :class:`~hepflow.cosmic.Observation`.
 
 The analysis configuration (``analyses/auger_sources/config.toml``) is read into
-:class:`CosmicConfig` (sections ``[prior]``, ``[model]``, ``[generation]``, ``[mcmc]``); unknown
-keys are refused.
+:class:`CosmicConfig` (sections ``[prior]``, ``[model]``, ``[generation]``, ``[mcmc]``, and
+``[flow]``, ``[training]``, ``[inference]``, ``[comparison]`` of :mod:`hepflow.analysis.cosmic`);
+unknown keys are refused.
 
 Example:
     >>> stats = generate_cosmic("pe.root", n=1000, seed=1, progress=False)  # doctest: +SKIP
@@ -54,11 +55,15 @@ from hepflow.outputs.atomic import atomic_write
 __all__ = [
     "PSEUDO_EXPERIMENT_TREE",
     "SHOWER_TREE",
+    "ComparisonConfig",
     "CosmicConfig",
     "CosmicGenerationStats",
+    "FlowConfig",
     "GenerationConfig",
+    "InferenceConfig",
     "ModelConfig",
     "PriorConfig",
+    "TrainingConfig",
     "generate_cosmic",
     "generate_showers",
     "load_observation",
@@ -155,6 +160,96 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class FlowConfig:
+    """``[flow]``: the cINN of :mod:`hepflow.analysis.cosmic` (``hepflow train cosmic``).
+
+    ``summary = "cnn"``: an MLP over the 43 scalar features (spectrum, Xmax moments, counts) next
+    to a 1D CNN over the Xmax distributions (energy bins as channels); ``"mlp"``: one MLP over all
+    the features.
+    """
+
+    summary: Literal["cnn", "mlp"] = "cnn"
+    blocks: Literal["spline", "affine"] = "spline"
+    depth: int = 6
+    width: int = 128
+    layers: int = 2
+    bins: int = 10
+    bound: float = 5.0
+    summary_width: int = 128
+    flat_embedding: int = 32
+    xmax_embedding: int = 32
+    cnn_channels: tuple[int, ...] = (16, 32)
+    mlp_embedding: int = 64
+
+    def __post_init__(self) -> None:
+        sizes = (self.depth, self.width, self.layers, self.bins, self.summary_width, self.flat_embedding)
+        if min(sizes) < 1 or self.xmax_embedding < 1 or self.mlp_embedding < 1 or self.bound <= 0:
+            raise ConfigError(f"flow: sizes must be positive, got {self}")
+        if not self.cnn_channels or min(self.cnn_channels) < 1:
+            raise ConfigError(f"flow.cnn_channels must be positive numbers, got {list(self.cnn_channels)}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """``[training]``: options of :func:`hepflow.fit`; ``max_pseudo_experiments`` caps the set used,
+    ``time_limit_s`` stops after the epoch that would otherwise end past the limit (best weights kept)."""
+
+    max_pseudo_experiments: int | None = None
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    clip_grad: float = 5.0
+    validation_split: float = 0.05
+    patience: int = 6
+    seed: int = 1
+    device: str = "auto"
+    time_limit_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise ConfigError(f"training.time_limit_s must be positive, got {self.time_limit_s}")
+        if self.max_pseudo_experiments is not None and self.max_pseudo_experiments < 100:
+            raise ConfigError(
+                f"training.max_pseudo_experiments must be >= 100, got {self.max_pseudo_experiments}"
+            )
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ConfigError("training.epochs, batch_size and patience must be positive")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """``[inference]``: posterior samples per observation (``hepflow infer cosmic``)."""
+
+    samples: int = 4000
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.samples < 2:
+            raise ConfigError(f"inference.samples must be >= 2, got {self.samples}")
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    """``[comparison]``: cINN vs MCMC on held-out mock observations, cINN calibration.
+
+    The mocks are simulated with parameters from the prior and the seed ``seed``, which must
+    differ from ``[generation] seed`` (held out from the training set).
+    """
+
+    n_mocks: int = 20
+    samples: int = 4000
+    n_calibration: int = 500
+    calibration_samples: int = 1000
+    seed: int = 20170038
+
+    def __post_init__(self) -> None:
+        if self.n_mocks < 0 or self.n_calibration < 0 or self.samples < 2 or self.calibration_samples < 2:
+            raise ConfigError(f"comparison: counts must be >= 0 and samples >= 2, got {self}")
+
+
+@dataclass(frozen=True)
 class CosmicConfig:
     """The whole analysis configuration (``analyses/auger_sources/config.toml``).
 
@@ -168,6 +263,17 @@ class CosmicConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     mcmc: McmcConfig = field(default_factory=McmcConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    comparison: ComparisonConfig = field(default_factory=ComparisonConfig)
+
+    def __post_init__(self) -> None:
+        if self.comparison.seed == self.generation.seed:
+            raise ConfigError(
+                f"comparison.seed ({self.comparison.seed}) must differ from generation.seed: the mock "
+                "observations of the comparison are held out from the training set"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> CosmicConfig:

@@ -1,0 +1,745 @@
+"""The cosmic-ray source analysis (``analyses/auger_sources``): cINN training, inference, comparison.
+
+The neural posterior ``p(theta | x)`` of the 7 source parameters ``theta = (gamma, lg_rcut, f_H,
+f_He, f_N, f_Si, f_Fe)`` given the binned Auger-like observation ``x`` (spectrum above
+10^18.7 eV and Xmax distributions), learned from pseudo-experiments of the forward model
+(:mod:`hepflow.cosmic`) with parameters drawn from the prior of the analysis config.
+
+* **Context**: the 943 features of :func:`hepflow.features.cosmic.observation_features`, split
+  into the 43 scalar features (spectrum log fractions, total counts, Xmax counts, means and
+  standard deviations per energy bin) and the Xmax distributions (9 energy bins x 100 Xmax bins).
+  ``[flow] summary = "cnn"`` (default): an MLP on the scalars next to a 1D CNN over Xmax with
+  the energy bins as channels; ``"mlp"``: one MLP on all 943 features.
+* **Support**: ``gamma`` and ``lg_rcut`` in a :class:`~hepflow.flows.constraints.Box` with the
+  prior ranges, the five fractions on a :class:`~hepflow.flows.constraints.Simplex`, so every
+  posterior sample lies in the prior support.
+* **Training** goes through the shared :func:`hepflow.fit`; the model is saved with
+  :func:`hepflow.save_model` (safetensors + JSON) with the analysis name, the feature
+  specification, the prior and the forward-model settings as metadata: :func:`load_flow` refuses a
+  model of another analysis, trained on other features, or (with a config) another prior.
+
+Entry points (the ``hepflow train|infer|compare cosmic`` commands)::
+
+    train("data/cosmic/pe_train.root", "models/cosmic", config="analyses/auger_sources/config.toml")
+    infer("models/cosmic", "auger", output_dir="runs/cosmic/infer_auger", samples=4000)
+    compare("models/cosmic", "runs/cosmic/comparison", config=...)   # cINN vs MCMC + calibration
+
+The configuration is the one ``analyses/auger_sources/config.toml`` read by every cosmic command:
+:class:`AugerConfig` (= :class:`hepflow.generate.cosmic.CosmicConfig`) with the sections
+``[prior]``, ``[model]``, ``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``,
+``[inference]`` and ``[comparison]``; unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hepflow.config import to_dict
+from hepflow.cosmic import PARAMETER_NAMES, Binning, Observation
+from hepflow.errors import ConfigError, InputError, ModelError, OutputError
+from hepflow.features.cosmic import feature_names, observation_features
+from hepflow.generate.cosmic import CosmicConfig, FlowConfig
+
+__all__ = [
+    "ANALYSIS",
+    "AugerConfig",
+    "build_flow",
+    "compare",
+    "context_from_features",
+    "feature_spec",
+    "infer",
+    "load_config",
+    "load_flow",
+    "load_training_data",
+    "marginal_metrics",
+    "sample_posterior",
+    "summarize_metrics",
+    "train",
+]
+
+ANALYSIS = "auger_sources"
+#: The analysis configuration: every section of ``analyses/auger_sources/config.toml``.
+AugerConfig = CosmicConfig
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "auger_sources" / "config.toml"
+PARAMETERS: tuple[str, ...] = tuple(PARAMETER_NAMES)
+_BLOCK = 20_000  # pseudo-experiments per block when reading and computing features
+
+
+def load_config(config: CosmicConfig | str | os.PathLike[str] | None = None) -> CosmicConfig:
+    """The analysis config: an :class:`AugerConfig`, a TOML path, or None for the shipped file
+    (``analyses/auger_sources/config.toml``; the built-in defaults where it is not installed)."""
+    if isinstance(config, CosmicConfig):
+        return config
+    if config is None:
+        return CosmicConfig.from_file(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else CosmicConfig()
+    return CosmicConfig.from_file(config)
+
+
+# --------------------------------------------------------------------------- features
+def feature_spec(binning: Binning) -> dict[str, Any]:
+    """What the context of a model is: feature names and the binning they are computed in."""
+    return {
+        "names": list(feature_names(binning)),
+        "spectrum_edges": [round(float(e), 6) for e in binning.spectrum_edges],
+        "xmax_energy_edges": [round(float(e), 6) for e in binning.xmax_energy_edges],
+        "xmax_edges": [
+            float(binning.xmax_edges[0]),
+            float(binning.xmax_edges[-1]),
+            binning.xmax_edges.size - 1,
+        ],
+    }
+
+
+def _scalar_columns(binning: Binning) -> np.ndarray:
+    names = feature_names(binning)
+    return np.array([i for i, n in enumerate(names) if not n.startswith("xmax_p")])
+
+
+def context_from_features(features: np.ndarray, binning: Binning, summary: str) -> dict[str, np.ndarray]:
+    """The model context of feature rows (n, 943): ``{"flat", "xmax"}`` (cnn) or ``{"features"}`` (mlp)."""
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    _, n_m, n_x = binning.shape
+    if x.shape[1] != len(feature_names(binning)):
+        raise InputError(f"features have {x.shape[1]} columns, the binning has {len(feature_names(binning))}")
+    if summary == "mlp":
+        return {"features": np.ascontiguousarray(x)}
+    scalars = _scalar_columns(binning)
+    hist = x[:, scalars.size :].reshape(-1, n_m, n_x)
+    return {"flat": np.ascontiguousarray(x[:, scalars]), "xmax": np.ascontiguousarray(hist)}
+
+
+def observation_context(obs: Observation, summary: str) -> dict[str, np.ndarray]:
+    """The model context of one observation."""
+    return context_from_features(
+        observation_features(obs.spectrum, obs.xmax, binning=obs.binning), obs.binning, summary
+    )
+
+
+# --------------------------------------------------------------------------- training data
+def load_training_data(
+    source: str | os.PathLike[str],
+    *,
+    binning: Binning,
+    max_n: int | None = None,
+    prior: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(theta (n, 7) float64, features (n, 943) float32)`` from a ``PseudoExperiments`` ntuple
+    (``hepflow generate cosmic``) or a directory of feature chunks (``hepflow process cosmic``).
+
+    ``prior`` (the ``[prior]`` section as a dict): an ntuple whose metadata names another prior
+    is refused, since the cINN would learn the posterior under that prior.
+    """
+    path = Path(source)
+    if path.is_dir():
+        return _features_from_parquet(path, binning, max_n)
+    if path.is_file():
+        return _features_from_ntuple(path, binning, max_n, prior)
+    raise InputError(f"training data {path} does not exist (a PseudoExperiments file or a feature directory)")
+
+
+def _features_from_ntuple(
+    path: Path, binning: Binning, max_n: int | None, prior: dict[str, Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    import uproot
+
+    from hepflow.generate.cosmic import PSEUDO_EXPERIMENT_TREE, read_pseudo_experiments
+
+    try:
+        with uproot.open(path) as f:
+            if PSEUDO_EXPERIMENT_TREE not in f:
+                raise InputError(
+                    f"{path} has no {PSEUDO_EXPERIMENT_TREE} tree: generate it with `hepflow generate cosmic`"
+                )
+            n = int(f[PSEUDO_EXPERIMENT_TREE].num_entries)
+            meta = json.loads(f["metadata"]) if "metadata" in f else {}
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read {path}: {err}") from err
+    if prior is not None and "prior" in meta and _plain(meta["prior"]) != _plain(prior):
+        raise InputError(
+            f"{path} was generated with prior {meta['prior']}, the config has {prior}: "
+            "the cINN would learn the posterior under another prior"
+        )
+    n = n if max_n is None else min(n, max_n)
+    theta = np.empty((n, len(PARAMETERS)))
+    feats = np.empty((n, len(feature_names(binning))), np.float32)
+    for start in range(0, n, _BLOCK):
+        stop = min(start + _BLOCK, n)
+        block = read_pseudo_experiments(path, entry_start=start, entry_stop=stop)
+        theta[start:stop] = block["theta"]
+        feats[start:stop] = observation_features(block["spectrum"], block["xmax"], binning=binning)
+    return theta, feats
+
+
+def _features_from_parquet(path: Path, binning: Binning, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    import awkward as ak
+
+    from hepflow.features.cosmic import feature_matrix
+
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise InputError(f"no parquet files in {path}")
+    thetas, feats, n = [], [], 0
+    for f in files:
+        try:
+            cols = ak.from_parquet(f)
+        except Exception as err:  # pyarrow raises many types for corrupt files
+            raise InputError(f"cannot read parquet file {f}: {err}") from err
+        if missing := [p for p in PARAMETERS if p not in cols.fields]:
+            raise InputError(f"{f}: no truth columns {missing}: cannot train (process pseudo-experiments)")
+        thetas.append(np.stack([ak.to_numpy(cols[p]).astype(float) for p in PARAMETERS], axis=1))
+        feats.append(feature_matrix(cols, binning=binning).astype(np.float32))
+        n += len(cols)
+        if max_n is not None and n >= max_n:
+            break
+    theta, x = np.concatenate(thetas), np.concatenate(feats)
+    return (theta, x) if max_n is None else (theta[:max_n], x[:max_n])
+
+
+def _plain(obj: Any) -> Any:
+    """JSON round trip: tuples become lists, ints and floats compare by value."""
+    return json.loads(json.dumps(obj))
+
+
+# --------------------------------------------------------------------------- model
+def build_flow(cfg: FlowConfig, *, prior: Any, binning: Binning, seed: int | None = None) -> Any:
+    """The cINN ``p(theta | observation)`` with the prior support as constraints."""
+    from hepflow.flows.constraints import Box, Simplex
+    from hepflow.flows.inn import ConditionalINN
+    from hepflow.flows.summary import CNNSummary, Combined, MLPSummary
+
+    _, n_m, n_x = binning.shape
+    n_scalar = int(_scalar_columns(binning).size)
+    if cfg.summary == "mlp":
+        summary = Combined(
+            features=MLPSummary(
+                len(feature_names(binning)), cfg.mlp_embedding, width=cfg.summary_width, layers=2
+            )
+        )
+    else:
+        summary = Combined(
+            flat=MLPSummary(n_scalar, cfg.flat_embedding, width=cfg.summary_width, layers=2),
+            xmax=CNNSummary(
+                (n_x,),
+                cfg.xmax_embedding,
+                channels=cfg.cnn_channels,
+                in_channels=n_m,
+                width=cfg.summary_width,
+            ),
+        )
+    return ConditionalINN(
+        theta_dim=len(PARAMETERS),
+        summary=summary,
+        blocks=cfg.blocks,
+        depth=cfg.depth,
+        width=cfg.width,
+        layers=cfg.layers,
+        bins=cfg.bins,
+        bound=cfg.bound,
+        constraints=[
+            Box([0, 1], low=[prior.gamma[0], prior.lg_rcut[0]], high=[prior.gamma[1], prior.lg_rcut[1]]),
+            Simplex([2, 3, 4, 5, 6]),
+        ],
+        seed=seed,
+    )
+
+
+def _metadata(cfg: CosmicConfig, binning: Binning) -> dict[str, Any]:
+    return {
+        "analysis": ANALYSIS,
+        "parameters": list(PARAMETERS),
+        "features": feature_spec(binning),
+        "summary": cfg.flow.summary,
+        "prior": to_dict(cfg.prior),
+        "forward_model": to_dict(cfg.model),
+    }
+
+
+def _model_path(model_dir: str | os.PathLike[str]) -> Path:
+    d = Path(model_dir)
+    for candidate in (d, d / "flow"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise ModelError(f"no cosmic model at {d}: train one with `hepflow train cosmic` first")
+
+
+def load_flow(model_dir: str | os.PathLike[str], *, config: CosmicConfig | None = None) -> Any:
+    """Load the cINN from a training output directory (or its ``flow`` folder), refusing a foreign model.
+
+    Raises :class:`~hepflow.errors.ModelError` if the model is not one of this analysis, was
+    trained on another feature layout, or (when ``config`` is given) under another prior or
+    forward model than the config's.
+    """
+    import hepflow
+    from hepflow.flows.serialization import read_config
+
+    path = _model_path(model_dir)
+    meta = read_config(path).get("metadata", {}) or {}
+    if meta.get("analysis") != ANALYSIS:
+        raise ModelError(f"{path} is a model of analysis {meta.get('analysis')!r}, not {ANALYSIS!r}")
+    lg_e_min = (meta.get("forward_model") or {}).get("lg_e_min")
+    try:
+        binning = Binning.auger(lg_e_min=float(lg_e_min))
+    except (TypeError, ValueError, ConfigError, InputError) as err:
+        raise ModelError(f"{path}: the metadata has no valid forward_model.lg_e_min ({lg_e_min!r})") from err
+    if meta.get("features") != feature_spec(binning) or meta.get("summary") not in ("cnn", "mlp"):
+        raise ModelError(
+            f"{path} was trained on other features than this version computes "
+            f"({len((meta.get('features') or {}).get('names', []))} named, "
+            f"summary {meta.get('summary')!r}); retrain it"
+        )
+    if meta.get("parameters") != list(PARAMETERS):
+        raise ModelError(f"{path} infers {meta.get('parameters')}, not {list(PARAMETERS)}")
+    if config is not None:
+        for key, ours in (("prior", to_dict(config.prior)), ("forward_model", to_dict(config.model))):
+            if _plain(meta.get(key)) != _plain(ours):
+                raise ModelError(f"{path} was trained with {key} {meta.get(key)}, the config has {ours}")
+    model = hepflow.load_model(path)
+    model.binning = binning
+    return model.eval()
+
+
+def _model_prior(model: Any) -> Any:
+    from hepflow.cosmic import Prior
+
+    p = model.metadata["prior"]
+    return Prior(gamma=tuple(p["gamma"]), lg_rcut=tuple(p["lg_rcut"]), concentration=p["concentration"])
+
+
+def sample_posterior(
+    model: Any, observations: Observation | Sequence[Observation] | np.ndarray, n: int, *, seed: int = 7
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(samples (n_obs, n, 7) float64, log_prob (n_obs, n))`` for observations or feature rows.
+
+    The fractions are renormalised in double precision (they sum to one within 1e-12) and every
+    sample lies in the prior box (the flow's constraints).
+    """
+    import torch
+
+    summary = model.metadata["summary"]
+    if isinstance(observations, Observation):
+        observations = [observations]
+    if isinstance(observations, np.ndarray):
+        feats = observations
+    else:
+        obs = list(observations)
+        feats = observation_features(
+            np.stack([o.spectrum for o in obs]), np.stack([o.xmax for o in obs]), binning=model.binning
+        )
+    ctx = context_from_features(feats, model.binning, summary)
+    gen = torch.Generator().manual_seed(int(seed))
+    theta, logp = model.sample(n, ctx, return_log_prob=True, generator=gen)
+    x = theta.double().cpu().numpy()
+    x[..., 2:] = np.clip(x[..., 2:], 0.0, None)
+    x[..., 2:] /= x[..., 2:].sum(axis=-1, keepdims=True)
+    return x, logp.double().cpu().numpy()
+
+
+# --------------------------------------------------------------------------- train
+def train(
+    data: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: CosmicConfig | str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """``hepflow train cosmic``: train the cINN on pseudo-experiments and save it.
+
+    Args:
+        data: a ``PseudoExperiments`` ROOT file (``hepflow generate cosmic``) or a directory of
+            feature chunks with truth (``hepflow process cosmic``).
+        output_dir: gets ``flow/`` (``config.json`` + ``model.safetensors``), ``history.json``,
+            ``loss.png``, ``training.json`` and ``checkpoints/``.
+        config: the analysis config (default: ``analyses/auger_sources/config.toml``);
+            ``[training] max_pseudo_experiments`` caps the number used.
+        progress: tqdm bar per epoch.
+        resume: continue an interrupted training from ``output_dir/checkpoints``.
+
+    Returns the content of ``training.json`` (pseudo-experiments used, seconds, epochs, losses).
+    """
+    import hepflow
+    from hepflow.outputs import write_json
+
+    cfg = load_config(config)
+    tc = cfg.training
+    binning = cfg.model.binning()
+    t0 = time.perf_counter()
+    theta, feats = load_training_data(
+        data, binning=binning, max_n=tc.max_pseudo_experiments, prior=to_dict(cfg.prior)
+    )
+    load_s = time.perf_counter() - t0
+    prior = cfg.prior.build()
+    if len(theta) < 100:
+        raise InputError(f"{data}: only {len(theta)} pseudo-experiments; need at least 100")
+    inside = prior.in_support(theta) & np.all(theta[:, 2:] > 0, axis=1)
+    inside &= np.all((theta[:, :2] > [prior.gamma[0], prior.lg_rcut[0]]), axis=1)
+    inside &= np.all((theta[:, :2] < [prior.gamma[1], prior.lg_rcut[1]]), axis=1)
+    if not inside.all():
+        row = int(np.flatnonzero(~inside)[0])
+        raise InputError(
+            f"{data}: {int((~inside).sum())} pseudo-experiments lie outside the interior of the "
+            f"config's prior support, e.g. entry {row}: {theta[row].round(6).tolist()}"
+        )
+    if not np.isfinite(feats).all():
+        raise InputError(f"{data}: non-finite features")
+    out = Path(output_dir)
+    model = build_flow(cfg.flow, prior=prior, binning=binning, seed=tc.seed)
+    t1 = time.perf_counter()
+    epoch_ends: list[float] = []
+
+    def time_limit(_: Any) -> bool:
+        # stop when one more epoch (as long as the mean so far) would end past the limit
+        epoch_ends.append(time.perf_counter() - t1)
+        mean_epoch = epoch_ends[-1] / len(epoch_ends)
+        return tc.time_limit_s is not None and epoch_ends[-1] + mean_epoch > tc.time_limit_s
+
+    history = hepflow.fit(
+        model,
+        theta.astype(np.float32),
+        context_from_features(feats, binning, cfg.flow.summary),
+        epochs=tc.epochs,
+        batch_size=tc.batch_size,
+        lr=tc.lr,
+        weight_decay=tc.weight_decay,
+        schedule=tc.schedule,
+        clip_grad=tc.clip_grad,
+        validation_split=tc.validation_split,
+        patience=tc.patience,
+        seed=tc.seed,
+        device=tc.device,
+        checkpoint_dir=out / "checkpoints",
+        resume=resume,
+        output_dir=out,
+        progress=progress,
+        callback=time_limit,
+    )
+    fit_s = time.perf_counter() - t1
+    metadata = _metadata(cfg, binning)
+    metadata["training"] = {"data": str(data), "pseudo_experiments": len(theta)}
+    hepflow.save_model(model.cpu(), out / "flow", metadata=metadata)
+    val = [v for v in history.val_loss if v is not None]
+    summary = {
+        "data": str(data),
+        "pseudo_experiments": len(theta),
+        "load_seconds": load_s,
+        "fit_seconds": fit_s,
+        "seconds": time.perf_counter() - t0,
+        "epochs": len(history.train_loss),
+        "best_epoch": history.best_epoch,
+        "final_train_loss": float(history.train_loss[-1]),
+        "best_val_loss": float(min(val)) if val else None,
+        "stopped_by": "patience"
+        if history.stopped_early
+        else ("time_limit" if len(history.train_loss) < tc.epochs else "epochs"),
+        "device": history.device,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": {k: to_dict(getattr(cfg, k)) for k in ("prior", "model", "flow", "training")},
+    }
+    write_json(out / "training.json", summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- inference
+def infer(
+    model_dir: str | os.PathLike[str],
+    observation: str | os.PathLike[str] = "auger",
+    *,
+    output_dir: str | os.PathLike[str],
+    samples: int | None = None,
+    config: CosmicConfig | str | os.PathLike[str] | None = None,
+    entry: int = 0,
+    seed: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """``hepflow infer cosmic``: posterior samples for ``"auger"`` or an observation file.
+
+    Writes into ``output_dir`` (atomically): ``samples.parquet`` and ``samples.root`` (TTree
+    ``Posterior``) with the columns ``gamma, lg_rcut, f_H, f_He, f_N, f_Si, f_Fe`` (fractions sum
+    to one) and ``log_prob`` (the cINN density), and ``summary.json`` (mean, median, std,
+    quantiles 2.5/16/50/84/97.5 %, mode = highest-density sample, timing). ``observation``: see
+    :func:`hepflow.generate.cosmic.load_observation` (``entry`` for a pseudo-experiment file).
+    ``samples``/``seed`` default to ``[inference]``; with ``config`` the model must have been
+    trained with the config's prior and forward model. Returns the summary.
+    """
+    import awkward as ak
+
+    import hepflow
+    from hepflow.generate.cosmic import load_observation
+    from hepflow.outputs import write_json, write_parquet, write_root
+
+    cfg = load_config(config) if config is not None else None
+    icfg = cfg.inference if cfg is not None else load_config().inference
+    k = icfg.samples if samples is None else int(samples)
+    if k < 2:
+        raise ConfigError(f"samples must be >= 2, got {k}")
+    out = Path(output_dir)
+    targets = [out / n for n in ("samples.parquet", "samples.root", "summary.json")]
+    if not overwrite and (existing := [t for t in targets if t.exists()]):
+        raise OutputError(f"{existing[0]} exists; pass --overwrite to replace it")
+    t0 = time.perf_counter()
+    model = load_flow(model_dir, config=cfg)
+    t_load = time.perf_counter() - t0
+    obs = load_observation(observation, binning=model.binning, entry=entry)
+    x, logp = sample_posterior(model, obs, k, seed=icfg.seed if seed is None else seed)
+    elapsed = time.perf_counter() - t0
+    x, logp = x[0], logp[0]
+    post = hepflow.posterior_summary(x, log_prob=logp)
+    cols = {name: np.ascontiguousarray(x[:, i]) for i, name in enumerate(PARAMETERS)}
+    cols["log_prob"] = logp
+    table = ak.zip(cols, depth_limit=1)
+    write_parquet(table, targets[0])
+    write_root(table, targets[1], treename="Posterior")
+    summary = {
+        "observation": str(observation),
+        "entry": entry if str(observation) != "auger" else None,
+        "model": str(_model_path(model_dir)),
+        "samples": k,
+        "seconds": {"model_load": t_load, "to_posterior": elapsed},
+        "observation_counts": {"n_spectrum": obs.n_spectrum, "n_xmax": obs.n_xmax.tolist()},
+        "posterior": _posterior_dict(post),
+    }
+    write_json(targets[2], summary)
+    return summary
+
+
+def _posterior_dict(post: Any) -> dict[str, dict[str, float]]:
+    out = {}
+    for i, name in enumerate(PARAMETERS):
+        d = {"mean": float(post.mean[i]), "median": float(post.median[i]), "std": float(post.std[i])}
+        d.update({f"q{q:g}": float(v[i]) for q, v in post.quantiles.items()})
+        if post.mode is not None:
+            d["mode"] = float(post.mode[i])
+        out[name] = d
+    return out
+
+
+# --------------------------------------------------------------------------- comparison
+def marginal_metrics(
+    cinn: np.ndarray, mcmc: np.ndarray, names: Sequence[str] = PARAMETERS
+) -> dict[str, dict[str, float]]:
+    """Per parameter, cINN vs MCMC marginals in units of the MCMC posterior sigma.
+
+    ``cinn`` (n, d) and ``mcmc`` (m, d) samples of one observation. Returns ``{name: {"mean_shift":
+    (mean_c - mean_m) / sd_m, "width_ratio": sd_c / sd_m, "wasserstein": W1(c, m) / sd_m,
+    "mcmc_mean", "mcmc_std", "cinn_mean", "cinn_std"}}`` (``scipy.stats.wasserstein_distance``).
+
+    Example:
+        >>> g = np.random.default_rng(0)
+        >>> m = marginal_metrics(g.normal(0.5, 1, (20000, 1)), g.normal(0, 1, (20000, 1)), ["x"])
+        >>> round(m["x"]["mean_shift"], 1), round(m["x"]["wasserstein"], 1), round(m["x"]["width_ratio"], 1)
+        (0.5, 0.5, 1.0)
+    """
+    from scipy.stats import wasserstein_distance
+
+    c, m = np.asarray(cinn, float), np.asarray(mcmc, float)
+    if c.ndim != 2 or m.ndim != 2 or c.shape[1] != m.shape[1] or c.shape[1] != len(names):
+        d = len(names)
+        raise InputError(f"samples must be (n, {d}) and (m, {d}), got {c.shape} and {m.shape}")
+    out = {}
+    for j, name in enumerate(names):
+        sd_m, sd_c = float(m[:, j].std(ddof=1)), float(c[:, j].std(ddof=1))
+        scale = sd_m if sd_m > 0 else float("nan")
+        out[name] = {
+            "mean_shift": float((c[:, j].mean() - m[:, j].mean()) / scale),
+            "width_ratio": sd_c / scale,
+            "wasserstein": float(wasserstein_distance(c[:, j], m[:, j]) / scale),
+            "mcmc_mean": float(m[:, j].mean()),
+            "mcmc_std": sd_m,
+            "cinn_mean": float(c[:, j].mean()),
+            "cinn_std": sd_c,
+        }
+    return out
+
+
+def summarize_metrics(
+    per_mock: Sequence[Mapping[str, Mapping[str, float]]],
+    names: Sequence[str] = PARAMETERS,
+    *,
+    mean_tol: float = 0.2,
+    width_tol: float = 0.2,
+) -> dict[str, Any]:
+    """Aggregate :func:`marginal_metrics` over mocks: per parameter and over all (median, mean, 90 %
+    quantile of ``|mean_shift|``, ``|width_ratio - 1|``, ``wasserstein``; fractions within the targets).
+
+    Example:
+        >>> per = [{"x": {"mean_shift": s, "width_ratio": 1.1, "wasserstein": abs(s)}} for s in (0.1, -0.3)]
+        >>> s = summarize_metrics(per, ["x"])
+        >>> s["x"]["abs_mean_shift"]["median"], s["x"]["mean_within_tol"], s["all"]["width_within_tol"]
+        (0.2, 0.5, 1.0)
+    """
+
+    def stats(v: np.ndarray) -> dict[str, float]:
+        v = v[np.isfinite(v)]
+        if not v.size:
+            return {"median": float("nan"), "mean": float("nan"), "q90": float("nan"), "n": 0}
+        return {
+            "median": float(np.median(v)),
+            "mean": float(v.mean()),
+            "q90": float(np.quantile(v, 0.9)),
+            "n": int(v.size),
+        }
+
+    def block(keys: Sequence[str]) -> dict[str, Any]:
+        shift = np.array([abs(p[k]["mean_shift"]) for p in per_mock for k in keys], float)
+        width = np.array([p[k]["width_ratio"] for p in per_mock for k in keys], float)
+        w1 = np.array([p[k]["wasserstein"] for p in per_mock for k in keys], float)
+        dev = np.abs(width - 1.0)
+        return {
+            "abs_mean_shift": stats(shift),
+            "width_ratio": stats(width),
+            "abs_width_deviation": stats(dev),
+            "wasserstein": stats(w1),
+            "mean_within_tol": _fraction(shift <= mean_tol, shift),
+            "width_within_tol": _fraction(dev <= width_tol, dev),
+        }
+
+    out: dict[str, Any] = {name: block([name]) for name in names}
+    out["all"] = block(list(names))
+    out["targets"] = {"abs_mean_shift": mean_tol, "abs_width_deviation": width_tol}
+    return out
+
+
+def _fraction(passed: np.ndarray, values: np.ndarray) -> float:
+    finite = np.isfinite(values)
+    return float(np.mean(passed[finite])) if finite.any() else float("nan")
+
+
+def _simulate_mocks(
+    cfg: CosmicConfig, n: int, seed: int, *, stream: int
+) -> tuple[np.ndarray, list[Observation]]:
+    """``n`` held-out mock observations: prior draws and pseudo-experiments from ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
+    prior, model = cfg.prior.build(), cfg.model.build()
+    theta = prior.sample(n, rng)
+    sims = model.simulate(theta, rng) if n else {"spectrum": np.zeros((0,)), "xmax": np.zeros((0,))}
+    obs = [Observation(model.binning, sims["spectrum"][i], sims["xmax"][i]) for i in range(n)]
+    return theta, obs
+
+
+def compare(
+    model_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: CosmicConfig | str | os.PathLike[str] | None = None,
+    n_mocks: int | None = None,
+    n_calibration: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """``hepflow compare cosmic``: cINN vs MCMC on held-out mocks, and cINN calibration.
+
+    1. ``n_mocks`` (``[comparison]``) mock observations with parameters from the prior (seed
+       ``[comparison] seed``, independent of the training set): the MCMC of ``[mcmc]`` (emcee,
+       :func:`hepflow.mcmc.run_mcmc`, seed ``[mcmc] seed + i``) and the cINN (``[comparison]
+       samples`` samples, timed from loading the model to the samples) on each;
+       :func:`marginal_metrics` per mock and :func:`summarize_metrics` over them, and the
+       wall-time ratio MCMC / cINN. The MCMC samples of mock ``i`` go to ``mcmc/mock_{i:03d}.parquet``.
+    2. ``n_calibration`` further mocks, cINN only (``calibration_samples`` each): SBC ranks,
+       coverage at 68 / 95 %, TARP (:func:`hepflow.calibration.calibration_report`) with plots.
+
+    Writes ``comparison.json`` (everything, also returned) and the calibration plots. The MCMC
+    samples only the deepest mode it finds; the number of modes and the deviance gap to the
+    second one are recorded per mock (a gap of a few units means a bimodal posterior the MCMC
+    does not represent).
+    """
+    from hepflow.calibration import calibration_report
+    from hepflow.mcmc import run_mcmc
+    from hepflow.outputs import write_json, write_parquet
+
+    cfg = load_config(config)
+    cc = cfg.comparison
+    n_mocks = cc.n_mocks if n_mocks is None else int(n_mocks)
+    n_cal = cc.n_calibration if n_calibration is None else int(n_calibration)
+    out = Path(output_dir)
+    target = out / "comparison.json"
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target} exists; pass --overwrite to replace it")
+    load_flow(model_dir, config=cfg)  # refuse a mismatching model before any MCMC runs
+    prior, fwd = cfg.prior.build(), cfg.model.build()
+
+    theta_true, mocks = _simulate_mocks(cfg, n_mocks, cc.seed, stream=0)
+    per_mock, rows = [], []
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(n_mocks), desc="mocks (MCMC + cINN)", disable=not progress):
+        obs = mocks[i]
+        t0 = time.perf_counter()
+        model = load_flow(model_dir)
+        x, _ = sample_posterior(model, obs, cc.samples, seed=cc.seed + i)
+        t_cinn = time.perf_counter() - t0
+        res = run_mcmc(
+            obs,
+            seed=cfg.mcmc.seed + i,
+            model=fwd,
+            prior=prior,
+            progress=False,
+            **cfg.mcmc.options(),
+        )
+        write_parquet(res.samples, out / "mcmc" / f"mock_{i:03d}.parquet")
+        mc = res.theta()
+        metrics = marginal_metrics(x[0], mc)
+        per_mock.append(metrics)
+        gap = res.modes[1].deviance - res.modes[0].deviance if len(res.modes) > 1 else None
+        rows.append(
+            {
+                "index": i,
+                "theta_true": dict(zip(PARAMETERS, theta_true[i].tolist(), strict=True)),
+                "mcmc_seconds": res.wall_time,
+                "mcmc_converged": res.converged,
+                "mcmc_steps": res.n_steps,
+                "mcmc_samples": len(res.samples),
+                "mcmc_modes": len(res.modes),
+                "mcmc_deviance_gap_to_second_mode": gap,
+                "cinn_seconds": t_cinn,
+                "time_ratio": res.wall_time / t_cinn,
+                "metrics": metrics,
+            }
+        )
+    comparison: dict[str, Any] = {"n_mocks": n_mocks, "cinn_samples": cc.samples, "mocks": rows}
+    if n_mocks:
+        t_m = np.array([r["mcmc_seconds"] for r in rows])
+        t_c = np.array([r["cinn_seconds"] for r in rows])
+        comparison["summary"] = summarize_metrics(per_mock)
+        comparison["timing"] = {
+            "mcmc_seconds_median": float(np.median(t_m)),
+            "mcmc_seconds_total": float(t_m.sum()),
+            "cinn_seconds_median": float(np.median(t_c)),
+            "time_ratio_median": float(np.median(t_m / t_c)),
+            "time_ratio_of_totals": float(t_m.sum() / t_c.sum()),
+            "note": "cINN time: model load + features + sampling, one process, per mock; "
+            "MCMC: run_mcmc wall time incl. the mode search; same machine, sequential",
+        }
+        comparison["mcmc_converged_fraction"] = float(np.mean([r["mcmc_converged"] for r in rows]))
+
+    # calibration on further mocks (cINN only)
+    calibration: dict[str, Any] | None = None
+    if n_cal:
+        theta_cal, cal_obs = _simulate_mocks(cfg, n_cal, cc.seed, stream=1)
+        model = load_flow(model_dir)
+        t0 = time.perf_counter()
+        xs, _ = sample_posterior(model, cal_obs, cc.calibration_samples, seed=cc.seed + 10_000)
+        t_cal = time.perf_counter() - t0
+        calibration = calibration_report(theta_cal, xs, list(PARAMETERS), plot_dir=out)
+        calibration["sampling_seconds"] = t_cal
+        cov = calibration["coverage"]
+        calibration["max_coverage_deviation"] = {
+            level: float(max(abs(v - float(level)) for v in cov[level].values())) for level in cov
+        }
+    comparison["calibration"] = calibration
+    comparison["settings"] = {
+        "comparison": to_dict(cc),
+        "mcmc": to_dict(cfg.mcmc),
+        "model": str(_model_path(model_dir)),
+        "mock_parameters": "drawn from the prior; mocks simulated with the config's forward model",
+    }
+    write_json(target, comparison)
+    return comparison

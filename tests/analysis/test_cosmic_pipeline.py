@@ -1,0 +1,311 @@
+"""The cosmic-ray source analysis end to end with tiny settings: train, infer, compare, report."""
+
+from __future__ import annotations
+
+import doctest
+import json
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from hepflow.analysis import cosmic, cosmic_report
+from hepflow.analysis.cosmic import (
+    PARAMETERS,
+    compare,
+    infer,
+    load_flow,
+    load_training_data,
+    marginal_metrics,
+    summarize_metrics,
+    train,
+)
+from hepflow.analysis.cosmic_report import make_report
+from hepflow.config import from_dict, read_toml
+from hepflow.errors import ConfigError, InputError, ModelError, OutputError
+from hepflow.generate.cosmic import CosmicConfig
+
+#: A likelihood mode as listed in the MCMC summary.
+MODE = {"gamma": 1.0, "lg_rcut": 18.7, "f_H": 0.1, "f_He": 0.5, "f_N": 0.3, "f_Si": 0.1, "f_Fe": 0.0}
+CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "auger_sources" / "config.toml"
+N_TRAIN = 3000
+TINY = {
+    "flow": {
+        "depth": 2,
+        "width": 16,
+        "bins": 4,
+        "summary_width": 16,
+        "flat_embedding": 8,
+        "xmax_embedding": 8,
+        "cnn_channels": [4],
+        "mlp_embedding": 8,
+    },
+    "training": {"epochs": 2, "batch_size": 256, "seed": 3, "device": "cpu"},
+    "inference": {"samples": 300},
+    "mcmc": {"n_walkers": 12, "n_steps": 200, "check_every": 100, "n_starts": 1, "n_candidates": 64},
+    "comparison": {"n_mocks": 1, "samples": 300, "n_calibration": 40, "calibration_samples": 60},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a busy machine two threads are much slower, not faster."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg() -> CosmicConfig:
+    return from_dict(CosmicConfig, TINY)
+
+
+@pytest.fixture(scope="module")
+def pe_file(tmp_path_factory) -> Path:
+    from hepflow.generate.cosmic import generate_cosmic
+
+    path = tmp_path_factory.mktemp("cosmic") / "pe.root"
+    generate_cosmic(path, n=N_TRAIN, seed=5, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, pe_file, tiny_cfg) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("cosmic") / "model"
+    return out, train(pe_file, out, config=tiny_cfg, progress=False)
+
+
+# ---------------------------------------------------------------------------- config
+def test_shipped_config_has_the_analysis_sections() -> None:
+    cfg = CosmicConfig.from_file(CONFIG)
+    assert cfg.flow.summary == "cnn"
+    assert cfg.training.epochs >= 1
+    assert cfg.comparison.n_mocks >= 20
+    assert cfg.comparison.n_calibration >= 200
+    assert cfg.comparison.seed != cfg.generation.seed
+    assert cosmic.load_config(None) == cfg
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[flow]\ndepht = 4\n", "unknown key 'depht'"),
+        ("[training]\nepochs = 2\nlearning_rate = 0.1\n", "unknown key 'learning_rate'"),
+        ("[comparison]\nn_mock = 3\n", "unknown key 'n_mock'"),
+        ("[inferences]\nsamples = 3\n", "unknown key 'inferences'"),
+        ("[flow]\nsummary = 'transformer'\n", "'transformer' is not one of"),
+        ("[comparison]\nseed = 1\n", "must differ from generation.seed"),
+        ("[training]\nepochs = 'ten'\n", "expected an integer"),
+    ],
+)
+def test_config_is_strict(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        CosmicConfig.from_file(path)
+    if "unknown key" in message:
+        assert str(path) in str(err.value)
+
+
+# ---------------------------------------------------------------------------- train / load
+def test_training_writes_a_loadable_model(trained) -> None:
+    out, summary = trained
+    assert summary["pseudo_experiments"] == N_TRAIN
+    assert summary["epochs"] == 2
+    for name in ("flow/config.json", "flow/model.safetensors", "history.json", "loss.png", "training.json"):
+        assert (out / name).stat().st_size > 0, name
+    model = load_flow(out)
+    assert model.metadata["analysis"] == "auger_sources"
+    assert len(model.metadata["features"]["names"]) == 943
+    assert load_flow(out / "flow").metadata == model.metadata  # the folder itself works too
+
+
+def test_training_data_from_processed_features_matches_the_ntuple(pe_file, tmp_path) -> None:
+    from hepflow.processing import RunConfig
+    from processors.cosmic import process_cosmic
+
+    binning = CosmicConfig().model.binning()
+    process_cosmic([pe_file], tmp_path / "features", run_config=RunConfig(progress=False, chunksize=1000))
+    theta_p, feats_p = load_training_data(tmp_path / "features", binning=binning, max_n=1500)
+    theta_n, feats_n = load_training_data(pe_file, binning=binning, max_n=1500)
+    order = np.lexsort(theta_p.T), np.lexsort(theta_n.T)
+    np.testing.assert_allclose(theta_p[order[0]], theta_n[order[1]])
+    np.testing.assert_allclose(feats_p[order[0]], feats_n[order[1]], rtol=1e-6, atol=1e-6)
+
+
+def test_training_refuses_an_ntuple_of_another_prior(pe_file, tmp_path) -> None:
+    cfg = from_dict(CosmicConfig, {**TINY, "prior": {"gamma": [-2.0, 2.0]}})
+    with pytest.raises(InputError, match="another prior"):
+        train(pe_file, tmp_path / "m", config=cfg, progress=False)
+
+
+def test_foreign_or_mismatching_models_are_refused(trained, tmp_path) -> None:
+    import hepflow
+
+    out, _ = trained
+    foreign = hepflow.ConditionalINN(2, 3, depth=1, width=8)
+    hepflow.save_model(foreign, tmp_path / "nu", metadata={"analysis": "ttbar_neutrino"})
+    with pytest.raises(ModelError, match="ttbar_neutrino"):
+        load_flow(tmp_path / "nu")
+    with pytest.raises(ModelError, match="no cosmic model"):
+        load_flow(tmp_path / "nothing")
+    # same analysis, other feature layout
+    doc = json.loads((out / "flow" / "config.json").read_text())
+    doc["metadata"]["features"]["names"] = doc["metadata"]["features"]["names"][:-1]
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "config.json").write_text(json.dumps(doc))
+    (tmp_path / "edited" / "model.safetensors").write_bytes((out / "flow" / "model.safetensors").read_bytes())
+    with pytest.raises(ModelError, match="other features"):
+        load_flow(tmp_path / "edited")
+    # a config with another prior or forward model
+    with pytest.raises(ModelError, match="prior"):
+        load_flow(out, config=from_dict(CosmicConfig, {"prior": {"lg_rcut": [17.0, 19.5]}}))
+    with pytest.raises(ModelError, match="forward_model"):
+        load_flow(out, config=from_dict(CosmicConfig, {"model": {"hadronic_model": "QGSJetII-04"}}))
+
+
+# ---------------------------------------------------------------------------- inference
+def _check_support(x: np.ndarray) -> None:
+    fractions = x[:, 2:]
+    assert np.isfinite(x).all()
+    assert (fractions >= 0).all()
+    np.testing.assert_allclose(fractions.sum(axis=1), 1.0, atol=1e-5)
+    assert ((x[:, 0] >= -3.0) & (x[:, 0] <= 3.0)).all()
+    assert ((x[:, 1] >= 17.5) & (x[:, 1] <= 19.5)).all()
+
+
+def test_infer_writes_posterior_columns_in_the_support(trained, tmp_path) -> None:
+    out, _ = trained
+    summary = infer(out, "auger", output_dir=tmp_path / "auger", samples=400, seed=3)
+    cols = ak.from_parquet(tmp_path / "auger" / "samples.parquet")
+    assert cols.fields[:7] == list(PARAMETERS)
+    x = np.stack([ak.to_numpy(cols[p]) for p in PARAMETERS], axis=1)
+    assert x.shape == (400, 7)
+    _check_support(x)
+    tree = uproot.open(tmp_path / "auger" / "samples.root")["Posterior"]
+    np.testing.assert_array_equal(tree["f_He"].array(library="np"), x[:, 3])
+    written = json.loads((tmp_path / "auger" / "summary.json").read_text())
+    assert written["samples"] == 400
+    for name in PARAMETERS:
+        stats = written["posterior"][name]
+        assert {"mean", "median", "std", "q0.16", "q0.84", "mode"} <= set(stats)
+        assert stats["mean"] == pytest.approx(x[:, PARAMETERS.index(name)].mean())
+    assert summary["seconds"]["to_posterior"] > 0
+    # same seed, same samples; an existing output is not replaced silently
+    with pytest.raises(OutputError, match="exists"):
+        infer(out, "auger", output_dir=tmp_path / "auger", samples=400, seed=3)
+    infer(out, "auger", output_dir=tmp_path / "auger", samples=400, seed=3, overwrite=True)
+    again = ak.from_parquet(tmp_path / "auger" / "samples.parquet")
+    np.testing.assert_array_equal(ak.to_numpy(again.gamma), x[:, 0])
+
+
+def test_infer_on_a_pseudo_experiment_file(trained, pe_file, tmp_path) -> None:
+    out, _ = trained
+    summary = infer(out, pe_file, output_dir=tmp_path / "pe", samples=100, entry=7)
+    assert summary["entry"] == 7
+    cols = ak.from_parquet(tmp_path / "pe" / "samples.parquet")
+    _check_support(np.stack([ak.to_numpy(cols[p]) for p in PARAMETERS], axis=1))
+
+
+# ---------------------------------------------------------------------------- metrics
+def test_marginal_metrics_on_gaussians_with_known_answers() -> None:
+    g = np.random.default_rng(1)
+    n = 200_000
+    mcmc = g.normal(0.0, 2.0, size=(n, 2))
+    cinn = np.column_stack([g.normal(0.6, 2.0, n), g.normal(0.0, 2.4, n)])
+    m = marginal_metrics(cinn, mcmc, ["shifted", "wider"])
+    # a shift by 0.3 sigma: mean shift and W1 are 0.3 sigma, widths agree
+    assert m["shifted"]["mean_shift"] == pytest.approx(0.3, abs=0.01)
+    assert m["shifted"]["wasserstein"] == pytest.approx(0.3, abs=0.01)
+    assert m["shifted"]["width_ratio"] == pytest.approx(1.0, abs=0.01)
+    # 20 % wider: W1 between N(0, s) and N(0, 1.2 s) is 0.2 s E|Z| = 0.2 sqrt(2 / pi) s
+    assert m["wider"]["width_ratio"] == pytest.approx(1.2, abs=0.01)
+    assert m["wider"]["wasserstein"] == pytest.approx(0.2 * np.sqrt(2 / np.pi), abs=0.01)
+    assert m["wider"]["mean_shift"] == pytest.approx(0.0, abs=0.01)
+    with pytest.raises(InputError):
+        marginal_metrics(cinn, mcmc[:, :1], ["a", "b"])
+
+
+def test_summarize_metrics_counts_the_targets() -> None:
+    per = [
+        {"a": {"mean_shift": -0.1, "width_ratio": 1.1, "wasserstein": 0.1}},
+        {"a": {"mean_shift": 0.5, "width_ratio": 0.7, "wasserstein": 0.5}},
+        {"a": {"mean_shift": 0.15, "width_ratio": 1.25, "wasserstein": 0.2}},
+        {"a": {"mean_shift": float("nan"), "width_ratio": float("nan"), "wasserstein": float("nan")}},
+    ]
+    s = summarize_metrics(per, ["a"])
+    assert s["a"]["abs_mean_shift"]["median"] == pytest.approx(0.15)
+    assert s["a"]["abs_mean_shift"]["n"] == 3
+    assert s["a"]["mean_within_tol"] == pytest.approx(2 / 3)
+    assert s["a"]["width_within_tol"] == pytest.approx(1 / 3)
+    assert s["all"]["wasserstein"]["median"] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("module", [cosmic, cosmic_report])
+def test_docstring_examples(module) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    assert result.attempted > 0
+
+
+# ---------------------------------------------------------------------------- compare + report
+def test_compare_and_report_on_tiny_inputs(trained, tiny_cfg, tmp_path) -> None:
+    out, _ = trained
+    comp = compare(out, tmp_path / "cmp", config=tiny_cfg, progress=False)
+    assert comp["n_mocks"] == 1
+    row = comp["mocks"][0]
+    assert set(row["metrics"]) == set(PARAMETERS)
+    assert row["time_ratio"] == pytest.approx(row["mcmc_seconds"] / row["cinn_seconds"])
+    assert (tmp_path / "cmp" / "mcmc" / "mock_000.parquet").is_file()
+    assert comp["summary"]["all"]["abs_mean_shift"]["n"] == 7
+    cal = comp["calibration"]
+    assert cal["n_observations"] == 40
+    assert set(cal["coverage"]) == {"0.68", "0.95"}
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["n_mocks"] == 1
+
+    # an MCMC output directory of the Auger data (here: the mock's samples stand in for it)
+    mcmc_dir = tmp_path / "mcmc_auger"
+    mcmc_dir.mkdir()
+    (mcmc_dir / "samples.parquet").write_bytes((tmp_path / "cmp" / "mcmc" / "mock_000.parquet").read_bytes())
+    (mcmc_dir / "summary.json").write_text(
+        json.dumps({"wall_time_s": 1.5, "converged": False, "modes": [MODE]})
+    )
+    report = make_report(
+        out, tmp_path / "report", config=tiny_cfg, mcmc_auger=mcmc_dir, comparison=tmp_path / "cmp"
+    )
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["combined_fit_reference"]["values"]["f_He"] == 0.673
+    assert any("2014" in c and "2020" in c for c in saved["caveats"])
+    assert set(saved["cinn"]["posterior"]) == set(PARAMETERS)
+    assert saved["time_ratio_mcmc_over_cinn"] == pytest.approx(1.5 / saved["cinn"]["seconds_to_posterior"])
+    assert "calibration" in saved
+    (closure,) = saved["closure_at_mcmc_modes"]
+    assert closure["theta"]["f_He"] == 0.5
+    assert len(closure["pull"]) == 2
+    assert "comparison" in saved
+    for plot in ("corner_auger.png", "corner_auger_wide.png", "comparison_mocks.png"):
+        assert (tmp_path / "report" / plot).stat().st_size > 0, plot
+    for plot in ("sbc_ranks.png", "coverage.png", "tarp.png"):
+        assert (tmp_path / "cmp" / plot).stat().st_size > 0, plot
+        assert str(tmp_path / "cmp" / plot) in report["plots"]
+    assert len(report["plots"]) >= 5
+    with pytest.raises(InputError, match=r"samples\.parquet"):
+        make_report(out, tmp_path / "r2", config=tiny_cfg, mcmc_auger=tmp_path / "missing")
+
+
+def test_read_toml_roundtrip_of_the_tiny_settings(tmp_path) -> None:
+    """The tiny settings written as TOML load through the same strict reader as the shipped file."""
+    lines = []
+    for section, values in TINY.items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+    path = tmp_path / "tiny.toml"
+    path.write_text("\n".join(lines) + "\n")
+    assert CosmicConfig.from_file(path) == from_dict(CosmicConfig, read_toml(path))
+    assert CosmicConfig.from_file(path).flow.cnn_channels == (4,)
