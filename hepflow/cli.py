@@ -8,6 +8,7 @@ line with exit status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -215,6 +216,57 @@ def _report_neutrino(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_cosmic(args: argparse.Namespace) -> int:
+    from hepflow.analysis.cosmic import train
+
+    summary = train(args.data, args.output, config=args.config, progress=args.progress, resume=args.resume)
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)}, indent=1))
+    print(f"model in {args.output}")
+    return 0
+
+
+def _infer_cosmic(args: argparse.Namespace) -> int:
+    from hepflow.analysis.cosmic import infer
+
+    summary = infer(
+        args.model,
+        args.observation,
+        output_dir=args.output,
+        samples=args.samples,
+        config=args.config,
+        entry=args.entry,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)}, indent=1))
+    print(f"posterior samples in {args.output}")
+    return 0
+
+
+def _compare_cosmic(args: argparse.Namespace) -> int:
+    from hepflow.analysis.cosmic import compare
+
+    compare(
+        args.model,
+        args.output,
+        config=args.config,
+        n_mocks=args.mocks,
+        n_calibration=args.calibration,
+        progress=args.progress,
+        overwrite=args.overwrite,
+    )
+    print(f"comparison in {args.output}")
+    return 0
+
+
+def _report_cosmic(args: argparse.Namespace) -> int:
+    from hepflow.analysis.cosmic_report import make_report
+
+    make_report(args.model, args.output, config=args.config, mcmc_auger=args.mcmc, comparison=args.comparison)
+    print(f"report and plots in {args.output}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from hepflow.demo import run_demo
 
@@ -288,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     tnu.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     tnu.add_argument("--no-progress", dest="progress", action="store_false")
     tnu.set_defaults(handler=_train_neutrino)
+    tco = train_sub.add_parser("cosmic", help="cINN for the cosmic-ray source parameters")
+    tco.add_argument("--data", type=Path, required=True, help="PseudoExperiments file or feature directory")
+    tco.add_argument("--output", type=Path, required=True, help="model directory")
+    tco.add_argument(
+        "--config", type=Path, default=None, help="analysis config (default: analyses/auger_sources)"
+    )
+    tco.add_argument("--resume", action="store_true")
+    tco.add_argument("--no-progress", dest="progress", action="store_false")
+    tco.set_defaults(handler=_train_cosmic)
 
     # infer
     infer = sub.add_parser("infer", help="posterior samples and summaries as columns")
@@ -303,6 +364,31 @@ def build_parser() -> argparse.ArgumentParser:
     inu.add_argument("--config", type=Path, default=None)
     _add_run_options(inu)
     inu.set_defaults(handler=_infer_neutrino)
+    ico = infer_sub.add_parser("cosmic", help="posterior of the source parameters for an observation")
+    ico.add_argument("--model", type=Path, required=True)
+    ico.add_argument(
+        "--observation", default="auger", help="'auger' or an observation/shower/pseudo-experiment file"
+    )
+    ico.add_argument("--output", type=Path, required=True)
+    ico.add_argument("--samples", type=_positive_int, default=None)
+    ico.add_argument("--config", type=Path, default=None)
+    ico.add_argument("--entry", type=int, default=0)
+    ico.add_argument("--seed", type=int, default=None)
+    ico.add_argument("--overwrite", action="store_true")
+    ico.set_defaults(handler=_infer_cosmic)
+
+    # compare
+    compare = sub.add_parser("compare", help="cINN against the MCMC baseline on held-out mocks")
+    compare_sub = compare.add_subparsers(dest="what", required=True, metavar="WHAT")
+    cco = compare_sub.add_parser("cosmic", help="cINN vs MCMC and cINN calibration")
+    cco.add_argument("--model", type=Path, required=True)
+    cco.add_argument("--output", type=Path, required=True)
+    cco.add_argument("--config", type=Path, default=None)
+    cco.add_argument("--mocks", type=_positive_int, default=None, help="mock observations for cINN vs MCMC")
+    cco.add_argument("--calibration", type=_positive_int, default=None, help="mocks for the calibration")
+    cco.add_argument("--overwrite", action="store_true")
+    cco.add_argument("--no-progress", dest="progress", action="store_false")
+    cco.set_defaults(handler=_compare_cosmic)
 
     # report
     report = sub.add_parser("report", help="comparison report with plots")
@@ -311,6 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
     rnu.add_argument("--input", type=Path, required=True, help="directory of inference outputs")
     rnu.add_argument("--output", type=Path, required=True)
     rnu.set_defaults(handler=_report_neutrino)
+    rco = report_sub.add_parser("cosmic", help="Auger posterior from cINN and MCMC, corner plots")
+    rco.add_argument("--model", type=Path, required=True)
+    rco.add_argument("--output", type=Path, required=True)
+    rco.add_argument("--config", type=Path, default=None)
+    rco.add_argument(
+        "--mcmc",
+        type=Path,
+        default=None,
+        help="output directory of `hepflow mcmc cosmic --observation auger`",
+    )
+    rco.add_argument(
+        "--comparison", type=Path, default=None, help="output directory of `hepflow compare cosmic`"
+    )
+    rco.set_defaults(handler=_report_cosmic)
 
     # mcmc
     mcmc = sub.add_parser("mcmc", help="MCMC baseline on the same likelihood")
