@@ -256,3 +256,17 @@ def test_executors_give_identical_rows(nano_v12, tmp_path, executor):
     order = np.argsort(ak.to_numpy(rows.event))
     ref_order = np.argsort(ak.to_numpy(reference.event))
     assert rows[order].to_list() == reference[ref_order].to_list()
+
+
+def test_skip_bad_files_lists_them(nano_v12, tmp_path):
+    bad = tmp_path / "truncated.root"
+    bad.write_bytes(nano_v12.read_bytes()[:300_000])
+    cfg = RunConfig(progress=False, skip_bad_files=True)
+    with pytest.warns(UserWarning, match="attempt|truncated") as record:  # coffea retries, then skips
+        result = run_processor(
+            NeutrinoFeatureProcessor(), build_fileset([nano_v12, bad]), tmp_path / "out", cfg
+        )
+    assert any("truncated.root" in str(w.message) for w in record)
+    assert result["skipped_files"] == [str(bad)]
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["skipped_files"] == [str(bad)]
+    assert len(read_parquet_dir(tmp_path / "out")) == cutflow_to_dict(result["cutflow"])["b jets"] > 0
