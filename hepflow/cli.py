@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     # demo
     demo = sub.add_parser("demo", help="the main job on the embedded default data")
     demo.add_argument("--output", type=Path, default=Path("hepflow-demo"))
-    demo.add_argument("--events", type=_positive_int, default=2000)
+    demo.add_argument("--events", type=_positive_int, default=4000, help="training events (test: half)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--no-progress", dest="progress", action="store_false")
     demo.set_defaults(handler=_demo)

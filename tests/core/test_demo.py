@@ -12,9 +12,13 @@ pytest.importorskip("fastjet")
 
 @pytest.mark.generation
 def test_demo_runs_and_reports(tmp_path, capsys):
-    assert main(["demo", "--output", str(tmp_path), "--events", "300", "--no-progress"]) == 0
+    assert main(["demo", "--output", str(tmp_path), "--events", "700", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "hepflow demo: outputs in" in out
-    assert (tmp_path / "ttbar_generated.root").is_file()
-    assert (tmp_path / "features" / "cutflow.json").is_file()
-    assert list((tmp_path / "features").glob("ttbar_generated__*.parquet"))
+    for step in ("generate ttbar", "process neutrino", "train neutrino", "infer neutrino", "report neutrino"):
+        assert step in out
+    assert (tmp_path / "features_train" / "cutflow.json").is_file()
+    assert (tmp_path / "models" / "flow" / "model.safetensors").is_file()
+    assert list((tmp_path / "inference_cms_nanoaodv12").glob("*.root"))
+    assert (tmp_path / "report" / "report.json").is_file()
+    assert (tmp_path / "report" / "posterior_displays.png").is_file()
