@@ -145,7 +145,15 @@ class MLP(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """Apply the network to ``x``, or to ``(x, c)`` concatenated along the features.
+
+        ``c`` may have fewer rows than ``x``: each row of ``c`` then serves a consecutive group
+        of ``len(x) // len(c)`` rows of ``x`` (the K samples of one observation), and its share
+        of the first layer is computed once per group instead of once per row.
+        """
+        if c is not None:
+            return self._forward_with_context(x, c)
         shape = x.shape
         if x.dim() != 2:
             x = x.reshape(-1, shape[-1])
@@ -155,3 +163,21 @@ class MLP(nn.Module):
             if i < n - 1:
                 x = torch.relu_(x) if self._inplace_relu else self._act(x)
         return x if len(shape) == 2 else x.reshape(*shape[:-1], x.shape[-1])
+
+    def _forward_with_context(self, x: Tensor, c: Tensor) -> Tensor:
+        if c.shape[0] == x.shape[0]:  # one context row per row (training): one fused matmul
+            return self.forward(torch.cat((x, c), 1))
+        w0 = self.weights[0]
+        d = x.shape[1]
+        hc = torch.addmm(self.biases[0], c, w0[d:])  # (groups, width): once per context row
+        hx = torch.mm(x, w0[:d])  # (rows, width)
+        h = (hx.view(c.shape[0], -1, hx.shape[1]) + hc.unsqueeze(1)).view(-1, hx.shape[1])
+        n = len(self.weights)
+        if n == 1:
+            return h
+        h = torch.relu_(h) if self._inplace_relu else self._act(h)
+        for i in range(1, n):
+            h = torch.addmm(self.biases[i], h, self.weights[i])
+            if i < n - 1:
+                h = torch.relu_(h) if self._inplace_relu else self._act(h)
+        return h

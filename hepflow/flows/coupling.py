@@ -76,8 +76,7 @@ class AffineCoupling(Transform):
         )
 
     def _scale_shift(self, x1: Tensor, c: Tensor | None, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        h = x1 if c is None else torch.cat((x1, c), 1)
-        out = self.subnet(h)
+        out = self.subnet(x1, c)
         if out.dtype != dtype:  # mixed precision: the coupling math runs in the dtype of x
             out = out.to(dtype)
         d2 = self.features - self.split

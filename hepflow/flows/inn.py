@@ -306,10 +306,8 @@ class ConditionalINN(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         # unchecked core of transform_noise (traced by the exporters)
         n_obs, n, d = noise.shape
-        emb = None
-        if ctx is not None:
-            e = self.context_encoder(ctx)
-            emb = e.unsqueeze(1).expand(n_obs, n, e.shape[1]).reshape(n_obs * n, e.shape[1])
+        # one embedding row per observation: the couplings broadcast it over its n samples
+        emb = None if ctx is None else self.context_encoder(ctx)
         z = noise.reshape(n_obs * n, d)
         v, ld_flow = self.flow.inverse(z, emb)
         theta, ld_support = self.support.inverse(self.theta_scaler.inverse(v))

@@ -162,9 +162,8 @@ class SplineCoupling(Transform):
 
     def _transform(self, x: Tensor, c: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         x1, x2 = x[:, : self.split], x[:, self.split :]
-        h = x1 if c is None else torch.cat((x1, c), 1)
         k = self.bins
-        p = self.subnet(h)
+        p = self.subnet(x1, c)
         if p.dtype != x.dtype:  # mixed precision: the spline math runs in the dtype of x
             p = p.to(x.dtype)
         p = p.view(-1, self.features - self.split, 3 * k - 1)
