@@ -165,7 +165,8 @@ class MLP(nn.Module):
         return x if len(shape) == 2 else x.reshape(*shape[:-1], x.shape[-1])
 
     def _forward_with_context(self, x: Tensor, c: Tensor) -> Tensor:
-        if c.shape[0] == x.shape[0]:  # one context row per row (training): one fused matmul
+        # one context row per row (training): one fused matmul; traced exports keep the general path
+        if not torch.jit.is_tracing() and c.shape[0] == x.shape[0]:
             return self.forward(torch.cat((x, c), 1))
         w0 = self.weights[0]
         d = x.shape[1]
