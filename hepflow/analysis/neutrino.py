@@ -30,6 +30,7 @@ from hepflow.features.neutrino import (
     context_arrays,
     truth_array,
 )
+from hepflow.training.config import FitConfig
 from processors.neutrino import NeutrinoSelection
 
 ANALYSIS = "ttbar_neutrino"
@@ -71,19 +72,12 @@ class RegressionConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """Options of :func:`hepflow.fit` for both models."""
+class TrainingConfig(FitConfig):
+    """``[training]``: :func:`hepflow.fit` options for both models, sized for a CPU."""
 
     epochs: int = 25
     batch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
-    clip_grad: float = 5.0
-    validation_split: float = 0.1
     patience: int = 6
-    seed: int = 1
-    device: str = "auto"
     max_events: int | None = None
 
 
@@ -249,20 +243,7 @@ def train(
         "config": to_dict(cfg),
     }
     metadata = {"analysis": ANALYSIS, "features": FEATURE_SPEC, "selection": to_dict(cfg.selection)}
-    fit_options = {
-        "epochs": tc.epochs,
-        "batch_size": tc.batch_size,
-        "lr": tc.lr,
-        "weight_decay": tc.weight_decay,
-        "schedule": tc.schedule,
-        "clip_grad": tc.clip_grad,
-        "validation_split": tc.validation_split,
-        "patience": tc.patience,
-        "seed": tc.seed,
-        "device": tc.device,
-        "progress": progress,
-        "resume": resume,
-    }
+    fit_options = {**tc.fit_options(), "progress": progress, "resume": resume}
     for name, model in (
         ("flow", build_flow(cfg.flow, cfg.summary, seed=tc.seed)),
         ("regression", build_regression(cfg.regression, cfg.summary, seed=tc.seed)),

@@ -51,6 +51,7 @@ from hepflow.cosmic.xmax import sample_xmax
 from hepflow.errors import ConfigError, InputError
 from hepflow.mcmc import McmcConfig
 from hepflow.outputs.atomic import atomic_write
+from hepflow.training.config import FitConfig
 
 __all__ = [
     "PSEUDO_EXPERIMENT_TREE",
@@ -190,32 +191,25 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(FitConfig):
     """``[training]``: options of :func:`hepflow.fit`; ``max_pseudo_experiments`` caps the set used,
     ``time_limit_s`` stops after the epoch that would otherwise end past the limit (best weights kept)."""
 
-    max_pseudo_experiments: int | None = None
     epochs: int = 30
     batch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
-    clip_grad: float = 5.0
     validation_split: float = 0.05
     patience: int = 6
-    seed: int = 1
-    device: str = "auto"
+    max_pseudo_experiments: int | None = None
     time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ConfigError(f"training.time_limit_s must be positive, got {self.time_limit_s}")
         if self.max_pseudo_experiments is not None and self.max_pseudo_experiments < 100:
             raise ConfigError(
                 f"training.max_pseudo_experiments must be >= 100, got {self.max_pseudo_experiments}"
             )
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ConfigError("training.epochs, batch_size and patience must be positive")
 
 
 @dataclass(frozen=True)

@@ -212,3 +212,18 @@ def test_dict_context_batches_correctly():
     )
     h = hepflow.fit(model, theta, ctx, epochs=8, batch_size=64, seed=0)
     assert h.val_loss[-1] < 0.0  # sharp posteriors (independent pairing would give ~2.8)
+
+
+def test_fit_config_options_are_fit_arguments():
+    import inspect
+
+    from hepflow.errors import ConfigError
+    from hepflow.training.config import FitConfig
+
+    options = FitConfig(epochs=3, patience=2).fit_options()
+    assert set(options) <= set(inspect.signature(hepflow.fit).parameters)
+    assert options["epochs"] == 3
+    with pytest.raises(ConfigError, match="must be positive"):
+        FitConfig(epochs=0)
+    with pytest.raises(ConfigError, match="validation_split"):
+        FitConfig(validation_split=1.5)
