@@ -188,6 +188,7 @@ def _infer_neutrino(args: argparse.Namespace) -> int:
     proc = NeutrinoInferenceProcessor(
         args.model,
         samples=args.samples or cfg.inference.samples,
+        batch_events=cfg.inference.batch_events,
         seed=cfg.inference.seed,
         selection=cfg.selection,
     )

@@ -17,6 +17,7 @@ config (``analyses/ttbar_neutrino/config.toml``) and the README give the full-si
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -52,7 +53,6 @@ def run_demo(
     """Run every demo step into ``output`` and print the summary; returns the report."""
     from hepflow.analysis.neutrino import NeutrinoConfig, train
     from hepflow.analysis.neutrino_report import make_report
-    from hepflow.config import from_dict, to_dict
     from hepflow.processing import RunConfig, build_fileset, cutflow_to_dict, run_processor
     from processors.neutrino import NeutrinoFeatureProcessor
     from processors.neutrino_inference import NeutrinoInferenceProcessor
@@ -101,11 +101,9 @@ def run_demo(
     )
 
     t0 = time.perf_counter()
-    cfg = to_dict(NeutrinoConfig.from_file())
-    cfg["training"].update(DEMO_TRAINING)
-    summary = train(
-        out / "features_train", out / "models", config=from_dict(NeutrinoConfig, cfg), progress=progress
-    )
+    cfg = NeutrinoConfig.from_file()
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **DEMO_TRAINING))
+    summary = train(out / "features_train", out / "models", config=cfg, progress=progress)
     step("train neutrino", f"models ({summary['events_used']} events, flow + regression)", t0)
 
     t0 = time.perf_counter()

@@ -42,11 +42,13 @@ class NeutrinoInferenceProcessor(processor.ProcessorABC):
         model_dir: str | os.PathLike[str],
         *,
         samples: int = 256,
+        batch_events: int = 2048,
         seed: int = 7,
         selection: NeutrinoSelection | None = None,
     ) -> None:
         self.model_dir = str(model_dir)
         self.samples = samples
+        self.batch_events = batch_events
         self.seed = seed
         self.features = NeutrinoFeatureProcessor(selection)
 
@@ -58,7 +60,9 @@ class NeutrinoInferenceProcessor(processor.ProcessorABC):
         flow, regression = cached_models(self.model_dir)
         # a per-chunk seed: reproducible, and different chunks get different noise
         seed = self.seed + int(events.metadata.get("entrystart", 0) or 0)
-        added = inference_columns(columns, flow, regression, samples=self.samples, seed=seed)
+        added = inference_columns(
+            columns, flow, regression, samples=self.samples, batch_events=self.batch_events, seed=seed
+        )
         merged = {name: columns[name] for name in columns.fields}
         merged.update({name: ak.Array(values) for name, values in added.items()})
         return {"columns": ak.zip(merged, depth_limit=1), "cutflow": result["cutflow"]}

@@ -238,12 +238,7 @@ def build_flow(cfg: FlowConfig, *, prior: Any, binning: Binning, seed: int | Non
     return ConditionalINN(
         theta_dim=len(PARAMETERS),
         summary=summary,
-        blocks=cfg.blocks,
-        depth=cfg.depth,
-        width=cfg.width,
-        layers=cfg.layers,
-        bins=cfg.bins,
-        bound=cfg.bound,
+        **cfg.inn_options(),
         constraints=[
             Box([0, 1], low=[prior.gamma[0], prior.lg_rcut[0]], high=[prior.gamma[1], prior.lg_rcut[1]]),
             Simplex([2, 3, 4, 5, 6]),

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -30,6 +30,7 @@ from hepflow.features.neutrino import (
     context_arrays,
     truth_array,
 )
+from hepflow.flows.config import FlowArchitecture
 from hepflow.training.config import FitConfig
 from processors.neutrino import NeutrinoSelection
 
@@ -52,13 +53,11 @@ class SummaryConfig:
 
 
 @dataclass(frozen=True)
-class FlowConfig:
+class FlowConfig(FlowArchitecture):
     """The cINN (defaults after nu-Flows: 7 spline couplings, 10 bins, 2 x 64 subnets)."""
 
-    blocks: Literal["spline", "affine"] = "spline"
     depth: int = 7
     width: int = 64
-    layers: int = 2
     bins: int = 10
     bound: float = 4.0
 
@@ -185,12 +184,7 @@ def build_flow(cfg: FlowConfig, summary: SummaryConfig, *, seed: int | None = No
     return ConditionalINN(
         theta_dim=len(TARGETS),
         summary=_summary(summary),
-        blocks=cfg.blocks,
-        depth=cfg.depth,
-        width=cfg.width,
-        layers=cfg.layers,
-        bins=cfg.bins,
-        bound=cfg.bound,
+        **cfg.inn_options(),
         dequantize=_DEQUANTIZE,
         seed=seed,
     )

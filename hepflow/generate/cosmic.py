@@ -49,6 +49,7 @@ from hepflow.cosmic.propagation import GROUP_MASSES
 from hepflow.cosmic.source import as_params
 from hepflow.cosmic.xmax import sample_xmax
 from hepflow.errors import ConfigError, InputError
+from hepflow.flows.config import FlowArchitecture
 from hepflow.mcmc import McmcConfig
 from hepflow.outputs.atomic import atomic_write
 from hepflow.training.config import FitConfig
@@ -161,7 +162,7 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
-class FlowConfig:
+class FlowConfig(FlowArchitecture):
     """``[flow]``: the cINN of :mod:`hepflow.analysis.cosmic` (``hepflow train cosmic``).
 
     ``summary = "cnn"``: an MLP over the 43 scalar features (spectrum, Xmax moments, counts) next
@@ -169,13 +170,8 @@ class FlowConfig:
     the features.
     """
 
-    summary: Literal["cnn", "mlp"] = "cnn"
-    blocks: Literal["spline", "affine"] = "spline"
-    depth: int = 6
-    width: int = 128
-    layers: int = 2
     bins: int = 10
-    bound: float = 5.0
+    summary: Literal["cnn", "mlp"] = "cnn"
     summary_width: int = 128
     flat_embedding: int = 32
     xmax_embedding: int = 32
@@ -183,8 +179,9 @@ class FlowConfig:
     mlp_embedding: int = 64
 
     def __post_init__(self) -> None:
-        sizes = (self.depth, self.width, self.layers, self.bins, self.summary_width, self.flat_embedding)
-        if min(sizes) < 1 or self.xmax_embedding < 1 or self.mlp_embedding < 1 or self.bound <= 0:
+        super().__post_init__()
+        sizes = (self.summary_width, self.flat_embedding, self.xmax_embedding, self.mlp_embedding)
+        if min(sizes) < 1:
             raise ConfigError(f"flow: sizes must be positive, got {self}")
         if not self.cnn_channels or min(self.cnn_channels) < 1:
             raise ConfigError(f"flow.cnn_channels must be positive numbers, got {list(self.cnn_channels)}")

@@ -170,3 +170,16 @@ def test_dict_context_with_jets_and_dequantized_counts():
     assert model.log_prob(theta[:3], {k: v.numpy() for k, v in sub.items()}).shape == (3,)
     with pytest.raises(InputError, match="missing key"):
         model.log_prob(theta[:3], {"flat": flat[:3]})
+
+
+def test_flow_architecture_options_build_a_model():
+    import pytest
+
+    from hepflow.errors import ConfigError
+    from hepflow.flows.config import FlowArchitecture
+
+    arch = FlowArchitecture(blocks="affine", depth=2, width=8)
+    model = hepflow.ConditionalINN(theta_dim=2, context_dim=3, **arch.inn_options())
+    assert model.config()["depth"] == 2
+    with pytest.raises(ConfigError, match="must be positive"):
+        FlowArchitecture(bins=0)
