@@ -201,13 +201,13 @@ def _infer_neutrino(args: argparse.Namespace) -> int:
 
 
 def _report_neutrino(args: argparse.Namespace) -> int:
-    from hepflow.analysis.neutrino_report import make_report
+    from hepflow.analysis.neutrino_report import METHODS, make_report
 
     report = make_report(args.input, args.output)
     print(f"{report['events']} events; quadratic complex fraction {report['quad_complex_fraction']:.3f}")
     print(f"{'method':<12} {'pz bias':>9} {'pz IQR width':>13} {'ratio to quad':>14}")
     quad = report["resolution"]["all"]["quad"]["pz"]["iqr_width"]
-    for m in ("flow_mode", "flow_median", "quad", "ff"):
+    for m in METHODS:
         r = report["resolution"]["all"][m]["pz"]
         print(f"{m:<12} {r['bias']:>9.2f} {r['iqr_width']:>13.2f} {r['iqr_width'] / quad:>14.3f}")
     cov = report["calibration"]["coverage"]

@@ -31,6 +31,7 @@ from hepflow.features.neutrino import (
     truth_array,
 )
 from hepflow.flows.config import FlowArchitecture
+from hepflow.inference.summaries import marginal_mode
 from hepflow.training.config import FitConfig
 from processors.neutrino import NeutrinoSelection
 
@@ -298,8 +299,10 @@ def inference_columns(
 ) -> dict[str, Any]:
     """Posterior samples, summaries and baselines for every selected event.
 
-    Returns a dict of columns: ``flow_px/py/pz`` (``samples`` per event), their ``_mode``,
-    ``_median``, ``_mean``, ``_std``; ``quad_pz``, ``quad_pz_alt``, ``quad_is_complex``;
+    Returns a dict of columns: ``flow_px/py/pz`` (``samples`` per event), their ``_mode`` (the
+    highest-density joint sample), ``_peak`` (the mode of each one-dimensional marginal,
+    :func:`hepflow.inference.summaries.marginal_mode`), ``_median``, ``_mean``, ``_std``;
+    ``quad_pz``, ``quad_pz_alt``, ``quad_is_complex``;
     ``ff_px/py/pz``; and the reconstructed leptonic W mass ``mw_flow``, ``mw_quad``, ``mw_ff``.
     """
     n = len(columns)
@@ -310,6 +313,7 @@ def inference_columns(
     py = np.empty((n, samples), np.float32)
     pz = np.empty((n, samples), np.float32)
     mode = np.empty((n, 3), np.float32)
+    peak = np.empty((n, 3), np.float32)
     ff = np.empty((n, 3), np.float32)
     for start in range(0, n, batch_events):
         sl = slice(start, min(start + batch_events, n))
@@ -322,10 +326,12 @@ def inference_columns(
         best = np.argmax(np.where(np.isnan(logp), -np.inf, logp), axis=1)
         rows = np.arange(sl.stop - sl.start)
         mode[sl] = np.stack([px[sl][rows, best], py[sl][rows, best], pz[sl][rows, best]], axis=1)
+        peak[sl] = marginal_mode(np.stack([px[sl], py[sl], pz[sl]], axis=-1))
         ff[sl] = regression.predict(batch).float().cpu().numpy()
     out: dict[str, Any] = {"flow_px": px, "flow_py": py, "flow_pz": pz}
     for i, (name, values) in enumerate((("px", px), ("py", py), ("pz", pz))):
         out[f"flow_{name}_mode"] = mode[:, i]
+        out[f"flow_{name}_peak"] = peak[:, i]
         out[f"flow_{name}_median"] = np.median(values, axis=1)
         out[f"flow_{name}_mean"] = values.mean(axis=1)
         out[f"flow_{name}_std"] = values.std(axis=1, ddof=1)

@@ -2,7 +2,8 @@
 
 Reads the inference outputs (parquet chunks with truth), and writes ``report.json`` and plots:
 for px, py, pz and eta the bias, RMS and IQR width (IQR / 1.349, the Gaussian-equivalent sigma)
-of (reconstructed - true) for the flow mode, the flow median, the quadratic solution (px, py
+of (reconstructed - true) for the flow mode (highest-density joint sample), the flow peak
+(mode of each marginal), the flow median, the quadratic solution (px, py
 from MET) and the regression, overall and split by real/complex quadratic solutions; the
 complex fraction; the reconstructed W mass per method; SBC ranks and coverage of the flow
 posterior; and posterior displays of multimodal events next to the two quadratic roots.
@@ -26,8 +27,14 @@ from hepflow.outputs import read_parquet_dir, write_json
 from hepflow.outputs.atomic import atomic_write
 
 COMPONENTS = ("px", "py", "pz", "eta")
-METHODS = ("flow_mode", "flow_median", "quad", "ff")
-LABELS = {"flow_mode": "cINN mode", "flow_median": "cINN median", "quad": "quadratic", "ff": "regression"}
+METHODS = ("flow_mode", "flow_peak", "flow_median", "quad", "ff")
+LABELS = {
+    "flow_mode": "cINN mode",
+    "flow_peak": "cINN marginal peak",
+    "flow_median": "cINN median",
+    "quad": "quadratic",
+    "ff": "regression",
+}
 M_W = 80.379
 
 
@@ -39,7 +46,7 @@ def estimates(cols: ak.Array) -> dict[str, dict[str, np.ndarray]]:
     """Per method, the (px, py, pz, eta) estimate of every event."""
     get = {k: ak.to_numpy(cols[k]).astype(np.float64) for k in cols.fields if cols[k].ndim == 1}
     out: dict[str, dict[str, np.ndarray]] = {}
-    for stat in ("mode", "median"):
+    for stat in ("mode", "peak", "median"):
         px, py, pz = (get[f"flow_{c}_{stat}"] for c in ("px", "py", "pz"))
         out[f"flow_{stat}"] = {"px": px, "py": py, "pz": pz, "eta": _eta(px, py, pz)}
     px, py, pz = get["met_px"], get["met_py"], get["quad_pz"]
@@ -70,7 +77,7 @@ def make_report(
     from hepflow.calibration import calibration_report
 
     cols = read_parquet_dir(inference_dir)
-    needed = {"nu_px_true", "flow_pz_mode", "quad_pz", "ff_pz"}
+    needed = {"nu_px_true", "flow_pz_mode", "flow_pz_peak", "quad_pz", "ff_pz"}
     if missing := needed - set(cols.fields):
         raise InputError(
             f"{inference_dir}: inference outputs lack columns {sorted(missing)} (truth or methods)"
@@ -101,7 +108,8 @@ def make_report(
         "quad_complex_fraction": float(is_complex.mean()),
         "resolution": metrics,
         "pz_width_ratio_to_quadratic": {
-            m: metrics["all"][m]["pz"]["iqr_width"] / quad_w for m in ("flow_mode", "flow_median", "ff")
+            m: metrics["all"][m]["pz"]["iqr_width"] / quad_w
+            for m in ("flow_mode", "flow_peak", "flow_median", "ff")
         },
         "w_mass": {
             m: {

@@ -11,7 +11,7 @@ import torch
 
 from hepflow.errors import InputError
 
-__all__ = ["PosteriorSummary", "posterior_summary"]
+__all__ = ["PosteriorSummary", "marginal_mode", "posterior_summary"]
 
 DEFAULT_QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
 
@@ -21,7 +21,9 @@ class PosteriorSummary:
     """Summaries per observation and parameter; arrays of shape ``(n_obs, theta_dim)``
     (``(theta_dim,)`` for samples of one observation).
 
-    ``mode`` is the sample with the highest model density (``None`` without log-probabilities).
+    ``mode`` is the sample with the highest model density (``None`` without log-probabilities);
+    ``marginal_mode`` the peak of each one-dimensional marginal (:func:`marginal_mode`, ``None``
+    unless requested).
     """
 
     mean: np.ndarray
@@ -29,6 +31,7 @@ class PosteriorSummary:
     std: np.ndarray
     quantiles: dict[float, np.ndarray] = field(default_factory=dict)
     mode: np.ndarray | None = None
+    marginal_mode: np.ndarray | None = None
 
     def to_dict(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Flat columns ``{name}_{stat}`` (``theta0_mean``, ``theta0_q0.16``, ...), one per parameter.
@@ -47,6 +50,8 @@ class PosteriorSummary:
         stats.update({f"q{q:g}": v for q, v in self.quantiles.items()})
         if self.mode is not None:
             stats["mode"] = self.mode
+        if self.marginal_mode is not None:
+            stats["marginal_mode"] = self.marginal_mode
         return {f"{name}_{stat}": v[..., i] for i, name in enumerate(names) for stat, v in stats.items()}
 
 
@@ -63,13 +68,15 @@ def posterior_summary(
     model: Any = None,
     context: Any = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    marginal_modes: bool = False,
 ) -> PosteriorSummary:
     """Summarise posterior samples ``(n_obs, n, theta_dim)`` (or ``(n, theta_dim)``).
 
     The mode is the highest-density sample: the sample with the largest ``log_prob``, given
     directly (shape ``(n_obs, n)``, e.g. from ``model.sample(..., return_log_prob=True)``) or
     computed with ``model.log_prob`` when ``model`` and ``context`` (one row per observation)
-    are given.
+    are given. ``marginal_modes=True`` adds the peak of every one-dimensional marginal
+    (:func:`marginal_mode`).
 
     Example:
         >>> import torch, hepflow
@@ -109,6 +116,7 @@ def posterior_summary(
         std=x.std(1, ddof=1) if x.shape[1] > 1 else np.zeros_like(x[:, 0]),
         quantiles={q: qv[i] for i, q in enumerate(qs)},
         mode=mode,
+        marginal_mode=marginal_mode(x) if marginal_modes else None,
     )
     if single:
         out = PosteriorSummary(
@@ -117,8 +125,52 @@ def posterior_summary(
             std=out.std[0],
             quantiles={q: v[0] for q, v in out.quantiles.items()},
             mode=None if mode is None else mode[0],
+            marginal_mode=None if out.marginal_mode is None else out.marginal_mode[0],
         )
     return out
+
+
+@torch.no_grad()
+def marginal_mode(samples: Any, *, bandwidth_scale: float = 1.0) -> np.ndarray:
+    """The peak of each one-dimensional marginal, from a kernel density estimate at the samples.
+
+    ``samples`` has shape ``(n_obs, n, theta_dim)`` (or ``(n, theta_dim)``); the result
+    ``(n_obs, theta_dim)`` (or ``(theta_dim,)``) is the sample of highest estimated marginal
+    density. The kernel is a staircase approximation of a triangle of half-width ``2 h``
+    (the sum of four boxes of half-widths ``h/2 ... 2h``), so the density at every sample costs
+    a few binary searches in the sorted samples: ``O(n log n)`` per observation and component.
+    ``h`` follows Silverman's rule, ``0.9 min(std, IQR / 1.349) n^(-1/5)``, times
+    ``bandwidth_scale``. Unlike the joint highest-density sample, the estimate does not depend
+    on the other components, so for a bimodal marginal (the two neutrino pz roots) it picks the
+    heavier peak.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(1)
+        >>> x = np.concatenate([rng.normal(-3, 0.5, 700), rng.normal(3, 0.5, 300)])[:, None]
+        >>> bool(abs(marginal_mode(x)[0] + 3) < 0.3), bool(abs(x.mean() + 1.2) < 0.3)
+        (True, True)
+    """
+    x = torch.as_tensor(_numpy(samples))
+    single = x.dim() == 2
+    if single:
+        x = x.unsqueeze(0)
+    if x.dim() != 3 or x.shape[1] == 0:
+        raise InputError(
+            f"samples must have shape (n_obs, n, theta_dim) or (n, theta_dim), got {tuple(x.shape)}"
+        )
+    if not bandwidth_scale > 0:
+        raise InputError(f"bandwidth_scale must be positive, got {bandwidth_scale}")
+    n = x.shape[1]
+    srt = torch.sort(x.transpose(1, 2).contiguous(), dim=-1).values  # (obs, d, n)
+    iqr = (srt[..., (3 * n) // 4] - srt[..., n // 4]) / 1.349
+    spread = torch.minimum(srt.std(-1, correction=1 if n > 1 else 0), iqr)
+    h = (0.9 * bandwidth_scale * n ** (-0.2) * spread).unsqueeze(-1)
+    density = torch.zeros(srt.shape, dtype=torch.int64)
+    for k in (0.5, 1.0, 1.5, 2.0):
+        density += torch.searchsorted(srt, srt + k * h, right=True) - torch.searchsorted(srt, srt - k * h)
+    result = torch.gather(srt, -1, density.argmax(-1, keepdim=True)).squeeze(-1).numpy()
+    return result[0] if single else result
 
 
 @torch.no_grad()

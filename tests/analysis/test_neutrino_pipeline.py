@@ -77,8 +77,11 @@ def test_inference_columns_and_report(sample, models, tmp_path):
             ak.to_numpy(cols[f"flow_{c}_mean"]), samples.mean(axis=1), rtol=1e-5, atol=1e-3
         )
         assert (ak.to_numpy(cols[f"flow_{c}_std"]) > 0).all()
-        for stat in ("mode", "median"):
+        for stat in ("mode", "peak", "median"):
             assert f"flow_{c}_{stat}" in cols.fields
+        # the marginal peak is one of the samples, inside the sample range
+        peak = ak.to_numpy(cols[f"flow_{c}_peak"])
+        assert ((samples == peak[:, None]).any(axis=1)).all()
     for name in (
         "quad_pz",
         "quad_pz_alt",

@@ -58,3 +58,31 @@ def test_input_errors():
         hepflow.posterior_summary(np.zeros((2, 5, 1)), log_prob=np.zeros((2, 4)))
     with pytest.raises(InputError, match="quantiles"):
         hepflow.posterior_summary(np.zeros((5, 1)), quantiles=(1.5,))
+
+
+def test_marginal_mode_finds_the_heavier_peak_of_each_marginal():
+    rng = np.random.default_rng(3)
+    n_obs, n = 20, 2000
+    heavy = rng.choice([-4.0, 4.0], size=n_obs)
+    comp = rng.random((n_obs, n)) < 0.65
+    a = np.where(comp, heavy[:, None], -heavy[:, None]) + rng.normal(0, 0.7, (n_obs, n))
+    b = rng.normal(2.0, 0.1, (n_obs, n)) + 5 * rng.random((n_obs, n)) ** 4  # skewed: mode != mean
+    s = np.stack([a, b], axis=-1)
+    peak = hepflow.inference.summaries.marginal_mode(s)
+    assert peak.shape == (n_obs, 2)
+    np.testing.assert_allclose(peak[:, 0], heavy, atol=0.35)
+    np.testing.assert_allclose(peak[:, 1], 2.0, atol=0.15)
+    assert (np.abs(s[..., 1].mean(1) - 2.0) > 0.5).all()  # the mean is far off: the test can fail
+    assert ((s == peak[:, None, :]).any(axis=1)).all()  # a peak is always one of the samples
+    single = hepflow.inference.summaries.marginal_mode(s[0])
+    np.testing.assert_array_equal(single, peak[0])
+    summary = hepflow.posterior_summary(s, marginal_modes=True)
+    np.testing.assert_array_equal(summary.marginal_mode, peak)
+    assert "x_marginal_mode" in summary.to_dict(["x", "y"])
+
+
+def test_marginal_mode_rejects_bad_input():
+    with pytest.raises(InputError, match="shape"):
+        hepflow.inference.summaries.marginal_mode(np.zeros((2, 0, 3)))
+    with pytest.raises(InputError, match="bandwidth_scale"):
+        hepflow.inference.summaries.marginal_mode(np.zeros((2, 5, 3)), bandwidth_scale=0.0)
