@@ -143,9 +143,11 @@ def run_hepflow(blocks, data, cfg, rounds):
         nll = float(-model.log_prob(*val).mean())
     rate = time_sampling(lambda: model.sample(cfg.samples, obs).shape[0] * cfg.samples)
     from hepflow.training.fit import _clip, _make_optimizer
+    from hepflow.training.flat import FlatParameters
 
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    flat = FlatParameters(model.parameters())  # as in hepflow.fit
+    params = flat.flat
     opt = _make_optimizer(params, cfg.lr * 0.01, 1e-5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     gen = torch.Generator().manual_seed(1)
@@ -157,7 +159,7 @@ def run_hepflow(blocks, data, cfg, rounds):
         _clip(params, 10.0)
         opt.step()
         sched.step()
-        opt.zero_grad(set_to_none=True)
+        flat.zero_grad()
 
     def sample_call():
         model.eval()

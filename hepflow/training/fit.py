@@ -32,6 +32,7 @@ from hepflow.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from hepflow.training.flat import FlatParameters
 from hepflow.training.history import History
 
 __all__ = ["fit", "resolve_device"]
@@ -142,7 +143,8 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    total = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]).float())
+    flat = grads[0].reshape(-1) if len(grads) == 1 else torch.cat([g.reshape(-1) for g in grads])
+    total = torch.linalg.vector_norm(flat.float())
     coef = max_norm / (total + 1e-6)
     if grads[0].device.type == "cpu":
         if float(coef) < 1.0:  # no synchronisation cost on CPU
@@ -343,7 +345,10 @@ def _fit(
     if va_theta is not None:
         va_theta, va_ctx = va_theta.to(dev), _to(va_ctx, dev)
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    # one contiguous buffer for the parameters and one for their gradients: the optimizer step,
+    # the clipping and the zeroing each touch one tensor instead of one per parameter
+    flat = FlatParameters(model.parameters())
+    params = flat.flat
     opt = _make_optimizer(params, lr, weight_decay)
     steps_per_epoch = math.ceil(n_train / batch_size)
     total_steps = max(1, epochs * steps_per_epoch)
@@ -412,7 +417,7 @@ def _fit(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                opt.zero_grad(set_to_none=True)
+                flat.zero_grad()
                 loss_sum += loss.detach().float() * idx.shape[0]
                 if bar is not None and (i // batch_size) % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
@@ -477,6 +482,7 @@ def _fit(
                 log.info("early stopping after epoch %d (best epoch %s)", epoch + 1, best_epoch)
                 break
     finally:
+        flat.release()
         if bar is not None:
             bar.close()
 
