@@ -130,6 +130,31 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unfold_ttbar(args: argparse.Namespace) -> int:
+    from hepflow.analysis.unfolding import UnfoldingConfig, make_report, run_study
+
+    config = UnfoldingConfig.from_file(args.config)
+    results = run_study(
+        args.train,
+        args.test,
+        args.output,
+        config=config,
+        run_config=_run_config(args),
+        retrain=args.retrain,
+        progress=args.progress,
+    )
+    report = make_report(args.output)
+    for scenario, per_obs in report["scenarios"].items():
+        for name, table in per_obs.items():
+            chis = ", ".join(
+                f"{m} chi2/ndf {table[m]['chi2']:.1f}/{table[m]['ndf']}" for m in ("ibu", "cinn")
+            )
+            print(f"{scenario:>10} {name:>6}: {chis}")
+    print(f"timings [s]: {results['timings_s']}")
+    print(f"report in {Path(args.output) / 'report'}")
+    return 0
+
+
 def _process_neutrino(args: argparse.Namespace) -> int:
     from hepflow.processing import build_fileset, run_processor
     from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
@@ -429,6 +454,26 @@ def build_parser() -> argparse.ArgumentParser:
     mco.add_argument("--overwrite", action="store_true")
     mco.add_argument("--no-progress", dest="progress", action="store_false")
     mco.set_defaults(handler=_mcmc_cosmic)
+
+    # unfolding
+    unfold = sub.add_parser("unfold", help="unfolding studies: cINN against iterative Bayesian unfolding")
+    unfold_sub = unfold.add_subparsers(dest="what", required=True, metavar="WHAT")
+    unf = unfold_sub.add_parser("ttbar", help="unfold top pT and m_ttbar of semileptonic ttbar")
+    unf.add_argument(
+        "--train", nargs="+", required=True, help="simulation: NanoAOD file(s) or a fileset JSON"
+    )
+    unf.add_argument(
+        "--test", nargs="+", required=True, help="pseudo-data: NanoAOD file(s) or a fileset JSON"
+    )
+    unf.add_argument("--output", type=Path, required=True)
+    unf.add_argument(
+        "--config", type=Path, default=None, help="default: analyses/ttbar_unfolding/config.toml"
+    )
+    unf.add_argument(
+        "--retrain", action="store_true", help="train the cINN ensemble even if trained models exist"
+    )
+    _add_run_options(unf)
+    unf.set_defaults(handler=_unfold_ttbar)
 
     # demo
     demo = sub.add_parser("demo", help="the main job on the embedded default data")

@@ -178,12 +178,15 @@ def _summary(cfg: SummaryConfig) -> Any:
 _DEQUANTIZE = {"flat": [FLAT_FEATURES.index(k) for k in DISCRETE_FEATURES]}
 
 
-def build_flow(cfg: FlowConfig, summary: SummaryConfig, *, seed: int | None = None) -> Any:
-    """The cINN for p(nu px, py, eta | event)."""
+def build_flow(
+    cfg: FlowArchitecture, summary: SummaryConfig, *, theta_dim: int = len(TARGETS), seed: int | None = None
+) -> Any:
+    """The cINN for p(nu px, py, eta | event); with ``theta_dim``, for any other ``theta_dim``
+    targets conditioned on the same detector-level event (the unfolding study uses it)."""
     from hepflow.flows.inn import ConditionalINN
 
     return ConditionalINN(
-        theta_dim=len(TARGETS),
+        theta_dim=theta_dim,
         summary=_summary(summary),
         **cfg.inn_options(),
         dequantize=_DEQUANTIZE,

@@ -1,0 +1,482 @@
+"""The ttbar unfolding study: cINN unfolding against iterative Bayesian unfolding.
+
+:func:`run_study` processes a training (simulation) and a test (pseudo-data) sample with
+:class:`processors.unfolding.UnfoldingProcessor`, builds the response, efficiency and fake
+rates from the training sample, trains an ensemble of cINNs for p(particle-level top pT, m_ttbar
+| detector-level event) on the training events that pass both levels, and unfolds two
+pseudo-data scenarios of the test sample with both methods:
+
+* ``nominal``: the test sample as generated (same spectrum as the training sample);
+* ``reweighted``: the test events weighted by ``exp(slope * particle-level top pT)`` (normalised
+  to the event count): a different particle-level spectrum, to measure the prior dependence of
+  the two methods (both keep the nominal simulation as their prior).
+
+It writes ``results.json`` (every histogram, unfolded spectrum and uncertainty);
+:func:`make_report` (:mod:`hepflow.analysis.unfolding_report`) turns it into plots and
+``report.json``. The flow and its set summary over the jets are built with the neutrino
+analysis's builders; training goes through :func:`hepflow.fit`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import awkward as ak
+import numpy as np
+
+from hepflow.analysis import neutrino
+from hepflow.analysis.neutrino import SummaryConfig
+from hepflow.config import from_dict, read_toml, to_dict
+from hepflow.errors import ConfigError, InputError
+from hepflow.features.neutrino import FLAT_FEATURES, JET_FEATURES, context_arrays
+from hepflow.flows.config import FlowArchitecture
+from hepflow.training.config import FitConfig
+from hepflow.unfolding.binning import check_edges, histogram
+from hepflow.unfolding.observables import OBSERVABLES
+from processors.neutrino import NeutrinoSelection
+from processors.unfolding import ParticleSelection
+
+log = logging.getLogger(__name__)
+
+ANALYSIS = "ttbar_unfolding"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "ttbar_unfolding" / "config.toml"
+SCENARIOS = ("nominal", "reweighted")
+FEATURE_SPEC = {"flat": list(FLAT_FEATURES), "jets": list(JET_FEATURES), "targets": list(OBSERVABLES)}
+
+
+@dataclass(frozen=True)
+class BinningConfig:
+    """Bin edges [GeV] per observable, shared by the particle and detector level (tails in the
+    edge bins)."""
+
+    top_pt: tuple[float, ...] = (0.0, 40.0, 80.0, 120.0, 160.0, 220.0, 300.0, 500.0)
+    mtt: tuple[float, ...] = (300.0, 400.0, 450.0, 500.0, 575.0, 675.0, 850.0, 1200.0)
+
+    def __post_init__(self) -> None:
+        for name in OBSERVABLES:
+            check_edges(getattr(self, name), name)
+
+    def edges(self, name: str) -> np.ndarray:
+        return check_edges(getattr(self, name), name)
+
+
+@dataclass(frozen=True)
+class IBUConfig:
+    """Iterative Bayesian unfolding: iterations (the regularisation) and uncertainty toys."""
+
+    iterations: int = 4
+    toys: int = 200
+    seed: int = 3
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.toys < 2:
+            raise ConfigError(
+                f"ibu: iterations >= 1 and toys >= 2 needed, got {self.iterations}, {self.toys}"
+            )
+
+
+@dataclass(frozen=True)
+class FlowConfig(FlowArchitecture):
+    """The cINN for p(log top pT, log m_ttbar | event): spline couplings, small for a CPU."""
+
+    depth: int = 5
+    width: int = 64
+    bins: int = 8
+    bound: float = 4.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig(FitConfig):
+    """``[training]``: :func:`hepflow.fit` options of every ensemble member."""
+
+    epochs: int = 12
+    batch_size: int = 512
+    patience: int = 4
+    max_events: int | None = None
+
+
+@dataclass(frozen=True)
+class CINNConfig:
+    """Ensemble, posterior sampling and uncertainty replicas of the cINN unfolding."""
+
+    ensemble: int = 3
+    bootstrap_training: bool = True
+    samples: int = 64
+    batch_events: int = 4096
+    bootstrap: int = 100
+    sim_toys: int = 100
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.ensemble < 1 or self.samples < 2 or self.bootstrap < 2 or self.sim_toys < 2:
+            raise ConfigError(
+                f"cinn: ensemble >= 1, samples >= 2, bootstrap >= 2 and sim_toys >= 2 needed, got "
+                f"{self.ensemble}, {self.samples}, {self.bootstrap}, {self.sim_toys}"
+            )
+
+
+@dataclass(frozen=True)
+class ReweightConfig:
+    """The pseudo-data of the prior study: weight ``exp(slope * x)`` of a particle-level observable,
+    normalised to the number of events."""
+
+    observable: Literal["top_pt", "mtt"] = "top_pt"
+    slope: float = -0.004  # per GeV
+
+
+@dataclass(frozen=True)
+class UnfoldingConfig:
+    """The whole ``analyses/ttbar_unfolding/config.toml``."""
+
+    selection: NeutrinoSelection = field(default_factory=NeutrinoSelection)
+    particle: ParticleSelection = field(default_factory=ParticleSelection)
+    binning: BinningConfig = field(default_factory=BinningConfig)
+    ibu: IBUConfig = field(default_factory=IBUConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    cinn: CINNConfig = field(default_factory=CINNConfig)
+    reweighting: ReweightConfig = field(default_factory=ReweightConfig)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str] | None = None) -> UnfoldingConfig:
+        """Read a config file (default: the one in ``analyses/ttbar_unfolding``); strict."""
+        path = DEFAULT_CONFIG if path is None else Path(path)
+        return from_dict(cls, read_toml(path), where=str(path))
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """Both levels of every event of a processed sample (numpy; NaN where a level fails)."""
+
+    weight: np.ndarray
+    fiducial: np.ndarray
+    selected: np.ndarray
+    gen: dict[str, np.ndarray]
+    reco: dict[str, np.ndarray]
+    features: ak.Array  # feature columns of the selected events (plain types)
+
+    @property
+    def n(self) -> int:
+        return len(self.weight)
+
+
+def _float(column: ak.Array) -> np.ndarray:
+    return np.asarray(ak.to_numpy(ak.fill_none(column, np.nan)), dtype=np.float64)
+
+
+def load_sample(directory: str | os.PathLike[str]) -> Sample:
+    """Read the processed chunks of :class:`processors.unfolding.UnfoldingProcessor`."""
+    from hepflow.outputs import read_parquet_dir
+
+    columns = read_parquet_dir(directory)
+    needed = {"run", "luminosityBlock", "event", "weight", "gen_fiducial", "reco_selected"} | {
+        f"{p}_{o}" for p in ("gen", "reco") for o in OBSERVABLES
+    }
+    if missing := needed - set(columns.fields):
+        raise InputError(f"{directory}: not unfolding columns, missing {sorted(missing)}")
+    ids = np.empty(len(columns), dtype=[("run", np.uint64), ("lumi", np.uint64), ("event", np.uint64)])
+    for key, name in (("run", "run"), ("lumi", "luminosityBlock"), ("event", "event")):
+        ids[key] = ak.to_numpy(columns[name])
+    if len(np.unique(ids)) != len(ids):
+        raise InputError(
+            f"{directory}: the same events appear in several chunks (outputs of runs over different "
+            "datasets?); process into an empty directory"
+        )
+    selected = np.asarray(ak.to_numpy(columns.reco_selected), dtype=bool)
+    sub = columns[selected]
+    feature_names = [*FLAT_FEATURES, *JET_FEATURES]
+    features = ak.zip(
+        {k: ak.drop_none(sub[k]) if sub[k].ndim == 1 else sub[k] for k in feature_names}, depth_limit=1
+    )
+    sample = Sample(
+        weight=np.asarray(ak.to_numpy(columns.weight), dtype=np.float64),
+        fiducial=np.asarray(ak.to_numpy(columns.gen_fiducial), dtype=bool),
+        selected=selected,
+        gen={o: _float(columns[f"gen_{o}"]) for o in OBSERVABLES},
+        reco={o: _float(columns[f"reco_{o}"]) for o in OBSERVABLES},
+        features=features,
+    )
+    for level, values, passes in (("gen", sample.gen, sample.fiducial), ("reco", sample.reco, selected)):
+        for name, v in values.items():
+            if not np.isfinite(v[passes]).all():
+                raise InputError(f"{directory}: non-finite {level}_{name} in events passing that level")
+    return sample
+
+
+def reweight(sample: Sample, cfg: ReweightConfig) -> np.ndarray:
+    """Event weights of the reweighted pseudo-data (events without particle level keep 1)."""
+    x = sample.gen[cfg.observable]
+    factor = np.where(np.isfinite(x), np.exp(cfg.slope * np.nan_to_num(x)), 1.0)
+    w = sample.weight * factor
+    return w * sample.weight.sum() / w.sum()
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+def build_flow(cfg: UnfoldingConfig, *, seed: int | None = None) -> Any:
+    """The cINN for p(log top pT, log m_ttbar | detector-level event): the neutrino analysis's
+    flow and summary network (flat features + attention over the jets) with these targets."""
+    return neutrino.build_flow(cfg.flow, cfg.summary, theta_dim=len(OBSERVABLES), seed=seed)
+
+
+def to_theta(gen: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The flow's target: log of each observable (positive by construction), (n, 2) float32."""
+    return np.stack([np.log(np.maximum(gen[o][rows], 1e-3)) for o in OBSERVABLES], axis=1).astype(np.float32)
+
+
+def from_theta(samples: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_theta` on samples of any shape (..., 2), float64."""
+    return np.exp(np.clip(samples.astype(np.float64), -50.0, 50.0))
+
+
+def _model_metadata(cfg: UnfoldingConfig, n_train: int) -> dict[str, Any]:
+    return {
+        "analysis": ANALYSIS,
+        "features": FEATURE_SPEC,
+        "training_events": n_train,
+        "config": {
+            k: to_dict(getattr(cfg, k)) for k in ("selection", "particle", "summary", "flow", "training")
+        },
+        "ensemble": {"bootstrap_training": cfg.cinn.bootstrap_training},
+    }
+
+
+def train_or_load(
+    train: Sample, cfg: UnfoldingConfig, model_dir: Path, *, retrain: bool = False, progress: bool = True
+) -> tuple[list[Any], dict[str, Any]]:
+    """The ensemble: loaded from ``model_dir`` when it was trained with the same settings on as
+    many events, else trained (and saved) there."""
+    import hepflow
+    from hepflow.outputs import write_json
+    from hepflow.unfolding.cinn import train_ensemble
+
+    # the selected events (rows of train.features) that also pass the particle level
+    both = np.flatnonzero(train.fiducial[train.selected])
+    if cfg.training.max_events is not None:
+        both = both[: cfg.training.max_events]
+    if len(both) < 100:
+        raise InputError(f"only {len(both)} training events pass both levels; need at least 100")
+    rows = np.flatnonzero(train.selected)[both]  # the same events among all events
+    meta = _model_metadata(cfg, len(rows))
+    paths = [model_dir / f"member_{m}" for m in range(cfg.cinn.ensemble)]
+    if not retrain and all((p / "config.json").is_file() for p in paths):
+        models = [hepflow.load_model(p) for p in paths]
+        if all((getattr(m, "metadata", {}) or {}).get("study") == meta for m in models):
+            log.info("using the trained ensemble in %s", model_dir)
+            return models, json.loads((model_dir / "training.json").read_text())
+        log.info("the models in %s were trained with other settings: retraining", model_dir)
+    context = {k: v[both] for k, v in context_arrays(train.features).items()}
+    theta = to_theta(train.gen, rows)
+    models, members = train_ensemble(
+        lambda seed: build_flow(cfg, seed=seed),
+        theta,
+        context,
+        fit=cfg.training,
+        members=cfg.cinn.ensemble,
+        bootstrap=cfg.cinn.bootstrap_training,
+        output_dir=model_dir,
+        progress=progress,
+    )
+    for model, path in zip(models, paths, strict=True):
+        hepflow.save_model(
+            model, path, metadata={"analysis": ANALYSIS, "features": FEATURE_SPEC, "study": meta}
+        )
+    summary = {"events": len(rows), "members": members, "seconds": sum(m["seconds"] for m in members)}
+    write_json(model_dir / "training.json", summary)
+    return models, summary
+
+
+# --- the study -----------------------------------------------------------------------------
+
+
+def process(
+    files: Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: UnfoldingConfig | None = None,
+    run_config: Any = None,
+    dataset: str = "ttbar",
+) -> dict[str, Any]:
+    """Run :class:`processors.unfolding.UnfoldingProcessor` over ``files`` (resumable chunks)."""
+    from hepflow.processing import RunConfig, build_fileset, run_processor
+    from processors.unfolding import UnfoldingProcessor
+
+    cfg = config or UnfoldingConfig()
+    return run_processor(
+        UnfoldingProcessor(cfg.selection, cfg.particle),
+        build_fileset(list(files), dataset=dataset),
+        output_dir,
+        run_config or RunConfig(progress=False),
+    )
+
+
+def _scenario(
+    name: str,
+    data: Sample,
+    weights: np.ndarray,
+    *,
+    responses: dict[str, Any],
+    fakes: Any,
+    samples: np.ndarray,
+    cfg: UnfoldingConfig,
+) -> dict[str, Any]:
+    from hepflow.unfolding.cinn import unfold_cinn
+    from hepflow.unfolding.ibu import unfold_ibu
+
+    sel = data.selected
+    reco_values = [data.reco[o][sel] for o in OBSERVABLES]
+    cinn = unfold_cinn(
+        samples,
+        responses=[responses[o] for o in OBSERVABLES],
+        fake_rate=fakes,
+        reco_values=reco_values,
+        weights=weights[sel],
+        bootstrap=cfg.cinn.bootstrap,
+        sim_toys=cfg.cinn.sim_toys,
+        seed=cfg.cinn.seed,
+    )
+    out: dict[str, Any] = {"events": int(data.n), "sum_weights": float(weights.sum())}
+    for i, obs in enumerate(OBSERVABLES):
+        response = responses[obs]
+        edges = cfg.binning.edges(obs)
+        truth, truth_var = histogram(data.gen[obs][data.fiducial], edges, weights=weights[data.fiducial])
+        reco, reco_var = histogram(data.reco[obs][sel], edges, weights=weights[sel])
+        ibu, steps = unfold_ibu(
+            reco, reco_var, response, iterations=cfg.ibu.iterations, toys=cfg.ibu.toys, seed=cfg.ibu.seed
+        )
+        out[obs] = {
+            "edges": edges.tolist(),
+            "truth": truth.tolist(),
+            "truth_var": truth_var.tolist(),
+            "reco": reco.tolist(),
+            "reco_var": reco_var.tolist(),
+            "prior": response.truth.tolist(),
+            "efficiency": response.efficiency.tolist(),
+            "fake_fraction": response.fake_fraction.tolist(),
+            "ibu": ibu.to_dict(),
+            "ibu_iterates": steps.tolist(),
+            "cinn": cinn[i].to_dict(),
+        }
+    log.info("unfolded scenario %s", name)
+    return out
+
+
+def run_study(
+    train_files: Sequence[str | os.PathLike[str]],
+    test_files: Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: UnfoldingConfig | None = None,
+    run_config: Any = None,
+    retrain: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The whole study; writes ``output_dir/results.json`` and returns its content.
+
+    ``output_dir`` receives the processed columns (``columns/train``, ``columns/test``: reused,
+    chunk by chunk, when present), the ensemble (``models/``: reused when trained with the same
+    settings unless ``retrain``) and ``results.json``. ``run_config`` is a
+    :class:`hepflow.processing.RunConfig` for the processing step.
+    """
+    from hepflow.outputs import write_json
+    from hepflow.processing import cutflow_to_dict
+    from hepflow.unfolding.cinn import sample_ensemble
+    from hepflow.unfolding.response import build_response, fake_rate
+
+    cfg = config or UnfoldingConfig()
+    out = Path(output_dir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cutflows = {}
+    for name, files in (("train", train_files), ("test", test_files)):
+        result = process(files, out / "columns" / name, config=cfg, run_config=run_config, dataset=name)
+        cutflows[name] = cutflow_to_dict(result["cutflow"])
+    train, test = load_sample(out / "columns" / "train"), load_sample(out / "columns" / "test")
+    timings["processing"] = time.perf_counter() - t0
+
+    responses = {
+        o: build_response(
+            train.gen[o],
+            train.reco[o],
+            truth_edges=cfg.binning.edges(o),
+            reco_edges=cfg.binning.edges(o),
+            passes_truth=train.fiducial,
+            passes_reco=train.selected,
+            weights=train.weight,
+        )
+        for o in OBSERVABLES
+    }
+    fakes = fake_rate(
+        [train.reco[o] for o in OBSERVABLES],
+        [cfg.binning.edges(o) for o in OBSERVABLES],
+        passes_truth=train.fiducial,
+        passes_reco=train.selected,
+        weights=train.weight,
+    )
+
+    t0 = time.perf_counter()
+    models, training = train_or_load(train, cfg, out / "models", retrain=retrain, progress=progress)
+    timings["training"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    samples = from_theta(
+        sample_ensemble(
+            models,
+            context_arrays(test.features),
+            samples=cfg.cinn.samples,
+            batch_events=cfg.cinn.batch_events,
+            seed=cfg.cinn.seed,
+        )
+    )
+    timings["sampling"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    weights = {"nominal": test.weight, "reweighted": reweight(test, cfg.reweighting)}
+    scenarios = {
+        name: _scenario(name, test, weights[name], responses=responses, fakes=fakes, samples=samples, cfg=cfg)
+        for name in SCENARIOS
+    }
+    timings["unfolding"] = time.perf_counter() - t0
+    results = {
+        "analysis": ANALYSIS,
+        "config": to_dict(cfg),
+        "inputs": {"train": [str(f) for f in train_files], "test": [str(f) for f in test_files]},
+        "cutflow": cutflows,
+        "counts": {
+            name: {
+                "events": s.n,
+                "fiducial": int(s.fiducial.sum()),
+                "selected": int(s.selected.sum()),
+                "both": int((s.fiducial & s.selected).sum()),
+                "fakes": int((s.selected & ~s.fiducial).sum()),
+            }
+            for name, s in (("train", train), ("test", test))
+        },
+        "training": training,
+        "timings_s": timings,
+        "scenarios": scenarios,
+    }
+    write_json(out / "results.json", results)
+    return results
+
+
+def make_report(
+    study_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Plots and ``report.json`` from ``study_dir/results.json`` (into ``output_dir``, default
+    ``study_dir/report``); see :mod:`hepflow.analysis.unfolding_report`."""
+    from hepflow.analysis.unfolding_report import make_report as _make_report
+
+    return _make_report(study_dir, output_dir)
