@@ -37,6 +37,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int, default=1, help="local worker processes")
     p.add_argument("--scheduler", default=None, help="dask scheduler address (with --executor dask)")
     p.add_argument(
+        "--cluster",
+        type=Path,
+        default=None,
+        metavar="FILE.toml",
+        help="HTCondor workers through dask-jobqueue, as configured in FILE (with --executor dask)",
+    )
+    p.add_argument(
         "--maxchunks", type=_positive_int, default=None, help="stop after this many chunks per file"
     )
     p.add_argument(
@@ -55,6 +62,7 @@ def _run_config(args: argparse.Namespace):
         chunksize=args.chunksize,
         workers=args.workers,
         scheduler=args.scheduler,
+        cluster=args.cluster,
         maxchunks=args.maxchunks,
         skip_bad_files=args.skip_bad_files,
         overwrite=args.overwrite,
@@ -296,7 +304,14 @@ def _report_cosmic(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from hepflow.demo import run_demo
 
-    run_demo(args.output, events=args.events, seed=args.seed, progress=args.progress)
+    run_demo(
+        args.output,
+        events=args.events,
+        seed=args.seed,
+        pseudo_experiments=args.pseudo_experiments,
+        analyses=[args.only] if args.only else ["neutrino", "cosmic"],
+        progress=args.progress,
+    )
     return 0
 
 
@@ -476,9 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
     unf.set_defaults(handler=_unfold_ttbar)
 
     # demo
+    from hepflow.demo import DEMO_PSEUDO_EXPERIMENTS
+
     demo = sub.add_parser("demo", help="the main job on the embedded default data")
     demo.add_argument("--output", type=Path, default=Path("hepflow-demo"))
-    demo.add_argument("--events", type=_positive_int, default=4000, help="training events (test: half)")
+    demo.add_argument(
+        "--only", choices=["neutrino", "cosmic"], default=None, help="run one analysis (default: both)"
+    )
+    demo.add_argument(
+        "--events", type=_positive_int, default=4000, help="ttbar training events (held-out: half)"
+    )
+    demo.add_argument(
+        "--pseudo-experiments",
+        type=_positive_int,
+        default=DEMO_PSEUDO_EXPERIMENTS,
+        help="cosmic training pseudo-experiments",
+    )
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--no-progress", dest="progress", action="store_false")
     demo.set_defaults(handler=_demo)
@@ -493,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = args.handler
     try:
+        if hasattr(args, "executor"):
+            _run_config(args)  # refuse inconsistent run options before any work starts
         return handler(args)
     except HepflowError as err:
         if args.debug:

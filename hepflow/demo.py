@@ -1,6 +1,8 @@
 """``hepflow demo``: the main job on the embedded default data, end to end, in minutes on a CPU.
 
-Steps (each one a library call that the command line also exposes):
+Each step is a library call that the command line also exposes.
+
+**Neutrino** (``analyses/ttbar_neutrino``; needs the ``[generate]`` extra):
 
 1. generate a small semileptonic ttbar training sample and a held-out test sample with Pythia 8
    and the fast CMS-like detector, written as NanoAOD (``hepflow generate ttbar``);
@@ -8,26 +10,51 @@ Steps (each one a library call that the command line also exposes):
 3. train a small cINN and the regression baseline (``hepflow train neutrino``);
 4. write posterior columns for the held-out sample and for the real CMS NanoAOD ttbar sample
    shipped with the tests (``hepflow infer neutrino``);
-5. write the comparison report with its plots (``hepflow report neutrino``);
-6. print a summary saying where every output is.
+5. write the comparison report with its plots (``hepflow report neutrino``).
 
-The sample is small, so the numbers show the workflow, not the physics reach: the analysis
-config (``analyses/ttbar_neutrino/config.toml``) and the README give the full-size commands.
+**Cosmic rays** (``analyses/auger_sources``; needs the ``[cosmic]`` extra), into ``cosmic/``:
+
+6. generate pseudo-experiments of the forward model with parameters from the prior
+   (``hepflow generate cosmic``);
+7. build their features with the cosmic processor, in chunks (``hepflow process cosmic``);
+8. train the analysis cINN briefly (``hepflow train cosmic``);
+9. draw the posterior for the published Auger data (``hepflow infer cosmic --observation auger``);
+10. a short MCMC on the same data (``hepflow mcmc cosmic``);
+11. the report with both posteriors and the corner plots (``hepflow report cosmic``).
+
+A summary at the end says where every output is. The samples are small and the trainings
+short, so the numbers show the workflow, not the physics reach: the analysis configs and the
+README give the full-size commands. A rerun reuses the generated samples (when their size and
+seed match) and the processed chunks, and redoes the rest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from hepflow.errors import HepflowError
+from hepflow.errors import ConfigError, HepflowError
 
-#: training settings of the demo: the analysis model, trained briefly
+#: training settings of the neutrino demo: the analysis model, trained briefly
 DEMO_TRAINING = {"epochs": 20, "patience": 5, "batch_size": 128}
 DEMO_SAMPLES = 64
+#: cosmic demo: pseudo-experiments, chunk size of their processing, and the analysis cINN
+#: trained briefly (stopped after the epoch that would end past ``time_limit_s`` on a slow CPU)
+DEMO_PSEUDO_EXPERIMENTS = 20_000
+DEMO_COSMIC_CHUNKSIZE = 5_000
+DEMO_COSMIC_TRAINING: dict[str, Any] = {"epochs": 6, "patience": 3, "time_limit_s": 60.0}
+#: a short MCMC: fewer steps and a smaller multi-start mode search than ``[mcmc]``
+DEMO_MCMC = {"n_steps": 1500, "n_candidates": 1024, "n_starts": 4}
+DEMO_COSMIC_SAMPLES = 4000
+ANALYSES = ("neutrino", "cosmic")
 
 
 @dataclass
@@ -36,21 +63,84 @@ class DemoReport:
 
     output: Path
     steps: list[tuple[str, float, str]] = field(default_factory=list)
+    progress: bool = False
+    planned: int = 0
 
     def add(self, name: str, seconds: float, where: str) -> None:
         self.steps.append((name, seconds, where))
 
+    @contextmanager
+    def step(self, name: str) -> Iterator[list[str]]:
+        """Time one step; the caller appends where its outputs are to the yielded list."""
+        if self.progress:
+            print(f"[{len(self.steps) + 1}/{self.planned}] {name}", file=sys.stderr, flush=True)
+        where: list[str] = []
+        t0 = time.perf_counter()
+        yield where
+        self.add(name, time.perf_counter() - t0, ", ".join(where))
+
     def summary(self) -> str:
         width = max((len(s[0]) for s in self.steps), default=0)
+        total = sum(s[1] for s in self.steps)
         lines = [f"hepflow demo: outputs in {self.output.resolve()}"]
         lines += [f"  {name:<{width}}  {sec:7.1f} s  {where}" for name, sec, where in self.steps]
+        lines.append(f"  {'total':<{width}}  {total:7.1f} s")
         return "\n".join(lines)
 
 
 def run_demo(
-    output: str | os.PathLike[str], *, events: int = 4000, seed: int = 1, progress: bool = True
+    output: str | os.PathLike[str],
+    *,
+    events: int = 4000,
+    seed: int = 1,
+    pseudo_experiments: int = DEMO_PSEUDO_EXPERIMENTS,
+    cosmic_epochs: int = DEMO_COSMIC_TRAINING["epochs"],
+    mcmc: Mapping[str, Any] | None = None,
+    posterior_samples: int = DEMO_COSMIC_SAMPLES,
+    analyses: Sequence[str] = ANALYSES,
+    progress: bool = True,
 ) -> DemoReport:
-    """Run every demo step into ``output`` and print the summary; returns the report."""
+    """Run the demo steps of ``analyses`` into ``output``, print the summary; returns the report.
+
+    Args:
+        output: the demo directory (neutrino outputs at its top, cosmic ones in ``cosmic/``).
+        events: ttbar training events (the held-out sample has half as many).
+        seed: seed of the generated samples.
+        pseudo_experiments: cosmic training pseudo-experiments (at least 100).
+        cosmic_epochs: epochs of the cosmic cINN training.
+        mcmc: ``[mcmc]`` settings of the cosmic MCMC over :data:`DEMO_MCMC` (e.g. ``n_steps``).
+        posterior_samples: cINN samples of the Auger posterior.
+        analyses: ``"neutrino"`` and/or ``"cosmic"``.
+        progress: progress bars and step headers on stderr.
+    """
+    unknown = sorted(set(analyses) - set(ANALYSES))
+    if unknown or not analyses:
+        raise ConfigError(f"unknown demo analysis {unknown[0] if unknown else None!r}; choose {ANALYSES}")
+    if "cosmic" in analyses and pseudo_experiments < 100:
+        raise ConfigError(f"the cosmic demo needs at least 100 pseudo-experiments, got {pseudo_experiments}")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    report = DemoReport(out, progress=progress)
+    report.planned = 5 * ("neutrino" in analyses) + 6 * ("cosmic" in analyses)
+    if "neutrino" in analyses:
+        _neutrino(out, report, events=events, seed=seed, progress=progress)
+    if "cosmic" in analyses:
+        _cosmic(
+            out / "cosmic",
+            report,
+            n=pseudo_experiments,
+            seed=seed,
+            epochs=cosmic_epochs,
+            mcmc={**DEMO_MCMC, **(mcmc or {})},
+            samples=posterior_samples,
+            progress=progress,
+        )
+    print(report.summary())
+    return report
+
+
+# ------------------------------------------------------------------------------ neutrino
+def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress: bool) -> None:
     from hepflow.analysis.neutrino import NeutrinoConfig, train
     from hepflow.analysis.neutrino_report import make_report
     from hepflow.processing import RunConfig, build_fileset, cutflow_to_dict, run_processor
@@ -61,71 +151,177 @@ def run_demo(
         from hepflow.generate.ttbar import generate_ttbar
     except ImportError as err:  # pythia8mc / fastjet missing
         raise HepflowError(
-            f"the demo needs the [generate] extra: pip install 'hepflow[generate]' ({err})"
+            f"the neutrino demo needs the [generate] extra: pip install 'hepflow[generate]', "
+            f"or run `hepflow demo --only cosmic` ({err})"
         ) from err
-
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    report = DemoReport(out)
-    run = RunConfig(chunksize=max(events, 1), formats=("parquet", "root"), progress=progress)
-
-    def step(name: str, where: str, t0: float) -> None:
-        report.add(name, time.perf_counter() - t0, where)
 
     samples = {
         "train": (out / "ttbar_train.root", events, seed),
         "test": (out / "ttbar_test.root", events // 2, seed + 1),
     }
-    t0 = time.perf_counter()
-    for path, n, s in samples.values():
-        if not path.exists():
-            generate_ttbar(path, events=n, seed=s, progress=progress)
-    step(
-        "generate ttbar",
-        f"{samples['train'][0].name} ({events}), {samples['test'][0].name} ({events // 2})",
-        t0,
-    )
+    with report.step("generate ttbar") as where:
+        for name, (path, n, s) in samples.items():
+            if not _ttbar_matches(path, n, s):
+                generate_ttbar(path, events=n, seed=s, progress=progress, overwrite=True)
+                _clear_chunks(out / f"features_{name}")
+            where.append(f"{path.name} ({n})")
 
-    t0 = time.perf_counter()
-    selected = {}
-    for name, (path, _, _) in samples.items():
-        result = run_processor(
-            NeutrinoFeatureProcessor(), build_fileset([path]), out / f"features_{name}", run
+    run = RunConfig(chunksize=max(events, 1), formats=("parquet", "root"), progress=progress)
+    with report.step("process neutrino") as where:
+        for name, (path, _, _) in samples.items():
+            result = run_processor(
+                NeutrinoFeatureProcessor(), build_fileset([path]), out / f"features_{name}", run
+            )
+            flow = cutflow_to_dict(result["cutflow"])
+            where.append(f"features_{name} ({flow['b jets']}/{flow['all']} selected)")
+
+    with report.step("train neutrino") as where:
+        cfg = NeutrinoConfig.from_file()
+        cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **DEMO_TRAINING))
+        summary = train(out / "features_train", out / "models", config=cfg, progress=progress)
+        where.append(f"models ({summary['events_used']} events, flow + regression)")
+
+    with report.step("infer neutrino") as where:
+        inputs = {"inference_test": samples["test"][0]}
+        cms = _cms_sample()
+        if cms is not None:
+            inputs["inference_cms_nanoaodv12"] = cms
+        for name, path in inputs.items():
+            proc = NeutrinoInferenceProcessor(out / "models", samples=DEMO_SAMPLES)
+            run_processor(proc, build_fileset([path]), out / name, run)
+            where.append(name)
+
+    with report.step("report neutrino") as where:
+        rep = make_report(out / "inference_test", out / "report")
+        ratio = rep["pz_width_ratio_to_quadratic"]["flow_mode"]
+        where.append(f"report (pz width flow mode / quadratic = {ratio:.2f} on {rep['events']} events)")
+
+
+def _ttbar_matches(path: Path, events: int, seed: int) -> bool:
+    """An existing ttbar sample of this size and seed (``luminosityBlock`` holds the seed)."""
+    if not path.is_file():
+        return False
+    import uproot
+
+    try:
+        with uproot.open(path) as f:
+            tree = f["Events"]
+            lumi = tree["luminosityBlock"].array(entry_stop=1, library="np")
+            return tree.num_entries == events and len(lumi) == 1 and int(lumi[0]) == seed
+    except Exception:  # unreadable or foreign: regenerate
+        return False
+
+
+# ------------------------------------------------------------------------------ cosmic
+def _cosmic(
+    out: Path,
+    report: DemoReport,
+    *,
+    n: int,
+    seed: int,
+    epochs: int,
+    mcmc: Mapping[str, Any],
+    samples: int,
+    progress: bool,
+) -> None:
+    try:
+        import emcee  # noqa: F401
+
+        from hepflow.analysis.cosmic import infer, load_config, train
+        from hepflow.analysis.cosmic_report import make_report
+        from hepflow.generate.cosmic import generate_cosmic
+        from hepflow.mcmc import mcmc_cosmic
+        from processors.cosmic import process_cosmic
+    except ImportError as err:  # astrotools / emcee missing
+        raise HepflowError(
+            f"the cosmic demo needs the [cosmic] extra: pip install 'hepflow[cosmic]', "
+            f"or run `hepflow demo --only neutrino` ({err})"
+        ) from err
+    from hepflow.analysis.cosmic import PARAMETERS
+    from hepflow.processing import RunConfig
+
+    base = load_config()
+    try:
+        cfg = dataclasses.replace(
+            base,
+            training=dataclasses.replace(base.training, **{**DEMO_COSMIC_TRAINING, "epochs": epochs}),
+            mcmc=dataclasses.replace(base.mcmc, **mcmc),
         )
-        flow = cutflow_to_dict(result["cutflow"])
-        selected[name] = f"{flow['b jets']}/{flow['all']}"
-    step(
-        "process neutrino",
-        f"features_train ({selected['train']} selected), features_test ({selected['test']})",
-        t0,
-    )
+    except TypeError as err:  # an unknown [mcmc] key
+        raise ConfigError(f"demo mcmc settings {dict(mcmc)}: {err}") from err
+    rel = out.name
+    pe, features, model = out / "pseudo_experiments.root", out / "features", out / "model"
 
-    t0 = time.perf_counter()
-    cfg = NeutrinoConfig.from_file()
-    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **DEMO_TRAINING))
-    summary = train(out / "features_train", out / "models", config=cfg, progress=progress)
-    step("train neutrino", f"models ({summary['events_used']} events, flow + regression)", t0)
+    with report.step("generate cosmic") as where:
+        if not _pseudo_experiments_match(pe, n, seed):
+            generate_cosmic(pe, n=n, seed=seed, config=cfg, progress=progress, overwrite=True)
+            _clear_chunks(features)
+        where.append(f"{rel}/{pe.name} ({n})")
 
-    t0 = time.perf_counter()
-    inputs = {"inference_test": samples["test"][0]}
-    cms = _cms_sample()
-    if cms is not None:
-        inputs["inference_cms_nanoaodv12"] = cms
-    for name, path in inputs.items():
-        proc = NeutrinoInferenceProcessor(out / "models", samples=DEMO_SAMPLES)
-        run_processor(proc, build_fileset([path]), out / name, run)
-    step("infer neutrino", ", ".join(inputs), t0)
+    with report.step("process cosmic") as where:
+        run = RunConfig(chunksize=min(DEMO_COSMIC_CHUNKSIZE, n), progress=progress)
+        result = process_cosmic([pe], features, run_config=run, config=cfg)
+        chunks = len([f for f in result.files if f.suffix == ".parquet"])
+        where.append(f"{rel}/{features.name} ({result.entries} pseudo-experiments, {chunks} chunks)")
 
-    t0 = time.perf_counter()
-    rep = make_report(out / "inference_test", out / "report")
-    ratio = rep["pz_width_ratio_to_quadratic"]["flow_mode"]
-    step(
-        "report neutrino",
-        f"report (pz width flow mode / quadratic = {ratio:.2f} on {rep['events']} events)",
-        t0,
-    )
-    print(report.summary())
-    return report
+    with report.step("train cosmic") as where:
+        summary = train(features, model, config=cfg, progress=progress)
+        where.append(
+            f"{rel}/{model.name} ({summary['pseudo_experiments']} pseudo-experiments, "
+            f"{summary['epochs']} epochs, stopped by {summary['stopped_by']})"
+        )
+
+    with report.step("infer cosmic") as where:
+        post = infer(
+            model,
+            "auger",
+            output_dir=out / "infer_auger",
+            samples=samples,
+            config=cfg,
+            overwrite=True,
+        )["posterior"]
+        where.append(f"{rel}/infer_auger (Auger: {_estimate(post, 'gamma')}, {_estimate(post, 'lg_rcut')})")
+
+    with report.step("mcmc cosmic") as where:
+        res = mcmc_cosmic("auger", out / "mcmc_auger", config=cfg, progress=progress, overwrite=True)
+        state = "converged" if res.converged else "short chain: not converged"
+        mc = res.theta()
+        gamma = f"gamma = {mc[:, PARAMETERS.index('gamma')].mean():.2f}"
+        where.append(f"{rel}/mcmc_auger ({res.n_steps} steps, {state}, {gamma})")
+
+    with report.step("report cosmic") as where:
+        rep = make_report(model, out / "report", config=cfg, mcmc_auger=out / "mcmc_auger", samples=samples)
+        plots = ", ".join(Path(p).name for p in rep["plots"])
+        where.append(f"{rel}/report (report.json, {plots})")
+
+
+def _estimate(posterior: dict[str, dict[str, float]], name: str) -> str:
+    p = posterior[name]
+    return f"{name} = {p['median']:.2f} +{p['q0.84'] - p['median']:.2f} -{p['median'] - p['q0.16']:.2f}"
+
+
+def _pseudo_experiments_match(path: Path, n: int, seed: int) -> bool:
+    """An existing pseudo-experiment file with this size and seed (from its metadata)."""
+    if not path.is_file():
+        return False
+    import uproot
+
+    try:
+        with uproot.open(path) as f:
+            meta = json.loads(f["metadata"])
+    except Exception:  # unreadable or foreign: regenerate
+        return False
+    return meta.get("n") == n and meta.get("seed") == seed
+
+
+def _clear_chunks(directory: Path) -> None:
+    """Remove the chunk outputs of a processing run (its sample was regenerated)."""
+    if not directory.is_dir():
+        return
+    for f in directory.iterdir():
+        chunk = f.name.count("__") == 2 and f.suffix in (".parquet", ".root", ".json")
+        if chunk or f.name in ("cutflow.json", "run.json"):
+            f.unlink()
 
 
 def _cms_sample() -> Path | None:

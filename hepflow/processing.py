@@ -15,18 +15,22 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import hist
 from coffea import processor as coffea_processor
 
-from hepflow.errors import ConfigError, HepflowError, InputError
+from hepflow.errors import ConfigError, HepflowError, InputError, OutputError
 from hepflow.outputs.atomic import clean_stale_temporaries, write_json
 from hepflow.outputs.chunks import chunk_id_from_metadata
 from hepflow.outputs.columnar import write_parquet, write_root
+
+if TYPE_CHECKING:
+    from hepflow.distributed import HTCondorConfig
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,9 @@ class RunConfig:
     scheduler: str | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    #: HTCondor workers through dask-jobqueue (executor "dask"): a TOML file or an
+    #: :class:`hepflow.distributed.HTCondorConfig`; ``workers`` is then unused
+    cluster: str | os.PathLike[str] | HTCondorConfig | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in ("iterative", "futures", "dask"):
@@ -141,6 +148,18 @@ class RunConfig:
         for fmt in self.formats:
             if fmt not in ("parquet", "root"):
                 raise ConfigError(f"unknown output format {fmt!r}; choose parquet or root")
+        if self.cluster is not None:
+            name = self.cluster if isinstance(self.cluster, str | os.PathLike) else "(HTCondorConfig)"
+            if self.executor != "dask":
+                raise ConfigError(
+                    f"--cluster {name} runs Dask workers as batch jobs: it needs --executor dask, "
+                    f"not {self.executor!r}"
+                )
+            if self.scheduler:
+                raise ConfigError(
+                    f"--cluster {name} and --scheduler {self.scheduler}: give one of them "
+                    "(--cluster starts its own scheduler)"
+                )
 
 
 def build_fileset(inputs: Sequence[str | os.PathLike[str]], *, dataset: str = "dataset") -> dict[str, Any]:
@@ -205,7 +224,8 @@ def execute(
         skipbadfiles=config.skip_bad_files,
     )
     try:
-        return dict(runner(fileset, processor_instance, treename=treename))
+        with _quiet_coffea(not config.progress):
+            return dict(runner(fileset, processor_instance, treename=treename))
     except HepflowError:
         raise
     except Exception as err:
@@ -213,6 +233,24 @@ def execute(
     finally:
         if config.executor == "dask":
             _close_dask(executor)
+
+
+@contextmanager
+def _quiet_coffea(quiet: bool) -> Iterator[None]:
+    """Silence coffea's rich progress bars (its iterative executor draws them even with
+    ``status=False``) while ``quiet``."""
+    from coffea import util
+
+    console = getattr(util, "coffea_console", None)
+    if not quiet or console is None:
+        yield
+        return
+    old = console.quiet
+    console.quiet = True
+    try:
+        yield
+    finally:
+        console.quiet = old
 
 
 def run_processor(
@@ -257,6 +295,43 @@ def run_processor(
     return result
 
 
+def merge_chunks(
+    directory: str | os.PathLike[str], target: str | os.PathLike[str], *, overwrite: bool = False
+) -> int:
+    """Concatenate the complete chunks of a :func:`run_processor` output into one file (optional).
+
+    Only chunks with their ``.json`` marker count (a chunk file without one is from a killed run
+    and is redone on resume), in the order of their names (dataset, file, entry range).
+    ``target`` ends in ``.parquet`` or ``.root`` (TTree ``Events``) and must lie outside
+    ``directory``, so that a later read of the chunk directory does not count rows twice; it is
+    written atomically. Returns the number of rows.
+    """
+    import awkward as ak
+
+    src, out = Path(directory), Path(target)
+    if out.suffix not in (".parquet", ".root"):
+        raise ConfigError(f"merge target {out} must end in .parquet or .root")
+    if out.resolve().parent == src.resolve():
+        raise ConfigError(f"merge target {out} lies in the chunk directory {src}; write it elsewhere")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+    markers = sorted(p for p in src.glob("*.json") if p.name not in ("cutflow.json", "run.json"))
+    arrays = []
+    for marker in markers:
+        chunk = marker.with_suffix(".parquet")
+        if not chunk.is_file():
+            raise InputError(f"{marker}: its chunk {chunk.name} is missing (rerun with --format parquet)")
+        try:
+            arrays.append(ak.from_parquet(chunk))
+        except Exception as err:  # pyarrow raises many types for corrupt files
+            raise InputError(f"cannot read parquet file {chunk}: {err}") from err
+    if not arrays:
+        raise InputError(f"no complete chunks in {src}")
+    merged = ak.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    (write_parquet if out.suffix == ".parquet" else write_root)(merged, out)
+    return len(merged)
+
+
 def _make_executor(config: RunConfig) -> Any:
     from coffea import processor
 
@@ -270,7 +345,11 @@ def _make_executor(config: RunConfig) -> Any:
         raise ConfigError(
             "--executor dask needs dask.distributed: pip install 'hepflow[distributed]'"
         ) from err
-    if config.scheduler:
+    if config.cluster is not None:
+        from hepflow.distributed import connect
+
+        client = connect(config.cluster, progress=config.progress)
+    elif config.scheduler:
         client = Client(config.scheduler)
     else:
         cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True)
