@@ -163,6 +163,14 @@ def _unfold_ttbar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from hepflow.processing import merge_chunks
+
+    rows = merge_chunks(args.directory, args.target, overwrite=args.overwrite)
+    print(f"merged {rows} rows of the complete chunks in {args.directory} into {args.target}")
+    return 0
+
+
 def _process_neutrino(args: argparse.Namespace) -> int:
     from hepflow.processing import build_fileset, run_processor
     from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
@@ -469,6 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
     mco.add_argument("--overwrite", action="store_true")
     mco.add_argument("--no-progress", dest="progress", action="store_false")
     mco.set_defaults(handler=_mcmc_cosmic)
+
+    # merge
+    merge = sub.add_parser("merge", help="concatenate the complete chunks of a run into one file (optional)")
+    merge.add_argument("directory", type=Path, help="chunk directory of a process/infer run")
+    merge.add_argument("target", type=Path, help="output file, .parquet or .root (outside the directory)")
+    merge.add_argument("--overwrite", action="store_true")
+    merge.set_defaults(handler=_merge)
 
     # unfolding
     unfold = sub.add_parser("unfold", help="unfolding studies: cINN against iterative Bayesian unfolding")

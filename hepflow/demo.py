@@ -193,8 +193,8 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
 
     with report.step("report neutrino") as where:
         rep = make_report(out / "inference_test", out / "report")
-        ratio = rep["pz_width_ratio_to_quadratic"]["flow_mode"]
-        where.append(f"report (pz width flow mode / quadratic = {ratio:.2f} on {rep['events']} events)")
+        ratio = rep["pz_width_ratio_to_quadratic"]["flow_peak"]
+        where.append(f"report (pz width cINN peak / quadratic = {ratio:.2f} on {rep['events']} events)")
 
 
 def _ttbar_matches(path: Path, events: int, seed: int) -> bool:

@@ -58,3 +58,12 @@ def test_merge_refuses_bad_targets(chunks, tmp_path):
         merge_chunks(chunks, tmp_path / "merged.csv")
     with pytest.raises(InputError, match="no complete chunks"):
         merge_chunks(tmp_path, tmp_path.parent / "empty.parquet")
+
+
+def test_merge_command(chunks, tmp_path, capsys):
+    from hepflow.cli import main
+
+    assert main(["merge", str(chunks), str(tmp_path / "m.parquet")]) == 0
+    assert f"merged {len(read_parquet_dir(chunks))} rows" in capsys.readouterr().out
+    assert main(["merge", str(chunks), str(tmp_path / "m.parquet")]) == 2  # exists: one-line error
+    assert "exists" in capsys.readouterr().err
