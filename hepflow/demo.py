@@ -173,7 +173,7 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
                 NeutrinoFeatureProcessor(), build_fileset([path]), out / f"features_{name}", run
             )
             flow = cutflow_to_dict(result["cutflow"])
-            where.append(f"features_{name} ({flow['b jets']}/{flow['all']} selected)")
+            where.append(f"features_{name} ({flow['finite inputs']}/{flow['all']} selected)")
 
     with report.step("train neutrino") as where:
         cfg = NeutrinoConfig.from_file()

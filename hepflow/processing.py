@@ -25,7 +25,7 @@ import hist
 from coffea import processor as coffea_processor
 
 from hepflow.errors import ConfigError, HepflowError, InputError, OutputError
-from hepflow.outputs.atomic import clean_stale_temporaries, write_json
+from hepflow.outputs.atomic import TMP_PREFIX, clean_stale_temporaries, write_json
 from hepflow.outputs.chunks import chunk_id_from_metadata
 from hepflow.outputs.columnar import write_parquet, write_root
 
@@ -315,7 +315,11 @@ def merge_chunks(
         raise ConfigError(f"merge target {out} lies in the chunk directory {src}; write it elsewhere")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace it")
-    markers = sorted(p for p in src.glob("*.json") if p.name not in ("cutflow.json", "run.json"))
+    markers = sorted(
+        p
+        for p in src.glob("*.json")
+        if p.name not in ("cutflow.json", "run.json") and not p.name.startswith(TMP_PREFIX)
+    )
     arrays = []
     for marker in markers:
         chunk = marker.with_suffix(".parquet")
@@ -352,7 +356,10 @@ def _make_executor(config: RunConfig) -> Any:
     elif config.scheduler:
         client = Client(config.scheduler)
     else:
-        cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True)
+        # dashboard on a free port: a busy 8787 (another cluster, a notebook) must not fail the run
+        cluster = LocalCluster(
+            n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
         client = Client(cluster)
     return processor.DaskExecutor(client=client, status=config.progress)
 

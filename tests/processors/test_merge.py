@@ -67,3 +67,14 @@ def test_merge_command(chunks, tmp_path, capsys):
     assert f"merged {len(read_parquet_dir(chunks))} rows" in capsys.readouterr().out
     assert main(["merge", str(chunks), str(tmp_path / "m.parquet")]) == 2  # exists: one-line error
     assert "exists" in capsys.readouterr().err
+
+
+def test_merge_ignores_temporaries_of_a_killed_run(chunks, tmp_path):
+    from hepflow.outputs.atomic import TMP_PREFIX
+
+    stale = chunks / f"{TMP_PREFIX}abc.json"
+    stale.write_text("{")  # half-written marker of a killed run
+    try:
+        assert merge_chunks(chunks, tmp_path / "m.parquet") == len(read_parquet_dir(chunks))
+    finally:
+        stale.unlink()
