@@ -44,6 +44,7 @@ from hepflow.features.cosmic import (
     histogram_observation,
     observation_features,
     shower_histogram,
+    valid_rows,
 )
 from hepflow.generate.cosmic import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE, CosmicConfig
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
@@ -99,6 +100,9 @@ class PseudoExperimentFeatureProcessor(processor.ProcessorABC):
     ``process`` returns ``{"columns": ak.Array, "cutflow": hist.Hist}`` (the
     :class:`hepflow.processing.ChunkWriter` interface): columns ``index``, the 7 parameters and
     the features of :func:`hepflow.features.cosmic.feature_names`, one row per pseudo-experiment.
+    The cutflow has the steps ``"all"`` and ``"valid inputs"``: pseudo-experiments with a NaN,
+    infinite or negative count, or a non-finite parameter, are dropped and counted (the
+    difference of the two).
     """
 
     def __init__(self, binning: Binning | None = None) -> None:
@@ -115,12 +119,14 @@ class PseudoExperimentFeatureProcessor(processor.ProcessorABC):
                 f"the binning needs ({n_e},)/({n_m}, {n_x}): was it generated with another lg_e_min?"
             )
         truth = np.stack([ak.to_numpy(events[name]).astype(float) for name in PARAMETER_NAMES], axis=1)
-        features = observation_features(spectrum, xmax, binning=self.binning)
-        columns = feature_columns(features, truth=truth, binning=self.binning)
-        if "index" in events.fields:
-            columns = ak.with_field(columns, ak.to_numpy(events.index).astype(np.int64), "index")
+        valid = valid_rows(spectrum, xmax) & valid_rows(truth, nonnegative=False)
         cutflow = new_cutflow()
-        cutflow.fill(step=["all"], weight=[len(columns)])
+        cutflow.fill(step=["all"], weight=[len(valid)])
+        cutflow.fill(step=["valid inputs"], weight=[int(valid.sum())])
+        features = observation_features(spectrum[valid], xmax[valid], binning=self.binning)
+        columns = feature_columns(features, truth=truth[valid], binning=self.binning)
+        if "index" in events.fields:
+            columns = ak.with_field(columns, ak.to_numpy(events.index)[valid].astype(np.int64), "index")
         return {"columns": columns, "cutflow": cutflow}
 
     def postprocess(self, accumulator: Any) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 import awkward as ak
 from coffea import processor
 
+from hepflow.errors import ConfigError
 from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
 
 _MODELS: dict[str, tuple[Any, Any]] = {}
@@ -35,7 +36,13 @@ def cached_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
 
 
 class NeutrinoInferenceProcessor(processor.ProcessorABC):
-    """Select events, build features, and add posterior and baseline columns."""
+    """Select events, build features, and add posterior and baseline columns.
+
+    The events are selected by :class:`~processors.neutrino.NeutrinoFeatureProcessor`, whose
+    last cutflow step (``"finite inputs"``) drops events with NaN or infinite inputs: no NaN
+    reaches the flow, and the posterior columns are finite. ``samples`` must be at least 2 (the
+    posterior standard deviation needs two).
+    """
 
     def __init__(
         self,
@@ -46,6 +53,11 @@ class NeutrinoInferenceProcessor(processor.ProcessorABC):
         seed: int = 7,
         selection: NeutrinoSelection | None = None,
     ) -> None:
+        if samples < 2 or batch_events < 1:
+            raise ConfigError(
+                f"need samples >= 2 (for the posterior std) and batch_events >= 1, "
+                f"got samples={samples}, batch_events={batch_events}"
+            )
         self.model_dir = str(model_dir)
         self.samples = samples
         self.batch_events = batch_events

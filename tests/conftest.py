@@ -32,6 +32,14 @@ def write_nanoaod_subset(
 
     ``drop`` removes branches (e.g. ``"Jet_btagDeepFlavB"``) to test missing-branch errors.
     """
+    return write_nanoaod(dst, read_nanoaod(src, drop=drop, entry_stop=entry_stop))
+
+
+def read_nanoaod(
+    src: Path, *, drop: Sequence[str] = (), entry_stop: int | None = None
+) -> dict[str, ak.Array]:
+    """The branches of ``src`` that the neutrino processor reads: event ids, flat MET branches and
+    one record array per collection (``Jet``, ``Electron``, ...), ready for :func:`write_nanoaod`."""
     tree = uproot.open(src)["Events"]
     names = [
         k
@@ -49,6 +57,11 @@ def write_nanoaod_subset(
         else:
             branches[coll] = ak.zip({f: arrays[f"{coll}_{f}"] for f in fields})
     branches.update({k: arrays[k] for k in ("run", "luminosityBlock", "event") if k in arrays.fields})
+    return branches
+
+
+def write_nanoaod(dst: Path, branches: dict[str, ak.Array]) -> Path:
+    """Write :func:`read_nanoaod` branches (possibly modified) as an ``Events`` TTree at ``dst``."""
     with uproot.recreate(dst) as fout:
         fout.mktree("Events", {k: v.type for k, v in branches.items()})
         fout["Events"].extend(branches)

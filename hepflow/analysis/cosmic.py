@@ -33,6 +33,7 @@ The configuration is the one ``analyses/auger_sources/config.toml`` read by ever
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -44,7 +45,7 @@ import numpy as np
 from hepflow.config import to_dict
 from hepflow.cosmic import PARAMETER_NAMES, Binning, Observation
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
-from hepflow.features.cosmic import feature_names, observation_features
+from hepflow.features.cosmic import feature_names, observation_features, valid_rows
 from hepflow.generate.cosmic import CosmicConfig, FlowConfig
 
 __all__ = [
@@ -70,6 +71,8 @@ AugerConfig = CosmicConfig
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "auger_sources" / "config.toml"
 PARAMETERS: tuple[str, ...] = tuple(PARAMETER_NAMES)
 _BLOCK = 20_000  # pseudo-experiments per block when reading and computing features
+
+log = logging.getLogger(__name__)
 
 
 def load_config(config: CosmicConfig | str | os.PathLike[str] | None = None) -> CosmicConfig:
@@ -136,14 +139,26 @@ def load_training_data(
     (``hepflow generate cosmic``) or a directory of feature chunks (``hepflow process cosmic``).
 
     ``prior`` (the ``[prior]`` section as a dict): an ntuple whose metadata names another prior
-    is refused, since the cINN would learn the posterior under that prior.
+    is refused, since the cINN would learn the posterior under that prior. Of the first ``max_n``
+    pseudo-experiments, those with a NaN, infinite or negative count (ntuple) or a non-finite
+    feature (feature chunks), or a non-finite parameter, are dropped and their number logged:
+    everything returned is finite.
     """
     path = Path(source)
     if path.is_dir():
-        return _features_from_parquet(path, binning, max_n)
+        theta, feats = _features_from_parquet(path, binning, max_n)
+        keep = valid_rows(theta, feats, nonnegative=False)
+        if not keep.all():
+            theta, feats = theta[keep], feats[keep]
+            _log_dropped(path, int((~keep).sum()), len(keep))
+        return theta, feats
     if path.is_file():
         return _features_from_ntuple(path, binning, max_n, prior)
     raise InputError(f"training data {path} does not exist (a PseudoExperiments file or a feature directory)")
+
+
+def _log_dropped(path: Path, bad: int, total: int) -> None:
+    log.warning("%s: dropped %d of %d pseudo-experiments with NaN, inf or negative inputs", path, bad, total)
 
 
 def _features_from_ntuple(
@@ -171,12 +186,20 @@ def _features_from_ntuple(
     n = n if max_n is None else min(n, max_n)
     theta = np.empty((n, len(PARAMETERS)))
     feats = np.empty((n, len(feature_names(binning))), np.float32)
+    kept = 0
     for start in range(0, n, _BLOCK):
         stop = min(start + _BLOCK, n)
         block = read_pseudo_experiments(path, entry_start=start, entry_stop=stop)
-        theta[start:stop] = block["theta"]
-        feats[start:stop] = observation_features(block["spectrum"], block["xmax"], binning=binning)
-    return theta, feats
+        ok = valid_rows(block["spectrum"], block["xmax"]) & valid_rows(block["theta"], nonnegative=False)
+        m = int(ok.sum())
+        theta[kept : kept + m] = block["theta"][ok]
+        feats[kept : kept + m] = observation_features(
+            block["spectrum"][ok], block["xmax"][ok], binning=binning
+        )
+        kept += m
+    if kept < n:
+        _log_dropped(path, n - kept, n)
+    return theta[:kept], feats[:kept]
 
 
 def _features_from_parquet(path: Path, binning: Binning, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ set of up to ten jets (attention-pooling set encoder with a mask).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ ANALYSIS = "ttbar_neutrino"
 TARGETS = ("nu_px", "nu_py", "nu_eta")
 FEATURE_SPEC = {"flat": list(FLAT_FEATURES), "jets": list(JET_FEATURES), "targets": list(TARGETS)}
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "ttbar_neutrino" / "config.toml"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,13 @@ class TrainingData:
 
 
 def load_training_data(directory: str | os.PathLike[str], *, max_events: int | None = None) -> TrainingData:
-    """Read processed feature chunks; drop (and count) events without truth or with NaN/inf."""
+    """Read processed feature chunks; drop (count and log) events without truth or with NaN/inf.
+
+    An event is dropped as non-finite when its truth or any conditioning feature (flat
+    features, the ``max_jets`` leading jets) is NaN or infinite; the feature processor already
+    excludes such events, so this guards against files written by other means. Nothing
+    non-finite is returned, so nothing non-finite reaches a training batch.
+    """
     from hepflow.outputs import read_parquet_dir
 
     columns = read_parquet_dir(directory)
@@ -144,16 +153,24 @@ def load_training_data(directory: str | os.PathLike[str], *, max_events: int | N
         columns = columns[:max_events]
     theta = truth_array(columns)
     ctx = context_arrays(columns)
-    missing = np.isnan(theta).any(axis=1)
+    missing = np.isnan(theta).any(axis=1)  # None in the table: no W neutrino in the event
     finite = np.isfinite(ctx["flat"]).all(axis=1) & np.isfinite(ctx["jets"]).all(axis=(1, 2))
     finite &= np.isfinite(theta).all(axis=1) | missing
+    non_finite = ~finite & ~missing
     keep = ~missing & finite
+    if non_finite.any():
+        log.warning(
+            "%s: dropped %d of %d events with NaN or inf features or truth",
+            directory,
+            int(non_finite.sum()),
+            len(columns),
+        )
     return TrainingData(
         theta=theta[keep],
         context={k: v[keep] for k, v in ctx.items()},
         n_read=len(columns),
         n_missing_truth=int(missing.sum()),
-        n_non_finite=int((~finite).sum()),
+        n_non_finite=int(non_finite.sum()),
     )
 
 

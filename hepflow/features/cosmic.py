@@ -61,6 +61,7 @@ __all__ = [
     "histogram_observation",
     "observation_features",
     "shower_histogram",
+    "valid_rows",
 ]
 
 #: Truth columns of the pseudo-experiment feature tables (the 7 source parameters).
@@ -150,6 +151,33 @@ def observation_features(
     std = np.where(has, np.sqrt(var), 0.0)
     mean = np.where(has, mean, 0.0)
     return np.concatenate([lg_n, log_frac, np.log10(1.0 + k), mean, std, p.reshape(p.shape[0], -1)], axis=1)
+
+
+def valid_rows(*arrays: np.ndarray, nonnegative: bool = True) -> np.ndarray:
+    """Per row (first axis), whether every entry of every array is finite (and >= 0).
+
+    Use it to drop pseudo-experiments with NaN, infinite or negative counts before
+    :func:`observation_features` (which refuses them), or rows with non-finite parameters
+    (``nonnegative=False``).
+
+    Example:
+        >>> spec = np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, -1.0]])
+        >>> xmax = np.ones((3, 2, 2))
+        >>> valid_rows(spec, xmax).tolist(), valid_rows(spec, nonnegative=False).tolist()
+        ([True, False, False], [True, False, True])
+    """
+    if not arrays:
+        raise ValueError("valid_rows needs at least one array")
+    ok = np.ones(len(arrays[0]), bool)
+    for a in arrays:
+        x = np.asarray(a, dtype=float).reshape(len(a), -1)
+        if x.shape[0] != ok.shape[0]:
+            raise InputError(f"valid_rows: arrays of {ok.shape[0]} and {x.shape[0]} rows")
+        good = np.isfinite(x)
+        if nonnegative:
+            good &= x >= 0
+        ok &= good.all(axis=1)
+    return ok
 
 
 def feature_columns(

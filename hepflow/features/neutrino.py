@@ -22,6 +22,7 @@ flat features (MET, lepton, multiplicities) and a padded jet set with a mask.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import awkward as ak
@@ -125,6 +126,40 @@ def _as_float32(name: str, values: Any) -> Any:
     return ak.values_astype(values, np.float32)
 
 
+def finite_events(*values: Any) -> np.ndarray:
+    """Per event, whether every given value is finite: a bool numpy array.
+
+    Each argument holds one value per event (flat), an optional value (None counts as finite:
+    a missing value is not a NaN) or a list per event (jagged; an empty list counts as finite).
+
+    Example:
+        >>> import awkward as ak
+        >>> finite_events(ak.Array([1.0, np.nan, 2.0]), ak.Array([[1.0], [], [np.inf, 0.0]])).tolist()
+        [True, False, False]
+        >>> finite_events(ak.Array([1.0, None])).tolist()
+        [True, True]
+    """
+    if not values:
+        raise ValueError("finite_events needs at least one array")
+    ok: np.ndarray | None = None
+    for value in values:
+        fin = np.isfinite(value)
+        while isinstance(fin, ak.Array) and fin.ndim > 1:
+            fin = ak.all(fin, axis=-1)
+        fin = np.asarray(ak.to_numpy(ak.fill_none(fin, True)) if isinstance(fin, ak.Array) else fin, bool)
+        ok = fin if ok is None else ok & fin
+    assert ok is not None
+    return ok
+
+
+def finite_rows(columns: ak.Array, fields: Sequence[str] | None = None) -> np.ndarray:
+    """Rows of a feature table whose ``fields`` (default: all) are finite (see :func:`finite_events`)."""
+    names = columns.fields if fields is None else fields
+    if len(columns) == 0 or not names:
+        return np.ones(len(columns), bool)
+    return finite_events(*(columns[name] for name in names))
+
+
 def context_arrays(columns: ak.Array, *, max_jets: int = MAX_JETS) -> dict[str, np.ndarray]:
     """Conditioning arrays for the flow from feature columns.
 
@@ -137,7 +172,7 @@ def context_arrays(columns: ak.Array, *, max_jets: int = MAX_JETS) -> dict[str, 
         >>> cols = ak.Array([{**{k: 1.0 for k in FLAT_FEATURES},
         ...                   **{k: [1.0, 2.0] for k in JET_FEATURES}}])
         >>> arrays = context_arrays(cols)
-        >>> arrays["flat"].shape, arrays["jets"].shape, arrays["mask"].sum()
+        >>> arrays["flat"].shape, arrays["jets"].shape, int(arrays["mask"].sum())
         ((1, 9), (1, 10, 5), 2)
     """
     flat = np.stack([ak.to_numpy(columns[k]).astype(np.float32) for k in FLAT_FEATURES], axis=1)

@@ -10,6 +10,7 @@ killed while writing leaves the last complete checkpoint intact. It is read with
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,17 @@ VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically to ``path``."""
-    from hepflow.outputs.atomic import atomic_write
+    """Write ``state`` (tensors, numbers, strings, lists and dicts only) atomically to ``path``.
 
+    Temporaries of an earlier save that was killed (``.hepflow-tmp-*.pt`` beside ``path``) are
+    removed first.
+    """
+    from hepflow.outputs.atomic import TMP_PREFIX, atomic_write
+
+    final = Path(path)
+    if final.parent.is_dir():
+        for stale in final.parent.glob(f"{TMP_PREFIX}*{final.suffix}"):
+            stale.unlink(missing_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
@@ -44,7 +53,7 @@ def load_checkpoint(
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
-        raise ModelError(f"checkpoint {p} is truncated or not a hepflow checkpoint: {err}") from err
+        raise ModelError(f"checkpoint {p} is truncated or not a hepflow checkpoint: {_reason(err)}") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ModelError(f"{p} is not a hepflow training checkpoint")
     if state.get("version") != VERSION:
@@ -52,6 +61,23 @@ def load_checkpoint(
             f"checkpoint {p} has format version {state.get('version')!r}; this hepflow reads {VERSION}"
         )
     return state
+
+
+def _reason(err: BaseException) -> str:
+    """One sentence from torch's error: the refused pickle content, else the first line.
+
+    (torch's full message for a refused pickle suggests ``weights_only=False``, which would run
+    the file's code: hepflow never does that.)
+    """
+    text = str(err)
+    refused = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if refused:
+        return _first_sentence(refused.group(1)) + " (refused, nothing was unpickled)"
+    return _first_sentence(next((x for x in text.splitlines() if x.strip()), type(err).__name__))
+
+
+def _first_sentence(text: str) -> str:
+    return text.split(". ", maxsplit=1)[0].strip().rstrip(".")
 
 
 def get_rng_state(generator: torch.Generator) -> dict[str, Any]:

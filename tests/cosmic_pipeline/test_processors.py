@@ -39,7 +39,7 @@ def test_pseudo_experiments_to_feature_chunks(pe_file: Path, tmp_path: Path) -> 
     assert np.array_equal(np.asarray(table["lg_rcut"])[order], direct["theta"][:, 1])
     run = json.loads((out / "run.json").read_text())
     assert run["rows"] == N_PSEUDO
-    assert run["cutflow"]["total"] == {"all": N_PSEUDO}
+    assert run["cutflow"]["total"] == {"all": N_PSEUDO, "valid inputs": N_PSEUDO}
     # a rerun skips the complete chunks and reports the same rows
     stamp = {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
     again = process_cosmic([pe_file], out, run_config=_cfg(chunksize=600))
