@@ -65,9 +65,11 @@ class ShowerHistogramProcessor(processor.ProcessorABC):
     """Fill the lg E x Xmax histogram from a ``Showers`` tree (branches ``lg_e``, ``xmax``).
 
     ``process`` returns ``{"histogram": hist.Hist, "by_dataset": {dataset: hist.Hist},
-    "showers": {filename: int}}``; coffea adds the results of all chunks. Showers without an
-    Xmax (NaN) fill the Xmax overflow bin, so the histogram holds both the spectrum and the Xmax
-    distributions (:func:`hepflow.features.cosmic.histogram_counts`).
+    "showers": {filename: int}, "excluded_showers": {filename: int}}``; coffea adds the
+    results of all chunks. Showers without an Xmax (NaN) fill the Xmax overflow bin, so the
+    histogram holds both the spectrum and the Xmax distributions
+    (:func:`hepflow.features.cosmic.histogram_counts`). Showers whose ``lg_e`` is NaN or
+    infinite, or whose ``xmax`` is infinite, are excluded and counted per file.
     """
 
     def __init__(self, binning: Binning | None = None) -> None:
@@ -78,16 +80,15 @@ class ShowerHistogramProcessor(processor.ProcessorABC):
         _require(events, ("lg_e", "xmax"))
         lg_e = ak.to_numpy(events.lg_e).astype(float)
         xmax = ak.to_numpy(events.xmax).astype(float)
-        if not np.all(np.isfinite(lg_e)):
-            bad = np.flatnonzero(~np.isfinite(lg_e))[:5].tolist()
-            raise InputError(f"{_filename(events)}: lg_e must be finite (entries {bad} ...)")
+        good = np.isfinite(lg_e) & ~np.isinf(xmax)  # NaN xmax: a shower without Xmax, kept
         h = shower_histogram(self.binning)
-        h.fill(lg_e=lg_e, xmax=xmax)
+        h.fill(lg_e=lg_e[good], xmax=xmax[good])
         meta = getattr(events, "metadata", {})
         return {
             "histogram": h,
             "by_dataset": {str(meta.get("dataset", "dataset")): h.copy()},
-            "showers": {_filename(events): len(lg_e)},
+            "showers": {_filename(events): int(good.sum())},
+            "excluded_showers": {_filename(events): int((~good).sum())},
         }
 
     def postprocess(self, accumulator: Any) -> Any:
@@ -240,6 +241,7 @@ def process_cosmic(
                 for name, o in observations.items()
             },
             "showers": showers,
+            "excluded_showers": result.get("excluded_showers", {}),
         },
     )
     return CosmicProcessingResult(

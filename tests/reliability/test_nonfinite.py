@@ -234,3 +234,35 @@ def test_cosmic_training_data_drops_invalid_rows(bad_pe_file, tmp_path, caplog):
         theta, feats = load_cosmic(tmp_path / "dir", binning=binning)
     assert len(theta) == len(feats) == 3
     assert "dropped 2 of 5 pseudo-experiments" in caplog.text
+
+
+def test_non_finite_showers_are_counted_and_excluded(tmp_path):
+    """A shower list with NaN/inf energies or infinite Xmax: those showers are excluded and
+    counted; the histogram equals the one of the clean showers (NaN Xmax stays: no Xmax)."""
+    from processors.cosmic import process_cosmic
+
+    rng = np.random.default_rng(5)
+    lg_e = rng.uniform(18.8, 19.8, 400)
+    xmax = rng.normal(760.0, 40.0, 400)
+    xmax[::7] = np.nan  # showers without an Xmax measurement: kept
+    bad_e, bad_x = np.array([3, 50, 51]), np.array([10, 11])
+    dirty_e, dirty_x = lg_e.copy(), xmax.copy()
+    dirty_e[bad_e] = [np.nan, np.inf, -np.inf]
+    dirty_x[bad_x] = [np.inf, -np.inf]
+    keep = np.ones(400, bool)
+    keep[np.concatenate([bad_e, bad_x])] = False
+    for name, (e, x) in {"dirty": (dirty_e, dirty_x), "clean": (lg_e[keep], xmax[keep])}.items():
+        with uproot.recreate(tmp_path / f"{name}.root") as f:
+            f.mktree("Showers", {"lg_e": np.float64, "xmax": np.float64})
+            f["Showers"].extend({"lg_e": e, "xmax": x})
+    cfg = RunConfig(progress=False)
+    dirty = process_cosmic([tmp_path / "dirty.root"], tmp_path / "out_dirty", run_config=cfg)
+    clean = process_cosmic([tmp_path / "clean.root"], tmp_path / "out_clean", run_config=cfg)
+    assert dirty.entries == clean.entries == int(keep.sum())
+    info = json.loads((tmp_path / "out_dirty" / "observation.json").read_text())
+    assert list(info["excluded_showers"].values()) == [5]
+    a, b = (
+        json.loads((tmp_path / d / "observation.json").read_text())["datasets"]
+        for d in ("out_dirty", "out_clean")
+    )
+    assert a == b
