@@ -118,7 +118,7 @@ def time_sampling(fn, rounds: int = 3) -> float:
     return n / best
 
 
-def run_hepflow(blocks, data, cfg, rounds):
+def run_hepflow(blocks, data, cfg, rounds, *, compile=False):
     (theta, ctx), val, obs = data
     torch.manual_seed(cfg.seed)
     model = hepflow.ConditionalINN(
@@ -137,6 +137,7 @@ def run_hepflow(blocks, data, cfg, rounds):
         seed=cfg.seed,
         progress=False,
         precision=cfg.precision,
+        compile=compile,
     )
     model.eval()
     with torch.no_grad():
@@ -152,9 +153,11 @@ def run_hepflow(blocks, data, cfg, rounds):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     gen = torch.Generator().manual_seed(1)
 
+    loss_fn = torch.compile(model.training_loss) if compile else model.training_loss
+
     def train_step():
         idx = torch.randint(0, theta.shape[0], (cfg.batch,), generator=gen)
-        loss = model.training_loss(theta[idx], ctx[idx])
+        loss = loss_fn(theta[idx], ctx[idx])
         loss.backward()
         _clip(params, 10.0)
         opt.step()
@@ -167,7 +170,7 @@ def run_hepflow(blocks, data, cfg, rounds):
         model.train()
         return out.shape[0] * out.shape[1]
 
-    rounds[f"hepflow-{blocks}"] = (train_step, sample_call)
+    rounds[f"hepflow-{blocks}" + ("-compiled" if compile else "")] = (train_step, sample_call)
     return h.samples_per_s, nll, rate
 
 
@@ -292,7 +295,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", default="fp32", help="hepflow precision (fp32 or bf16)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", default="hepflow-affine,freia,hepflow-spline,zuko")
+    p.add_argument(
+        "--only",
+        default="hepflow-affine,freia,hepflow-spline,zuko",
+        help="comma-separated runners; also hepflow-affine-compiled (hepflow.fit(compile=True))",
+    )
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     cfg = p.parse_args()
     torch.set_num_threads(cfg.threads)
@@ -304,6 +311,7 @@ def main() -> None:
     rounds: dict = {}
     runners = {
         "hepflow-affine": lambda: run_hepflow("affine", data, cfg, rounds),
+        "hepflow-affine-compiled": lambda: run_hepflow("affine", data, cfg, rounds, compile=True),
         "freia": lambda: run_freia(data, cfg, rounds),
         "hepflow-spline": lambda: run_hepflow("spline", data, cfg, rounds),
         "zuko": lambda: run_zuko(data, cfg, rounds),
@@ -335,16 +343,22 @@ def main() -> None:
         "\nratios hepflow / peer (throughput; > 1 = hepflow faster) "
         "and NLL peer - hepflow (> 0 = hepflow better):"
     )
-    for ref, peer in (("hepflow-affine", "freia"), ("hepflow-spline", "zuko"), ("hepflow-affine", "zuko")):
+    for ref, peer in (
+        ("hepflow-affine", "freia"),
+        ("hepflow-affine-compiled", "freia"),
+        ("hepflow-spline", "zuko"),
+        ("hepflow-affine", "zuko"),
+    ):
         if peer in rounds and ref in rounds:
             print(
                 f"  {ref:15s} vs {peer:6s} train {train[ref] / train[peer]:.2f}x  "
                 f"sample {sample[ref] / sample[peer]:.2f}x  dNLL {results[peer] - results[ref]:+.4f}"
             )
     peers = [train[k] for k in ("freia", "zuko") if k in train]
-    if "hepflow-affine" in train and peers:
-        speedup = train["hepflow-affine"] / max(peers)
-        print(f"\nhepflow-affine training speed-up over the faster peer: {speedup:.2f}x (target 1.5x)")
+    for ref in ("hepflow-affine", "hepflow-affine-compiled"):
+        if ref in train and peers:
+            speedup = train[ref] / max(peers)
+            print(f"\n{ref} training speed-up over the faster peer: {speedup:.2f}x (target 1.5x)")
 
 
 if __name__ == "__main__":
