@@ -11,10 +11,12 @@ killed run can be restarted without duplicated or missing rows.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +60,32 @@ def cutflow_from_dict(counts: Mapping[str, int]) -> hist.Hist:
     return h
 
 
+#: Least wall time in seconds between two garbage collections of :class:`ChunkWriter` (see
+#: :func:`collect_previous_chunks`).
+GC_INTERVAL_S = 1.0
+_last_gc = {"t": time.monotonic()}
+
+
+def collect_previous_chunks(interval: float = GC_INTERVAL_S) -> bool:
+    """Run a full garbage collection if ``interval`` seconds passed since the last one.
+
+    coffea builds each chunk's events from a freshly opened file whose objects (the uproot file
+    and tree models, the lazily loaded arrays and their buffers) form reference cycles. Python's
+    generational collector frees those only at a full collection, which in a process with the
+    10^5 to 10^6 long-lived objects of coffea and torch comes only every few tens of chunks: without
+    it resident memory crept up by ~230 MB over 10^6 events at 50 000 events per chunk, with it
+    it stays flat (``benchmarks/memory_stream.py``). A full collection costs 0.05-0.2 s, hence the
+    interval: a few percent of the run time at most, and at most ``interval`` seconds of chunks
+    pending. Returns whether it collected.
+    """
+    now = time.monotonic()
+    if now - _last_gc["t"] < interval:
+        return False
+    gc.collect()
+    _last_gc["t"] = time.monotonic()
+    return True
+
+
 class ChunkWriter(coffea_processor.ProcessorABC):
     """Wrap a column-building processor; write each chunk's columns atomically.
 
@@ -82,6 +110,7 @@ class ChunkWriter(coffea_processor.ProcessorABC):
         self.overwrite = overwrite
 
     def process(self, events: Any) -> dict[str, Any]:
+        collect_previous_chunks()  # bounded memory over many chunks (reference cycles of files)
         cid = chunk_id_from_metadata(events.metadata)
         marker = self.output_dir / f"{cid.stem}.json"
         if marker.exists() and not self.overwrite:

@@ -12,9 +12,7 @@ chunk's columns atomically, or use it in your own coffea workflow::
 
 from __future__ import annotations
 
-import gc
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,10 +27,6 @@ from hepflow.processing import new_cutflow
 
 #: Cutflow steps, in order; the last one counts the rows written.
 CUTFLOW_STEPS = ("all", "one lepton", "jets", "b jets", "finite inputs")
-#: Least wall time in seconds between two garbage collections in ``process`` (see
-#: :func:`collect_previous_chunks`).
-GC_INTERVAL_S = 1.0
-_last_gc = {"t": time.monotonic()}
 #: Floating-point branches the selection reads, per collection (MET is added per file).
 _FLOAT_INPUTS = {
     "Electron": ("pt", "eta", "phi", "mass", "pfRelIso03_all"),
@@ -98,7 +92,6 @@ class NeutrinoFeatureProcessor(processor.ProcessorABC):
         self.selection = selection or NeutrinoSelection()
 
     def process(self, events: Any) -> dict[str, Any]:
-        collect_previous_chunks()
         # NaN and inf inputs are counted and dropped below: no warnings for computing with them
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             return self._process(events)
@@ -162,26 +155,6 @@ class NeutrinoFeatureProcessor(processor.ProcessorABC):
 
     def postprocess(self, accumulator: Any) -> Any:
         return accumulator
-
-
-def collect_previous_chunks(interval: float = GC_INTERVAL_S) -> bool:
-    """Run a full garbage collection if ``interval`` seconds passed since the last one.
-
-    coffea builds each chunk's events from a freshly opened file whose objects (the uproot file
-    and tree models, the lazily loaded arrays and their buffers) form reference cycles. Python's
-    generational collector frees those only at a full collection, which in a process with the
-    10^5 to 10^6 long-lived objects of coffea and torch comes only every few tens of chunks: without
-    it resident memory crept up by ~230 MB over 10^6 events at 50 000 events per chunk, with it
-    it stays flat (``benchmarks/memory_stream.py``). A full collection costs 0.05-0.2 s, hence the
-    interval: a few percent of the run time at most, and at most ``interval`` seconds of chunks
-    pending. Returns whether it collected.
-    """
-    now = time.monotonic()
-    if now - _last_gc["t"] < interval:
-        return False
-    gc.collect()
-    _last_gc["t"] = time.monotonic()
-    return True
 
 
 def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:

@@ -13,7 +13,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from processors.neutrino import collect_previous_chunks
+from hepflow.processing import collect_previous_chunks
 from tests.conftest import write_nanoaod_subset
 
 ROOT = Path(__file__).resolve().parents[2]
