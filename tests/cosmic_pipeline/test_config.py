@@ -34,6 +34,14 @@ def test_shipped_config_loads_with_documented_values() -> None:
         ("[mcmc]\nn_walkers = 8\n", "n_walkers must be at least 12"),
         ("[mcmc]\ninitial = 'random'\n", "'random' is not one of"),
         ("[generation]\nn = 'many'\n", "expected an integer"),
+        # the analysis sections ([flow], [training], [inference], [comparison])
+        ("[flow]\ndepht = 4\n", "unknown key 'depht'"),
+        ("[training]\nepochs = 2\nlearning_rate = 0.1\n", "unknown key 'learning_rate'"),
+        ("[comparison]\nn_mock = 3\n", "unknown key 'n_mock'"),
+        ("[inferences]\nsamples = 3\n", "unknown key 'inferences'"),
+        ("[flow]\nsummary = 'transformer'\n", "'transformer' is not one of"),
+        ("[comparison]\nseed = 1\n", "must differ from generation.seed"),
+        ("[training]\nepochs = 'ten'\n", "expected an integer"),
     ],
 )
 def test_mistakes_are_refused_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
