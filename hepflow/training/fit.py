@@ -304,24 +304,23 @@ def _fit(
     ckpt_path: Path | None,
     dev: torch.device,
     amp_dtype: torch.dtype | None,
-    **kw: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    schedule: str,
+    warmup: float,
+    clip_grad: float | None,
+    validation: tuple[Any, Any] | None,
+    validation_split: float,
+    patience: int | None,
+    restore_best: bool,
+    compile: bool,
+    progress: bool | None,
+    output_dir: str | Path | None,
+    callback: Callable[[History], bool | None] | None,
 ) -> History:
-    epochs, batch_size, lr = kw["epochs"], kw["batch_size"], kw["lr"]
-    weight_decay, schedule, warmup, clip_grad = (
-        kw["weight_decay"],
-        kw["schedule"],
-        kw["warmup"],
-        kw["clip_grad"],
-    )
-    validation, validation_split = kw["validation"], kw["validation_split"]
-    patience, restore_best, compile, progress = (
-        kw["patience"],
-        kw["restore_best"],
-        kw["compile"],
-        kw["progress"],
-    )
-    output_dir, callback = kw["output_dir"], kw["callback"]
-
     # train / validation split
     if validation is not None:
         tr_theta, tr_ctx = theta_t, ctx
