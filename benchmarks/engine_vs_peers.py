@@ -108,6 +108,25 @@ def peer_fit(loss_fn, params, theta, ctx, val, *, epochs, batch, lr, clip, seed)
     return rates, nll / len(val[0])
 
 
+def train_peer(loss_fn, params, data, cfg):
+    """A peer's full training run (rates, validation NLL) and its step for the interleaved rounds."""
+    (theta, ctx), val, _ = data
+    rates, nll = peer_fit(
+        loss_fn,
+        params,
+        theta,
+        ctx,
+        val,
+        epochs=cfg.epochs,
+        batch=cfg.batch,
+        lr=cfg.lr,
+        clip=10.0,
+        seed=cfg.seed,
+    )
+    step = peer_step(loss_fn, params, theta, ctx, batch=cfg.batch, lr=cfg.lr * 0.01, clip=10.0)
+    return rates, nll, step
+
+
 def time_sampling(fn, rounds: int = 3) -> float:
     best = math.inf
     fn()  # warm-up
@@ -178,7 +197,7 @@ def run_freia(data, cfg, rounds):
     import FrEIA.framework as Ff
     import FrEIA.modules as Fm
 
-    (theta, ctx), val, obs = data
+    (theta, ctx), _, obs = data
     d, c = theta.shape[1], ctx.shape[1]
     torch.manual_seed(cfg.seed)
 
@@ -198,18 +217,7 @@ def run_freia(data, cfg, rounds):
         z, lj = inn(x, c=[cc])
         return (0.5 * (z**2).sum(1) + 0.5 * d * math.log(2 * math.pi) - lj).mean()
 
-    rates, nll = peer_fit(
-        loss,
-        list(inn.parameters()),
-        theta,
-        ctx,
-        val,
-        epochs=cfg.epochs,
-        batch=cfg.batch,
-        lr=cfg.lr,
-        clip=10.0,
-        seed=cfg.seed,
-    )
+    rates, nll, step = train_peer(loss, list(inn.parameters()), data, cfg)
     inn.eval()
 
     def sample():
@@ -219,7 +227,6 @@ def run_freia(data, cfg, rounds):
             x, _ = inn(z, c=[obs.repeat_interleave(cfg.samples, 0)], rev=True)
         return x.shape[0]
 
-    step = peer_step(loss, list(inn.parameters()), theta, ctx, batch=cfg.batch, lr=cfg.lr * 0.01, clip=10.0)
     rounds["freia"] = (lambda: (inn.train(), step()), lambda: (inn.eval(), sample())[1])
     return rates, nll, time_sampling(sample)
 
@@ -227,7 +234,7 @@ def run_freia(data, cfg, rounds):
 def run_zuko(data, cfg, rounds):
     import zuko
 
-    (theta, ctx), val, obs = data
+    (theta, ctx), _, obs = data
     torch.manual_seed(cfg.seed)
     flow = zuko.flows.NSF(
         theta.shape[1], ctx.shape[1], transforms=cfg.depth, hidden_features=[cfg.width] * cfg.layers
@@ -236,25 +243,13 @@ def run_zuko(data, cfg, rounds):
     def loss(x, cc):
         return -flow(cc).log_prob(x).mean()
 
-    rates, nll = peer_fit(
-        loss,
-        list(flow.parameters()),
-        theta,
-        ctx,
-        val,
-        epochs=cfg.epochs,
-        batch=cfg.batch,
-        lr=cfg.lr,
-        clip=10.0,
-        seed=cfg.seed,
-    )
+    rates, nll, step = train_peer(loss, list(flow.parameters()), data, cfg)
 
     def sample():
         with torch.no_grad():
             x = flow(obs).sample((cfg.samples,))
         return x.shape[0] * x.shape[1]
 
-    step = peer_step(loss, list(flow.parameters()), theta, ctx, batch=cfg.batch, lr=cfg.lr * 0.01, clip=10.0)
     rounds["zuko"] = (step, sample)
     return rates, nll, time_sampling(sample)
 
