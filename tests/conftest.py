@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import pytest
@@ -66,3 +67,19 @@ def write_nanoaod(dst: Path, branches: dict[str, ak.Array]) -> Path:
         fout.mktree("Events", {k: v.type for k, v in branches.items()})
         fout["Events"].extend(branches)
     return dst
+
+
+@pytest.fixture(scope="session")
+def auger() -> Any:
+    """The published Auger observation (spectrum and Xmax histograms from astrotools), built once."""
+    from hepflow.cosmic import Observation
+
+    return Observation.from_auger()
+
+
+@pytest.fixture(scope="session")
+def model(auger: Any) -> Any:
+    """The cosmic-ray forward model for the Auger binning, built once for every cosmic test."""
+    from hepflow.cosmic import ForwardModel
+
+    return ForwardModel(auger)

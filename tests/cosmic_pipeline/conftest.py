@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hepflow.cosmic import ForwardModel, Observation
+from hepflow.cosmic import ForwardModel
 
 #: The first minimum quoted for the Auger combined fit (EPOS-LHC).
 COMBINED_FIT = np.array([0.96, 18.68, 0.0, 0.673, 0.281, 0.046, 0.0])
@@ -53,16 +53,6 @@ def _one_blas_thread() -> Iterator[None]:
         yield
     finally:
         put(old)
-
-
-@pytest.fixture(scope="session")
-def auger() -> Observation:
-    return Observation.from_auger()
-
-
-@pytest.fixture(scope="session")
-def model(auger: Observation) -> ForwardModel:
-    return ForwardModel(auger)
 
 
 @pytest.fixture(scope="session")
