@@ -235,39 +235,41 @@ def _plain(obj: Any) -> Any:
 # --------------------------------------------------------------------------- model
 def build_flow(cfg: FlowConfig, *, prior: Any, binning: Binning, seed: int | None = None) -> Any:
     """The cINN ``p(theta | observation)`` with the prior support as constraints."""
+    from hepflow.flows.base import seeded
     from hepflow.flows.constraints import Box, Simplex
     from hepflow.flows.inn import ConditionalINN
     from hepflow.flows.summary import CNNSummary, Combined, MLPSummary
 
-    _, n_m, n_x = binning.shape
-    n_scalar = int(_scalar_columns(binning).size)
-    if cfg.summary == "mlp":
-        summary = Combined(
-            features=MLPSummary(
-                len(feature_names(binning)), cfg.mlp_embedding, width=cfg.summary_width, layers=2
+    with seeded(seed):  # the summary network too: the same seed gives the same weights
+        _, n_m, n_x = binning.shape
+        n_scalar = int(_scalar_columns(binning).size)
+        if cfg.summary == "mlp":
+            summary = Combined(
+                features=MLPSummary(
+                    len(feature_names(binning)), cfg.mlp_embedding, width=cfg.summary_width, layers=2
+                )
             )
+        else:
+            summary = Combined(
+                flat=MLPSummary(n_scalar, cfg.flat_embedding, width=cfg.summary_width, layers=2),
+                xmax=CNNSummary(
+                    (n_x,),
+                    cfg.xmax_embedding,
+                    channels=cfg.cnn_channels,
+                    in_channels=n_m,
+                    width=cfg.summary_width,
+                ),
+            )
+        return ConditionalINN(
+            theta_dim=len(PARAMETERS),
+            summary=summary,
+            **cfg.inn_options(),
+            constraints=[
+                Box([0, 1], low=[prior.gamma[0], prior.lg_rcut[0]], high=[prior.gamma[1], prior.lg_rcut[1]]),
+                Simplex([2, 3, 4, 5, 6]),
+            ],
+            seed=seed,
         )
-    else:
-        summary = Combined(
-            flat=MLPSummary(n_scalar, cfg.flat_embedding, width=cfg.summary_width, layers=2),
-            xmax=CNNSummary(
-                (n_x,),
-                cfg.xmax_embedding,
-                channels=cfg.cnn_channels,
-                in_channels=n_m,
-                width=cfg.summary_width,
-            ),
-        )
-    return ConditionalINN(
-        theta_dim=len(PARAMETERS),
-        summary=summary,
-        **cfg.inn_options(),
-        constraints=[
-            Box([0, 1], low=[prior.gamma[0], prior.lg_rcut[0]], high=[prior.gamma[1], prior.lg_rcut[1]]),
-            Simplex([2, 3, 4, 5, 6]),
-        ],
-        seed=seed,
-    )
 
 
 def _metadata(cfg: CosmicConfig, binning: Binning) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from hepflow.features.neutrino import (
     context_arrays,
     truth_array,
 )
+from hepflow.flows.base import seeded
 from hepflow.flows.config import FlowArchitecture
 from hepflow.inference.summaries import marginal_mode
 from hepflow.training.config import FitConfig
@@ -202,27 +203,29 @@ def build_flow(
     targets conditioned on the same detector-level event (the unfolding study uses it)."""
     from hepflow.flows.inn import ConditionalINN
 
-    return ConditionalINN(
-        theta_dim=theta_dim,
-        summary=_summary(summary),
-        **cfg.inn_options(),
-        dequantize=_DEQUANTIZE,
-        seed=seed,
-    )
+    with seeded(seed):  # the summary network too: the same seed gives the same weights
+        return ConditionalINN(
+            theta_dim=theta_dim,
+            summary=_summary(summary),
+            **cfg.inn_options(),
+            dequantize=_DEQUANTIZE,
+            seed=seed,
+        )
 
 
 def build_regression(cfg: RegressionConfig, summary: SummaryConfig, *, seed: int | None = None) -> Any:
     """The feed-forward regression of (px, py, eta) with the same inputs."""
     from hepflow.flows.regression import Regressor
 
-    return Regressor(
-        theta_dim=len(TARGETS),
-        summary=_summary(summary),
-        width=cfg.width,
-        layers=cfg.layers,
-        dequantize=_DEQUANTIZE,
-        seed=seed,
-    )
+    with seeded(seed):
+        return Regressor(
+            theta_dim=len(TARGETS),
+            summary=_summary(summary),
+            width=cfg.width,
+            layers=cfg.layers,
+            dequantize=_DEQUANTIZE,
+            seed=seed,
+        )
 
 
 # --- training ------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ of the inverse map. Blocks never change the batch dimension; only the support tr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 
 import torch
@@ -18,7 +19,30 @@ from torch import Tensor, nn
 
 from hepflow.errors import ConfigError
 
-__all__ = ["MLP", "Flow", "Transform", "activation"]
+__all__ = ["MLP", "Flow", "Transform", "activation", "seeded"]
+
+
+@contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Draw from torch's global generator seeded with ``seed`` inside the block, and leave the
+    caller's generator state as it was; with ``seed=None`` the block uses the global state.
+
+    Build a whole model inside it (summary network included) so that its weights depend on
+    ``seed`` only.
+
+    Example:
+        >>> import torch
+        >>> with seeded(3):
+        ...     a = torch.randn(2)
+        >>> with seeded(3):
+        ...     b = torch.randn(2)
+        >>> bool(torch.equal(a, b))
+        True
+    """
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 class Transform(nn.Module):

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from hepflow.errors import ConfigError, InputError
 from hepflow.flows.actnorm import ActNorm
-from hepflow.flows.base import Flow, Transform
+from hepflow.flows.base import Flow, Transform, seeded
 from hepflow.flows.constraints import Constraint, Support, constraint_from_config
 from hepflow.flows.context import Context, ContextEncoder, as_tensor, batch_size_of, index_context
 from hepflow.flows.coupling import AffineCoupling
@@ -126,12 +126,8 @@ class ConditionalINN(nn.Module):
             "embedding_dim": embedding_dim,
             "seed": seed,
         }
-        if seed is None:
-            self._build(summary, context_dim, constraints, dequantize, None)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                self._build(summary, context_dim, constraints, dequantize, seed)
+        with seeded(seed):
+            self._build(summary, context_dim, constraints, dequantize, seed)
 
     def _build(
         self,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from hepflow.errors import ConfigError, InputError
-from hepflow.flows.base import MLP
+from hepflow.flows.base import MLP, seeded
 from hepflow.flows.constraints import Constraint, Support, constraint_from_config
 from hepflow.flows.context import Context, ContextEncoder, as_tensor, batch_size_of
 from hepflow.flows.standardization import Standardize
@@ -61,9 +61,7 @@ class Regressor(nn.Module):
             "embedding_dim": embedding_dim,
             "seed": seed,
         }
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed):
             if summary is None:
                 summary = MLPSummary(context_dim, embedding_dim, width=width, activation=activation)
             self.context_encoder = ContextEncoder(summary, dequantize=dequantize)
