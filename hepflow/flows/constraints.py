@@ -182,6 +182,14 @@ class Box(Constraint):
         """Rows strictly inside the box (``low < x < high`` in every dimension)."""
         return ((x > self.low.to(x.dtype)) & (x < self.high.to(x.dtype))).all(1)
 
+    def round_inside(self, x: Tensor, original: Tensor) -> Tensor:
+        """``x`` (``original`` cast to a coarser dtype) with the values that the rounding moved onto
+        a bound moved to the nearest representable value inside; values that were outside stay."""
+        lo, hi = self.low.to(x.dtype), self.high.to(x.dtype)
+        lo_o, hi_o = self.low.to(original.dtype), self.high.to(original.dtype)
+        x = torch.where((x <= lo) & (original > lo_o), torch.nextafter(lo, hi).expand_as(x), x)
+        return torch.where((x >= hi) & (original < hi_o), torch.nextafter(hi, lo).expand_as(x), x)
+
     def interior(self) -> Tensor:
         lo, hi = self.low, self.high
         mid = torch.where(torch.isfinite(lo) & torch.isfinite(hi), 0.5 * (lo + hi), torch.zeros_like(lo))
@@ -318,6 +326,29 @@ class Support(nn.Module):
         for i, con in enumerate(self.constraints):
             inside = inside & con.contains(theta[:, getattr(self, f"dims_{i}")])
         return inside
+
+    def round_inside(self, theta: Tensor, original: Tensor) -> Tensor:
+        """``theta`` cast from the finer ``original`` (e.g. float64 to float32), with box values that
+        the rounding alone put on a bound moved to the nearest representable value inside.
+
+        A prior draw strictly below ``high = 19.5`` can round to ``19.5`` in float32; it is then
+        taken as the largest float32 below 19.5 instead of being refused as outside the support.
+
+        Example:
+            >>> import torch
+            >>> support = Support(1, [Box([0], low=0.0, high=19.5)])
+            >>> x64 = torch.tensor([[19.5 - 1e-9]], dtype=torch.float64)
+            >>> bool(support.contains(x64.float())), bool(support.contains(support.round_inside(x64.float(), x64)))
+            (False, True)
+        """
+        if not self.active or theta.dtype == original.dtype:
+            return theta
+        theta = theta.clone()
+        for i, con in enumerate(self.constraints):
+            if isinstance(con, Box):
+                dims = getattr(self, f"dims_{i}")
+                theta[:, dims] = con.round_inside(theta[:, dims], original[:, dims].to(theta.device))
+        return theta
 
     def interior(self, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
         """One point inside the support (centre of boxes, uniform fractions)."""

@@ -221,7 +221,10 @@ class ConditionalINN(nn.Module):
 
     def _theta(self, theta: Any) -> Tensor:
         dtype, device = self._dtype_device()
-        t = as_tensor(theta, dtype=dtype, device=device)
+        original = as_tensor(theta)
+        t = as_tensor(original, dtype=dtype, device=device)
+        if t.dim() == 2 and original.dtype.is_floating_point and original.dtype != dtype:
+            t = self.support.round_inside(t, original)  # rounding alone must not leave the support
         if t.dim() == 1 and self.theta_dim == 1:
             t = t.unsqueeze(1)
         if t.dim() != 2 or t.shape[1] != self.theta_dim:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hepflow.errors import ConfigError
+from hepflow.errors import ConfigError, InputError
 from hepflow.flows import Box, Dequantize, Simplex, Standardize, Support
 from hepflow.flows.constraints import constraint_from_config
 
@@ -67,6 +67,28 @@ def test_box_inverse_never_leaves_support(name):
     assert torch.isfinite(x).all()
     assert torch.isfinite(ld).all()
     assert bool(((x >= box.low) & (x <= box.high)).all())
+
+
+def test_float32_rounding_onto_a_bound_stays_inside():
+    """A float64 prior draw just inside a bound rounds onto it in float32: the model moves it to
+    the nearest float32 inside (its log p stays finite), but a value on or beyond the bound in the
+    input's own precision is still refused."""
+    from hepflow import ConditionalINN
+
+    box = Box([0], low=17.5, high=19.5)
+    model = ConditionalINN(2, 1, constraints=[box], depth=1, width=8, seed=0)
+    theta = torch.tensor([[19.5 - 1e-9, 0.0], [17.5 + 1e-9, 1.0], [18.0, 0.5]] * 4, dtype=torch.float64)
+    assert not bool(box.contains(theta[:, :1].float()).all())  # what plain casting would do
+    ctx = torch.zeros(12, 1, dtype=torch.float64)
+    model.prepare(theta, ctx)
+    lp = model.log_prob(theta, ctx)
+    assert bool(torch.isfinite(lp).all())
+    moved = model._theta(theta)[:, 0]
+    assert float(moved[0]) < 19.5 and float(moved[1]) > 17.5
+    on_bound = torch.tensor([[19.5, 0.0]] * 4, dtype=torch.float64)
+    assert bool(torch.isinf(model.log_prob(on_bound, ctx[:4])).all())
+    with pytest.raises(InputError, match="outside the constraints' support"):
+        model.prepare(on_bound, ctx[:4], force=True)
 
 
 def test_box_rejects_bad_bounds():
