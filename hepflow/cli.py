@@ -89,6 +89,16 @@ def _generate_ttbar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cosmic_config(args: argparse.Namespace) -> Path | None:
+    """``--config``, else the shipped ``analyses/auger_sources/config.toml`` (None where not installed),
+    so that every cosmic command reads the same analysis settings by default."""
+    from hepflow.analysis.cosmic import DEFAULT_CONFIG
+
+    if args.config is not None:
+        return args.config
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
 def _generate_cosmic(args: argparse.Namespace) -> int:
     from hepflow.generate.cosmic import generate_cosmic
 
@@ -96,7 +106,7 @@ def _generate_cosmic(args: argparse.Namespace) -> int:
         args.output,
         n=args.n,
         seed=args.seed,
-        config=args.config,
+        config=_cosmic_config(args),
         batch_size=args.batch_size,
         progress=args.progress,
         overwrite=args.overwrite,
@@ -114,7 +124,7 @@ def _process_cosmic(args: argparse.Namespace) -> int:
         run_config=_run_config(args),
         dataset=args.dataset,
         mode=args.mode,
-        config=args.config,
+        config=_cosmic_config(args),
     )
     print(result.summary())
     return 0
@@ -126,7 +136,7 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
     result = mcmc_cosmic(
         args.observation,
         args.output,
-        config=args.config,
+        config=_cosmic_config(args),
         seed=args.seed,
         entry=args.entry,
         n_steps=args.n_steps,
@@ -352,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     cosmic.add_argument("--n", type=_positive_int, default=None, help="pseudo-experiments (default: config)")
     cosmic.add_argument("--seed", type=int, default=None)
     cosmic.add_argument("--output", type=Path, required=True, help="output ROOT file")
-    cosmic.add_argument("--config", type=Path, default=None, help="analysis config (analyses/auger_sources)")
+    cosmic.add_argument("--config", type=Path, default=None, help="analysis config (default: analyses/auger_sources)")
     cosmic.add_argument("--batch-size", type=_positive_int, default=None)
     cosmic.add_argument("--overwrite", action="store_true")
     cosmic.add_argument("--no-progress", dest="progress", action="store_false")

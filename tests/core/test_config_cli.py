@@ -75,3 +75,33 @@ def test_cli_debug_shows_traceback(tmp_path):
         main(
             ["--debug", "process", "neutrino", "--input", str(tmp_path / "m.root"), "--output", str(tmp_path)]
         )
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "function"),
+    [
+        (["generate", "cosmic", "--output", "pe.root"], "hepflow.generate.cosmic", "generate_cosmic"),
+        (["mcmc", "cosmic", "--observation", "auger", "--output", "out"], "hepflow.mcmc", "mcmc_cosmic"),
+    ],
+)
+def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, function, monkeypatch, tmp_path):
+    """Without --config, every cosmic command uses analyses/auger_sources/config.toml (as train does),
+    not the built-in defaults; --config replaces it."""
+    import importlib
+
+    from hepflow.analysis.cosmic import DEFAULT_CONFIG
+
+    seen = []
+
+    class Done(Exception):
+        pass
+
+    def fake(*args, config=None, **kwargs):
+        seen.append(config)
+        raise Done
+
+    monkeypatch.setattr(importlib.import_module(module), function, fake)
+    for extra, expected in (([], DEFAULT_CONFIG), (["--config", str(tmp_path / "c.toml")], tmp_path / "c.toml")):
+        with pytest.raises(Done):
+            main([*argv, *extra])
+        assert seen[-1] == expected
