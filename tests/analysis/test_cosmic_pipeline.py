@@ -240,6 +240,11 @@ def test_compare_and_report_on_tiny_inputs(trained, tiny_cfg, tmp_path) -> None:
     row = comp["mocks"][0]
     assert set(row["metrics"]) == set(PARAMETERS)
     assert row["time_ratio"] == pytest.approx(row["mcmc_seconds"] / row["cinn_seconds"])
+    timing = comp["timing"]
+    assert timing["cinn_model_load_seconds"] > 0
+    assert timing["time_ratio_median_with_model_load"] == pytest.approx(
+        row["mcmc_seconds"] / (row["cinn_seconds"] + timing["cinn_model_load_seconds"])
+    )
     assert (tmp_path / "cmp" / "mcmc" / "mock_000.parquet").is_file()
     assert comp["summary"]["all"]["abs_mean_shift"]["n"] == 7
     cal = comp["calibration"]
