@@ -104,6 +104,13 @@ def test_inference_columns_and_report(sample, models, tmp_path):
     assert 0 < report["quad_complex_fraction"] < 1
     assert set(report["resolution"]) == {"all", "quad_real", "quad_complex"}
     assert set(report["calibration"]["coverage"]) == {"0.68", "0.95"}
+    roots = report["root_choice"]
+    assert roots["events_with_real_roots"] == int(real.sum())
+    assert roots["correct_root_fraction"]["oracle"] == 1.0
+    for frac in roots["correct_root_fraction"].values():
+        assert 0 <= frac <= 1
+    # no estimate that returns one of the roots beats the one that knows which is right
+    assert roots["pz_width_ratio_to_quadratic"]["oracle_root"] <= 1.0
     for plot in ("report.json", "w_mass.png", "residual_pz.png", "posterior_displays.png", "coverage.png"):
         assert (tmp_path / "report" / plot).stat().st_size > 0
 
@@ -150,3 +157,30 @@ def test_config_file_is_strict(tmp_path):
     bad.write_text("[trainig]\nepochs = 3\n")
     with pytest.raises(ConfigError, match="unknown key 'trainig' for NeutrinoConfig"):
         NeutrinoConfig.from_file(bad)
+
+
+def test_root_choice_counts_and_widths():
+    from hepflow.analysis.neutrino_report import root_choice
+
+    rng = np.random.default_rng(0)
+    n, k = 400, 64
+    true = rng.normal(0, 80, n)
+    other = true + rng.choice([-1, 1], n) * rng.uniform(40, 120, n)
+    swap = rng.random(n) < 0.3  # the quadratic's smaller-|pz| rule is wrong on these
+    near = true + rng.normal(0, 10, n)  # the root near the truth (resolution 10 GeV)
+    quad, alt = np.where(swap, other, near), np.where(swap, near, other)
+    # a flow that puts 80 % of its samples near the true root on 90 % of the events
+    good = rng.random(n) < 0.9
+    centre = np.where(good, near, other)
+    samples = np.where(rng.random((n, k)) < 0.8, centre[:, None], np.where(good, other, near)[:, None])
+    samples = samples + rng.normal(0, 5, (n, k))
+    complex_ = np.zeros(n, bool)
+    complex_[:20] = True
+    r = root_choice(samples, quad, alt, complex_, true, centre)
+    real = ~complex_
+    assert r["events_with_real_roots"] == n - 20
+    assert r["correct_root_fraction"]["quad"] == pytest.approx(1 - swap[real].mean())
+    assert r["correct_root_fraction"]["flow"] == pytest.approx(good[real].mean())
+    assert r["correct_root_fraction"]["oracle"] == 1.0
+    widths = r["pz_width_ratio_to_quadratic"]
+    assert widths["oracle_root"] < widths["flow_root"] < 1.0
