@@ -19,11 +19,12 @@ library counts), which is what the ratios use. The hepflow step in those rounds 
 scheduler). Comparisons: hepflow ``affine`` vs FrEIA (both affine couplings + ActNorm-like
 scaling + fixed orthogonal mixing), hepflow ``spline`` vs zuko NSF (rational-quadratic splines).
 
-By default hepflow runs its own default conditioning: a condition network (MLP summary, context
--> 32-dim embedding) computed once per batch and fed to every coupling; that is more network
-than the peers have (some 20 % more multiply-adds per step here). The ``-raw`` runners give
-hepflow exactly the peers' architecture: no condition network, the standardised context goes
-straight into every coupling subnet (``summary=IdentitySummary(context_dim)``).
+hepflow runs its default conditioning: for this flat 8-feature context the standardised context
+goes straight into every coupling subnet (``IdentitySummary``), exactly the peers' architecture.
+The ``-mlp`` runners add a condition network instead (an ``MLPSummary`` from the context to a
+32-dim embedding, computed once per batch and fed to every coupling; hepflow's default for
+contexts wider than 32 features, and its default for all flat contexts before): more network
+than the peers have, some 20 % more multiply-adds per step here.
 
 Run: ``python benchmarks/engine_vs_peers.py [--epochs 4] [--n 60000] [--threads 2]``
 """
@@ -40,7 +41,7 @@ import torch
 from torch import nn
 
 import hepflow
-from hepflow.flows import IdentitySummary
+from hepflow.flows import MLPSummary
 
 
 def simulator(n: int, theta_dim: int, context_dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,12 +145,12 @@ def time_sampling(fn, rounds: int = 3) -> float:
     return n / best
 
 
-def run_hepflow(blocks, data, cfg, rounds, *, compile=False, raw=False):
-    """hepflow's own fit; ``raw``: no condition network, the (standardised) context goes straight
-    into every coupling subnet, as in FrEIA and zuko (the same architecture as the peers)."""
+def run_hepflow(blocks, data, cfg, rounds, *, compile=False, mlp=False):
+    """hepflow's own fit; ``mlp``: with a condition network (MLP summary to a 32-dim embedding)
+    instead of the default raw conditioning, the peers' architecture."""
     (theta, ctx), val, obs = data
     torch.manual_seed(cfg.seed)
-    kw = {"summary": IdentitySummary(ctx.shape[1])} if raw else {"context_dim": ctx.shape[1]}
+    kw = {"summary": MLPSummary(ctx.shape[1], 32, width=64)} if mlp else {"context_dim": ctx.shape[1]}
     model = hepflow.ConditionalINN(
         theta.shape[1], blocks=blocks, depth=cfg.depth, width=cfg.width, layers=cfg.layers, **kw
     )
@@ -199,7 +200,7 @@ def run_hepflow(blocks, data, cfg, rounds, *, compile=False, raw=False):
         model.train()
         return out.shape[0] * out.shape[1]
 
-    rounds[f"hepflow-{blocks}" + ("-raw" if raw else "") + ("-compiled" if compile else "")] = (
+    rounds[f"hepflow-{blocks}" + ("-mlp" if mlp else "") + ("-compiled" if compile else "")] = (
         train_step,
         sample_call,
     )
@@ -307,7 +308,7 @@ def main() -> None:
         "--only",
         default="hepflow-affine,freia,hepflow-spline,zuko",
         help="comma-separated runners; also hepflow-affine-compiled (hepflow.fit(compile=True)) and the "
-        "-raw variants (hepflow-affine-raw, hepflow-affine-raw-compiled, hepflow-spline-raw)",
+        "-mlp variants (hepflow-affine-mlp, hepflow-affine-mlp-compiled, hepflow-spline-mlp)",
     )
     p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     cfg = p.parse_args()
@@ -321,11 +322,11 @@ def main() -> None:
     runners = {
         "hepflow-affine": lambda: run_hepflow("affine", data, cfg, rounds),
         "hepflow-affine-compiled": lambda: run_hepflow("affine", data, cfg, rounds, compile=True),
-        "hepflow-affine-raw": lambda: run_hepflow("affine", data, cfg, rounds, raw=True),
-        "hepflow-affine-raw-compiled": lambda: run_hepflow(
-            "affine", data, cfg, rounds, compile=True, raw=True
+        "hepflow-affine-mlp": lambda: run_hepflow("affine", data, cfg, rounds, mlp=True),
+        "hepflow-affine-mlp-compiled": lambda: run_hepflow(
+            "affine", data, cfg, rounds, compile=True, mlp=True
         ),
-        "hepflow-spline-raw": lambda: run_hepflow("spline", data, cfg, rounds, raw=True),
+        "hepflow-spline-mlp": lambda: run_hepflow("spline", data, cfg, rounds, mlp=True),
         "freia": lambda: run_freia(data, cfg, rounds),
         "hepflow-spline": lambda: run_hepflow("spline", data, cfg, rounds),
         "zuko": lambda: run_zuko(data, cfg, rounds),

@@ -28,7 +28,7 @@ from hepflow.flows.coupling import AffineCoupling
 from hepflow.flows.mixing import Permutation, RandomOrthogonal
 from hepflow.flows.spline import SplineCoupling
 from hepflow.flows.standardization import Standardize
-from hepflow.flows.summary import MLPSummary, Summary, summary_from_config
+from hepflow.flows.summary import IdentitySummary, MLPSummary, Summary, summary_from_config
 
 __all__ = ["ConditionalINN"]
 
@@ -54,10 +54,13 @@ class ConditionalINN(nn.Module):
         bins, bound: spline bins and the half-width of the spline interval (identity outside).
         mixing: ``"orthogonal"`` (fixed random rotation) or ``"permutation"``.
         actnorm: insert a data-initialised ActNorm after every coupling.
-        summary: the summary (condition) network; the default is an
-            :class:`~hepflow.flows.summary.MLPSummary` from ``context_dim`` to ``embedding_dim``
-            (two hidden layers of ``min(64, width)`` units).
-        embedding_dim: size of the default summary network's embedding.
+        summary: the summary (condition) network. The default for a flat context of at most
+            ``embedding_dim`` features is :class:`~hepflow.flows.summary.IdentitySummary`: the
+            standardised context goes straight into every coupling subnet (in the engine
+            benchmark this trains to a lower NLL than a learned embedding, and faster). A wider
+            flat context is compressed by an :class:`~hepflow.flows.summary.MLPSummary` to
+            ``embedding_dim`` features (two hidden layers of ``min(64, width)`` units).
+        embedding_dim: size of the default summary network's embedding (wider flat contexts).
         constraints: :class:`~hepflow.flows.constraints.Box` / :class:`~hepflow.flows.constraints.Simplex`
             support transforms; samples never leave the support.
         dequantize: integer context columns to dequantize (indices, or ``{key: indices}`` for a
@@ -138,7 +141,9 @@ class ConditionalINN(nn.Module):
         seed: int | None,
     ) -> None:
         h = self._hparams
-        if summary is None and context_dim is not None:
+        if summary is None and context_dim is not None and context_dim <= h["embedding_dim"]:
+            summary = IdentitySummary(context_dim)
+        elif summary is None and context_dim is not None:
             summary = MLPSummary(
                 context_dim, h["embedding_dim"], width=min(64, h["width"]), activation=h["activation"]
             )

@@ -183,3 +183,18 @@ def test_flow_architecture_options_build_a_model():
     assert model.config()["depth"] == 2
     with pytest.raises(ConfigError, match="must be positive"):
         FlowArchitecture(bins=0)
+
+
+@pytest.mark.parametrize(
+    ("context_dim", "kind"), [(3, "IdentitySummary"), (32, "IdentitySummary"), (33, "MLPSummary")]
+)
+def test_default_summary_for_flat_contexts(context_dim, kind, tmp_path):
+    """A flat context of at most embedding_dim features conditions the couplings directly; a
+    wider one is compressed to embedding_dim by an MLP. The choice is saved with the model."""
+    model = hepflow.ConditionalINN(2, context_dim, depth=1, width=8, seed=0)
+    summary = model.context_encoder.summary
+    assert type(summary).__name__ == kind
+    assert summary.output_dim == min(context_dim, 32)
+    assert model.flow.transforms[0].subnet.in_features == 1 + min(context_dim, 32)
+    hepflow.save_model(model, tmp_path / "m")
+    assert type(hepflow.load_model(tmp_path / "m").context_encoder.summary).__name__ == kind
