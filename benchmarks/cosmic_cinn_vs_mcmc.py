@@ -35,9 +35,17 @@ from hepflow.analysis.cosmic import PARAMETERS, compare
 
 
 def _print_summary(comp: dict) -> None:
-    s = comp.get("summary")
+    _print_table(comp.get("summary"), f"{comp['n_mocks']} held-out mocks")
+    conv = comp.get("summary_mcmc_converged")
+    if conv:
+        n_conv = conv["all"]["abs_mean_shift"]["n"] // len(PARAMETERS)
+        _print_table(conv, f"the {n_conv} mocks whose MCMC converged")
+    _print_timing_and_calibration(comp)
+
+
+def _print_table(s: dict | None, what: str) -> None:
     if s:
-        print(f"\ncINN vs MCMC on {comp['n_mocks']} held-out mocks (units of the MCMC posterior sigma)")
+        print(f"\ncINN vs MCMC on {what} (units of the MCMC posterior sigma)")
         head = ("|shift| med", "q90", "<=0.2", "width med", "within 20%", "W1 med")
         widths = (11, 6, 6, 10, 11, 7)
         print(f"{'parameter':<10} " + " ".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
@@ -48,6 +56,10 @@ def _print_summary(comp: dict) -> None:
                 f"{p['mean_within_tol']:>6.2f} {p['width_ratio']['median']:>10.3f} "
                 f"{p['width_within_tol']:>11.2f} {p['wasserstein']['median']:>7.3f}"
             )
+
+
+def _print_timing_and_calibration(comp: dict) -> None:
+    if comp.get("summary"):
         t = comp["timing"]
         print(
             f"time: MCMC median {t['mcmc_seconds_median']:.1f} s, "

@@ -652,7 +652,8 @@ def compare(
        ``[comparison] seed``, independent of the training set): the MCMC of ``[mcmc]`` (emcee,
        :func:`hepflow.mcmc.run_mcmc`, seed ``[mcmc] seed + i``) and the cINN (``[comparison]
        samples`` samples, timed from loading the model to the samples) on each;
-       :func:`marginal_metrics` per mock and :func:`summarize_metrics` over them, and the
+       :func:`marginal_metrics` per mock and :func:`summarize_metrics` over them (also over the
+       mocks whose MCMC converged only: ``summary_mcmc_converged``), and the
        wall-time ratio MCMC / cINN. The MCMC samples of mock ``i`` go to ``mcmc/mock_{i:03d}.parquet``.
     2. ``n_calibration`` further mocks, cINN only (``calibration_samples`` each): SBC ranks,
        coverage at 68 / 95 %, TARP (:func:`hepflow.calibration.calibration_report`) with plots.
@@ -722,6 +723,9 @@ def compare(
         t_m = np.array([r["mcmc_seconds"] for r in rows])
         t_c = np.array([r["cinn_seconds"] for r in rows])
         comparison["summary"] = summarize_metrics(per_mock)
+        # an MCMC that did not converge is no reference: the same summary over the converged ones
+        converged = [m for m, r in zip(per_mock, rows, strict=True) if r["mcmc_converged"]]
+        comparison["summary_mcmc_converged"] = summarize_metrics(converged) if converged else None
         comparison["timing"] = {
             "mcmc_seconds_median": float(np.median(t_m)),
             "mcmc_seconds_total": float(t_m.sum()),

@@ -240,6 +240,11 @@ def test_compare_and_report_on_tiny_inputs(trained, tiny_cfg, tmp_path) -> None:
     row = comp["mocks"][0]
     assert set(row["metrics"]) == set(PARAMETERS)
     assert row["time_ratio"] == pytest.approx(row["mcmc_seconds"] / row["cinn_seconds"])
+    conv = comp["summary_mcmc_converged"]
+    if row["mcmc_converged"]:
+        assert conv["all"]["abs_mean_shift"]["n"] == 7
+    else:
+        assert conv is None
     timing = comp["timing"]
     assert timing["cinn_model_load_seconds"] > 0
     assert timing["time_ratio_median_with_model_load"] == pytest.approx(
