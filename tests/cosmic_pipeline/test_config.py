@@ -18,7 +18,7 @@ def test_shipped_config_loads_with_documented_values() -> None:
     assert cfg.prior.build().lg_rcut == (17.5, 19.5)
     assert cfg.model.hadronic_model == "EPOS-LHC"
     assert cfg.model.binning().shape == (15, 9, 100)
-    assert cfg.generation.n == 200_000
+    assert cfg.generation.n == 800_000
     assert cfg.mcmc.options()["n_walkers"] == 32
 
 
