@@ -264,6 +264,14 @@ def _report_neutrino(args: argparse.Namespace) -> int:
     cov = report["calibration"]["coverage"]
     print("coverage 68%: " + ", ".join(f"{k} {v:.3f}" for k, v in cov["0.68"].items()))
     print("coverage 95%: " + ", ".join(f"{k} {v:.3f}" for k, v in cov["0.95"].items()))
+    roots = report["root_choice"]
+    right, width = roots["correct_root_fraction"], roots["pz_width_ratio_to_quadratic"]
+    print(
+        f"real roots: the root nearer the truth is picked by the quadratic in {right['quad']:.3f}, "
+        f"by the flow in {right['flow']:.3f} of {roots['events_with_real_roots']} events; pz width "
+        f"ratio with the flow's root {width['flow_root']:.3f}, with the right root always "
+        f"{width['oracle_root']:.3f} (the bound for estimates that return a root)"
+    )
     print(f"report and plots in {args.output}")
     return 0
 
@@ -362,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     cosmic.add_argument("--n", type=_positive_int, default=None, help="pseudo-experiments (default: config)")
     cosmic.add_argument("--seed", type=int, default=None)
     cosmic.add_argument("--output", type=Path, required=True, help="output ROOT file")
-    cosmic.add_argument("--config", type=Path, default=None, help="analysis config (default: analyses/auger_sources)")
+    cosmic.add_argument(
+        "--config", type=Path, default=None, help="analysis config (default: analyses/auger_sources)"
+    )
     cosmic.add_argument("--batch-size", type=_positive_int, default=None)
     cosmic.add_argument("--overwrite", action="store_true")
     cosmic.add_argument("--no-progress", dest="progress", action="store_false")

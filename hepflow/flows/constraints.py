@@ -338,7 +338,8 @@ class Support(nn.Module):
             >>> import torch
             >>> support = Support(1, [Box([0], low=0.0, high=19.5)])
             >>> x64 = torch.tensor([[19.5 - 1e-9]], dtype=torch.float64)
-            >>> bool(support.contains(x64.float())), bool(support.contains(support.round_inside(x64.float(), x64)))
+            >>> x32 = x64.float()
+            >>> bool(support.contains(x32)), bool(support.contains(support.round_inside(x32, x64)))
             (False, True)
         """
         if not self.active or theta.dtype == original.dtype:

@@ -101,7 +101,8 @@ def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, funct
         raise Done
 
     monkeypatch.setattr(importlib.import_module(module), function, fake)
-    for extra, expected in (([], DEFAULT_CONFIG), (["--config", str(tmp_path / "c.toml")], tmp_path / "c.toml")):
+    own = tmp_path / "c.toml"
+    for extra, expected in (([], DEFAULT_CONFIG), (["--config", str(own)], own)):
         with pytest.raises(Done):
             main([*argv, *extra])
         assert seen[-1] == expected

@@ -84,7 +84,8 @@ def test_float32_rounding_onto_a_bound_stays_inside():
     lp = model.log_prob(theta, ctx)
     assert bool(torch.isfinite(lp).all())
     moved = model._theta(theta)[:, 0]
-    assert float(moved[0]) < 19.5 and float(moved[1]) > 17.5
+    assert float(moved[0]) < 19.5
+    assert float(moved[1]) > 17.5
     on_bound = torch.tensor([[19.5, 0.0]] * 4, dtype=torch.float64)
     assert bool(torch.isinf(model.log_prob(on_bound, ctx[:4])).all())
     with pytest.raises(InputError, match="outside the constraints' support"):
