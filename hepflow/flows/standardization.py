@@ -21,8 +21,8 @@ class Standardize(nn.Module):
         >>> x = torch.tensor([[1.0, 10.0], [3.0, 30.0]])
         >>> std.fit(x)
         >>> std(x)
-        tensor([[-0.7071, -0.7071],
-                [ 0.7071,  0.7071]])
+        tensor([[-1., -1.],
+                [ 1.,  1.]])
     """
 
     def __init__(self, shape: tuple[int, ...] = (), *, eps: float = 1e-8) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import uproot
 
-from hepflow.analysis import cosmic, cosmic_report
+from hepflow.analysis import cosmic
 from hepflow.analysis.cosmic import (
     PARAMETERS,
     compare,
@@ -223,13 +222,6 @@ def test_summarize_metrics_counts_the_targets() -> None:
     assert s["a"]["mean_within_tol"] == pytest.approx(2 / 3)
     assert s["a"]["width_within_tol"] == pytest.approx(1 / 3)
     assert s["all"]["wasserstein"]["median"] == pytest.approx(0.2)
-
-
-@pytest.mark.parametrize("module", [cosmic, cosmic_report])
-def test_docstring_examples(module) -> None:
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
-    assert result.attempted > 0
 
 
 # ---------------------------------------------------------------------------- compare + report

@@ -8,15 +8,12 @@ its mask must be consistent with the input, finite, and independent of the order
 
 from __future__ import annotations
 
-import doctest
-
 import awkward as ak
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import hepflow.features.neutrino as features
 from hepflow.features.neutrino import (
     FLAT_FEATURES,
     JET_FEATURES,
@@ -183,9 +180,3 @@ def test_finite_events_matches_a_loop(counts, data):
         start += k
     assert got.dtype == bool
     assert got.tolist() == expected
-
-
-def test_docstring_examples():
-    result = doctest.testmod(features, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
-    assert result.attempted >= 5

@@ -207,13 +207,3 @@ def test_cluster_needs_the_dask_executor(tmp_path, capsys):
     assert "give one of them" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="needs --executor dask, not 'futures'"):
         RunConfig(executor="futures", cluster=HTCondorConfig())
-
-
-def test_docstring_examples():
-    import doctest
-
-    import hepflow.distributed
-
-    result = doctest.testmod(hepflow.distributed)
-    assert result.attempted > 0
-    assert result.failed == 0

@@ -1,0 +1,48 @@
+"""Every docstring example of ``hepflow`` and ``processors`` runs and prints what it shows.
+
+One runner for all modules (found by walking the packages), so that a new module's examples are
+checked without being listed anywhere. ``MIN_EXAMPLES`` keeps modules whose examples are part of
+their documentation from silently losing them.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import hepflow
+import processors
+
+MODULES = sorted(
+    {p.__name__ for p in (hepflow, processors)}
+    | {m.name for p in (hepflow, processors) for m in pkgutil.walk_packages(p.__path__, p.__name__ + ".")}
+)
+
+#: modules that must keep at least this many examples
+MIN_EXAMPLES = {
+    "hepflow.analysis.cosmic": 1,
+    "hepflow.analysis.cosmic_report": 1,
+    "hepflow.distributed": 1,
+    "hepflow.features.cosmic": 1,
+    "hepflow.features.neutrino": 5,
+    "hepflow.generate.cosmic": 1,
+    "hepflow.mcmc": 1,
+    "hepflow.unfolding.binning": 1,
+    "hepflow.unfolding.ibu": 1,
+    "hepflow.unfolding.response": 1,
+    "hepflow.unfolding.result": 1,
+}
+
+
+def test_every_listed_module_exists() -> None:
+    assert set(MIN_EXAMPLES) <= set(MODULES)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    assert result.attempted >= MIN_EXAMPLES.get(name, 0)
