@@ -673,14 +673,9 @@ def mcmc_cosmic(
         n_steps: overrides ``[mcmc] n_steps``.
         chain: also write ``chain.parquet``.
     """
-    from hepflow.generate.cosmic import CosmicConfig, load_observation
+    from hepflow.generate.cosmic import as_config, load_observation
 
-    if config is None:
-        cfg = CosmicConfig()
-    elif isinstance(config, CosmicConfig):
-        cfg = config
-    else:
-        cfg = CosmicConfig.from_file(config)
+    cfg = as_config(config)
     out = Path(output_dir)
     if not overwrite and (out / "summary.json").exists():
         raise OutputError(f"{out / 'summary.json'} exists; pass --overwrite to replace it")

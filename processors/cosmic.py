@@ -46,7 +46,7 @@ from hepflow.features.cosmic import (
     shower_histogram,
     valid_rows,
 )
-from hepflow.generate.cosmic import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE, CosmicConfig
+from hepflow.generate.cosmic import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE, as_config
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
 from hepflow.outputs.columnar import write_parquet
 from hepflow.processing import RunConfig, build_fileset, execute, new_cutflow, run_processor
@@ -183,8 +183,7 @@ def process_cosmic(
     if binning is not None:
         b = binning
     elif config is not None:
-        cosmic = config if isinstance(config, CosmicConfig) else CosmicConfig.from_file(config)
-        b = cosmic.model.binning()
+        b = as_config(config).model.binning()
     else:
         b = Binning.auger()
     fileset = build_fileset(inputs, dataset=dataset)

@@ -46,7 +46,7 @@ from hepflow.config import to_dict
 from hepflow.cosmic import PARAMETER_NAMES, Binning, Observation
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.features.cosmic import feature_names, observation_features, valid_rows
-from hepflow.generate.cosmic import CosmicConfig, FlowConfig
+from hepflow.generate.cosmic import CosmicConfig, FlowConfig, as_config
 
 __all__ = [
     "ANALYSIS",
@@ -78,11 +78,9 @@ log = logging.getLogger(__name__)
 def load_config(config: CosmicConfig | str | os.PathLike[str] | None = None) -> CosmicConfig:
     """The analysis config: an :class:`AugerConfig`, a TOML path, or None for the shipped file
     (``analyses/auger_sources/config.toml``; the built-in defaults where it is not installed)."""
-    if isinstance(config, CosmicConfig):
-        return config
-    if config is None:
-        return CosmicConfig.from_file(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else CosmicConfig()
-    return CosmicConfig.from_file(config)
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    return as_config(config)
 
 
 # --------------------------------------------------------------------------- features

@@ -66,6 +66,7 @@ __all__ = [
     "ModelConfig",
     "PriorConfig",
     "TrainingConfig",
+    "as_config",
     "generate_cosmic",
     "generate_showers",
     "load_observation",
@@ -276,7 +277,8 @@ class CosmicConfig:
         return from_dict(cls, read_toml(path), where=str(path))
 
 
-def _config(config: CosmicConfig | str | os.PathLike[str] | None) -> CosmicConfig:
+def as_config(config: CosmicConfig | str | os.PathLike[str] | None) -> CosmicConfig:
+    """A :class:`CosmicConfig` from itself, a TOML file (strict), or None (the built-in defaults)."""
     if config is None:
         return CosmicConfig()
     if isinstance(config, CosmicConfig):
@@ -340,7 +342,7 @@ def generate_cosmic(
     """
     from tqdm.auto import tqdm
 
-    cfg = _config(config)
+    cfg = as_config(config)
     n = cfg.generation.n if n is None else n
     seed = cfg.generation.seed if seed is None else seed
     batch_size = cfg.generation.batch_size if batch_size is None else batch_size
@@ -567,7 +569,7 @@ def generate_showers(
     overwrite: bool = False,
 ) -> Path:
     """Sample one observation's showers for ``theta`` (:func:`sample_showers`) into a ``Showers`` file."""
-    cfg = _config(config)
+    cfg = as_config(config)
     model = cfg.model.build()
     p = as_params(theta)
     lg_e, xmax = sample_showers(p, seed, model=model, n_spectrum=n_spectrum)
