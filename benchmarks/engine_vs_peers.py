@@ -147,7 +147,7 @@ def time_sampling(fn, rounds: int = 3) -> float:
 
 def run_hepflow(blocks, data, cfg, rounds, *, compile=False, mlp=False):
     """hepflow's own fit; ``mlp``: with a condition network (MLP summary to a 32-dim embedding)
-    instead of the default raw conditioning, the peers' architecture."""
+    instead of the default raw conditioning (which is the peers' architecture)."""
     (theta, ctx), val, obs = data
     torch.manual_seed(cfg.seed)
     kw = {"summary": MLPSummary(ctx.shape[1], 32, width=64)} if mlp else {"context_dim": ctx.shape[1]}
