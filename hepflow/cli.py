@@ -312,6 +312,7 @@ def _compare_cosmic(args: argparse.Namespace) -> int:
         config=args.config,
         n_mocks=args.mocks,
         n_calibration=args.calibration,
+        mcmc_from=args.mcmc_from,
         progress=args.progress,
         overwrite=args.overwrite,
     )
@@ -455,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     cco.add_argument("--config", type=Path, default=None)
     cco.add_argument("--mocks", type=_positive_int, default=None, help="mock observations for cINN vs MCMC")
     cco.add_argument("--calibration", type=_positive_int, default=None, help="mocks for the calibration")
+    cco.add_argument(
+        "--mcmc-from",
+        type=Path,
+        default=None,
+        help="reuse the MCMC runs of an earlier comparison output (same mocks and [mcmc] settings)",
+    )
     cco.add_argument("--overwrite", action="store_true")
     cco.add_argument("--no-progress", dest="progress", action="store_false")
     cco.set_defaults(handler=_compare_cosmic)

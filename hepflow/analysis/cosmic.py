@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
 
 from hepflow.config import to_dict
@@ -634,6 +635,70 @@ def _simulate_mocks(
     return theta, obs
 
 
+_MCMC_ROW_KEYS = (
+    "mcmc_seconds",
+    "mcmc_converged",
+    "mcmc_steps",
+    "mcmc_samples",
+    "mcmc_modes",
+    "mcmc_deviance_gap_to_second_mode",
+)
+
+
+class _ReusedMcmc:
+    """The MCMC runs of an earlier :func:`compare` output, checked against the mocks of this one."""
+
+    def __init__(self, directory: Path, cfg: CosmicConfig, mocks: Sequence[Observation]) -> None:
+        source = directory / "comparison.json"
+        try:
+            saved = json.loads(source.read_text())
+        except FileNotFoundError:
+            raise InputError(f"{source}: not found (not a `hepflow compare cosmic` output)") from None
+        except (OSError, ValueError) as err:
+            raise InputError(f"{source}: unreadable ({err})") from None
+        settings = to_dict(cfg.mcmc)
+        old = saved.get("settings", {}).get("mcmc")
+        if old != settings:
+            diff = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
+            raise InputError(f"{source}: MCMC settings differ from the config's [mcmc] ({', '.join(diff)})")
+        rows = {r.get("index"): r for r in saved.get("mocks", [])}
+        if len(rows) != len(mocks):
+            # the mocks are drawn together: another number of mocks gives other mocks
+            raise InputError(f"{source}: has {len(rows)} mocks; this comparison needs {len(mocks)}")
+        self.rows: list[dict[str, Any]] = []
+        for i, obs in enumerate(mocks):
+            row = rows.get(i)
+            if row is None:
+                raise InputError(f"{source}: has no mock {i}")
+            if row.get("observation_sha256") != obs.digest():
+                raise InputError(
+                    f"{source}: mock {i} is not the same observation (other [comparison] seed, prior or "
+                    "forward model, or a comparison written before observation digests were recorded)"
+                )
+            missing = [k for k in _MCMC_ROW_KEYS if k not in row]
+            if missing:
+                raise InputError(f"{source}: mock {i} lacks {', '.join(missing)}")
+            self.rows.append({k: row[k] for k in _MCMC_ROW_KEYS})
+        self.directory = directory
+
+    def mock(self, i: int) -> tuple[ak.Array, dict[str, Any]]:
+        """Samples and the MCMC fields of mock ``i``."""
+        path = self.directory / "mcmc" / f"mock_{i:03d}.parquet"
+        try:
+            samples = ak.from_parquet(path)
+        except FileNotFoundError:
+            raise InputError(f"{path}: not found") from None
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise InputError(f"{path}: unreadable parquet ({type(err).__name__}: {err})") from None
+        missing = [name for name in PARAMETERS if name not in samples.fields]
+        if missing or len(samples) != self.rows[i]["mcmc_samples"]:
+            raise InputError(
+                f"{path}: not the saved MCMC run (missing columns {missing} or "
+                f"{len(samples)} rows instead of {self.rows[i]['mcmc_samples']})"
+            )
+        return samples, dict(self.rows[i])
+
+
 def compare(
     model_dir: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
@@ -641,6 +706,7 @@ def compare(
     config: CosmicConfig | str | os.PathLike[str] | None = None,
     n_mocks: int | None = None,
     n_calibration: int | None = None,
+    mcmc_from: str | os.PathLike[str] | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -655,6 +721,12 @@ def compare(
        wall-time ratio MCMC / cINN. The MCMC samples of mock ``i`` go to ``mcmc/mock_{i:03d}.parquet``.
     2. ``n_calibration`` further mocks, cINN only (``calibration_samples`` each): SBC ranks,
        coverage at 68 / 95 %, TARP (:func:`hepflow.calibration.calibration_report`) with plots.
+
+    ``mcmc_from``: the output directory of an earlier comparison whose MCMC runs are reused
+    instead of run again (their samples, wall times and diagnostics), e.g. to compare several
+    trained models against one reference. It must hold the same mocks (checked per mock by
+    :meth:`~hepflow.cosmic.Observation.digest`) sampled with the same ``[mcmc]`` settings;
+    anything else is refused with the first difference named.
 
     Writes ``comparison.json`` (everything, also returned) and the calibration plots. The MCMC
     samples only the deepest mode it finds; the number of modes and the deviance gap to the
@@ -677,6 +749,7 @@ def compare(
     prior, fwd = cfg.prior.build(), cfg.model.build()
 
     theta_true, mocks = _simulate_mocks(cfg, n_mocks, cc.seed, stream=0)
+    reused = _ReusedMcmc(Path(mcmc_from), cfg, mocks) if mcmc_from is not None else None
     per_mock, rows = [], []
     from tqdm.auto import tqdm
 
@@ -688,31 +761,39 @@ def compare(
         t0 = time.perf_counter()
         x, _ = sample_posterior(model, obs, cc.samples, seed=cc.seed + i)
         t_cinn = time.perf_counter() - t0
-        res = run_mcmc(
-            obs,
-            seed=cfg.mcmc.seed + i,
-            model=fwd,
-            prior=prior,
-            progress=False,
-            **cfg.mcmc.options(),
-        )
-        write_parquet(res.samples, out / "mcmc" / f"mock_{i:03d}.parquet")
-        mc = res.theta()
-        metrics = marginal_metrics(x[0], mc)
-        per_mock.append(metrics)
-        gap = res.modes[1].deviance - res.modes[0].deviance if len(res.modes) > 1 else None
-        rows.append(
-            {
-                "index": i,
-                "theta_true": dict(zip(PARAMETERS, theta_true[i].tolist(), strict=True)),
+        if reused is not None:
+            samples, mcmc_row = reused.mock(i)
+        else:
+            res = run_mcmc(
+                obs,
+                seed=cfg.mcmc.seed + i,
+                model=fwd,
+                prior=prior,
+                progress=False,
+                **cfg.mcmc.options(),
+            )
+            samples = res.samples
+            gap = res.modes[1].deviance - res.modes[0].deviance if len(res.modes) > 1 else None
+            mcmc_row = {
                 "mcmc_seconds": res.wall_time,
                 "mcmc_converged": res.converged,
                 "mcmc_steps": res.n_steps,
                 "mcmc_samples": len(res.samples),
                 "mcmc_modes": len(res.modes),
                 "mcmc_deviance_gap_to_second_mode": gap,
+            }
+        write_parquet(samples, out / "mcmc" / f"mock_{i:03d}.parquet")
+        mc = np.stack([ak.to_numpy(samples[name]) for name in PARAMETERS], axis=1)
+        metrics = marginal_metrics(x[0], mc)
+        per_mock.append(metrics)
+        rows.append(
+            {
+                "index": i,
+                "theta_true": dict(zip(PARAMETERS, theta_true[i].tolist(), strict=True)),
+                "observation_sha256": obs.digest(),
+                **mcmc_row,
                 "cinn_seconds": t_cinn,
-                "time_ratio": res.wall_time / t_cinn,
+                "time_ratio": mcmc_row["mcmc_seconds"] / t_cinn,
                 "metrics": metrics,
             }
         )
@@ -759,6 +840,7 @@ def compare(
         "mcmc": to_dict(cfg.mcmc),
         "model": str(_model_path(model_dir)),
         "mock_parameters": "drawn from the prior; mocks simulated with the config's forward model",
+        "mcmc_from": None if mcmc_from is None else str(mcmc_from),
     }
     write_json(target, comparison)
     return comparison

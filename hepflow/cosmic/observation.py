@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,22 @@ class Observation:
     def n_xmax(self) -> np.ndarray:
         """(n_M,) numbers of Xmax events per energy bin."""
         return self.xmax.sum(axis=1)
+
+    def digest(self) -> str:
+        """SHA-256 of the counts (as float64), to recognise the same observation in a saved run.
+
+        >>> b = Binning.auger()
+        >>> a = Observation(b, np.ones(b.shape[0]), np.ones(b.shape[1:]))
+        >>> a.digest() == Observation(b, np.ones(b.shape[0]), np.ones(b.shape[1:])).digest()
+        True
+        >>> a.digest() == Observation(b, 2 * np.ones(b.shape[0]), np.ones(b.shape[1:])).digest()
+        False
+        """
+        h = hashlib.sha256()
+        for a in (self.spectrum, self.xmax):
+            h.update(repr(a.shape).encode())
+            h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
+        return h.hexdigest()
 
     @classmethod
     def from_auger(cls, *, lg_e_min: float = 18.7) -> Observation:

@@ -279,6 +279,40 @@ def test_compare_and_report_on_tiny_inputs(trained, tiny_cfg, tmp_path) -> None:
         make_report(out, tmp_path / "r2", config=tiny_cfg, mcmc_auger=tmp_path / "missing")
 
 
+def test_compare_reuses_the_mcmc_of_an_earlier_comparison(trained, tiny_cfg, tmp_path) -> None:
+    """``mcmc_from`` gives the same comparison without running the MCMC; other mocks are refused."""
+    import dataclasses
+
+    out, _ = trained
+    first = compare(out, tmp_path / "a", config=tiny_cfg, n_calibration=0, progress=False)
+    again = compare(
+        out, tmp_path / "b", config=tiny_cfg, n_calibration=0, mcmc_from=tmp_path / "a", progress=False
+    )
+    (r1,), (r2,) = first["mocks"], again["mocks"]
+    assert r2["observation_sha256"] == r1["observation_sha256"]
+    for key in ("mcmc_seconds", "mcmc_converged", "mcmc_steps", "mcmc_samples", "mcmc_modes"):
+        assert r2[key] == r1[key], key
+    assert r2["metrics"] == r1["metrics"]  # same cINN seed, same MCMC samples
+    assert again["settings"]["mcmc_from"] == str(tmp_path / "a")
+    copied = ak.from_parquet(tmp_path / "b" / "mcmc" / "mock_000.parquet")
+    assert ak.to_list(copied) == ak.to_list(ak.from_parquet(tmp_path / "a" / "mcmc" / "mock_000.parquet"))
+
+    other_mcmc = dataclasses.replace(tiny_cfg, mcmc=dataclasses.replace(tiny_cfg.mcmc, seed=99))
+    with pytest.raises(InputError, match=r"comparison\.json: MCMC settings differ .*\(seed\)"):
+        compare(out, tmp_path / "c", config=other_mcmc, n_calibration=0, mcmc_from=tmp_path / "a")
+    other_mocks = dataclasses.replace(tiny_cfg, comparison=dataclasses.replace(tiny_cfg.comparison, seed=5))
+    with pytest.raises(InputError, match="mock 0 is not the same observation"):
+        compare(out, tmp_path / "c", config=other_mocks, n_calibration=0, mcmc_from=tmp_path / "a")
+    with pytest.raises(InputError, match="has 1 mocks; this comparison needs 2"):
+        compare(out, tmp_path / "c", config=tiny_cfg, n_mocks=2, n_calibration=0, mcmc_from=tmp_path / "a")
+    with pytest.raises(InputError, match=r"missing.comparison\.json: not found"):
+        compare(out, tmp_path / "c", config=tiny_cfg, n_calibration=0, mcmc_from=tmp_path / "missing")
+    (tmp_path / "a" / "mcmc" / "mock_000.parquet").write_bytes(b"PAR1 broken")
+    with pytest.raises(InputError, match=r"mock_000\.parquet: unreadable parquet"):
+        compare(out, tmp_path / "c", config=tiny_cfg, n_calibration=0, mcmc_from=tmp_path / "a")
+    assert not (tmp_path / "c" / "comparison.json").exists()
+
+
 def test_read_toml_roundtrip_of_the_tiny_settings(tmp_path) -> None:
     """The tiny settings written as TOML load through the same strict reader as the shipped file."""
     lines = []
