@@ -184,3 +184,62 @@ def test_root_choice_counts_and_widths():
     assert r["correct_root_fraction"]["oracle"] == 1.0
     widths = r["pz_width_ratio_to_quadratic"]
     assert widths["oracle_root"] < widths["flow_root"] < 1.0
+
+
+def _root_choice_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "neutrino_root_choice.py"
+    spec = importlib.util.spec_from_file_location("neutrino_root_choice", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_root_choice_study_on_the_sample(sample, capsys, monkeypatch) -> None:
+    """benchmarks/neutrino_root_choice.py: m(l nu j) against vector, the needed fraction, the table."""
+    import vector
+
+    bench = _root_choice_benchmark()
+    ev = bench._events(str(sample / "features"))
+    n = len(ev["true_pz"])
+    assert n > 50
+    assert np.isfinite(ev["true_pz"]).all()
+    # m(l nu_r j) of the first event's jets, with vector from (px, py, eta, E)
+    i = 0
+    lep = vector.obj(px=ev["lep_px"][i], py=ev["lep_py"][i], pz=ev["lep_pz"][i], E=ev["lep_e"][i])
+    for r in range(2):
+        nu_pz = ev["roots"][i, r]
+        nu = vector.obj(px=ev["met_px"][i], py=ev["met_py"][i], pz=nu_pz, mass=0.0)
+        for j in np.flatnonzero(ev["mask"][i]):
+            pt = np.hypot(ev["jet_px"][i, j], ev["jet_py"][i, j])
+            jet = vector.obj(
+                pt=pt,
+                phi=np.arctan2(ev["jet_py"][i, j], ev["jet_px"][i, j]),
+                eta=ev["jet_eta"][i, j],
+                E=np.exp(ev["jet_loge"][i, j]),
+            )
+            assert ev["m_lnuj"][i, r, j] == pytest.approx((lep + nu + jet).mass, rel=1e-6, abs=1e-6)
+    assert (ev["m_lnuj"][~np.broadcast_to(ev["mask"][:, None, :], ev["m_lnuj"].shape)] == 0).all()
+
+    real = ~ev["is_complex"]
+    oracle_ratio_reached = bench._needed_fraction(ev, real, 10.0, favourable=False)
+    assert oracle_ratio_reached == 0.0  # any target above every ratio: all choices may be wrong
+    strict = bench._needed_fraction(ev, real, 0.0, favourable=True)
+    assert strict == 1.0  # a target below the oracle's: unreachable, every root must be right
+    assert bench._needed_fraction(ev, real, 0.9, favourable=False) <= bench._needed_fraction(
+        ev, real, 0.8, favourable=False
+    )
+
+    features = str(sample / "features")
+    argv = ["x", "--train", features, "--test", features, "--epochs", "2"]
+    monkeypatch.setattr("sys.argv", argv)
+    bench.main()
+    out = capsys.readouterr().out
+    assert "oracle (uses the truth)" in out
+    assert "correct-root fraction needed for ratio 0.75" in out
+    oracle_line = next(line for line in out.splitlines() if line.startswith("oracle"))
+    assert oracle_line.split()[-3] == "1.000"
+    quad_line = next(line for line in out.splitlines() if line.startswith("quadratic"))
+    assert quad_line.split()[-1] == "1.000"
