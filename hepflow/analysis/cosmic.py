@@ -265,7 +265,7 @@ def build_flow(cfg: FlowConfig, *, prior: Any, binning: Binning, seed: int | Non
             **cfg.inn_options(),
             constraints=[
                 Box([0, 1], low=[prior.gamma[0], prior.lg_rcut[0]], high=[prior.gamma[1], prior.lg_rcut[1]]),
-                Simplex([2, 3, 4, 5, 6]),
+                Simplex([2, 3, 4, 5, 6], coordinates=cfg.simplex),
             ],
             seed=seed,
         )

@@ -7,9 +7,13 @@ log-determinant of the transform, so densities are those of the user-facing para
 * :class:`Box` -- each dimension in ``(low, high)``; either bound may be infinite. Both bounds
   finite: scaled logit / sigmoid; one bound: inverse softplus / softplus; none: identity.
 * :class:`Simplex` -- ``K`` components that are positive and sum to one (element fractions),
-  mapped to ``K - 1`` unconstrained dimensions with the additive log-ratio
-  ``u_i = log(x_i / x_K)``; the inverse is a softmax. The density is with respect to the first
-  ``K - 1`` components, ``log|det| = -sum_i log x_i`` over all ``K``.
+  mapped to ``K - 1`` unconstrained dimensions, either with the additive log-ratio
+  ``u_i = log(x_i / x_K)`` (inverse: a softmax) or with stick-breaking logits
+  ``u_i = log(x_i / (x_{i+1} + ... + x_K))``. With the log-ratio every coordinate runs off to
+  infinity when the reference ``x_K`` goes to zero; with stick-breaking only the coordinates
+  whose tail ``x_{i+1} + ... + x_K`` vanishes do, so posteriors at an edge of the simplex (say the
+  last two fractions near zero) keep the others finite. For both the density is with respect to
+  the first ``K - 1`` components and ``log|det| = -sum_i log x_i`` over all ``K``.
 
 Example:
     >>> import torch
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -208,8 +212,18 @@ class Box(Constraint):
         return f"dims={list(self.dims)}, low={self.low_values}, high={self.high_values}"
 
 
+SimplexCoordinates = Literal["log_ratio", "stick_breaking"]
+
+
 class Simplex(Constraint):
     """``K >= 2`` parameters that are positive and sum to one, as ``K - 1`` unconstrained values.
+
+    Args:
+        dims: the ``K`` columns, in the order the coordinates use (the last is the reference of
+            the log-ratio, and the end of the stick).
+        atol: tolerance of :meth:`contains` on the sum.
+        coordinates: ``"log_ratio"`` (``u_i = log(x_i / x_K)``) or ``"stick_breaking"``
+            (``u_i = logit(x_i / (x_i + ... + x_K))``).
 
     Example:
         >>> import torch
@@ -217,24 +231,44 @@ class Simplex(Constraint):
         >>> x, _ = simplex.inverse(torch.randn(5, 2) * 20)
         >>> bool((x >= 0).all()), bool(((x.sum(1) - 1).abs() < 1e-6).all())
         (True, True)
+        >>> stick = Simplex([0, 1, 2], coordinates="stick_breaking")
+        >>> u, _ = stick(torch.tensor([[0.5, 0.25, 0.25]]))
+        >>> [round(v, 6) for v in u[0].tolist()]  # logit(0.5), logit(0.25 / 0.5)
+        [0.0, 0.0]
     """
 
-    def __init__(self, dims: Sequence[int], *, atol: float = 1e-4) -> None:
+    def __init__(
+        self, dims: Sequence[int], *, atol: float = 1e-4, coordinates: SimplexCoordinates = "log_ratio"
+    ) -> None:
         super().__init__()
         self.dims = tuple(int(d) for d in dims)
         if len(self.dims) < 2:
             raise ConfigError(f"Simplex needs at least 2 components, got dims={list(self.dims)}")
+        if coordinates not in ("log_ratio", "stick_breaking"):
+            raise ConfigError(
+                f"Simplex coordinates must be 'log_ratio' or 'stick_breaking', got {coordinates!r}"
+            )
         self.atol = float(atol)
+        self.coordinates: SimplexCoordinates = coordinates
         self.out_features = len(self.dims) - 1
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         logx = torch.log(x)
-        return logx[:, :-1] - logx[:, -1:], -logx.sum(1)
+        if self.coordinates == "log_ratio":
+            u = logx[:, :-1] - logx[:, -1:]
+        else:  # log of the tail sums x_{i+1} + ... + x_K, from the end
+            log_tail = torch.flip(torch.logcumsumexp(torch.flip(logx, (1,)), 1), (1,))
+            u = logx[:, :-1] - log_tail[:, 1:]
+        return u, -logx.sum(1)
 
     def inverse(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        logits = torch.cat((u, torch.zeros_like(u[:, :1])), 1)
-        logp = torch.log_softmax(logits, 1)
-        x = torch.softmax(logits, 1)
+        if self.coordinates == "log_ratio":
+            logp = torch.log_softmax(torch.cat((u, torch.zeros_like(u[:, :1])), 1), 1)
+        else:  # x_i = s_i prod_{j<i} (1 - s_j), x_K = prod_j (1 - s_j), s = sigmoid(u)
+            log_rest = torch.cumsum(F.logsigmoid(-u), 1)
+            log_before = torch.cat((torch.zeros_like(u[:, :1]), log_rest[:, :-1]), 1)
+            logp = torch.cat((F.logsigmoid(u) + log_before, log_rest[:, -1:]), 1)
+        x = torch.exp(logp)
         return x / x.sum(1, keepdim=True), logp.sum(1)
 
     def contains(self, x: Tensor) -> Tensor:
@@ -246,10 +280,15 @@ class Simplex(Constraint):
         return torch.full((k,), 1.0 / k)
 
     def config(self) -> dict[str, Any]:
-        return {"type": "Simplex", "dims": list(self.dims), "atol": self.atol}
+        return {
+            "type": "Simplex",
+            "dims": list(self.dims),
+            "atol": self.atol,
+            "coordinates": self.coordinates,
+        }
 
     def extra_repr(self) -> str:
-        return f"dims={list(self.dims)}"
+        return f"dims={list(self.dims)}, coordinates={self.coordinates}"
 
 
 def constraint_from_config(cfg: dict[str, Any]) -> Constraint:
@@ -258,7 +297,10 @@ def constraint_from_config(cfg: dict[str, Any]) -> Constraint:
     if kind == "Box":
         return Box(cfg["dims"], low=[float(v) for v in cfg["low"]], high=[float(v) for v in cfg["high"]])
     if kind == "Simplex":
-        return Simplex(cfg["dims"], atol=cfg.get("atol", 1e-4))
+        # models saved before the choice existed used the log-ratio
+        return Simplex(
+            cfg["dims"], atol=cfg.get("atol", 1e-4), coordinates=cfg.get("coordinates", "log_ratio")
+        )
     raise ConfigError(f"unknown constraint type {kind!r}")
 
 

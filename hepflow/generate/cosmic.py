@@ -168,10 +168,13 @@ class FlowConfig(FlowArchitecture):
 
     ``summary = "cnn"``: an MLP over the 43 scalar features (spectrum, Xmax moments, counts) next
     to a 1D CNN over the Xmax distributions (energy bins as channels); ``"mlp"``: one MLP over all
-    the features.
+    the features. ``simplex``: the unconstrained coordinates of the five fractions
+    (:class:`hepflow.flows.constraints.Simplex`): ``"log_ratio"`` against f_Fe, or
+    ``"stick_breaking"`` in the order H, He, N, Si, Fe.
     """
 
     bins: int = 10
+    simplex: Literal["log_ratio", "stick_breaking"] = "log_ratio"
     summary: Literal["cnn", "mlp"] = "cnn"
     summary_width: int = 128
     flat_embedding: int = 32

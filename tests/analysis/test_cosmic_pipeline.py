@@ -23,7 +23,7 @@ from hepflow.analysis.cosmic import (
 )
 from hepflow.analysis.cosmic_report import make_report
 from hepflow.config import from_dict, read_toml
-from hepflow.errors import InputError, ModelError, OutputError
+from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.generate.cosmic import CosmicConfig
 
 #: A likelihood mode as listed in the MCMC summary.
@@ -324,3 +324,21 @@ def test_read_toml_roundtrip_of_the_tiny_settings(tmp_path) -> None:
     path.write_text("\n".join(lines) + "\n")
     assert CosmicConfig.from_file(path) == from_dict(CosmicConfig, read_toml(path))
     assert CosmicConfig.from_file(path).flow.cnn_channels == (4,)
+
+
+def test_stick_breaking_fractions_train_save_and_load(pe_file, tmp_path) -> None:
+    """``[flow] simplex = "stick_breaking"``: trained, saved and loaded with those coordinates."""
+    settings = {
+        **TINY,
+        "flow": {**TINY["flow"], "simplex": "stick_breaking"},
+        "training": {**TINY["training"], "epochs": 1},
+    }
+    cfg = from_dict(CosmicConfig, settings)
+    train(pe_file, tmp_path / "m", config=cfg, progress=False)
+    model = load_flow(tmp_path / "m", config=cfg)
+    (simplex,) = [c for c in model.support.constraints if c.dims == (2, 3, 4, 5, 6)]
+    assert simplex.coordinates == "stick_breaking"
+    x, _ = cosmic.sample_posterior(model, cosmic.Observation.from_auger(), 200, seed=1)
+    np.testing.assert_allclose(x[0][:, 2:].sum(1), 1.0, atol=1e-5)
+    with pytest.raises(ConfigError, match="simplex"):
+        from_dict(CosmicConfig, {"flow": {"simplex": "ilr"}})

@@ -99,9 +99,10 @@ def test_box_rejects_bad_bounds():
         Box([0], low=[0.0, 1.0], high=2.0)
 
 
-def test_simplex_roundtrip_logdet_and_support():
+@pytest.mark.parametrize("coordinates", ["log_ratio", "stick_breaking"])
+def test_simplex_roundtrip_logdet_and_support(coordinates):
     torch.manual_seed(0)
-    simplex = Simplex([0, 1, 2, 3]).double()
+    simplex = Simplex([0, 1, 2, 3], coordinates=coordinates).double()
     x = torch.distributions.Dirichlet(torch.ones(4)).sample((6,)).double()
     u, ld = simplex(x)
     assert u.shape == (6, 3)
@@ -122,6 +123,25 @@ def test_simplex_roundtrip_logdet_and_support():
     assert bool((x_ext >= 0).all())
     assert torch.isfinite(ld_ext).all()
     assert torch.allclose(x_ext.sum(1), torch.ones(3), atol=1e-6)
+    # gradients of the log-density through the inverse are finite at the extremes too
+    u = torch.tensor([[1e3, -1e3, 0.0], [-80.0, 80.0, 3.0]], requires_grad=True)
+    x_g, ld_g = simplex.float().inverse(u)
+    (x_g.square().sum() + ld_g.sum()).backward()
+    assert torch.isfinite(u.grad).all()
+
+
+def test_simplex_stick_breaking_keeps_coordinates_finite_at_an_edge():
+    """The last two fractions near zero: three log-ratio coordinates are extreme, one stick one is."""
+    x = torch.tensor([[0.3, 0.5, 0.2 - 2e-9, 1e-9, 1e-9]], dtype=torch.float64)
+    ratio, _ = Simplex(range(5)).double()(x)
+    stick, _ = Simplex(range(5), coordinates="stick_breaking").double()(x)
+    assert (ratio[0, :3] > 15).all()  # H, He, N against Fe
+    assert stick[0, 0] == pytest.approx(math.log(0.3 / 0.7))
+    assert stick[0, 1] == pytest.approx(math.log(0.5 / 0.2))
+    assert stick[0, 2] > 15  # N against Si + Fe
+    assert stick[0, 3] == pytest.approx(0.0, abs=1e-9)  # Si against Fe: equal
+    with pytest.raises(ConfigError, match="'log_ratio' or 'stick_breaking'"):
+        Simplex([0, 1], coordinates="ilr")
 
 
 def test_support_combines_constraints_and_free_dims():
@@ -150,13 +170,23 @@ def test_support_validation():
 
 
 @pytest.mark.parametrize(
-    "con", [Box([0, 2], low=[0.0, -INF], high=[1.0, 3.0]), Simplex([1, 2, 3], atol=1e-3)]
+    "con",
+    [
+        Box([0, 2], low=[0.0, -INF], high=[1.0, 3.0]),
+        Simplex([1, 2, 3], atol=1e-3),
+        Simplex([1, 2, 3], coordinates="stick_breaking"),
+    ],
 )
 def test_constraint_config_roundtrip(con):
     import json
 
     rebuilt = constraint_from_config(json.loads(json.dumps(con.config())))
     assert rebuilt.config() == con.config()
+
+
+def test_simplex_config_without_coordinates_is_the_log_ratio():
+    """Models saved before the stick-breaking choice existed load with the log-ratio."""
+    assert constraint_from_config({"type": "Simplex", "dims": [0, 1, 2]}).coordinates == "log_ratio"
 
 
 def test_dequantize_train_and_eval():
