@@ -4,7 +4,8 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/cosmic_cinn_vs_mcmc.py --model models/cosmic \\
         --output runs/cosmic/comparison [--n-mocks 20] [--n-calibration 500] \\
-        [--mcmc-auger runs/cosmic/mcmc_auger] [--report runs/cosmic/report]
+        [--mcmc-auger runs/cosmic/mcmc_auger] [--report runs/cosmic/report] \\
+        [--mcmc-from runs/cosmic/comparison]
 
 Runs :func:`hepflow.analysis.cosmic.compare` with the ``[comparison]`` and ``[mcmc]`` settings of
 the analysis config: per mock (parameters from the prior, seed ``[comparison] seed``, never in
@@ -14,7 +15,9 @@ ratios and 1D Wasserstein distances in units of the MCMC posterior sigma, and th
 (SBC, coverage, TARP) on ``--n-calibration`` further mocks. With ``--report`` it also writes the
 Auger report (:func:`hepflow.analysis.cosmic_report.make_report`). Prints a table of the
 results next to the targets (means within 0.2 sigma, widths within 20 %, coverage within 0.03,
-cINN >= 1000x faster).
+cINN >= 1000x faster). ``--mcmc-from`` reuses the MCMC runs (samples and wall times) of an
+earlier comparison on the same mocks, to compare another model in seconds; the time ratio then
+sets the MCMC times of that run against this run's cINN times.
 
 One BLAS / torch thread unless ``OMP_NUM_THREADS`` is set: the MCMC's batches are small, and on a
 shared machine more threads cost more than they give.
@@ -99,6 +102,9 @@ def main() -> None:
         "--mcmc-auger", type=Path, default=None, help="MCMC output on the Auger data, for --report"
     )
     parser.add_argument("--report", type=Path, default=None, help="also write the Auger report there")
+    parser.add_argument(
+        "--mcmc-from", type=Path, default=None, help="reuse the MCMC runs of this earlier comparison output"
+    )
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args()
@@ -113,6 +119,7 @@ def main() -> None:
         config=args.config,
         n_mocks=args.n_mocks,
         n_calibration=args.n_calibration,
+        mcmc_from=args.mcmc_from,
         progress=args.progress,
         overwrite=args.overwrite,
     )
