@@ -15,9 +15,11 @@ ratios and 1D Wasserstein distances in units of the MCMC posterior sigma, and th
 (SBC, coverage, TARP) on ``--n-calibration`` further mocks. With ``--report`` it also writes the
 Auger report (:func:`hepflow.analysis.cosmic_report.make_report`). Prints a table of the
 results next to the targets (means within 0.2 sigma, widths within 20 %, coverage within 0.03,
-cINN >= 1000x faster). ``--mcmc-from`` reuses the MCMC runs (samples and wall times) of an
-earlier comparison on the same mocks, to compare another model in seconds; the time ratio then
-sets the MCMC times of that run against this run's cINN times.
+cINN >= 1000x faster), and the same for the cINN samples importance-weighted with the
+likelihood (exact in the limit; slower by the likelihood calls). ``--mcmc-from`` reuses the
+MCMC runs (samples and wall times) of an earlier comparison on the same mocks, to compare another
+model in seconds; the time ratio then sets the MCMC times of that run against this run's cINN
+times.
 
 One BLAS / torch thread unless ``OMP_NUM_THREADS`` is set: the MCMC's batches are small, and on a
 shared machine more threads cost more than they give.
@@ -43,6 +45,14 @@ def _print_summary(comp: dict) -> None:
     if conv:
         n_conv = conv["all"]["abs_mean_shift"]["n"] // len(PARAMETERS)
         _print_table(conv, f"the {n_conv} mocks whose MCMC converged")
+    imp = comp.get("importance")
+    if imp:
+        _print_table(comp["summary_importance"], f"{comp['n_mocks']} mocks, cINN samples importance-weighted")
+        print(
+            f"importance: efficiency (ESS / n) median {imp['efficiency_median']:.3f}, min "
+            f"{imp['efficiency_min']:.3f}; likelihood calls {imp['seconds_median']:.3f} s per mock; "
+            f"MCMC / (cINN + weights) median {imp['time_ratio_median']:.0f}x"
+        )
     _print_timing_and_calibration(comp)
 
 

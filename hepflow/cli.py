@@ -296,9 +296,16 @@ def _infer_cosmic(args: argparse.Namespace) -> int:
         config=args.config,
         entry=args.entry,
         seed=args.seed,
+        importance=args.importance,
         overwrite=args.overwrite,
     )
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)}, indent=1))
+    if "importance" in summary:
+        imp = summary["importance"]
+        print(
+            f"importance weights: ESS {imp['ess']:.0f} of {summary['samples']} "
+            f"(efficiency {imp['efficiency']:.3f})"
+        )
     print(f"posterior samples in {args.output}")
     return 0
 
@@ -444,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     ico.add_argument("--config", type=Path, default=None)
     ico.add_argument("--entry", type=int, default=0)
     ico.add_argument("--seed", type=int, default=None)
+    ico.add_argument(
+        "--importance",
+        action="store_true",
+        help="weight the samples by likelihood x prior / cINN density (column weight, ESS in the summary)",
+    )
     ico.add_argument("--overwrite", action="store_true")
     ico.set_defaults(handler=_infer_cosmic)
 

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 
 from hepflow.analysis.cosmic import (
     PARAMETERS,
+    importance_reweight,
     load_config,
     load_flow,
     marginal_metrics,
@@ -373,6 +374,8 @@ def make_report(
         mc, mc_summary = _run_mcmc_auger(cfg, progress)
         mcmc_source = "run by make_report"
     like = Likelihood(obs, model=cfg.model.build(reference=obs))
+    # how far the cINN posterior is from the likelihood's on the data: ESS of its samples
+    iw = importance_reweight(x, logp, obs, model=like.model, prior=cfg.prior.build())
     cinn_mode = x[int(np.argmax(np.where(np.isfinite(logp), logp, -np.inf)))]
     # the MCMC sample of highest likelihood (the prior is flat in gamma, lg_rcut and, with
     # concentration 1, on the simplex)
@@ -409,7 +412,18 @@ def make_report(
     report: dict[str, Any] = {
         "observation": f"Auger spectrum 2020 + Xmax 2014, lg(E/eV) >= {cfg.model.lg_e_min:.1f}",
         "model": str(model_dir),
-        "cinn": {"samples": k, "seconds_to_posterior": t_cinn, "posterior": _describe(x)},
+        "cinn": {
+            "samples": k,
+            "seconds_to_posterior": t_cinn,
+            "posterior": _describe(x),
+            "importance": {
+                "ess": iw.ess,
+                "efficiency": iw.efficiency,
+                "note": "weights likelihood x prior / cINN density; ESS / n near 1/n means the cINN "
+                "posterior misses the likelihood's (the data lie outside what the simulator produces "
+                "for the cINN's parameters, or the cINN has not learned this region)",
+            },
+        },
         "mcmc": {
             "source": mcmc_source,
             "samples": len(mc),
@@ -459,7 +473,8 @@ def make_report(
     )
     comp = _load_comparison(comparison)
     if comp is not None:
-        report["comparison"] = {k: comp.get(k) for k in ("n_mocks", "cinn_samples", "summary", "timing")}
+        keys = ("n_mocks", "cinn_samples", "summary", "timing", "summary_importance", "importance")
+        report["comparison"] = {k: comp.get(k) for k in keys}
         report["comparison"]["mcmc_converged_fraction"] = comp.get("mcmc_converged_fraction")
         cal = comp.get("calibration")
         if cal:
