@@ -272,15 +272,20 @@ def _cosmic(
         )
 
     with report.step("infer cosmic") as where:
-        post = infer(
+        summary = infer(
             model,
             "auger",
             output_dir=out / "infer_auger",
             samples=samples,
             config=cfg,
+            importance=True,
             overwrite=True,
-        )["posterior"]
-        where.append(f"{rel}/infer_auger (Auger: {_estimate(post, 'gamma')}, {_estimate(post, 'lg_rcut')})")
+        )
+        post, ess = summary["posterior"], summary["importance"]["ess"]
+        where.append(
+            f"{rel}/infer_auger (Auger: {_estimate(post, 'gamma')}, {_estimate(post, 'lg_rcut')}; "
+            f"importance ESS {ess:.0f} of {samples})"
+        )
 
     with report.step("mcmc cosmic") as where:
         res = mcmc_cosmic("auger", out / "mcmc_auger", config=cfg, progress=progress, overwrite=True)

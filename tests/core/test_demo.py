@@ -53,6 +53,9 @@ def _check_cosmic(cosmic, n: int) -> None:
 
     post = ak.from_parquet(cosmic / "infer_auger" / "samples.parquet")
     assert len(post) == TINY_COSMIC["posterior_samples"]
+    np.testing.assert_allclose(ak.sum(post.weight), 1.0)  # importance weights of the samples
+    ess = json.loads((cosmic / "infer_auger" / "summary.json").read_text())["importance"]["ess"]
+    assert 1.0 <= ess <= TINY_COSMIC["posterior_samples"]
     theta = np.stack([ak.to_numpy(post[p]) for p in PARAMETERS], axis=1)
     assert np.isfinite(theta).all()
     assert np.all((theta[:, 0] >= -3) & (theta[:, 0] <= 3))
