@@ -33,6 +33,8 @@ import awkward as ak
 import numpy as np
 import torch
 
+import hepflow
+from hepflow.analysis.neutrino_report import resolution
 from hepflow.baselines.quadratic import solve_neutrino_pz
 from hepflow.outputs import read_parquet_dir
 
@@ -41,8 +43,7 @@ N_JETS = 10
 
 
 def _iqr_width(residual: np.ndarray) -> float:
-    q1, q3 = np.quantile(residual, [0.25, 0.75])
-    return float((q3 - q1) / 1.349)
+    return resolution(residual)["iqr_width"]
 
 
 def _events(path: str) -> dict[str, np.ndarray]:
@@ -108,46 +109,46 @@ def _top_mass_pick(ev: dict[str, np.ndarray]) -> np.ndarray:
     return (dist[:, 1] < dist[:, 0]).astype(int)
 
 
-def _train_classifier(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int) -> tuple[torch.nn.Module, int]:
+class _RootClassifier(torch.nn.Module):
+    """P(first root is the right one | inputs): an MLP trained by :func:`hepflow.fit` on BCE."""
+
+    def __init__(self, n_inputs: int) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(n_inputs, 256),
+            torch.nn.SiLU(),
+            torch.nn.Linear(256, 256),
+            torch.nn.SiLU(),
+            torch.nn.Linear(256, 256),
+            torch.nn.SiLU(),
+            torch.nn.Linear(256, 1),
+        )
+
+    def training_loss(self, label: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.binary_cross_entropy_with_logits(self.net(inputs), label)
+
+    @torch.no_grad()
+    def probability(self, inputs: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(self.net(torch.from_numpy(inputs))).squeeze(1).numpy()
+
+
+def _train_classifier(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int) -> tuple[_RootClassifier, int]:
+    """The classifier and the number of epochs trained (early stopping on a 10 % validation split)."""
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(x))
-    n_val = len(x) // 10
-    val, trn = idx[:n_val], idx[n_val:]
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32))
-    net = torch.nn.Sequential(
-        torch.nn.Linear(x.shape[1], 256),
-        torch.nn.SiLU(),
-        torch.nn.Linear(256, 256),
-        torch.nn.SiLU(),
-        torch.nn.Linear(256, 256),
-        torch.nn.SiLU(),
-        torch.nn.Linear(256, 1),
+    net = _RootClassifier(x.shape[1])
+    history = hepflow.fit(
+        net,
+        y.astype(np.float32)[:, None],
+        x,
+        epochs=epochs,
+        batch_size=512,
+        weight_decay=1e-4,
+        validation_split=0.1,
+        patience=10,
+        seed=seed,
+        progress=False,
     )
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    best, best_state, patience, trained = np.inf, None, 0, 0
-    for _ in range(epochs):
-        trained += 1
-        net.train()
-        for b in np.array_split(rng.permutation(trn), max(1, len(trn) // 512)):
-            opt.zero_grad()
-            loss = loss_fn(net(xt[b]).squeeze(1), yt[b])
-            loss.backward()
-            opt.step()
-        sched.step()
-        net.eval()
-        with torch.no_grad():
-            v = float(loss_fn(net(xt[val]).squeeze(1), yt[val]))
-        if v < best:
-            best, best_state, patience = v, {k: t.clone() for k, t in net.state_dict().items()}, 0
-        else:
-            patience += 1
-            if patience >= 10:
-                break
-    net.load_state_dict(best_state)
-    return net.eval(), trained
+    return net.eval(), len(history.train_loss)
 
 
 def _needed_fraction(
@@ -192,8 +193,7 @@ def main() -> None:
     net, epochs = _train_classifier(
         _inputs(train)[real_tr], y_tr[real_tr], epochs=args.epochs, seed=args.seed
     )
-    with torch.no_grad():
-        p_first = torch.sigmoid(net(torch.from_numpy(_inputs(test))).squeeze(1)).numpy()
+    p_first = net.probability(_inputs(test))
 
     real = ~test["is_complex"]
     true = test["true_pz"]

@@ -14,6 +14,17 @@ SAMPLES = Path(__file__).parent / "samples"
 COLLECTIONS = ("Jet", "Electron", "Muon", "GenPart", "MET", "PFMET")
 
 
+def load_benchmark(name: str) -> Any:
+    """The script ``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def nano_v12() -> Path:
     """200 real CMS semileptonic ttbar events, NanoAODv12 (see tests/samples/README.md)."""

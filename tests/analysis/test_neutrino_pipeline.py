@@ -17,6 +17,7 @@ from hepflow.outputs import read_parquet_dir
 from hepflow.processing import RunConfig, build_fileset, run_processor
 from processors.neutrino import NeutrinoFeatureProcessor
 from processors.neutrino_inference import NeutrinoInferenceProcessor
+from tests.conftest import load_benchmark
 
 pytest.importorskip("pythia8mc")
 pytestmark = pytest.mark.generation
@@ -186,22 +187,11 @@ def test_root_choice_counts_and_widths():
     assert widths["oracle_root"] < widths["flow_root"] < 1.0
 
 
-def _root_choice_benchmark():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "neutrino_root_choice.py"
-    spec = importlib.util.spec_from_file_location("neutrino_root_choice", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_root_choice_study_on_the_sample(sample, capsys, monkeypatch) -> None:
     """benchmarks/neutrino_root_choice.py: m(l nu j) against vector, the needed fraction, the table."""
     import vector
 
-    bench = _root_choice_benchmark()
+    bench = load_benchmark("neutrino_root_choice")
     ev = bench._events(str(sample / "features"))
     n = len(ev["true_pz"])
     assert n > 50

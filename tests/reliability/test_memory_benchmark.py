@@ -6,28 +6,16 @@ measures the resident memory after every chunk; the figures are in docs/failures
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import awkward as ak
 import numpy as np
 import uproot
 
 from hepflow.processing import collect_previous_chunks
-from tests.conftest import write_nanoaod_subset
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("memory_stream", ROOT / "benchmarks" / "memory_stream.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_benchmark, write_nanoaod_subset
 
 
 def test_stream_file_and_per_chunk_memory(nano_v12, tmp_path):
-    bench = _benchmark()
+    bench = load_benchmark("memory_stream")
     source = write_nanoaod_subset(nano_v12, tmp_path / "source.root")
     target = bench.build_stream_file(source, tmp_path / "stream.root", 450)  # 2 copies and a quarter
     tree = uproot.open(target)["Events"]
