@@ -63,6 +63,7 @@ __all__ = [
     "load_flow",
     "load_training_data",
     "marginal_metrics",
+    "parameter_columns",
     "sample_posterior",
     "summarize_metrics",
     "train",
@@ -203,9 +204,17 @@ def _features_from_ntuple(
     return theta[:kept], feats[:kept]
 
 
-def _features_from_parquet(path: Path, binning: Binning, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    import awkward as ak
+def parameter_columns(columns: Any, where: object, *, hint: str = "") -> np.ndarray:
+    """The (n, 7) parameters ``gamma .. f_Fe`` of a table with those columns (truth or samples).
 
+    Raises :class:`~hepflow.errors.InputError` naming ``where`` (and ``hint``) if one is missing.
+    """
+    if missing := [p for p in PARAMETERS if p not in columns.fields]:
+        raise InputError(f"{where}: lacks the parameter columns {missing}{hint}")
+    return np.stack([ak.to_numpy(columns[p]).astype(float) for p in PARAMETERS], axis=1)
+
+
+def _features_from_parquet(path: Path, binning: Binning, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
     from hepflow.features.cosmic import feature_matrix
 
     files = sorted(path.glob("*.parquet"))
@@ -217,9 +226,7 @@ def _features_from_parquet(path: Path, binning: Binning, max_n: int | None) -> t
             cols = ak.from_parquet(f)
         except Exception as err:  # pyarrow raises many types for corrupt files
             raise InputError(f"cannot read parquet file {f}: {err}") from err
-        if missing := [p for p in PARAMETERS if p not in cols.fields]:
-            raise InputError(f"{f}: no truth columns {missing}: cannot train (process pseudo-experiments)")
-        thetas.append(np.stack([ak.to_numpy(cols[p]).astype(float) for p in PARAMETERS], axis=1))
+        thetas.append(parameter_columns(cols, f, hint=": cannot train (process pseudo-experiments)"))
         feats.append(feature_matrix(cols, binning=binning).astype(np.float32))
         n += len(cols)
         if max_n is not None and n >= max_n:
@@ -508,14 +515,13 @@ def infer(
     ESS / n, seconds) and ``posterior_importance`` (the summary of as many resampled draws). A
     low efficiency says the cINN posterior is far from the likelihood's for this observation.
     """
-    import awkward as ak
-
     import hepflow
     from hepflow.generate.cosmic import load_observation
     from hepflow.outputs import write_json, write_parquet, write_root
 
     cfg = load_config(config) if config is not None else None
-    icfg = cfg.inference if cfg is not None else load_config().inference
+    settings = cfg if cfg is not None else load_config()  # defaults; the model is checked only against cfg
+    icfg = settings.inference
     k = icfg.samples if samples is None else int(samples)
     if k < 2:
         raise ConfigError(f"samples must be >= 2, got {k}")
@@ -535,10 +541,9 @@ def infer(
     cols["log_prob"] = logp
     reweighted: dict[str, Any] = {}
     if importance:
-        run_cfg = cfg if cfg is not None else load_config()
         t1 = time.perf_counter()
         iw = importance_reweight(
-            x, logp, obs, model=run_cfg.model.build(reference=obs), prior=run_cfg.prior.build()
+            x, logp, obs, model=settings.model.build(reference=obs), prior=settings.prior.build()
         )
         cols["weight"] = iw.weights
         resampled = x[iw.resample(rng=icfg.seed if seed is None else seed)]
@@ -727,8 +732,8 @@ class _ReusedMcmc:
             self.rows.append({k: row[k] for k in _MCMC_ROW_KEYS})
         self.directory = directory
 
-    def mock(self, i: int) -> tuple[ak.Array, dict[str, Any]]:
-        """Samples and the MCMC fields of mock ``i``."""
+    def mock(self, i: int) -> tuple[ak.Array, np.ndarray, dict[str, Any]]:
+        """Samples (table and (n, 7) parameters) and the MCMC fields of mock ``i``."""
         path = self.directory / "mcmc" / f"mock_{i:03d}.parquet"
         try:
             samples = ak.from_parquet(path)
@@ -736,13 +741,10 @@ class _ReusedMcmc:
             raise InputError(f"{path}: not found") from None
         except Exception as err:  # pyarrow raises several types for a damaged file
             raise InputError(f"{path}: unreadable parquet ({type(err).__name__}: {err})") from None
-        missing = [name for name in PARAMETERS if name not in samples.fields]
-        if missing or len(samples) != self.rows[i]["mcmc_samples"]:
-            raise InputError(
-                f"{path}: not the saved MCMC run (missing columns {missing} or "
-                f"{len(samples)} rows instead of {self.rows[i]['mcmc_samples']})"
-            )
-        return samples, dict(self.rows[i])
+        expected = self.rows[i]["mcmc_samples"]
+        if len(samples) != expected:
+            raise InputError(f"{path}: not the saved MCMC run ({len(samples)} rows instead of {expected})")
+        return samples, parameter_columns(samples, path), dict(self.rows[i])
 
 
 def compare(
@@ -814,7 +816,7 @@ def compare(
         iw = importance_reweight(x[0], log_q[0], obs, model=fwd, prior=prior)
         t_is = time.perf_counter() - t0
         if reused is not None:
-            samples, mcmc_row = reused.mock(i)
+            samples, mc, mcmc_row = reused.mock(i)
         else:
             res = run_mcmc(
                 obs,
@@ -824,7 +826,7 @@ def compare(
                 progress=False,
                 **cfg.mcmc.options(),
             )
-            samples = res.samples
+            samples, mc = res.samples, res.theta()
             gap = res.modes[1].deviance - res.modes[0].deviance if len(res.modes) > 1 else None
             mcmc_row = {
                 "mcmc_seconds": res.wall_time,
@@ -835,7 +837,6 @@ def compare(
                 "mcmc_deviance_gap_to_second_mode": gap,
             }
         write_parquet(samples, out / "mcmc" / f"mock_{i:03d}.parquet")
-        mc = np.stack([ak.to_numpy(samples[name]) for name in PARAMETERS], axis=1)
         metrics = marginal_metrics(x[0], mc)
         per_mock.append(metrics)
         metrics_is = marginal_metrics(x[0][iw.resample(rng=cc.seed + i)], mc)
@@ -868,12 +869,12 @@ def compare(
         # the cINN samples reweighted by likelihood x prior / cINN density (resampled)
         comparison["summary_importance"] = summarize_metrics(per_mock_is)
         eff = np.array([r["importance"]["efficiency"] for r in rows])
-        t_is = np.array([r["importance"]["seconds"] for r in rows])
+        t_w = np.array([r["importance"]["seconds"] for r in rows])
         comparison["importance"] = {
             "efficiency_median": float(np.median(eff)),
             "efficiency_min": float(eff.min()),
-            "seconds_median": float(np.median(t_is)),
-            "time_ratio_median": float(np.median(t_m / (t_c + t_is))),
+            "seconds_median": float(np.median(t_w)),
+            "time_ratio_median": float(np.median(t_m / (t_c + t_w))),
             "note": "cINN samples with weights L pi / q (hepflow.analysis.cosmic.importance_reweight), "
             "resampled to unweighted draws for the metrics; time = cINN + likelihood at every sample",
         }

@@ -39,6 +39,7 @@ from hepflow.analysis.cosmic import (
     load_config,
     load_flow,
     marginal_metrics,
+    parameter_columns,
     sample_posterior,
 )
 from hepflow.errors import InputError
@@ -248,10 +249,7 @@ def _read_mcmc(directory: Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise InputError(
             f"{directory}: no samples.parquet/summary.json (run `hepflow mcmc cosmic --observation auger`)"
         )
-    cols = ak.from_parquet(samples)
-    if missing := [p for p in PARAMETERS if p not in cols.fields]:
-        raise InputError(f"{samples} lacks the columns {missing}")
-    theta = np.stack([ak.to_numpy(cols[p]).astype(float) for p in PARAMETERS], axis=1)
+    theta = parameter_columns(ak.from_parquet(samples), samples)
     return theta, json.loads(summary.read_text())
 
 

@@ -46,12 +46,15 @@ class ImportanceWeights:
         log_weights: (n,) ``log target - log proposal`` (unnormalised; ``-inf`` where the target
             vanishes).
         weights: (n,) normalised weights (they sum to one).
-        ess: effective sample size ``1 / sum(weights^2)``.
     """
 
     log_weights: np.ndarray
     weights: np.ndarray
-    ess: float
+
+    @property
+    def ess(self) -> float:
+        """Effective sample size ``1 / sum(weights^2)``."""
+        return float(1.0 / np.sum(self.weights * self.weights))
 
     @property
     def n(self) -> int:
@@ -106,4 +109,4 @@ def importance_weights(log_target: Any, log_proposal: Any) -> ImportanceWeights:
         raise InputError("importance_weights: the target density is zero at every sample")
     w = np.exp(log_w - logsumexp(log_w))
     w /= w.sum()
-    return ImportanceWeights(log_weights=log_w, weights=w, ess=float(1.0 / np.sum(w * w)))
+    return ImportanceWeights(log_weights=log_w, weights=w)

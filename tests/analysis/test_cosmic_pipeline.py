@@ -317,6 +317,12 @@ def test_compare_reuses_the_mcmc_of_an_earlier_comparison(trained, tiny_cfg, tmp
         compare(out, tmp_path / "c", config=tiny_cfg, n_mocks=2, n_calibration=0, mcmc_from=tmp_path / "a")
     with pytest.raises(InputError, match=r"missing.comparison\.json: not found"):
         compare(out, tmp_path / "c", config=tiny_cfg, n_calibration=0, mcmc_from=tmp_path / "missing")
+    saved = ak.from_parquet(tmp_path / "a" / "mcmc" / "mock_000.parquet")
+    ak.to_parquet(
+        saved[[f for f in saved.fields if f != "f_Fe"]], tmp_path / "a" / "mcmc" / "mock_000.parquet"
+    )
+    with pytest.raises(InputError, match=r"mock_000\.parquet: lacks the parameter columns \['f_Fe'\]"):
+        compare(out, tmp_path / "c", config=tiny_cfg, n_calibration=0, mcmc_from=tmp_path / "a")
     (tmp_path / "a" / "mcmc" / "mock_000.parquet").write_bytes(b"PAR1 broken")
     with pytest.raises(InputError, match=r"mock_000\.parquet: unreadable parquet"):
         compare(out, tmp_path / "c", config=tiny_cfg, n_calibration=0, mcmc_from=tmp_path / "a")
