@@ -57,10 +57,15 @@ def _rss() -> int:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_rss() -> int:
-    """Peak resident memory of this process in bytes (Linux reports kB)."""
+def _peak_rss(*observed: int) -> int:
+    """Peak resident memory of this process in bytes, at least every ``observed`` RSS.
+
+    ``getrusage`` reports the kernel's high-water mark (kB on Linux). Linux folds each thread's
+    RSS counter into the process total in batches, so that mark can trail an RSS read from
+    ``/proc`` a moment earlier by some tens of kB; the peak is the larger of the two.
+    """
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+    return max((peak if sys.platform == "darwin" else peak * 1024, *observed))
 
 
 # ------------------------------------------------------------------------- building the input
@@ -170,8 +175,8 @@ def child(stage: str, inputs: list[str], chunksize: int, samples: int, model: st
         "rss_first_chunk_mb": rss[0] / 2**20,
         "rss_middle_mb": rss[len(rss) // 2] / 2**20,
         "rss_last_chunk_mb": rss[-1] / 2**20,
-        "peak_rss_mb": _peak_rss() / 2**20,
-        "rss_mb_per_chunk": [round(x / 2**20, 1) for x in rss],
+        "peak_rss_mb": _peak_rss(*rss) / 2**20,
+        "rss_mb_per_chunk": [x / 2**20 for x in rss],
     }
 
 

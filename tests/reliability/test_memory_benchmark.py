@@ -39,3 +39,11 @@ def test_stream_file_and_per_chunk_memory(nano_v12, tmp_path):
 def test_collect_previous_chunks_is_throttled():
     assert collect_previous_chunks(interval=0.0)
     assert not collect_previous_chunks(interval=1e9)
+
+
+def test_peak_rss_is_at_least_every_observed_rss():
+    bench = load_benchmark("memory_stream")
+    current = bench._rss()
+    assert bench._peak_rss() > 0
+    assert bench._peak_rss(current) >= current
+    assert bench._peak_rss(current, 2**50) == 2**50  # an observation above the kernel's mark wins
