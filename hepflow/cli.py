@@ -279,7 +279,9 @@ def _report_neutrino(args: argparse.Namespace) -> int:
 def _train_cosmic(args: argparse.Namespace) -> int:
     from hepflow.analysis.cosmic import train
 
-    summary = train(args.data, args.output, config=args.config, progress=args.progress, resume=args.resume)
+    summary = train(
+        args.data, args.output, config=args.config, progress=args.progress, resume=args.resume, init=args.init
+    )
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)}, indent=1))
     print(f"model in {args.output}")
     return 0
@@ -424,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="analysis config (default: analyses/auger_sources)"
     )
     tco.add_argument("--resume", action="store_true")
+    tco.add_argument(
+        "--init", type=Path, default=None, help="start from this trained cosmic model (same [flow] layout)"
+    )
     tco.add_argument("--no-progress", dest="progress", action="store_false")
     tco.set_defaults(handler=_train_cosmic)
 

@@ -136,12 +136,16 @@ def load_training_data(
     binning: Binning,
     max_n: int | None = None,
     prior: dict[str, Any] | None = None,
+    proposal: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(theta (n, 7) float64, features (n, 943) float32)`` from a ``PseudoExperiments`` ntuple
     (``hepflow generate cosmic``) or a directory of feature chunks (``hepflow process cosmic``).
 
     ``prior`` (the ``[prior]`` section as a dict): an ntuple whose metadata names another prior
-    is refused, since the cINN would learn the posterior under that prior. Of the first ``max_n``
+    is refused, since the cINN would learn the posterior under that prior; so is one drawn from
+    another ``proposal`` (:meth:`~hepflow.generate.cosmic.ProposalConfig.metadata` of the
+    ``[proposal]`` section, None for the prior itself), since the model records the proposal
+    its samples are corrected for. Feature directories carry no such record. Of the first ``max_n``
     pseudo-experiments, those with a NaN, infinite or negative count (ntuple) or a non-finite
     feature (feature chunks), or a non-finite parameter, are dropped and their number logged:
     everything returned is finite.
@@ -155,7 +159,7 @@ def load_training_data(
             _log_dropped(path, int((~keep).sum()), len(keep))
         return theta, feats
     if path.is_file():
-        return _features_from_ntuple(path, binning, max_n, prior)
+        return _features_from_ntuple(path, binning, max_n, prior, proposal)
     raise InputError(f"training data {path} does not exist (a PseudoExperiments file or a feature directory)")
 
 
@@ -164,7 +168,11 @@ def _log_dropped(path: Path, bad: int, total: int) -> None:
 
 
 def _features_from_ntuple(
-    path: Path, binning: Binning, max_n: int | None, prior: dict[str, Any] | None
+    path: Path,
+    binning: Binning,
+    max_n: int | None,
+    prior: dict[str, Any] | None,
+    proposal: dict[str, Any] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     import uproot
 
@@ -184,6 +192,11 @@ def _features_from_ntuple(
         raise InputError(
             f"{path} was generated with prior {meta['prior']}, the config has {prior}: "
             "the cINN would learn the posterior under another prior"
+        )
+    if prior is not None and "prior" in meta and _plain(meta.get("proposal")) != _plain(proposal):
+        raise InputError(
+            f"{path} was generated with proposal {meta.get('proposal') or 'the prior'}, the config's "
+            f"[proposal] is {proposal or 'the prior'}: the model would correct its samples for the wrong one"
         )
     n = n if max_n is None else min(n, max_n)
     theta = np.empty((n, len(PARAMETERS)))
@@ -288,6 +301,7 @@ def _metadata(cfg: CosmicConfig, binning: Binning) -> dict[str, Any]:
         "summary": cfg.flow.summary,
         "prior": to_dict(cfg.prior),
         "forward_model": to_dict(cfg.model),
+        **({} if cfg.proposal.metadata() is None else {"proposal": cfg.proposal.metadata()}),
     }
 
 
@@ -342,13 +356,43 @@ def _model_prior(model: Any) -> Any:
     return Prior(gamma=tuple(p["gamma"]), lg_rcut=tuple(p["lg_rcut"]), concentration=p["concentration"])
 
 
+def _model_proposal(model: Any) -> Any:
+    """The :class:`~hepflow.cosmic.Proposal` the model was trained on, None for the prior."""
+    from hepflow.cosmic import Proposal
+
+    p = model.metadata.get("proposal")
+    if p is None:
+        return None
+    return Proposal(_model_prior(model), prior_weight=p["prior_weight"], concentration=p["concentration"])
+
+
+def _on_simplex(theta: Any) -> np.ndarray:
+    """Flow samples as float64 with the fractions renormalised in double precision."""
+    x = theta.double().cpu().numpy()
+    x[..., 2:] = np.clip(x[..., 2:], 0.0, None)
+    x[..., 2:] /= x[..., 2:].sum(axis=-1, keepdims=True)
+    return x
+
+
 def sample_posterior(
-    model: Any, observations: Observation | Sequence[Observation] | np.ndarray, n: int, *, seed: int = 7
+    model: Any,
+    observations: Observation | Sequence[Observation] | np.ndarray,
+    n: int,
+    *,
+    seed: int = 7,
+    max_draws: int = 1000,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(samples (n_obs, n, 7) float64, log_prob (n_obs, n))`` for observations or feature rows.
 
     The fractions are renormalised in double precision (they sum to one within 1e-12) and every
     sample lies in the prior box (the flow's constraints).
+
+    A model trained on a :class:`~hepflow.cosmic.Proposal` (``[proposal]``) learned the posterior
+    under the proposal; its draws are accepted with probability ``lambda * prior / proposal``, so
+    the returned samples follow the posterior under the prior, and ``log_prob`` is the density of
+    the accepted draws (the cINN's, times the acceptance, over the observation's acceptance rate).
+    An observation whose rate is so low that ``max_draws * n`` draws do not give ``n`` samples is
+    refused with its rate: its posterior lies where the proposal has almost all the mass.
     """
     import torch
 
@@ -364,11 +408,59 @@ def sample_posterior(
         )
     ctx = context_from_features(feats, model.binning, summary)
     gen = torch.Generator().manual_seed(int(seed))
-    theta, logp = model.sample(n, ctx, return_log_prob=True, generator=gen)
-    x = theta.double().cpu().numpy()
-    x[..., 2:] = np.clip(x[..., 2:], 0.0, None)
-    x[..., 2:] /= x[..., 2:].sum(axis=-1, keepdims=True)
-    return x, logp.double().cpu().numpy()
+    proposal = _model_proposal(model)
+    if proposal is None:
+        theta, logp = model.sample(n, ctx, return_log_prob=True, generator=gen)
+        return _on_simplex(theta), logp.double().cpu().numpy()
+    return _corrected_draws(model, ctx, n, proposal, gen, np.random.default_rng(seed), max_draws)
+
+
+def _corrected_draws(
+    model: Any,
+    ctx: dict[str, np.ndarray],
+    n: int,
+    proposal: Any,
+    gen: Any,
+    rng: np.random.Generator,
+    max_draws: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rejection from the cINN's posterior under ``proposal`` to the posterior under the prior."""
+    from hepflow.flows.context import index_context
+
+    n_obs = len(next(iter(ctx.values())))
+    samples = np.empty((n_obs, n, len(PARAMETERS)))
+    log_q = np.empty((n_obs, n))
+    filled = np.zeros(n_obs, dtype=np.int64)
+    drawn = np.zeros(n_obs, dtype=np.int64)
+    accepted = np.zeros(n_obs, dtype=np.int64)
+    rate = np.full(n_obs, proposal.prior_weight)
+    todo = np.arange(n_obs)
+    while todo.size:
+        need = n - filled[todo]
+        m = int(np.ceil(((need + 4 * np.sqrt(need) + 8) / rate[todo]).max()))
+        m = min(m, max(n, 2**16 // max(todo.size, 1)) * 8)  # bound the memory of one round
+        theta, logp = model.sample(m, index_context(ctx, todo), return_log_prob=True, generator=gen)
+        x, lq = _on_simplex(theta), logp.double().cpu().numpy()
+        log_acc = proposal.log_acceptance(x.reshape(-1, x.shape[-1])).reshape(lq.shape)
+        keep = np.log(rng.random(lq.shape)) < log_acc
+        for j, i in enumerate(todo):
+            k = np.flatnonzero(keep[j])[: n - filled[i]]
+            samples[i, filled[i] : filled[i] + k.size] = x[j, k]
+            log_q[i, filled[i] : filled[i] + k.size] = lq[j, k] + log_acc[j, k]
+            filled[i] += k.size
+        drawn[todo] += m
+        accepted[todo] += keep.sum(axis=1)
+        rate[todo] = np.maximum(accepted[todo], 1) / drawn[todo]
+        todo = todo[filled[todo] < n]
+        stuck = todo[drawn[todo] >= max_draws * n]
+        if stuck.size:
+            i = int(stuck[0])
+            raise ModelError(
+                f"observation {i}: only {accepted[i]} of {drawn[i]} cINN draws pass the correction "
+                f"from the training proposal to the prior (rate {accepted[i] / drawn[i]:.2g}): the "
+                "posterior lies where the proposal puts almost all the training mass"
+            )
+    return samples, log_q - np.log(accepted / drawn)[:, None]
 
 
 def importance_reweight(
@@ -398,6 +490,7 @@ def train(
     config: CosmicConfig | str | os.PathLike[str] | None = None,
     progress: bool = True,
     resume: bool = False,
+    init: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """``hepflow train cosmic``: train the cINN on pseudo-experiments and save it.
 
@@ -410,6 +503,9 @@ def train(
             ``[training] max_pseudo_experiments`` caps the number used.
         progress: tqdm bar per epoch.
         resume: continue an interrupted training from ``output_dir/checkpoints``.
+        init: start from the weights and standardisation of this trained cosmic model (same
+            ``[flow]`` architecture, prior and forward model; refused otherwise) instead of a
+            fresh network, e.g. to train on a ``[proposal]`` with few epochs.
 
     Returns the content of ``training.json`` (pseudo-experiments used, seconds, epochs, losses).
     """
@@ -421,7 +517,11 @@ def train(
     binning = cfg.model.binning()
     t0 = time.perf_counter()
     theta, feats = load_training_data(
-        data, binning=binning, max_n=tc.max_pseudo_experiments, prior=to_dict(cfg.prior)
+        data,
+        binning=binning,
+        max_n=tc.max_pseudo_experiments,
+        prior=to_dict(cfg.prior),
+        proposal=cfg.proposal.metadata(),
     )
     load_s = time.perf_counter() - t0
     prior = cfg.prior.build()
@@ -440,6 +540,8 @@ def train(
         raise InputError(f"{data}: non-finite features")
     out = Path(output_dir)
     model = build_flow(cfg.flow, prior=prior, binning=binning, seed=tc.seed)
+    if init is not None:
+        _warm_start(model, init, cfg)
     t1 = time.perf_counter()
     epoch_ends: list[float] = []
 
@@ -463,10 +565,13 @@ def train(
     fit_s = time.perf_counter() - t1
     metadata = _metadata(cfg, binning)
     metadata["training"] = {"data": str(data), "pseudo_experiments": len(theta)}
+    if init is not None:
+        metadata["training"]["init"] = str(init)
     hepflow.save_model(model.cpu(), out / "flow", metadata=metadata)
     val = [v for v in history.val_loss if v is not None]
     summary = {
         "data": str(data),
+        "init": None if init is None else str(init),
         "pseudo_experiments": len(theta),
         "load_seconds": load_s,
         "fit_seconds": fit_s,
@@ -484,6 +589,19 @@ def train(
     }
     write_json(out / "training.json", summary)
     return summary
+
+
+def _warm_start(model: Any, init: str | os.PathLike[str], cfg: CosmicConfig) -> None:
+    """Copy the weights and buffers of the trained model ``init`` into ``model`` (same architecture)."""
+    start = load_flow(init, config=cfg)  # refuses another analysis, features, prior or forward model
+    ours, theirs = _plain(model.config()), _plain(start.config())
+    differ = sorted(k for k in ours.keys() | theirs.keys() if k != "seed" and ours.get(k) != theirs.get(k))
+    if differ:
+        raise ModelError(
+            f"{init} has another architecture than the config's [flow] ({', '.join(differ)} differ): "
+            "it cannot initialise this training"
+        )
+    model.load_state_dict(start.state_dict())
 
 
 # --------------------------------------------------------------------------- inference

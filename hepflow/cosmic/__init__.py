@@ -28,7 +28,7 @@ from __future__ import annotations
 from hepflow.cosmic.likelihood import Deviance, Likelihood, multinomial_deviance, poisson_deviance
 from hepflow.cosmic.model import ForwardModel
 from hepflow.cosmic.observation import Binning, Observation
-from hepflow.cosmic.priors import Prior
+from hepflow.cosmic.priors import Prior, Proposal
 from hepflow.cosmic.source import PARAMETER_NAMES, SPECIES
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "Likelihood",
     "Observation",
     "Prior",
+    "Proposal",
     "multinomial_deviance",
     "poisson_deviance",
 ]

@@ -7,7 +7,7 @@ appears under its name only when complete):
 
 * ``index`` (int64): entry number;
 * ``gamma``, ``lg_rcut``, ``f_H``, ``f_He``, ``f_N``, ``f_Si``, ``f_Fe`` (double): the true
-  parameters, drawn from the prior;
+  parameters, drawn from the prior (or from the ``[proposal]``, recorded in the metadata);
 * ``spectrum`` (int32[n_E]): spectrum counts, Poisson around the reference total;
 * ``xmax`` (int32[n_M][n_X]): Xmax histograms, multinomial with the reference numbers of Xmax
   events per energy bin (:meth:`hepflow.cosmic.ForwardModel.simulate`).
@@ -20,7 +20,7 @@ model, seed, binning). :func:`load_observation` reads either format (or the lg E
 written by ``hepflow process cosmic``) back as an :class:`~hepflow.cosmic.Observation`.
 
 The analysis configuration (``analyses/auger_sources/config.toml``) is read into
-:class:`CosmicConfig` (sections ``[prior]``, ``[model]``, ``[generation]``, ``[mcmc]``, and
+:class:`CosmicConfig` (sections ``[prior]``, ``[proposal]``, ``[model]``, ``[generation]``, ``[mcmc]``, and
 ``[flow]``, ``[training]``, ``[inference]``, ``[comparison]`` of :mod:`hepflow.analysis.cosmic`);
 unknown keys are refused.
 
@@ -43,7 +43,7 @@ import numpy as np
 
 from hepflow import __version__
 from hepflow.config import from_dict, read_toml, to_dict
-from hepflow.cosmic import PARAMETER_NAMES, Binning, ForwardModel, Observation, Prior
+from hepflow.cosmic import PARAMETER_NAMES, Binning, ForwardModel, Observation, Prior, Proposal
 from hepflow.cosmic.auger import load_xmax, xmax_acceptance
 from hepflow.cosmic.propagation import GROUP_MASSES
 from hepflow.cosmic.source import as_params
@@ -65,6 +65,7 @@ __all__ = [
     "InferenceConfig",
     "ModelConfig",
     "PriorConfig",
+    "ProposalConfig",
     "TrainingConfig",
     "as_config",
     "generate_cosmic",
@@ -102,6 +103,29 @@ class PriorConfig:
 
     def build(self) -> Prior:
         return Prior(gamma=self.gamma, lg_rcut=self.lg_rcut, concentration=self.concentration)
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """``[proposal]``: where the training parameters come from (:class:`hepflow.cosmic.Proposal`).
+
+    ``prior_weight = 1`` (default): the prior. Below 1, the rest of the pseudo-experiments take
+    their fractions from a sparse Dirichlet (``concentration``), so the cINN also sees the faces
+    of the simplex; its posterior draws are corrected back to the prior by rejection.
+    """
+
+    prior_weight: float = 1.0
+    concentration: float = 0.3
+
+    def build(self, prior: Prior) -> Proposal:
+        return Proposal(prior, prior_weight=self.prior_weight, concentration=self.concentration)
+
+    def metadata(self) -> dict[str, float] | None:
+        """What a file or model records: None for the prior itself."""
+        return None if self.prior_weight == 1.0 else to_dict(self)
+
+    def __post_init__(self) -> None:
+        self.build(Prior())  # validates
 
 
 @dataclass(frozen=True)
@@ -255,6 +279,7 @@ class CosmicConfig:
     """
 
     prior: PriorConfig = field(default_factory=PriorConfig)
+    proposal: ProposalConfig = field(default_factory=ProposalConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     mcmc: McmcConfig = field(default_factory=McmcConfig)
@@ -326,7 +351,8 @@ def generate_cosmic(
     progress: bool = True,
     overwrite: bool = False,
 ) -> CosmicGenerationStats:
-    """Draw ``n`` parameter vectors from the prior and simulate one pseudo-experiment each.
+    """Draw ``n`` parameter vectors from the prior (the ``[proposal]`` when it is not the prior) and
+    simulate one pseudo-experiment each.
 
     Writes the ``PseudoExperiments`` tree (module docstring) to ``output``. Parameters and
     pseudo-experiments come from independent random streams per block of :data:`RNG_CHUNK`
@@ -352,7 +378,7 @@ def generate_cosmic(
     if n < 1 or batch_size < 1:
         raise ConfigError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
     start = time.perf_counter()
-    prior = cfg.prior.build()
+    proposal = cfg.proposal.build(cfg.prior.build())
     model = cfg.model.build()
     n_e, n_m, n_x = model.binning.shape
     setup = time.perf_counter() - start
@@ -364,6 +390,7 @@ def generate_cosmic(
         n=n,
         prior=to_dict(cfg.prior),
         model_config=to_dict(cfg.model),
+        **({} if proposal.is_prior else {"proposal": cfg.proposal.metadata()}),
     )
     import uproot
 
@@ -384,7 +411,7 @@ def generate_cosmic(
             t0 = time.perf_counter()
             size = min(RNG_CHUNK, n - first)
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(k,)))
-            theta = prior.sample(size, rng)
+            theta = proposal.sample(size, rng)
             sim = model.simulate(theta, rng)
             block = {"index": np.arange(first, first + size, dtype=np.int64)}
             block.update({name: theta[:, i] for i, name in enumerate(PARAMETER_NAMES)})

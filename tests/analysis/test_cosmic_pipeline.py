@@ -390,3 +390,113 @@ def test_importance_weights_of_the_cinn_samples(trained, tiny_cfg, tmp_path) -> 
     error = ratio.std() / np.sqrt(ratio.size)
     assert error < 0.04  # the barely trained cINN is broad: the estimate is precise (~0.02)
     assert ratio.mean() == pytest.approx(1.0, abs=max(4 * error, 0.05))
+
+
+# ---------------------------------------------------------------------------- training proposal
+PROPOSAL = {"prior_weight": 0.5, "concentration": 0.3}
+
+
+class _ProposalDraws:
+    """A stand-in for a cINN whose posterior under the proposal is the proposal itself (an
+    uninformative observation): the corrected draws must follow the prior."""
+
+    def __init__(self, proposal, *, sparse_only: bool = False) -> None:
+        from hepflow.cosmic import Binning
+
+        self.proposal = proposal
+        self.sparse_only = sparse_only
+        self.binning = Binning.auger()
+        self.metadata = {
+            "summary": "cnn",
+            "prior": {"gamma": [-3.0, 3.0], "lg_rcut": [17.5, 19.5], "concentration": 1.0},
+            "proposal": PROPOSAL,
+        }
+        self.calls = 0
+
+    def sample(self, m, ctx, *, return_log_prob, generator):
+        import torch
+
+        self.calls += 1
+        n_obs = len(next(iter(ctx.values())))
+        seed = int(torch.randint(2**31, (), generator=generator))
+        source = self.proposal._sparse if self.sparse_only else self.proposal
+        x = source.sample(n_obs * m, rng=seed)
+        lp = source.log_prob(x)
+        return torch.from_numpy(x.reshape(n_obs, m, 7)), torch.from_numpy(lp.reshape(n_obs, m))
+
+
+def test_corrected_draws_follow_the_prior_with_a_normalised_density() -> None:
+    from scipy import stats
+
+    from hepflow.cosmic import Prior, Proposal
+
+    prior = Prior()
+    stand_in = _ProposalDraws(Proposal(prior, **PROPOSAL))
+    obs = [cosmic.Observation.from_auger()] * 3
+    x, log_q = cosmic.sample_posterior(stand_in, obs, 8000, seed=4)
+    assert x.shape == (3, 8000, 7)
+    assert log_q.shape == (3, 8000)
+    assert stand_in.calls <= 3  # a first round of ~n / lambda draws, at most a short top-up or two
+    for i in range(3):
+        for k in range(2, 7):  # flat Dirichlet: every fraction is Beta(1, 4)
+            assert stats.kstest(x[i, :, k], stats.beta(1, 4).cdf).pvalue > 1e-3
+        # the density of the accepted draws is the prior's, up to the estimated acceptance rate
+        np.testing.assert_allclose(log_q[i], prior.log_prob(x[i]), atol=0.05)
+    assert not np.array_equal(x[0], x[1])
+    x2, _ = cosmic.sample_posterior(stand_in, obs[:1], 8000, seed=4)
+    np.testing.assert_array_equal(x2[0], cosmic.sample_posterior(stand_in, obs[:1], 8000, seed=4)[0][0])
+    # draws that (almost) never pass the correction are refused, with their rate
+    faces = _ProposalDraws(Proposal(prior, **PROPOSAL), sparse_only=True)
+    faces.metadata["proposal"] = {"prior_weight": 0.001, "concentration": 0.3}
+    with pytest.raises(ModelError, match=r"observation 0: only \d+ of \d+ cINN draws pass"):
+        cosmic.sample_posterior(faces, obs[:1], 500, seed=1, max_draws=3)
+
+
+def test_training_on_a_proposal_records_it_and_corrects_the_samples(pe_file, tmp_path) -> None:
+    from hepflow.generate.cosmic import generate_cosmic
+
+    settings = {**TINY, "proposal": PROPOSAL, "training": {**TINY["training"], "epochs": 1}}
+    cfg = from_dict(CosmicConfig, settings)
+    data = tmp_path / "pe_proposal.root"
+    generate_cosmic(data, n=1000, seed=5, config=cfg, progress=False)
+    meta = json.loads(uproot.open(data)["metadata"])
+    assert meta["proposal"] == PROPOSAL
+    theta = uproot.open(data)["PseudoExperiments"].arrays(["f_N", "f_Si", "f_Fe"], library="np")
+    faces = np.mean((theta["f_N"] < 0.01) & (theta["f_Si"] < 0.01) & (theta["f_Fe"] < 0.01))
+    assert faces > 0.004  # 0.5 x 0.021 expected, 1.1e-4 under the flat prior
+    # the proposal of the data and of the config must agree, either way round
+    with pytest.raises(InputError, match="proposal"):
+        train(data, tmp_path / "m0", config=from_dict(CosmicConfig, TINY), progress=False)
+    with pytest.raises(InputError, match="proposal"):
+        train(pe_file, tmp_path / "m0", config=cfg, progress=False)
+    train(data, tmp_path / "m", config=cfg, progress=False)
+    model = load_flow(tmp_path / "m", config=cfg)
+    assert model.metadata["proposal"] == PROPOSAL
+    x, log_q = cosmic.sample_posterior(model, cosmic.Observation.from_auger(), 500, seed=2)
+    _check_support(x[0])
+    assert np.isfinite(log_q).all()
+    summary = infer(tmp_path / "m", "auger", output_dir=tmp_path / "post", samples=500, seed=2)
+    cols = ak.from_parquet(tmp_path / "post" / "samples.parquet")
+    np.testing.assert_allclose(ak.to_numpy(cols.gamma), x[0][:, 0], rtol=1e-6)
+    assert summary["samples"] == 500
+
+
+def test_training_starts_from_a_trained_model(trained, pe_file, tiny_cfg, tmp_path) -> None:
+    """``train(init=...)``: the weights of an earlier model; another architecture is refused."""
+    import torch
+
+    out, _ = trained
+    cfg = from_dict(CosmicConfig, {**TINY, "training": {**TINY["training"], "epochs": 1, "lr": 1e-12}})
+    summary = train(pe_file, tmp_path / "warm", config=cfg, progress=False, init=out)
+    assert summary["init"] == str(out)
+    before, after = load_flow(out).state_dict(), load_flow(tmp_path / "warm").state_dict()
+    assert before.keys() == after.keys()
+    for k in before:  # a learning rate of 1e-12 leaves the initial weights where they were
+        torch.testing.assert_close(after[k].float(), before[k].float(), atol=1e-6, rtol=1e-5)
+    assert load_flow(tmp_path / "warm").metadata["training"]["init"] == str(out)
+    wider = from_dict(CosmicConfig, {**TINY, "flow": {**TINY["flow"], "width": 24}})
+    with pytest.raises(ModelError, match="width"):
+        train(pe_file, tmp_path / "w", config=wider, progress=False, init=out)
+    other = from_dict(CosmicConfig, {**TINY, "model": {"hadronic_model": "QGSJetII-04"}})
+    with pytest.raises(ModelError, match="forward_model"):
+        train(pe_file, tmp_path / "p", config=other, progress=False, init=out)

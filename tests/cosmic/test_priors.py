@@ -1,11 +1,12 @@
-"""Prior: support, density, unconstrained bijection."""
+"""Prior: support, density, unconstrained bijection; the training proposal and its correction."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from hepflow.cosmic import Prior
+from hepflow.cosmic import Prior, Proposal
 from hepflow.errors import ConfigError
 
 
@@ -60,3 +61,58 @@ def test_invalid_prior() -> None:
         Prior(lg_rcut=(19.0, 18.0))
     with pytest.raises(ConfigError, match="concentration"):
         Prior(concentration=0.0)
+
+
+def test_proposal_of_weight_one_is_the_prior() -> None:
+    prior = Prior()
+    proposal = Proposal(prior)
+    assert proposal.is_prior
+    np.testing.assert_array_equal(proposal.sample(50, rng=3), prior.sample(50, rng=3))
+    theta = prior.sample(20, rng=4)
+    np.testing.assert_array_equal(proposal.log_prob(theta), prior.log_prob(theta))
+    np.testing.assert_array_equal(proposal.log_acceptance(theta), 0.0)
+
+
+def test_proposal_puts_mass_on_the_faces_and_its_density_is_the_mixture() -> None:
+    prior = Prior()
+    proposal = Proposal(prior, prior_weight=0.5, concentration=0.3)
+    theta = proposal.sample(40000, rng=5)
+    assert prior.in_support(theta).all()
+    sparse = (theta[:, 4:] < 0.01).all(axis=1)  # N, Si and Fe below 1 %
+    assert sparse.mean() > 20 * (prior.sample(40000, rng=6)[:, 4:] < 0.01).all(axis=1).mean()
+    # density: E_proposal[prior / proposal] = 1 and E_proposal[1 / proposal] = the support volume
+    with np.errstate(over="ignore"):
+        ratio = np.exp(prior.log_prob(theta) - proposal.log_prob(theta))
+    assert abs(ratio.mean() - 1.0) < 0.02
+    assert ratio.max() <= 1 / 0.5 + 1e-9
+    # against the mixture written out with scipy's Dirichlet on an interior point
+    x = np.array([[0.3, 18.4, 0.1, 0.2, 0.3, 0.25, 0.15]])
+    box = np.log(6.0) + np.log(2.0)
+    f = x[0, 2:]
+    mix = 0.5 * stats.dirichlet(np.ones(5)).pdf(f) + 0.5 * stats.dirichlet(np.full(5, 0.3)).pdf(f)
+    np.testing.assert_allclose(proposal.log_prob(x), np.log(mix) - box, rtol=1e-10)
+    assert np.isneginf(proposal.log_prob([[3.5, 18.4, 0.2, 0.2, 0.2, 0.2, 0.2]])).all()
+
+
+@pytest.mark.parametrize("prior_weight", [0.8, 0.3])
+def test_accepted_proposal_draws_follow_the_prior(prior_weight) -> None:
+    prior = Prior()
+    proposal = Proposal(prior, prior_weight=prior_weight, concentration=0.3)
+    theta = proposal.sample(60000, rng=7)
+    assert (proposal.log_acceptance(theta) <= 0).all()
+    kept = theta[proposal.accept(theta, rng=8)]
+    assert abs(len(kept) / len(theta) - prior_weight) < 0.01  # acceptance lambda on average
+    # under the flat Dirichlet every fraction is Beta(1, 4); the raw proposal draws are not
+    for k in range(2, 7):
+        assert stats.kstest(kept[:, k], stats.beta(1, 4).cdf).pvalue > 1e-3
+    assert stats.kstest(theta[:, 4], stats.beta(1, 4).cdf).pvalue < 1e-6
+    assert stats.kstest(kept[:, 0], stats.uniform(-3, 6).cdf).pvalue > 1e-3
+
+
+def test_invalid_proposal() -> None:
+    with pytest.raises(ConfigError, match="prior_weight"):
+        Proposal(Prior(), prior_weight=0.0)
+    with pytest.raises(ConfigError, match="prior_weight"):
+        Proposal(Prior(), prior_weight=1.5)
+    with pytest.raises(ConfigError, match="concentration"):
+        Proposal(Prior(), prior_weight=0.5, concentration=-1.0)
