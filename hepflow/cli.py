@@ -287,6 +287,14 @@ def _train_cosmic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensemble_cosmic(args: argparse.Namespace) -> int:
+    from hepflow.analysis.cosmic import make_ensemble
+
+    out = make_ensemble(args.models, args.output, config=args.config, overwrite=args.overwrite)
+    print(f"ensemble of {len(args.models)} models in {out}")
+    return 0
+
+
 def _infer_cosmic(args: argparse.Namespace) -> int:
     from hepflow.analysis.cosmic import infer
 
@@ -433,6 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
     tco.set_defaults(handler=_train_cosmic)
 
     # infer
+    ens = sub.add_parser("ensemble", help="one model directory of an equal-weight mixture of trained cINNs")
+    ens_sub = ens.add_subparsers(dest="what", required=True, metavar="WHAT")
+    eco = ens_sub.add_parser("cosmic", help="ensemble of cosmic cINNs (same prior, features, forward model)")
+    eco.add_argument("--models", type=Path, nargs="+", required=True, help="two or more trained models")
+    eco.add_argument("--output", type=Path, required=True, help="the ensemble's model directory")
+    eco.add_argument("--config", type=Path, default=None, help="refuse members trained under another config")
+    eco.add_argument("--overwrite", action="store_true")
+    eco.set_defaults(handler=_ensemble_cosmic)
+
     infer = sub.add_parser("infer", help="posterior samples and summaries as columns")
     infer_sub = infer.add_subparsers(dest="what", required=True, metavar="WHAT")
     inu = infer_sub.add_parser("neutrino", help="neutrino posteriors next to the quadratic solution")

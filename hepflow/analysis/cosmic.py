@@ -62,8 +62,10 @@ __all__ = [
     "load_config",
     "load_flow",
     "load_training_data",
+    "make_ensemble",
     "marginal_metrics",
     "parameter_columns",
+    "posterior_log_prob",
     "sample_posterior",
     "summarize_metrics",
     "train",
@@ -305,21 +307,36 @@ def _metadata(cfg: CosmicConfig, binning: Binning) -> dict[str, Any]:
     }
 
 
+ENSEMBLE_FILE = "ensemble.json"
+#: Metadata every member of an ensemble must share (what the posterior is of, and from what).
+_SHARED_METADATA = ("analysis", "parameters", "features", "summary", "prior", "forward_model", "proposal")
+
+
 def _model_path(model_dir: str | os.PathLike[str]) -> Path:
     d = Path(model_dir)
+    if (d / ENSEMBLE_FILE).is_file():
+        return d
     for candidate in (d, d / "flow"):
         if (candidate / "config.json").is_file():
             return candidate
-    raise ModelError(f"no cosmic model at {d}: train one with `hepflow train cosmic` first")
+    raise ModelError(
+        f"no cosmic model at {d}: train one with `hepflow train cosmic` (or build an ensemble with "
+        "`hepflow ensemble cosmic`) first"
+    )
 
 
 def load_flow(model_dir: str | os.PathLike[str], *, config: CosmicConfig | None = None) -> Any:
     """Load the cINN from a training output directory (or its ``flow`` folder), refusing a foreign model.
 
+    A directory written by :func:`make_ensemble` gives a :class:`~hepflow.flows.ensemble.FlowEnsemble`
+    of its members, with the same ``metadata`` and ``binning`` attributes.
+
     Raises :class:`~hepflow.errors.ModelError` if the model is not one of this analysis, was
     trained on another feature layout, or (when ``config`` is given) under another prior or
     forward model than the config's.
     """
+    if (Path(model_dir) / ENSEMBLE_FILE).is_file():
+        return _load_ensemble(Path(model_dir), config)
     import hepflow
     from hepflow.flows.serialization import read_config
 
@@ -349,6 +366,84 @@ def load_flow(model_dir: str | os.PathLike[str], *, config: CosmicConfig | None 
     return model.eval()
 
 
+def _ensemble_of(members: Sequence[Any], where: str) -> Any:
+    """A :class:`FlowEnsemble` of loaded cosmic models that infer the same posterior."""
+    from hepflow.flows.ensemble import FlowEnsemble
+
+    first = members[0].metadata
+    for i, m in enumerate(members[1:], start=1):
+        differ = [k for k in _SHARED_METADATA if _plain(m.metadata.get(k)) != _plain(first.get(k))]
+        if differ:
+            raise ModelError(f"{where}: member {i} differs from member 0 in {', '.join(differ)}")
+    if first.get("proposal") is not None:
+        raise ModelError(
+            f"{where}: members trained on a [proposal] cannot form an ensemble (their draws are "
+            "corrected one model at a time)"
+        )
+    ensemble = FlowEnsemble(members)
+    ensemble.metadata = {k: first[k] for k in _SHARED_METADATA if k in first}
+    ensemble.metadata["members"] = [m.metadata.get("training") for m in members]
+    ensemble.binning = members[0].binning
+    return ensemble.eval()
+
+
+def _load_ensemble(directory: Path, config: CosmicConfig | None) -> Any:
+    try:
+        names = json.loads((directory / ENSEMBLE_FILE).read_text())["members"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"{directory / ENSEMBLE_FILE} is not an ensemble description: {err}") from err
+    if not isinstance(names, list) or not all(isinstance(n, str) and "/" not in n for n in names):
+        raise ModelError(f"{directory / ENSEMBLE_FILE}: 'members' must list member folder names")
+    return _ensemble_of([load_flow(directory / n, config=config) for n in names], str(directory))
+
+
+def make_ensemble(
+    models: Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: CosmicConfig | str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """``hepflow ensemble cosmic``: one model directory of an equal-weight mixture of trained cINNs.
+
+    Copies every member's ``flow`` folder (config + checksummed weights) to
+    ``output_dir/member_<k>`` and writes ``ensemble.json``; the directory is complete or absent.
+    :func:`load_flow` (and so infer, compare and report) use it like one model. The members must
+    infer the same posterior: the same analysis, parameters, features, summary, prior, forward
+    model and (with ``config``) the config's; not trained on a ``[proposal]``.
+    """
+    import shutil
+
+    from hepflow.outputs import write_json
+
+    cfg = None if config is None else load_config(config)
+    for m in models:
+        if (Path(m) / ENSEMBLE_FILE).is_file():
+            raise ConfigError(f"{m} is an ensemble already: list its members instead")
+    members = [load_flow(m, config=cfg) for m in models]
+    if len(members) < 2:
+        raise ConfigError(f"an ensemble needs at least two models, got {len(members)}")
+    _ensemble_of(members, "ensemble")
+    out = Path(output_dir)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = [f"member_{k}" for k in range(len(models))]
+    try:
+        for name, m in zip(names, models, strict=True):
+            shutil.copytree(_model_path(m), tmp / name)
+        write_json(tmp / ENSEMBLE_FILE, {"members": names, "sources": [str(m) for m in models]})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
 def _model_prior(model: Any) -> Any:
     from hepflow.cosmic import Prior
 
@@ -374,18 +469,37 @@ def _on_simplex(theta: Any) -> np.ndarray:
     return x
 
 
+def _context(
+    model: Any, observations: Observation | Sequence[Observation] | np.ndarray
+) -> dict[str, np.ndarray]:
+    """The model's context of observations (or of rows of features)."""
+    if isinstance(observations, Observation):
+        observations = [observations]
+    if isinstance(observations, np.ndarray):
+        feats = observations
+    else:
+        obs = list(observations)
+        feats = observation_features(
+            np.stack([o.spectrum for o in obs]), np.stack([o.xmax for o in obs]), binning=model.binning
+        )
+    return context_from_features(feats, model.binning, model.metadata["summary"])
+
+
 def sample_posterior(
     model: Any,
     observations: Observation | Sequence[Observation] | np.ndarray,
     n: int,
     *,
     seed: int = 7,
+    log_prob: bool = True,
     max_draws: int = 1000,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(samples (n_obs, n, 7) float64, log_prob (n_obs, n))`` for observations or feature rows.
 
     The fractions are renormalised in double precision (they sum to one within 1e-12) and every
-    sample lies in the prior box (the flow's constraints).
+    sample lies in the prior box (the flow's constraints). ``log_prob=False`` skips the density
+    where it costs extra (an ensemble evaluates every member at every sample) and returns None
+    for it; :func:`posterior_log_prob` computes it later.
 
     A model trained on a :class:`~hepflow.cosmic.Proposal` (``[proposal]``) learned the posterior
     under the proposal; its draws are accepted with probability ``lambda * prior / proposal``, so
@@ -396,23 +510,31 @@ def sample_posterior(
     """
     import torch
 
-    summary = model.metadata["summary"]
-    if isinstance(observations, Observation):
-        observations = [observations]
-    if isinstance(observations, np.ndarray):
-        feats = observations
-    else:
-        obs = list(observations)
-        feats = observation_features(
-            np.stack([o.spectrum for o in obs]), np.stack([o.xmax for o in obs]), binning=model.binning
-        )
-    ctx = context_from_features(feats, model.binning, summary)
+    ctx = _context(model, observations)
     gen = torch.Generator().manual_seed(int(seed))
     proposal = _model_proposal(model)
-    if proposal is None:
-        theta, logp = model.sample(n, ctx, return_log_prob=True, generator=gen)
-        return _on_simplex(theta), logp.double().cpu().numpy()
-    return _corrected_draws(model, ctx, n, proposal, gen, np.random.default_rng(seed), max_draws)
+    if proposal is not None:
+        return _corrected_draws(model, ctx, n, proposal, gen, np.random.default_rng(seed), max_draws)
+    if not log_prob:
+        return _on_simplex(model.sample(n, ctx, generator=gen)), None
+    theta, logp = model.sample(n, ctx, return_log_prob=True, generator=gen)
+    return _on_simplex(theta), logp.double().cpu().numpy()
+
+
+def posterior_log_prob(
+    model: Any, observations: Observation | Sequence[Observation] | np.ndarray, samples: np.ndarray
+) -> np.ndarray:
+    """The cINN's ``log q(theta | x)`` (n_obs, n) of samples (n_obs, n, 7) grouped by observation.
+
+    For the samples of :func:`sample_posterior` with ``log_prob=False``; a model trained on a
+    ``[proposal]`` is refused (the density of its corrected draws comes with the draws).
+    """
+    if _model_proposal(model) is not None:
+        raise ModelError(
+            "the density of a proposal-trained model's corrected draws comes from sample_posterior"
+        )
+    lp = model.log_prob_grouped(np.asarray(samples, dtype=np.float32), _context(model, observations))
+    return lp.double().cpu().numpy()
 
 
 def _corrected_draws(
@@ -928,9 +1050,11 @@ def compare(
     for i in tqdm(range(n_mocks), desc="mocks (MCMC + cINN)", disable=not progress):
         obs = mocks[i]
         t0 = time.perf_counter()
-        x, log_q = sample_posterior(model, obs, cc.samples, seed=cc.seed + i)
-        t_cinn = time.perf_counter() - t0
+        x, log_q = sample_posterior(model, obs, cc.samples, seed=cc.seed + i, log_prob=False)
+        t_cinn = time.perf_counter() - t0  # time to the posterior samples
         t0 = time.perf_counter()
+        if log_q is None:  # the cINN density is needed for the weights only
+            log_q = posterior_log_prob(model, obs, x)
         iw = importance_reweight(x[0], log_q[0], obs, model=fwd, prior=prior)
         t_is = time.perf_counter() - t0
         if reused is not None:
@@ -1017,7 +1141,9 @@ def compare(
         theta_cal, cal_obs = _simulate_mocks(cfg, n_cal, cc.seed, stream=1)
         model = load_flow(model_dir)
         t0 = time.perf_counter()
-        xs, _ = sample_posterior(model, cal_obs, cc.calibration_samples, seed=cc.seed + 10_000)
+        xs, _ = sample_posterior(
+            model, cal_obs, cc.calibration_samples, seed=cc.seed + 10_000, log_prob=False
+        )
         t_cal = time.perf_counter() - t0
         calibration = calibration_report(theta_cal, xs, list(PARAMETERS), plot_dir=out)
         calibration["sampling_seconds"] = t_cal

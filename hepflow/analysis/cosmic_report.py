@@ -302,7 +302,7 @@ def _closure(
         theta = np.array([[float(m[p]) for p in PARAMETERS]] * 2)
         sims = fwd.simulate(theta, np.random.default_rng(1000 + i))
         obs = [Observation(fwd.binning, sims["spectrum"][j], sims["xmax"][j]) for j in range(2)]
-        x, _ = sample_posterior(model, obs, samples, seed=2000 + i)
+        x, _ = sample_posterior(model, obs, samples, seed=2000 + i, log_prob=False)
         mean, std = x.mean(axis=1), x.std(axis=1, ddof=1)
         out.append(
             {

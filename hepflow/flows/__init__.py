@@ -11,6 +11,7 @@ One concept per module:
 * :mod:`~hepflow.flows.standardization` -- standardisation buffers;
 * :mod:`~hepflow.flows.summary` -- MLP, set (jets) and CNN (histograms) summary networks;
 * :mod:`~hepflow.flows.inn` -- :class:`ConditionalINN`;
+* :mod:`~hepflow.flows.ensemble` -- :class:`FlowEnsemble`, an equal-weight mixture of flows;
 * :mod:`~hepflow.flows.regression` -- the :class:`Regressor` baseline;
 * :mod:`~hepflow.flows.serialization` -- :func:`save_model` / :func:`load_model`.
 """
@@ -22,6 +23,7 @@ from hepflow.flows.base import MLP, Flow, Transform
 from hepflow.flows.constraints import Box, Simplex, Support
 from hepflow.flows.coupling import AffineCoupling
 from hepflow.flows.dequantization import Dequantize
+from hepflow.flows.ensemble import FlowEnsemble
 from hepflow.flows.inn import ConditionalINN
 from hepflow.flows.mixing import Permutation, RandomOrthogonal
 from hepflow.flows.regression import Regressor
@@ -40,6 +42,7 @@ __all__ = [
     "ConditionalINN",
     "Dequantize",
     "Flow",
+    "FlowEnsemble",
     "IdentitySummary",
     "MLPSummary",
     "Permutation",

@@ -276,6 +276,35 @@ class ConditionalINN(nn.Module):
         lp = self._log_prob(safe, ctx)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
+    @torch.no_grad()
+    def log_prob_grouped(self, theta: Any, context: Any = None) -> Tensor:
+        """``log p`` of samples grouped by observation: ``theta (n_obs, n, theta_dim)`` -> ``(n_obs, n)``.
+
+        Observation ``i`` of ``context`` conditions ``theta[i]``, as in :meth:`sample`: the
+        summary network runs once per observation and its embedding is shared by the ``n``
+        samples (no repeated context). ``-inf`` outside the support.
+        """
+        dtype, device = self._dtype_device()
+        t = as_tensor(theta, dtype=dtype, device=device)
+        if t.dim() != 3 or t.shape[2] != self.theta_dim:
+            raise InputError(f"theta has shape {tuple(t.shape)}; expected (n_obs, n, {self.theta_dim})")
+        ctx = self._context(context)
+        if ctx is not None and batch_size_of(ctx) != t.shape[0]:
+            raise InputError(f"theta has {t.shape[0]} observations but the context has {batch_size_of(ctx)}")
+        n_obs, n, d = t.shape
+        flat = t.reshape(n_obs * n, d)
+        inside = self.support.contains(flat) if self.support.active else None
+        if inside is not None:
+            flat = torch.where(inside.unsqueeze(1), flat, self.support.interior(flat.dtype, flat.device))
+        emb = None if ctx is None else self.context_encoder(ctx)  # one row per observation
+        u, ld_support = self.support(flat)
+        z, ld_flow = self.flow(self.theta_scaler(u), emb)
+        log_base = -0.5 * (z * z).sum(1) - (0.5 * _LOG_2PI) * self.latent_dim
+        lp = log_base + ld_flow + ld_support + self.theta_scaler.log_abs_det().to(z.dtype)
+        if inside is not None:
+            lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
+        return lp.reshape(n_obs, n)
+
     def forward(self, theta: Any, context: Any = None) -> Tensor:
         """Same as :meth:`log_prob`."""
         return self.log_prob(theta, context)

@@ -500,3 +500,71 @@ def test_training_starts_from_a_trained_model(trained, pe_file, tiny_cfg, tmp_pa
     other = from_dict(CosmicConfig, {**TINY, "model": {"hadronic_model": "QGSJetII-04"}})
     with pytest.raises(ModelError, match="forward_model"):
         train(pe_file, tmp_path / "p", config=other, progress=False, init=out)
+
+
+# ---------------------------------------------------------------------------- ensembles
+def test_ensemble_of_trained_models_is_used_like_one_model(trained, pe_file, tmp_path) -> None:
+    from hepflow.flows import FlowEnsemble
+
+    out, _ = trained
+    cfg = from_dict(CosmicConfig, {**TINY, "training": {**TINY["training"], "epochs": 1, "seed": 8}})
+    train(pe_file, tmp_path / "second", config=cfg, progress=False)
+    ens_dir = cosmic.make_ensemble([out, tmp_path / "second"], tmp_path / "ens", config=cfg)
+    assert sorted(p.name for p in ens_dir.iterdir()) == ["ensemble.json", "member_0", "member_1"]
+    ens = load_flow(ens_dir, config=cfg)
+    assert isinstance(ens, FlowEnsemble)
+    assert ens.metadata["prior"] == load_flow(out).metadata["prior"]
+    obs = cosmic.Observation.from_auger()
+    x, log_q = cosmic.sample_posterior(ens, obs, 400, seed=1)
+    _check_support(x[0])
+    np.testing.assert_allclose(cosmic.posterior_log_prob(ens, obs, x), log_q, rtol=1e-5, atol=1e-4)
+    x2, none = cosmic.sample_posterior(ens, obs, 400, seed=1, log_prob=False)
+    assert none is None
+    np.testing.assert_array_equal(x2, x)
+    # the mixture density is the mean of the members' densities
+    members = [load_flow(out), load_flow(tmp_path / "second")]
+    each = np.stack([cosmic.posterior_log_prob(m, obs, x) for m in members])
+    np.testing.assert_allclose(log_q, np.logaddexp(each[0], each[1]) - np.log(2), rtol=1e-5, atol=1e-4)
+    summary = infer(ens_dir, "auger", output_dir=tmp_path / "post", samples=400, seed=1)
+    assert summary["samples"] == 400
+    with pytest.raises(OutputError, match="exists"):
+        cosmic.make_ensemble([out, tmp_path / "second"], tmp_path / "ens")
+    with pytest.raises(ConfigError, match="an ensemble already"):
+        cosmic.make_ensemble([out, ens_dir], tmp_path / "nested")
+    from hepflow.cli import main
+
+    assert (
+        main(
+            [
+                "ensemble",
+                "cosmic",
+                "--models",
+                str(out),
+                str(tmp_path / "second"),
+                "--output",
+                str(ens_dir),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    assert isinstance(load_flow(ens_dir), FlowEnsemble)
+
+
+def test_ensembles_of_different_posteriors_are_refused(trained, pe_file, tmp_path) -> None:
+    out, _ = trained
+    mlp = from_dict(
+        CosmicConfig,
+        {**TINY, "flow": {**TINY["flow"], "summary": "mlp"}, "training": {**TINY["training"], "epochs": 1}},
+    )
+    train(pe_file, tmp_path / "mlp", config=mlp, progress=False)
+    with pytest.raises(ModelError, match="member 1 differs from member 0 in summary"):
+        cosmic.make_ensemble([out, tmp_path / "mlp"], tmp_path / "e1")
+    with pytest.raises(ConfigError, match="at least two"):
+        cosmic.make_ensemble([out], tmp_path / "e2")
+    assert not (tmp_path / "e1").exists()
+    assert not (tmp_path / "e2").exists()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "ensemble.json").write_text("{}")
+    with pytest.raises(ModelError, match="not an ensemble description"):
+        load_flow(tmp_path / "broken")
