@@ -38,16 +38,50 @@ else:  # pragma: no cover
 T = TypeVar("T")
 
 
-def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a TOML file; errors name the file and the line."""
+def read_toml(path: str | os.PathLike[str], *, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    r"""Read a TOML file; errors name the file and the line.
+
+    A top-level ``extends = "other.toml"`` (relative to the file) reads that file first and
+    lays this one over it, table by table: a variant of an analysis config states only what
+    differs, e.g. ``extends = "config.toml"`` and ``[flow] simplex = "stick_breaking"``.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = (d / "base.toml").write_text("[flow]\ndepth = 6\nwidth = 128\n")
+        >>> _ = (d / "variant.toml").write_text('extends = "base.toml"\n[flow]\nwidth = 64\n')
+        >>> read_toml(d / "variant.toml")
+        {'flow': {'depth': 6, 'width': 64}}
+    """
     p = Path(path)
     try:
         with p.open("rb") as fh:
-            return tomllib.load(fh)
+            data = tomllib.load(fh)
     except FileNotFoundError as err:
         raise ConfigError(f"config file {p} does not exist") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {p} is not valid TOML: {err}") from err
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {p}: 'extends' must be a file name, got {base!r}")
+    here = p.resolve()
+    target = (here.parent / base).resolve()
+    if target in (*_seen, here):
+        raise ConfigError(f"config file {p}: 'extends' makes a cycle through {target}")
+    return _overlay(read_toml(target, _seen=(*_seen, here)), data)
+
+
+def _overlay(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with the keys of ``top`` replacing its own; tables are merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _overlay(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "config") -> T:

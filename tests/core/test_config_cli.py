@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -106,3 +107,33 @@ def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, funct
         with pytest.raises(Done):
             main([*argv, *extra])
         assert seen[-1] == expected
+
+
+def test_config_extends_another_file(tmp_path):
+    from hepflow.config import read_toml
+    from hepflow.generate.cosmic import CosmicConfig
+
+    shipped = Path(__file__).resolve().parents[2] / "analyses" / "auger_sources" / "config.toml"
+    (tmp_path / "sub").mkdir()
+    variant = tmp_path / "sub" / "stick.toml"
+    variant.write_text(f'extends = "{shipped}"\n[flow]\nsimplex = "stick_breaking"\n[training]\nseed = 2\n')
+    cfg, base = CosmicConfig.from_file(variant), CosmicConfig.from_file(shipped)
+    assert cfg.flow.simplex == "stick_breaking"
+    assert cfg.training.seed == 2
+    assert cfg.flow.depth == base.flow.depth  # the rest comes from the shipped file
+    assert cfg.training.epochs == base.training.epochs
+    assert cfg.prior == base.prior
+    # relative to the extending file, and chains
+    (tmp_path / "sub" / "more.toml").write_text('extends = "stick.toml"\n[training]\nepochs = 3\n')
+    chained = CosmicConfig.from_file(tmp_path / "sub" / "more.toml")
+    assert (chained.flow.simplex, chained.training.seed, chained.training.epochs) == ("stick_breaking", 2, 3)
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        read_toml(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('extends = "missing.toml"\n')
+    with pytest.raises(ConfigError, match=r"missing\.toml does not exist"):
+        read_toml(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text("extends = 3\n")
+    with pytest.raises(ConfigError, match="'extends' must be a file name"):
+        read_toml(tmp_path / "d.toml")
