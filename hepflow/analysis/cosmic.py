@@ -17,16 +17,23 @@ f_He, f_N, f_Si, f_Fe)`` given the binned Auger-like observation ``x`` (spectrum
   :func:`hepflow.save_model` (safetensors + JSON) with the analysis name, the feature
   specification, the prior and the forward-model settings as metadata: :func:`load_flow` refuses a
   model of another analysis, trained on other features, or (with a config) another prior.
+* **Ensembles**: :func:`make_ensemble` (``hepflow ensemble cosmic``) puts trained cINNs of the
+  same posterior in one model directory; :func:`load_flow` returns their
+  :class:`~hepflow.flows.ensemble.FlowEnsemble`, used like one model everywhere below.
+* **Training proposal**: with ``[proposal] prior_weight < 1`` the pseudo-experiments also cover
+  the faces of the simplex (:class:`hepflow.cosmic.Proposal`); the model records it and
+  :func:`sample_posterior` corrects its draws back to the prior by rejection.
 
 Entry points (the ``hepflow train|infer|compare cosmic`` commands)::
 
     train("data/cosmic/pe_train.root", "models/cosmic", config="analyses/auger_sources/config.toml")
+    make_ensemble(["models/cosmic", "models/cosmic_stick"], "models/cosmic_ensemble")
     infer("models/cosmic", "auger", output_dir="runs/cosmic/infer_auger", samples=4000)
     compare("models/cosmic", "runs/cosmic/comparison", config=...)   # cINN vs MCMC + calibration
 
 The configuration is the one ``analyses/auger_sources/config.toml`` read by every cosmic command:
 :class:`AugerConfig` (= :class:`hepflow.generate.cosmic.CosmicConfig`) with the sections
-``[prior]``, ``[model]``, ``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``,
+``[prior]``, ``[proposal]``, ``[model]``, ``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``,
 ``[inference]`` and ``[comparison]``; unknown keys are refused.
 """
 
