@@ -246,6 +246,17 @@ class ConditionalINN(nn.Module):
         dtype, device = self._dtype_device()
         return self.context_encoder.as_dict(context, dtype=dtype, device=device)
 
+    def _grouped(self, x: Any, width: int, name: str, context: Any) -> tuple[Tensor, Any]:
+        """Check ``x`` of shape ``(n_obs, n, width)`` against a context of ``n_obs`` observations."""
+        dtype, device = self._dtype_device()
+        t = as_tensor(x, dtype=dtype, device=device)
+        if t.dim() != 3 or t.shape[2] != width:
+            raise InputError(f"{name} has shape {tuple(t.shape)}; expected (n_obs, n, {width})")
+        ctx = self._context(context)
+        if ctx is not None and batch_size_of(ctx) != t.shape[0]:
+            raise InputError(f"{name} has {t.shape[0]} observations but the context has {batch_size_of(ctx)}")
+        return t, ctx
+
     def embed(self, context: Context) -> Tensor:
         """The summary-network embedding ``(batch, embedding)`` of a (checked) context dict."""
         assert self.context_encoder is not None
@@ -284,13 +295,7 @@ class ConditionalINN(nn.Module):
         summary network runs once per observation and its embedding is shared by the ``n``
         samples (no repeated context). ``-inf`` outside the support.
         """
-        dtype, device = self._dtype_device()
-        t = as_tensor(theta, dtype=dtype, device=device)
-        if t.dim() != 3 or t.shape[2] != self.theta_dim:
-            raise InputError(f"theta has shape {tuple(t.shape)}; expected (n_obs, n, {self.theta_dim})")
-        ctx = self._context(context)
-        if ctx is not None and batch_size_of(ctx) != t.shape[0]:
-            raise InputError(f"theta has {t.shape[0]} observations but the context has {batch_size_of(ctx)}")
+        t, ctx = self._grouped(theta, self.theta_dim, "theta", context)
         n_obs, n, d = t.shape
         flat = t.reshape(n_obs * n, d)
         inside = self.support.contains(flat) if self.support.active else None
@@ -323,15 +328,7 @@ class ConditionalINN(nn.Module):
         of :meth:`sample` (and of the exported samplers). With ``return_log_prob`` it also returns
         ``log p(sample | context)`` of shape ``(n_obs, n)``.
         """
-        dtype, device = self._dtype_device()
-        noise = as_tensor(noise, dtype=dtype, device=device)
-        if noise.dim() != 3 or noise.shape[2] != self.latent_dim:
-            raise InputError(f"noise has shape {tuple(noise.shape)}; expected (n_obs, n, {self.latent_dim})")
-        ctx = self._context(context)
-        if ctx is not None and batch_size_of(ctx) != noise.shape[0]:
-            raise InputError(
-                f"noise has {noise.shape[0]} observations but the context has {batch_size_of(ctx)}"
-            )
+        noise, ctx = self._grouped(noise, self.latent_dim, "noise", context)
         return self._transform_noise(noise, ctx, return_log_prob)
 
     def _transform_noise(
