@@ -568,3 +568,28 @@ def test_ensembles_of_different_posteriors_are_refused(trained, pe_file, tmp_pat
     (tmp_path / "broken" / "ensemble.json").write_text("{}")
     with pytest.raises(ModelError, match="not an ensemble description"):
         load_flow(tmp_path / "broken")
+
+
+# ---------------------------------------------------------------------------- closure at a mode
+def test_mode_closure_benchmark_runs_cinn_and_mcmc_on_mocks_at_a_mode(trained, tiny_cfg, tmp_path) -> None:
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("cosmic_mode_closure")
+    out, _ = trained
+    (tmp_path / "mcmc").mkdir()
+    (tmp_path / "mcmc" / "summary.json").write_text(json.dumps({"modes": [{**MODE, "deviance": 250.0}]}))
+    theta = bench.mode_parameters(tmp_path / "mcmc", 0)
+    np.testing.assert_array_equal(theta, [MODE[p] for p in PARAMETERS])
+    with pytest.raises(InputError, match="lists 1 modes; there is no mode 3"):
+        bench.mode_parameters(tmp_path / "mcmc", 3)
+    with pytest.raises(InputError, match="no MCMC summary"):
+        bench.mode_parameters(tmp_path / "nothing", 0)
+    (row,) = bench.closure(out, theta, mocks=1, samples=300, config=tiny_cfg)
+    assert row["truth"] == MODE
+    assert 1.0 <= row["importance_ess"] <= 300
+    assert np.isfinite(row["log_likelihood_truth"])
+    assert row["cinn_best_log_likelihood"] <= 0
+    assert set(row["mcmc_mean"]) == set(PARAMETERS)
+    assert -3 <= row["mcmc_mean"]["gamma"] <= 3
+    assert sum(row["mcmc_mean"][p] for p in PARAMETERS[2:]) == pytest.approx(1.0)
+    assert row["mcmc_modes"]
