@@ -173,24 +173,26 @@ class Proposal:
         theta[from_prior] = self.prior.sample(int(from_prior.sum()), gen)
         return theta
 
-    def log_prob(self, params: np.ndarray) -> np.ndarray:
-        """Log density (n,) in the measure of :meth:`Prior.log_prob`; -inf outside the support."""
+    def _log_prior_and_proposal(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lp = self.prior.log_prob(params)
         if self.is_prior:
-            return lp
+            return lp, lp
         with np.errstate(divide="ignore"):
-            return np.logaddexp(
+            mix = np.logaddexp(
                 np.log(self.prior_weight) + lp, np.log1p(-self.prior_weight) + self._sparse.log_prob(params)
             )
+        return lp, mix
+
+    def log_prob(self, params: np.ndarray) -> np.ndarray:
+        """Log density (n,) in the measure of :meth:`Prior.log_prob`; -inf outside the support."""
+        return self._log_prior_and_proposal(params)[1]
 
     def log_acceptance(self, params: np.ndarray) -> np.ndarray:
         """``log(lambda * prior / proposal)`` (n,), at most 0; -inf outside the support."""
-        lp = self.prior.log_prob(params)
+        lp, mix = self._log_prior_and_proposal(params)
         out = np.full(lp.shape, -np.inf)
         inside = np.isfinite(lp)
-        out[inside] = np.minimum(
-            np.log(self.prior_weight) + lp[inside] - self.log_prob(np.asarray(params)[inside]), 0.0
-        )
+        out[inside] = np.minimum(np.log(self.prior_weight) + lp[inside] - mix[inside], 0.0)
         return out
 
     def accept(self, params: np.ndarray, rng: np.random.Generator | int | None = None) -> np.ndarray:
