@@ -55,7 +55,6 @@ def closure(
         importance_reweight,
         load_config,
         load_flow,
-        posterior_log_prob,
         sample_posterior,
     )
     from hepflow.cosmic import Likelihood, Observation
@@ -70,8 +69,6 @@ def closure(
     for j in range(mocks):
         obs = Observation(fwd.binning, sims["spectrum"][j], sims["xmax"][j])
         x, log_q = sample_posterior(model, obs, samples, seed=seed + j)
-        if log_q is None:  # pragma: no cover - sample_posterior returns it by default
-            log_q = posterior_log_prob(model, obs, x)
         weights = importance_reweight(x[0], log_q[0], obs, model=fwd, prior=prior)
         like = Likelihood(obs, model=fwd)
         options = {**cfg.mcmc.options(), **(mcmc_options or {})}

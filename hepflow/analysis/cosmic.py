@@ -54,6 +54,7 @@ from hepflow.config import to_dict
 from hepflow.cosmic import PARAMETER_NAMES, Binning, Observation
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.features.cosmic import feature_names, observation_features, valid_rows
+from hepflow.flows.ensemble import FlowEnsemble
 from hepflow.generate.cosmic import CosmicConfig, FlowConfig, as_config
 from hepflow.inference.importance import ImportanceWeights, importance_weights
 
@@ -303,6 +304,7 @@ def build_flow(cfg: FlowConfig, *, prior: Any, binning: Binning, seed: int | Non
 
 
 def _metadata(cfg: CosmicConfig, binning: Binning) -> dict[str, Any]:
+    proposal = cfg.proposal.metadata()
     return {
         "analysis": ANALYSIS,
         "parameters": list(PARAMETERS),
@@ -310,7 +312,7 @@ def _metadata(cfg: CosmicConfig, binning: Binning) -> dict[str, Any]:
         "summary": cfg.flow.summary,
         "prior": to_dict(cfg.prior),
         "forward_model": to_dict(cfg.model),
-        **({} if cfg.proposal.metadata() is None else {"proposal": cfg.proposal.metadata()}),
+        **({} if proposal is None else {"proposal": proposal}),
     }
 
 
@@ -375,8 +377,6 @@ def load_flow(model_dir: str | os.PathLike[str], *, config: CosmicConfig | None 
 
 def _ensemble_of(members: Sequence[Any], where: str) -> Any:
     """A :class:`FlowEnsemble` of loaded cosmic models that infer the same posterior."""
-    from hepflow.flows.ensemble import FlowEnsemble
-
     first = members[0].metadata
     for i, m in enumerate(members[1:], start=1):
         differ = [k for k in _SHARED_METADATA if _plain(m.metadata.get(k)) != _plain(first.get(k))]
@@ -506,7 +506,8 @@ def sample_posterior(
     The fractions are renormalised in double precision (they sum to one within 1e-12) and every
     sample lies in the prior box (the flow's constraints). ``log_prob=False`` skips the density
     where it costs extra (an ensemble evaluates every member at every sample) and returns None
-    for it; :func:`posterior_log_prob` computes it later.
+    for it there; :func:`posterior_log_prob` computes it later. A single flow's sampling pass
+    gives it at no cost, so it is returned anyway.
 
     A model trained on a :class:`~hepflow.cosmic.Proposal` (``[proposal]``) learned the posterior
     under the proposal; its draws are accepted with probability ``lambda * prior / proposal``, so
@@ -522,7 +523,7 @@ def sample_posterior(
     proposal = _model_proposal(model)
     if proposal is not None:
         return _corrected_draws(model, ctx, n, proposal, gen, np.random.default_rng(seed), max_draws)
-    if not log_prob:
+    if not log_prob and isinstance(model, FlowEnsemble):  # a single flow's density comes free
         return _on_simplex(model.sample(n, ctx, generator=gen)), None
     theta, logp = model.sample(n, ctx, return_log_prob=True, generator=gen)
     return _on_simplex(theta), logp.double().cpu().numpy()
@@ -540,7 +541,7 @@ def posterior_log_prob(
         raise ModelError(
             "the density of a proposal-trained model's corrected draws comes from sample_posterior"
         )
-    lp = model.log_prob_grouped(np.asarray(samples, dtype=np.float32), _context(model, observations))
+    lp = model.log_prob_grouped(samples, _context(model, observations))
     return lp.double().cpu().numpy()
 
 
@@ -562,11 +563,14 @@ def _corrected_draws(
     filled = np.zeros(n_obs, dtype=np.int64)
     drawn = np.zeros(n_obs, dtype=np.int64)
     accepted = np.zeros(n_obs, dtype=np.int64)
-    rate = np.full(n_obs, proposal.prior_weight)
     todo = np.arange(n_obs)
     while todo.size:
         need = n - filled[todo]
-        m = int(np.ceil(((need + 4 * np.sqrt(need) + 8) / rate[todo]).max()))
+        # acceptance so far (lambda, the mean over the prior predictive, before the first round)
+        rate = np.where(
+            drawn[todo] > 0, np.maximum(accepted[todo], 1) / np.maximum(drawn[todo], 1), proposal.prior_weight
+        )
+        m = int(np.ceil(((need + 4 * np.sqrt(need) + 8) / rate).max()))
         m = min(m, max(n, 2**16 // max(todo.size, 1)) * 8)  # bound the memory of one round
         theta, logp = model.sample(m, index_context(ctx, todo), return_log_prob=True, generator=gen)
         x, lq = _on_simplex(theta), logp.double().cpu().numpy()
@@ -579,7 +583,6 @@ def _corrected_draws(
             filled[i] += k.size
         drawn[todo] += m
         accepted[todo] += keep.sum(axis=1)
-        rate[todo] = np.maximum(accepted[todo], 1) / drawn[todo]
         todo = todo[filled[todo] < n]
         stuck = todo[drawn[todo] >= max_draws * n]
         if stuck.size:
@@ -722,6 +725,8 @@ def train(
 
 def _warm_start(model: Any, init: str | os.PathLike[str], cfg: CosmicConfig) -> None:
     """Copy the weights and buffers of the trained model ``init`` into ``model`` (same architecture)."""
+    if (Path(init) / ENSEMBLE_FILE).is_file():
+        raise ModelError(f"{init} is an ensemble: initialise from one of its members")
     start = load_flow(init, config=cfg)  # refuses another analysis, features, prior or forward model
     ours, theirs = _plain(model.config()), _plain(start.config())
     differ = sorted(k for k in ours.keys() | theirs.keys() if k != "seed" and ours.get(k) != theirs.get(k))

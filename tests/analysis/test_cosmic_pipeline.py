@@ -525,6 +525,11 @@ def test_ensemble_of_trained_models_is_used_like_one_model(trained, pe_file, tmp
     members = [load_flow(out), load_flow(tmp_path / "second")]
     each = np.stack([cosmic.posterior_log_prob(m, obs, x) for m in members])
     np.testing.assert_allclose(log_q, np.logaddexp(each[0], each[1]) - np.log(2), rtol=1e-5, atol=1e-4)
+    # a single flow's sampling pass gives its density at no cost: returned even without asking
+    x1, lq1 = cosmic.sample_posterior(members[0], obs, 400, seed=1, log_prob=False)
+    np.testing.assert_allclose(lq1, cosmic.posterior_log_prob(members[0], obs, x1), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ModelError, match="is an ensemble: initialise from one of its members"):
+        train(pe_file, tmp_path / "warm", config=cfg, progress=False, init=ens_dir)
     summary = infer(ens_dir, "auger", output_dir=tmp_path / "post", samples=400, seed=1)
     assert summary["samples"] == 400
     with pytest.raises(OutputError, match="exists"):
