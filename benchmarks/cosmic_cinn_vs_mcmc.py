@@ -7,13 +7,13 @@ Usage::
         [--mcmc-auger runs/cosmic/mcmc_auger] [--report runs/cosmic/report] \\
         [--mcmc-from runs/cosmic/comparison]
 
-Runs :func:`hepflow.analysis.cosmic.compare` with the ``[comparison]`` and ``[mcmc]`` settings of
+Runs :func:`hepflow.cosmic.analysis.compare` with the ``[comparison]`` and ``[mcmc]`` settings of
 the analysis config: per mock (parameters from the prior, seed ``[comparison] seed``, never in
 the training set) the emcee posterior and the cINN posterior, their marginal mean shifts, width
 ratios and 1D Wasserstein distances in units of the MCMC posterior sigma, and the wall-time ratio
 (MCMC wall time / cINN time from loading the model to the samples); then the cINN calibration
 (SBC, coverage, TARP) on ``--n-calibration`` further mocks. With ``--report`` it also writes the
-Auger report (:func:`hepflow.analysis.cosmic_report.make_report`). Prints a table of the
+Auger report (:func:`hepflow.cosmic.report.make_report`). Prints a table of the
 results next to the targets (means within 0.2 sigma, widths within 20 %, coverage within 0.03,
 cINN >= 1000x faster), and the same for the cINN samples importance-weighted with the
 likelihood (exact in the limit; slower by the likelihood calls). ``--mcmc-from`` reuses the
@@ -36,7 +36,7 @@ import argparse
 import time
 from pathlib import Path
 
-from hepflow.analysis.cosmic import PARAMETERS, compare
+from hepflow.cosmic.analysis import PARAMETERS, compare
 
 
 def _print_summary(comp: dict) -> None:
@@ -136,7 +136,7 @@ def main() -> None:
     _print_summary(comp)
     print(f"\ncomparison written to {args.output / 'comparison.json'} in {time.perf_counter() - t0:.0f} s")
     if args.report is not None:
-        from hepflow.analysis.cosmic_report import make_report
+        from hepflow.cosmic.report import make_report
 
         rep = make_report(
             args.model, args.report, config=args.config, mcmc_auger=args.mcmc_auger, comparison=comp

@@ -26,7 +26,7 @@ import numpy as np
 
 def mode_parameters(mcmc_dir: str | Path, mode: int) -> np.ndarray:
     """The 7 parameters of likelihood mode ``mode`` listed in an MCMC run's ``summary.json``."""
-    from hepflow.analysis.cosmic import PARAMETERS
+    from hepflow.cosmic.analysis import PARAMETERS
     from hepflow.errors import InputError
 
     path = Path(mcmc_dir) / "summary.json"
@@ -50,15 +50,15 @@ def closure(
     mcmc_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """cINN, importance-weighted cINN and MCMC on ``mocks`` pseudo-experiments simulated at ``theta``."""
-    from hepflow.analysis.cosmic import (
+    from hepflow.cosmic import Likelihood, Observation
+    from hepflow.cosmic.analysis import (
         PARAMETERS,
         importance_reweight,
         load_config,
         load_flow,
         sample_posterior,
     )
-    from hepflow.cosmic import Likelihood, Observation
-    from hepflow.mcmc import run_mcmc
+    from hepflow.cosmic.mcmc import run_mcmc
 
     cfg = load_config(config)
     fwd, prior = cfg.model.build(), cfg.prior.build()

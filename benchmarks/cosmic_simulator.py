@@ -11,7 +11,7 @@ and the time 200 000 training pseudo-experiments would take at that rate:
 * ``prior + simulate``: :meth:`ForwardModel.simulate` on prior draws, per batch size;
 * ``generate_cosmic``: the whole ``hepflow generate cosmic`` (prior, simulator, ROOT writing), and
   the file size per pseudo-experiment;
-* ``features``: :func:`hepflow.features.cosmic.observation_features` on the generated counts;
+* ``features``: :func:`hepflow.cosmic.features.observation_features` on the generated counts;
 * ``sample_showers``: one Auger-sized shower list (~56 000 showers);
 * ``likelihood``: log-likelihood evaluations per second at the ensemble size of the MCMC.
 """
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from hepflow.cosmic import ForwardModel, Likelihood, Observation, Prior
-from hepflow.features.cosmic import observation_features
-from hepflow.generate.cosmic import generate_cosmic, read_pseudo_experiments, sample_showers
+from hepflow.cosmic.features import observation_features
+from hepflow.cosmic.generate import generate_cosmic, read_pseudo_experiments, sample_showers
 
 TRAINING = 200_000
 

@@ -5,7 +5,7 @@ Usage::
     python benchmarks/infer_neutrino.py --model models/neutrino --features data/features_test \
         [--samples 256] [--events 2000] [--device cpu|cuda]
 
-Times :func:`hepflow.analysis.neutrino.inference_columns` (K posterior samples with their
+Times :func:`hepflow.neutrino.analysis.inference_columns` (K posterior samples with their
 log-density for the mode, summaries, quadratic solution and regression) on processed features,
 and the flow's sampling alone, on the requested device.
 """
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from hepflow.analysis.neutrino import inference_columns, load_models
-from hepflow.features.neutrino import context_arrays
+from hepflow.neutrino.analysis import inference_columns, load_models
+from hepflow.neutrino.features import context_arrays
 from hepflow.outputs import read_parquet_dir
 
 

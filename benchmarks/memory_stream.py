@@ -11,8 +11,8 @@ Without ``--input`` it builds ``<scratch>/stream_<events>.root``: the ``Events``
 needed for ``--events`` events, each copy with its own event numbers. The copy is streamed in
 batches of 50 000 events, never all in memory, and reused by later runs.
 
-Each stage (``features``: :class:`processors.neutrino.NeutrinoFeatureProcessor`;
-``inference``: :class:`processors.neutrino_inference.NeutrinoInferenceProcessor` with
+Each stage (``features``: :class:`hepflow.neutrino.processor.NeutrinoFeatureProcessor`;
+``inference``: :class:`hepflow.neutrino.inference_processor.NeutrinoInferenceProcessor` with
 ``--samples`` posterior samples per selected event) runs for each chunk size in a fresh child
 process through :func:`hepflow.processing.run_processor` (reading, processing and writing the
 parquet chunks, the path of ``hepflow process``/``hepflow infer``), so that one run's memory does
@@ -133,14 +133,14 @@ class Probe(processor.ProcessorABC):
 
 def child(stage: str, inputs: list[str], chunksize: int, samples: int, model: str, output: str) -> dict:
     """Run one stage over ``inputs`` in this process; returns the measurements."""
+    from hepflow.neutrino.processor import NeutrinoFeatureProcessor
     from hepflow.processing import RunConfig, build_fileset, cutflow_to_dict, run_processor
-    from processors.neutrino import NeutrinoFeatureProcessor
 
     if stage == "features":
         inner: Any = NeutrinoFeatureProcessor()
     else:
-        from hepflow.analysis.neutrino import NeutrinoConfig
-        from processors.neutrino_inference import NeutrinoInferenceProcessor, cached_models
+        from hepflow.neutrino.analysis import NeutrinoConfig
+        from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
 
         cached_models(model)  # load once, outside the timing of the first chunk
         cfg = NeutrinoConfig.from_file()

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 import hepflow
-from hepflow.analysis.neutrino_report import resolution
-from hepflow.baselines.quadratic import solve_neutrino_pz
+from hepflow.neutrino.quadratic import solve_neutrino_pz
+from hepflow.neutrino.report import resolution
 from hepflow.outputs import read_parquet_dir
 
 M_TOP = 172.5

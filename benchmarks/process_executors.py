@@ -64,10 +64,10 @@ def main() -> None:
     import torch
     import uproot
 
-    from hepflow.analysis.neutrino import NeutrinoConfig
+    from hepflow.neutrino.analysis import NeutrinoConfig
+    from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
+    from hepflow.neutrino.processor import NeutrinoFeatureProcessor
     from hepflow.processing import RunConfig, build_fileset, run_processor
-    from processors.neutrino import NeutrinoFeatureProcessor
-    from processors.neutrino_inference import NeutrinoInferenceProcessor, cached_models
 
     torch.set_num_threads(args.torch_threads)
     sizes = [uproot.open(f)["Events"].num_entries for f in args.input]

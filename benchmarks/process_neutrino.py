@@ -20,8 +20,8 @@ from pathlib import Path
 import uproot
 from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.processing import RunConfig, build_fileset, run_processor
-from processors.neutrino import NeutrinoFeatureProcessor
 
 
 def main() -> None:

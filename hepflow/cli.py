@@ -92,7 +92,7 @@ def _generate_ttbar(args: argparse.Namespace) -> int:
 def _cosmic_config(args: argparse.Namespace) -> Path | None:
     """``--config``, else the shipped ``analyses/auger_sources/config.toml`` (None where not installed),
     so that every cosmic command reads the same analysis settings by default."""
-    from hepflow.analysis.cosmic import DEFAULT_CONFIG
+    from hepflow.cosmic.analysis import DEFAULT_CONFIG
 
     if args.config is not None:
         return args.config
@@ -100,7 +100,7 @@ def _cosmic_config(args: argparse.Namespace) -> Path | None:
 
 
 def _generate_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.generate.cosmic import generate_cosmic
+    from hepflow.cosmic.generate import generate_cosmic
 
     stats = generate_cosmic(
         args.output,
@@ -116,7 +116,7 @@ def _generate_cosmic(args: argparse.Namespace) -> int:
 
 
 def _process_cosmic(args: argparse.Namespace) -> int:
-    from processors.cosmic import process_cosmic
+    from hepflow.cosmic.processor import process_cosmic
 
     result = process_cosmic(
         args.input,
@@ -131,7 +131,7 @@ def _process_cosmic(args: argparse.Namespace) -> int:
 
 
 def _mcmc_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.mcmc import mcmc_cosmic
+    from hepflow.cosmic.mcmc import mcmc_cosmic
 
     result = mcmc_cosmic(
         args.observation,
@@ -149,7 +149,7 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
 
 
 def _unfold_ttbar(args: argparse.Namespace) -> int:
-    from hepflow.analysis.unfolding import UnfoldingConfig, make_report, run_study
+    from hepflow.unfolding.study import UnfoldingConfig, make_report, run_study
 
     config = UnfoldingConfig.from_file(args.config)
     results = run_study(
@@ -182,8 +182,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _process_neutrino(args: argparse.Namespace) -> int:
+    from hepflow.neutrino.processor import NeutrinoFeatureProcessor, NeutrinoSelection
     from hepflow.processing import build_fileset, run_processor
-    from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
 
     selection = NeutrinoSelection.from_file(args.config) if args.config else NeutrinoSelection()
     fileset = build_fileset(args.input, dataset=args.dataset)
@@ -205,7 +205,7 @@ def _process_neutrino(args: argparse.Namespace) -> int:
 
 
 def _train_neutrino(args: argparse.Namespace) -> int:
-    from hepflow.analysis.neutrino import NeutrinoConfig, train
+    from hepflow.neutrino.analysis import NeutrinoConfig, train
 
     summary = train(
         args.data,
@@ -230,9 +230,9 @@ def _train_neutrino(args: argparse.Namespace) -> int:
 
 
 def _infer_neutrino(args: argparse.Namespace) -> int:
-    from hepflow.analysis.neutrino import NeutrinoConfig
+    from hepflow.neutrino.analysis import NeutrinoConfig
+    from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
     from hepflow.processing import build_fileset, run_processor
-    from processors.neutrino_inference import NeutrinoInferenceProcessor, cached_models
 
     cfg = NeutrinoConfig.from_file(args.config)
     cached_models(args.model)  # refuse a missing or foreign model before any processing starts
@@ -252,7 +252,7 @@ def _infer_neutrino(args: argparse.Namespace) -> int:
 
 
 def _report_neutrino(args: argparse.Namespace) -> int:
-    from hepflow.analysis.neutrino_report import METHODS, make_report
+    from hepflow.neutrino.report import METHODS, make_report
 
     report = make_report(args.input, args.output)
     print(f"{report['events']} events; quadratic complex fraction {report['quad_complex_fraction']:.3f}")
@@ -277,7 +277,7 @@ def _report_neutrino(args: argparse.Namespace) -> int:
 
 
 def _train_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.analysis.cosmic import train
+    from hepflow.cosmic.analysis import train
 
     summary = train(
         args.data, args.output, config=args.config, progress=args.progress, resume=args.resume, init=args.init
@@ -288,7 +288,7 @@ def _train_cosmic(args: argparse.Namespace) -> int:
 
 
 def _ensemble_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.analysis.cosmic import make_ensemble
+    from hepflow.cosmic.analysis import make_ensemble
 
     out = make_ensemble(args.models, args.output, config=args.config, overwrite=args.overwrite)
     print(f"ensemble of {len(args.models)} models in {out}")
@@ -296,7 +296,7 @@ def _ensemble_cosmic(args: argparse.Namespace) -> int:
 
 
 def _infer_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.analysis.cosmic import infer
+    from hepflow.cosmic.analysis import infer
 
     summary = infer(
         args.model,
@@ -321,7 +321,7 @@ def _infer_cosmic(args: argparse.Namespace) -> int:
 
 
 def _compare_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.analysis.cosmic import compare
+    from hepflow.cosmic.analysis import compare
 
     compare(
         args.model,
@@ -338,7 +338,7 @@ def _compare_cosmic(args: argparse.Namespace) -> int:
 
 
 def _report_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.analysis.cosmic_report import make_report
+    from hepflow.cosmic.report import make_report
 
     make_report(args.model, args.output, config=args.config, mcmc_auger=args.mcmc, comparison=args.comparison)
     print(f"report and plots in {args.output}")

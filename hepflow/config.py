@@ -37,6 +37,34 @@ else:  # pragma: no cover
 
 T = TypeVar("T")
 
+#: analysis name -> the package that ships its ``config.toml`` (package data)
+ANALYSES = {"neutrino": "hepflow.neutrino", "cosmic": "hepflow.cosmic", "unfolding": "hepflow.unfolding"}
+
+
+def shipped_config(analysis: str, name: str = "config.toml") -> Path:
+    """The config file an analysis ships as package data (what ``config=None`` means everywhere).
+
+    ``hepflow config show ANALYSIS`` prints it; copy it, edit it and pass it with ``--config``.
+
+    Example:
+        >>> shipped_config("cosmic").name
+        'config.toml'
+        >>> shipped_config("cosmic", "config_stick_breaking.toml").is_file()
+        True
+        >>> shipped_config("muons")
+        Traceback (most recent call last):
+        ...
+        hepflow.errors.ConfigError: unknown analysis 'muons'; choose one of cosmic, neutrino, unfolding
+    """
+    from importlib.resources import files
+
+    if analysis not in ANALYSES:
+        raise ConfigError(f"unknown analysis {analysis!r}; choose one of {', '.join(sorted(ANALYSES))}")
+    path = Path(str(files(ANALYSES[analysis]).joinpath(name)))
+    if not path.is_file():
+        raise ConfigError(f"hepflow's {analysis} analysis ships no {name} (looked for {path})")
+    return path
+
 
 def read_toml(path: str | os.PathLike[str], *, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     r"""Read a TOML file; errors name the file and the line.

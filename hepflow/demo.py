@@ -141,11 +141,11 @@ def run_demo(
 
 # ------------------------------------------------------------------------------ neutrino
 def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress: bool) -> None:
-    from hepflow.analysis.neutrino import NeutrinoConfig, train
-    from hepflow.analysis.neutrino_report import make_report
+    from hepflow.neutrino.analysis import NeutrinoConfig, train
+    from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor
+    from hepflow.neutrino.processor import NeutrinoFeatureProcessor
+    from hepflow.neutrino.report import make_report
     from hepflow.processing import RunConfig, build_fileset, cutflow_to_dict, run_processor
-    from processors.neutrino import NeutrinoFeatureProcessor
-    from processors.neutrino_inference import NeutrinoInferenceProcessor
 
     try:
         from hepflow.generate.ttbar import generate_ttbar
@@ -227,17 +227,17 @@ def _cosmic(
     try:
         import emcee  # noqa: F401
 
-        from hepflow.analysis.cosmic import infer, load_config, train
-        from hepflow.analysis.cosmic_report import make_report
-        from hepflow.generate.cosmic import generate_cosmic
-        from hepflow.mcmc import mcmc_cosmic
-        from processors.cosmic import process_cosmic
+        from hepflow.cosmic.analysis import infer, load_config, train
+        from hepflow.cosmic.generate import generate_cosmic
+        from hepflow.cosmic.mcmc import mcmc_cosmic
+        from hepflow.cosmic.processor import process_cosmic
+        from hepflow.cosmic.report import make_report
     except ImportError as err:  # astrotools / emcee missing
         raise HepflowError(
             f"the cosmic demo needs the [cosmic] extra: pip install 'hepflow[cosmic]', "
             f"or run `hepflow demo --only neutrino` ({err})"
         ) from err
-    from hepflow.analysis.cosmic import PARAMETERS
+    from hepflow.cosmic.analysis import PARAMETERS
     from hepflow.processing import RunConfig
 
     base = load_config()

@@ -1,4 +1,4 @@
-"""Every docstring example of ``hepflow`` and ``processors`` runs and prints what it shows.
+"""Every docstring example of ``hepflow`` runs and prints what it shows.
 
 One runner for all modules (found by walking the packages), so that a new module's examples are
 checked without being listed anywhere. ``MIN_EXAMPLES`` keeps modules whose examples are part of
@@ -14,22 +14,18 @@ import pkgutil
 import pytest
 
 import hepflow
-import processors
 
-MODULES = sorted(
-    {p.__name__ for p in (hepflow, processors)}
-    | {m.name for p in (hepflow, processors) for m in pkgutil.walk_packages(p.__path__, p.__name__ + ".")}
-)
+MODULES = sorted({"hepflow"} | {m.name for m in pkgutil.walk_packages(hepflow.__path__, "hepflow.")})
 
 #: modules that must keep at least this many examples
 MIN_EXAMPLES = {
-    "hepflow.analysis.cosmic": 1,
-    "hepflow.analysis.cosmic_report": 1,
+    "hepflow.cosmic.analysis": 1,
+    "hepflow.cosmic.report": 1,
     "hepflow.distributed": 1,
-    "hepflow.features.cosmic": 1,
-    "hepflow.features.neutrino": 5,
-    "hepflow.generate.cosmic": 1,
-    "hepflow.mcmc": 1,
+    "hepflow.cosmic.features": 1,
+    "hepflow.neutrino.features": 5,
+    "hepflow.cosmic.generate": 1,
+    "hepflow.cosmic.mcmc": 1,
     "hepflow.unfolding.binning": 1,
     "hepflow.unfolding.ibu": 1,
     "hepflow.unfolding.response": 1,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from hepflow.inference.export import Sampler, export_onnx, export_torchscript, load_torchscript
-from hepflow.inference.importance import ImportanceWeights, importance_weights
 from hepflow.inference.summaries import PosteriorSummary, posterior_summary
+from hepflow.posterior.importance import ImportanceWeights, importance_weights
 
 __all__ = [
     "ImportanceWeights",

@@ -8,7 +8,7 @@ processor), on the GPU when one is available.
 
 Example (in a processor's ``process``)::
 
-    from hepflow.features.neutrino import context_arrays
+    from hepflow.neutrino.features import context_arrays
     from hepflow.inference.coffea import PosteriorSampler
 
     sampler = PosteriorSampler("sampler.pt", samples=256, latent_dim=3, seed=1)

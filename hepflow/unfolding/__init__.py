@@ -8,7 +8,7 @@
   comparison (bias, pulls, chi2) with a truth;
 * :mod:`~hepflow.unfolding.observables`: the ttbar observables at both levels.
 
-The ttbar study that uses them is :mod:`hepflow.analysis.unfolding`.
+The ttbar study that uses them is :mod:`hepflow.unfolding.study`.
 """
 
 from __future__ import annotations

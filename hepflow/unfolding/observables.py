@@ -14,8 +14,8 @@ l+ nu), the antitop otherwise. An event without exactly one such t, tbar and lep
 particle-level values (NaN, ``valid`` False).
 
 Detector level (:func:`detector_level`, from the neutrino-analysis feature columns of selected
-events, :mod:`hepflow.features.neutrino`): the neutrino has the MET as transverse momentum and
-the pz of the W-mass constraint (:func:`hepflow.baselines.quadratic.solve_neutrino_pz`: the
+events, :mod:`hepflow.neutrino.features`): the neutrino has the MET as transverse momentum and
+the pz of the W-mass constraint (:func:`hepflow.neutrino.quadratic.solve_neutrino_pz`: the
 smaller-|pz| root, the real part when complex); the leptonic top is lepton + neutrino + the
 b-tagged jet (among the stored leading jets) that brings m(l nu b) closest to
 :data:`TOP_MASS` (any jet if none is b-tagged); ``mtt`` is the mass of lepton + neutrino + the
@@ -30,8 +30,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from hepflow.baselines.quadratic import lepton_mass, solve_neutrino_pz
-from hepflow.features.neutrino import JET_FEATURES, context_arrays
+from hepflow.neutrino.features import JET_FEATURES, context_arrays
+from hepflow.neutrino.quadratic import lepton_mass, solve_neutrino_pz
 
 __all__ = ["OBSERVABLES", "TOP_MASS", "ParticleLevel", "detector_level", "particle_level"]
 

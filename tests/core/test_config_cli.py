@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import pytest
 
 from hepflow.cli import main
-from hepflow.config import from_dict, to_dict
+from hepflow.config import from_dict, shipped_config, to_dict
 from hepflow.errors import ConfigError
 
 
@@ -81,8 +80,12 @@ def test_cli_debug_shows_traceback(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "module", "function"),
     [
-        (["generate", "cosmic", "--output", "pe.root"], "hepflow.generate.cosmic", "generate_cosmic"),
-        (["mcmc", "cosmic", "--observation", "auger", "--output", "out"], "hepflow.mcmc", "mcmc_cosmic"),
+        (["generate", "cosmic", "--output", "pe.root"], "hepflow.cosmic.generate", "generate_cosmic"),
+        (
+            ["mcmc", "cosmic", "--observation", "auger", "--output", "out"],
+            "hepflow.cosmic.mcmc",
+            "mcmc_cosmic",
+        ),
     ],
 )
 def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, function, monkeypatch, tmp_path):
@@ -90,7 +93,7 @@ def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, funct
     not the built-in defaults; --config replaces it."""
     import importlib
 
-    from hepflow.analysis.cosmic import DEFAULT_CONFIG
+    from hepflow.cosmic.analysis import DEFAULT_CONFIG
 
     seen = []
 
@@ -111,9 +114,9 @@ def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, funct
 
 def test_config_extends_another_file(tmp_path):
     from hepflow.config import read_toml
-    from hepflow.generate.cosmic import CosmicConfig
+    from hepflow.cosmic.generate import CosmicConfig
 
-    shipped = Path(__file__).resolve().parents[2] / "analyses" / "auger_sources" / "config.toml"
+    shipped = shipped_config("cosmic")
     (tmp_path / "sub").mkdir()
     variant = tmp_path / "sub" / "stick.toml"
     variant.write_text(f'extends = "{shipped}"\n[flow]\nsimplex = "stick_breaking"\n[training]\nseed = 2\n')

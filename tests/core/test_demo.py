@@ -8,8 +8,8 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from hepflow.analysis.cosmic import PARAMETERS
 from hepflow.cli import build_parser
+from hepflow.cosmic.analysis import PARAMETERS
 from hepflow.demo import _pseudo_experiments_match, run_demo
 from hepflow.errors import ConfigError
 

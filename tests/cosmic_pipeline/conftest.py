@@ -58,7 +58,7 @@ def _one_blas_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def pe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small PseudoExperiments file (default config, seed 11)."""
-    from hepflow.generate.cosmic import generate_cosmic
+    from hepflow.cosmic.generate import generate_cosmic
 
     path = tmp_path_factory.mktemp("cosmic") / "pe.root"
     generate_cosmic(path, n=N_PSEUDO, seed=11, batch_size=700, progress=False)
@@ -68,14 +68,14 @@ def pe_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def showers(model: ForwardModel) -> tuple[np.ndarray, np.ndarray]:
     """One Auger-sized shower list at the combined-fit point."""
-    from hepflow.generate.cosmic import sample_showers
+    from hepflow.cosmic.generate import sample_showers
 
     return sample_showers(COMBINED_FIT, 5, model=model)
 
 
 @pytest.fixture(scope="session")
 def shower_file(tmp_path_factory: pytest.TempPathFactory, showers: tuple[np.ndarray, np.ndarray]) -> Path:
-    from hepflow.generate.cosmic import write_showers
+    from hepflow.cosmic.generate import write_showers
 
     path = tmp_path_factory.mktemp("cosmic") / "showers.root"
     write_showers(path, *showers, metadata={"theta": COMBINED_FIT.tolist()})

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from hepflow.config import shipped_config
+from hepflow.cosmic.generate import CosmicConfig
 from hepflow.errors import ConfigError
-from hepflow.generate.cosmic import CosmicConfig
 
-CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "auger_sources" / "config.toml"
+CONFIG = shipped_config("cosmic")
 
 
 def test_shipped_config_loads_with_documented_values() -> None:

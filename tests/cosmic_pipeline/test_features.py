@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from hepflow.cosmic import Binning, ForwardModel, Observation
-from hepflow.errors import InputError
-from hepflow.features.cosmic import (
+from hepflow.cosmic.features import (
     feature_columns,
     feature_matrix,
     feature_names,
@@ -15,6 +14,7 @@ from hepflow.features.cosmic import (
     observation_features,
     shower_histogram,
 )
+from hepflow.errors import InputError
 
 from .conftest import COMBINED_FIT
 

@@ -10,13 +10,13 @@ import pytest
 import uproot
 
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Prior
-from hepflow.errors import ConfigError, InputError, OutputError
-from hepflow.generate.cosmic import (
+from hepflow.cosmic.generate import (
     PSEUDO_EXPERIMENT_TREE,
     CosmicConfig,
     generate_cosmic,
     read_pseudo_experiments,
 )
+from hepflow.errors import ConfigError, InputError, OutputError
 
 from .conftest import N_PSEUDO
 

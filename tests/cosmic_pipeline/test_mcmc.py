@@ -11,8 +11,8 @@ import pytest
 import uproot
 
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Likelihood, Observation, Prior
+from hepflow.cosmic.mcmc import McmcResult, UnconstrainedPosterior, find_modes, mcmc_cosmic, run_mcmc
 from hepflow.errors import ConfigError, OutputError
-from hepflow.mcmc import McmcResult, UnconstrainedPosterior, find_modes, mcmc_cosmic, run_mcmc
 
 from .conftest import COMBINED_FIT, INTERIOR
 

@@ -10,12 +10,12 @@ import pytest
 import uproot
 
 from hepflow.cosmic import Observation
+from hepflow.cosmic.features import feature_matrix, feature_names, observation_features
+from hepflow.cosmic.generate import load_observation, read_pseudo_experiments
+from hepflow.cosmic.processor import process_cosmic
 from hepflow.errors import InputError, OutputError
-from hepflow.features.cosmic import feature_matrix, feature_names, observation_features
-from hepflow.generate.cosmic import load_observation, read_pseudo_experiments
 from hepflow.outputs import read_parquet_dir
 from hepflow.processing import RunConfig
-from processors.cosmic import process_cosmic
 
 from .conftest import N_PSEUDO
 

@@ -10,8 +10,7 @@ import pytest
 import uproot
 
 from hepflow.cosmic import ForwardModel, Observation
-from hepflow.errors import ConfigError, InputError
-from hepflow.generate.cosmic import (
+from hepflow.cosmic.generate import (
     SHOWER_TREE,
     generate_showers,
     load_observation,
@@ -19,6 +18,7 @@ from hepflow.generate.cosmic import (
     sample_showers,
     write_showers,
 )
+from hepflow.errors import ConfigError, InputError
 
 from .conftest import COMBINED_FIT
 

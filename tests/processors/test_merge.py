@@ -9,9 +9,9 @@ import pytest
 import uproot
 
 from hepflow.errors import ConfigError, InputError, OutputError
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.outputs import read_parquet_dir
 from hepflow.processing import RunConfig, build_fileset, merge_chunks, run_processor
-from processors.neutrino import NeutrinoFeatureProcessor
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "nano_tt_v12.root"
 

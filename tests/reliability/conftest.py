@@ -56,10 +56,10 @@ def v12_branches(nano_v12: Path) -> dict[str, ak.Array]:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, nano_v12: Path) -> Path:
     """Flow and regression trained for one epoch on the v12 sample (twice: 104 events)."""
-    from hepflow.analysis.neutrino import NeutrinoConfig, train
     from hepflow.config import from_dict
+    from hepflow.neutrino.analysis import NeutrinoConfig, train
+    from hepflow.neutrino.processor import NeutrinoFeatureProcessor
     from hepflow.processing import RunConfig, build_fileset, run_processor
-    from processors.neutrino import NeutrinoFeatureProcessor
 
     d = tmp_path_factory.mktemp("tiny_models")
     copy = d / "copy.root"

@@ -18,9 +18,9 @@ import uproot
 
 from hepflow.cli import main
 from hepflow.errors import InputError
+from hepflow.neutrino.processor import CUTFLOW_STEPS, NeutrinoFeatureProcessor
 from hepflow.outputs import read_parquet_dir
 from hepflow.processing import RunConfig, build_fileset, run_processor
-from processors.neutrino import CUTFLOW_STEPS, NeutrinoFeatureProcessor
 from tests.conftest import write_nanoaod, write_nanoaod_subset
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 import hepflow
+from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor
 from hepflow.outputs import read_parquet_dir
 from hepflow.processing import RunConfig, build_fileset, run_processor
-from processors.neutrino_inference import NeutrinoInferenceProcessor
 
 
 def _trained(tmp_path):
@@ -80,7 +80,8 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 def test_analysis_models_depend_on_the_seed_only():
     """The analyses build their summary networks outside ConditionalINN: the seed covers them too,
     whatever the global generator did before."""
-    from hepflow.analysis import cosmic, neutrino
+    from hepflow.cosmic import analysis as cosmic
+    from hepflow.neutrino import analysis as neutrino
 
     nu = neutrino.NeutrinoConfig.from_file()
     co = cosmic.load_config(None)

@@ -22,10 +22,10 @@ import torch
 
 import hepflow
 from hepflow.cli import main
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.outputs import read_parquet_dir
 from hepflow.outputs.atomic import TMP_PREFIX
 from hepflow.training import load_checkpoint
-from processors.neutrino import NeutrinoFeatureProcessor
 from tests.conftest import write_nanoaod
 
 from . import train_job

@@ -18,13 +18,13 @@ import torch
 import uproot
 
 import hepflow
-from hepflow.analysis.neutrino import load_training_data
 from hepflow.cosmic import PARAMETER_NAMES, Binning
 from hepflow.errors import InputError
+from hepflow.neutrino.analysis import load_training_data
+from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor, NeutrinoSelection
 from hepflow.outputs import read_parquet_dir, write_parquet
 from hepflow.processing import RunConfig, build_fileset, cutflow_to_dict, run_processor
-from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
-from processors.neutrino_inference import NeutrinoInferenceProcessor
 from tests.conftest import write_nanoaod
 
 from .conftest import set_field, set_value
@@ -139,7 +139,7 @@ def test_training_data_drops_non_finite_rows(clean, tmp_path, caplog):
     cols = ak.with_field(cols, set_value(cols.nu_eta_true, 2, -np.inf), "nu_eta_true")
     cols = ak.with_field(cols, set_value(cols.lep_loge, 3, np.nan), "lep_loge")
     write_parquet(cols, tmp_path / "features" / "a.parquet")
-    with caplog.at_level(logging.WARNING, logger="hepflow.analysis.neutrino"):
+    with caplog.at_level(logging.WARNING, logger="hepflow.neutrino.analysis"):
         data = load_training_data(tmp_path / "features")
     assert data.n_read == len(clean)
     assert data.n_non_finite == 4
@@ -174,7 +174,7 @@ BAD_PE = {3: ("spectrum", np.nan), 7: ("xmax", np.inf), 11: ("spectrum", -1.0), 
 @pytest.fixture(scope="module")
 def bad_pe_file(tmp_path_factory) -> Path:
     """A PseudoExperiments ntuple (float counts) with one invalid value in four entries."""
-    from hepflow.generate.cosmic import PSEUDO_EXPERIMENT_TREE
+    from hepflow.cosmic.generate import PSEUDO_EXPERIMENT_TREE
 
     n_e, n_m, n_x = Binning.auger().shape
     rng = np.random.default_rng(1)
@@ -196,8 +196,8 @@ def bad_pe_file(tmp_path_factory) -> Path:
 
 
 def test_cosmic_processor_counts_invalid_pseudo_experiments(bad_pe_file, tmp_path):
-    from hepflow.features.cosmic import feature_matrix
-    from processors.cosmic import process_cosmic
+    from hepflow.cosmic.features import feature_matrix
+    from hepflow.cosmic.processor import process_cosmic
 
     result = process_cosmic(
         [bad_pe_file], tmp_path / "features", run_config=RunConfig(progress=False, chunksize=25)
@@ -212,11 +212,11 @@ def test_cosmic_processor_counts_invalid_pseudo_experiments(bad_pe_file, tmp_pat
 
 
 def test_cosmic_training_data_drops_invalid_rows(bad_pe_file, tmp_path, caplog):
-    from hepflow.analysis.cosmic import load_training_data as load_cosmic
-    from hepflow.features.cosmic import feature_columns, observation_features
+    from hepflow.cosmic.analysis import load_training_data as load_cosmic
+    from hepflow.cosmic.features import feature_columns, observation_features
 
     binning = Binning.auger()
-    with caplog.at_level(logging.WARNING, logger="hepflow.analysis.cosmic"):
+    with caplog.at_level(logging.WARNING, logger="hepflow.cosmic.analysis"):
         theta, feats = load_cosmic(bad_pe_file, binning=binning)
     assert theta.shape == (N_PE - len(BAD_PE), 7)
     assert feats.shape[0] == theta.shape[0]
@@ -230,7 +230,7 @@ def test_cosmic_training_data_drops_invalid_rows(bad_pe_file, tmp_path, caplog):
     truth[3, 0] = np.inf
     write_parquet(feature_columns(good, truth=truth, binning=binning), tmp_path / "dir" / "a.parquet")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hepflow.analysis.cosmic"):
+    with caplog.at_level(logging.WARNING, logger="hepflow.cosmic.analysis"):
         theta, feats = load_cosmic(tmp_path / "dir", binning=binning)
     assert len(theta) == len(feats) == 3
     assert "dropped 2 of 5 pseudo-experiments" in caplog.text
@@ -239,7 +239,7 @@ def test_cosmic_training_data_drops_invalid_rows(bad_pe_file, tmp_path, caplog):
 def test_non_finite_showers_are_counted_and_excluded(tmp_path):
     """A shower list with NaN/inf energies or infinite Xmax: those showers are excluded and
     counted; the histogram equals the one of the clean showers (NaN Xmax stays: no Xmax)."""
-    from processors.cosmic import process_cosmic
+    from hepflow.cosmic.processor import process_cosmic
 
     rng = np.random.default_rng(5)
     lg_e = rng.uniform(18.8, 19.8, 400)

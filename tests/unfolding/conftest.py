@@ -16,7 +16,7 @@ def unfolding_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("fastjet")
     from hepflow.generate.ttbar import generate_ttbar
     from hepflow.processing import RunConfig, build_fileset, run_processor
-    from processors.unfolding import UnfoldingProcessor
+    from hepflow.unfolding.processor import UnfoldingProcessor
 
     d = tmp_path_factory.mktemp("unfolding")
     generate_ttbar(d / "tt.root", events=SAMPLE_EVENTS, seed=31, progress=False)

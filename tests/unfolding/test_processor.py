@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from hepflow.errors import InputError
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.outputs import read_parquet_dir
 from hepflow.processing import RunConfig, build_fileset, run_processor
-from processors.neutrino import NeutrinoFeatureProcessor
-from processors.unfolding import ParticleSelection, UnfoldingProcessor, match_rows
+from hepflow.unfolding.processor import ParticleSelection, UnfoldingProcessor, match_rows
 from tests.conftest import write_nanoaod_subset
 from tests.unfolding.conftest import SAMPLE_EVENTS
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hepflow.analysis.unfolding import SCENARIOS, UnfoldingConfig, make_report, run_study
 from hepflow.config import from_dict
 from hepflow.errors import ConfigError, InputError
 from hepflow.unfolding.observables import OBSERVABLES
+from hepflow.unfolding.study import SCENARIOS, UnfoldingConfig, make_report, run_study
 from tests.unfolding.conftest import SAMPLE_EVENTS
 
 pytestmark = pytest.mark.generation
@@ -123,7 +123,7 @@ def _toml(table: dict) -> str:
 
 
 def test_load_sample_refuses_duplicated_events(unfolding_sample, tmp_path):
-    from hepflow.analysis.unfolding import load_sample, process
+    from hepflow.unfolding.study import load_sample, process
 
     tt = unfolding_sample / "tt.root"
     process([tt], tmp_path, dataset="first")

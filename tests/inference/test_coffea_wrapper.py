@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import hepflow
-from hepflow.features.neutrino import FLAT_FEATURES, JET_FEATURES
 from hepflow.flows.summary import Combined, MLPSummary, SetSummary
 from hepflow.inference.coffea import PosteriorSampler
 from hepflow.inference.export import Sampler, export_torchscript
+from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES
 
 
 @pytest.fixture(scope="module")

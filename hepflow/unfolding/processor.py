@@ -19,7 +19,7 @@ column                     meaning
 =========================  ==============================================================
 
 Definitions are in :mod:`hepflow.unfolding.observables`. The detector-level selection and
-features are exactly those of :class:`processors.neutrino.NeutrinoFeatureProcessor` (run on the
+features are exactly those of :class:`hepflow.neutrino.processor.NeutrinoFeatureProcessor` (run on the
 same chunk and matched back by event id). Like every processor here it does no I/O: run it
 through :func:`hepflow.processing.run_processor`.
 """
@@ -36,8 +36,8 @@ from coffea import processor
 
 from hepflow.config import load
 from hepflow.errors import InputError
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor, NeutrinoSelection
 from hepflow.unfolding.observables import OBSERVABLES, detector_level, particle_level
-from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
 
 #: Cutflow steps added after the neutrino processor's detector-level steps.
 CUTFLOW_STEPS = ("particle level", "particle fiducial", "both levels")

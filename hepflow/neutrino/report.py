@@ -192,7 +192,7 @@ def make_report(
 
 
 def _w_mass(cols: ak.Array, e: dict[str, np.ndarray]) -> np.ndarray:
-    from hepflow.baselines.quadratic import lepton_mass, reconstruct_w_mass
+    from hepflow.neutrino.quadratic import lepton_mass, reconstruct_w_mass
 
     lep = [ak.to_numpy(cols[f"lep_{c}"]).astype(np.float64) for c in ("px", "py", "pz", "e")]
     m = lepton_mass(ak.to_numpy(cols.lep_flavor))

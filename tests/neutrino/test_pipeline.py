@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import uproot
 
-from hepflow.analysis.neutrino import NeutrinoConfig, load_models, train
-from hepflow.analysis.neutrino_report import make_report
 from hepflow.config import from_dict
 from hepflow.errors import ConfigError, ModelError
+from hepflow.neutrino.analysis import NeutrinoConfig, load_models, train
+from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor
+from hepflow.neutrino.report import make_report
 from hepflow.outputs import read_parquet_dir
 from hepflow.processing import RunConfig, build_fileset, run_processor
-from processors.neutrino import NeutrinoFeatureProcessor
-from processors.neutrino_inference import NeutrinoInferenceProcessor
 from tests.conftest import load_benchmark
 
 pytest.importorskip("pythia8mc")
@@ -161,7 +161,7 @@ def test_config_file_is_strict(tmp_path):
 
 
 def test_root_choice_counts_and_widths():
-    from hepflow.analysis.neutrino_report import root_choice
+    from hepflow.neutrino.report import root_choice
 
     rng = np.random.default_rng(0)
     n, k = 400, 64

@@ -1,6 +1,6 @@
 """Report of the ttbar unfolding study: figures, per-bin tables and chi2 for both methods.
 
-Reads ``results.json`` of :func:`hepflow.analysis.unfolding.run_study` and writes, per scenario
+Reads ``results.json`` of :func:`hepflow.unfolding.study.run_study` and writes, per scenario
 (``nominal``, ``reweighted``) and observable:
 
 * ``unfolded_<scenario>_<observable>.png``: the particle-level truth, the simulation prior
@@ -162,7 +162,7 @@ def make_report(
     """Write the figures, ``report.json`` and ``report.md`` (see the module docstring)."""
     path = Path(study_dir) / "results.json"
     if not path.is_file():
-        raise InputError(f"{path} does not exist: run the study first (hepflow.analysis.unfolding.run_study)")
+        raise InputError(f"{path} does not exist: run the study first (hepflow.unfolding.study.run_study)")
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as err:

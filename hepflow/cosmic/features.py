@@ -1,7 +1,7 @@
 """Cosmic-ray conditioning features: one fixed-length vector per binned observation.
 
 A simulated pseudo-experiment (:meth:`hepflow.cosmic.ForwardModel.simulate`), a list of showers
-histogrammed by :class:`processors.cosmic.ShowerHistogramProcessor` (or binned with
+histogrammed by :class:`hepflow.cosmic.processor.ShowerHistogramProcessor` (or binned with
 :meth:`hepflow.cosmic.Observation.from_showers`) and the published Auger histograms
 (:meth:`hepflow.cosmic.Observation.from_auger`) all reduce to the same counts, spectrum (n_E,)
 and Xmax histograms (n_M, n_X), and :func:`observation_features` turns counts into the same

@@ -5,7 +5,7 @@ f_He, f_N, f_Si, f_Fe)`` given the binned Auger-like observation ``x`` (spectrum
 10^18.7 eV and Xmax distributions), learned from pseudo-experiments of the forward model
 (:mod:`hepflow.cosmic`) with parameters drawn from the prior of the analysis config.
 
-* **Context**: the 943 features of :func:`hepflow.features.cosmic.observation_features`, split
+* **Context**: the 943 features of :func:`hepflow.cosmic.features.observation_features`, split
   into the 43 scalar features (spectrum log fractions, total counts, Xmax counts, means and
   standard deviations per energy bin) and the Xmax distributions (9 energy bins x 100 Xmax bins).
   ``[flow] summary = "cnn"`` (default): an MLP on the scalars next to a 1D CNN over Xmax with
@@ -32,7 +32,7 @@ Entry points (the ``hepflow train|infer|compare cosmic`` commands)::
     compare("models/cosmic", "runs/cosmic/comparison", config=...)   # cINN vs MCMC + calibration
 
 The configuration is the one ``analyses/auger_sources/config.toml`` read by every cosmic command:
-:class:`AugerConfig` (= :class:`hepflow.generate.cosmic.CosmicConfig`) with the sections
+:class:`AugerConfig` (= :class:`hepflow.cosmic.generate.CosmicConfig`) with the sections
 ``[prior]``, ``[proposal]``, ``[model]``, ``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``,
 ``[inference]`` and ``[comparison]``; unknown keys are refused.
 """
@@ -50,13 +50,13 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from hepflow.config import to_dict
+from hepflow.config import shipped_config, to_dict
 from hepflow.cosmic import PARAMETER_NAMES, Binning, Observation
+from hepflow.cosmic.features import feature_names, observation_features, valid_rows
+from hepflow.cosmic.generate import CosmicConfig, FlowConfig, as_config
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
-from hepflow.features.cosmic import feature_names, observation_features, valid_rows
 from hepflow.flows.ensemble import FlowEnsemble
-from hepflow.generate.cosmic import CosmicConfig, FlowConfig, as_config
-from hepflow.inference.importance import ImportanceWeights, importance_weights
+from hepflow.posterior.importance import ImportanceWeights, importance_weights
 
 __all__ = [
     "ANALYSIS",
@@ -82,7 +82,7 @@ __all__ = [
 ANALYSIS = "auger_sources"
 #: The analysis configuration: every section of ``analyses/auger_sources/config.toml``.
 AugerConfig = CosmicConfig
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "auger_sources" / "config.toml"
+DEFAULT_CONFIG = shipped_config("cosmic")
 PARAMETERS: tuple[str, ...] = tuple(PARAMETER_NAMES)
 _BLOCK = 20_000  # pseudo-experiments per block when reading and computing features
 
@@ -153,7 +153,7 @@ def load_training_data(
 
     ``prior`` (the ``[prior]`` section as a dict): an ntuple whose metadata names another prior
     is refused, since the cINN would learn the posterior under that prior; so is one drawn from
-    another ``proposal`` (:meth:`~hepflow.generate.cosmic.ProposalConfig.metadata` of the
+    another ``proposal`` (:meth:`~hepflow.cosmic.generate.ProposalConfig.metadata` of the
     ``[proposal]`` section, None for the prior itself), since the model records the proposal
     its samples are corrected for. Feature directories carry no such record. Of the first ``max_n``
     pseudo-experiments, those with a NaN, infinite or negative count (ntuple) or a non-finite
@@ -186,7 +186,7 @@ def _features_from_ntuple(
 ) -> tuple[np.ndarray, np.ndarray]:
     import uproot
 
-    from hepflow.generate.cosmic import PSEUDO_EXPERIMENT_TREE, read_pseudo_experiments
+    from hepflow.cosmic.generate import PSEUDO_EXPERIMENT_TREE, read_pseudo_experiments
 
     try:
         with uproot.open(path) as f:
@@ -238,7 +238,7 @@ def parameter_columns(columns: Any, where: object, *, hint: str = "") -> np.ndar
 
 
 def _features_from_parquet(path: Path, binning: Binning, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    from hepflow.features.cosmic import feature_matrix
+    from hepflow.cosmic.features import feature_matrix
 
     files = sorted(path.glob("*.parquet"))
     if not files:
@@ -604,7 +604,7 @@ def importance_reweight(
     model (:class:`hepflow.cosmic.ForwardModel`) and ``prior`` the prior the MCMC uses. The
     weighted (or resampled) samples follow the exact posterior of the likelihood when the cINN
     covers it; the effective sample size measures how close the cINN was
-    (:mod:`hepflow.inference.importance`). Costs one vectorised likelihood call per sample.
+    (:mod:`hepflow.posterior.importance`). Costs one vectorised likelihood call per sample.
     """
     from hepflow.cosmic import Likelihood
 
@@ -757,7 +757,7 @@ def infer(
     ``Posterior``) with the columns ``gamma, lg_rcut, f_H, f_He, f_N, f_Si, f_Fe`` (fractions sum
     to one) and ``log_prob`` (the cINN density), and ``summary.json`` (mean, median, std,
     quantiles 2.5/16/50/84/97.5 %, mode = highest-density sample, timing). ``observation``: see
-    :func:`hepflow.generate.cosmic.load_observation` (``entry`` for a pseudo-experiment file).
+    :func:`hepflow.cosmic.generate.load_observation` (``entry`` for a pseudo-experiment file).
     ``samples``/``seed`` default to ``[inference]``; with ``config`` the model must have been
     trained with the config's prior and forward model. Returns the summary.
 
@@ -768,7 +768,7 @@ def infer(
     low efficiency says the cINN posterior is far from the likelihood's for this observation.
     """
     import hepflow
-    from hepflow.generate.cosmic import load_observation
+    from hepflow.cosmic.generate import load_observation
     from hepflow.outputs import write_json, write_parquet, write_root
 
     cfg = load_config(config) if config is not None else None
@@ -1014,7 +1014,7 @@ def compare(
 
     1. ``n_mocks`` (``[comparison]``) mock observations with parameters from the prior (seed
        ``[comparison] seed``, independent of the training set): the MCMC of ``[mcmc]`` (emcee,
-       :func:`hepflow.mcmc.run_mcmc`, seed ``[mcmc] seed + i``) and the cINN (``[comparison]
+       :func:`hepflow.cosmic.mcmc.run_mcmc`, seed ``[mcmc] seed + i``) and the cINN (``[comparison]
        samples`` samples, timed from loading the model to the samples) on each;
        :func:`marginal_metrics` per mock and :func:`summarize_metrics` over them (also over the
        mocks whose MCMC converged only: ``summary_mcmc_converged``), and the
@@ -1037,7 +1037,7 @@ def compare(
     does not represent).
     """
     from hepflow.calibration import calibration_report
-    from hepflow.mcmc import run_mcmc
+    from hepflow.cosmic.mcmc import run_mcmc
     from hepflow.outputs import write_json, write_parquet
 
     cfg = load_config(config)
@@ -1129,7 +1129,7 @@ def compare(
             "efficiency_min": float(eff.min()),
             "seconds_median": float(np.median(t_w)),
             "time_ratio_median": float(np.median(t_m / (t_c + t_w))),
-            "note": "cINN samples with weights L pi / q (hepflow.analysis.cosmic.importance_reweight), "
+            "note": "cINN samples with weights L pi / q (hepflow.cosmic.analysis.importance_reweight), "
             "resampled to unweighted draws for the metrics; time = cINN + likelihood at every sample",
         }
         comparison["timing"] = {

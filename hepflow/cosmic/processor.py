@@ -1,15 +1,15 @@
-"""Coffea processors for the cosmic-ray ntuples (:mod:`hepflow.generate.cosmic`).
+"""Coffea processors for the cosmic-ray ntuples (:mod:`hepflow.cosmic.generate`).
 
 * :class:`ShowerHistogramProcessor`: a ``Showers`` tree (one entry per air shower, ``lg_e`` and
   ``xmax``) -> the lg E x Xmax histogram of the published Auger binning
-  (:func:`hepflow.features.cosmic.shower_histogram`), accumulated over chunks and files;
+  (:func:`hepflow.cosmic.features.shower_histogram`), accumulated over chunks and files;
 * :class:`PseudoExperimentFeatureProcessor`: a ``PseudoExperiments`` tree -> columns: the 7 true
-  parameters and the conditioning features (:func:`hepflow.features.cosmic.observation_features`).
+  parameters and the conditioning features (:func:`hepflow.cosmic.features.observation_features`).
 
 The ntuples are flat trees, read with coffea's ``BaseSchema``. :func:`process_cosmic` runs either
 over files (the tree is recognised by name) and writes the outputs::
 
-    from processors.cosmic import process_cosmic
+    from hepflow.cosmic.processor import process_cosmic
     process_cosmic(["pe.root"], "features/")        # chunk parquet files + run.json
     process_cosmic(["showers.root"], "observation/")  # observation.root (TH2D), features.parquet
 
@@ -37,8 +37,7 @@ from coffea import processor
 from coffea.nanoevents import BaseSchema
 
 from hepflow.cosmic import PARAMETER_NAMES, Binning, Observation
-from hepflow.errors import ConfigError, InputError, OutputError
-from hepflow.features.cosmic import (
+from hepflow.cosmic.features import (
     feature_columns,
     feature_names,
     histogram_observation,
@@ -46,7 +45,8 @@ from hepflow.features.cosmic import (
     shower_histogram,
     valid_rows,
 )
-from hepflow.generate.cosmic import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE, as_config
+from hepflow.cosmic.generate import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE, as_config
+from hepflow.errors import ConfigError, InputError, OutputError
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
 from hepflow.outputs.columnar import write_parquet
 from hepflow.processing import RunConfig, build_fileset, execute, new_cutflow, run_processor
@@ -68,7 +68,7 @@ class ShowerHistogramProcessor(processor.ProcessorABC):
     "showers": {filename: int}, "excluded_showers": {filename: int}}``; coffea adds the
     results of all chunks. Showers without an Xmax (NaN) fill the Xmax overflow bin, so the
     histogram holds both the spectrum and the Xmax distributions
-    (:func:`hepflow.features.cosmic.histogram_counts`). Showers whose ``lg_e`` is NaN or
+    (:func:`hepflow.cosmic.features.histogram_counts`). Showers whose ``lg_e`` is NaN or
     infinite, or whose ``xmax`` is infinite, are excluded and counted per file.
     """
 
@@ -100,7 +100,7 @@ class PseudoExperimentFeatureProcessor(processor.ProcessorABC):
 
     ``process`` returns ``{"columns": ak.Array, "cutflow": hist.Hist}`` (the
     :class:`hepflow.processing.ChunkWriter` interface): columns ``index``, the 7 parameters and
-    the features of :func:`hepflow.features.cosmic.feature_names`, one row per pseudo-experiment.
+    the features of :func:`hepflow.cosmic.features.feature_names`, one row per pseudo-experiment.
     The cutflow has the steps ``"all"`` and ``"valid inputs"``: pseudo-experiments with a NaN,
     infinite or negative count, or a non-finite parameter, are dropped and counted (the
     difference of the two).
@@ -171,12 +171,12 @@ def process_cosmic(
       ``cutflow.json`` and ``run.json``.
     * ``"histogram"``: per dataset the lg E x Xmax histogram, written to ``observation.root``
       (TH2D ``showers``, or ``showers_<dataset>`` for several datasets; readable by
-      :func:`hepflow.generate.cosmic.load_observation`), the binned counts and feature vector to
+      :func:`hepflow.cosmic.generate.load_observation`), the binned counts and feature vector to
       ``observation.json`` and ``features.parquet`` (one row per dataset, columns ``dataset`` and
       the features).
 
     The binning is ``binning``, else that of ``config`` (a
-    :class:`hepflow.generate.cosmic.CosmicConfig` or TOML file: ``[model] lg_e_min``), else the
+    :class:`hepflow.cosmic.generate.CosmicConfig` or TOML file: ``[model] lg_e_min``), else the
     Auger binning above 10^18.7 eV. The flat cosmic ntuples are read with coffea's ``BaseSchema``.
     """
     cfg = run_config if run_config is not None else RunConfig()

@@ -4,10 +4,10 @@
 
 * ``report.json``: the posterior of the published Auger data (spectrum 2020 + Xmax 2014, above
   10^18.7 eV) from the cINN and from the MCMC (mean, std, quantiles per parameter), their
-  marginal differences in units of the MCMC sigma (:func:`hepflow.analysis.cosmic.marginal_metrics`),
+  marginal differences in units of the MCMC sigma (:func:`hepflow.cosmic.analysis.marginal_metrics`),
   the combined-fit deviance at each method's highest-density sample, the timings, the Auger
   combined-fit reference values (JCAP 04 (2017) 038) next to them, and, when a
-  ``comparison.json`` of :func:`hepflow.analysis.cosmic.compare` is given, its summary (mocks,
+  ``comparison.json`` of :func:`hepflow.cosmic.analysis.compare` is given, its summary (mocks,
   calibration); and the caveats (data vintages, ...);
 * ``corner_auger.png``: corner plot of both posteriors (zoomed on them), combined-fit values
   where they fall inside; ``corner_auger_wide.png``: the same with the ranges stretched to show
@@ -33,7 +33,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hepflow.analysis.cosmic import (
+from hepflow.cosmic.analysis import (
     PARAMETERS,
     importance_reweight,
     load_config,
@@ -255,7 +255,7 @@ def _read_mcmc(directory: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 def _run_mcmc_auger(cfg: Any, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
     from hepflow.cosmic import Observation
-    from hepflow.mcmc import run_mcmc
+    from hepflow.cosmic.mcmc import run_mcmc
 
     obs = Observation.from_auger(lg_e_min=cfg.model.lg_e_min)
     res = run_mcmc(
@@ -350,7 +350,7 @@ def make_report(
             and forward model.
         mcmc_auger: a ``hepflow mcmc cosmic --observation auger`` output directory; without it
             the MCMC runs here with ``[mcmc]`` (~40 s on one core).
-        comparison: ``comparison.json`` of :func:`hepflow.analysis.cosmic.compare` (or its
+        comparison: ``comparison.json`` of :func:`hepflow.cosmic.analysis.compare` (or its
             directory, or the returned dict): summarised in the report, plotted per mock.
         samples: cINN samples (default ``[inference] samples``).
     """

@@ -9,9 +9,10 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from hepflow.cosmic import analysis as cosmic
 
-from hepflow.analysis import cosmic
-from hepflow.analysis.cosmic import (
+from hepflow.config import from_dict, read_toml, shipped_config
+from hepflow.cosmic.analysis import (
     PARAMETERS,
     compare,
     infer,
@@ -21,14 +22,13 @@ from hepflow.analysis.cosmic import (
     summarize_metrics,
     train,
 )
-from hepflow.analysis.cosmic_report import make_report
-from hepflow.config import from_dict, read_toml
+from hepflow.cosmic.generate import CosmicConfig
+from hepflow.cosmic.report import make_report
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
-from hepflow.generate.cosmic import CosmicConfig
 
 #: A likelihood mode as listed in the MCMC summary.
 MODE = {"gamma": 1.0, "lg_rcut": 18.7, "f_H": 0.1, "f_He": 0.5, "f_N": 0.3, "f_Si": 0.1, "f_Fe": 0.0}
-CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "auger_sources" / "config.toml"
+CONFIG = shipped_config("cosmic")
 N_TRAIN = 3000
 TINY = {
     "flow": {
@@ -66,7 +66,7 @@ def tiny_cfg() -> CosmicConfig:
 
 @pytest.fixture(scope="module")
 def pe_file(tmp_path_factory) -> Path:
-    from hepflow.generate.cosmic import generate_cosmic
+    from hepflow.cosmic.generate import generate_cosmic
 
     path = tmp_path_factory.mktemp("cosmic") / "pe.root"
     generate_cosmic(path, n=N_TRAIN, seed=5, progress=False)
@@ -104,8 +104,8 @@ def test_training_writes_a_loadable_model(trained) -> None:
 
 
 def test_training_data_from_processed_features_matches_the_ntuple(pe_file, tmp_path) -> None:
+    from hepflow.cosmic.processor import process_cosmic
     from hepflow.processing import RunConfig
-    from processors.cosmic import process_cosmic
 
     binning = CosmicConfig().model.binning()
     process_cosmic([pe_file], tmp_path / "features", run_config=RunConfig(progress=False, chunksize=1000))
@@ -453,7 +453,7 @@ def test_corrected_draws_follow_the_prior_with_a_normalised_density() -> None:
 
 
 def test_training_on_a_proposal_records_it_and_corrects_the_samples(pe_file, tmp_path) -> None:
-    from hepflow.generate.cosmic import generate_cosmic
+    from hepflow.cosmic.generate import generate_cosmic
 
     settings = {**TINY, "proposal": PROPOSAL, "training": {**TINY["training"], "epochs": 1}}
     cfg = from_dict(CosmicConfig, settings)

@@ -5,9 +5,9 @@ The processor selects events and builds columns; it does no I/O. Run it through
 chunk's columns atomically, or use it in your own coffea workflow::
 
     from coffea import processor
-    from processors.neutrino import NeutrinoFeatureProcessor
+    from hepflow.neutrino.processor import NeutrinoFeatureProcessor
     out = processor.Runner(processor.IterativeExecutor())(fileset, NeutrinoFeatureProcessor())
-    # out["columns"] is an awkward record array (see hepflow.features.neutrino), out["cutflow"] a hist
+    # out["columns"] is an awkward record array (see hepflow.neutrino.features), out["cutflow"] a hist
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from coffea import processor
 
 from hepflow.config import load
 from hepflow.errors import InputError
-from hepflow.features.neutrino import MAX_JETS, NEUTRINO_PDGIDS, build_columns, finite_events, finite_rows
+from hepflow.neutrino.features import MAX_JETS, NEUTRINO_PDGIDS, build_columns, finite_events, finite_rows
 from hepflow.processing import new_cutflow
 
 #: Cutflow steps, in order; the last one counts the rows written.

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hepflow.features.neutrino import (
+from hepflow.neutrino.features import (
     FLAT_FEATURES,
     JET_FEATURES,
     build_columns,

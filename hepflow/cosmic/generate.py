@@ -21,7 +21,7 @@ written by ``hepflow process cosmic``) back as an :class:`~hepflow.cosmic.Observ
 
 The analysis configuration (``analyses/auger_sources/config.toml``) is read into
 :class:`CosmicConfig` (sections ``[prior]``, ``[proposal]``, ``[model]``, ``[generation]``, ``[mcmc]``, and
-``[flow]``, ``[training]``, ``[inference]``, ``[comparison]`` of :mod:`hepflow.analysis.cosmic`);
+``[flow]``, ``[training]``, ``[inference]``, ``[comparison]`` of :mod:`hepflow.cosmic.analysis`);
 unknown keys are refused.
 
 Example:
@@ -45,12 +45,12 @@ from hepflow import __version__
 from hepflow.config import from_dict, read_toml, to_dict
 from hepflow.cosmic import PARAMETER_NAMES, Binning, ForwardModel, Observation, Prior, Proposal
 from hepflow.cosmic.auger import load_xmax, xmax_acceptance
+from hepflow.cosmic.mcmc import McmcConfig
 from hepflow.cosmic.propagation import GROUP_MASSES
 from hepflow.cosmic.source import as_params
 from hepflow.cosmic.xmax import sample_xmax
 from hepflow.errors import ConfigError, InputError
 from hepflow.flows.config import FlowArchitecture
-from hepflow.mcmc import McmcConfig
 from hepflow.outputs.atomic import atomic_write
 from hepflow.training.config import FitConfig
 
@@ -188,7 +188,7 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class FlowConfig(FlowArchitecture):
-    """``[flow]``: the cINN of :mod:`hepflow.analysis.cosmic` (``hepflow train cosmic``).
+    """``[flow]``: the cINN of :mod:`hepflow.cosmic.analysis` (``hepflow train cosmic``).
 
     ``summary = "cnn"``: an MLP over the 43 scalar features (spectrum, Xmax moments, counts) next
     to a 1D CNN over the Xmax distributions (energy bins as channels); ``"mlp"``: one MLP over all
@@ -638,7 +638,7 @@ def load_observation(
         binning: an Auger binning (default: above 10^18.7 eV).
         entry: the pseudo-experiment to take from a ``PseudoExperiments`` file.
     """
-    from hepflow.features.cosmic import histogram_observation
+    from hepflow.cosmic.features import histogram_observation
 
     b = binning if binning is not None else Binning.auger()
     if str(source) == "auger":

@@ -5,10 +5,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
-
-from hepflow.baselines import (
+from hepflow.neutrino.quadratic import (
     M_ELECTRON,
     M_MUON,
     M_TAU,
@@ -18,6 +15,8 @@ from hepflow.baselines import (
     solve_neutrino_pz,
     solve_neutrino_pz_rescaled_met,
 )
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 
 def _abc(px, py, pz, e, metx, mety, m_w):

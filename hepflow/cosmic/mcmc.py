@@ -663,17 +663,17 @@ def mcmc_cosmic(
     """``hepflow mcmc cosmic``: sample the posterior for ``"auger"`` or an observation file, write it.
 
     Args:
-        observation: ``"auger"`` or a ROOT file (:func:`hepflow.generate.cosmic.load_observation`:
+        observation: ``"auger"`` or a ROOT file (:func:`hepflow.cosmic.generate.load_observation`:
             a ``Showers`` tree, the histogram of ``hepflow process cosmic``, or a
             ``PseudoExperiments`` tree with ``entry``).
         output_dir: where ``samples.parquet``, ``samples.root``, ``summary.json`` go.
-        config: a :class:`hepflow.generate.cosmic.CosmicConfig` or TOML file (prior, model, mcmc);
+        config: a :class:`hepflow.cosmic.generate.CosmicConfig` or TOML file (prior, model, mcmc);
             defaults without.
         seed: overrides ``[mcmc] seed``.
         n_steps: overrides ``[mcmc] n_steps``.
         chain: also write ``chain.parquet``.
     """
-    from hepflow.generate.cosmic import as_config, load_observation
+    from hepflow.cosmic.generate import as_config, load_observation
 
     cfg = as_config(config)
     out = Path(output_dir)

@@ -1,9 +1,9 @@
 """Coffea processor: neutrino posteriors and baselines written back as columns.
 
-Builds the same features as :class:`~processors.neutrino.NeutrinoFeatureProcessor`, then adds,
+Builds the same features as :class:`~hepflow.neutrino.processor.NeutrinoFeatureProcessor`, then adds,
 per selected event, ``K`` posterior samples of the cINN with their summaries, the quadratic
 W-mass-constraint solution and the feed-forward regression (see
-:func:`hepflow.analysis.neutrino.inference_columns`). The processor carries only the model
+:func:`hepflow.neutrino.analysis.inference_columns`). The processor carries only the model
 path; each worker process loads the models once, on its first chunk, and keeps them.
 """
 
@@ -18,7 +18,7 @@ import awkward as ak
 from coffea import processor
 
 from hepflow.errors import ConfigError
-from processors.neutrino import NeutrinoFeatureProcessor, NeutrinoSelection
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor, NeutrinoSelection
 
 _MODELS: dict[str, tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
@@ -26,7 +26,7 @@ _LOCK = threading.Lock()
 
 def cached_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
     """(flow, regression) for ``model_dir``, loaded once per process."""
-    from hepflow.analysis.neutrino import load_models
+    from hepflow.neutrino.analysis import load_models
 
     key = str(Path(model_dir).resolve())
     with _LOCK:
@@ -38,7 +38,7 @@ def cached_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
 class NeutrinoInferenceProcessor(processor.ProcessorABC):
     """Select events, build features, and add posterior and baseline columns.
 
-    The events are selected by :class:`~processors.neutrino.NeutrinoFeatureProcessor`, whose
+    The events are selected by :class:`~hepflow.neutrino.processor.NeutrinoFeatureProcessor`, whose
     last cutflow step (``"finite inputs"``) drops events with NaN or infinite inputs: no NaN
     reaches the flow, and the posterior columns are finite. ``samples`` must be at least 2 (the
     posterior standard deviation needs two).
@@ -65,7 +65,7 @@ class NeutrinoInferenceProcessor(processor.ProcessorABC):
         self.features = NeutrinoFeatureProcessor(selection)
 
     def process(self, events: Any) -> dict[str, Any]:
-        from hepflow.analysis.neutrino import inference_columns
+        from hepflow.neutrino.analysis import inference_columns
 
         result = self.features.process(events)
         columns = result["columns"]

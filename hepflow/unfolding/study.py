@@ -1,7 +1,7 @@
 """The ttbar unfolding study: cINN unfolding against iterative Bayesian unfolding.
 
 :func:`run_study` processes a training (simulation) and a test (pseudo-data) sample with
-:class:`processors.unfolding.UnfoldingProcessor`, builds the response, efficiency and fake
+:class:`hepflow.unfolding.processor.UnfoldingProcessor`, builds the response, efficiency and fake
 rates from the training sample, trains an ensemble of cINNs for p(particle-level top pT, m_ttbar
 | detector-level event) on the training events that pass both levels, and unfolds two
 pseudo-data scenarios of the test sample with both methods:
@@ -12,7 +12,7 @@ pseudo-data scenarios of the test sample with both methods:
   the two methods (both keep the nominal simulation as their prior).
 
 It writes ``results.json`` (every histogram, unfolded spectrum and uncertainty);
-:func:`make_report` (:mod:`hepflow.analysis.unfolding_report`) turns it into plots and
+:func:`make_report` (:mod:`hepflow.unfolding.report`) turns it into plots and
 ``report.json``. The flow and its set summary over the jets are built with the neutrino
 analysis's builders; training goes through :func:`hepflow.fit`.
 """
@@ -31,22 +31,22 @@ from typing import Any, Literal
 import awkward as ak
 import numpy as np
 
-from hepflow.analysis import neutrino
-from hepflow.analysis.neutrino import SummaryConfig
-from hepflow.config import from_dict, read_toml, to_dict
+from hepflow.config import from_dict, read_toml, shipped_config, to_dict
 from hepflow.errors import ConfigError, InputError
-from hepflow.features.neutrino import FLAT_FEATURES, JET_FEATURES, context_arrays
 from hepflow.flows.config import FlowArchitecture
+from hepflow.neutrino import analysis as neutrino
+from hepflow.neutrino.analysis import SummaryConfig
+from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, context_arrays
+from hepflow.neutrino.processor import NeutrinoSelection
 from hepflow.training.config import FitConfig
 from hepflow.unfolding.binning import check_edges, histogram
 from hepflow.unfolding.observables import OBSERVABLES
-from processors.neutrino import NeutrinoSelection
-from processors.unfolding import ParticleSelection
+from hepflow.unfolding.processor import ParticleSelection
 
 log = logging.getLogger(__name__)
 
 ANALYSIS = "ttbar_unfolding"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "ttbar_unfolding" / "config.toml"
+DEFAULT_CONFIG = shipped_config("unfolding")
 SCENARIOS = ("nominal", "reweighted")
 FEATURE_SPEC = {"flat": list(FLAT_FEATURES), "jets": list(JET_FEATURES), "targets": list(OBSERVABLES)}
 
@@ -176,7 +176,7 @@ def _float(column: ak.Array) -> np.ndarray:
 
 
 def load_sample(directory: str | os.PathLike[str]) -> Sample:
-    """Read the processed chunks of :class:`processors.unfolding.UnfoldingProcessor`."""
+    """Read the processed chunks of :class:`hepflow.unfolding.processor.UnfoldingProcessor`."""
     from hepflow.outputs import read_parquet_dir
 
     columns = read_parquet_dir(directory)
@@ -309,9 +309,9 @@ def process(
     run_config: Any = None,
     dataset: str = "ttbar",
 ) -> dict[str, Any]:
-    """Run :class:`processors.unfolding.UnfoldingProcessor` over ``files`` (resumable chunks)."""
+    """Run :class:`hepflow.unfolding.processor.UnfoldingProcessor` over ``files`` (resumable chunks)."""
     from hepflow.processing import RunConfig, build_fileset, run_processor
-    from processors.unfolding import UnfoldingProcessor
+    from hepflow.unfolding.processor import UnfoldingProcessor
 
     cfg = config or UnfoldingConfig()
     return run_processor(
@@ -476,7 +476,7 @@ def make_report(
     study_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
     """Plots and ``report.json`` from ``study_dir/results.json`` (into ``output_dir``, default
-    ``study_dir/report``); see :mod:`hepflow.analysis.unfolding_report`."""
-    from hepflow.analysis.unfolding_report import make_report as _make_report
+    ``study_dir/report``); see :mod:`hepflow.unfolding.report`."""
+    from hepflow.unfolding.report import make_report as _make_report
 
     return _make_report(study_dir, output_dir)

@@ -1,6 +1,6 @@
 """The neutrino analysis: configuration, models, training and per-event inference columns.
 
-Everything analysis-specific is here and in :mod:`hepflow.features.neutrino`; training goes
+Everything analysis-specific is here and in :mod:`hepflow.neutrino.features`; training goes
 through the shared :func:`hepflow.fit`, sampling through the shared engine.
 
 Target: the neutrino (px, py, eta) as in nu-Flows; pz = pT sinh(eta) is derived per sample.
@@ -21,26 +21,26 @@ import awkward as ak
 import numpy as np
 import torch
 
-from hepflow.baselines.quadratic import lepton_mass, reconstruct_w_mass, solve_neutrino_pz
-from hepflow.config import from_dict, read_toml, to_dict
+from hepflow.config import from_dict, read_toml, shipped_config, to_dict
 from hepflow.errors import InputError, ModelError
-from hepflow.features.neutrino import (
+from hepflow.flows.base import seeded
+from hepflow.flows.config import FlowArchitecture
+from hepflow.inference.summaries import marginal_mode
+from hepflow.neutrino.features import (
     DISCRETE_FEATURES,
     FLAT_FEATURES,
     JET_FEATURES,
     context_arrays,
     truth_array,
 )
-from hepflow.flows.base import seeded
-from hepflow.flows.config import FlowArchitecture
-from hepflow.inference.summaries import marginal_mode
+from hepflow.neutrino.processor import NeutrinoSelection
+from hepflow.neutrino.quadratic import lepton_mass, reconstruct_w_mass, solve_neutrino_pz
 from hepflow.training.config import FitConfig
-from processors.neutrino import NeutrinoSelection
 
 ANALYSIS = "ttbar_neutrino"
 TARGETS = ("nu_px", "nu_py", "nu_eta")
 FEATURE_SPEC = {"flat": list(FLAT_FEATURES), "jets": list(JET_FEATURES), "targets": list(TARGETS)}
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "analyses" / "ttbar_neutrino" / "config.toml"
+DEFAULT_CONFIG = shipped_config("neutrino")
 
 log = logging.getLogger(__name__)
 

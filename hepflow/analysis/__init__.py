@@ -1,1 +1,0 @@
-"""Analysis pipelines: configuration, models, training and inference glue per analysis."""

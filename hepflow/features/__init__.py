@@ -1,1 +1,0 @@
-"""Conditioning features built from selected physics objects (one module per analysis)."""

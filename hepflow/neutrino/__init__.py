@@ -1,0 +1,1 @@
+"""The semileptonic ttbar neutrino analysis (filled in below)."""

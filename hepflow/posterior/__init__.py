@@ -1,0 +1,1 @@
+"""The posterior layer: importance weights (more to come)."""
