@@ -23,19 +23,24 @@ Example:
     (1.0, True)
     >>> round(float(x[iw.resample(rng=rng)].mean()), 1)     # unweighted draws of the target
     1.0
+
+:class:`ImportancePosterior` puts the weights behind the posterior interface: the draws of a
+flow posterior weighted with a target density per observation, and resampled by ``sample``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
 
-from hepflow.errors import InputError
+from hepflow.errors import InputError, ModelError
+from hepflow.posterior.base import Posterior
 
-__all__ = ["ImportanceWeights", "importance_weights"]
+__all__ = ["ImportancePosterior", "ImportanceWeights", "importance_weights"]
 
 
 @dataclass(frozen=True)
@@ -110,3 +115,70 @@ def importance_weights(log_target: Any, log_proposal: Any) -> ImportanceWeights:
     w = np.exp(log_w - logsumexp(log_w))
     w /= w.sum()
     return ImportanceWeights(log_weights=log_w, weights=w)
+
+
+class ImportancePosterior(Posterior):
+    """The draws of ``base`` weighted by ``target / base`` for one observation at a time.
+
+    Arguments:
+        base: a posterior whose density comes with its draws or can be computed.
+        log_target: ``(theta (n, theta_dim), observation) -> (n,)``, the log of the unnormalised
+            target density (log likelihood + log prior) of one observation.
+
+    :meth:`sample_weighted` gives the draws, their base density and the weights;
+    :meth:`sample` resamples them to unweighted draws of the target (one observation or a
+    sequence of them); the target's density is unnormalised, so :meth:`log_prob` is refused.
+
+    Example:
+        >>> import numpy as np
+        >>> from hepflow.flows.inn import ConditionalINN
+        >>> from hepflow.posterior.base import FlowPosterior
+        >>> base = FlowPosterior(ConditionalINN(1, 1, depth=2, width=8, seed=0).eval())
+        >>> target = ImportancePosterior(base, lambda t, x: -0.5 * (t[:, 0] - 1.0) ** 2)
+        >>> draws, log_q, iw = target.sample_weighted(1000, np.zeros(1, np.float32), seed=0)
+        >>> draws.shape, log_q.shape, round(float(iw.weights.sum()), 6)
+        ((1000, 1), (1000,), 1.0)
+    """
+
+    def __init__(self, base: Posterior, log_target: Callable[[np.ndarray, Any], np.ndarray]) -> None:
+        self.base = base
+        self.log_target = log_target
+        self.parameters = base.parameters
+        self.metadata = base.metadata
+
+    def sample_weighted(
+        self, n: int, observation: Any, *, seed: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, ImportanceWeights]:
+        """``(draws (n, theta_dim), log q (n,), weights)`` of one observation."""
+        draws, log_q = self.base.sample(n, [observation], seed=seed, log_prob=True)
+        if log_q is None:  # pragma: no cover - every posterior returns it when asked
+            log_q = self.base.log_prob(draws, [observation])
+        return draws[0], log_q[0], self.weights(draws[0], log_q[0], observation)
+
+    def weights(self, draws: np.ndarray, log_q: np.ndarray, observation: Any) -> ImportanceWeights:
+        """The weights of draws ``(n, theta_dim)`` of ``base`` with density ``log_q (n,)``."""
+        with np.errstate(divide="ignore"):
+            return importance_weights(self.log_target(draws, observation), log_q)
+
+    def sample(
+        self,
+        n: int,
+        x: Any,
+        *,
+        seed: int | None = None,
+        generator: Any = None,
+        log_prob: bool = False,
+    ) -> tuple[np.ndarray, None]:
+        """Resampled draws ``(n_obs, n, theta_dim)`` of the target for a sequence of observations."""
+        if log_prob:
+            raise ModelError("an importance-weighted posterior has an unnormalised density")
+        out = []
+        for i, obs in enumerate(x):
+            s = None if seed is None else seed + i
+            draws, _, iw = self.sample_weighted(n, obs, seed=s)
+            out.append(draws[iw.resample(rng=s)])
+        return np.stack(out), None
+
+    def log_prob(self, theta: Any, x: Any) -> np.ndarray:
+        """Refused: the target density is known up to its normalisation only."""
+        raise ModelError("an importance-weighted posterior has an unnormalised density")

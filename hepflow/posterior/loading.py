@@ -1,0 +1,166 @@
+"""Model directories on disk: one trained flow, or an ensemble of them, loaded as a posterior.
+
+A model directory is either
+
+* a saved flow (:func:`hepflow.save_model`: ``config.json`` + checksummed ``model.safetensors``),
+  or a training output whose ``flow/`` folder is one; or
+* an ensemble: ``ensemble.json`` naming member folders (plain folder names inside the
+  directory, each a saved flow), written complete or not at all by :func:`write_ensemble`.
+
+:func:`load_posterior` reads the metadata of every flow first and hands it to the analysis's
+``check`` before any weights are read, so a foreign model is refused once, here, with the
+analysis's message; the weights are then loaded and checked against their checksum.
+
+Example:
+    >>> import tempfile, hepflow
+    >>> from pathlib import Path
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for s in (1, 2):
+    ...     _ = hepflow.save_model(
+    ...         hepflow.ConditionalINN(2, 3, depth=2, width=8, seed=s), d / f"m{s}" / "flow",
+    ...         metadata={"analysis": "demo", "training": {"seed": s}})
+    >>> type(load_posterior(d / "m1")).__name__
+    'FlowPosterior'
+    >>> ens = load_posterior(write_ensemble([d / "m1", d / "m2"], d / "ens"))
+    >>> type(ens).__name__, ens.metadata["members"]
+    ('EnsemblePosterior', [{'seed': 1}, {'seed': 2}])
+    >>> def only_physics(meta, path):
+    ...     if meta.get("analysis") != "physics":
+    ...         raise hepflow.errors.ModelError(f"{path} is not a physics model")
+    >>> load_posterior(d / "m1", check=only_physics)
+    Traceback (most recent call last):
+    ...
+    hepflow.errors.ModelError: .../m1/flow is not a physics model
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hepflow.errors import ConfigError, ModelError, OutputError
+from hepflow.posterior.base import Features, FlowPosterior
+from hepflow.posterior.ensemble import EnsemblePosterior
+
+__all__ = ["ENSEMBLE_FILE", "is_ensemble", "load_posterior", "model_path", "write_ensemble"]
+
+ENSEMBLE_FILE = "ensemble.json"
+#: the analysis's check of a flow's metadata, called with (metadata, folder) before loading it
+Check = Callable[[Mapping[str, Any], Path], None]
+
+
+def is_ensemble(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` holds an ensemble description."""
+    return (Path(directory) / ENSEMBLE_FILE).is_file()
+
+
+def model_path(directory: str | os.PathLike[str], *, missing: str | None = None) -> Path:
+    """The saved-flow folder of a model directory (itself or its ``flow/``), or the ensemble directory.
+
+    Raises :class:`~hepflow.errors.ModelError` with ``missing`` (or a generic message) when there
+    is neither.
+    """
+    d = Path(directory)
+    if is_ensemble(d):
+        return d
+    for candidate in (d, d / "flow"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise ModelError(missing or f"no model at {d}: neither config.json, flow/config.json nor {ENSEMBLE_FILE}")
+
+
+def member_names(directory: str | os.PathLike[str]) -> list[str]:
+    """The member folders an ensemble's ``ensemble.json`` lists (plain names inside the directory)."""
+    source = Path(directory) / ENSEMBLE_FILE
+    try:
+        names = json.loads(source.read_text())["members"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"{source} is not an ensemble description: {err}") from err
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and n and "/" not in n and "\\" not in n and n not in (".", "..") for n in names
+    ):
+        raise ModelError(f"{source}: 'members' must list member folder names")
+    return names
+
+
+def _load_flow(path: Path, check: Check | None, map_location: Any) -> Any:
+    from hepflow.flows.serialization import load_model, read_config
+
+    if check is not None:
+        check(read_config(path).get("metadata", {}) or {}, path)
+    return load_model(path, map_location=map_location)
+
+
+def load_posterior(
+    directory: str | os.PathLike[str],
+    *,
+    check: Check | None = None,
+    features: Features | None = None,
+    missing: str | None = None,
+    map_location: Any = "cpu",
+) -> FlowPosterior:
+    """The posterior of a model directory: a :class:`FlowPosterior`, or an :class:`EnsemblePosterior`.
+
+    Args:
+        directory: a saved flow, a training output with ``flow/``, or an ensemble directory.
+        check: called with the metadata and folder of every flow before its weights are read;
+            raises :class:`~hepflow.errors.ModelError` for a foreign model.
+        features: the posterior's ``x -> context`` map.
+        missing: the error message when there is no model at ``directory``.
+        map_location: the device the weights are loaded to.
+    """
+    path = model_path(directory, missing=missing)
+    if is_ensemble(path):
+        members = []
+        for name in member_names(path):
+            if is_ensemble(path / name):
+                raise ModelError(f"{path / ENSEMBLE_FILE}: member {name} is an ensemble itself")
+            members.append(
+                FlowPosterior(_load_flow(model_path(path / name), check, map_location), features=features)
+            )
+        return EnsemblePosterior(members, where=str(path))
+    return FlowPosterior(_load_flow(path, check, map_location).eval(), features=features)
+
+
+def write_ensemble(
+    models: Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Copy trained flows into one ensemble directory (``member_<k>`` + ``ensemble.json``).
+
+    The directory is written under a temporary name and renamed when complete. ``models`` must
+    be single flows (an ensemble is refused: list its members); the caller checks that they are
+    posteriors of the same thing (:class:`EnsemblePosterior` does when loading).
+    """
+    from hepflow.outputs import write_json
+
+    for m in models:
+        if is_ensemble(m):
+            raise ConfigError(f"{m} is an ensemble already: list its members instead")
+    if len(models) < 2:
+        raise ConfigError(f"an ensemble needs at least two models, got {len(models)}")
+    sources = [model_path(m) for m in models]
+    out = Path(output_dir)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = [f"member_{k}" for k in range(len(models))]
+    try:
+        for name, src in zip(names, sources, strict=True):
+            shutil.copytree(src, tmp / name)
+        write_json(tmp / ENSEMBLE_FILE, {"members": names, "sources": [str(m) for m in models]})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
