@@ -36,7 +36,8 @@ import argparse
 import time
 from pathlib import Path
 
-from hepflow.cosmic.analysis import PARAMETERS, compare
+from hepflow.cosmic.compare import compare
+from hepflow.cosmic.config import PARAMETERS
 
 
 def _print_summary(comp: dict) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 def mode_parameters(mcmc_dir: str | Path, mode: int) -> np.ndarray:
     """The 7 parameters of likelihood mode ``mode`` listed in an MCMC run's ``summary.json``."""
-    from hepflow.cosmic.analysis import PARAMETERS
+    from hepflow.cosmic.config import PARAMETERS
     from hepflow.errors import InputError
 
     path = Path(mcmc_dir) / "summary.json"
@@ -51,24 +51,19 @@ def closure(
 ) -> list[dict[str, Any]]:
     """cINN, importance-weighted cINN and MCMC on ``mocks`` pseudo-experiments simulated at ``theta``."""
     from hepflow.cosmic import Likelihood, Observation
-    from hepflow.cosmic.analysis import (
-        PARAMETERS,
-        importance_reweight,
-        load_config,
-        load_flow,
-        sample_posterior,
-    )
+    from hepflow.cosmic.config import PARAMETERS, load_config
     from hepflow.cosmic.mcmc import run_mcmc
+    from hepflow.cosmic.posterior import importance_reweight, load_posterior
 
     cfg = load_config(config)
     fwd, prior = cfg.model.build(), cfg.prior.build()
-    model = load_flow(model_dir, config=cfg)
+    posterior = load_posterior(model_dir, config=cfg)
     truth = np.repeat(np.asarray(theta, float)[None, :], mocks, axis=0)
     sims = fwd.simulate(truth, np.random.default_rng(seed))
     rows = []
     for j in range(mocks):
         obs = Observation(fwd.binning, sims["spectrum"][j], sims["xmax"][j])
-        x, log_q = sample_posterior(model, obs, samples, seed=seed + j)
+        x, log_q = posterior.sample(samples, obs, seed=seed + j, log_prob=True)
         weights = importance_reweight(x[0], log_q[0], obs, model=fwd, prior=prior)
         like = Likelihood(obs, model=fwd)
         options = {**cfg.mcmc.options(), **(mcmc_options or {})}

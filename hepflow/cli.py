@@ -89,16 +89,6 @@ def _generate_ttbar(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cosmic_config(args: argparse.Namespace) -> Path | None:
-    """``--config``, else the shipped ``analyses/auger_sources/config.toml`` (None where not installed),
-    so that every cosmic command reads the same analysis settings by default."""
-    from hepflow.cosmic.analysis import DEFAULT_CONFIG
-
-    if args.config is not None:
-        return args.config
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
-
-
 def _generate_cosmic(args: argparse.Namespace) -> int:
     from hepflow.cosmic.generate import generate_cosmic
 
@@ -106,7 +96,7 @@ def _generate_cosmic(args: argparse.Namespace) -> int:
         args.output,
         n=args.n,
         seed=args.seed,
-        config=_cosmic_config(args),
+        config=args.config,
         batch_size=args.batch_size,
         progress=args.progress,
         overwrite=args.overwrite,
@@ -124,7 +114,7 @@ def _process_cosmic(args: argparse.Namespace) -> int:
         run_config=_run_config(args),
         dataset=args.dataset,
         mode=args.mode,
-        config=_cosmic_config(args),
+        config=args.config,
     )
     print(result.summary())
     return 0
@@ -136,7 +126,7 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
     result = mcmc_cosmic(
         args.observation,
         args.output,
-        config=_cosmic_config(args),
+        config=args.config,
         seed=args.seed,
         entry=args.entry,
         n_steps=args.n_steps,
@@ -277,7 +267,7 @@ def _report_neutrino(args: argparse.Namespace) -> int:
 
 
 def _train_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.cosmic.analysis import train
+    from hepflow.cosmic.pipeline import train
 
     summary = train(
         args.data, args.output, config=args.config, progress=args.progress, resume=args.resume, init=args.init
@@ -288,7 +278,7 @@ def _train_cosmic(args: argparse.Namespace) -> int:
 
 
 def _ensemble_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.cosmic.analysis import make_ensemble
+    from hepflow.cosmic.network import make_ensemble
 
     out = make_ensemble(args.models, args.output, config=args.config, overwrite=args.overwrite)
     print(f"ensemble of {len(args.models)} models in {out}")
@@ -296,7 +286,7 @@ def _ensemble_cosmic(args: argparse.Namespace) -> int:
 
 
 def _infer_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.cosmic.analysis import infer
+    from hepflow.cosmic.pipeline import infer
 
     summary = infer(
         args.model,
@@ -321,7 +311,7 @@ def _infer_cosmic(args: argparse.Namespace) -> int:
 
 
 def _compare_cosmic(args: argparse.Namespace) -> int:
-    from hepflow.cosmic.analysis import compare
+    from hepflow.cosmic.compare import compare
 
     compare(
         args.model,

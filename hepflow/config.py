@@ -150,6 +150,18 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return _plain(dataclasses.asdict(obj))
 
 
+def json_plain(obj: Any) -> Any:
+    """A JSON round trip: tuples become lists, and ints and floats compare by value.
+
+    Example:
+        >>> json_plain({"range": (1, 2.0)}) == {"range": [1.0, 2]}
+        True
+    """
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}

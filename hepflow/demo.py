@@ -227,9 +227,10 @@ def _cosmic(
     try:
         import emcee  # noqa: F401
 
-        from hepflow.cosmic.analysis import infer, load_config, train
+        from hepflow.cosmic.config import load_config
         from hepflow.cosmic.generate import generate_cosmic
         from hepflow.cosmic.mcmc import mcmc_cosmic
+        from hepflow.cosmic.pipeline import infer, train
         from hepflow.cosmic.processor import process_cosmic
         from hepflow.cosmic.report import make_report
     except ImportError as err:  # astrotools / emcee missing
@@ -237,7 +238,7 @@ def _cosmic(
             f"the cosmic demo needs the [cosmic] extra: pip install 'hepflow[cosmic]', "
             f"or run `hepflow demo --only neutrino` ({err})"
         ) from err
-    from hepflow.cosmic.analysis import PARAMETERS
+    from hepflow.cosmic.config import PARAMETERS
     from hepflow.processing import RunConfig
 
     base = load_config()

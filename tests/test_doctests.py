@@ -19,7 +19,9 @@ MODULES = sorted({"hepflow"} | {m.name for m in pkgutil.walk_packages(hepflow.__
 
 #: modules that must keep at least this many examples
 MIN_EXAMPLES = {
-    "hepflow.cosmic.analysis": 1,
+    "hepflow.cosmic.compare": 1,
+    "hepflow.cosmic.config": 1,
+    "hepflow.cosmic.data": 1,
     "hepflow.cosmic.report": 1,
     "hepflow.distributed": 1,
     "hepflow.cosmic.features": 1,

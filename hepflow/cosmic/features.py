@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import awkward as ak
 import hist
@@ -289,3 +290,44 @@ def _check_nested(b: Binning) -> None:
             "the Xmax energy edges must be spectrum edges for a single lg E x Xmax histogram; got "
             f"spectrum edges {b.spectrum_edges} and Xmax energy edges {b.xmax_energy_edges}"
         )
+
+
+def feature_spec(binning: Binning) -> dict[str, Any]:
+    """What the context of a model is: feature names and the binning they are computed in."""
+    return {
+        "names": list(feature_names(binning)),
+        "spectrum_edges": [round(float(e), 6) for e in binning.spectrum_edges],
+        "xmax_energy_edges": [round(float(e), 6) for e in binning.xmax_energy_edges],
+        "xmax_edges": [
+            float(binning.xmax_edges[0]),
+            float(binning.xmax_edges[-1]),
+            binning.xmax_edges.size - 1,
+        ],
+    }
+
+
+def scalar_columns(binning: Binning) -> np.ndarray:
+    names = feature_names(binning)
+    return np.array([i for i, n in enumerate(names) if not n.startswith("xmax_p")])
+
+
+def context_from_features(features: np.ndarray, binning: Binning, summary: str) -> dict[str, np.ndarray]:
+    """The model context of feature rows (n, 943): ``{"flat", "xmax"}`` (cnn) or ``{"features"}`` (mlp)."""
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None]
+    _, n_m, n_x = binning.shape
+    if x.shape[1] != len(feature_names(binning)):
+        raise InputError(f"features have {x.shape[1]} columns, the binning has {len(feature_names(binning))}")
+    if summary == "mlp":
+        return {"features": np.ascontiguousarray(x)}
+    scalars = scalar_columns(binning)
+    hist = x[:, scalars.size :].reshape(-1, n_m, n_x)
+    return {"flat": np.ascontiguousarray(x[:, scalars]), "xmax": np.ascontiguousarray(hist)}
+
+
+def observation_context(obs: Observation, summary: str) -> dict[str, np.ndarray]:
+    """The model context of one observation."""
+    return context_from_features(
+        observation_features(obs.spectrum, obs.xmax, binning=obs.binning), obs.binning, summary
+    )

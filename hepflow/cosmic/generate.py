@@ -35,39 +35,27 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from hepflow import __version__
-from hepflow.config import from_dict, read_toml, to_dict
-from hepflow.cosmic import PARAMETER_NAMES, Binning, ForwardModel, Observation, Prior, Proposal
+from hepflow.config import to_dict
+from hepflow.cosmic import PARAMETER_NAMES, Binning, ForwardModel, Observation
 from hepflow.cosmic.auger import load_xmax, xmax_acceptance
-from hepflow.cosmic.mcmc import McmcConfig
+from hepflow.cosmic.config import CosmicConfig, load_config
 from hepflow.cosmic.propagation import GROUP_MASSES
 from hepflow.cosmic.source import as_params
 from hepflow.cosmic.xmax import sample_xmax
 from hepflow.errors import ConfigError, InputError
-from hepflow.flows.config import FlowArchitecture
 from hepflow.outputs.atomic import atomic_write
-from hepflow.training.config import FitConfig
 
 __all__ = [
     "PSEUDO_EXPERIMENT_TREE",
     "SHOWER_TREE",
-    "ComparisonConfig",
-    "CosmicConfig",
     "CosmicGenerationStats",
-    "FlowConfig",
-    "GenerationConfig",
-    "InferenceConfig",
-    "ModelConfig",
-    "PriorConfig",
-    "ProposalConfig",
-    "TrainingConfig",
-    "as_config",
     "generate_cosmic",
     "generate_showers",
     "load_observation",
@@ -84,234 +72,6 @@ HISTOGRAM_NAME = "showers"
 #: Pseudo-experiments per random-number stream: the output depends on the seed and ``n`` only,
 #: not on ``batch_size``.
 RNG_CHUNK = 1024
-
-
-# ---------------------------------------------------------------------- configuration
-@dataclass(frozen=True)
-class PriorConfig:
-    """``[prior]``: uniform ``gamma`` and ``lg_rcut`` ranges, symmetric Dirichlet on the fractions."""
-
-    gamma: tuple[float, float] = (-3.0, 3.0)
-    lg_rcut: tuple[float, float] = (17.5, 19.5)
-    concentration: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("gamma", "lg_rcut"):
-            if len(getattr(self, name)) != 2:
-                raise ConfigError(f"prior.{name} must be [low, high], got {getattr(self, name)!r}")
-        self.build()  # validates the ranges and the concentration
-
-    def build(self) -> Prior:
-        return Prior(gamma=self.gamma, lg_rcut=self.lg_rcut, concentration=self.concentration)
-
-
-@dataclass(frozen=True)
-class ProposalConfig:
-    """``[proposal]``: where the training parameters come from (:class:`hepflow.cosmic.Proposal`).
-
-    ``prior_weight = 1`` (default): the prior. Below 1, the rest of the pseudo-experiments take
-    their fractions from a sparse Dirichlet (``concentration``), so the cINN also sees the faces
-    of the simplex; its posterior draws are corrected back to the prior by rejection.
-    """
-
-    prior_weight: float = 1.0
-    concentration: float = 0.3
-
-    def build(self, prior: Prior) -> Proposal:
-        return Proposal(prior, prior_weight=self.prior_weight, concentration=self.concentration)
-
-    def metadata(self) -> dict[str, float] | None:
-        """What a file or model records: None for the prior itself."""
-        return None if self.prior_weight == 1.0 else to_dict(self)
-
-    def __post_init__(self) -> None:
-        self.build(Prior())  # validates
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """``[model]``: the forward model (:class:`hepflow.cosmic.ForwardModel`) and the energy threshold.
-
-    ``distance`` is ``"homogeneous"`` (sources between ``d_min`` and ``d_max`` Mpc, default the
-    table range 1 .. 1500) or one distance in Mpc; leave ``d_min``/``d_max`` out for the defaults.
-    """
-
-    lg_e_min: float = 18.7
-    hadronic_model: Literal["EPOS-LHC", "QGSJetII-04"] = "EPOS-LHC"
-    irb: Literal["Gilmore12", "Dominguez11", "Kneiske04"] = "Gilmore12"
-    distance: str | float = "homogeneous"
-    d_min: float | None = None
-    d_max: float | None = None
-    unfolding: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.distance, str) and self.distance != "homogeneous":
-            raise ConfigError(
-                f'model.distance must be "homogeneous" or a distance in Mpc, got {self.distance!r}'
-            )
-        self.binning()  # validates lg_e_min
-
-    def binning(self) -> Binning:
-        return Binning.auger(lg_e_min=self.lg_e_min)
-
-    def observation(self) -> Observation:
-        """The published Auger data above ``lg_e_min``."""
-        return Observation.from_auger(lg_e_min=self.lg_e_min)
-
-    def build(self, reference: Observation | None = None) -> ForwardModel:
-        """The forward model; ``reference`` (default: the Auger data) sets binning and event numbers."""
-        return ForwardModel(
-            reference if reference is not None else self.observation(),
-            hadronic_model=self.hadronic_model,
-            irb=self.irb,
-            distance=self.distance,
-            d_min=self.d_min,
-            d_max=self.d_max,
-            unfolding=self.unfolding,
-        )
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """``[generation]``: the training set of pseudo-experiments."""
-
-    n: int = 200_000
-    seed: int = 1
-    batch_size: int = 10_000
-
-    def __post_init__(self) -> None:
-        if self.n < 1 or self.batch_size < 1:
-            raise ConfigError(
-                f"generation.n and batch_size must be positive, got {self.n}, {self.batch_size}"
-            )
-
-
-@dataclass(frozen=True)
-class FlowConfig(FlowArchitecture):
-    """``[flow]``: the cINN of :mod:`hepflow.cosmic.analysis` (``hepflow train cosmic``).
-
-    ``summary = "cnn"``: an MLP over the 43 scalar features (spectrum, Xmax moments, counts) next
-    to a 1D CNN over the Xmax distributions (energy bins as channels); ``"mlp"``: one MLP over all
-    the features. ``simplex``: the unconstrained coordinates of the five fractions
-    (:class:`hepflow.flows.constraints.Simplex`): ``"log_ratio"`` against f_Fe, or
-    ``"stick_breaking"`` in the order H, He, N, Si, Fe.
-    """
-
-    bins: int = 10
-    simplex: Literal["log_ratio", "stick_breaking"] = "log_ratio"
-    summary: Literal["cnn", "mlp"] = "cnn"
-    summary_width: int = 128
-    flat_embedding: int = 32
-    xmax_embedding: int = 32
-    cnn_channels: tuple[int, ...] = (16, 32)
-    mlp_embedding: int = 64
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        sizes = (self.summary_width, self.flat_embedding, self.xmax_embedding, self.mlp_embedding)
-        if min(sizes) < 1:
-            raise ConfigError(f"flow: sizes must be positive, got {self}")
-        if not self.cnn_channels or min(self.cnn_channels) < 1:
-            raise ConfigError(f"flow.cnn_channels must be positive numbers, got {list(self.cnn_channels)}")
-
-
-@dataclass(frozen=True)
-class TrainingConfig(FitConfig):
-    """``[training]``: options of :func:`hepflow.fit`; ``max_pseudo_experiments`` caps the set used,
-    ``time_limit_s`` stops after the epoch that would otherwise end past the limit (best weights kept)."""
-
-    epochs: int = 30
-    batch_size: int = 512
-    validation_split: float = 0.05
-    patience: int = 6
-    max_pseudo_experiments: int | None = None
-    time_limit_s: float | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.time_limit_s is not None and not self.time_limit_s > 0:
-            raise ConfigError(f"training.time_limit_s must be positive, got {self.time_limit_s}")
-        if self.max_pseudo_experiments is not None and self.max_pseudo_experiments < 100:
-            raise ConfigError(
-                f"training.max_pseudo_experiments must be >= 100, got {self.max_pseudo_experiments}"
-            )
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """``[inference]``: posterior samples per observation (``hepflow infer cosmic``)."""
-
-    samples: int = 4000
-    seed: int = 7
-
-    def __post_init__(self) -> None:
-        if self.samples < 2:
-            raise ConfigError(f"inference.samples must be >= 2, got {self.samples}")
-
-
-@dataclass(frozen=True)
-class ComparisonConfig:
-    """``[comparison]``: cINN vs MCMC on held-out mock observations, cINN calibration.
-
-    The mocks are simulated with parameters from the prior and the seed ``seed``, which must
-    differ from ``[generation] seed`` (held out from the training set).
-    """
-
-    n_mocks: int = 20
-    samples: int = 4000
-    n_calibration: int = 500
-    calibration_samples: int = 1000
-    seed: int = 20170038
-
-    def __post_init__(self) -> None:
-        if self.n_mocks < 0 or self.n_calibration < 0 or self.samples < 2 or self.calibration_samples < 2:
-            raise ConfigError(f"comparison: counts must be >= 0 and samples >= 2, got {self}")
-
-
-@dataclass(frozen=True)
-class CosmicConfig:
-    """The whole analysis configuration (``analyses/auger_sources/config.toml``).
-
-    Example:
-        >>> cfg = CosmicConfig.from_dict({"prior": {"gamma": [-2, 2]}, "mcmc": {"n_walkers": 24}})
-        >>> cfg.prior.gamma, cfg.mcmc.n_walkers, cfg.model.hadronic_model
-        ((-2.0, 2.0), 24, 'EPOS-LHC')
-    """
-
-    prior: PriorConfig = field(default_factory=PriorConfig)
-    proposal: ProposalConfig = field(default_factory=ProposalConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    mcmc: McmcConfig = field(default_factory=McmcConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    comparison: ComparisonConfig = field(default_factory=ComparisonConfig)
-
-    def __post_init__(self) -> None:
-        if self.comparison.seed == self.generation.seed:
-            raise ConfigError(
-                f"comparison.seed ({self.comparison.seed}) must differ from generation.seed: the mock "
-                "observations of the comparison are held out from the training set"
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> CosmicConfig:
-        return from_dict(cls, data, where=where)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> CosmicConfig:
-        """Read a TOML file; unknown sections and keys are refused, naming the file."""
-        return from_dict(cls, read_toml(path), where=str(path))
-
-
-def as_config(config: CosmicConfig | str | os.PathLike[str] | None) -> CosmicConfig:
-    """A :class:`CosmicConfig` from itself, a TOML file (strict), or None (the built-in defaults)."""
-    if config is None:
-        return CosmicConfig()
-    if isinstance(config, CosmicConfig):
-        return config
-    return CosmicConfig.from_file(config)
 
 
 # ---------------------------------------------------------------------- pseudo-experiments
@@ -361,7 +121,7 @@ def generate_cosmic(
 
     Args:
         output: the ROOT file to write.
-        n: number of pseudo-experiments (default: ``[generation] n`` of the config, 200 000).
+        n: number of pseudo-experiments (default: ``[generation] n`` of the config).
         seed: random seed (default: ``[generation] seed``).
         config: a :class:`CosmicConfig` or a TOML file (prior, forward model, generation
             defaults; default settings without).
@@ -371,7 +131,7 @@ def generate_cosmic(
     """
     from tqdm.auto import tqdm
 
-    cfg = as_config(config)
+    cfg = load_config(config)
     n = cfg.generation.n if n is None else n
     seed = cfg.generation.seed if seed is None else seed
     batch_size = cfg.generation.batch_size if batch_size is None else batch_size
@@ -599,7 +359,7 @@ def generate_showers(
     overwrite: bool = False,
 ) -> Path:
     """Sample one observation's showers for ``theta`` (:func:`sample_showers`) into a ``Showers`` file."""
-    cfg = as_config(config)
+    cfg = load_config(config)
     model = cfg.model.build()
     p = as_params(theta)
     lg_e, xmax = sample_showers(p, seed, model=model, n_spectrum=n_spectrum)

@@ -55,18 +55,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import awkward as ak
 import numpy as np
 
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Likelihood, Observation, Prior
+from hepflow.cosmic.config import Initial, check_mcmc_settings, load_config
 from hepflow.errors import ConfigError, OutputError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "McmcConfig",
     "McmcResult",
     "Mode",
     "UnconstrainedPosterior",
@@ -79,62 +79,6 @@ _NDIM = len(PARAMETER_NAMES) - 1
 _K = len(PARAMETER_NAMES) - 2  # fractions
 _QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
 _Z_CLIP = 50.0  # prior draws on the simplex boundary map to -inf: start them at -50 instead
-Initial = Literal["optimum", "prior"]
-
-
-@dataclass(frozen=True)
-class McmcConfig:
-    """``[mcmc]`` of the analysis config: the arguments of :func:`run_mcmc` (see there)."""
-
-    n_walkers: int = 32
-    n_steps: int = 20_000
-    initial: Initial = "optimum"
-    check_every: int = 250
-    tau_factor: float = 50.0
-    tau_rtol: float = 0.01
-    n_starts: int = 8
-    n_candidates: int = 4096
-    ball: float = 0.01
-    seed: int = 1
-
-    def __post_init__(self) -> None:
-        _check_settings(
-            n_walkers=self.n_walkers,
-            n_steps=self.n_steps,
-            check_every=self.check_every,
-            tau_factor=self.tau_factor,
-            tau_rtol=self.tau_rtol,
-            n_starts=self.n_starts,
-            n_candidates=self.n_candidates,
-            ball=self.ball,
-        )
-
-    def options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`run_mcmc` (everything but ``seed``)."""
-        return {
-            "n_walkers": self.n_walkers,
-            "n_steps": self.n_steps,
-            "initial": self.initial,
-            "check_every": self.check_every,
-            "tau_factor": self.tau_factor,
-            "tau_rtol": self.tau_rtol,
-            "n_starts": self.n_starts,
-            "n_candidates": self.n_candidates,
-            "ball": self.ball,
-        }
-
-
-def _check_settings(**s: Any) -> None:
-    if s["n_walkers"] < 2 * _NDIM:
-        raise ConfigError(
-            f"n_walkers must be at least {2 * _NDIM} (twice the 6 free parameters), got {s['n_walkers']}"
-        )
-    for name in ("n_steps", "check_every", "n_starts", "n_candidates"):
-        if s[name] < 1:
-            raise ConfigError(f"{name} must be positive, got {s[name]}")
-    for name in ("tau_factor", "tau_rtol", "ball"):
-        if not (np.isfinite(s[name]) and s[name] > 0):
-            raise ConfigError(f"{name} must be a positive number, got {s[name]}")
 
 
 # ---------------------------------------------------------------------- the sampled density
@@ -483,7 +427,7 @@ def run_mcmc(
     import emcee
     from tqdm.auto import tqdm
 
-    _check_settings(
+    check_mcmc_settings(
         n_walkers=n_walkers,
         n_steps=n_steps,
         check_every=check_every,
@@ -667,15 +611,15 @@ def mcmc_cosmic(
             a ``Showers`` tree, the histogram of ``hepflow process cosmic``, or a
             ``PseudoExperiments`` tree with ``entry``).
         output_dir: where ``samples.parquet``, ``samples.root``, ``summary.json`` go.
-        config: a :class:`hepflow.cosmic.generate.CosmicConfig` or TOML file (prior, model, mcmc);
+        config: a :class:`hepflow.cosmic.config.CosmicConfig` or TOML file (prior, model, mcmc);
             defaults without.
         seed: overrides ``[mcmc] seed``.
         n_steps: overrides ``[mcmc] n_steps``.
         chain: also write ``chain.parquet``.
     """
-    from hepflow.cosmic.generate import as_config, load_observation
+    from hepflow.cosmic.generate import load_observation
 
-    cfg = as_config(config)
+    cfg = load_config(config)
     out = Path(output_dir)
     if not overwrite and (out / "summary.json").exists():
         raise OutputError(f"{out / 'summary.json'} exists; pass --overwrite to replace it")

@@ -37,6 +37,7 @@ from coffea import processor
 from coffea.nanoevents import BaseSchema
 
 from hepflow.cosmic import PARAMETER_NAMES, Binning, Observation
+from hepflow.cosmic.config import load_config
 from hepflow.cosmic.features import (
     feature_columns,
     feature_names,
@@ -45,7 +46,7 @@ from hepflow.cosmic.features import (
     shower_histogram,
     valid_rows,
 )
-from hepflow.cosmic.generate import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE, as_config
+from hepflow.cosmic.generate import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE
 from hepflow.errors import ConfigError, InputError, OutputError
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
 from hepflow.outputs.columnar import write_parquet
@@ -183,7 +184,7 @@ def process_cosmic(
     if binning is not None:
         b = binning
     elif config is not None:
-        b = as_config(config).model.binning()
+        b = load_config(config).model.binning()
     else:
         b = Binning.auger()
     fileset = build_fileset(inputs, dataset=dataset)

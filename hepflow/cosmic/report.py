@@ -4,10 +4,10 @@
 
 * ``report.json``: the posterior of the published Auger data (spectrum 2020 + Xmax 2014, above
   10^18.7 eV) from the cINN and from the MCMC (mean, std, quantiles per parameter), their
-  marginal differences in units of the MCMC sigma (:func:`hepflow.cosmic.analysis.marginal_metrics`),
+  marginal differences in units of the MCMC sigma (:func:`hepflow.cosmic.compare.marginal_metrics`),
   the combined-fit deviance at each method's highest-density sample, the timings, the Auger
   combined-fit reference values (JCAP 04 (2017) 038) next to them, and, when a
-  ``comparison.json`` of :func:`hepflow.cosmic.analysis.compare` is given, its summary (mocks,
+  ``comparison.json`` of :func:`hepflow.cosmic.compare.compare` is given, its summary (mocks,
   calibration); and the caveats (data vintages, ...);
 * ``corner_auger.png``: corner plot of both posteriors (zoomed on them), combined-fit values
   where they fall inside; ``corner_auger_wide.png``: the same with the ranges stretched to show
@@ -33,15 +33,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hepflow.cosmic.analysis import (
-    PARAMETERS,
-    importance_reweight,
-    load_config,
-    load_flow,
-    marginal_metrics,
-    parameter_columns,
-    sample_posterior,
-)
+from hepflow.cosmic.compare import marginal_metrics
+from hepflow.cosmic.config import PARAMETERS, load_config
+from hepflow.cosmic.data import parameter_columns
+from hepflow.cosmic.posterior import importance_reweight, load_posterior
 from hepflow.errors import InputError
 from hepflow.outputs import write_json
 from hepflow.outputs.atomic import atomic_write
@@ -286,7 +281,7 @@ def _describe(x: np.ndarray) -> dict[str, dict[str, float]]:
 
 
 def _closure(
-    model: Any, cfg: Any, modes: Sequence[Mapping[str, Any]], *, samples: int
+    posterior: Any, cfg: Any, modes: Sequence[Mapping[str, Any]], *, samples: int
 ) -> list[dict[str, Any]]:
     """The cINN on pseudo-experiments simulated at the MCMC's Auger modes (two per mode).
 
@@ -302,7 +297,7 @@ def _closure(
         theta = np.array([[float(m[p]) for p in PARAMETERS]] * 2)
         sims = fwd.simulate(theta, np.random.default_rng(1000 + i))
         obs = [Observation(fwd.binning, sims["spectrum"][j], sims["xmax"][j]) for j in range(2)]
-        x, _ = sample_posterior(model, obs, samples, seed=2000 + i, log_prob=False)
+        x, _ = posterior.sample(samples, obs, seed=2000 + i)
         mean, std = x.mean(axis=1), x.std(axis=1, ddof=1)
         out.append(
             {
@@ -350,7 +345,7 @@ def make_report(
             and forward model.
         mcmc_auger: a ``hepflow mcmc cosmic --observation auger`` output directory; without it
             the MCMC runs here with ``[mcmc]`` (~40 s on one core).
-        comparison: ``comparison.json`` of :func:`hepflow.cosmic.analysis.compare` (or its
+        comparison: ``comparison.json`` of :func:`hepflow.cosmic.compare.compare` (or its
             directory, or the returned dict): summarised in the report, plotted per mock.
         samples: cINN samples (default ``[inference] samples``).
     """
@@ -360,9 +355,9 @@ def make_report(
     out = Path(output_dir)
     k = cfg.inference.samples if samples is None else int(samples)
     t0 = time.perf_counter()
-    model = load_flow(model_dir, config=cfg)
+    posterior = load_posterior(model_dir, config=cfg)
     obs = Observation.from_auger(lg_e_min=cfg.model.lg_e_min)
-    x, logp = sample_posterior(model, obs, k, seed=cfg.inference.seed)
+    x, logp = posterior.sample(k, obs, seed=cfg.inference.seed, log_prob=True)
     t_cinn = time.perf_counter() - t0
     x, logp = x[0], logp[0]
     if mcmc_auger is not None:
@@ -404,7 +399,7 @@ def make_report(
             "deviance": m.get("deviance"),
             "cinn_fraction_within_0.5_in_gamma": float(np.mean(np.abs(x[:, 0] - centre[0]) < 0.5)),
         }
-    closure = _closure(model, cfg, modes[:2], samples=min(k, 2000))
+    closure = _closure(posterior, cfg, modes[:2], samples=min(k, 2000))
     mcmc_time = mc_summary.get("wall_time_s")
     lg_e_min = cfg.model.lg_e_min
     report: dict[str, Any] = {

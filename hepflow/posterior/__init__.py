@@ -21,7 +21,7 @@ from __future__ import annotations
 from hepflow.posterior.base import FlowPosterior, Posterior
 from hepflow.posterior.ensemble import EnsemblePosterior
 from hepflow.posterior.importance import ImportancePosterior, ImportanceWeights, importance_weights
-from hepflow.posterior.loading import ENSEMBLE_FILE, load_posterior, model_path, write_ensemble
+from hepflow.posterior.loading import ENSEMBLE_FILE, is_ensemble, load_posterior, model_path, write_ensemble
 from hepflow.posterior.rejection import RejectionPosterior
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Posterior",
     "RejectionPosterior",
     "importance_weights",
+    "is_ensemble",
     "load_posterior",
     "model_path",
     "write_ensemble",

@@ -117,10 +117,9 @@ class FlowPosterior(Posterior):
         parameters: the parameter names (default: ``metadata["parameters"]``, else ``theta_0..``).
         metadata: the model's metadata (default: ``model.metadata``).
         features: maps ``x`` to the model context (default: ``x`` is the context).
+        simplices: the parameter indices of each simplex whose components are renormalised
+            (default: the simplex constraints of the flow's support).
     """
-
-    #: whether the density comes with the draws at no extra cost
-    density_with_draws = True
 
     def __init__(
         self,
@@ -129,8 +128,13 @@ class FlowPosterior(Posterior):
         parameters: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
         features: Features | None = None,
+        simplices: Sequence[Sequence[int]] | None = None,
     ) -> None:
+        from hepflow.flows.ensemble import FlowEnsemble
+
         self.model = model
+        #: whether the density comes with the draws at no extra cost (not for a mixture)
+        self.density_with_draws = not isinstance(model, FlowEnsemble)
         self.metadata = dict((getattr(model, "metadata", None) or {}) if metadata is None else metadata)
         names = parameters if parameters is not None else self.metadata.get("parameters")
         if names is None:
@@ -139,7 +143,7 @@ class FlowPosterior(Posterior):
             raise ModelError(f"{len(names)} parameter names for a model of {model.theta_dim} parameters")
         self.parameters = tuple(names)
         self.features = features
-        self._simplices = _simplex_dims(model)
+        self.simplices = [tuple(s) for s in simplices] if simplices is not None else _simplex_dims(model)
 
     def context(self, x: Any) -> Any:
         """The model context of ``x``."""
@@ -147,7 +151,7 @@ class FlowPosterior(Posterior):
 
     def _as_numpy(self, theta: Any) -> np.ndarray:
         x = theta.double().cpu().numpy()
-        for dims in self._simplices:
+        for dims in self.simplices:
             idx = list(dims)
             part = np.clip(x[..., idx], 0.0, None)
             x[..., idx] = part / part.sum(axis=-1, keepdims=True)

@@ -20,10 +20,9 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any
 
+from hepflow.config import json_plain
 from hepflow.errors import ModelError
 from hepflow.posterior.base import FlowPosterior
 
@@ -31,11 +30,6 @@ __all__ = ["PER_MEMBER_METADATA", "EnsemblePosterior"]
 
 #: metadata that may differ between members (how each was trained)
 PER_MEMBER_METADATA = ("training",)
-
-
-def _plain(obj: Any) -> Any:
-    """JSON round trip: tuples become lists, ints and floats compare by value."""
-    return json.loads(json.dumps(obj))
 
 
 class EnsemblePosterior(FlowPosterior):
@@ -49,8 +43,6 @@ class EnsemblePosterior(FlowPosterior):
     keys) or when there are fewer than two.
     """
 
-    density_with_draws = False
-
     def __init__(self, members: Sequence[FlowPosterior], *, where: str = "ensemble") -> None:
         from hepflow.flows.ensemble import FlowEnsemble
 
@@ -59,7 +51,7 @@ class EnsemblePosterior(FlowPosterior):
         first = members[0].metadata
         for i, m in enumerate(members[1:], start=1):
             keys = (first.keys() | m.metadata.keys()) - set(PER_MEMBER_METADATA)
-            differ = [k for k in sorted(keys) if _plain(m.metadata.get(k)) != _plain(first.get(k))]
+            differ = [k for k in sorted(keys) if json_plain(m.metadata.get(k)) != json_plain(first.get(k))]
             if differ:
                 raise ModelError(f"{where}: member {i} differs from member 0 in {', '.join(differ)}")
         metadata = {k: v for k, v in first.items() if k not in PER_MEMBER_METADATA}
@@ -69,5 +61,6 @@ class EnsemblePosterior(FlowPosterior):
             parameters=members[0].parameters,
             metadata=metadata,
             features=members[0].features,
+            simplices=members[0].simplices,
         )
         self.members = list(members)

@@ -89,11 +89,13 @@ def test_cli_debug_shows_traceback(tmp_path):
     ],
 )
 def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, function, monkeypatch, tmp_path):
-    """Without --config, every cosmic command uses analyses/auger_sources/config.toml (as train does),
-    not the built-in defaults; --config replaces it."""
+    """Without --config, every cosmic command passes None, which every cosmic function reads as the
+    shipped config.toml (not the built-in defaults); --config replaces it."""
     import importlib
 
-    from hepflow.cosmic.analysis import DEFAULT_CONFIG
+    from hepflow.cosmic.config import CosmicConfig, load_config
+
+    assert load_config(None) == CosmicConfig.from_file(shipped_config("cosmic")) != CosmicConfig()
 
     seen = []
 
@@ -106,7 +108,7 @@ def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, funct
 
     monkeypatch.setattr(importlib.import_module(module), function, fake)
     own = tmp_path / "c.toml"
-    for extra, expected in (([], DEFAULT_CONFIG), (["--config", str(own)], own)):
+    for extra, expected in (([], None), (["--config", str(own)], own)):
         with pytest.raises(Done):
             main([*argv, *extra])
         assert seen[-1] == expected
@@ -114,7 +116,7 @@ def test_cosmic_commands_read_the_analysis_config_by_default(argv, module, funct
 
 def test_config_extends_another_file(tmp_path):
     from hepflow.config import read_toml
-    from hepflow.cosmic.generate import CosmicConfig
+    from hepflow.cosmic.config import CosmicConfig
 
     shipped = shipped_config("cosmic")
     (tmp_path / "sub").mkdir()

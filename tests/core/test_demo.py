@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hepflow.cli import build_parser
-from hepflow.cosmic.analysis import PARAMETERS
+from hepflow.cosmic.config import PARAMETERS
 from hepflow.demo import _pseudo_experiments_match, run_demo
 from hepflow.errors import ConfigError
 

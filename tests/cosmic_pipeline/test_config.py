@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hepflow.config import shipped_config
-from hepflow.cosmic.generate import CosmicConfig
+from hepflow.cosmic.config import CosmicConfig
 from hepflow.errors import ConfigError
 
 CONFIG = shipped_config("cosmic")

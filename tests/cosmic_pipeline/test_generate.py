@@ -10,12 +10,8 @@ import pytest
 import uproot
 
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Prior
-from hepflow.cosmic.generate import (
-    PSEUDO_EXPERIMENT_TREE,
-    CosmicConfig,
-    generate_cosmic,
-    read_pseudo_experiments,
-)
+from hepflow.cosmic.config import CosmicConfig
+from hepflow.cosmic.generate import PSEUDO_EXPERIMENT_TREE, generate_cosmic, read_pseudo_experiments
 from hepflow.errors import ConfigError, InputError, OutputError
 
 from .conftest import N_PSEUDO

@@ -9,20 +9,15 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from hepflow.cosmic import analysis as cosmic
 
 from hepflow.config import from_dict, read_toml, shipped_config
-from hepflow.cosmic.analysis import (
-    PARAMETERS,
-    compare,
-    infer,
-    load_flow,
-    load_training_data,
-    marginal_metrics,
-    summarize_metrics,
-    train,
-)
-from hepflow.cosmic.generate import CosmicConfig
+from hepflow.cosmic import Observation
+from hepflow.cosmic.compare import compare, marginal_metrics, summarize_metrics
+from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
+from hepflow.cosmic.data import load_training_data
+from hepflow.cosmic.network import load_flow, make_ensemble
+from hepflow.cosmic.pipeline import infer, train
+from hepflow.cosmic.posterior import posterior_log_prob, sample_posterior
 from hepflow.cosmic.report import make_report
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 
@@ -87,7 +82,7 @@ def test_shipped_config_has_the_analysis_sections() -> None:
     assert cfg.comparison.n_mocks >= 20
     assert cfg.comparison.n_calibration >= 200
     assert cfg.comparison.seed != cfg.generation.seed
-    assert cosmic.load_config(None) == cfg
+    assert load_config(None) == cfg
 
 
 # ---------------------------------------------------------------------------- train / load
@@ -354,7 +349,7 @@ def test_stick_breaking_fractions_train_save_and_load(pe_file, tmp_path) -> None
     model = load_flow(tmp_path / "m", config=cfg)
     (simplex,) = [c for c in model.support.constraints if c.dims == (2, 3, 4, 5, 6)]
     assert simplex.coordinates == "stick_breaking"
-    x, _ = cosmic.sample_posterior(model, cosmic.Observation.from_auger(), 200, seed=1)
+    x, _ = sample_posterior(model, Observation.from_auger(), 200, seed=1)
     np.testing.assert_allclose(x[0][:, 2:].sum(1), 1.0, atol=1e-5)
     with pytest.raises(ConfigError, match="simplex"):
         from_dict(CosmicConfig, {"flow": {"simplex": "ilr"}})
@@ -377,15 +372,15 @@ def test_importance_weights_of_the_cinn_samples(trained, tiny_cfg, tmp_path) -> 
     assert set(summary["posterior_importance"]) == set(PARAMETERS)
     # the weights from the written columns: likelihood x prior / cINN density
     x = np.stack([ak.to_numpy(cols[p]) for p in PARAMETERS], axis=1)
-    obs = cosmic.Observation.from_auger()
-    cfg = cosmic.load_config()
+    obs = Observation.from_auger()
+    cfg = load_config()
     log_w = Likelihood(obs, model=cfg.model.build(reference=obs))(x) + cfg.prior.build().log_prob(x)
     log_w -= ak.to_numpy(cols.log_prob)
     np.testing.assert_allclose(w, np.exp(log_w - log_w.max()) / np.exp(log_w - log_w.max()).sum(), rtol=1e-6)
     # the cINN density and the prior's are densities in the same coordinates (gamma, lg_rcut and
     # the first four fractions): E_q[prior / q] = 1, the prior being normalised on its support
     model = load_flow(out)
-    xs, log_q = cosmic.sample_posterior(model, obs, 20_000, seed=5)
+    xs, log_q = sample_posterior(model, obs, 20_000, seed=5)
     ratio = np.exp(cfg.prior.build().log_prob(xs[0]) - log_q[0])
     error = ratio.std() / np.sqrt(ratio.size)
     assert error < 0.04  # the barely trained cINN is broad: the estimate is precise (~0.02)
@@ -399,6 +394,8 @@ PROPOSAL = {"prior_weight": 0.5, "concentration": 0.3}
 class _ProposalDraws:
     """A stand-in for a cINN whose posterior under the proposal is the proposal itself (an
     uninformative observation): the corrected draws must follow the prior."""
+
+    theta_dim = 7
 
     def __init__(self, proposal, *, sparse_only: bool = False) -> None:
         from hepflow.cosmic import Binning
@@ -432,8 +429,8 @@ def test_corrected_draws_follow_the_prior_with_a_normalised_density() -> None:
 
     prior = Prior()
     stand_in = _ProposalDraws(Proposal(prior, **PROPOSAL))
-    obs = [cosmic.Observation.from_auger()] * 3
-    x, log_q = cosmic.sample_posterior(stand_in, obs, 8000, seed=4)
+    obs = [Observation.from_auger()] * 3
+    x, log_q = sample_posterior(stand_in, obs, 8000, seed=4)
     assert x.shape == (3, 8000, 7)
     assert log_q.shape == (3, 8000)
     assert stand_in.calls <= 3  # a first round of ~n / lambda draws, at most a short top-up or two
@@ -443,13 +440,13 @@ def test_corrected_draws_follow_the_prior_with_a_normalised_density() -> None:
         # the density of the accepted draws is the prior's, up to the estimated acceptance rate
         np.testing.assert_allclose(log_q[i], prior.log_prob(x[i]), atol=0.05)
     assert not np.array_equal(x[0], x[1])
-    x2, _ = cosmic.sample_posterior(stand_in, obs[:1], 8000, seed=4)
-    np.testing.assert_array_equal(x2[0], cosmic.sample_posterior(stand_in, obs[:1], 8000, seed=4)[0][0])
+    x2, _ = sample_posterior(stand_in, obs[:1], 8000, seed=4)
+    np.testing.assert_array_equal(x2[0], sample_posterior(stand_in, obs[:1], 8000, seed=4)[0][0])
     # draws that (almost) never pass the correction are refused, with their rate
     faces = _ProposalDraws(Proposal(prior, **PROPOSAL), sparse_only=True)
     faces.metadata["proposal"] = {"prior_weight": 0.001, "concentration": 0.3}
     with pytest.raises(ModelError, match=r"observation 0: only \d+ of \d+ cINN draws pass"):
-        cosmic.sample_posterior(faces, obs[:1], 500, seed=1, max_draws=3)
+        sample_posterior(faces, obs[:1], 500, seed=1, max_draws=3)
 
 
 def test_training_on_a_proposal_records_it_and_corrects_the_samples(pe_file, tmp_path) -> None:
@@ -472,7 +469,7 @@ def test_training_on_a_proposal_records_it_and_corrects_the_samples(pe_file, tmp
     train(data, tmp_path / "m", config=cfg, progress=False)
     model = load_flow(tmp_path / "m", config=cfg)
     assert model.metadata["proposal"] == PROPOSAL
-    x, log_q = cosmic.sample_posterior(model, cosmic.Observation.from_auger(), 500, seed=2)
+    x, log_q = sample_posterior(model, Observation.from_auger(), 500, seed=2)
     _check_support(x[0])
     assert np.isfinite(log_q).all()
     summary = infer(tmp_path / "m", "auger", output_dir=tmp_path / "post", samples=500, seed=2)
@@ -509,33 +506,33 @@ def test_ensemble_of_trained_models_is_used_like_one_model(trained, pe_file, tmp
     out, _ = trained
     cfg = from_dict(CosmicConfig, {**TINY, "training": {**TINY["training"], "epochs": 1, "seed": 8}})
     train(pe_file, tmp_path / "second", config=cfg, progress=False)
-    ens_dir = cosmic.make_ensemble([out, tmp_path / "second"], tmp_path / "ens", config=cfg)
+    ens_dir = make_ensemble([out, tmp_path / "second"], tmp_path / "ens", config=cfg)
     assert sorted(p.name for p in ens_dir.iterdir()) == ["ensemble.json", "member_0", "member_1"]
     ens = load_flow(ens_dir, config=cfg)
     assert isinstance(ens, FlowEnsemble)
     assert ens.metadata["prior"] == load_flow(out).metadata["prior"]
-    obs = cosmic.Observation.from_auger()
-    x, log_q = cosmic.sample_posterior(ens, obs, 400, seed=1)
+    obs = Observation.from_auger()
+    x, log_q = sample_posterior(ens, obs, 400, seed=1)
     _check_support(x[0])
-    np.testing.assert_allclose(cosmic.posterior_log_prob(ens, obs, x), log_q, rtol=1e-5, atol=1e-4)
-    x2, none = cosmic.sample_posterior(ens, obs, 400, seed=1, log_prob=False)
+    np.testing.assert_allclose(posterior_log_prob(ens, obs, x), log_q, rtol=1e-5, atol=1e-4)
+    x2, none = sample_posterior(ens, obs, 400, seed=1, log_prob=False)
     assert none is None
     np.testing.assert_array_equal(x2, x)
     # the mixture density is the mean of the members' densities
     members = [load_flow(out), load_flow(tmp_path / "second")]
-    each = np.stack([cosmic.posterior_log_prob(m, obs, x) for m in members])
+    each = np.stack([posterior_log_prob(m, obs, x) for m in members])
     np.testing.assert_allclose(log_q, np.logaddexp(each[0], each[1]) - np.log(2), rtol=1e-5, atol=1e-4)
     # a single flow's sampling pass gives its density at no cost: returned even without asking
-    x1, lq1 = cosmic.sample_posterior(members[0], obs, 400, seed=1, log_prob=False)
-    np.testing.assert_allclose(lq1, cosmic.posterior_log_prob(members[0], obs, x1), rtol=1e-5, atol=1e-4)
+    x1, lq1 = sample_posterior(members[0], obs, 400, seed=1, log_prob=False)
+    np.testing.assert_allclose(lq1, posterior_log_prob(members[0], obs, x1), rtol=1e-5, atol=1e-4)
     with pytest.raises(ModelError, match="is an ensemble: initialise from one of its members"):
         train(pe_file, tmp_path / "warm", config=cfg, progress=False, init=ens_dir)
     summary = infer(ens_dir, "auger", output_dir=tmp_path / "post", samples=400, seed=1)
     assert summary["samples"] == 400
     with pytest.raises(OutputError, match="exists"):
-        cosmic.make_ensemble([out, tmp_path / "second"], tmp_path / "ens")
+        make_ensemble([out, tmp_path / "second"], tmp_path / "ens")
     with pytest.raises(ConfigError, match="an ensemble already"):
-        cosmic.make_ensemble([out, ens_dir], tmp_path / "nested")
+        make_ensemble([out, ens_dir], tmp_path / "nested")
     from hepflow.cli import main
 
     assert (
@@ -564,9 +561,9 @@ def test_ensembles_of_different_posteriors_are_refused(trained, pe_file, tmp_pat
     )
     train(pe_file, tmp_path / "mlp", config=mlp, progress=False)
     with pytest.raises(ModelError, match="member 1 differs from member 0 in summary"):
-        cosmic.make_ensemble([out, tmp_path / "mlp"], tmp_path / "e1")
+        make_ensemble([out, tmp_path / "mlp"], tmp_path / "e1")
     with pytest.raises(ConfigError, match="at least two"):
-        cosmic.make_ensemble([out], tmp_path / "e2")
+        make_ensemble([out], tmp_path / "e2")
     assert not (tmp_path / "e1").exists()
     assert not (tmp_path / "e2").exists()
     (tmp_path / "broken").mkdir()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from hepflow.neutrino.quadratic import (
     M_ELECTRON,
     M_MUON,
@@ -15,8 +18,6 @@ from hepflow.neutrino.quadratic import (
     solve_neutrino_pz,
     solve_neutrino_pz_rescaled_met,
 )
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
 
 def _abc(px, py, pz, e, metx, mety, m_w):

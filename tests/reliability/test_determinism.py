@@ -80,15 +80,16 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 def test_analysis_models_depend_on_the_seed_only():
     """The analyses build their summary networks outside ConditionalINN: the seed covers them too,
     whatever the global generator did before."""
-    from hepflow.cosmic import analysis as cosmic
+    from hepflow.cosmic.config import load_config
+    from hepflow.cosmic.network import build_flow
     from hepflow.neutrino import analysis as neutrino
 
     nu = neutrino.NeutrinoConfig.from_file()
-    co = cosmic.load_config(None)
+    co = load_config(None)
     builders = {
         "neutrino flow": lambda seed: neutrino.build_flow(nu.flow, nu.summary, seed=seed),
         "neutrino regression": lambda seed: neutrino.build_regression(nu.regression, nu.summary, seed=seed),
-        "cosmic flow": lambda seed: cosmic.build_flow(
+        "cosmic flow": lambda seed: build_flow(
             co.flow, prior=co.prior.build(), binning=co.model.binning(), seed=seed
         ),
     }

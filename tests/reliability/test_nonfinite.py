@@ -212,11 +212,11 @@ def test_cosmic_processor_counts_invalid_pseudo_experiments(bad_pe_file, tmp_pat
 
 
 def test_cosmic_training_data_drops_invalid_rows(bad_pe_file, tmp_path, caplog):
-    from hepflow.cosmic.analysis import load_training_data as load_cosmic
+    from hepflow.cosmic.data import load_training_data as load_cosmic
     from hepflow.cosmic.features import feature_columns, observation_features
 
     binning = Binning.auger()
-    with caplog.at_level(logging.WARNING, logger="hepflow.cosmic.analysis"):
+    with caplog.at_level(logging.WARNING, logger="hepflow.cosmic.data"):
         theta, feats = load_cosmic(bad_pe_file, binning=binning)
     assert theta.shape == (N_PE - len(BAD_PE), 7)
     assert feats.shape[0] == theta.shape[0]
@@ -230,7 +230,7 @@ def test_cosmic_training_data_drops_invalid_rows(bad_pe_file, tmp_path, caplog):
     truth[3, 0] = np.inf
     write_parquet(feature_columns(good, truth=truth, binning=binning), tmp_path / "dir" / "a.parquet")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hepflow.cosmic.analysis"):
+    with caplog.at_level(logging.WARNING, logger="hepflow.cosmic.data"):
         theta, feats = load_cosmic(tmp_path / "dir", binning=binning)
     assert len(theta) == len(feats) == 3
     assert "dropped 2 of 5 pseudo-experiments" in caplog.text
