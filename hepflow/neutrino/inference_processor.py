@@ -3,7 +3,7 @@
 Builds the same features as :class:`~hepflow.neutrino.processor.NeutrinoFeatureProcessor`, then adds,
 per selected event, ``K`` posterior samples of the cINN with their summaries, the quadratic
 W-mass-constraint solution and the feed-forward regression (see
-:func:`hepflow.neutrino.analysis.inference_columns`). The processor carries only the model
+:func:`hepflow.neutrino.inference.inference_columns`). The processor carries only the model
 path; each worker process loads the models once, on its first chunk, and keeps them.
 """
 
@@ -18,7 +18,12 @@ import awkward as ak
 from coffea import processor
 
 from hepflow.errors import ConfigError
-from hepflow.neutrino.processor import NeutrinoFeatureProcessor, NeutrinoSelection
+from hepflow.neutrino.inference import inference_columns
+from hepflow.neutrino.model import load_models
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor
+from hepflow.neutrino.selection import NeutrinoSelection
+
+__all__ = ["NeutrinoInferenceProcessor", "cached_models"]
 
 _MODELS: dict[str, tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
@@ -26,8 +31,6 @@ _LOCK = threading.Lock()
 
 def cached_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
     """(flow, regression) for ``model_dir``, loaded once per process."""
-    from hepflow.neutrino.analysis import load_models
-
     key = str(Path(model_dir).resolve())
     with _LOCK:
         if key not in _MODELS:
@@ -65,8 +68,6 @@ class NeutrinoInferenceProcessor(processor.ProcessorABC):
         self.features = NeutrinoFeatureProcessor(selection)
 
     def process(self, events: Any) -> dict[str, Any]:
-        from hepflow.neutrino.analysis import inference_columns
-
         result = self.features.process(events)
         columns = result["columns"]
         flow, regression = cached_models(self.model_dir)

@@ -1,0 +1,120 @@
+"""The neutrino analysis's settings: ``analyses/ttbar_neutrino/config.toml`` as typed dataclasses.
+
+One dataclass per table (:class:`~hepflow.neutrino.selection.NeutrinoSelection` for
+``[selection]``, kept in its own module so that the processors need no torch; :class:`GenerationConfig`,
+:class:`SummaryConfig`, :class:`FlowConfig`, :class:`RegressionConfig`, :class:`TrainingConfig`,
+:class:`InferenceConfig`) and :class:`NeutrinoConfig` for the whole file. Reading is strict:
+unknown keys and wrong types are refused with a message that names them. ``config=None``
+everywhere means the config shipped with hepflow (:data:`DEFAULT_CONFIG`).
+
+Example:
+    >>> cfg = NeutrinoConfig.from_file()  # the shipped config
+    >>> cfg.selection.min_jets, cfg.flow.depth, cfg.inference.samples
+    (4, 7, 256)
+    >>> NeutrinoConfig().training.epochs  # the dataclass defaults, sized for a CPU
+    25
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hepflow.config import from_dict, read_toml, shipped_config
+from hepflow.flows.config import FlowArchitecture
+from hepflow.neutrino.selection import NeutrinoSelection
+from hepflow.training.config import FitConfig
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "FlowConfig",
+    "GenerationConfig",
+    "InferenceConfig",
+    "NeutrinoConfig",
+    "NeutrinoSelection",
+    "RegressionConfig",
+    "SummaryConfig",
+    "TrainingConfig",
+]
+
+#: the config file shipped with hepflow (``hepflow config show neutrino`` prints it)
+DEFAULT_CONFIG: Path = shipped_config("neutrino")
+
+
+@dataclass(frozen=True)
+class SummaryConfig:
+    """The condition network shared by flow and regression: an MLP over the flat features
+    concatenated with an attention-pooling set encoder over the jets."""
+
+    flat_embedding: int = 32
+    jet_embedding: int = 32
+    set_width: int = 64
+    set_heads: int = 4
+    set_blocks: int = 1
+
+
+@dataclass(frozen=True)
+class FlowConfig(FlowArchitecture):
+    """The cINN (defaults after nu-Flows: 7 spline couplings, 10 bins, 2 x 64 subnets)."""
+
+    depth: int = 7
+    width: int = 64
+    bins: int = 10
+    bound: float = 4.0
+
+
+@dataclass(frozen=True)
+class RegressionConfig:
+    """The feed-forward regression baseline (same inputs and summary network, MSE)."""
+
+    width: int = 128
+    layers: int = 3
+
+
+@dataclass(frozen=True)
+class TrainingConfig(FitConfig):
+    """``[training]``: :func:`hepflow.fit` options for both models, sized for a CPU."""
+
+    epochs: int = 25
+    batch_size: int = 512
+    patience: int = 6
+    max_events: int | None = None
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Posterior sampling per event."""
+
+    samples: int = 256
+    batch_events: int = 2048
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Samples the analysis trains and tests on (``hepflow generate ttbar``)."""
+
+    train_events: int = 100_000
+    test_events: int = 20_000
+    train_seed: int = 11
+    test_seed: int = 99
+
+
+@dataclass(frozen=True)
+class NeutrinoConfig:
+    """The whole ``analyses/ttbar_neutrino/config.toml``."""
+
+    selection: NeutrinoSelection = field(default_factory=NeutrinoSelection)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str] | None = None) -> NeutrinoConfig:
+        """Read a config file (default: the shipped one, :data:`DEFAULT_CONFIG`); strict."""
+        path = DEFAULT_CONFIG if path is None else Path(path)
+        return from_dict(cls, read_toml(path), where=str(path))

@@ -1,0 +1,83 @@
+"""Training data of the neutrino analysis: processed feature chunks as model inputs.
+
+:func:`load_training_data` reads the chunks written by the feature processor
+(:mod:`hepflow.neutrino.processor`) and returns the targets (the truth neutrino px, py, eta) and
+the model context (:func:`hepflow.neutrino.features.context_arrays`), without the events that
+have no truth neutrino or a non-finite input.
+
+Example:
+    >>> import tempfile, awkward as ak, numpy as np
+    >>> from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, TRUTH_COLUMNS
+    >>> from hepflow.outputs import write_parquet
+    >>> row = {**{k: 1.0 for k in FLAT_FEATURES}, **{k: [1.0, 2.0] for k in JET_FEATURES}}
+    >>> rows = [{**row, **{k: 10.0 for k in TRUTH_COLUMNS}}, {**row, **{k: None for k in TRUTH_COLUMNS}}]
+    >>> d = tempfile.mkdtemp()
+    >>> _ = write_parquet(ak.Array(rows), f"{d}/chunk.parquet")
+    >>> data = load_training_data(d)
+    >>> data.theta.shape, data.n_read, data.n_missing_truth
+    ((1, 3), 2, 1)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from hepflow.errors import InputError
+from hepflow.neutrino.features import context_arrays, truth_array
+
+__all__ = ["TrainingData", "load_training_data"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """Tensors for training: target (n, 3) and context dict; counts of dropped events."""
+
+    theta: np.ndarray
+    context: dict[str, np.ndarray]
+    n_read: int
+    n_missing_truth: int
+    n_non_finite: int
+
+
+def load_training_data(directory: str | os.PathLike[str], *, max_events: int | None = None) -> TrainingData:
+    """Read processed feature chunks; drop (count and log) events without truth or with NaN/inf.
+
+    An event is dropped as non-finite when its truth or any conditioning feature (flat
+    features, the ``max_jets`` leading jets) is NaN or infinite; the feature processor already
+    excludes such events, so this guards against files written by other means. Nothing
+    non-finite is returned, so nothing non-finite reaches a training batch.
+    """
+    from hepflow.outputs import read_parquet_dir
+
+    columns = read_parquet_dir(directory)
+    if "nu_px_true" not in columns.fields:
+        raise InputError(f"{directory}: the feature files have no truth columns (nu_*_true); cannot train")
+    if max_events is not None:
+        columns = columns[:max_events]
+    theta = truth_array(columns)
+    ctx = context_arrays(columns)
+    missing = np.isnan(theta).any(axis=1)  # None in the table: no W neutrino in the event
+    finite = np.isfinite(ctx["flat"]).all(axis=1) & np.isfinite(ctx["jets"]).all(axis=(1, 2))
+    finite &= np.isfinite(theta).all(axis=1) | missing
+    non_finite = ~finite & ~missing
+    keep = ~missing & finite
+    if non_finite.any():
+        log.warning(
+            "%s: dropped %d of %d events with NaN or inf features or truth",
+            directory,
+            int(non_finite.sum()),
+            len(columns),
+        )
+    return TrainingData(
+        theta=theta[keep],
+        context={k: v[keep] for k, v in ctx.items()},
+        n_read=len(columns),
+        n_missing_truth=int(missing.sum()),
+        n_non_finite=int(non_finite.sum()),
+    )

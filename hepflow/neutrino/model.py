@@ -1,0 +1,135 @@
+"""The neutrino analysis's models: the cINN, the regression baseline, and loading them back.
+
+Target: the neutrino (px, py, eta) as in nu-Flows (:data:`TARGETS`); pz = pT sinh(eta) is
+derived per sample. Context: flat features (MET, lepton, multiplicities; the discrete ones
+dequantized) and the set of up to ten jets (attention-pooling set encoder with a mask), see
+:mod:`hepflow.neutrino.features`. Both models share the summary network layout
+(:class:`~hepflow.neutrino.config.SummaryConfig`); the unfolding study builds its flow here too.
+
+A saved model carries its analysis and feature specification in its metadata;
+:func:`check_model` refuses any other (a cosmic model, a flow trained on other features).
+
+Example:
+    >>> from hepflow.neutrino.config import NeutrinoConfig
+    >>> cfg = NeutrinoConfig()
+    >>> flow = build_flow(cfg.flow, cfg.summary, seed=1)
+    >>> flow.theta_dim, len(FEATURE_SPEC["flat"]), TARGETS
+    (3, 9, ('nu_px', 'nu_py', 'nu_eta'))
+    >>> check_model({"analysis": "cosmic"}, "m/flow")
+    Traceback (most recent call last):
+    ...
+    hepflow.errors.ModelError: m/flow is a model of analysis 'cosmic', not 'ttbar_neutrino'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hepflow.errors import ModelError
+from hepflow.flows.base import seeded
+from hepflow.flows.config import FlowArchitecture
+from hepflow.neutrino.config import RegressionConfig, SummaryConfig
+from hepflow.neutrino.features import DISCRETE_FEATURES, FLAT_FEATURES, JET_FEATURES
+
+__all__ = [
+    "ANALYSIS",
+    "FEATURE_SPEC",
+    "TARGETS",
+    "build_flow",
+    "build_regression",
+    "check_model",
+    "load_models",
+]
+
+#: the ``analysis`` metadata of the neutrino models
+ANALYSIS = "ttbar_neutrino"
+#: what the flow and the regression estimate, in order
+TARGETS: tuple[str, ...] = ("nu_px", "nu_py", "nu_eta")
+#: the features a model was trained on (saved in its metadata, checked when loading)
+FEATURE_SPEC: dict[str, list[str]] = {
+    "flat": list(FLAT_FEATURES),
+    "jets": list(JET_FEATURES),
+    "targets": list(TARGETS),
+}
+#: the discrete flat features, dequantized in training
+_DEQUANTIZE = {"flat": [FLAT_FEATURES.index(k) for k in DISCRETE_FEATURES]}
+
+
+def summary_network(cfg: SummaryConfig) -> Any:
+    """The condition network: an MLP over the flat features and a set encoder over the jets."""
+    from hepflow.flows.summary import Combined, MLPSummary, SetSummary
+
+    return Combined(
+        flat=MLPSummary(len(FLAT_FEATURES), cfg.flat_embedding, width=cfg.set_width),
+        jets=SetSummary(
+            len(JET_FEATURES),
+            cfg.jet_embedding,
+            width=cfg.set_width,
+            heads=cfg.set_heads,
+            blocks=cfg.set_blocks,
+        ),
+    )
+
+
+def build_flow(
+    cfg: FlowArchitecture, summary: SummaryConfig, *, theta_dim: int = len(TARGETS), seed: int | None = None
+) -> Any:
+    """The cINN for p(nu px, py, eta | event); with ``theta_dim``, for any other ``theta_dim``
+    targets conditioned on the same detector-level event (the unfolding study uses it)."""
+    from hepflow.flows.inn import ConditionalINN
+
+    with seeded(seed):  # the summary network too: the same seed gives the same weights
+        return ConditionalINN(
+            theta_dim=theta_dim,
+            summary=summary_network(summary),
+            **cfg.inn_options(),
+            dequantize=_DEQUANTIZE,
+            seed=seed,
+        )
+
+
+def build_regression(cfg: RegressionConfig, summary: SummaryConfig, *, seed: int | None = None) -> Any:
+    """The feed-forward regression of (px, py, eta) with the same inputs."""
+    from hepflow.flows.regression import Regressor
+
+    with seeded(seed):
+        return Regressor(
+            theta_dim=len(TARGETS),
+            summary=summary_network(summary),
+            width=cfg.width,
+            layers=cfg.layers,
+            dequantize=_DEQUANTIZE,
+            seed=seed,
+        )
+
+
+def check_model(metadata: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse (:class:`~hepflow.errors.ModelError`) a model of another analysis or other features."""
+    if metadata.get("analysis") != ANALYSIS:
+        raise ModelError(f"{path} is a model of analysis {metadata.get('analysis')!r}, not {ANALYSIS!r}")
+    if metadata.get("features") != FEATURE_SPEC:
+        raise ModelError(
+            f"{path} was trained on features {metadata.get('features')}, this data has {FEATURE_SPEC}"
+        )
+
+
+def _missing(path: Path) -> str:
+    return f"{path} does not exist: train with `hepflow train neutrino` first"
+
+
+def load_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """Load (flow, regression) from a training output directory, refusing a foreign model."""
+    import hepflow
+
+    models = []
+    for name in ("flow", "regression"):
+        path = Path(model_dir) / name
+        if not path.is_dir():
+            raise ModelError(_missing(path))
+        model = hepflow.load_model(path)
+        check_model(getattr(model, "metadata", {}) or {}, path)
+        models.append(model.eval())
+    return models[0], models[1]

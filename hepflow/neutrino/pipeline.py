@@ -1,0 +1,284 @@
+"""The neutrino analysis step by step: one function per ``hepflow ... neutrino`` command.
+
+* :func:`process`: the feature processor over NanoAOD files, chunk by chunk
+  (``hepflow process neutrino``);
+* :func:`train`: the cINN and the regression baseline on the processed features
+  (``hepflow train neutrino``);
+* :func:`infer`: posterior and baseline columns for every selected event
+  (``hepflow infer neutrino``);
+* :func:`report`: the comparison of the estimates with their plots (``hepflow report neutrino``).
+
+The command line and ``hepflow demo`` call these functions and print their summaries; the
+physics is in :mod:`~hepflow.neutrino.processor`, :mod:`~hepflow.neutrino.model`,
+:mod:`~hepflow.neutrino.inference` and :mod:`~hepflow.neutrino.report`.
+
+Example:
+    >>> result = ProcessResult(output=Path("features"), cutflow={"all": 10, "one lepton": 4},
+    ...                        by_dataset={"ttbar": {"all": 10, "one lepton": 4}}, chunks={"c": {}})
+    >>> print(result.summary())
+    cutflow:       ttbar
+      all                 10
+      one lepton           4
+    wrote 1 chunk(s) to features
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hepflow.config import to_dict
+from hepflow.errors import InputError
+from hepflow.neutrino.config import NeutrinoConfig
+from hepflow.neutrino.data import load_training_data
+from hepflow.neutrino.model import ANALYSIS, FEATURE_SPEC, build_flow, build_regression
+from hepflow.neutrino.selection import NeutrinoSelection
+
+__all__ = [
+    "InferResult",
+    "ProcessResult",
+    "infer",
+    "process",
+    "report",
+    "report_summary",
+    "train",
+    "train_summary",
+]
+
+Source = str | os.PathLike[str]
+
+
+def _run_config(run_config: Any) -> Any:
+    from hepflow.processing import RunConfig
+
+    return run_config if run_config is not None else RunConfig(progress=False)
+
+
+def _files(inputs: Source | Sequence[Source]) -> list[Source]:
+    return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+
+
+def _config(config: NeutrinoConfig | Source | None) -> NeutrinoConfig:
+    return config if isinstance(config, NeutrinoConfig) else NeutrinoConfig.from_file(config)
+
+
+@dataclass
+class ProcessResult:
+    """What :func:`process` wrote: the cutflow (in total and per dataset) and the chunks."""
+
+    output: Path
+    cutflow: dict[str, int]
+    by_dataset: dict[str, dict[str, int]]
+    chunks: dict[str, Any]
+    skipped_files: list[Any] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The cutflow table per dataset, the chunks written and the files skipped."""
+        steps = list(self.cutflow)
+        width = max(map(len, steps), default=0)
+        names = sorted(self.by_dataset)
+        lines = ["cutflow:" + "".join(f"  {name:>{max(len(name), 10)}}" for name in names)]
+        for step in steps:
+            row = "".join(f"  {self.by_dataset[n].get(step, 0):>{max(len(n), 10)}d}" for n in names)
+            lines.append(f"  {step:<{width}}{row}")
+        lines.append(f"wrote {len(self.chunks)} chunk(s) to {self.output}")
+        if self.skipped_files:
+            lines.append(f"skipped {len(self.skipped_files)} bad file(s): see {self.output / 'run.json'}")
+        return "\n".join(lines)
+
+
+def process(
+    inputs: Source | Sequence[Source],
+    output: Source,
+    *,
+    config: NeutrinoSelection | NeutrinoConfig | Source | None = None,
+    dataset: str = "ttbar",
+    run_config: Any = None,
+) -> ProcessResult:
+    """Select events and write their feature columns, in resumable chunks, to ``output``.
+
+    Args:
+        inputs: NanoAOD files, or one coffea fileset JSON.
+        output: the output directory.
+        config: the selection, an analysis config, or a TOML file whose ``[selection]`` is read
+            (default: the :class:`~hepflow.neutrino.selection.NeutrinoSelection` defaults).
+        dataset: the dataset name of a plain file list.
+        run_config: a :class:`hepflow.processing.RunConfig` (default: no progress bar).
+    """
+    from hepflow.neutrino.processor import NeutrinoFeatureProcessor
+    from hepflow.processing import build_fileset, cutflow_to_dict, run_processor
+
+    if isinstance(config, NeutrinoConfig):
+        selection = config.selection
+    elif isinstance(config, NeutrinoSelection):
+        selection = config
+    else:
+        selection = NeutrinoSelection.from_file(config) if config else NeutrinoSelection()
+    fileset = build_fileset(_files(inputs), dataset=dataset)
+    result = run_processor(NeutrinoFeatureProcessor(selection), fileset, output, _run_config(run_config))
+    return ProcessResult(
+        output=Path(output),
+        cutflow=cutflow_to_dict(result["cutflow"]),
+        by_dataset={name: cutflow_to_dict(h) for name, h in result["cutflow_by_dataset"].items()},
+        chunks=result["chunks"],
+        skipped_files=list(result["skipped_files"]),
+    )
+
+
+def train(
+    data_dir: Source,
+    output_dir: Source,
+    *,
+    config: NeutrinoConfig | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train the cINN and the regression baseline on processed features; save both.
+
+    Writes ``output_dir/flow`` and ``output_dir/regression`` (safetensors + JSON config with the
+    feature specification), their training histories and loss plots, and ``training.json``,
+    whose content is returned.
+    """
+    import hepflow
+    from hepflow.outputs import write_json
+
+    cfg = config or NeutrinoConfig()
+    tc = cfg.training
+    data = load_training_data(data_dir, max_events=tc.max_events)
+    if len(data.theta) < 100:
+        raise InputError(f"{data_dir}: only {len(data.theta)} usable events with truth; need at least 100")
+    out = Path(output_dir)
+    summary: dict[str, Any] = {
+        "events_read": data.n_read,
+        "events_used": len(data.theta),
+        "dropped_missing_truth": data.n_missing_truth,
+        "dropped_non_finite": data.n_non_finite,
+        "config": to_dict(cfg),
+    }
+    metadata = {"analysis": ANALYSIS, "features": FEATURE_SPEC, "selection": to_dict(cfg.selection)}
+    fit_options = {**tc.fit_options(), "progress": progress, "resume": resume}
+    for name, model in (
+        ("flow", build_flow(cfg.flow, cfg.summary, seed=tc.seed)),
+        ("regression", build_regression(cfg.regression, cfg.summary, seed=tc.seed)),
+    ):
+        t0 = time.perf_counter()
+        history = hepflow.fit(
+            model,
+            data.theta,
+            data.context,
+            checkpoint_dir=out / "checkpoints" / name,
+            output_dir=out / f"history_{name}",
+            **fit_options,
+        )
+        hepflow.save_model(model.cpu(), out / name, metadata={**metadata, "model": name})
+        summary[name] = {
+            "seconds": time.perf_counter() - t0,
+            "epochs": len(history.train_loss),
+            "best_epoch": history.best_epoch,
+            "best_val_loss": float(min(v for v in history.val_loss if v is not None)),
+        }
+    write_json(out / "training.json", summary)
+    return summary
+
+
+def train_summary(summary: Mapping[str, Any], output_dir: Source) -> str:
+    """What ``hepflow train neutrino`` prints about a :func:`train` summary."""
+    lines = [
+        f"trained on {summary['events_used']} events "
+        f"(dropped {summary['dropped_missing_truth']} without truth, "
+        f"{summary['dropped_non_finite']} non-finite)"
+    ]
+    for name in ("flow", "regression"):
+        info = summary[name]
+        lines.append(
+            f"  {name:<10} {info['epochs']:>4d} epochs  {info['seconds']:8.1f} s  "
+            f"best val loss {info['best_val_loss']:.4f}"
+        )
+    lines.append(f"models in {output_dir}")
+    return "\n".join(lines)
+
+
+@dataclass
+class InferResult:
+    """What :func:`infer` wrote: the events with posteriors and the chunks."""
+
+    output: Path
+    rows: int
+    chunks: dict[str, Any]
+
+    def summary(self) -> str:
+        return f"wrote posteriors for {self.rows} events in {len(self.chunks)} chunk(s) to {self.output}"
+
+
+def infer(
+    model_dir: Source,
+    inputs: Source | Sequence[Source],
+    output: Source,
+    *,
+    samples: int | None = None,
+    config: NeutrinoConfig | Source | None = None,
+    dataset: str = "ttbar",
+    run_config: Any = None,
+) -> InferResult:
+    """Posterior samples, summaries and baselines as columns of every selected event.
+
+    The models are loaded (and a missing or foreign model refused) before any processing
+    starts. ``samples`` per event default to the config's ``[inference] samples``; the selection,
+    the event batches and the seed are the config's (default: the shipped config).
+    """
+    from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
+    from hepflow.processing import build_fileset, run_processor
+
+    cfg = _config(config)
+    cached_models(model_dir)  # refuse a missing or foreign model before any processing starts
+    proc = NeutrinoInferenceProcessor(
+        model_dir,
+        samples=samples or cfg.inference.samples,
+        batch_events=cfg.inference.batch_events,
+        seed=cfg.inference.seed,
+        selection=cfg.selection,
+    )
+    result = run_processor(
+        proc, build_fileset(_files(inputs), dataset=dataset), output, _run_config(run_config)
+    )
+    rows = sum(info["rows"] for info in result["chunks"].values())
+    return InferResult(output=Path(output), rows=rows, chunks=result["chunks"])
+
+
+def report(inference_dir: Source, output_dir: Source, *, n_displays: int = 6) -> dict[str, Any]:
+    """The comparison report of inference columns with its plots, written into ``output_dir``
+    (:func:`hepflow.neutrino.report.make_report`)."""
+    from hepflow.neutrino.report import make_report
+
+    return make_report(inference_dir, output_dir, n_displays=n_displays)
+
+
+def report_summary(rep: Mapping[str, Any], output: Source) -> str:
+    """What ``hepflow report neutrino`` prints about a :func:`report`."""
+    from hepflow.neutrino.report import METHODS
+
+    lines = [
+        f"{rep['events']} events; quadratic complex fraction {rep['quad_complex_fraction']:.3f}",
+        f"{'method':<12} {'pz bias':>9} {'pz IQR width':>13} {'ratio to quad':>14}",
+    ]
+    quad = rep["resolution"]["all"]["quad"]["pz"]["iqr_width"]
+    for m in METHODS:
+        r = rep["resolution"]["all"][m]["pz"]
+        lines.append(f"{m:<12} {r['bias']:>9.2f} {r['iqr_width']:>13.2f} {r['iqr_width'] / quad:>14.3f}")
+    cov = rep["calibration"]["coverage"]
+    lines.append("coverage 68%: " + ", ".join(f"{k} {v:.3f}" for k, v in cov["0.68"].items()))
+    lines.append("coverage 95%: " + ", ".join(f"{k} {v:.3f}" for k, v in cov["0.95"].items()))
+    roots = rep["root_choice"]
+    right, width = roots["correct_root_fraction"], roots["pz_width_ratio_to_quadratic"]
+    lines.append(
+        f"real roots: the root nearer the truth is picked by the quadratic in {right['quad']:.3f}, "
+        f"by the flow in {right['flow']:.3f} of {roots['events_with_real_roots']} events; pz width "
+        f"ratio with the flow's root {width['flow_root']:.3f}, with the right root always "
+        f"{width['oracle_root']:.3f} (the bound for estimates that return a root)"
+    )
+    lines.append(f"report and plots in {output}")
+    return "\n".join(lines)
