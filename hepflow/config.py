@@ -60,6 +60,8 @@ def shipped_config(analysis: str, name: str = "config.toml") -> Path:
 
     if analysis not in ANALYSES:
         raise ConfigError(f"unknown analysis {analysis!r}; choose one of {', '.join(sorted(ANALYSES))}")
+    if Path(name).name != name or not name.endswith(".toml"):
+        raise ConfigError(f"{name!r} is not the name of a shipped config file (NAME.toml)")
     path = Path(str(files(ANALYSES[analysis]).joinpath(name)))
     if not path.is_file():
         raise ConfigError(f"hepflow's {analysis} analysis ships no {name} (looked for {path})")
