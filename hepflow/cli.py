@@ -335,6 +335,14 @@ def _report_cosmic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_show(args: argparse.Namespace) -> int:
+    from hepflow.config import shipped_config
+
+    path = shipped_config(args.analysis, args.file)
+    print(path if args.path else path.read_text(), end="\n" if args.path else "")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from hepflow.demo import run_demo
 
@@ -555,6 +563,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(unf)
     unf.set_defaults(handler=_unfold_ttbar)
+
+    # config
+    config = sub.add_parser("config", help="the analysis configs shipped with hepflow")
+    config_sub = config.add_subparsers(dest="what", required=True, metavar="WHAT")
+    show = config_sub.add_parser(
+        "show", help="print a shipped config (TOML): copy it, edit it, pass it with --config"
+    )
+    show.add_argument("analysis", choices=["neutrino", "cosmic", "unfolding"])
+    show.add_argument(
+        "--file",
+        default="config.toml",
+        help="another shipped file of the analysis (cosmic: config_stick_breaking.toml)",
+    )
+    show.add_argument("--path", action="store_true", help="print the file's path instead")
+    show.set_defaults(handler=_config_show)
 
     # demo
     from hepflow.demo import DEMO_PSEUDO_EXPERIMENTS

@@ -142,3 +142,21 @@ def test_config_extends_another_file(tmp_path):
     (tmp_path / "d.toml").write_text("extends = 3\n")
     with pytest.raises(ConfigError, match="'extends' must be a file name"):
         read_toml(tmp_path / "d.toml")
+
+
+@pytest.mark.parametrize("analysis", ["neutrino", "cosmic", "unfolding"])
+def test_config_show_prints_the_shipped_file(analysis, capsys):
+    assert main(["config", "show", analysis]) == 0
+    assert capsys.readouterr().out == shipped_config(analysis).read_text()
+    assert main(["config", "show", analysis, "--path"]) == 0
+    assert capsys.readouterr().out.strip() == str(shipped_config(analysis))
+
+
+def test_config_show_of_a_variant_and_refusals(capsys):
+    assert main(["config", "show", "cosmic", "--file", "config_stick_breaking.toml"]) == 0
+    assert 'extends = "config.toml"' in capsys.readouterr().out
+    for name in ("nope.toml", "../config.toml", "config.json"):
+        assert main(["config", "show", "cosmic", "--file", name]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert name in err
