@@ -18,6 +18,7 @@ import torch
 from hepflow.inference.summaries import marginal_mode
 from hepflow.neutrino.features import context_arrays
 from hepflow.neutrino.quadratic import lepton_mass, reconstruct_w_mass, solve_neutrino_pz
+from hepflow.posterior import FlowPosterior
 
 __all__ = ["inference_columns"]
 
@@ -25,7 +26,7 @@ __all__ = ["inference_columns"]
 @torch.no_grad()
 def inference_columns(
     columns: ak.Array,
-    flow: Any,
+    flow: FlowPosterior | Any,
     regression: Any,
     *,
     samples: int = 256,
@@ -34,15 +35,20 @@ def inference_columns(
 ) -> dict[str, Any]:
     """Posterior samples, summaries and baselines for every selected event.
 
+    ``flow`` is the cINN's :class:`~hepflow.posterior.FlowPosterior` (or the bare flow); its
+    draws come from one torch generator seeded with ``seed`` and shared by the batches of
+    ``batch_events`` events, so the columns depend on the seed and the batch size only.
+
     Returns a dict of columns: ``flow_px/py/pz`` (``samples`` per event), their ``_mode`` (the
     highest-density joint sample), ``_peak`` (the mode of each one-dimensional marginal,
     :func:`hepflow.inference.summaries.marginal_mode`), ``_median``, ``_mean``, ``_std``;
     ``quad_pz``, ``quad_pz_alt``, ``quad_is_complex``;
     ``ff_px/py/pz``; and the reconstructed leptonic W mass ``mw_flow``, ``mw_quad``, ``mw_ff``.
     """
+    posterior = flow if isinstance(flow, FlowPosterior) else FlowPosterior(flow)
     n = len(columns)
     ctx = context_arrays(columns)
-    device = next(flow.parameters()).device
+    device = next(posterior.model.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(seed)
     px = np.empty((n, samples), np.float32)
     py = np.empty((n, samples), np.float32)
@@ -53,9 +59,10 @@ def inference_columns(
     for start in range(0, n, batch_events):
         sl = slice(start, min(start + batch_events, n))
         batch = {k: torch.as_tensor(v[sl], device=device) for k, v in ctx.items()}
-        theta, logp = flow.sample(samples, batch, return_log_prob=True, generator=gen)
-        theta = theta.float().cpu().numpy()
-        logp = logp.float().cpu().numpy()
+        # one generator for all batches: the draws of a batch follow those of the one before
+        theta, logp = posterior.sample_context(samples, batch, generator=gen, log_prob=True)
+        theta = theta.astype(np.float32)  # the flow's float32 draws, exactly
+        logp = logp.astype(np.float32)
         pt = np.hypot(theta[..., 0], theta[..., 1])
         px[sl], py[sl], pz[sl] = theta[..., 0], theta[..., 1], pt * np.sinh(theta[..., 2])
         best = np.argmax(np.where(np.isnan(logp), -np.inf, logp), axis=1)

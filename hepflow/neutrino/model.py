@@ -7,7 +7,9 @@ dequantized) and the set of up to ten jets (attention-pooling set encoder with a
 (:class:`~hepflow.neutrino.config.SummaryConfig`); the unfolding study builds its flow here too.
 
 A saved model carries its analysis and feature specification in its metadata;
-:func:`check_model` refuses any other (a cosmic model, a flow trained on other features).
+:func:`check_model` refuses any other (a cosmic model, a flow trained on other features) before
+its weights are read, and :func:`load_models` returns the flow as a
+:class:`~hepflow.posterior.FlowPosterior`.
 
 Example:
     >>> from hepflow.neutrino.config import NeutrinoConfig
@@ -33,6 +35,7 @@ from hepflow.flows.base import seeded
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.config import RegressionConfig, SummaryConfig
 from hepflow.neutrino.features import DISCRETE_FEATURES, FLAT_FEATURES, JET_FEATURES
+from hepflow.posterior import FlowPosterior, load_posterior
 
 __all__ = [
     "ANALYSIS",
@@ -120,16 +123,19 @@ def _missing(path: Path) -> str:
     return f"{path} does not exist: train with `hepflow train neutrino` first"
 
 
-def load_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """Load (flow, regression) from a training output directory, refusing a foreign model."""
-    import hepflow
+def load_models(model_dir: str | os.PathLike[str]) -> tuple[FlowPosterior, Any]:
+    """(flow posterior, regression) of a training output directory, refusing a foreign model.
 
-    models = []
-    for name in ("flow", "regression"):
-        path = Path(model_dir) / name
-        if not path.is_dir():
-            raise ModelError(_missing(path))
-        model = hepflow.load_model(path)
-        check_model(getattr(model, "metadata", {}) or {}, path)
-        models.append(model.eval())
-    return models[0], models[1]
+    Each model's metadata is checked (:func:`check_model`) once, before its weights are read.
+    """
+    import hepflow
+    from hepflow.flows.serialization import read_config
+
+    flow_dir, regression_dir = Path(model_dir) / "flow", Path(model_dir) / "regression"
+    if not flow_dir.is_dir():
+        raise ModelError(_missing(flow_dir))
+    flow = load_posterior(flow_dir, check=check_model, missing=_missing(flow_dir))
+    if not regression_dir.is_dir():
+        raise ModelError(_missing(regression_dir))
+    check_model(read_config(regression_dir).get("metadata", {}) or {}, regression_dir)
+    return flow, hepflow.load_model(regression_dir).eval()
