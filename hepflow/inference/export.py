@@ -42,6 +42,10 @@ __all__ = ["Sampler", "export_onnx", "export_torchscript", "load_torchscript"]
 class Sampler(nn.Module):
     """Eval-mode copy of a model with ``forward(*context_tensors, noise) -> samples``.
 
+    ``model``: a :class:`~hepflow.flows.inn.ConditionalINN`, or a
+    :class:`~hepflow.posterior.FlowPosterior` (its flow is exported; an ensemble has no single
+    sampling path and is refused).
+
     Example:
         >>> import torch, hepflow
         >>> model = hepflow.ConditionalINN(2, 3, depth=2, width=8)
@@ -52,8 +56,12 @@ class Sampler(nn.Module):
         torch.Size([4, 10, 2])
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module | Any) -> None:
         super().__init__()
+        from hepflow.posterior import FlowPosterior
+
+        if isinstance(model, FlowPosterior):  # a posterior exports the flow behind it
+            model = model.model
         if not hasattr(model, "_transform_noise"):
             raise ConfigError(f"cannot export a {type(model).__name__}: it has no sampling path")
         self.model = copy.deepcopy(model).eval()

@@ -122,3 +122,16 @@ def test_sampler_input_names():
         2, summary=Combined(flat=MLPSummary(2, 4), jets=SetSummary(3, 4, heads=2, width=8))
     )
     assert Sampler(model).input_names == ["flat", "jets", "mask", "noise"]
+
+
+def test_a_posterior_exports_its_flow(tmp_path):
+    from hepflow.posterior import EnsemblePosterior, FlowPosterior
+
+    model, (obs,) = flat_model("affine")
+    noise = torch.randn(len(obs), 7, model.latent_dim)
+    direct = Sampler(model)(obs, noise).detach()
+    np.testing.assert_array_equal(Sampler(FlowPosterior(model))(obs, noise).detach().numpy(), direct.numpy())
+    scripted = load_torchscript(export_torchscript(FlowPosterior(model), tmp_path / "p.pt"))
+    np.testing.assert_allclose(scripted(obs, noise).detach().numpy(), direct.numpy(), atol=ATOL)
+    with pytest.raises(hepflow.errors.ConfigError, match="no sampling path"):
+        Sampler(EnsemblePosterior([FlowPosterior(model), FlowPosterior(model)]))

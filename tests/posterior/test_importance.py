@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from hepflow.errors import InputError
-from hepflow.inference import importance_weights
+from hepflow.posterior import importance_weights
 
 
 def test_weights_recover_the_target_moments() -> None:
