@@ -37,7 +37,7 @@ import numpy as np
 
 from hepflow.errors import ModelError
 
-__all__ = ["FlowPosterior", "Posterior"]
+__all__ = ["FlowPosterior", "Posterior", "torch_generator"]
 
 #: turns what a user has (observations, event columns) into the model's context
 Features = Callable[[Any], Any]
@@ -81,7 +81,8 @@ class Posterior(abc.ABC):
         """``log p(theta | x)`` of draws grouped by observation: (n_obs, n, theta_dim) -> (n_obs, n)."""
 
 
-def _generator(seed: int | None, generator: Any) -> Any:
+def torch_generator(seed: int | None, generator: Any = None) -> Any:
+    """``generator`` if given, else a CPU torch generator seeded with ``seed`` (random for None)."""
     import torch
 
     if generator is not None:
@@ -167,7 +168,7 @@ class FlowPosterior(Posterior):
         log_prob: bool = False,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         return self.sample_context(
-            n, self.context(x), generator=_generator(seed, generator), log_prob=log_prob
+            n, self.context(x), generator=torch_generator(seed, generator), log_prob=log_prob
         )
 
     def sample_context(

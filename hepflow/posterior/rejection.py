@@ -70,10 +70,10 @@ class RejectionPosterior(Posterior):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Accepted draws and their density (always: the acceptance rate comes with the draws)."""
         from hepflow.flows.context import index_context
-        from hepflow.posterior.base import _generator
+        from hepflow.posterior.base import torch_generator
 
         ctx = self.base.context(x)
-        gen = _generator(seed, generator)
+        gen = torch_generator(seed, generator)
         rng = np.random.default_rng(seed)
         n_obs = len(next(iter(ctx.values()))) if isinstance(ctx, dict) else len(ctx)
         samples = np.empty((n_obs, n, self.theta_dim))
