@@ -2,8 +2,10 @@
 
 The data path is visible in the package layout::
 
-    NanoAOD --> processors/ --> hepflow.features --> hepflow.flows --> hepflow.training
-            --> hepflow.inference --> hepflow.outputs
+    NanoAOD --> hepflow.<analysis>.processor --> hepflow.<analysis>.features --> hepflow.flows
+            --> hepflow.training --> hepflow.posterior --> hepflow.<analysis>.pipeline --> hepflow.outputs
+
+(``<analysis>``: ``neutrino``, ``cosmic``, ``unfolding``; docs/architecture.md)
 
 The engine is imported lazily so that ``import hepflow`` (and the command line) stays fast::
 

@@ -296,7 +296,7 @@ def check_mcmc_settings(**s: Any) -> None:
 
 @dataclass(frozen=True)
 class CosmicConfig:
-    """The whole analysis configuration (``analyses/auger_sources/config.toml``).
+    """The whole analysis configuration (the shipped ``hepflow/cosmic/config.toml``).
 
     Example:
         >>> cfg = CosmicConfig.from_dict({"prior": {"gamma": [-2, 2]}, "mcmc": {"n_walkers": 24}})

@@ -19,7 +19,7 @@ Both files hold a ``metadata`` string (JSON): what produced the file (parameters
 model, seed, binning). :func:`load_observation` reads either format (or the lg E x Xmax histogram
 written by ``hepflow process cosmic``) back as an :class:`~hepflow.cosmic.Observation`.
 
-The analysis configuration (``analyses/auger_sources/config.toml``) is read into
+The analysis configuration (the shipped ``config.toml``, :mod:`hepflow.cosmic.config`) is read into
 :class:`CosmicConfig` (sections ``[prior]``, ``[proposal]``, ``[model]``, ``[generation]``, ``[mcmc]``, and
 ``[flow]``, ``[training]``, ``[inference]``, ``[comparison]`` of :mod:`hepflow.cosmic.analysis`);
 unknown keys are refused.

@@ -52,7 +52,7 @@ def train(
             feature chunks with truth (``hepflow process cosmic``).
         output_dir: gets ``flow/`` (``config.json`` + ``model.safetensors``), ``history.json``,
             ``loss.png``, ``training.json`` and ``checkpoints/``.
-        config: the analysis config (default: ``analyses/auger_sources/config.toml``);
+        config: the analysis config (default: the shipped config);
             ``[training] max_pseudo_experiments`` caps the number used.
         progress: tqdm bar per epoch.
         resume: continue an interrupted training from ``output_dir/checkpoints``.
