@@ -139,27 +139,18 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
 
 
 def _unfold_ttbar(args: argparse.Namespace) -> int:
-    from hepflow.unfolding.study import UnfoldingConfig, make_report, run_study
+    from hepflow.unfolding.study import UnfoldingConfig, make_report, run_study, study_summary
 
-    config = UnfoldingConfig.from_file(args.config)
     results = run_study(
         args.train,
         args.test,
         args.output,
-        config=config,
+        config=UnfoldingConfig.from_file(args.config),
         run_config=_run_config(args),
         retrain=args.retrain,
         progress=args.progress,
     )
-    report = make_report(args.output)
-    for scenario, per_obs in report["scenarios"].items():
-        for name, table in per_obs.items():
-            chis = ", ".join(
-                f"{m} chi2/ndf {table[m]['chi2']:.1f}/{table[m]['ndf']}" for m in ("ibu", "cinn")
-            )
-            print(f"{scenario:>10} {name:>6}: {chis}")
-    print(f"timings [s]: {results['timings_s']}")
-    print(f"report in {Path(args.output) / 'report'}")
+    print(study_summary(results, make_report(args.output), args.output))
     return 0
 
 
@@ -172,97 +163,50 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _process_neutrino(args: argparse.Namespace) -> int:
-    from hepflow.neutrino.processor import NeutrinoFeatureProcessor, NeutrinoSelection
-    from hepflow.processing import build_fileset, run_processor
+    from hepflow.neutrino import pipeline
 
-    selection = NeutrinoSelection.from_file(args.config) if args.config else NeutrinoSelection()
-    fileset = build_fileset(args.input, dataset=args.dataset)
-    result = run_processor(NeutrinoFeatureProcessor(selection), fileset, args.output, _run_config(args))
-    from hepflow.processing import cutflow_to_dict
-
-    flows = {name: cutflow_to_dict(h) for name, h in result["cutflow_by_dataset"].items()}
-    steps = list(cutflow_to_dict(result["cutflow"]))
-    width = max(map(len, steps), default=0)
-    names = sorted(flows)
-    print("cutflow:" + "".join(f"  {name:>{max(len(name), 10)}}" for name in names))
-    for step in steps:
-        row = "".join(f"  {flows[n].get(step, 0):>{max(len(n), 10)}d}" for n in names)
-        print(f"  {step:<{width}}{row}")
-    print(f"wrote {len(result['chunks'])} chunk(s) to {args.output}")
-    if result["skipped_files"]:
-        print(f"skipped {len(result['skipped_files'])} bad file(s): see {Path(args.output) / 'run.json'}")
+    result = pipeline.process(
+        args.input, args.output, config=args.config, dataset=args.dataset, run_config=_run_config(args)
+    )
+    print(result.summary())
     return 0
 
 
 def _train_neutrino(args: argparse.Namespace) -> int:
-    from hepflow.neutrino.analysis import NeutrinoConfig, train
+    from hepflow.neutrino import pipeline
+    from hepflow.neutrino.config import NeutrinoConfig
 
-    summary = train(
+    summary = pipeline.train(
         args.data,
         args.output,
         config=NeutrinoConfig.from_file(args.config),
         progress=args.progress,
         resume=args.resume,
     )
-    print(
-        f"trained on {summary['events_used']} events "
-        f"(dropped {summary['dropped_missing_truth']} without truth, "
-        f"{summary['dropped_non_finite']} non-finite)"
-    )
-    for name in ("flow", "regression"):
-        info = summary[name]
-        print(
-            f"  {name:<10} {info['epochs']:>4d} epochs  {info['seconds']:8.1f} s  "
-            f"best val loss {info['best_val_loss']:.4f}"
-        )
-    print(f"models in {args.output}")
+    print(pipeline.train_summary(summary, args.output))
     return 0
 
 
 def _infer_neutrino(args: argparse.Namespace) -> int:
-    from hepflow.neutrino.analysis import NeutrinoConfig
-    from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
-    from hepflow.processing import build_fileset, run_processor
+    from hepflow.neutrino import pipeline
 
-    cfg = NeutrinoConfig.from_file(args.config)
-    cached_models(args.model)  # refuse a missing or foreign model before any processing starts
-    proc = NeutrinoInferenceProcessor(
+    result = pipeline.infer(
         args.model,
-        samples=args.samples or cfg.inference.samples,
-        batch_events=cfg.inference.batch_events,
-        seed=cfg.inference.seed,
-        selection=cfg.selection,
+        args.input,
+        args.output,
+        samples=args.samples,
+        config=args.config,
+        dataset=args.dataset,
+        run_config=_run_config(args),
     )
-    result = run_processor(
-        proc, build_fileset(args.input, dataset=args.dataset), args.output, _run_config(args)
-    )
-    rows = sum(info["rows"] for info in result["chunks"].values())
-    print(f"wrote posteriors for {rows} events in {len(result['chunks'])} chunk(s) to {args.output}")
+    print(result.summary())
     return 0
 
 
 def _report_neutrino(args: argparse.Namespace) -> int:
-    from hepflow.neutrino.report import METHODS, make_report
+    from hepflow.neutrino import pipeline
 
-    report = make_report(args.input, args.output)
-    print(f"{report['events']} events; quadratic complex fraction {report['quad_complex_fraction']:.3f}")
-    print(f"{'method':<12} {'pz bias':>9} {'pz IQR width':>13} {'ratio to quad':>14}")
-    quad = report["resolution"]["all"]["quad"]["pz"]["iqr_width"]
-    for m in METHODS:
-        r = report["resolution"]["all"][m]["pz"]
-        print(f"{m:<12} {r['bias']:>9.2f} {r['iqr_width']:>13.2f} {r['iqr_width'] / quad:>14.3f}")
-    cov = report["calibration"]["coverage"]
-    print("coverage 68%: " + ", ".join(f"{k} {v:.3f}" for k, v in cov["0.68"].items()))
-    print("coverage 95%: " + ", ".join(f"{k} {v:.3f}" for k, v in cov["0.95"].items()))
-    roots = report["root_choice"]
-    right, width = roots["correct_root_fraction"], roots["pz_width_ratio_to_quadratic"]
-    print(
-        f"real roots: the root nearer the truth is picked by the quadratic in {right['quad']:.3f}, "
-        f"by the flow in {right['flow']:.3f} of {roots['events_with_real_roots']} events; pz width "
-        f"ratio with the flow's root {width['flow_root']:.3f}, with the right root always "
-        f"{width['oracle_root']:.3f} (the bound for estimates that return a root)"
-    )
-    print(f"report and plots in {args.output}")
+    print(pipeline.report_summary(pipeline.report(args.input, args.output), args.output))
     return 0
 
 

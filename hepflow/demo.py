@@ -141,11 +141,9 @@ def run_demo(
 
 # ------------------------------------------------------------------------------ neutrino
 def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress: bool) -> None:
-    from hepflow.neutrino.analysis import NeutrinoConfig, train
-    from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor
-    from hepflow.neutrino.processor import NeutrinoFeatureProcessor
-    from hepflow.neutrino.report import make_report
-    from hepflow.processing import RunConfig, build_fileset, cutflow_to_dict, run_processor
+    from hepflow.neutrino import pipeline
+    from hepflow.neutrino.config import NeutrinoConfig
+    from hepflow.processing import RunConfig
 
     try:
         from hepflow.generate.ttbar import generate_ttbar
@@ -166,19 +164,18 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
                 _clear_chunks(out / f"features_{name}")
             where.append(f"{path.name} ({n})")
 
+    # one chunk per file; the chunks are named after the dataset "dataset" (reused by a rerun)
     run = RunConfig(chunksize=max(events, 1), formats=("parquet", "root"), progress=progress)
     with report.step("process neutrino") as where:
         for name, (path, _, _) in samples.items():
-            result = run_processor(
-                NeutrinoFeatureProcessor(), build_fileset([path]), out / f"features_{name}", run
-            )
-            flow = cutflow_to_dict(result["cutflow"])
+            result = pipeline.process([path], out / f"features_{name}", dataset="dataset", run_config=run)
+            flow = result.cutflow
             where.append(f"features_{name} ({flow['finite inputs']}/{flow['all']} selected)")
 
     with report.step("train neutrino") as where:
         cfg = NeutrinoConfig.from_file()
         cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **DEMO_TRAINING))
-        summary = train(out / "features_train", out / "models", config=cfg, progress=progress)
+        summary = pipeline.train(out / "features_train", out / "models", config=cfg, progress=progress)
         where.append(f"models ({summary['events_used']} events, flow + regression)")
 
     with report.step("infer neutrino") as where:
@@ -187,12 +184,13 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
         if cms is not None:
             inputs["inference_cms_nanoaodv12"] = cms
         for name, path in inputs.items():
-            proc = NeutrinoInferenceProcessor(out / "models", samples=DEMO_SAMPLES)
-            run_processor(proc, build_fileset([path]), out / name, run)
+            pipeline.infer(
+                out / "models", [path], out / name, samples=DEMO_SAMPLES, dataset="dataset", run_config=run
+            )
             where.append(name)
 
     with report.step("report neutrino") as where:
-        rep = make_report(out / "inference_test", out / "report")
+        rep = pipeline.report(out / "inference_test", out / "report")
         ratio = rep["pz_width_ratio_to_quadratic"]["flow_peak"]
         where.append(f"report (pz width cINN peak / quadratic = {ratio:.2f} on {rep['events']} events)")
 

@@ -141,7 +141,8 @@ def train(
 
     Writes ``output_dir/flow`` and ``output_dir/regression`` (safetensors + JSON config with the
     feature specification), their training histories and loss plots, and ``training.json``,
-    whose content is returned.
+    whose content is returned. ``config=None`` means the :class:`NeutrinoConfig` defaults (sized
+    for a CPU); ``hepflow train neutrino`` passes the shipped config.
     """
     import hepflow
     from hepflow.outputs import write_json

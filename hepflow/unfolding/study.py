@@ -480,3 +480,18 @@ def make_report(
     from hepflow.unfolding.report import make_report as _make_report
 
     return _make_report(study_dir, output_dir)
+
+
+def study_summary(results: dict[str, Any], report: dict[str, Any], study_dir: str | os.PathLike[str]) -> str:
+    """What ``hepflow unfold ttbar`` prints: chi2/ndf of both methods per scenario and
+    observable, the timings and where the report is."""
+    lines = []
+    for scenario, per_obs in report["scenarios"].items():
+        for name, table in per_obs.items():
+            chis = ", ".join(
+                f"{m} chi2/ndf {table[m]['chi2']:.1f}/{table[m]['ndf']}" for m in ("ibu", "cinn")
+            )
+            lines.append(f"{scenario:>10} {name:>6}: {chis}")
+    lines.append(f"timings [s]: {results['timings_s']}")
+    lines.append(f"report in {Path(study_dir) / 'report'}")
+    return "\n".join(lines)
