@@ -114,6 +114,44 @@ def _overlay(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class AnalysisConfig:
+    """Base of the dataclass that holds a whole analysis config (every table of its TOML).
+
+    Subclasses name the analysis whose shipped file ``None`` means (``shipped``); they are frozen
+    dataclasses read strictly by :func:`from_dict`.
+
+    Example:
+        >>> from dataclasses import dataclass, field
+        >>> @dataclass(frozen=True)
+        ... class Generation:
+        ...     n: int = 10
+        >>> @dataclass(frozen=True)
+        ... class Cosmic(AnalysisConfig):
+        ...     shipped = "cosmic"
+        ...     generation: Generation = field(default_factory=Generation)
+        >>> Cosmic.load(Cosmic()).generation.n  # an instance is used as it is
+        10
+        >>> Cosmic.load()  # None: the shipped hepflow/cosmic/config.toml, read strictly
+        Traceback (most recent call last):
+        ...
+        hepflow.errors.ConfigError: .../config.toml: unknown key 'comparison' for Cosmic; known keys: ...
+    """
+
+    #: the analysis whose shipped ``config.toml`` ``None`` stands for (see :func:`shipped_config`)
+    shipped: typing.ClassVar[str]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str] | None = None) -> Any:
+        """Read a TOML file (None: the shipped one); unknown tables and keys are refused, naming the file."""
+        p = shipped_config(cls.shipped) if path is None else Path(path)
+        return from_dict(cls, read_toml(p), where=str(p))
+
+    @classmethod
+    def load(cls, config: Any = None) -> Any:
+        """``config`` itself if it is one, else :meth:`from_file` of it (a path, or None)."""
+        return config if isinstance(config, cls) else cls.from_file(config)
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types.
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from hepflow.config import from_dict, read_toml, shipped_config, to_dict
+from hepflow.config import AnalysisConfig, from_dict, to_dict
 from hepflow.cosmic.model import ForwardModel
 from hepflow.cosmic.observation import Binning, Observation
 from hepflow.cosmic.priors import Prior, Proposal
@@ -295,14 +294,18 @@ def check_mcmc_settings(**s: Any) -> None:
 
 
 @dataclass(frozen=True)
-class CosmicConfig:
+class CosmicConfig(AnalysisConfig):
     """The whole analysis configuration (the shipped ``hepflow/cosmic/config.toml``).
+
+    ``CosmicConfig.from_file(None)`` and :func:`load_config` read the shipped file.
 
     Example:
         >>> cfg = CosmicConfig.from_dict({"prior": {"gamma": [-2, 2]}, "mcmc": {"n_walkers": 24}})
         >>> cfg.prior.gamma, cfg.mcmc.n_walkers, cfg.model.hadronic_model
         ((-2.0, 2.0), 24, 'EPOS-LHC')
     """
+
+    shipped = "cosmic"
 
     prior: PriorConfig = field(default_factory=PriorConfig)
     proposal: ProposalConfig = field(default_factory=ProposalConfig)
@@ -325,11 +328,6 @@ class CosmicConfig:
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> CosmicConfig:
         return from_dict(cls, data, where=where)
 
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> CosmicConfig:
-        """Read a TOML file; unknown sections and keys are refused, naming the file."""
-        return from_dict(cls, read_toml(path), where=str(path))
-
 
 #: The analysis configuration (the name the cosmic modules use for it).
 AugerConfig = CosmicConfig
@@ -337,7 +335,4 @@ AugerConfig = CosmicConfig
 
 def load_config(config: CosmicConfig | str | os.PathLike[str] | None = None) -> CosmicConfig:
     """A :class:`CosmicConfig` from itself, a TOML file (strict), or None: the shipped ``config.toml``."""
-    if isinstance(config, CosmicConfig):
-        return config
-    path = shipped_config("cosmic") if config is None else Path(config)
-    return CosmicConfig.from_file(path)
+    return CosmicConfig.load(config)

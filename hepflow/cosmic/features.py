@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import awkward as ak
@@ -326,8 +327,19 @@ def context_from_features(features: np.ndarray, binning: Binning, summary: str) 
     return {"flat": np.ascontiguousarray(x[:, scalars]), "xmax": np.ascontiguousarray(hist)}
 
 
-def observation_context(obs: Observation, summary: str) -> dict[str, np.ndarray]:
-    """The model context of one observation."""
-    return context_from_features(
-        observation_features(obs.spectrum, obs.xmax, binning=obs.binning), obs.binning, summary
-    )
+#: what :func:`observations_context` takes: one observation, several, or rows of features
+Observations = Observation | Sequence[Observation] | np.ndarray
+
+
+def observations_context(x: Observations, *, binning: Binning, summary: str) -> dict[str, np.ndarray]:
+    """The model context of observations (or of rows of features)."""
+    if isinstance(x, Observation):
+        x = [x]
+    if isinstance(x, np.ndarray):
+        feats = x
+    else:
+        obs = list(x)
+        feats = observation_features(
+            np.stack([o.spectrum for o in obs]), np.stack([o.xmax for o in obs]), binning=binning
+        )
+    return context_from_features(feats, binning, summary)

@@ -20,14 +20,13 @@ Example (a trained model)::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 
 from hepflow.cosmic.config import PARAMETERS, CosmicConfig
-from hepflow.cosmic.features import context_from_features, observation_features
+from hepflow.cosmic.features import Observations, observations_context
 from hepflow.cosmic.network import binning_of, load_checked
 from hepflow.cosmic.observation import Binning, Observation
 from hepflow.posterior import (
@@ -54,21 +53,6 @@ __all__ = [
 
 #: the parameter indices of the five fractions (one simplex)
 FRACTIONS = (2, 3, 4, 5, 6)
-Observations = Observation | Sequence[Observation] | np.ndarray
-
-
-def observations_context(x: Observations, *, binning: Binning, summary: str) -> dict[str, np.ndarray]:
-    """The model context of observations (or of rows of features)."""
-    if isinstance(x, Observation):
-        x = [x]
-    if isinstance(x, np.ndarray):
-        feats = x
-    else:
-        obs = list(x)
-        feats = observation_features(
-            np.stack([o.spectrum for o in obs]), np.stack([o.xmax for o in obs]), binning=binning
-        )
-    return context_from_features(feats, binning, summary)
 
 
 def model_prior(metadata: dict[str, Any]) -> Any:
