@@ -60,6 +60,18 @@ def cutflow_from_dict(counts: Mapping[str, int]) -> hist.Hist:
     return h
 
 
+def source_file(events: Any) -> str:
+    """The file a chunk of coffea events was read from (for error messages), or ``"input"``.
+
+    Example:
+        >>> class Chunk:
+        ...     metadata = {"filename": "nano.root", "entrystart": 0}
+        >>> source_file(Chunk()), source_file(object())
+        ('nano.root', 'input')
+    """
+    return str(getattr(events, "metadata", {}).get("filename", "input"))
+
+
 #: Least wall time in seconds between two garbage collections of :class:`ChunkWriter` (see
 #: :func:`collect_previous_chunks`).
 GC_INTERVAL_S = 1.0

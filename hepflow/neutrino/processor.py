@@ -21,7 +21,7 @@ from coffea import processor
 from hepflow.errors import InputError
 from hepflow.neutrino.features import NEUTRINO_PDGIDS, build_columns, finite_events, finite_rows
 from hepflow.neutrino.selection import NeutrinoSelection
-from hepflow.processing import new_cutflow
+from hepflow.processing import new_cutflow, source_file
 
 __all__ = [
     "CUTFLOW_STEPS",
@@ -182,13 +182,13 @@ def _met_collection(events: Any, choice: str) -> str:
     if choice != "auto":
         if choice not in fields:
             raise InputError(
-                f"{_filename(events)}: no {choice}_pt/{choice}_phi branches (selection.met={choice!r})"
+                f"{source_file(events)}: no {choice}_pt/{choice}_phi branches (selection.met={choice!r})"
             )
         return choice
     for name in ("MET", "PFMET"):  # NanoAOD <= v14 stores PF MET as MET, v15 as PFMET
         if name in fields:
             return name
-    raise InputError(f"{_filename(events)}: neither MET_pt/MET_phi nor PFMET_pt/PFMET_phi branches found")
+    raise InputError(f"{source_file(events)}: neither MET_pt/MET_phi nor PFMET_pt/PFMET_phi branches found")
 
 
 def _finite_inputs(events: Any, met_name: str, btag_branch: str) -> np.ndarray:
@@ -208,8 +208,4 @@ def _require_branches(events: Any, needed: dict[str, tuple[str, ...]]) -> None:
         have = set(events[collection].fields)
         missing += [f"{collection}_{n}" for n in names if n not in have]
     if missing:
-        raise InputError(f"{_filename(events)}: missing branches {', '.join(missing)}")
-
-
-def _filename(events: Any) -> str:
-    return str(getattr(events, "metadata", {}).get("filename", "input"))
+        raise InputError(f"{source_file(events)}: missing branches {', '.join(missing)}")

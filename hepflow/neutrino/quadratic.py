@@ -324,6 +324,32 @@ def _lepton_inputs(lep_e: Any, lep_mass: Any) -> tuple[Any, str]:
     return (lep_e, "e") if lep_e is not None else (lep_mass, "mass")
 
 
+def _solve(
+    kernel: Kernel,
+    lep_px: Any,
+    lep_py: Any,
+    lep_pz: Any,
+    met_px: Any,
+    met_py: Any,
+    *,
+    lep_e: Any,
+    lep_mass: Any,
+    m_w: float,
+) -> dict[str, Any]:
+    """The checked inputs of a W-mass-constraint solver through ``kernel``, vectorized."""
+    mw = _check_m_w(m_w)
+    em, given = _lepton_inputs(lep_e, lep_mass)
+    arrays = {
+        "lep_px": lep_px,
+        "lep_py": lep_py,
+        "lep_pz": lep_pz,
+        "lep_e_or_mass": em,
+        "met_px": met_px,
+        "met_py": met_py,
+    }
+    return _vectorize(kernel, arrays, m_w=mw, given=given)
+
+
 def solve_neutrino_pz(
     lep_px: Any,
     lep_py: Any,
@@ -353,20 +379,8 @@ def solve_neutrino_pz(
         >>> round(float(sol.pz), 9), round(float(sol.pz_alt), 9), bool(sol.is_complex)
         (-20.0, 140.0, False)
     """
-    mw = _check_m_w(m_w)
-    em, given = _lepton_inputs(lep_e, lep_mass)
-    out = _vectorize(
-        _solve_kernel,
-        {
-            "lep_px": lep_px,
-            "lep_py": lep_py,
-            "lep_pz": lep_pz,
-            "lep_e_or_mass": em,
-            "met_px": met_px,
-            "met_py": met_py,
-        },
-        m_w=mw,
-        given=given,
+    out = _solve(
+        _solve_kernel, lep_px, lep_py, lep_pz, met_px, met_py, lep_e=lep_e, lep_mass=lep_mass, m_w=m_w
     )
     return NeutrinoPzSolution(**out)
 
@@ -402,20 +416,8 @@ def solve_neutrino_pz_rescaled_met(
         >>> float(sol.pz), float(sol.met_px), round(float(sol.scale), 6)
         (30.0, -40.0, 0.666667)
     """
-    mw = _check_m_w(m_w)
-    em, given = _lepton_inputs(lep_e, lep_mass)
-    out = _vectorize(
-        _rescaled_kernel,
-        {
-            "lep_px": lep_px,
-            "lep_py": lep_py,
-            "lep_pz": lep_pz,
-            "lep_e_or_mass": em,
-            "met_px": met_px,
-            "met_py": met_py,
-        },
-        m_w=mw,
-        given=given,
+    out = _solve(
+        _rescaled_kernel, lep_px, lep_py, lep_pz, met_px, met_py, lep_e=lep_e, lep_mass=lep_mass, m_w=m_w
     )
     return RescaledMETSolution(**out)
 

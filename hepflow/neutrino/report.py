@@ -21,12 +21,12 @@ import awkward as ak
 import matplotlib as mpl
 import mplhep
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hepflow.errors import InputError
+from hepflow.neutrino.quadratic import M_W, lepton_mass, reconstruct_w_mass
 from hepflow.outputs import read_parquet_dir, write_json
-from hepflow.outputs.atomic import atomic_write
+from hepflow.plotting import save_figure
 
 COMPONENTS = ("px", "py", "pz", "eta")
 METHODS = ("flow_mode", "flow_peak", "flow_median", "quad", "ff")
@@ -37,7 +37,6 @@ LABELS = {
     "quad": "quadratic",
     "ff": "regression",
 }
-M_W = 80.379
 
 
 def _eta(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
@@ -192,18 +191,9 @@ def make_report(
 
 
 def _w_mass(cols: ak.Array, e: dict[str, np.ndarray]) -> np.ndarray:
-    from hepflow.neutrino.quadratic import lepton_mass, reconstruct_w_mass
-
     lep = [ak.to_numpy(cols[f"lep_{c}"]).astype(np.float64) for c in ("px", "py", "pz", "e")]
     m = lepton_mass(ak.to_numpy(cols.lep_flavor))
     return np.asarray(reconstruct_w_mass(*lep, e["px"], e["py"], e["pz"], lep_mass=m), np.float64)
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
 
 
 def _plot_residuals(true: dict[str, np.ndarray], est: dict[str, Any], out: Path) -> list[Path]:
@@ -221,7 +211,7 @@ def _plot_residuals(true: dict[str, np.ndarray], est: dict[str, Any], out: Path)
             ax.set_ylabel("events")
             ax.legend(fontsize="small")
             mplhep.label.exp_text("hepflow", "Simulation", ax=ax, loc=0)
-            paths.append(_save(fig, out / f"residual_{c}.png"))
+            paths.append(save_figure(fig, out / f"residual_{c}.png", dpi=110))
     return paths
 
 
@@ -241,7 +231,7 @@ def _plot_w_mass(mw: dict[str, np.ndarray], out: Path) -> Path:
         ax.set_ylabel("events")
         ax.legend(fontsize="small")
         mplhep.label.exp_text("hepflow", "Simulation", ax=ax, loc=0)
-        return _save(fig, out / "w_mass.png")
+        return save_figure(fig, out / "w_mass.png", dpi=110)
 
 
 def _plot_displays(cols: ak.Array, true: dict[str, np.ndarray], out: Path, n: int) -> list[Path]:
@@ -271,5 +261,5 @@ def _plot_displays(cols: ak.Array, true: dict[str, np.ndarray], out: Path, n: in
         for ax in axes[len(chosen) :]:
             ax.set_visible(False)
         fig.tight_layout()
-        paths.append(_save(fig, out / "posterior_displays.png"))
+        paths.append(save_figure(fig, out / "posterior_displays.png", dpi=110))
     return paths

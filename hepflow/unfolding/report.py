@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from hepflow.errors import InputError
 from hepflow.outputs import write_json
 from hepflow.outputs.atomic import atomic_write
+from hepflow.plotting import save_figure
 from hepflow.unfolding.observables import OBSERVABLES
 from hepflow.unfolding.result import Unfolded, chi2, compare
 
@@ -101,8 +102,7 @@ def _figure(name: str, scenario: str, res: dict[str, Any], path: Path) -> None:
         rax.set_xlabel(OBSERVABLES[name])
         rax.set_ylim(0.5, 1.5)
         rax.set_xlim(edges[0], edges[-1])
-        with atomic_write(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+        save_figure(fig, path, dpi=90, bbox_inches="tight")
 
 
 def _table(res: dict[str, Any]) -> dict[str, Any]:

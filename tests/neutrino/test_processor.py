@@ -15,11 +15,11 @@ from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 from hepflow.errors import ConfigError, InputError
 from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, context_arrays, truth_array
 from hepflow.neutrino.processor import CUTFLOW_STEPS, NeutrinoFeatureProcessor, NeutrinoSelection
+from hepflow.neutrino.quadratic import M_W
 from hepflow.outputs import read_parquet_dir
 from hepflow.processing import RunConfig, build_fileset, cutflow_to_dict, run_processor
 from tests.conftest import write_nanoaod_subset
 
-M_W = 80.379
 README_COLUMNS = [
     "met_px",
     "met_py",
