@@ -26,7 +26,8 @@ Uncertainties (standard deviations per bin, all after the efficiency correction)
 
 The total covariance is the bootstrap and simulation covariances plus the posterior and
 ensemble variances on the diagonal. Training goes through :func:`hepflow.fit`
-(:func:`train_ensemble`); sampling through the engine's ``sample``.
+(:func:`train_ensemble`); sampling through :class:`hepflow.posterior.FlowPosterior`
+(:func:`sample_ensemble`).
 """
 
 from __future__ import annotations
@@ -103,7 +104,6 @@ def train_ensemble(
     return models, summaries
 
 
-@torch.no_grad()
 def sample_ensemble(
     models: Sequence[Any],
     context: Mapping[str, np.ndarray],
@@ -112,21 +112,31 @@ def sample_ensemble(
     batch_events: int = 4096,
     seed: int = 0,
 ) -> np.ndarray:
-    """Posterior samples of every member for every event: shape (members, n, samples, dim)."""
+    """Posterior samples of every member for every event: shape (members, n, samples, dim), float32.
+
+    ``models`` are the members' flows (or their :class:`~hepflow.posterior.FlowPosterior`); each
+    member draws through :meth:`~hepflow.posterior.FlowPosterior.sample_context` in batches of
+    ``batch_events`` events from its own torch generator, seeded ``seed + m`` for member ``m``.
+    """
+    from hepflow.posterior import FlowPosterior
+
     if samples < 2:
         raise ConfigError(f"cinn.samples must be >= 2, got {samples}")
     n = len(next(iter(context.values())))
     out = []
     for m, model in enumerate(models):
-        device = next(model.parameters()).device
+        posterior = model if isinstance(model, FlowPosterior) else FlowPosterior(model)
+        device = next(posterior.model.parameters()).device
         gen = torch.Generator(device="cpu").manual_seed(seed + m)
         parts = []
         for start in range(0, n, batch_events):
             batch = {
                 k: torch.as_tensor(v[start : start + batch_events], device=device) for k, v in context.items()
             }
-            parts.append(model.sample(samples, batch, generator=gen).float().cpu().numpy())
-        out.append(np.concatenate(parts) if parts else np.zeros((0, samples, model.theta_dim), np.float32))
+            theta, _ = posterior.sample_context(samples, batch, generator=gen)
+            parts.append(theta.astype(np.float32))  # the flow's float32 draws, exactly
+        empty = np.zeros((0, samples, posterior.theta_dim), np.float32)
+        out.append(np.concatenate(parts) if parts else empty)
     return np.stack(out)
 
 

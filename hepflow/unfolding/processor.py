@@ -36,7 +36,8 @@ from coffea import processor
 
 from hepflow.config import load
 from hepflow.errors import InputError
-from hepflow.neutrino.processor import NeutrinoFeatureProcessor, NeutrinoSelection
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor
+from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.unfolding.observables import OBSERVABLES, detector_level, particle_level
 
 #: Cutflow steps added after the neutrino processor's detector-level steps.

@@ -34,10 +34,10 @@ import numpy as np
 from hepflow.config import from_dict, read_toml, shipped_config, to_dict
 from hepflow.errors import ConfigError, InputError
 from hepflow.flows.config import FlowArchitecture
-from hepflow.neutrino import analysis as neutrino
-from hepflow.neutrino.analysis import SummaryConfig
+from hepflow.neutrino.config import SummaryConfig
 from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, context_arrays
-from hepflow.neutrino.processor import NeutrinoSelection
+from hepflow.neutrino.model import build_flow as build_neutrino_flow
+from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.training.config import FitConfig
 from hepflow.unfolding.binning import check_edges, histogram
 from hepflow.unfolding.observables import OBSERVABLES
@@ -228,7 +228,7 @@ def reweight(sample: Sample, cfg: ReweightConfig) -> np.ndarray:
 def build_flow(cfg: UnfoldingConfig, *, seed: int | None = None) -> Any:
     """The cINN for p(log top pT, log m_ttbar | detector-level event): the neutrino analysis's
     flow and summary network (flat features + attention over the jets) with these targets."""
-    return neutrino.build_flow(cfg.flow, cfg.summary, theta_dim=len(OBSERVABLES), seed=seed)
+    return build_neutrino_flow(cfg.flow, cfg.summary, theta_dim=len(OBSERVABLES), seed=seed)
 
 
 def to_theta(gen: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
@@ -259,6 +259,7 @@ def train_or_load(
     """The ensemble: loaded from ``model_dir`` when it was trained with the same settings on as
     many events, else trained (and saved) there."""
     import hepflow
+    from hepflow.flows.serialization import read_config
     from hepflow.outputs import write_json
     from hepflow.unfolding.cinn import train_ensemble
 
@@ -272,9 +273,10 @@ def train_or_load(
     meta = _model_metadata(cfg, len(rows))
     paths = [model_dir / f"member_{m}" for m in range(cfg.cinn.ensemble)]
     if not retrain and all((p / "config.json").is_file() for p in paths):
-        models = [hepflow.load_model(p) for p in paths]
-        if all((getattr(m, "metadata", {}) or {}).get("study") == meta for m in models):
+        # the saved settings are compared before any weights are read
+        if all((read_config(p).get("metadata", {}) or {}).get("study") == meta for p in paths):
             log.info("using the trained ensemble in %s", model_dir)
+            models = [hepflow.load_model(p) for p in paths]
             return models, json.loads((model_dir / "training.json").read_text())
         log.info("the models in %s were trained with other settings: retraining", model_dir)
     context = {k: v[both] for k, v in context_arrays(train.features).items()}
