@@ -5,7 +5,7 @@ Usage::
     python benchmarks/infer_neutrino.py --model models/neutrino --features data/features_test \
         [--samples 256] [--events 2000] [--device cpu|cuda]
 
-Times :func:`hepflow.neutrino.analysis.inference_columns` (K posterior samples with their
+Times :func:`hepflow.neutrino.inference.inference_columns` (K posterior samples with their
 log-density for the mode, summaries, quadratic solution and regression) on processed features,
 and the flow's sampling alone, on the requested device.
 """
@@ -17,8 +17,9 @@ import time
 
 import torch
 
-from hepflow.neutrino.analysis import inference_columns, load_models
 from hepflow.neutrino.features import context_arrays
+from hepflow.neutrino.inference import inference_columns
+from hepflow.neutrino.model import load_models
 from hepflow.outputs import read_parquet_dir
 
 
@@ -34,7 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     flow, regression = load_models(args.model)
-    flow, regression = flow.to(args.device), regression.to(args.device)
+    flow.model.to(args.device)  # the posterior's flow
+    regression = regression.to(args.device)
     cols = read_parquet_dir(args.features)[: args.events]
     n, k = len(cols), args.samples
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, {n} events, {k} samples/event")
@@ -52,7 +54,7 @@ def main() -> None:
     for label, lp in (("flow samples only", False), ("flow samples + log-density", True)):
         with torch.no_grad():
             t0 = time.perf_counter()
-            flow.sample(k, ctx, return_log_prob=lp)
+            flow.model.sample(k, ctx, return_log_prob=lp)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0

@@ -11,8 +11,10 @@ import uproot
 
 from hepflow.config import from_dict
 from hepflow.errors import ConfigError, ModelError
-from hepflow.neutrino.analysis import NeutrinoConfig, load_models, train
+from hepflow.neutrino.config import NeutrinoConfig
 from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor
+from hepflow.neutrino.model import load_models
+from hepflow.neutrino.pipeline import train
 from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.neutrino.report import make_report
 from hepflow.outputs import read_parquet_dir

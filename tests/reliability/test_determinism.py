@@ -82,9 +82,10 @@ def test_analysis_models_depend_on_the_seed_only():
     whatever the global generator did before."""
     from hepflow.cosmic.config import load_config
     from hepflow.cosmic.network import build_flow
-    from hepflow.neutrino import analysis as neutrino
+    from hepflow.neutrino import model as neutrino
+    from hepflow.neutrino.config import NeutrinoConfig
 
-    nu = neutrino.NeutrinoConfig.from_file()
+    nu = NeutrinoConfig.from_file()
     co = load_config(None)
     builders = {
         "neutrino flow": lambda seed: neutrino.build_flow(nu.flow, nu.summary, seed=seed),
