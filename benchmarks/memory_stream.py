@@ -139,7 +139,7 @@ def child(stage: str, inputs: list[str], chunksize: int, samples: int, model: st
     if stage == "features":
         inner: Any = NeutrinoFeatureProcessor()
     else:
-        from hepflow.neutrino.analysis import NeutrinoConfig
+        from hepflow.neutrino.config import NeutrinoConfig
         from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
 
         cached_models(model)  # load once, outside the timing of the first chunk

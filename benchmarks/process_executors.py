@@ -64,7 +64,7 @@ def main() -> None:
     import torch
     import uproot
 
-    from hepflow.neutrino.analysis import NeutrinoConfig
+    from hepflow.neutrino.config import NeutrinoConfig
     from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
     from hepflow.neutrino.processor import NeutrinoFeatureProcessor
     from hepflow.processing import RunConfig, build_fileset, run_processor

@@ -331,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     cosmic.add_argument("--seed", type=int, default=None)
     cosmic.add_argument("--output", type=Path, required=True, help="output ROOT file")
     cosmic.add_argument(
-        "--config", type=Path, default=None, help="analysis config (default: analyses/auger_sources)"
+        "--config",
+        type=Path,
+        default=None,
+        help="analysis config (default: the shipped one)",
     )
     cosmic.add_argument("--batch-size", type=_positive_int, default=None)
     cosmic.add_argument("--overwrite", action="store_true")
@@ -364,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     tnu.add_argument("--data", type=Path, required=True, help="directory of processed feature chunks")
     tnu.add_argument("--output", type=Path, required=True, help="model directory")
     tnu.add_argument(
-        "--config", type=Path, default=None, help="analysis config (default: analyses/ttbar_neutrino)"
+        "--config",
+        type=Path,
+        default=None,
+        help="analysis config (default: the shipped one)",
     )
     tnu.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     tnu.add_argument("--no-progress", dest="progress", action="store_false")
@@ -373,7 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     tco.add_argument("--data", type=Path, required=True, help="PseudoExperiments file or feature directory")
     tco.add_argument("--output", type=Path, required=True, help="model directory")
     tco.add_argument(
-        "--config", type=Path, default=None, help="analysis config (default: analyses/auger_sources)"
+        "--config",
+        type=Path,
+        default=None,
+        help="analysis config (default: the shipped one)",
     )
     tco.add_argument("--resume", action="store_true")
     tco.add_argument(
@@ -500,7 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unf.add_argument("--output", type=Path, required=True)
     unf.add_argument(
-        "--config", type=Path, default=None, help="default: analyses/ttbar_unfolding/config.toml"
+        "--config",
+        type=Path,
+        default=None,
+        help="analysis config (default: the shipped one)",
     )
     unf.add_argument(
         "--retrain", action="store_true", help="train the cINN ensemble even if trained models exist"

@@ -2,7 +2,7 @@
 
 Each step is a library call that the command line also exposes.
 
-**Neutrino** (``analyses/ttbar_neutrino``; needs the ``[generate]`` extra):
+**Neutrino** (``hepflow.neutrino``, README ``analyses/ttbar_neutrino``; needs the ``[generate]`` extra):
 
 1. generate a small semileptonic ttbar training sample and a held-out test sample with Pythia 8
    and the fast CMS-like detector, written as NanoAOD (``hepflow generate ttbar``);
@@ -12,7 +12,7 @@ Each step is a library call that the command line also exposes.
    shipped with the tests (``hepflow infer neutrino``);
 5. write the comparison report with its plots (``hepflow report neutrino``).
 
-**Cosmic rays** (``analyses/auger_sources``; needs the ``[cosmic]`` extra), into ``cosmic/``:
+**Cosmic rays** (``hepflow.cosmic``; needs the ``[cosmic]`` extra), into ``cosmic/``:
 
 6. generate pseudo-experiments of the forward model with parameters from the prior
    (``hepflow generate cosmic``);

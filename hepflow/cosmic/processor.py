@@ -50,7 +50,7 @@ from hepflow.cosmic.generate import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOW
 from hepflow.errors import ConfigError, InputError, OutputError
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
 from hepflow.outputs.columnar import write_parquet
-from hepflow.processing import RunConfig, build_fileset, execute, new_cutflow, run_processor
+from hepflow.processing import RunConfig, build_fileset, execute, new_cutflow, run_processor, source_file
 
 __all__ = [
     "CosmicProcessingResult",
@@ -88,8 +88,8 @@ class ShowerHistogramProcessor(processor.ProcessorABC):
         return {
             "histogram": h,
             "by_dataset": {str(meta.get("dataset", "dataset")): h.copy()},
-            "showers": {_filename(events): int(good.sum())},
-            "excluded_showers": {_filename(events): int((~good).sum())},
+            "showers": {source_file(events): int(good.sum())},
+            "excluded_showers": {source_file(events): int((~good).sum())},
         }
 
     def postprocess(self, accumulator: Any) -> Any:
@@ -117,7 +117,7 @@ class PseudoExperimentFeatureProcessor(processor.ProcessorABC):
         xmax = ak.to_numpy(events.xmax)
         if spectrum.shape[1:] != (n_e,) or xmax.shape[1:] not in ((n_m, n_x), (n_m * n_x,)):
             raise InputError(
-                f"{_filename(events)}: spectrum/xmax have shapes {spectrum.shape[1:]}/{xmax.shape[1:]}, "
+                f"{source_file(events)}: spectrum/xmax have shapes {spectrum.shape[1:]}/{xmax.shape[1:]}, "
                 f"the binning needs ({n_e},)/({n_m}, {n_x}): was it generated with another lg_e_min?"
             )
         truth = np.stack([ak.to_numpy(events[name]).astype(float) for name in PARAMETER_NAMES], axis=1)
@@ -307,8 +307,4 @@ def _skipped(fileset: dict[str, Any], done: set[str]) -> list[str]:
 def _require(events: Any, names: Sequence[str]) -> None:
     missing = [n for n in names if n not in events.fields]
     if missing:
-        raise InputError(f"{_filename(events)}: missing branches {', '.join(missing)}")
-
-
-def _filename(events: Any) -> str:
-    return str(getattr(events, "metadata", {}).get("filename", "input"))
+        raise InputError(f"{source_file(events)}: missing branches {', '.join(missing)}")

@@ -30,7 +30,6 @@ from typing import Any
 import matplotlib as mpl
 import mplhep
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hepflow.cosmic.compare import marginal_metrics
@@ -39,7 +38,7 @@ from hepflow.cosmic.data import parameter_columns
 from hepflow.cosmic.posterior import importance_reweight, load_posterior
 from hepflow.errors import InputError
 from hepflow.outputs import write_json
-from hepflow.outputs.atomic import atomic_write
+from hepflow.plotting import save_figure
 
 __all__ = ["COMBINED_FIT", "LABELS", "corner_plot", "make_report"]
 
@@ -193,14 +192,7 @@ def corner_plot(
         if title:
             fig.suptitle(title, fontsize=14)
         fig.subplots_adjust(wspace=0.06, hspace=0.06)
-        return _save(fig, Path(path))
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    return path
+        return save_figure(fig, path, dpi=90)
 
 
 def _plot_comparison(comparison: Mapping[str, Any], path: Path) -> Path | None:
@@ -232,7 +224,7 @@ def _plot_comparison(comparison: Mapping[str, Any], path: Path) -> Path | None:
             f"cINN vs MCMC on {len(rows)} held-out mocks (dots: mocks, bars: median)", fontsize=14
         )
         axes[0].legend(fontsize=11)
-        return _save(fig, path)
+        return save_figure(fig, path, dpi=90)
 
 
 # --------------------------------------------------------------------------- report

@@ -1,11 +1,11 @@
-"""The neutrino analysis's settings: ``analyses/ttbar_neutrino/config.toml`` as typed dataclasses.
+"""The neutrino analysis's settings: the shipped ``config.toml`` as typed dataclasses.
 
 One dataclass per table (:class:`~hepflow.neutrino.selection.NeutrinoSelection` for
 ``[selection]``, kept in its own module so that the processors need no torch; :class:`GenerationConfig`,
 :class:`SummaryConfig`, :class:`FlowConfig`, :class:`RegressionConfig`, :class:`TrainingConfig`,
 :class:`InferenceConfig`) and :class:`NeutrinoConfig` for the whole file. Reading is strict:
 unknown keys and wrong types are refused with a message that names them. ``config=None``
-everywhere means the config shipped with hepflow (:data:`DEFAULT_CONFIG`).
+everywhere means the config shipped with hepflow (``hepflow config show neutrino`` prints it).
 
 Example:
     >>> cfg = NeutrinoConfig.from_file()  # the shipped config
@@ -17,17 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from hepflow.config import from_dict, read_toml, shipped_config
+from hepflow.config import AnalysisConfig
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.training.config import FitConfig
 
 __all__ = [
-    "DEFAULT_CONFIG",
     "FlowConfig",
     "GenerationConfig",
     "InferenceConfig",
@@ -37,9 +34,6 @@ __all__ = [
     "SummaryConfig",
     "TrainingConfig",
 ]
-
-#: the config file shipped with hepflow (``hepflow config show neutrino`` prints it)
-DEFAULT_CONFIG: Path = shipped_config("neutrino")
 
 
 @dataclass(frozen=True)
@@ -102,8 +96,10 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
-class NeutrinoConfig:
-    """The whole ``analyses/ttbar_neutrino/config.toml``."""
+class NeutrinoConfig(AnalysisConfig):
+    """The whole neutrino config (the shipped ``hepflow/neutrino/config.toml``)."""
+
+    shipped = "neutrino"
 
     selection: NeutrinoSelection = field(default_factory=NeutrinoSelection)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -112,9 +108,3 @@ class NeutrinoConfig:
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str] | None = None) -> NeutrinoConfig:
-        """Read a config file (default: the shipped one, :data:`DEFAULT_CONFIG`); strict."""
-        path = DEFAULT_CONFIG if path is None else Path(path)
-        return from_dict(cls, read_toml(path), where=str(path))

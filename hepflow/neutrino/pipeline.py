@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hepflow.config import to_dict
+from hepflow.config import shipped_config, to_dict
 from hepflow.errors import InputError
 from hepflow.neutrino.config import NeutrinoConfig
 from hepflow.neutrino.data import load_training_data
@@ -60,10 +60,6 @@ def _run_config(run_config: Any) -> Any:
 
 def _files(inputs: Source | Sequence[Source]) -> list[Source]:
     return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
-
-
-def _config(config: NeutrinoConfig | Source | None) -> NeutrinoConfig:
-    return config if isinstance(config, NeutrinoConfig) else NeutrinoConfig.from_file(config)
 
 
 @dataclass
@@ -105,7 +101,7 @@ def process(
         inputs: NanoAOD files, or one coffea fileset JSON.
         output: the output directory.
         config: the selection, an analysis config, or a TOML file whose ``[selection]`` is read
-            (default: the :class:`~hepflow.neutrino.selection.NeutrinoSelection` defaults).
+            (default: the shipped config's ``[selection]``).
         dataset: the dataset name of a plain file list.
         run_config: a :class:`hepflow.processing.RunConfig` (default: no progress bar).
     """
@@ -117,7 +113,7 @@ def process(
     elif isinstance(config, NeutrinoSelection):
         selection = config
     else:
-        selection = NeutrinoSelection.from_file(config) if config else NeutrinoSelection()
+        selection = NeutrinoSelection.from_file(shipped_config("neutrino") if config is None else config)
     fileset = build_fileset(_files(inputs), dataset=dataset)
     result = run_processor(NeutrinoFeatureProcessor(selection), fileset, output, _run_config(run_config))
     return ProcessResult(
@@ -147,7 +143,7 @@ def train(
     import hepflow
     from hepflow.outputs import write_json
 
-    cfg = config or NeutrinoConfig()
+    cfg = NeutrinoConfig.load(config)
     tc = cfg.training
     data = load_training_data(data_dir, max_events=tc.max_events)
     if len(data.theta) < 100:
@@ -234,7 +230,7 @@ def infer(
     from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
     from hepflow.processing import build_fileset, run_processor
 
-    cfg = _config(config)
+    cfg = NeutrinoConfig.load(config)
     cached_models(model_dir)  # refuse a missing or foreign model before any processing starts
     proc = NeutrinoInferenceProcessor(
         model_dir,

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import awkward as ak
 import numpy as np
 
-from hepflow.config import from_dict, read_toml, shipped_config, to_dict
+from hepflow.config import AnalysisConfig, to_dict
 from hepflow.errors import ConfigError, InputError
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.config import SummaryConfig
@@ -46,7 +46,6 @@ from hepflow.unfolding.processor import ParticleSelection
 log = logging.getLogger(__name__)
 
 ANALYSIS = "ttbar_unfolding"
-DEFAULT_CONFIG = shipped_config("unfolding")
 SCENARIOS = ("nominal", "reweighted")
 FEATURE_SPEC = {"flat": list(FLAT_FEATURES), "jets": list(JET_FEATURES), "targets": list(OBSERVABLES)}
 
@@ -132,8 +131,10 @@ class ReweightConfig:
 
 
 @dataclass(frozen=True)
-class UnfoldingConfig:
-    """The whole ``analyses/ttbar_unfolding/config.toml``."""
+class UnfoldingConfig(AnalysisConfig):
+    """The whole unfolding config (the shipped ``hepflow/unfolding/config.toml``)."""
+
+    shipped = "unfolding"
 
     selection: NeutrinoSelection = field(default_factory=NeutrinoSelection)
     particle: ParticleSelection = field(default_factory=ParticleSelection)
@@ -144,12 +145,6 @@ class UnfoldingConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     cinn: CINNConfig = field(default_factory=CINNConfig)
     reweighting: ReweightConfig = field(default_factory=ReweightConfig)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str] | None = None) -> UnfoldingConfig:
-        """Read a config file (default: the one in ``analyses/ttbar_unfolding``); strict."""
-        path = DEFAULT_CONFIG if path is None else Path(path)
-        return from_dict(cls, read_toml(path), where=str(path))
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -315,7 +310,7 @@ def process(
     from hepflow.processing import RunConfig, build_fileset, run_processor
     from hepflow.unfolding.processor import UnfoldingProcessor
 
-    cfg = config or UnfoldingConfig()
+    cfg = UnfoldingConfig.load(config)
     return run_processor(
         UnfoldingProcessor(cfg.selection, cfg.particle),
         build_fileset(list(files), dataset=dataset),
@@ -397,7 +392,7 @@ def run_study(
     from hepflow.unfolding.cinn import sample_ensemble
     from hepflow.unfolding.response import build_response, fake_rate
 
-    cfg = config or UnfoldingConfig()
+    cfg = UnfoldingConfig.load(config)
     out = Path(output_dir)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

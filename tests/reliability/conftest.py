@@ -57,7 +57,8 @@ def v12_branches(nano_v12: Path) -> dict[str, ak.Array]:
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, nano_v12: Path) -> Path:
     """Flow and regression trained for one epoch on the v12 sample (twice: 104 events)."""
     from hepflow.config import from_dict
-    from hepflow.neutrino.analysis import NeutrinoConfig, train
+    from hepflow.neutrino.config import NeutrinoConfig
+    from hepflow.neutrino.pipeline import train
     from hepflow.neutrino.processor import NeutrinoFeatureProcessor
     from hepflow.processing import RunConfig, build_fileset, run_processor
 

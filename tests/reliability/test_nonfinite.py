@@ -20,7 +20,7 @@ import uproot
 import hepflow
 from hepflow.cosmic import PARAMETER_NAMES, Binning
 from hepflow.errors import InputError
-from hepflow.neutrino.analysis import load_training_data
+from hepflow.neutrino.data import load_training_data
 from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor
 from hepflow.neutrino.processor import NeutrinoFeatureProcessor, NeutrinoSelection
 from hepflow.outputs import read_parquet_dir, write_parquet
@@ -139,7 +139,7 @@ def test_training_data_drops_non_finite_rows(clean, tmp_path, caplog):
     cols = ak.with_field(cols, set_value(cols.nu_eta_true, 2, -np.inf), "nu_eta_true")
     cols = ak.with_field(cols, set_value(cols.lep_loge, 3, np.nan), "lep_loge")
     write_parquet(cols, tmp_path / "features" / "a.parquet")
-    with caplog.at_level(logging.WARNING, logger="hepflow.neutrino.analysis"):
+    with caplog.at_level(logging.WARNING, logger="hepflow.neutrino.data"):
         data = load_training_data(tmp_path / "features")
     assert data.n_read == len(clean)
     assert data.n_non_finite == 4
