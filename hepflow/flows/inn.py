@@ -314,10 +314,22 @@ class ConditionalINN(nn.Module):
         """Same as :meth:`log_prob`."""
         return self.log_prob(theta, context)
 
-    def training_loss(self, theta: Tensor, context: Context | None = None) -> Tensor:
-        """Mean negative log-likelihood of a batch (what :func:`hepflow.fit` minimises)."""
+    def training_loss(
+        self, theta: Tensor, context: Context | None = None, weights: Tensor | None = None
+    ) -> Tensor:
+        """Mean negative log-likelihood of a batch (what :func:`hepflow.fit` minimises).
+
+        With per-event ``weights`` ``(batch,)`` the result is ``mean_i(w_i * nll_i)``: the weights
+        are taken relative to 1 (:func:`hepflow.fit` passes them divided by the mean weight of
+        the training set), which makes it an unbiased estimate of the weighted mean NLL that does
+        not divide by the batch's own, possibly non-positive, weight sum. Weights may be
+        negative. Without weights the plain mean is returned.
+        """
         ctx = None if context is None else (context if isinstance(context, Mapping) else {"context": context})
-        return -self._log_prob(theta, ctx).mean()
+        if weights is None:
+            return -self._log_prob(theta, ctx).mean()
+        nll = -self._log_prob(theta, ctx)
+        return (weights.to(nll.dtype) * nll).mean()
 
     def transform_noise(
         self, noise: Tensor, context: Any = None, *, return_log_prob: bool = False

@@ -108,11 +108,19 @@ class Regressor(nn.Module):
     def _predict_std(self, ctx: Mapping[str, Tensor]) -> Tensor:
         return self.head(self.context_encoder(ctx))
 
-    def training_loss(self, theta: Tensor, context: Context) -> Tensor:
-        """Mean squared error in standardised units (averaged over events and parameters)."""
+    def training_loss(self, theta: Tensor, context: Context, weights: Tensor | None = None) -> Tensor:
+        """Mean squared error in standardised units (averaged over events and parameters).
+
+        With per-event ``weights`` ``(batch,)``: ``mean_i(w_i * mse_i)``, ``mse_i`` the event's
+        squared error averaged over the parameters; the weights are taken relative to 1 (see
+        :meth:`hepflow.ConditionalINN.training_loss`) and may be negative.
+        """
         ctx = context if isinstance(context, Mapping) else {"context": context}
         u, _ = self.support(theta)
-        return torch.mean((self._predict_std(ctx).float() - self.theta_scaler(u)) ** 2)
+        if weights is None:
+            return torch.mean((self._predict_std(ctx).float() - self.theta_scaler(u)) ** 2)
+        mse = ((self._predict_std(ctx).float() - self.theta_scaler(u)) ** 2).mean(1)
+        return (weights.to(mse.dtype) * mse).mean()
 
     @torch.no_grad()
     def predict(self, context: Any) -> Tensor:

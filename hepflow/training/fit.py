@@ -7,11 +7,15 @@ gradient-norm clipping, early stopping on the validation loss with the best weig
 optional mixed precision (the flows keep their log-det math in fp32) and optional
 ``torch.compile``. With ``checkpoint_dir`` it writes a checkpoint after every epoch and
 ``resume=True`` continues an interrupted run exactly where it stopped.
+
+Per-event weights (generator weights, negative ones included) travel with the events through
+the split, the shuffling and the batches; see :func:`fit` for the normalisation of the loss.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import sys
@@ -95,6 +99,51 @@ def _convert(model: nn.Module, theta: Any, context: Any) -> tuple[Tensor, Any]:
     return t, c
 
 
+def _check_weights(weights: Any, n: int) -> Tensor:
+    """Per-event weights as a float64 CPU tensor ``(n,)``; refuse what cannot weight a loss."""
+    try:
+        w = as_tensor(weights).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise InputError(f"weights must be a numeric array of shape ({n},): {err}") from err
+    if w.dtype == torch.bool or w.dtype.is_complex:
+        raise InputError(f"weights must be real numbers, got dtype {w.dtype}")
+    w = w.to(torch.float64)
+    if w.dim() != 1:
+        raise InputError(f"weights must have shape ({n},), got {tuple(w.shape)}")
+    if w.shape[0] != n:
+        raise InputError(f"weights has {w.shape[0]} entries but theta has {n} events")
+    bad = ~torch.isfinite(w)
+    if bool(bad.any()):
+        raise InputError(
+            f"weights has NaN or inf in {int(bad.sum())} event(s), e.g. row {int(bad.nonzero()[0, 0])}"
+        )
+    if n and not bool((w != 0).any()):
+        raise InputError("weights are all zero")
+    total = float(w.sum())
+    if not total > 0:
+        raise InputError(f"weights sum to {total:.6g}; the total weight must be positive")
+    return w
+
+
+def _unit_mean(w: Tensor, what: str) -> Tensor:
+    """``w`` divided by its mean (float32): a weighted mean of ``x`` is then ``mean(w * x)``."""
+    total = float(w.sum())
+    if not total > 0:
+        raise InputError(
+            f"the weights of the {what} events sum to {total:.6g}; the total weight must be positive "
+            f"(too many negative weights in the split: use more events or another seed)"
+        )
+    return (w * (w.shape[0] / total)).to(torch.float32)
+
+
+def _accepts_weights(model: nn.Module) -> bool:
+    try:
+        params = inspect.signature(model.training_loss).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+    return "weights" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def _check_finite(name: str, x: Tensor) -> None:
     if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
         bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1)
@@ -159,6 +208,7 @@ def fit(
     theta: Any,
     context: Any = None,
     *,
+    weights: Any = None,
     epochs: int = 50,
     batch_size: int = 256,
     lr: float = 1e-3,
@@ -167,7 +217,7 @@ def fit(
     warmup: float = 0.05,
     clip_grad: float | None = 10.0,
     validation_split: float = 0.1,
-    validation: tuple[Any, Any] | None = None,
+    validation: tuple[Any, ...] | None = None,
     patience: int | None = 10,
     restore_best: bool = True,
     device: str | torch.device = "auto",
@@ -192,13 +242,36 @@ def fit(
         context: observations ``(n, ...)``: a tensor/array, a dict of them, or None.
 
     Keyword arguments:
+        weights: per-event weights ``(n,)`` (tensor or array; e.g. NanoAOD ``genWeight``), or
+            None for unweighted training. The loss then estimates the weighted mean
+            ``sum_i w_i loss_i / sum_i w_i`` of the per-event loss (NLL for a flow, squared error
+            for a :class:`~hepflow.flows.regression.Regressor`); the model's
+            ``training_loss(theta, context, weights)`` must accept them. Negative weights (NLO
+            generators) are allowed; the weights must be finite, not all zero, and sum to a
+            positive total (:class:`~hepflow.errors.InputError` otherwise), and so must the
+            weights of the training and of the validation split. Normalisation: the weights are
+            divided by the mean weight of the training split (of the validation set for the
+            validation loss), once, before training, and a batch's loss is
+            ``mean_batch(w_i loss_i)``, i.e. ``sum_batch(w_i loss_i) / (batch_size * mean w)``.
+            Every batch is thus an unbiased estimate of the weighted mean over the training set,
+            and its gradient an unbiased estimate of the full weighted gradient, whatever the
+            batch's own weights: dividing by the batch's own weight sum instead would be biased
+            and unstable (that sum can be tiny or negative with negative weights). The
+            epoch's ``train_loss`` is exactly the weighted mean over the training set, and
+            ``val_loss`` over the validation set. Note that a flow trained with negative
+            weights needs a weighted distribution that is non-negative everywhere, as any
+            density estimate does. The standardisation and ActNorm initialisation
+            (``prepare``) use the unweighted training events; with ``weights=None`` training
+            is exactly as without the option.
         epochs, batch_size, lr, weight_decay: the usual; AdamW.
         schedule: ``"cosine"`` (linear warmup, cosine decay to 1% of ``lr``), ``"onecycle"``
             (:class:`torch.optim.lr_scheduler.OneCycleLR`) or ``"constant"`` (after warmup).
         warmup: fraction of the steps used for the warmup.
         clip_grad: maximum global gradient norm (None: no clipping).
         validation_split: fraction of the events held out (random, reproducible with ``seed``).
-        validation: an explicit ``(theta_val, context_val)`` instead of the split.
+        validation: an explicit ``(theta_val, context_val)`` or, weighted,
+            ``(theta_val, context_val, weights_val)`` instead of the split (without weights
+            the validation loss is unweighted).
         patience: stop after this many epochs without a better validation loss (None: never);
             with ``restore_best`` the best weights are put back at the end.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:1"``...
@@ -222,6 +295,13 @@ def fit(
         >>> history = hepflow.fit(model, theta, context, epochs=2, progress=False)
         >>> len(history.train_loss)
         2
+
+        Weighted, with some negative weights:
+
+        >>> w = torch.where(torch.rand(512) < 0.1, -1.0, 1.0)
+        >>> history = hepflow.fit(model, theta, context, weights=w, epochs=1, progress=False)
+        >>> len(history.train_loss)
+        1
     """
     if not hasattr(model, "training_loss"):
         raise ConfigError(
@@ -237,12 +317,23 @@ def fit(
         raise ConfigError(f"validation_split must be in [0, 1), got {validation_split}")
     if resume and checkpoint_dir is None:
         raise ConfigError("resume=True needs checkpoint_dir")
+    if validation is not None and len(validation) not in (2, 3):
+        raise ConfigError(
+            f"validation must be (theta, context) or (theta, context, weights), got {len(validation)} items"
+        )
+    weighted = weights is not None or (validation is not None and len(validation) == 3)
+    if weighted and not _accepts_weights(model):
+        raise ConfigError(
+            f"weights need a model whose training_loss accepts weights=, {type(model).__name__}'s does not"
+        )
     dev = resolve_device(device)
     amp_dtype = _resolve_precision(precision, dev)
     model.to(dev)
 
     theta_t, ctx = _convert(model, theta, context)
     n = theta_t.shape[0]
+    w = None if weights is None else _check_weights(weights, n)
+    w_info = None if w is None else {"sum": float(w.sum()), "sum2": float((w * w).sum())}
 
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     ckpt = load_checkpoint(ckpt_path, map_location=dev) if resume and ckpt_path.is_file() else None
@@ -251,6 +342,15 @@ def fit(
             raise ConfigError(f"seed={seed} differs from the checkpoint's seed {ckpt['fit']['seed']}")
         if ckpt["fit"]["n"] != n:
             raise ModelError(f"checkpoint {ckpt_path} was written for {ckpt['fit']['n']} events, got {n}")
+        saved = ckpt["fit"].get("weights")
+        if (saved is None) != (w_info is None) or (
+            saved is not None
+            and not all(math.isclose(saved[k], w_info[k], rel_tol=1e-9) for k in ("sum", "sum2"))
+        ):
+            raise ModelError(
+                f"checkpoint {ckpt_path} was written "
+                f"{'without weights' if saved is None else 'with other weights'} than these"
+            )
         seed = int(ckpt["fit"]["seed"])
     elif seed is None:
         seed = int(torch.randint(2**62, ()).item())
@@ -266,6 +366,8 @@ def fit(
             model,
             theta_t,
             ctx,
+            w,
+            w_info,
             n,
             gen,
             seed,
@@ -297,6 +399,8 @@ def _fit(
     model: nn.Module,
     theta_t: Tensor,
     ctx: Any,
+    w: Tensor | None,
+    w_info: dict[str, float] | None,
     n: int,
     gen: torch.Generator,
     seed: int,
@@ -312,7 +416,7 @@ def _fit(
     schedule: str,
     warmup: float,
     clip_grad: float | None,
-    validation: tuple[Any, Any] | None,
+    validation: tuple[Any, ...] | None,
     validation_split: float,
     patience: int | None,
     restore_best: bool,
@@ -322,9 +426,12 @@ def _fit(
     callback: Callable[[History], bool | None] | None,
 ) -> History:
     # train / validation split
+    va_w = None
     if validation is not None:
-        tr_theta, tr_ctx = theta_t, ctx
-        va_theta, va_ctx = _convert(model, *validation)
+        tr_theta, tr_ctx, tr_w = theta_t, ctx, w
+        va_theta, va_ctx = _convert(model, *validation[:2])
+        if len(validation) == 3:
+            va_w = _check_weights(validation[2], va_theta.shape[0])
     else:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed ^ 0x5EED))
         n_val = round(validation_split * n)
@@ -334,9 +441,16 @@ def _fit(
         tr_theta, tr_ctx = theta_t[tr_idx], None if ctx is None else index_context(ctx, tr_idx)
         va_theta = theta_t[va_idx] if n_val else None
         va_ctx = None if ctx is None or not n_val else index_context(ctx, va_idx)
+        tr_w = None if w is None else w[tr_idx]
+        va_w = None if w is None or not n_val else w[va_idx]
     n_train = tr_theta.shape[0]
     if n_train == 0:
         raise InputError("no training events")
+    # weights relative to the mean weight of their set: see fit's docstring
+    if tr_w is not None:
+        tr_w = _unit_mean(tr_w, "training").to(dev)
+    if va_w is not None:
+        va_w = _unit_mean(va_w, "validation").to(dev)
 
     if ckpt is None and hasattr(model, "prepare"):
         model.prepare(tr_theta.to(dev), _to(tr_ctx, dev))
@@ -382,7 +496,7 @@ def _fit(
         best_epoch, bad_epochs, best_state = best["epoch"], int(best["bad_epochs"]), best.get("state")
         log.info("resuming from %s after epoch %d", ckpt_path, start_epoch)
 
-    loss_fn: Callable[[Tensor, Any], Tensor] = model.training_loss
+    loss_fn: Callable[..., Tensor] = model.training_loss
     if compile:
         loss_fn = torch.compile(model.training_loss)
 
@@ -408,7 +522,7 @@ def _fit(
                 tb = tr_theta[idx]
                 cb = None if tr_ctx is None else index_context(tr_ctx, idx)
                 with autocast():
-                    loss = loss_fn(tb, cb)
+                    loss = loss_fn(tb, cb) if tr_w is None else loss_fn(tb, cb, weights=tr_w[idx])
                 scaler.scale(loss).backward()
                 if clip_grad is not None:
                     scaler.unscale_(opt)
@@ -429,7 +543,7 @@ def _fit(
                 )
             val_loss = None
             if va_theta is not None:
-                val_loss = _evaluate(model, va_theta, va_ctx, 4 * batch_size, autocast)
+                val_loss = _evaluate(model, va_theta, va_ctx, va_w, 4 * batch_size, autocast)
                 if val_loss < best_loss:
                     best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0
                     if restore_best:
@@ -465,7 +579,13 @@ def _fit(
                             "bad_epochs": bad_epochs,
                             "state": best_state,
                         },
-                        "fit": {"seed": seed, "n": n, "epochs": epochs, "batch_size": batch_size},
+                        "fit": {
+                            "seed": seed,
+                            "n": n,
+                            "epochs": epochs,
+                            "batch_size": batch_size,
+                            "weights": w_info,
+                        },
                     },
                 )
             if bar is not None:
@@ -496,13 +616,21 @@ def _fit(
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, theta: Tensor, ctx: Any, batch: int, autocast: Callable[[], Any]) -> float:
+def _evaluate(
+    model: nn.Module, theta: Tensor, ctx: Any, w: Tensor | None, batch: int, autocast: Callable[[], Any]
+) -> float:
+    """Mean loss over a set (weighted by ``w``, of mean 1, when given), in batches."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=theta.device)
     n = theta.shape[0]
     for i in range(0, n, batch):
         sl = slice(i, i + batch)
         with autocast():
-            loss = model.training_loss(theta[sl], None if ctx is None else index_context(ctx, sl))
+            c = None if ctx is None else index_context(ctx, sl)
+            loss = (
+                model.training_loss(theta[sl], c)
+                if w is None
+                else model.training_loss(theta[sl], c, weights=w[sl])
+            )
         total += loss.double() * theta[sl].shape[0]
     return float(total) / n
