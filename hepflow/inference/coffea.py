@@ -2,50 +2,152 @@
 
 Export the sampler of a trained model once (:func:`hepflow.inference.export.export_torchscript`),
 then, in your processor, build a :class:`PosteriorSampler` from the TorchScript file and call it
-on awkward arrays of the context tensors; it returns an ``(n, K, theta_dim)`` array of posterior
-samples. The model is loaded lazily on each worker (``torch_wrapper`` keeps it out of the pickled
-processor), on the GPU when one is available.
+on the context arrays of a chunk together with the chunk's identity; it returns an
+``(n, samples, theta_dim)`` array of posterior samples. The model is loaded lazily on each worker
+(``torch_wrapper`` keeps it out of the pickled processor), on the GPU when one is available.
 
 Example (in a processor's ``process``)::
 
-    from hepflow.neutrino.features import context_arrays
     from hepflow.inference.coffea import PosteriorSampler
+    from hepflow.neutrino.contract import neutrino_context
 
-    sampler = PosteriorSampler("sampler.pt", samples=256, latent_dim=3, seed=1)
-    ctx = context_arrays(columns)                      # flat, jets, mask
-    nu = sampler(*(ak.Array(ctx[k]) for k in ("flat", "jets", "mask")))   # (n, 256, 3)
+    sampler = PosteriorSampler("sampler.pt", samples=256, latent_dim=3, theta_dim=3, seed=1)
+    ctx = neutrino_context(met_pt=..., met_phi=..., lepton=..., jets=..., jet_btag=...)
+    nu = sampler(ctx["flat"], ctx["jets"], ctx["mask"], chunk=events.metadata)  # (n, 256, 3)
+
+The noise of a call is drawn from a generator seeded by :func:`chunk_seed` (``seed`` and the
+chunk's file, ``entrystart`` and ``entrystop``): two chunks get independent noise, the same chunk
+processed twice (a rerun, a retried task) gets the same samples. Without ``chunk`` the noise
+depends on ``seed`` and the number of events only, which is fine for a single array but makes
+equally long chunks share their noise.
 
 For ONNX serving (e.g. a Triton inference server), :func:`~hepflow.inference.export.export_onnx`
 writes the same sampler with inputs named after the context keys plus ``noise``; feed standard
-normal noise of shape ``(n, K, latent_dim)``.
+normal noise of shape ``(n, samples, latent_dim)``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
-import awkward as ak
 import numpy as np
 from coffea.ml_tools.torch_wrapper import torch_wrapper
+
+from hepflow.errors import InputError, ModelError
+
+__all__ = ["PosteriorSampler", "chunk_seed"]
+
+#: Keys of ``events.metadata`` that identify a chunk: the file (``fileuuid``, or ``filename`` when
+#: the uuid is absent or empty) and the entry range.
+CHUNK_KEYS: tuple[str, ...] = ("fileuuid", "filename", "entrystart", "entrystop")
+
+
+def chunk_seed(seed: int, chunk: Mapping[str, Any]) -> int:
+    """A stable 128-bit seed for the noise of one chunk: a SHA-256 of ``seed`` and its identity.
+
+    ``chunk`` is coffea's ``events.metadata`` (or any mapping with the same keys): the file is
+    identified by ``fileuuid`` when it is present and not empty (the same file read through
+    another redirector keeps its uuid), else by ``filename``; the entry range by ``entrystart``
+    and ``entrystop``. ``dataset``, ``treename`` and other keys are ignored. Unlike Python's
+    ``hash()`` the result is the same in every process and on every machine.
+
+    Example:
+        >>> meta = {"dataset": "tt", "filename": "a.root", "entrystart": 0, "entrystop": 100}
+        >>> chunk_seed(1, meta) == chunk_seed(1, dict(meta, dataset="other"))
+        True
+        >>> chunk_seed(1, meta) == chunk_seed(1, dict(meta, entrystart=100, entrystop=200))
+        False
+        >>> chunk_seed(1, {"filename": "a.root"})
+        Traceback (most recent call last):
+        ...
+        hepflow.errors.InputError: chunk identity has no 'entrystart': pass events.metadata
+    """
+    if not isinstance(chunk, Mapping):
+        raise InputError(f"chunk must be a mapping such as events.metadata, got {type(chunk).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise InputError(f"seed must be an integer, got {seed!r}")
+    uuid = chunk.get("fileuuid")
+    file_id = ("fileuuid", str(uuid)) if uuid else ("filename", chunk.get("filename"))
+    if not file_id[1]:
+        raise InputError("chunk identity has neither 'fileuuid' nor 'filename': pass events.metadata")
+    bounds = []
+    for key in ("entrystart", "entrystop"):
+        value = chunk.get(key)
+        if value is None:
+            raise InputError(f"chunk identity has no {key!r}: pass events.metadata")
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise InputError(f"chunk identity: {key} must be a non-negative integer, got {value!r}")
+        bounds.append(int(value))
+    if bounds[0] > bounds[1]:
+        raise InputError(f"chunk identity: entrystart {bounds[0]} > entrystop {bounds[1]}")
+    text = json.dumps(["hepflow.PosteriorSampler", int(seed), *file_id, *bounds])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "little")
 
 
 class PosteriorSampler(torch_wrapper):
     """``torch_wrapper`` around an exported hepflow sampler: context arrays in, samples out.
 
+    Call it as ``sampler(*context, chunk=events.metadata)`` with the context arrays in the order
+    of the exported ``forward`` (for the neutrino model ``flat, jets, mask``; awkward or numpy
+    arrays, one row per event). It returns ``(n, samples, theta_dim)`` float32 samples (an
+    awkward array for awkward inputs, numpy for numpy inputs); zero events give a
+    ``(0, samples, theta_dim)`` array without running the model.
+
     Arguments:
         torch_jit: TorchScript file written by ``export_torchscript``.
-        samples: posterior samples per event (K).
-        latent_dim: the model's latent dimension (``model.latent_dim``).
-        seed: seed of the standard-normal noise; the noise of a call depends on the seed and the
-            number of events only, so results are reproducible chunk by chunk.
+        samples: posterior samples per event.
+        latent_dim: the model's latent (noise) dimension, ``model.latent_dim`` (``theta_dim``
+            minus one per simplex constraint).
+        theta_dim: the model's parameter dimension, ``model.theta_dim`` (the last axis of the
+            samples).
+        seed: seed of the standard-normal noise. With ``chunk`` the noise generator is seeded by
+            :func:`chunk_seed` (``seed`` and the chunk's file and entry range), so chunks get
+            independent noise and a rerun of a chunk gives the same samples; without ``chunk``
+            by ``seed`` alone, so the noise depends on the number of events only.
+
+    Example:
+        >>> import tempfile, numpy as np, hepflow
+        >>> from hepflow.inference.export import export_torchscript
+        >>> model = hepflow.ConditionalINN(2, 3, depth=2, width=8)
+        >>> path = export_torchscript(model, tempfile.mkdtemp() + "/sampler.pt")
+        >>> sampler = PosteriorSampler(str(path), samples=5, latent_dim=2, theta_dim=2, seed=1)
+        >>> context = np.zeros((4, 3), np.float32)
+        >>> meta = {"filename": "a.root", "entrystart": 0, "entrystop": 10}
+        >>> sampler(context, chunk=meta).shape
+        (4, 5, 2)
+        >>> bool((sampler(context, chunk=meta) == sampler(context, chunk=meta)).all())
+        True
+        >>> other = dict(meta, entrystart=10, entrystop=20)
+        >>> bool((sampler(context, chunk=meta) == sampler(context, chunk=other)).any())
+        False
     """
 
-    def __init__(self, torch_jit: str, *, samples: int, latent_dim: int, seed: int = 0) -> None:
-        super().__init__(torch_jit, expected_output_shape=(None, samples, latent_dim))
-        self.samples = samples
-        self.latent_dim = latent_dim
-        self.seed = seed
+    def __init__(
+        self, torch_jit: str, *, samples: int, latent_dim: int, theta_dim: int, seed: int = 0
+    ) -> None:
+        for name, value in (("samples", samples), ("latent_dim", latent_dim), ("theta_dim", theta_dim)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise InputError(f"PosteriorSampler: {name} must be a positive integer, got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise InputError(f"PosteriorSampler: seed must be an integer, got {seed!r}")
+        super().__init__(str(torch_jit), expected_output_shape=(None, int(samples), int(theta_dim)))
+        self.samples = int(samples)
+        self.latent_dim = int(latent_dim)
+        self.theta_dim = int(theta_dim)
+        self.seed = int(seed)
+
+    def __call__(self, *context: Any, chunk: Mapping[str, Any] | None = None) -> Any:
+        """Samples for the events of one chunk; ``chunk`` is its ``events.metadata``."""
+        if not context:
+            raise InputError("PosteriorSampler needs the context arrays, got none")
+        noise_seed = self.seed if chunk is None else chunk_seed(self.seed, chunk)
+        # the seed travels as a keyword through torch_wrapper (awkward, dask and numpy paths)
+        # to numpy_call, where the noise is drawn
+        return super().__call__(*context, noise_seed=noise_seed)
 
     def _create_model(self) -> Any:
         with warnings.catch_warnings():
@@ -55,28 +157,39 @@ class PosteriorSampler(torch_wrapper):
             warnings.filterwarnings("ignore", message=".*TorchScript.*")
             return super()._create_model()
 
-    def validate_numpy_input(self, *args: np.ndarray, **kwargs: np.ndarray) -> None:
-        """Every input has one row per event; the noise is ``(n, samples, latent_dim)``."""
-        from hepflow.errors import InputError
+    def prepare_awkward(self, *context: Any, noise_seed: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The context arrays as they are (dtypes are set in :meth:`numpy_call`)."""
+        return context, {"noise_seed": noise_seed}
 
-        if kwargs:
-            raise InputError(
-                f"PosteriorSampler takes positional context arrays, got keywords {sorted(kwargs)}"
-            )
-        *context, noise = args
-        n = len(noise)
-        if noise.shape[1:] != (self.samples, self.latent_dim):
-            raise InputError(
-                f"noise has shape {noise.shape}, expected (n, {self.samples}, {self.latent_dim})"
-            )
+    def validate_numpy_input(self, *context: np.ndarray, noise_seed: int | None = None) -> None:
+        """Every context input has one row per event (dtypes: numbers or booleans)."""
+        n = len(context[0])
         for i, arr in enumerate(context):
             if len(arr) != n:
-                raise InputError(f"context input {i} has {len(arr)} rows, expected {n}")
+                raise InputError(f"context input {i} has {len(arr)} rows, expected {n} (as input 0)")
+            if arr.dtype.kind not in "fiub":
+                raise InputError(f"context input {i} has dtype {arr.dtype}, expected numbers or booleans")
 
-    def prepare_awkward(self, *context: ak.Array) -> tuple[tuple[ak.Array, ...], dict[str, Any]]:
+    def numpy_call(self, *context: np.ndarray, noise_seed: int | None = None) -> np.ndarray:
+        """Draw the chunk's ``(n, samples, latent_dim)`` noise and run the sampler on it."""
         n = len(context[0])
-        rng = np.random.default_rng(self.seed)
+        if n == 0:  # nothing to run (and some torch ops refuse empty batches)
+            return np.zeros((0, self.samples, self.theta_dim), np.float32)
+        rng = np.random.default_rng(self.seed if noise_seed is None else noise_seed)
         noise = rng.standard_normal((n, self.samples, self.latent_dim)).astype(np.float32)
         # numbers as float32 (what the sampler was traced with); boolean masks stay boolean
-        arrays = tuple(c if "bool" in str(c.type) else ak.values_astype(c, np.float32) for c in context)
-        return (*arrays, ak.Array(noise)), {}
+        arrays = [a if a.dtype == bool else np.ascontiguousarray(a, np.float32) for a in context]
+        try:
+            out = super().numpy_call(*arrays, noise)
+        except RuntimeError as err:  # shapes that do not fit the traced sampler
+            raise ModelError(
+                f"{self.torch_jit}: the sampler failed on inputs of shapes "
+                f"{[a.shape for a in arrays]} and noise {noise.shape} (check latent_dim and the "
+                f"order of the context inputs): {err}"
+            ) from err
+        if out.shape != (n, self.samples, self.theta_dim):
+            raise ModelError(
+                f"{self.torch_jit}: the sampler returned shape {out.shape}, expected "
+                f"({n}, {self.samples}, {self.theta_dim}); check theta_dim"
+            )
+        return out

@@ -19,16 +19,19 @@ from hepflow.neutrino.selection import NeutrinoSelection
 SELECTION = NeutrinoSelection.from_file(shipped_config("neutrino"))
 
 
-def _events(path):
+def _events(path, **metadata):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # cross-references of the trimmed sample
         return NanoEventsFactory.from_root(
-            {str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager", metadata={"filename": str(path)}
+            {str(path): "Events"},
+            schemaclass=NanoAODSchema,
+            mode="eager",
+            metadata={"filename": str(path), **metadata},
         ).events()
 
 
-def user_objects(events, sel: NeutrinoSelection) -> dict:
-    """What an analyst's own processor would hold: the selected lepton, jets, b-tag scores, MET."""
+def select_objects(events, sel: NeutrinoSelection) -> tuple:
+    """An analyst's own selection (the shipped one): the events, their lepton and their jets."""
     leptons = select_leptons(events, sel)
     one = ak.num(leptons, axis=1) == 1
     events, lepton = events[one], leptons[one][:, 0]
@@ -42,7 +45,12 @@ def user_objects(events, sel: NeutrinoSelection) -> dict:
     jets = jets[good]  # not sorted here: neutrino_context orders the jets by pT
     nb = ak.sum(jets[sel.btag_branch] > sel.btag_wp, axis=1)
     keep = (ak.num(jets, axis=1) >= sel.min_jets) & (nb >= sel.min_bjets)
-    events, lepton, jets = events[keep], lepton[keep], jets[keep]
+    return events[keep], lepton[keep], jets[keep]
+
+
+def user_objects(events, sel: NeutrinoSelection) -> dict:
+    """The arguments of neutrino_context from the selected objects (b-tag scores + working point)."""
+    events, lepton, jets = select_objects(events, sel)
     return {
         "met_pt": events.MET.pt,
         "met_phi": events.MET.phi,
