@@ -342,15 +342,13 @@ def fit(
             raise ConfigError(f"seed={seed} differs from the checkpoint's seed {ckpt['fit']['seed']}")
         if ckpt["fit"]["n"] != n:
             raise ModelError(f"checkpoint {ckpt_path} was written for {ckpt['fit']['n']} events, got {n}")
-        saved = ckpt["fit"].get("weights")
-        if (saved is None) != (w_info is None) or (
-            saved is not None
-            and not all(math.isclose(saved[k], w_info[k], rel_tol=1e-9) for k in ("sum", "sum2"))
-        ):
-            raise ModelError(
-                f"checkpoint {ckpt_path} was written "
-                f"{'without weights' if saved is None else 'with other weights'} than these"
-            )
+        saved = ckpt["fit"].get("weights")  # sum and sum of squares of the weights, or None
+        if saved is None and w_info is not None:
+            raise ModelError(f"checkpoint {ckpt_path} was written without weights; got weights")
+        if saved is not None and w_info is None:
+            raise ModelError(f"checkpoint {ckpt_path} was written with weights; got none")
+        if saved is not None and not all(math.isclose(saved[k], w_info[k], rel_tol=1e-9) for k in saved):
+            raise ModelError(f"checkpoint {ckpt_path} was written with other weights than these")
         seed = int(ckpt["fit"]["seed"])
     elif seed is None:
         seed = int(torch.randint(2**62, ()).item())
