@@ -3,7 +3,8 @@
 :func:`load_training_data` reads the chunks written by the feature processor
 (:mod:`hepflow.neutrino.processor`) and returns the targets (the truth neutrino px, py, eta) and
 the model context (:func:`hepflow.neutrino.features.context_arrays`), without the events that
-have no truth neutrino or a non-finite input.
+have no truth neutrino or a non-finite input, and the per-event generator weights when the
+chunks carry a ``weight`` column (``genWeight``; None otherwise).
 
 Example:
     >>> import tempfile, awkward as ak, numpy as np
@@ -14,8 +15,8 @@ Example:
     >>> d = tempfile.mkdtemp()
     >>> _ = write_parquet(ak.Array(rows), f"{d}/chunk.parquet")
     >>> data = load_training_data(d)
-    >>> data.theta.shape, data.n_read, data.n_missing_truth
-    ((1, 3), 2, 1)
+    >>> data.theta.shape, data.n_read, data.n_missing_truth, data.weights
+    ((1, 3), 2, 1, None)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+import awkward as ak
 import numpy as np
 
 from hepflow.errors import InputError
@@ -36,22 +38,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingData:
-    """Tensors for training: target (n, 3) and context dict; counts of dropped events."""
+    """Tensors for training: target (n, 3), context dict and per-event weights (n,) or None
+    (the chunks have no ``weight`` column); counts of dropped events."""
 
     theta: np.ndarray
     context: dict[str, np.ndarray]
     n_read: int
     n_missing_truth: int
     n_non_finite: int
+    weights: np.ndarray | None = None
 
 
 def load_training_data(directory: str | os.PathLike[str], *, max_events: int | None = None) -> TrainingData:
     """Read processed feature chunks; drop (count and log) events without truth or with NaN/inf.
 
-    An event is dropped as non-finite when its truth or any conditioning feature (flat
-    features, the ``max_jets`` leading jets) is NaN or infinite; the feature processor already
-    excludes such events, so this guards against files written by other means. Nothing
-    non-finite is returned, so nothing non-finite reaches a training batch.
+    An event is dropped as non-finite when its truth, any conditioning feature (flat
+    features, the ``max_jets`` leading jets) or its ``weight`` is NaN or infinite; the feature
+    processor already excludes such events, so this guards against files written by other
+    means. Nothing non-finite is returned, so nothing non-finite reaches a training batch. The
+    weights (float64) are returned as they are, negative ones included: :func:`hepflow.fit`
+    checks and normalises them.
     """
     from hepflow.outputs import read_parquet_dir
 
@@ -62,14 +68,19 @@ def load_training_data(directory: str | os.PathLike[str], *, max_events: int | N
         columns = columns[:max_events]
     theta = truth_array(columns)
     ctx = context_arrays(columns)
+    weights = None
+    if "weight" in columns.fields:
+        weights = np.asarray(ak.to_numpy(ak.fill_none(columns["weight"], np.nan)), dtype=np.float64)
     missing = np.isnan(theta).any(axis=1)  # None in the table: no W neutrino in the event
     finite = np.isfinite(ctx["flat"]).all(axis=1) & np.isfinite(ctx["jets"]).all(axis=(1, 2))
+    if weights is not None:
+        finite &= np.isfinite(weights)
     finite &= np.isfinite(theta).all(axis=1) | missing
     non_finite = ~finite & ~missing
     keep = ~missing & finite
     if non_finite.any():
         log.warning(
-            "%s: dropped %d of %d events with NaN or inf features or truth",
+            "%s: dropped %d of %d events with NaN or inf features, truth or weight",
             directory,
             int(non_finite.sum()),
             len(columns),
@@ -80,4 +91,5 @@ def load_training_data(directory: str | os.PathLike[str], *, max_events: int | N
         n_read=len(columns),
         n_missing_truth=int(missing.sum()),
         n_non_finite=int(non_finite.sum()),
+        weights=None if weights is None else weights[keep],
     )

@@ -139,6 +139,12 @@ def train(
     feature specification), their training histories and loss plots, and ``training.json``,
     whose content is returned. ``config=None`` means the :class:`NeutrinoConfig` defaults (sized
     for a CPU); ``hepflow train neutrino`` passes the shipped config.
+
+    When the feature chunks carry a ``weight`` column (the generator weight), both models are
+    trained with these per-event weights (:func:`hepflow.fit`'s ``weights``, negative ones
+    included) and ``training.json`` records ``weights``: ``used``, and their ``sum``,
+    ``sum_squares`` and number ``negative``; without the column training is unweighted, as
+    before, and ``weights`` is ``{"used": false}``.
     """
     import hepflow
     from hepflow.outputs import write_json
@@ -154,8 +160,16 @@ def train(
         "events_used": len(data.theta),
         "dropped_missing_truth": data.n_missing_truth,
         "dropped_non_finite": data.n_non_finite,
+        "weights": {"used": False},
         "config": to_dict(cfg),
     }
+    if data.weights is not None:
+        summary["weights"] = {
+            "used": True,
+            "sum": float(data.weights.sum()),
+            "sum_squares": float((data.weights**2).sum()),
+            "negative": int((data.weights < 0).sum()),
+        }
     metadata = {"analysis": ANALYSIS, "features": FEATURE_SPEC, "selection": to_dict(cfg.selection)}
     fit_options = {**tc.fit_options(), "progress": progress, "resume": resume}
     for name, model in (
@@ -167,6 +181,7 @@ def train(
             model,
             data.theta,
             data.context,
+            weights=data.weights,
             checkpoint_dir=out / "checkpoints" / name,
             output_dir=out / f"history_{name}",
             **fit_options,
