@@ -336,7 +336,8 @@ def fit(
     w_info = None if w is None else {"sum": float(w.sum()), "sum2": float((w * w).sum())}
 
     ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
-    ckpt = load_checkpoint(ckpt_path, map_location=dev) if resume and ckpt_path.is_file() else None
+    # read on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu") if resume and ckpt_path.is_file() else None
     if ckpt is not None:
         if seed is not None and seed != ckpt["fit"]["seed"]:
             raise ConfigError(f"seed={seed} differs from the checkpoint's seed {ckpt['fit']['seed']}")
