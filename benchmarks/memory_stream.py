@@ -40,7 +40,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 import uproot
-from coffea import processor
+
+from hepflow.processing import ColumnProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 50_000
@@ -113,7 +114,7 @@ def build_stream_file(source: Path, target: Path, events: int) -> Path:
 
 
 # ------------------------------------------------------------------------- one measured run
-class Probe(processor.ProcessorABC):
+class Probe(ColumnProcessor):
     """Wrap a processor: append the resident memory after each chunk to ``log`` (one line each;
     a file, since coffea may run a copy of the processor)."""
 
@@ -121,14 +122,11 @@ class Probe(processor.ProcessorABC):
         self.inner = inner
         self.log = log
 
-    def process(self, events: Any) -> dict[str, Any]:
-        out = self.inner.process(events)
+    def columns(self, events: Any) -> Any:
+        out = self.inner.columns(events)
         with open(self.log, "a") as fh:
             fh.write(f"{_rss()}\n")
         return out
-
-    def postprocess(self, accumulator: Any) -> Any:
-        return accumulator
 
 
 def child(stage: str, inputs: list[str], chunksize: int, samples: int, model: str, output: str) -> dict:

@@ -52,9 +52,9 @@ def main() -> None:
         mode="eager",
         metadata={"filename": str(inputs[0])},
     ).events()
-    proc.process(events[:100])  # warm-up
+    proc.columns(events[:100])  # warm-up
     t0 = time.perf_counter()
-    proc.process(events)
+    proc.columns(events)
     dt = time.perf_counter() - t0
     print(f"{'processor only (eager, in memory)':<40} {len(events) / dt:>10.0f} events/s")
 

@@ -1,12 +1,16 @@
-"""Run a columnar coffea processor over files with per-chunk, atomic, resumable outputs.
+"""Run hepflow's column processors: in your own coffea workflow, or chunk by chunk to files.
 
-A physics processor (in :mod:`processors`) selects events and builds columns; it returns a dict
-with the event-level ``"columns"`` (a flat awkward record array) and a ``"cutflow"``
-(:class:`hist.Hist` with one string-category axis ``step``). :class:`ChunkWriter` wraps it and
-does the I/O: each chunk's columns go to ``<dataset>__<file>-<hash>__<start>-<stop>.parquet``
-(and ``.root`` when asked), written atomically, then a ``.json`` sidecar with the chunk's cutflow
-that marks the chunk complete. A rerun skips complete chunks and re-reads their cutflow, so a
-killed run can be restarted without duplicated or missing rows.
+A physics processor (:class:`ColumnProcessor`: ``hepflow.neutrino.processor``,
+``hepflow.cosmic.processor``, ...) selects events and builds columns for one chunk
+(:meth:`ColumnProcessor.columns`: a flat awkward record array, the cutflow and, with generator
+weights, the weighted cutflow). Its ``process`` returns them as coffea accumulators per dataset,
+so it runs in any :class:`coffea.processor.Runner` with any executor and chunk size.
+
+:func:`run_processor` (``hepflow process``) wraps it in :class:`ChunkWriter` instead, which does
+the I/O: each chunk's columns go to ``<dataset>__<file>-<hash>__<start>-<stop>.parquet`` (and
+``.root`` when asked), written atomically, then a ``.json`` sidecar with the chunk's cutflows that
+marks the chunk complete. A rerun skips complete chunks and re-reads their cutflows, so a killed
+run can be restarted without duplicated or missing rows.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import awkward as ak
 import hist
+import numpy as np
 from coffea import processor as coffea_processor
 
 from hepflow.errors import ConfigError, HepflowError, InputError, OutputError
@@ -40,9 +46,131 @@ Executor = Literal["iterative", "futures", "dask"]
 OutputFormat = Literal["parquet", "root"]
 
 
-def new_cutflow() -> hist.Hist:
-    """An empty cutflow histogram: a growing string category ``step``, event counts."""
-    return hist.Hist(hist.axis.StrCategory([], growth=True, name="step", label="selection step"))
+def new_cutflow(*, weighted: bool = False) -> hist.Hist:
+    """An empty cutflow histogram: a growing string category ``step``; event counts, or with
+    ``weighted`` the sum of the event weights and of their squares (``hist.storage.Weight``)."""
+    axis = hist.axis.StrCategory([], growth=True, name="step", label="selection step")
+    return hist.Hist(axis, storage=hist.storage.Weight()) if weighted else hist.Hist(axis)
+
+
+class Cutflow:
+    """The events passing each selection step: their number, and the sum of their weights and of
+    the squared weights (generator weights: normalisation and its statistical uncertainty).
+
+    Example:
+        >>> cut = Cutflow()
+        >>> cut.add("all", np.array([1.0, -1.0, 2.0]))
+        >>> cut.add("selected", np.array([2.0]))
+        >>> cutflow_to_dict(cut.counts)
+        {'all': 3, 'selected': 1}
+        >>> weighted_cutflow_to_dict(cut.weighted)["all"]
+        {'sumw': 2.0, 'sumw2': 6.0}
+    """
+
+    def __init__(self) -> None:
+        self.counts = new_cutflow()
+        self.weighted = new_cutflow(weighted=True)
+
+    def add(self, step: str, weights: Any) -> None:
+        """Record ``step`` passed by the events with these ``weights`` (one per event)."""
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        self.counts.fill(step=[step], weight=[w.size])
+        self.weighted.fill(step=np.full(max(w.size, 1), step), weight=w if w.size else [0.0])
+
+
+def weighted_cutflow_to_dict(cutflow: hist.Hist) -> dict[str, dict[str, float]]:
+    """Ordered ``{step: {"sumw", "sumw2"}}`` of a weighted cutflow histogram."""
+    axis = cutflow.axes["step"]
+    view = cutflow.view()
+    return {
+        str(axis.value(i)): {"sumw": float(view.value[i]), "sumw2": float(view.variance[i])}
+        for i in range(len(axis))
+    }
+
+
+def weighted_cutflow_from_dict(sums: Mapping[str, Mapping[str, float]]) -> hist.Hist:
+    """Inverse of :func:`weighted_cutflow_to_dict`."""
+    h = new_cutflow(weighted=True)
+    for step, s in sums.items():
+        h.fill(step=[step], weight=[0.0])
+        h[step] = (s["sumw"], s["sumw2"])
+    return h
+
+
+def event_weights(events: Any) -> np.ndarray:
+    """The generator weight of every event (``genWeight``), or ones for data or when absent."""
+    if "genWeight" in getattr(events, "fields", ()):
+        return np.asarray(ak.to_numpy(events.genWeight), dtype=np.float64)
+    return np.ones(len(events), dtype=np.float64)
+
+
+@dataclass
+class ChunkColumns:
+    """What a column processor builds from one chunk of events.
+
+    Attributes:
+        columns: one row per selected (or, for the unfolding, per input) event; plain awkward
+            arrays without behaviours.
+        cutflow: events per selection step.
+        cutflow_weighted: sum of weights and of squared weights per step (None without weights).
+    """
+
+    columns: Any
+    cutflow: hist.Hist
+    cutflow_weighted: hist.Hist | None = None
+
+
+def plain(columns: Any) -> Any:
+    """A packed copy of ``columns`` without parameters or behaviours: it pickles (futures and dask
+    executors) and merges with the columns of other chunks."""
+    return ak.Array(ak.to_packed(ak.without_parameters(columns)).layout)
+
+
+class ColumnProcessor(coffea_processor.ProcessorABC):
+    """Base of hepflow's coffea processors: stateless, columns in, accumulators out.
+
+    Subclasses implement :meth:`columns` (select and build one chunk's columns). :meth:`process`
+    returns them as coffea accumulators per dataset, ``{dataset: {"columns": [chunk],
+    "cutflow": Hist, "cutflow_weighted": Hist}}``, which every executor merges and pickles;
+    :meth:`postprocess` concatenates each dataset's columns in file and entry order, so a run with
+    many small chunks gives the same rows as one chunk. ``hepflow process`` calls :meth:`columns`
+    through :class:`ChunkWriter` and writes each chunk instead.
+    """
+
+    def columns(self, events: Any) -> ChunkColumns:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def process(self, events: Any) -> dict[str, Any]:
+        meta = getattr(events, "metadata", None) or {}
+        chunk = self.columns(events)
+        key = (str(meta.get("filename", "")), int(meta.get("entrystart") or 0))
+        out: dict[str, Any] = {
+            "columns": [(key, plain(chunk.columns))],  # lists add up (coffea's list_accumulator does not)
+            "cutflow": chunk.cutflow,
+        }
+        if chunk.cutflow_weighted is not None:
+            out["cutflow_weighted"] = chunk.cutflow_weighted
+        return {str(meta.get("dataset", "dataset")): out}
+
+    def postprocess(self, accumulator: Any) -> Any:
+        return concatenate_columns(accumulator)
+
+
+def concatenate_columns(accumulator: Mapping[str, Any]) -> dict[str, Any]:
+    """Per dataset: the chunks' columns concatenated in (file, entry) order, and, with weights,
+    ``sumw`` / ``sumw2``: the sum of the generator weights of all processed events and of their
+    squares (the normalisation of the dataset)."""
+    out: dict[str, Any] = {}
+    for dataset, merged in accumulator.items():
+        acc = dict(merged)
+        parts = [a for _, a in sorted(acc.get("columns", []), key=lambda part: part[0])]
+        acc["columns"] = ak.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else ak.Array([]))
+        weighted = acc.get("cutflow_weighted")
+        if weighted is not None and "all" in weighted.axes["step"]:
+            acc["sumw"] = float(weighted["all"].value)
+            acc["sumw2"] = float(weighted["all"].variance)
+        out[dataset] = acc
+    return out
 
 
 def cutflow_to_dict(cutflow: hist.Hist) -> dict[str, int]:
@@ -102,7 +230,8 @@ class ChunkWriter(coffea_processor.ProcessorABC):
     """Wrap a column-building processor; write each chunk's columns atomically.
 
     Args:
-        inner: the physics processor; its ``process(events)`` returns ``{"columns", "cutflow"}``.
+        inner: the physics processor, a :class:`ColumnProcessor` (its ``columns(events)`` is
+            called for each chunk).
         output_dir: where chunk files go.
         formats: ``("parquet",)``, ``("root",)`` or both.
         overwrite: redo chunks whose outputs already exist.
@@ -127,14 +256,16 @@ class ChunkWriter(coffea_processor.ProcessorABC):
         marker = self.output_dir / f"{cid.stem}.json"
         if marker.exists() and not self.overwrite:
             info = json.loads(marker.read_text())
-            cutflow = cutflow_from_dict(info["cutflow"])
-            return {
-                "cutflow": cutflow,
-                "cutflow_by_dataset": {cid.dataset: cutflow},
-                "chunks": {cid.stem: info},
-            }
-        result = self.inner.process(events)
-        columns = result["columns"]
+            weighted = info.get("cutflow_weighted")
+            return _chunk_summary(
+                cid.dataset,
+                cid.stem,
+                info,
+                cutflow_from_dict(info["cutflow"]),
+                None if weighted is None else weighted_cutflow_from_dict(weighted),
+            )
+        result = self.inner.columns(events)
+        columns = result.columns
         files = []
         for fmt in self.formats:
             path = self.output_dir / f"{cid.stem}.{fmt}"
@@ -147,18 +278,29 @@ class ChunkWriter(coffea_processor.ProcessorABC):
             "entrystop": cid.entrystop,
             "rows": len(columns),
             "files": files,
-            "cutflow": cutflow_to_dict(result["cutflow"]),
+            "cutflow": cutflow_to_dict(result.cutflow),
         }
+        if result.cutflow_weighted is not None:
+            info["cutflow_weighted"] = weighted_cutflow_to_dict(result.cutflow_weighted)
         write_json(marker, info)  # last: marks the chunk complete
-        cutflow = result["cutflow"]
-        return {
-            "cutflow": cutflow,
-            "cutflow_by_dataset": {cid.dataset: cutflow.copy()},
-            "chunks": {cid.stem: info},
-        }
+        return _chunk_summary(cid.dataset, cid.stem, info, result.cutflow, result.cutflow_weighted)
 
     def postprocess(self, accumulator: Any) -> Any:
         return accumulator
+
+
+def _chunk_summary(
+    dataset: str, stem: str, info: dict[str, Any], cutflow: hist.Hist, weighted: hist.Hist | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "cutflow": cutflow,
+        "cutflow_by_dataset": {dataset: cutflow.copy()},
+        "chunks": {stem: info},
+    }
+    if weighted is not None:
+        out["cutflow_weighted"] = weighted
+        out["cutflow_weighted_by_dataset"] = {dataset: weighted.copy()}
+    return out
 
 
 @dataclass
@@ -306,8 +448,11 @@ def run_processor(
     """Run ``processor_instance`` over ``fileset`` with ``config``; write chunks to ``output_dir``.
 
     Returns the accumulated output: ``cutflow`` (hist, all datasets), ``cutflow_by_dataset``,
+    with event weights ``cutflow_weighted`` and ``cutflow_weighted_by_dataset`` (sum of weights
+    and of squared weights per step; the step ``all`` gives each dataset's normalisation),
     ``chunks`` (per-chunk info) and ``skipped_files``. ``cutflow.json`` (``{"total": ...,
-    "by_dataset": ...}``) and ``run.json`` are written atomically into ``output_dir``.
+    "by_dataset": ..., "weighted": {"total": ..., "by_dataset": ...}}``) and ``run.json`` are
+    written atomically into ``output_dir``.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,6 +475,13 @@ def run_processor(
         "skipped_files": skipped,
         "rows": sum(info["rows"] for info in result["chunks"].values()),
     }
+    if "cutflow_weighted" in result:
+        cutflows["weighted"] = {
+            "total": weighted_cutflow_to_dict(result["cutflow_weighted"]),
+            "by_dataset": {
+                name: weighted_cutflow_to_dict(h) for name, h in result["cutflow_weighted_by_dataset"].items()
+            },
+        }
     write_json(out / "cutflow.json", cutflows)
     write_json(out / "run.json", summary)
     result["skipped_files"] = skipped

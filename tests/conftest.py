@@ -12,6 +12,15 @@ import uproot
 
 SAMPLES = Path(__file__).parent / "samples"
 COLLECTIONS = ("Jet", "Electron", "Muon", "GenPart", "MET", "PFMET")
+#: per-event branches the processors read besides the collections
+EVENT_BRANCHES = ("run", "luminosityBlock", "event", "genWeight")
+#: a neutrino config small enough to train in seconds
+TINY_NEUTRINO = {
+    "summary": {"set_width": 16, "set_heads": 2, "flat_embedding": 8, "jet_embedding": 8},
+    "flow": {"depth": 2, "width": 16, "bins": 4},
+    "regression": {"width": 16, "layers": 1},
+    "training": {"epochs": 1, "batch_size": 64, "seed": 3},
+}
 
 
 def load_benchmark(name: str) -> Any:
@@ -50,13 +59,12 @@ def write_nanoaod_subset(
 def read_nanoaod(
     src: Path, *, drop: Sequence[str] = (), entry_stop: int | None = None
 ) -> dict[str, ak.Array]:
-    """The branches of ``src`` that the neutrino processor reads: event ids, flat MET branches and
+    """The branches of ``src`` that the neutrino processor reads: event ids, the generator weight,
+    flat MET branches and
     one record array per collection (``Jet``, ``Electron``, ...), ready for :func:`write_nanoaod`."""
     tree = uproot.open(src)["Events"]
     names = [
-        k
-        for k in tree.keys()
-        if (k in ("run", "luminosityBlock", "event") or k.split("_")[0] in COLLECTIONS) and k not in drop
+        k for k in tree.keys() if (k in EVENT_BRANCHES or k.split("_")[0] in COLLECTIONS) and k not in drop
     ]
     arrays = tree.arrays(names, entry_stop=entry_stop)
     branches: dict[str, ak.Array] = {}
@@ -68,7 +76,7 @@ def read_nanoaod(
             branches.update({f"{coll}_{f}": arrays[f"{coll}_{f}"] for f in fields})
         else:
             branches[coll] = ak.zip({f: arrays[f"{coll}_{f}"] for f in fields})
-    branches.update({k: arrays[k] for k in ("run", "luminosityBlock", "event") if k in arrays.fields})
+    branches.update({k: arrays[k] for k in EVENT_BRANCHES if k in arrays.fields})
     return branches
 
 
@@ -94,3 +102,22 @@ def model(auger: Any) -> Any:
     from hepflow.cosmic import ForwardModel
 
     return ForwardModel(auger)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, nano_v12: Path) -> Path:
+    """Flow and regression trained for one epoch on the v12 sample (twice: 104 events)."""
+    from hepflow.config import from_dict
+    from hepflow.neutrino.config import NeutrinoConfig
+    from hepflow.neutrino.pipeline import train
+    from hepflow.neutrino.processor import NeutrinoFeatureProcessor
+    from hepflow.processing import RunConfig, build_fileset, run_processor
+
+    d = tmp_path_factory.mktemp("tiny_models")
+    copy = d / "copy.root"
+    copy.write_bytes(nano_v12.read_bytes())
+    run_processor(
+        NeutrinoFeatureProcessor(), build_fileset([nano_v12, copy]), d / "features", RunConfig(progress=False)
+    )
+    train(d / "features", d / "models", config=from_dict(NeutrinoConfig, TINY_NEUTRINO), progress=False)
+    return d / "models"

@@ -50,7 +50,17 @@ from hepflow.cosmic.generate import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOW
 from hepflow.errors import ConfigError, InputError, OutputError
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
 from hepflow.outputs.columnar import write_parquet
-from hepflow.processing import RunConfig, build_fileset, execute, new_cutflow, run_processor, source_file
+from hepflow.processing import (
+    ChunkColumns,
+    ColumnProcessor,
+    RunConfig,
+    build_fileset,
+    execute,
+    new_cutflow,
+    plain,
+    run_processor,
+    source_file,
+)
 
 __all__ = [
     "CosmicProcessingResult",
@@ -96,12 +106,13 @@ class ShowerHistogramProcessor(processor.ProcessorABC):
         return accumulator
 
 
-class PseudoExperimentFeatureProcessor(processor.ProcessorABC):
+class PseudoExperimentFeatureProcessor(ColumnProcessor):
     """Turn a ``PseudoExperiments`` tree into truth and feature columns.
 
-    ``process`` returns ``{"columns": ak.Array, "cutflow": hist.Hist}`` (the
-    :class:`hepflow.processing.ChunkWriter` interface): columns ``index``, the 7 parameters and
-    the features of :func:`hepflow.cosmic.features.feature_names`, one row per pseudo-experiment.
+    :meth:`columns` builds one chunk: columns ``index``, the 7 parameters and the features of
+    :func:`hepflow.cosmic.features.feature_names`, one row per pseudo-experiment; in a coffea
+    ``Runner`` the output is per dataset, the chunks concatenated in order
+    (:class:`~hepflow.processing.ColumnProcessor`).
     The cutflow has the steps ``"all"`` and ``"valid inputs"``: pseudo-experiments with a NaN,
     infinite or negative count, or a non-finite parameter, are dropped and counted (the
     difference of the two).
@@ -110,7 +121,7 @@ class PseudoExperimentFeatureProcessor(processor.ProcessorABC):
     def __init__(self, binning: Binning | None = None) -> None:
         self.binning = binning if binning is not None else Binning.auger()
 
-    def process(self, events: Any) -> dict[str, Any]:
+    def columns(self, events: Any) -> ChunkColumns:
         _require(events, (*PARAMETER_NAMES, "spectrum", "xmax"))
         n_e, n_m, n_x = self.binning.shape
         spectrum = ak.to_numpy(events.spectrum)
@@ -129,10 +140,7 @@ class PseudoExperimentFeatureProcessor(processor.ProcessorABC):
         columns = feature_columns(features, truth=truth[valid], binning=self.binning)
         if "index" in events.fields:
             columns = ak.with_field(columns, ak.to_numpy(events.index)[valid].astype(np.int64), "index")
-        return {"columns": columns, "cutflow": cutflow}
-
-    def postprocess(self, accumulator: Any) -> Any:
-        return accumulator
+        return ChunkColumns(plain(columns), cutflow)
 
 
 @dataclass

@@ -15,11 +15,12 @@ Example (in a processor's ``process``)::
     ctx = neutrino_context(met_pt=..., met_phi=..., lepton=..., jets=..., jet_btag=...)
     nu = sampler(ctx["flat"], ctx["jets"], ctx["mask"], chunk=events.metadata)  # (n, 256, 3)
 
-The noise of a call is drawn from a generator seeded by :func:`chunk_seed` (``seed`` and the
-chunk's file, ``entrystart`` and ``entrystop``): two chunks get independent noise, the same chunk
-processed twice (a rerun, a retried task) gets the same samples. Without ``chunk`` the noise
-depends on ``seed`` and the number of events only, which is fine for a single array but makes
-equally long chunks share their noise.
+The noise of a call is drawn from a generator seeded by
+:func:`~hepflow.outputs.chunks.chunk_seed` (``seed`` and the chunk's file, ``entrystart`` and
+``entrystop``): two chunks get independent noise, the same chunk processed twice (a rerun, a
+retried task) gets the same samples. Without ``chunk`` the noise depends on ``seed`` and the
+number of events only, which is fine for a single array but makes equally long chunks share
+their noise.
 
 For ONNX serving (e.g. a Triton inference server), :func:`~hepflow.inference.export.export_onnx`
 writes the same sampler with inputs named after the context keys plus ``noise``; feed standard
@@ -28,8 +29,6 @@ normal noise of shape ``(n, samples, latent_dim)``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -38,54 +37,13 @@ import numpy as np
 from coffea.ml_tools.torch_wrapper import torch_wrapper
 
 from hepflow.errors import InputError, ModelError
+from hepflow.outputs.chunks import chunk_seed
 
-__all__ = ["PosteriorSampler", "chunk_seed"]
+__all__ = ["PosteriorSampler"]
 
 #: Keys of ``events.metadata`` that identify a chunk: the file (``fileuuid``, or ``filename`` when
 #: the uuid is absent or empty) and the entry range.
 CHUNK_KEYS: tuple[str, ...] = ("fileuuid", "filename", "entrystart", "entrystop")
-
-
-def chunk_seed(seed: int, chunk: Mapping[str, Any]) -> int:
-    """A stable 128-bit seed for the noise of one chunk: a SHA-256 of ``seed`` and its identity.
-
-    ``chunk`` is coffea's ``events.metadata`` (or any mapping with the same keys): the file is
-    identified by ``fileuuid`` when it is present and not empty (the same file read through
-    another redirector keeps its uuid), else by ``filename``; the entry range by ``entrystart``
-    and ``entrystop``. ``dataset``, ``treename`` and other keys are ignored. Unlike Python's
-    ``hash()`` the result is the same in every process and on every machine.
-
-    Example:
-        >>> meta = {"dataset": "tt", "filename": "a.root", "entrystart": 0, "entrystop": 100}
-        >>> chunk_seed(1, meta) == chunk_seed(1, dict(meta, dataset="other"))
-        True
-        >>> chunk_seed(1, meta) == chunk_seed(1, dict(meta, entrystart=100, entrystop=200))
-        False
-        >>> chunk_seed(1, {"filename": "a.root"})
-        Traceback (most recent call last):
-        ...
-        hepflow.errors.InputError: chunk identity has no 'entrystart': pass events.metadata
-    """
-    if not isinstance(chunk, Mapping):
-        raise InputError(f"chunk must be a mapping such as events.metadata, got {type(chunk).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise InputError(f"seed must be an integer, got {seed!r}")
-    uuid = chunk.get("fileuuid")
-    file_id = ("fileuuid", str(uuid)) if uuid else ("filename", chunk.get("filename"))
-    if not file_id[1]:
-        raise InputError("chunk identity has neither 'fileuuid' nor 'filename': pass events.metadata")
-    bounds = []
-    for key in ("entrystart", "entrystop"):
-        value = chunk.get(key)
-        if value is None:
-            raise InputError(f"chunk identity has no {key!r}: pass events.metadata")
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise InputError(f"chunk identity: {key} must be a non-negative integer, got {value!r}")
-        bounds.append(int(value))
-    if bounds[0] > bounds[1]:
-        raise InputError(f"chunk identity: entrystart {bounds[0]} > entrystop {bounds[1]}")
-    text = json.dumps(["hepflow.PosteriorSampler", int(seed), *file_id, *bounds])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "little")
 
 
 class PosteriorSampler(torch_wrapper):
@@ -105,9 +63,10 @@ class PosteriorSampler(torch_wrapper):
         theta_dim: the model's parameter dimension, ``model.theta_dim`` (the last axis of the
             samples).
         seed: seed of the standard-normal noise. With ``chunk`` the noise generator is seeded by
-            :func:`chunk_seed` (``seed`` and the chunk's file and entry range), so chunks get
-            independent noise and a rerun of a chunk gives the same samples; without ``chunk``
-            by ``seed`` alone, so the noise depends on the number of events only.
+            :func:`~hepflow.outputs.chunks.chunk_seed` (``seed`` and the chunk's file and entry
+            range), so chunks get independent noise and a rerun of a chunk gives the same
+            samples; without ``chunk`` by ``seed`` alone, so the noise depends on the number of
+            events only.
 
     Example:
         >>> import tempfile, numpy as np, hepflow

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import awkward as ak
-from coffea import processor
 
 from hepflow.errors import ConfigError
 from hepflow.neutrino.inference import inference_columns
 from hepflow.neutrino.model import load_models
 from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.neutrino.selection import NeutrinoSelection
+from hepflow.outputs.chunks import chunk_seed
+from hepflow.processing import ChunkColumns, ColumnProcessor, plain
 
 __all__ = ["NeutrinoInferenceProcessor", "cached_models"]
 
@@ -38,7 +39,7 @@ def cached_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
         return _MODELS[key]
 
 
-class NeutrinoInferenceProcessor(processor.ProcessorABC):
+class NeutrinoInferenceProcessor(ColumnProcessor):
     """Select events, build features, and add posterior and baseline columns.
 
     The events are selected by :class:`~hepflow.neutrino.processor.NeutrinoFeatureProcessor`, whose
@@ -67,18 +68,16 @@ class NeutrinoInferenceProcessor(processor.ProcessorABC):
         self.seed = seed
         self.features = NeutrinoFeatureProcessor(selection)
 
-    def process(self, events: Any) -> dict[str, Any]:
-        result = self.features.process(events)
-        columns = result["columns"]
+    def columns(self, events: Any) -> ChunkColumns:
+        result = self.features.columns(events)
+        columns = result.columns
         flow, regression = cached_models(self.model_dir)
-        # a per-chunk seed: reproducible, and different chunks get different noise
-        seed = self.seed + int(events.metadata.get("entrystart", 0) or 0)
+        # a per-chunk seed from the chunk's file and entry range: reproducible, and every chunk
+        # (also equally long ones of other files) gets its own noise
+        seed = chunk_seed(self.seed, events.metadata) % 2**63
         added = inference_columns(
             columns, flow, regression, samples=self.samples, batch_events=self.batch_events, seed=seed
         )
         merged = {name: columns[name] for name in columns.fields}
         merged.update({name: ak.Array(values) for name, values in added.items()})
-        return {"columns": ak.zip(merged, depth_limit=1), "cutflow": result["cutflow"]}
-
-    def postprocess(self, accumulator: Any) -> Any:
-        return accumulator
+        return ChunkColumns(plain(ak.zip(merged, depth_limit=1)), result.cutflow, result.cutflow_weighted)

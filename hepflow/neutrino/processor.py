@@ -6,8 +6,11 @@ chunk's columns atomically, or use it in your own coffea workflow::
 
     from coffea import processor
     from hepflow.neutrino.processor import NeutrinoFeatureProcessor
-    out = processor.Runner(processor.IterativeExecutor())(fileset, NeutrinoFeatureProcessor())
-    # out["columns"] is an awkward record array (see hepflow.neutrino.features), out["cutflow"] a hist
+    out = processor.Runner(processor.FuturesExecutor(workers=4), chunksize=50_000)(
+        fileset, NeutrinoFeatureProcessor(), treename="Events"
+    )
+    out["ttbar"]["columns"]  # one awkward record array per dataset (see hepflow.neutrino.features)
+    out["ttbar"]["cutflow"], out["ttbar"]["cutflow_weighted"], out["ttbar"]["sumw"]
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
-from coffea import processor
 
 from hepflow.errors import InputError
 from hepflow.neutrino.features import NEUTRINO_PDGIDS, build_columns, finite_events, finite_rows
 from hepflow.neutrino.selection import NeutrinoSelection
-from hepflow.processing import new_cutflow, source_file
+from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, event_weights, plain, source_file
 
 __all__ = [
     "CUTFLOW_STEPS",
@@ -41,27 +43,33 @@ _FLOAT_INPUTS = {
 }
 
 
-class NeutrinoFeatureProcessor(processor.ProcessorABC):
+class NeutrinoFeatureProcessor(ColumnProcessor):
     """Select semileptonic ttbar candidates and build the neutrino features and truth.
 
-    ``process`` returns ``{"columns": ak.Array, "cutflow": hist.Hist}`` with the cutflow steps
-    :data:`CUTFLOW_STEPS`. The last step, ``"finite inputs"``, drops (and counts, as the
-    difference to ``"b jets"``) selected events in which a branch the selection reads is NaN or
-    infinite (MET; pt, eta, phi, mass and isolation of any electron or muon; pt, eta, phi, mass
-    and b-tag score of any jet: a NaN fails every cut, so it could silently change which
-    objects are selected) or a built feature or the truth neutrino is (an overflow of extreme
-    values). No NaN or infinity reaches the columns.
+    :meth:`columns` builds one chunk's columns (one row per selected event, with its generator
+    weight ``weight``: ``genWeight``, or 1 for data) and its cutflows: events and the sum of
+    weights and of squared weights per step of :data:`CUTFLOW_STEPS`. In a coffea ``Runner``,
+    ``process`` returns them as accumulators per dataset and ``postprocess`` concatenates the
+    chunks (:class:`~hepflow.processing.ColumnProcessor`): ``out[dataset]["columns"]``,
+    ``out[dataset]["cutflow"]``, ``out[dataset]["cutflow_weighted"]`` and ``out[dataset]["sumw"]``
+    (the sum of the generator weights of all processed events). The last step,
+    ``"finite inputs"``, drops (and counts, as the difference to ``"b jets"``) selected events in
+    which a branch the selection reads is NaN or infinite (MET; pt, eta, phi, mass and isolation
+    of any electron or muon; pt, eta, phi, mass and b-tag score of any jet: a NaN fails every
+    cut, so it could silently change which objects are selected), or the generator weight, a
+    built feature or the truth neutrino is (an overflow of extreme values). No NaN or infinity
+    reaches the columns.
     """
 
     def __init__(self, selection: NeutrinoSelection | None = None) -> None:
         self.selection = selection or NeutrinoSelection()
 
-    def process(self, events: Any) -> dict[str, Any]:
+    def columns(self, events: Any) -> ChunkColumns:
         # NaN and inf inputs are counted and dropped below: no warnings for computing with them
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            return self._process(events)
+            return self._columns(events)
 
-    def _process(self, events: Any) -> dict[str, Any]:
+    def _columns(self, events: Any) -> ChunkColumns:
         sel = self.selection
         met_name = _met_collection(events, sel.met)
         _require_branches(
@@ -73,15 +81,16 @@ class NeutrinoFeatureProcessor(processor.ProcessorABC):
                 met_name: ("pt", "phi"),
             },
         )
-        cutflow = new_cutflow()
-        cutflow.fill(step=["all"], weight=[len(events)])
-        finite = _finite_inputs(events, met_name, sel.btag_branch)
+        weight = event_weights(events)
+        cutflow = Cutflow()
+        cutflow.add("all", weight)
+        finite = _finite_inputs(events, met_name, sel.btag_branch) & np.isfinite(weight)
 
         leptons = select_leptons(events, sel)
         one_lepton = ak.num(leptons, axis=1) == 1
-        cutflow.fill(step=["one lepton"], weight=[int(ak.sum(one_lepton))])
-        events, leptons = events[one_lepton], leptons[one_lepton]
-        finite = finite[ak.to_numpy(one_lepton)]
+        keep = ak.to_numpy(one_lepton)
+        events, leptons, weight, finite = events[one_lepton], leptons[one_lepton], weight[keep], finite[keep]
+        cutflow.add("one lepton", weight)
         lepton = leptons[:, 0]
 
         jets = events.Jet
@@ -93,12 +102,12 @@ class NeutrinoFeatureProcessor(processor.ProcessorABC):
         jets = jets[good]
         jets = jets[ak.argsort(jets.pt, axis=1, ascending=False)]
         btag = ak.values_astype(jets[sel.btag_branch] > sel.btag_wp, np.int8)
-        enough_jets = ak.num(jets, axis=1) >= sel.min_jets
-        cutflow.fill(step=["jets"], weight=[int(ak.sum(enough_jets))])
-        enough_b = enough_jets & (ak.sum(btag, axis=1) >= sel.min_bjets)
-        cutflow.fill(step=["b jets"], weight=[int(ak.sum(enough_b))])
+        enough_jets = ak.to_numpy(ak.num(jets, axis=1) >= sel.min_jets)
+        cutflow.add("jets", weight[enough_jets])
+        enough_b = enough_jets & ak.to_numpy(ak.sum(btag, axis=1) >= sel.min_bjets)
+        cutflow.add("b jets", weight[enough_b])
         events, lepton, jets, btag = events[enough_b], lepton[enough_b], jets[enough_b], btag[enough_b]
-        finite = finite[ak.to_numpy(enough_b)]
+        finite, weight = finite[enough_b], weight[enough_b]
 
         neutrino = leptonic_w_neutrino(events.GenPart, lepton.charge) if "GenPart" in events.fields else None
         met = events[met_name]
@@ -113,13 +122,11 @@ class NeutrinoFeatureProcessor(processor.ProcessorABC):
             max_jets=sel.max_jets,
         )
         finite &= finite_rows(columns)  # truth: None (no W neutrino) is fine, NaN is not
-        cutflow.fill(step=["finite inputs"], weight=[int(finite.sum())])
+        columns = ak.with_field(columns, weight.astype(np.float32), "weight")
+        cutflow.add("finite inputs", weight[finite])
         if not finite.all():
             columns = columns[finite]
-        return {"columns": ak.to_packed(ak.without_parameters(columns)), "cutflow": cutflow}
-
-    def postprocess(self, accumulator: Any) -> Any:
-        return accumulator
+        return ChunkColumns(plain(columns), cutflow.counts, cutflow.weighted)
 
 
 def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:

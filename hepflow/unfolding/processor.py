@@ -32,12 +32,12 @@ from typing import Any
 
 import awkward as ak
 import numpy as np
-from coffea import processor
 
 from hepflow.config import load
 from hepflow.errors import InputError
 from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.neutrino.selection import NeutrinoSelection
+from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, event_weights, plain, source_file
 from hepflow.unfolding.observables import OBSERVABLES, detector_level, particle_level
 
 #: Cutflow steps added after the neutrino processor's detector-level steps.
@@ -65,11 +65,13 @@ class ParticleSelection:
         return load(cls, path, section="particle")
 
 
-class UnfoldingProcessor(processor.ProcessorABC):
+class UnfoldingProcessor(ColumnProcessor):
     """Particle- and detector-level observables of every event, with the cINN context features.
 
-    ``process`` returns ``{"columns": ak.Array, "cutflow": hist.Hist}``: one row per input
-    event; the cutflow has the neutrino selection's steps followed by :data:`CUTFLOW_STEPS`.
+    :meth:`columns` gives one row per input event (with its generator weight ``weight``) and the
+    cutflows (events, and sum of weights and of squared weights): the neutrino selection's steps
+    followed by :data:`CUTFLOW_STEPS`. In a coffea ``Runner`` the output is per dataset
+    (:class:`~hepflow.processing.ColumnProcessor`).
     """
 
     def __init__(
@@ -78,8 +80,8 @@ class UnfoldingProcessor(processor.ProcessorABC):
         self.selection = selection or NeutrinoSelection()
         self.particle = particle or ParticleSelection()
 
-    def process(self, events: Any) -> dict[str, Any]:
-        name = str(getattr(events, "metadata", {}).get("filename", "input"))
+    def columns(self, events: Any) -> ChunkColumns:
+        name = source_file(events)
         if "GenPart" not in events.fields:
             raise InputError(f"{name}: no GenPart branches; unfolding needs simulated events with truth")
         n = len(events)
@@ -90,23 +92,21 @@ class UnfoldingProcessor(processor.ProcessorABC):
                 part.valid & (part.lep_pt > cuts.lepton_pt_min) & (np.abs(part.lep_eta) < cuts.lepton_eta_max)
             )
 
-        detector = NeutrinoFeatureProcessor(self.selection).process(events)
-        selected, cutflow = detector["columns"], detector["cutflow"]
+        detector = NeutrinoFeatureProcessor(self.selection).columns(events)
+        selected = detector.columns
         ids = {k: np.asarray(ak.to_numpy(events[k])) for k in _IDS}
         rows = match_rows(ids, {k: np.asarray(ak.to_numpy(selected[k])) for k in _IDS}, where=name)
         reco = np.zeros(n, dtype=bool)
         reco[rows] = True
         position = np.full(n, -1, dtype=np.int64)
         position[rows] = np.arange(len(rows))
-        cutflow.fill(step=["particle level"], weight=[int(part.valid.sum())])
-        cutflow.fill(step=["particle fiducial"], weight=[int(fiducial.sum())])
-        cutflow.fill(step=["both levels"], weight=[int((fiducial & reco).sum())])
-
-        weight = (
-            np.asarray(ak.to_numpy(events.genWeight), dtype=np.float32)
-            if "genWeight" in events.fields
-            else np.ones(n, np.float32)
-        )
+        weight = event_weights(events)
+        cutflow = Cutflow()
+        cutflow.counts, cutflow.weighted = detector.cutflow, detector.cutflow_weighted
+        cutflow.add("particle level", weight[part.valid])
+        cutflow.add("particle fiducial", weight[fiducial])
+        cutflow.add("both levels", weight[fiducial & reco])
+        weight = weight.astype(np.float32)
         det = detector_level(selected)
         columns: dict[str, Any] = {**ids, "weight": weight, "gen_valid": part.valid}
         for key in ("top_pt", "mtt", "lep_pt", "lep_eta"):
@@ -116,12 +116,9 @@ class UnfoldingProcessor(processor.ProcessorABC):
         for key in OBSERVABLES:
             columns[f"reco_{key}"] = _scatter(ak.Array(det[key].astype(np.float32)), position)
         for field in selected.fields:
-            if field not in _IDS and not field.startswith("nu_"):
+            if field not in _IDS and field != "weight" and not field.startswith("nu_"):
                 columns[field] = _scatter(selected[field], position)
-        return {"columns": ak.to_packed(ak.zip(columns, depth_limit=1)), "cutflow": cutflow}
-
-    def postprocess(self, accumulator: Any) -> Any:
-        return accumulator
+        return ChunkColumns(plain(ak.zip(columns, depth_limit=1)), cutflow.counts, cutflow.weighted)
 
 
 def match_rows(

@@ -16,14 +16,16 @@ import cloudpickle
 import numpy as np
 import pytest
 import torch
+import uproot
 
 import hepflow
 from hepflow.errors import InputError, ModelError
 from hepflow.flows import Simplex
 from hepflow.flows.summary import Combined, MLPSummary, SetSummary
-from hepflow.inference.coffea import PosteriorSampler, chunk_seed
+from hepflow.inference.coffea import PosteriorSampler
 from hepflow.inference.export import Sampler, export_torchscript
 from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES
+from hepflow.outputs.chunks import chunk_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = ("flat", "jets", "mask")
@@ -235,6 +237,12 @@ def test_readme_example(exported, nano_v12):
     run = _run(blocks[0], {"fileset": {"ttbar": [str(nano_v12)]}})
     assert run["selection"] == SELECTION
     assert run["selection"].btag_wp == 0.2783
+    # four chunks on two worker processes: the 52 selected events of the sample, in order
+    assert len(run["columns"]) == run["cutflow"]["finite inputs"] == 52
+    assert (np.diff(ak.to_numpy(run["columns"].event).astype(np.int64)) != 0).all()
+    assert run["sumw"] == pytest.approx(
+        float(uproot.open(nano_v12)["Events"]["genWeight"].array(library="np").sum())
+    )
 
     events = _events(nano_v12, entrystart=0, entrystop=200)
     events, lepton, jets = select_objects(events, SELECTION)

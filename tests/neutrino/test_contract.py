@@ -74,10 +74,7 @@ def objects(events):
 
 def processor_columns(events) -> ak.Array:
     """The feature processor's columns of one chunk (``columns(events)`` of a ColumnProcessor)."""
-    proc = NeutrinoFeatureProcessor(SELECTION)
-    if hasattr(proc, "columns"):
-        return proc.columns(events).columns
-    return proc.process(events)["columns"]
+    return NeutrinoFeatureProcessor(SELECTION).columns(events).columns
 
 
 def test_contract_equals_processor_context(events, objects):

@@ -35,6 +35,7 @@ README_COLUMNS = [
     "jet_btag",
     "njet",
     "nbjet",
+    "weight",
     "nu_px_true",
     "nu_py_true",
     "nu_pz_true",
@@ -53,20 +54,20 @@ def _events(path: Path):
 
 @pytest.fixture(scope="module")
 def v12_output(nano_v12):
-    return NeutrinoFeatureProcessor().process(_events(nano_v12))
+    return NeutrinoFeatureProcessor().columns(_events(nano_v12))
 
 
 def test_cutflow_is_monotone_and_complete(v12_output):
-    flow = cutflow_to_dict(v12_output["cutflow"])
+    flow = cutflow_to_dict(v12_output.cutflow)
     assert tuple(flow) == CUTFLOW_STEPS
     counts = list(flow.values())
     assert counts[0] == 200
     assert all(a >= b for a, b in itertools.pairwise(counts))
-    assert counts[-1] == len(v12_output["columns"]) > 20
+    assert counts[-1] == len(v12_output.columns) > 20
 
 
 def test_documented_columns_present(v12_output):
-    cols = v12_output["columns"]
+    cols = v12_output.columns
     assert set(README_COLUMNS) <= set(cols.fields)
     assert ak.all(ak.num(cols.jet_px, axis=1) <= 10)
     assert ak.all(cols.njet >= 4)
@@ -79,7 +80,7 @@ def test_documented_columns_present(v12_output):
 
 def test_every_selected_event_has_the_w_neutrino(v12_output, nano_v12):
     """Truth neutrinos come from the W in GenPart: checked by walking the mother indices by hand."""
-    cols = v12_output["columns"]
+    cols = v12_output.columns
     assert not ak.any(ak.is_none(cols.nu_px_true))
     tree = uproot.open(nano_v12)["Events"]
     gen = tree.arrays(
@@ -110,7 +111,7 @@ def test_every_selected_event_has_the_w_neutrino(v12_output, nano_v12):
 
 
 def test_neutrino_physics(v12_output):
-    cols = v12_output["columns"]
+    cols = v12_output.columns
     nu_px, nu_py = ak.to_numpy(cols.nu_px_true), ak.to_numpy(cols.nu_py_true)
     assert np.corrcoef(ak.to_numpy(cols.met_px), nu_px)[0, 1] > 0.5
     assert np.corrcoef(ak.to_numpy(cols.met_py), nu_py)[0, 1] > 0.5
@@ -124,7 +125,7 @@ def test_neutrino_physics(v12_output):
 
 
 def test_context_arrays_shapes(v12_output):
-    cols = v12_output["columns"]
+    cols = v12_output.columns
     arrays = context_arrays(cols)
     n = len(cols)
     assert arrays["flat"].shape == (n, len(FLAT_FEATURES))
@@ -135,17 +136,17 @@ def test_context_arrays_shapes(v12_output):
 
 
 def test_all_hadronic_v15_uses_pfmet_and_selects_nothing(nano_v15):
-    out = NeutrinoFeatureProcessor().process(_events(nano_v15))
-    flow = cutflow_to_dict(out["cutflow"])
+    out = NeutrinoFeatureProcessor().columns(_events(nano_v15))
+    flow = cutflow_to_dict(out.cutflow)
     assert flow["all"] == 200
-    assert len(out["columns"]) == flow["b jets"] <= 5
-    assert "met_px" in out["columns"].fields
+    assert len(out.columns) == flow["b jets"] <= 5
+    assert "met_px" in out.columns.fields
 
 
 def test_missing_truth_is_none_not_zero(nano_v12, tmp_path):
     """Without GenPart (data) the truth columns are absent; with an all-hadronic event they are None."""
     path = write_nanoaod_subset(nano_v12, tmp_path / "data.root", drop=_genpart_branches(nano_v12))
-    cols = NeutrinoFeatureProcessor().process(_events(path))["columns"]
+    cols = NeutrinoFeatureProcessor().columns(_events(path)).columns
     assert len(cols) > 0
     assert "nu_px_true" not in cols.fields
 
@@ -235,10 +236,9 @@ def test_selection_config_is_strict(tmp_path):
 
 
 def test_tighter_selection_selects_fewer(nano_v12):
-    loose = NeutrinoFeatureProcessor().process(_events(nano_v12))["columns"]
-    tight = NeutrinoFeatureProcessor(NeutrinoSelection(min_jets=6, min_bjets=2)).process(_events(nano_v12))[
-        "columns"
-    ]
+    loose = NeutrinoFeatureProcessor().columns(_events(nano_v12)).columns
+    tight = NeutrinoFeatureProcessor(NeutrinoSelection(min_jets=6, min_bjets=2)).columns(_events(nano_v12))
+    tight = tight.columns
     assert 0 < len(tight) < len(loose)
     assert ak.all(tight.njet >= 6)
     assert ak.all(tight.nbjet >= 2)
@@ -252,7 +252,7 @@ def test_executors_give_identical_rows(nano_v12, tmp_path, executor):
     result = run_processor(NeutrinoFeatureProcessor(), build_fileset([nano_v12]), tmp_path / executor, cfg)
     assert len(result["chunks"]) == 4
     rows = read_parquet_dir(tmp_path / executor)
-    reference = NeutrinoFeatureProcessor().process(_events(nano_v12))["columns"]
+    reference = NeutrinoFeatureProcessor().columns(_events(nano_v12)).columns
     order = np.argsort(ak.to_numpy(rows.event))
     ref_order = np.argsort(ak.to_numpy(reference.event))
     assert rows[order].to_list() == reference[ref_order].to_list()

@@ -120,9 +120,9 @@ def test_killed_processing_restarts_without_duplicated_or_missing_rows(v12_branc
 
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
-    reference = NeutrinoFeatureProcessor().process(
+    reference = NeutrinoFeatureProcessor().columns(
         NanoEventsFactory.from_root({str(big): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
     )
-    ref = reference["columns"]
+    ref = reference.columns
     assert run["rows"] == len(ref)
     assert rows[np.argsort(events)].to_list() == ref[np.argsort(ak.to_numpy(ref.event))].to_list()

@@ -47,7 +47,7 @@ def clean(nano_v12: Path) -> ak.Array:
     events = NanoEventsFactory.from_root(
         {str(nano_v12): "Events"}, schemaclass=NanoAODSchema, mode="eager"
     ).events()
-    return NeutrinoFeatureProcessor().process(events)["columns"]
+    return NeutrinoFeatureProcessor().columns(events).columns
 
 
 @pytest.fixture(scope="module")
