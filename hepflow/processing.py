@@ -391,8 +391,10 @@ def execute(
 ) -> dict[str, Any]:
     r"""Run any coffea processor through :class:`coffea.processor.Runner` with ``config``.
 
-    ``schema`` defaults to :class:`~coffea.nanoevents.NanoAODSchema`. Failures inside coffea or
-    uproot come out as one-line :class:`~hepflow.errors.HepflowError`\ s naming the file.
+    ``schema`` defaults to :class:`~coffea.nanoevents.NanoAODSchema`. The tree names of a fileset
+    (``{dataset: {"files": {path: tree}}}``) are honoured; ``treename`` names the tree of file
+    lists. Failures inside coffea or uproot come out as one-line
+    :class:`~hepflow.errors.HepflowError`\ s naming the file.
     """
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
@@ -406,9 +408,12 @@ def execute(
         maxchunks=config.maxchunks,
         skipbadfiles=config.skip_bad_files,
     )
+    # a fileset that names the tree of every file is read with those names (coffea uses them only
+    # without a default tree name); ``treename`` is for file lists
+    named = all(isinstance(s, Mapping) and isinstance(s.get("files"), Mapping) for s in fileset.values())
     try:
         with _quiet_coffea(not config.progress):
-            return dict(runner(fileset, processor_instance, treename=treename))
+            return dict(runner(fileset, processor_instance, treename=None if named else treename))
     except HepflowError:
         raise
     except Exception as err:

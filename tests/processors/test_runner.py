@@ -164,3 +164,28 @@ def test_inference_processor_in_a_users_runner(tiny_models, weighted_files, exec
         assert ak.array_equal(out[name], features[name])
     assert ak.num(out.flow_pz, axis=1).tolist() == [4] * len(out)
     assert np.isfinite(ak.to_numpy(out.flow_pz_median)).all()
+
+
+def test_fileset_tree_names_are_honoured(nano_v12, tmp_path) -> None:
+    """A fileset's tree name is read, never silently replaced by ``Events``."""
+    import uproot
+
+    from hepflow.errors import InputError
+
+    branches = read_nanoaod(nano_v12)
+    other = tmp_path / "other.root"
+    with uproot.recreate(other) as f:
+        f.mktree("MyEvents", {k: v.type for k, v in branches.items()})
+        f["MyEvents"].extend(branches)
+    cfg = RunConfig(progress=False)
+
+    def fileset(path: Path, tree: str) -> dict[str, Any]:
+        spec = tmp_path / f"{tree}.json"
+        spec.write_text(json.dumps({"tt": {"files": {str(path): tree}}}))
+        return build_fileset([spec])
+
+    renamed = run_processor(NeutrinoFeatureProcessor(), fileset(other, "MyEvents"), tmp_path / "a", cfg)
+    assert sum(c["rows"] for c in renamed["chunks"].values()) == 52
+    for path, tree in ((nano_v12, "Runs"), (other, "Events")):
+        with pytest.raises(InputError, match=rf"{path.name}: KeyInFileError: not found: '{tree}'"):
+            run_processor(NeutrinoFeatureProcessor(), fileset(path, tree), tmp_path / tree, cfg)
