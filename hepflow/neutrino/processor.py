@@ -97,7 +97,7 @@ class NeutrinoFeatureProcessor(ColumnProcessor):
         good = (
             (jets.pt > sel.jet_pt_min)
             & (np.abs(jets.eta) < sel.jet_eta_max)
-            & (_delta_r(jets.eta, jets.phi, lepton.eta, lepton.phi) > sel.jet_lepton_dr)
+            & (jets.delta_r(lepton) > sel.jet_lepton_dr)
         )
         jets = jets[good]
         jets = jets[ak.argsort(jets.pt, axis=1, ascending=False)]
@@ -130,7 +130,8 @@ class NeutrinoFeatureProcessor(ColumnProcessor):
 
 
 def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:
-    """Tight isolated electrons and muons merged into one pt-sorted collection with ``flavor``."""
+    """Tight isolated electrons and muons merged into one pt-sorted collection with ``flavor``
+    (11 or 13), as NanoEvents candidates (``delta_r``, ``+`` and ``.mass`` work on them)."""
     ele = events.Electron
     ele = ele[
         (ele.pt > sel.electron_pt_min)
@@ -145,14 +146,18 @@ def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:
         & mu.tightId
         & (mu.pfRelIso04_all < sel.muon_iso_max)
     ]
+    from coffea.nanoevents.methods import candidate
+
     fields = ("pt", "eta", "phi", "mass", "charge")
-    merged = ak.concatenate(
-        [
-            ak.zip({**{f: ele[f] for f in fields}, "flavor": ak.values_astype(ele.pt * 0 + 11, np.int8)}),
-            ak.zip({**{f: mu[f] for f in fields}, "flavor": ak.values_astype(mu.pt * 0 + 13, np.int8)}),
-        ],
-        axis=1,
-    )
+
+    def leptons(coll: Any, flavor: int) -> ak.Array:
+        return ak.zip(
+            {**{f: coll[f] for f in fields}, "flavor": ak.values_astype(coll.pt * 0 + flavor, np.int8)},
+            with_name="PtEtaPhiMCandidate",
+            behavior=candidate.behavior,
+        )
+
+    merged = ak.concatenate([leptons(ele, 11), leptons(mu, 13)], axis=1)
     return merged[ak.argsort(merged.pt, axis=1, ascending=False)]
 
 
@@ -177,11 +182,6 @@ def leptonic_w_neutrino(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
     order = ak.argsort(~same, axis=1, stable=True)
     nus = nus[order]
     return ak.firsts(ak.zip({"pt": nus.pt, "eta": nus.eta, "phi": nus.phi}))
-
-
-def _delta_r(eta1: ak.Array, phi1: ak.Array, eta2: ak.Array, phi2: ak.Array) -> ak.Array:
-    dphi = (phi1 - phi2 + np.pi) % (2 * np.pi) - np.pi
-    return np.hypot(eta1 - eta2, dphi)
 
 
 def _met_collection(events: Any, choice: str) -> str:
