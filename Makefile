@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean gpu-check
 
 setup: $(VENV)/.installed
 
@@ -34,3 +34,8 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) hepflow-demo
+
+# GPU check (issue: training and sampling on CUDA against the CPU, peers side by side); under
+# five minutes on a GPU, also runs (slowly) on a CPU
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py
