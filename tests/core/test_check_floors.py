@@ -23,3 +23,8 @@ def test_release_order() -> None:
     assert newer("2025.10.0", "2025.9.0")
     assert not newer("2025.1", "2025.1.0")
     assert newer("2.10.0", "2.9.1")
+
+
+def test_package_names_compare_as_the_index_does() -> None:
+    norm = runpy.run_path(str(ROOT / "tools" / "check_floors.py"))["_norm"]
+    assert norm("awkward_cpp") == norm("Awkward-CPP") == "awkward-cpp"
