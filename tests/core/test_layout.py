@@ -54,3 +54,20 @@ def test_no_private_name_is_imported_from_another_module() -> None:
         if name.startswith("_") and not name.startswith("__") and t != m
     )
     assert private == []
+
+
+def test_test_references_in_the_docs_exist() -> None:
+    """Every ``tests/...py::test_name`` the README and docs/ cite (docs/failures.md cites one per
+    failure mode) names an existing test."""
+    import re
+
+    root = PACKAGE.parent
+    texts = [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted(root.glob("analyses/*/*.md"))]
+    missing = []
+    for doc in texts:
+        for ref in set(re.findall(r"tests/[\w/]+\.py(?:::\w+)?", doc.read_text())):
+            path, _, name = ref.partition("::")
+            source = root / path
+            if not source.is_file() or (name and not re.search(rf"def {name}\b", source.read_text())):
+                missing.append(f"{doc.name}: {ref}")
+    assert missing == []
