@@ -1,6 +1,14 @@
 """Cosmic-ray source inference: forward model of the Auger spectrum and Xmax distributions.
 
-One concept per module:
+One concept per module. The analysis (``hepflow generate|process|train|infer|mcmc|compare|report
+cosmic``): :mod:`~hepflow.cosmic.config` (the shipped ``config.toml``, every section),
+:mod:`~hepflow.cosmic.generate` (pseudo-experiments, shower lists, observation files),
+:mod:`~hepflow.cosmic.processor` (coffea processors), :mod:`~hepflow.cosmic.features` (features
+and the model context), :mod:`~hepflow.cosmic.data` (training data), :mod:`~hepflow.cosmic.network`
+(the cINN, its metadata and check, ensembles), :mod:`~hepflow.cosmic.posterior` (sampling,
+rejection to the prior, importance weights), :mod:`~hepflow.cosmic.pipeline` (train, infer),
+:mod:`~hepflow.cosmic.mcmc` (the baseline), :mod:`~hepflow.cosmic.compare` (cINN against MCMC,
+calibration) and :mod:`~hepflow.cosmic.report`. The forward model:
 
 * :mod:`~hepflow.cosmic.tables`: CRPropa-3 propagation tables shipped by astrotools;
 * :mod:`~hepflow.cosmic.source`: injection spectrum (power law, rigidity cut-off, 5 species);
