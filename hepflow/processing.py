@@ -129,7 +129,8 @@ def plain(columns: Any) -> Any:
 class ColumnProcessor(coffea_processor.ProcessorABC):
     """Base of hepflow's coffea processors: stateless, columns in, accumulators out.
 
-    Subclasses implement :meth:`columns` (select and build one chunk's columns). :meth:`process`
+    Subclasses implement :meth:`columns` (select and build one chunk's columns, made
+    :func:`plain` there, so that they pickle and merge). :meth:`process`
     returns them as coffea accumulators per dataset, ``{dataset: {"columns": [chunk],
     "cutflow": Hist, "cutflow_weighted": Hist}}``, which every executor merges and pickles;
     :meth:`postprocess` concatenates each dataset's columns in file and entry order, so a run with
@@ -145,7 +146,7 @@ class ColumnProcessor(coffea_processor.ProcessorABC):
         chunk = self.columns(events)
         key = (str(meta.get("filename", "")), int(meta.get("entrystart") or 0))
         out: dict[str, Any] = {
-            "columns": [(key, plain(chunk.columns))],  # lists add up (coffea's list_accumulator does not)
+            "columns": [(key, chunk.columns)],  # lists add up (coffea's list_accumulator does not)
             "cutflow": chunk.cutflow,
         }
         if chunk.cutflow_weighted is not None:

@@ -139,12 +139,17 @@ def load_checked(model_dir: str | os.PathLike[str], *, config: CosmicConfig | No
         check=partial(check_model, config=config),
         missing=MISSING_MODEL.format(path=Path(model_dir)),
     )
-    if isinstance(post, EnsemblePosterior) and post.metadata.get("proposal") is not None:
+    if isinstance(post, EnsemblePosterior):
+        _refuse_proposal_members(post, model_dir)
+    return post
+
+
+def _refuse_proposal_members(ensemble: Any, where: object) -> None:
+    if ensemble.metadata.get("proposal") is not None:
         raise ModelError(
-            f"{model_dir}: members trained on a [proposal] cannot form an ensemble (their draws are "
+            f"{where}: members trained on a [proposal] cannot form an ensemble (their draws are "
             "corrected one model at a time)"
         )
-    return post
 
 
 def load_flow(model_dir: str | os.PathLike[str], *, config: CosmicConfig | None = None) -> Any:
@@ -176,19 +181,9 @@ def make_ensemble(
     same analysis, parameters, features, summary, prior, forward model and (with ``config``) the
     config's; not trained on a ``[proposal]``.
     """
-    from hepflow.posterior import EnsemblePosterior, is_ensemble, write_ensemble
+    from hepflow.posterior import EnsemblePosterior, check_ensemble_sources, write_ensemble
 
     cfg = None if config is None else load_config(config)
-    for m in models:
-        if is_ensemble(m):
-            raise ConfigError(f"{m} is an ensemble already: list its members instead")
-    members = [load_checked(m, config=cfg) for m in models]
-    if len(members) < 2:
-        raise ConfigError(f"an ensemble needs at least two models, got {len(members)}")
-    ens = EnsemblePosterior(members)
-    if ens.metadata.get("proposal") is not None:
-        raise ModelError(
-            "ensemble: members trained on a [proposal] cannot form an ensemble (their draws are "
-            "corrected one model at a time)"
-        )
+    check_ensemble_sources(models)  # before any model is loaded
+    _refuse_proposal_members(EnsemblePosterior([load_checked(m, config=cfg) for m in models]), "ensemble")
     return write_ensemble(models, output_dir, overwrite=overwrite)

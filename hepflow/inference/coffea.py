@@ -41,10 +41,6 @@ from hepflow.outputs.chunks import chunk_seed
 
 __all__ = ["PosteriorSampler"]
 
-#: Keys of ``events.metadata`` that identify a chunk: the file (``fileuuid``, or ``filename`` when
-#: the uuid is absent or empty) and the entry range.
-CHUNK_KEYS: tuple[str, ...] = ("fileuuid", "filename", "entrystart", "entrystop")
-
 
 class PosteriorSampler(torch_wrapper):
     """``torch_wrapper`` around an exported hepflow sampler: context arrays in, samples out.

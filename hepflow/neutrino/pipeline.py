@@ -137,8 +137,7 @@ def train(
 
     Writes ``output_dir/flow`` and ``output_dir/regression`` (safetensors + JSON config with the
     feature specification), their training histories and loss plots, and ``training.json``,
-    whose content is returned. ``config=None`` means the :class:`NeutrinoConfig` defaults (sized
-    for a CPU); ``hepflow train neutrino`` passes the shipped config.
+    whose content is returned. ``config=None`` means the shipped config.
 
     When the feature chunks carry a ``weight`` column (the generator weight), both models are
     trained with these per-event weights (:func:`hepflow.fit`'s ``weights``, negative ones

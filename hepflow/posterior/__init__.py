@@ -21,7 +21,14 @@ from __future__ import annotations
 from hepflow.posterior.base import FlowPosterior, Posterior
 from hepflow.posterior.ensemble import EnsemblePosterior
 from hepflow.posterior.importance import ImportancePosterior, ImportanceWeights, importance_weights
-from hepflow.posterior.loading import ENSEMBLE_FILE, is_ensemble, load_posterior, model_path, write_ensemble
+from hepflow.posterior.loading import (
+    ENSEMBLE_FILE,
+    check_ensemble_sources,
+    is_ensemble,
+    load_posterior,
+    model_path,
+    write_ensemble,
+)
 from hepflow.posterior.rejection import RejectionPosterior
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "ImportanceWeights",
     "Posterior",
     "RejectionPosterior",
+    "check_ensemble_sources",
     "importance_weights",
     "is_ensemble",
     "load_posterior",

@@ -46,7 +46,14 @@ from hepflow.errors import ConfigError, ModelError, OutputError
 from hepflow.posterior.base import Features, FlowPosterior
 from hepflow.posterior.ensemble import EnsemblePosterior
 
-__all__ = ["ENSEMBLE_FILE", "is_ensemble", "load_posterior", "model_path", "write_ensemble"]
+__all__ = [
+    "ENSEMBLE_FILE",
+    "check_ensemble_sources",
+    "is_ensemble",
+    "load_posterior",
+    "model_path",
+    "write_ensemble",
+]
 
 ENSEMBLE_FILE = "ensemble.json"
 #: the analysis's check of a flow's metadata, called with (metadata, folder) before loading it
@@ -126,6 +133,16 @@ def load_posterior(
     return FlowPosterior(_load_flow(path, check, map_location).eval(), features=features)
 
 
+def check_ensemble_sources(models: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse (:class:`~hepflow.errors.ConfigError`) fewer than two models, or an ensemble among
+    them (list its members instead): what :func:`write_ensemble` can combine."""
+    for m in models:
+        if is_ensemble(m):
+            raise ConfigError(f"{m} is an ensemble already: list its members instead")
+    if len(models) < 2:
+        raise ConfigError(f"an ensemble needs at least two models, got {len(models)}")
+
+
 def write_ensemble(
     models: Sequence[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
@@ -140,11 +157,7 @@ def write_ensemble(
     """
     from hepflow.outputs import write_json
 
-    for m in models:
-        if is_ensemble(m):
-            raise ConfigError(f"{m} is an ensemble already: list its members instead")
-    if len(models) < 2:
-        raise ConfigError(f"an ensemble needs at least two models, got {len(models)}")
+    check_ensemble_sources(models)
     sources = [model_path(m) for m in models]
     out = Path(output_dir)
     if out.exists() and not overwrite:

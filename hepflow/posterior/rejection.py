@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hepflow.errors import ModelError
-from hepflow.posterior.base import FlowPosterior, Posterior
+from hepflow.posterior.base import FlowPosterior, Posterior, torch_generator
 
 __all__ = ["RejectionPosterior"]
 
@@ -70,7 +70,6 @@ class RejectionPosterior(Posterior):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Accepted draws and their density (always: the acceptance rate comes with the draws)."""
         from hepflow.flows.context import index_context
-        from hepflow.posterior.base import torch_generator
 
         ctx = self.base.context(x)
         gen = torch_generator(seed, generator)
