@@ -15,16 +15,32 @@ Example:
     Traceback (most recent call last):
     ...
     hepflow.errors.ConfigError: config: unknown key 'pt_mni' for Cuts; known keys: n_min, pt_min
+
+Values are checked too: a dataclass's ``__post_init__`` calls :func:`check_values` with a
+:class:`Bound` per field, and :func:`from_dict` names the file, table and key of a value out of
+bounds:
+
+    >>> @dataclass(frozen=True)
+    ... class Fit:
+    ...     lr: float = 1e-3
+    ...     def __post_init__(self) -> None:
+    ...         check_values(self, lr=POSITIVE)
+    >>> from_dict(Fit, {"lr": -1}, where="x.toml [training]")
+    Traceback (most recent call last):
+    ...
+    hepflow.errors.ConfigError: x.toml [training].lr: expected a positive number, got -1.0
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +52,75 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 T = TypeVar("T")
+
+#: the largest layer width, embedding or bin count a config or model file may ask for: a larger
+#: one is refused before anything is allocated (a width of 1e9 would need tens of GB)
+MAX_SIZE = 16384
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a config value must be: ``expected`` in words, and the ``test`` it must pass."""
+
+    expected: str
+    test: Callable[[Any], bool]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: a finite number > 0 (learning rates, tolerances, time limits)
+POSITIVE = Bound("a positive number", lambda v: _number(v) and v > 0)
+#: a finite number >= 0 (weight decay)
+NON_NEGATIVE = Bound("a number >= 0", lambda v: _number(v) and v >= 0)
+#: a fraction in [0, 1) (validation split, dropout)
+FRACTION = Bound("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
+#: an integer >= 1 (epochs, batch sizes, patience, counts)
+COUNT = Bound("a positive integer", lambda v: _integer(v) and v >= 1)
+#: a number of posterior samples: an integer >= 2 (a standard deviation needs two)
+SAMPLES = Bound("an integer >= 2", lambda v: _integer(v) and v >= 2)
+#: an integer >= 0 (seeds)
+SEED = Bound("an integer >= 0", lambda v: _integer(v) and v >= 0)
+#: a network size: an integer in [1, MAX_SIZE] (widths, depths, embeddings, bins)
+SIZE = Bound(f"an integer in [1, {MAX_SIZE}]", lambda v: _integer(v) and 1 <= v <= MAX_SIZE)
+
+
+class ValueOutOfBounds(ConfigError):
+    """A config value outside its :class:`Bound`; ``key`` names the field."""
+
+    def __init__(self, owner: str, key: str, detail: str) -> None:
+        super().__init__(f"{owner}.{key}: {detail}")
+        self.key = key
+        self.detail = detail
+
+
+def check_values(obj: Any, **bounds: Bound) -> None:
+    """Raise :class:`ValueOutOfBounds` for the first field of ``obj`` outside its bound.
+
+    ``None`` passes (an optional setting that is off). Called from ``__post_init__``, so a
+    dataclass built in Python is checked as one read from a file is.
+
+    Example:
+        >>> @dataclass(frozen=True)
+        ... class Net:
+        ...     width: int = 64
+        ...     def __post_init__(self) -> None:
+        ...         check_values(self, width=SIZE)
+        >>> Net(width=10**9)
+        Traceback (most recent call last):
+        ...
+        hepflow.config.ValueOutOfBounds: Net.width: expected an integer in [1, 16384], got 1000000000
+    """
+    for key, bound in bounds.items():
+        value = getattr(obj, key)
+        if value is not None and not bound.test(value):
+            raise ValueOutOfBounds(type(obj).__name__, key, f"expected {bound.expected}, got {value!r}")
+
 
 #: analysis name -> the package that ships its ``config.toml`` (package data)
 ANALYSES = {"neutrino": "hepflow.neutrino", "cosmic": "hepflow.cosmic", "unfolding": "hepflow.unfolding"}
@@ -167,10 +252,17 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "config") -
             f"{where}: unknown key {unknown[0]!r} for {cls.__name__}; known keys: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    # the tables of an analysis config are TOML tables: "x.toml [training].lr"
+    table = isinstance(cls, type) and issubclass(cls, AnalysisConfig)
+    kwargs = {
+        name: _coerce(value, hints[name], f"{where} [{name}]" if table else f"{where}.{name}")
+        for name, value in data.items()
+    }
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as err:
+    except ValueOutOfBounds as err:
+        raise ConfigError(f"{where}.{err.key}: {err.detail}") from err
+    except (TypeError, ValueError, ConfigError) as err:
         raise ConfigError(f"{where}: {err}") from err
 
 

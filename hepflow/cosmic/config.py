@@ -22,7 +22,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hepflow.config import AnalysisConfig, from_dict, to_dict
+from hepflow.config import (
+    COUNT,
+    POSITIVE,
+    SAMPLES,
+    SEED,
+    SIZE,
+    AnalysisConfig,
+    check_values,
+    from_dict,
+    to_dict,
+)
 from hepflow.cosmic.model import ForwardModel
 from hepflow.cosmic.observation import Binning, Observation
 from hepflow.cosmic.priors import Prior, Proposal
@@ -150,10 +160,7 @@ class GenerationConfig:
     batch_size: int = 10_000
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.batch_size < 1:
-            raise ConfigError(
-                f"generation.n and batch_size must be positive, got {self.n}, {self.batch_size}"
-            )
+        check_values(self, n=COUNT, seed=SEED, batch_size=COUNT)
 
 
 @dataclass(frozen=True)
@@ -178,10 +185,8 @@ class FlowConfig(FlowArchitecture):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        sizes = (self.summary_width, self.flat_embedding, self.xmax_embedding, self.mlp_embedding)
-        if min(sizes) < 1:
-            raise ConfigError(f"flow: sizes must be positive, got {self}")
-        if not self.cnn_channels or min(self.cnn_channels) < 1:
+        check_values(self, summary_width=SIZE, flat_embedding=SIZE, xmax_embedding=SIZE, mlp_embedding=SIZE)
+        if not self.cnn_channels or not all(SIZE.test(c) for c in self.cnn_channels):
             raise ConfigError(f"flow.cnn_channels must be positive numbers, got {list(self.cnn_channels)}")
 
 
@@ -199,8 +204,7 @@ class TrainingConfig(FitConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.time_limit_s is not None and not self.time_limit_s > 0:
-            raise ConfigError(f"training.time_limit_s must be positive, got {self.time_limit_s}")
+        check_values(self, time_limit_s=POSITIVE)
         if self.max_pseudo_experiments is not None and self.max_pseudo_experiments < 100:
             raise ConfigError(
                 f"training.max_pseudo_experiments must be >= 100, got {self.max_pseudo_experiments}"
@@ -215,8 +219,7 @@ class InferenceConfig:
     seed: int = 7
 
     def __post_init__(self) -> None:
-        if self.samples < 2:
-            raise ConfigError(f"inference.samples must be >= 2, got {self.samples}")
+        check_values(self, samples=SAMPLES, seed=SEED)
 
 
 @dataclass(frozen=True)
@@ -234,8 +237,9 @@ class ComparisonConfig:
     seed: int = 20170038
 
     def __post_init__(self) -> None:
-        if self.n_mocks < 0 or self.n_calibration < 0 or self.samples < 2 or self.calibration_samples < 2:
-            raise ConfigError(f"comparison: counts must be >= 0 and samples >= 2, got {self}")
+        if self.n_mocks < 0 or self.n_calibration < 0:
+            raise ConfigError(f"comparison: counts must be >= 0, got {self}")
+        check_values(self, samples=SAMPLES, calibration_samples=SAMPLES, seed=SEED)
 
 
 @dataclass(frozen=True)

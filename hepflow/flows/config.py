@@ -7,6 +7,10 @@ network's options); :meth:`FlowArchitecture.inn_options` gives the keyword argum
 Example:
     >>> FlowArchitecture(depth=3).inn_options()["depth"]
     3
+    >>> FlowArchitecture(width=10**9)  # refused before anything is allocated
+    Traceback (most recent call last):
+    ...
+    hepflow.config.ValueOutOfBounds: FlowArchitecture.width: expected an integer in [1, 16384], got 1000000000
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hepflow.errors import ConfigError
+from hepflow.config import POSITIVE, SIZE, check_values
 
 __all__ = ["FlowArchitecture"]
 
@@ -32,11 +36,7 @@ class FlowArchitecture:
     bound: float = 5.0
 
     def __post_init__(self) -> None:
-        if min(self.depth, self.width, self.layers, self.bins) < 1 or not self.bound > 0:
-            raise ConfigError(
-                f"flow: depth, width, layers, bins and bound must be positive, got depth={self.depth}, "
-                f"width={self.width}, layers={self.layers}, bins={self.bins}, bound={self.bound}"
-            )
+        check_values(self, depth=SIZE, width=SIZE, layers=SIZE, bins=SIZE, bound=POSITIVE)
 
     def inn_options(self) -> dict[str, Any]:
         """The fields of :class:`FlowArchitecture` as keyword arguments of ``ConditionalINN``."""

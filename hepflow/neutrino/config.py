@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hepflow.config import AnalysisConfig
+from hepflow.config import COUNT, SAMPLES, SEED, SIZE, AnalysisConfig, ValueOutOfBounds, check_values
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.training.config import FitConfig
@@ -47,6 +47,22 @@ class SummaryConfig:
     set_heads: int = 4
     set_blocks: int = 1
 
+    def __post_init__(self) -> None:
+        check_values(
+            self,
+            flat_embedding=SIZE,
+            jet_embedding=SIZE,
+            set_width=SIZE,
+            set_heads=SIZE,
+            set_blocks=SIZE,
+        )
+        if self.set_width % self.set_heads:
+            raise ValueOutOfBounds(
+                "SummaryConfig",
+                "set_width",
+                f"expected a multiple of set_heads={self.set_heads}, got {self.set_width}",
+            )
+
 
 @dataclass(frozen=True)
 class FlowConfig(FlowArchitecture):
@@ -65,6 +81,9 @@ class RegressionConfig:
     width: int = 128
     layers: int = 3
 
+    def __post_init__(self) -> None:
+        check_values(self, width=SIZE, layers=SIZE)
+
 
 @dataclass(frozen=True)
 class TrainingConfig(FitConfig):
@@ -75,6 +94,10 @@ class TrainingConfig(FitConfig):
     patience: int = 6
     max_events: int | None = None
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_values(self, max_events=COUNT)
+
 
 @dataclass(frozen=True)
 class InferenceConfig:
@@ -83,6 +106,9 @@ class InferenceConfig:
     samples: int = 256
     batch_events: int = 2048
     seed: int = 7
+
+    def __post_init__(self) -> None:
+        check_values(self, samples=SAMPLES, batch_events=COUNT, seed=SEED)
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,9 @@ class GenerationConfig:
     test_events: int = 20_000
     train_seed: int = 11
     test_seed: int = 99
+
+    def __post_init__(self) -> None:
+        check_values(self, train_events=COUNT, test_events=COUNT, train_seed=SEED, test_seed=SEED)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from typing import Any, Literal
 import awkward as ak
 import numpy as np
 
-from hepflow.config import AnalysisConfig, to_dict
-from hepflow.errors import ConfigError, InputError
+from hepflow.config import COUNT, SAMPLES, SEED, AnalysisConfig, check_values, to_dict
+from hepflow.errors import InputError
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.config import SummaryConfig
 from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, context_arrays
@@ -75,10 +75,7 @@ class IBUConfig:
     seed: int = 3
 
     def __post_init__(self) -> None:
-        if self.iterations < 1 or self.toys < 2:
-            raise ConfigError(
-                f"ibu: iterations >= 1 and toys >= 2 needed, got {self.iterations}, {self.toys}"
-            )
+        check_values(self, iterations=COUNT, toys=SAMPLES, seed=SEED)
 
 
 @dataclass(frozen=True)
@@ -100,6 +97,10 @@ class TrainingConfig(FitConfig):
     patience: int = 4
     max_events: int | None = None
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_values(self, max_events=COUNT)
+
 
 @dataclass(frozen=True)
 class CINNConfig:
@@ -114,11 +115,15 @@ class CINNConfig:
     seed: int = 7
 
     def __post_init__(self) -> None:
-        if self.ensemble < 1 or self.samples < 2 or self.bootstrap < 2 or self.sim_toys < 2:
-            raise ConfigError(
-                f"cinn: ensemble >= 1, samples >= 2, bootstrap >= 2 and sim_toys >= 2 needed, got "
-                f"{self.ensemble}, {self.samples}, {self.bootstrap}, {self.sim_toys}"
-            )
+        check_values(
+            self,
+            ensemble=COUNT,
+            samples=SAMPLES,
+            batch_events=COUNT,
+            bootstrap=SAMPLES,
+            sim_toys=SAMPLES,
+            seed=SEED,
+        )
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def test_flow_architecture_options_build_a_model():
     arch = FlowArchitecture(blocks="affine", depth=2, width=8)
     model = hepflow.ConditionalINN(theta_dim=2, context_dim=3, **arch.inn_options())
     assert model.config()["depth"] == 2
-    with pytest.raises(ConfigError, match="must be positive"):
+    with pytest.raises(ConfigError, match=r"bins: expected an integer in \[1, 16384\], got 0"):
         FlowArchitecture(bins=0)
 
 

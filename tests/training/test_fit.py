@@ -223,7 +223,7 @@ def test_fit_config_options_are_fit_arguments():
     options = FitConfig(epochs=3, patience=2).fit_options()
     assert set(options) <= set(inspect.signature(hepflow.fit).parameters)
     assert options["epochs"] == 3
-    with pytest.raises(ConfigError, match="must be positive"):
+    with pytest.raises(ConfigError, match="epochs: expected a positive integer, got 0"):
         FitConfig(epochs=0)
     with pytest.raises(ConfigError, match="validation_split"):
         FitConfig(validation_split=1.5)
