@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hepflow.config import FRACTION, NON_NEGATIVE, POSITIVE, Bound
 from hepflow.errors import ConfigError, InputError, ModelError
 from hepflow.flows.context import as_tensor, batch_size_of, index_context
 from hepflow.training.checkpoint import (
@@ -315,6 +316,9 @@ def fit(
         raise ConfigError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}")
     if not 0.0 <= validation_split < 1.0:
         raise ConfigError(f"validation_split must be in [0, 1), got {validation_split}")
+    _check_options(lr=(lr, POSITIVE), weight_decay=(weight_decay, NON_NEGATIVE), warmup=(warmup, FRACTION))
+    if clip_grad is not None:
+        _check_options(clip_grad=(clip_grad, POSITIVE))
     if resume and checkpoint_dir is None:
         raise ConfigError("resume=True needs checkpoint_dir")
     if validation is not None and len(validation) not in (2, 3):
@@ -339,17 +343,7 @@ def fit(
     # read on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the rest
     ckpt = load_checkpoint(ckpt_path, map_location="cpu") if resume and ckpt_path.is_file() else None
     if ckpt is not None:
-        if seed is not None and seed != ckpt["fit"]["seed"]:
-            raise ConfigError(f"seed={seed} differs from the checkpoint's seed {ckpt['fit']['seed']}")
-        if ckpt["fit"]["n"] != n:
-            raise ModelError(f"checkpoint {ckpt_path} was written for {ckpt['fit']['n']} events, got {n}")
-        saved = ckpt["fit"].get("weights")  # sum and sum of squares of the weights, or None
-        if saved is None and w_info is not None:
-            raise ModelError(f"checkpoint {ckpt_path} was written without weights; got weights")
-        if saved is not None and w_info is None:
-            raise ModelError(f"checkpoint {ckpt_path} was written with weights; got none")
-        if saved is not None and not all(math.isclose(saved[k], w_info[k], rel_tol=1e-9) for k in saved):
-            raise ModelError(f"checkpoint {ckpt_path} was written with other weights than these")
+        _check_checkpoint(ckpt, ckpt_path, seed=seed, n=n, epochs=epochs, w_info=w_info)
         seed = int(ckpt["fit"]["seed"])
     elif seed is None:
         seed = int(torch.randint(2**62, ()).item())
@@ -392,6 +386,56 @@ def fit(
         )
     finally:
         rng_fork.close()
+
+
+def _check_options(**options: tuple[Any, Bound]) -> None:
+    """Refuse an option of :func:`fit` outside its bound (a NaN or negative ``lr``, ...)."""
+    for name, (value, bound) in options.items():
+        if not bound.test(value):
+            raise ConfigError(f"fit: {name}: expected {bound.expected}, got {value!r}")
+
+
+def _check_checkpoint(
+    ckpt: Mapping[str, Any],
+    path: Path,
+    *,
+    seed: int | None,
+    n: int,
+    epochs: int,
+    w_info: Mapping[str, float] | None,
+) -> None:
+    """Refuse a checkpoint of another run (seed, events, weights, epoch count) or a damaged one.
+
+    The learning-rate schedule spans the epochs of the run, so a run is resumed with the epoch
+    count it was started with; the completed epoch must lie in ``1 .. epochs`` and match the
+    history saved with it.
+    """
+    fit = ckpt["fit"]
+    if seed is not None and seed != fit["seed"]:
+        raise ConfigError(f"seed={seed} differs from the checkpoint's seed {fit['seed']}")
+    if fit["n"] != n:
+        raise ModelError(f"checkpoint {path} was written for {fit['n']} events, got {n}")
+    saved = fit.get("weights")  # sum and sum of squares of the weights, or None
+    if saved is None and w_info is not None:
+        raise ModelError(f"checkpoint {path} was written without weights; got weights")
+    if saved is not None and w_info is None:
+        raise ModelError(f"checkpoint {path} was written with weights; got none")
+    if saved is not None and not all(math.isclose(saved[k], w_info[k], rel_tol=1e-9) for k in saved):
+        raise ModelError(f"checkpoint {path} was written with other weights than these")
+    total, done = fit.get("epochs"), ckpt.get("epoch")
+    if total != epochs:
+        raise ConfigError(
+            f"checkpoint {path} belongs to a run of {total} epochs, got epochs={epochs}: its "
+            f"learning-rate schedule spans {total} epochs; resume with epochs = {total}, or train "
+            "afresh without resume"
+        )
+    history = ckpt.get("history")
+    trained = len(history.get("train_loss", ())) if isinstance(history, Mapping) else None
+    if not isinstance(done, int) or isinstance(done, bool) or not 1 <= done <= total or done != trained:
+        raise ModelError(
+            f"checkpoint {path} records epoch {done!r}, but a run of {total} epochs with {trained} "
+            "epochs of history: the file is damaged or was edited"
+        )
 
 
 def _fit(

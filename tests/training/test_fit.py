@@ -106,7 +106,7 @@ def test_resume_errors(tmp_path):
             hepflow.ConditionalINN(2, 2, depth=3, width=16),
             theta,
             ctx,
-            epochs=2,
+            epochs=1,
             checkpoint_dir=tmp_path,
             resume=True,
         )
