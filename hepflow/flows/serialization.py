@@ -9,7 +9,11 @@
 
 :func:`load_model` rebuilds the model from the config and loads the weights strictly; a missing,
 truncated or tampered file, an unknown version or a config that does not match the weights raise
-:class:`~hepflow.errors.ModelError` with the reason.
+:class:`~hepflow.errors.ModelError` with the reason. A model directory names only files inside
+itself: ``weights`` must be a plain file name (no path, no ``..``, not ``config.json``), checked
+before any file but ``config.json`` is opened; sizes in the config larger than
+:data:`hepflow.config.MAX_SIZE` are refused before anything is allocated, and weights with NaN or
+infinite values are refused after reading.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,7 @@ from torch import nn
 
 from hepflow.errors import ConfigError, ModelError
 
-__all__ = ["FORMAT_VERSION", "load_model", "read_config", "save_model"]
+__all__ = ["FORMAT_VERSION", "is_plain_name", "load_model", "read_config", "save_model"]
 
 FORMAT = "hepflow-model"
 FORMAT_VERSION = 1
@@ -38,6 +43,17 @@ def _classes() -> dict[str, Any]:
     from hepflow.flows.regression import Regressor
 
     return {"ConditionalINN": ConditionalINN, "Regressor": Regressor}
+
+
+def is_plain_name(name: object) -> bool:
+    """Whether ``name`` names an entry of a folder itself: a non-empty string without a path
+    separator that is neither ``.`` nor ``..`` (what model and ensemble files may refer to).
+
+    Example:
+        >>> [is_plain_name(n) for n in ("model.safetensors", "../w", "/etc/passwd", "..", "", 3)]
+        [True, False, False, False, False, False]
+    """
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def _sha256(path: Path) -> str:
@@ -128,7 +144,11 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         doc = json.loads(cfg_path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ModelError(f"{cfg_path} is not valid JSON: {err}") from err
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict):
+        raise ModelError(
+            f"{cfg_path} is not a hepflow model config: a JSON {type(doc).__name__}, not an object"
+        )
+    if doc.get("format") != FORMAT:
         raise ModelError(f"{cfg_path} is not a hepflow model config (format={doc.get('format')!r})")
     if doc.get("format_version") != FORMAT_VERSION:
         raise ModelError(
@@ -140,7 +160,58 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ModelError(f"{cfg_path} lacks the {key!r} entry")
     if doc["class"] not in _classes():
         raise ModelError(f"{cfg_path} names an unknown model class {doc['class']!r}")
+    weights = doc.setdefault("weights", WEIGHTS_NAME)
+    if not is_plain_name(weights) or weights == CONFIG_NAME:
+        raise ModelError(f"{cfg_path}: 'weights' must name a file inside the model folder, got {weights!r}")
+    if not isinstance(doc["config"], Mapping):
+        raise ModelError(f"{cfg_path}: 'config' must be an object, got {type(doc['config']).__name__}")
+    _check_sizes(doc["config"], f"{cfg_path}: config")
     return doc
+
+
+def _check_sizes(cfg: Mapping[str, Any], where: str) -> None:
+    """Refuse a size beyond :data:`~hepflow.config.MAX_SIZE` (a width of 1e9 would allocate tens of
+    GB) before the model is built; seeds and constraint bounds are not sizes."""
+    from hepflow.config import MAX_SIZE
+
+    for key, value in cfg.items():
+        if key in ("seed", "constraints"):
+            continue
+        if isinstance(value, Mapping):
+            _check_sizes(value, f"{where}.{key}")
+        elif isinstance(value, list):
+            _check_sizes({f"{key}[{i}]": v for i, v in enumerate(value)}, where)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > MAX_SIZE:
+            raise ModelError(f"{where}.{key} is {value!r}, larger than any model hepflow builds ({MAX_SIZE})")
+
+
+def _check_tensors(model: nn.Module, tensors: Mapping[str, torch.Tensor], weights: Path) -> None:
+    """One line naming the first tensor that is missing, unexpected, of another shape, or with NaN
+    (or, for a parameter, infinite) values."""
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key not in tensors:
+            raise ModelError(f"the weights in {weights} do not match the config: {key} is missing")
+        if tensors[key].shape != value.shape:
+            raise ModelError(
+                f"the weights in {weights} do not match the config: {key} has shape "
+                f"{tuple(tensors[key].shape)} in the file, {tuple(value.shape)} for the config"
+            )
+    if unexpected := sorted(set(tensors) - set(expected)):
+        raise ModelError(
+            f"the weights in {weights} do not match the config: the file has {unexpected[0]}, "
+            "which the config does not"
+        )
+    # parameters are finite; buffers may hold infinite bounds (one-sided constraints), never NaN
+    parameters = {name for name, _ in model.named_parameters()}
+    for key, value in tensors.items():
+        if not value.is_floating_point():
+            continue
+        bad = ~torch.isfinite(value) if key in parameters else torch.isnan(value)
+        if bool(bad.any()):
+            raise ModelError(
+                f"{weights}: {key} has {int(bad.sum())} NaN or infinite value(s); the model is damaged"
+            )
 
 
 def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -149,9 +220,12 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     from safetensors.torch import load_file
 
     doc = read_config(path)
-    weights = Path(path) / doc.get("weights", WEIGHTS_NAME)
+    folder = Path(path)
+    weights = folder / doc["weights"]
     if not weights.is_file():
         raise ModelError(f"no weights at {weights}")
+    if weights.resolve().parent != folder.resolve():
+        raise ModelError(f"{weights} links to {weights.resolve()}, outside the model folder {folder}")
     digest = _sha256(weights)
     if digest != doc["sha256"]:
         raise ModelError(
@@ -165,9 +239,10 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
         model = _classes()[doc["class"]].from_config(doc["config"])
     except (ConfigError, TypeError, KeyError, ValueError) as err:
         raise ModelError(f"the config in {Path(path) / CONFIG_NAME} is invalid: {err}") from err
+    _check_tensors(model, tensors, weights)
     try:
         model.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
+    except RuntimeError as err:  # pragma: no cover - _check_tensors found every mismatch
         raise ModelError(f"the weights in {weights} do not match the config: {err}") from err
     model.metadata = doc.get("metadata", {})
     return model.to(map_location).eval()

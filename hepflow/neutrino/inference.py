@@ -4,11 +4,14 @@
 inference processor (:mod:`hepflow.neutrino.inference_processor`) writes: ``K`` samples of the
 cINN posterior per event with their summaries, the quadratic W-mass-constraint solution
 (:mod:`hepflow.neutrino.quadratic`), the feed-forward regression, and the leptonic W mass
-reconstructed with each.
+reconstructed with each. :func:`finite_outputs` marks the events whose every column is finite:
+an event whose extreme but finite inputs overflow (MET of 3e38 GeV) is dropped and counted in
+the cutflow step :data:`FINITE_OUTPUTS`, never written with NaN or infinite values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import awkward as ak
@@ -20,10 +23,30 @@ from hepflow.neutrino.features import context_arrays
 from hepflow.neutrino.quadratic import lepton_mass, reconstruct_w_mass, solve_neutrino_pz
 from hepflow.posterior import FlowPosterior
 
-__all__ = ["inference_columns"]
+__all__ = ["FINITE_OUTPUTS", "finite_outputs", "inference_columns"]
+
+#: the cutflow step after the feature selection: events whose every inference column is finite
+FINITE_OUTPUTS = "finite outputs"
+
+
+def finite_outputs(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The events (rows) whose every floating-point value in ``columns`` is finite.
+
+    Example:
+        >>> a, b = np.array([1.0, np.inf, 2.0]), np.array([[0.0, 1.0], [1.0, 1.0], [np.nan, 0.0]])
+        >>> finite_outputs({"a": a, "b": b, "flag": np.array([True, False, True])})
+        array([ True, False, False])
+    """
+    n = len(next(iter(columns.values()))) if columns else 0
+    ok = np.ones(n, bool)
+    for values in columns.values():
+        if n and np.issubdtype(values.dtype, np.floating):
+            ok &= np.isfinite(values.reshape(n, -1)).all(axis=1)
+    return ok
 
 
 @torch.no_grad()
+@np.errstate(over="ignore", invalid="ignore")  # extreme inputs that overflow: see finite_outputs
 def inference_columns(
     columns: ak.Array,
     flow: FlowPosterior | Any,

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import awkward as ak
+import numpy as np
 
 from hepflow.errors import ConfigError
-from hepflow.neutrino.inference import inference_columns
+from hepflow.neutrino.inference import FINITE_OUTPUTS, finite_outputs, inference_columns
 from hepflow.neutrino.model import load_models
 from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.neutrino.selection import NeutrinoSelection
@@ -43,9 +44,10 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
     """Select events, build features, and add posterior and baseline columns.
 
     The events are selected by :class:`~hepflow.neutrino.processor.NeutrinoFeatureProcessor`, whose
-    last cutflow step (``"finite inputs"``) drops events with NaN or infinite inputs: no NaN
-    reaches the flow, and the posterior columns are finite. ``samples`` must be at least 2 (the
-    posterior standard deviation needs two).
+    cutflow step ``"finite inputs"`` drops events with NaN or infinite inputs: no NaN reaches
+    the flow. The last step, ``"finite outputs"``, drops the events whose posterior or baseline
+    columns are not finite (extreme inputs that overflow): every value written is finite.
+    ``samples`` must be at least 2 (the posterior standard deviation needs two).
     """
 
     def __init__(
@@ -78,6 +80,15 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
         added = inference_columns(
             columns, flow, regression, samples=self.samples, batch_events=self.batch_events, seed=seed
         )
+        ok = finite_outputs(added)
+        result.cutflow.fill(step=[FINITE_OUTPUTS], weight=[int(ok.sum())])
+        if result.cutflow_weighted is not None:
+            kept = ak.to_numpy(columns["weight"])[ok].astype(np.float64)
+            result.cutflow_weighted.fill(
+                step=np.full(max(kept.size, 1), FINITE_OUTPUTS), weight=kept if kept.size else [0.0]
+            )
+        if not ok.all():
+            columns, added = columns[ok], {name: values[ok] for name, values in added.items()}
         merged = {name: columns[name] for name in columns.fields}
         merged.update({name: ak.Array(values) for name, values in added.items()})
         return ChunkColumns(plain(ak.zip(merged, depth_limit=1)), result.cutflow, result.cutflow_weighted)

@@ -6,10 +6,10 @@ dequantized) and the set of up to ten jets (attention-pooling set encoder with a
 :mod:`hepflow.neutrino.features`. Both models share the summary network layout
 (:class:`~hepflow.neutrino.config.SummaryConfig`); the unfolding study builds its flow here too.
 
-A saved model carries its analysis and feature specification in its metadata;
+A saved model carries its analysis, feature specification and event selection in its metadata;
 :func:`check_model` refuses any other (a cosmic model, a flow trained on other features) before
-its weights are read, and :func:`load_models` returns the flow as a
-:class:`~hepflow.posterior.FlowPosterior`.
+its weights are read, :func:`check_selection` refuses to apply it to events of another selection,
+and :func:`load_models` returns the flow as a :class:`~hepflow.posterior.FlowPosterior`.
 
 Example:
     >>> from hepflow.neutrino.config import NeutrinoConfig
@@ -30,11 +30,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hepflow.config import json_plain, to_dict
 from hepflow.errors import ModelError
 from hepflow.flows.base import seeded
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.config import RegressionConfig, SummaryConfig
 from hepflow.neutrino.features import DISCRETE_FEATURES, FLAT_FEATURES, JET_FEATURES
+from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.posterior import FlowPosterior, load_posterior
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "build_flow",
     "build_regression",
     "check_model",
+    "check_selection",
     "load_models",
 ]
 
@@ -119,6 +122,41 @@ def check_model(metadata: Mapping[str, Any], path: str | os.PathLike[str]) -> No
         )
 
 
+def check_selection(model_dir: str | os.PathLike[str], selection: NeutrinoSelection) -> None:
+    """Refuse (:class:`~hepflow.errors.ModelError`) ``selection`` if it differs from the one the
+    models in ``model_dir`` were trained with, naming the key and both values.
+
+    Reads only the models' ``config.json`` (every member of an ensemble flow); a model that
+    records no selection (saved by other means) is not checked.
+    """
+    from hepflow.flows.serialization import read_config
+    from hepflow.posterior.loading import is_ensemble, member_names, model_path
+
+    flow = model_path(Path(model_dir) / "flow")
+    folders = [model_path(flow / m) for m in member_names(flow)] if is_ensemble(flow) else [flow]
+    current = json_plain(to_dict(selection))
+    for folder in [*folders, Path(model_dir) / "regression"]:
+        recorded = (read_config(folder).get("metadata") or {}).get("selection")
+        if recorded is None:
+            continue
+        for key in sorted(set(recorded) | set(current)):
+            if recorded.get(key) != current.get(key):
+                raise ModelError(
+                    f"{folder} was trained on events selected with [selection] {key} = "
+                    f"{recorded.get(key)!r}, this config has {current.get(key)!r}: use the model's "
+                    "selection, or train a model for this one"
+                )
+
+
+def _check_targets(model: Any, path: Path) -> None:
+    """Refuse a model that does not estimate the analysis's targets (a config with another theta_dim)."""
+    if int(model.theta_dim) != len(TARGETS):
+        raise ModelError(
+            f"{path} estimates {int(model.theta_dim)} parameters, the neutrino analysis "
+            f"{len(TARGETS)} ({', '.join(TARGETS)})"
+        )
+
+
 def _missing(path: Path) -> str:
     return f"{path} does not exist: train with `hepflow train neutrino` first"
 
@@ -135,7 +173,10 @@ def load_models(model_dir: str | os.PathLike[str]) -> tuple[FlowPosterior, Any]:
     if not flow_dir.is_dir():
         raise ModelError(_missing(flow_dir))
     flow = load_posterior(flow_dir, check=check_model, missing=_missing(flow_dir))
+    _check_targets(flow, flow_dir)
     if not regression_dir.is_dir():
         raise ModelError(_missing(regression_dir))
     check_model(read_config(regression_dir).get("metadata", {}) or {}, regression_dir)
-    return flow, hepflow.load_model(regression_dir).eval()
+    regression = hepflow.load_model(regression_dir).eval()
+    _check_targets(regression, regression_dir)
+    return flow, regression

@@ -35,7 +35,7 @@ from hepflow.config import shipped_config, to_dict
 from hepflow.errors import InputError
 from hepflow.neutrino.config import NeutrinoConfig
 from hepflow.neutrino.data import load_training_data
-from hepflow.neutrino.model import ANALYSIS, FEATURE_SPEC, build_flow, build_regression
+from hepflow.neutrino.model import ANALYSIS, FEATURE_SPEC, build_flow, build_regression, check_selection
 from hepflow.neutrino.selection import NeutrinoSelection
 
 __all__ = [
@@ -246,6 +246,7 @@ def infer(
 
     cfg = NeutrinoConfig.load(config)
     cached_models(model_dir)  # refuse a missing or foreign model before any processing starts
+    check_selection(model_dir, cfg.selection)
     proc = NeutrinoInferenceProcessor(
         model_dir,
         samples=samples or cfg.inference.samples,

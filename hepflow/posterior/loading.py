@@ -82,14 +82,14 @@ def model_path(directory: str | os.PathLike[str], *, missing: str | None = None)
 
 def member_names(directory: str | os.PathLike[str]) -> list[str]:
     """The member folders an ensemble's ``ensemble.json`` lists (plain names inside the directory)."""
+    from hepflow.flows.serialization import is_plain_name
+
     source = Path(directory) / ENSEMBLE_FILE
     try:
         names = json.loads(source.read_text())["members"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"{source} is not an ensemble description: {err}") from err
-    if not isinstance(names, list) or not all(
-        isinstance(n, str) and n and "/" not in n and "\\" not in n and n not in (".", "..") for n in names
-    ):
+    if not isinstance(names, list) or not all(is_plain_name(n) for n in names):
         raise ModelError(f"{source}: 'members' must list member folder names")
     return names
 
