@@ -635,9 +635,11 @@ def mcmc_cosmic(
         progress=progress,
         **options,
     )
+    # what the MCMC was run on: `hepflow report cosmic --mcmc` refuses the MCMC of another observation
     result.settings["observation"] = (
         str(observation) if str(observation) == "auger" else str(Path(observation))
     )
+    result.settings["lg_e_min"] = cfg.model.lg_e_min
     if str(observation) != "auger":
         result.settings["entry"] = entry
     result.write(out, chain=chain, overwrite=overwrite)

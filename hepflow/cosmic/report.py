@@ -228,7 +228,9 @@ def _plot_comparison(comparison: Mapping[str, Any], path: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- report
-def _read_mcmc(directory: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def _read_mcmc(directory: Path, lg_e_min: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """The samples and summary of an MCMC of the Auger data above ``lg_e_min``; the MCMC of any
+    other observation (what ``summary.json`` records it was run on) is refused, naming both."""
     import awkward as ak
 
     samples, summary = directory / "samples.parquet", directory / "summary.json"
@@ -236,8 +238,28 @@ def _read_mcmc(directory: Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise InputError(
             f"{directory}: no samples.parquet/summary.json (run `hepflow mcmc cosmic --observation auger`)"
         )
+    try:
+        info = json.loads(summary.read_text())
+    except ValueError as err:
+        raise InputError(f"{summary} is not valid JSON: {err}") from err
+    settings = info.get("settings") if isinstance(info, dict) else None
+    settings = settings if isinstance(settings, dict) else {}
+    ran_on, ran_above = settings.get("observation"), settings.get("lg_e_min")
+    wanted = f"the Auger data above lg(E/eV) = {lg_e_min:g}"
+    if ran_on != "auger" or not isinstance(ran_above, int | float) or abs(ran_above - lg_e_min) > 1e-9:
+        what = (
+            "an observation it does not record"
+            if ran_on is None
+            else f"observation {ran_on!r}"
+            + (f" (entry {settings['entry']})" if settings.get("entry") is not None else "")
+            + (f" above lg(E/eV) = {ran_above:g}" if isinstance(ran_above, int | float) else "")
+        )
+        raise InputError(
+            f"{directory} holds the MCMC of {what}, not of {wanted} that this report is about "
+            "(run `hepflow mcmc cosmic --observation auger` with the same config)"
+        )
     theta = parameter_columns(ak.from_parquet(samples), samples)
-    return theta, json.loads(summary.read_text())
+    return theta, info
 
 
 def _run_mcmc_auger(cfg: Any, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -253,6 +275,7 @@ def _run_mcmc_auger(cfg: Any, progress: bool) -> tuple[np.ndarray, dict[str, Any
         progress=progress,
         **cfg.mcmc.options(),
     )
+    res.settings.update(observation="auger", lg_e_min=cfg.model.lg_e_min)
     return res.theta(), res.summary()
 
 
@@ -346,6 +369,8 @@ def make_report(
     cfg = load_config(config)
     out = Path(output_dir)
     k = cfg.inference.samples if samples is None else int(samples)
+    if mcmc_auger is not None:  # refuse the MCMC of another observation before any work
+        mc, mc_summary = _read_mcmc(Path(mcmc_auger), cfg.model.lg_e_min)
     t0 = time.perf_counter()
     posterior = load_posterior(model_dir, config=cfg)
     obs = Observation.from_auger(lg_e_min=cfg.model.lg_e_min)
@@ -353,7 +378,6 @@ def make_report(
     t_cinn = time.perf_counter() - t0
     x, logp = x[0], logp[0]
     if mcmc_auger is not None:
-        mc, mc_summary = _read_mcmc(Path(mcmc_auger))
         mcmc_source = str(mcmc_auger)
     else:
         mc, mc_summary = _run_mcmc_auger(cfg, progress)

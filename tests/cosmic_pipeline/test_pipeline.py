@@ -257,7 +257,14 @@ def test_compare_and_report_on_tiny_inputs(trained, tiny_cfg, tmp_path) -> None:
     mcmc_dir.mkdir()
     (mcmc_dir / "samples.parquet").write_bytes((tmp_path / "cmp" / "mcmc" / "mock_000.parquet").read_bytes())
     (mcmc_dir / "summary.json").write_text(
-        json.dumps({"wall_time_s": 1.5, "converged": False, "modes": [MODE]})
+        json.dumps(
+            {
+                "wall_time_s": 1.5,
+                "converged": False,
+                "modes": [MODE],
+                "settings": {"observation": "auger", "lg_e_min": tiny_cfg.model.lg_e_min},
+            }
+        )
     )
     report = make_report(
         out, tmp_path / "report", config=tiny_cfg, mcmc_auger=mcmc_dir, comparison=tmp_path / "cmp"
