@@ -29,7 +29,7 @@ from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
 from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.features import context_from_features
 from hepflow.cosmic.network import build_flow, load_flow, model_metadata
-from hepflow.cosmic.posterior import importance_posterior, load_posterior
+from hepflow.cosmic.posterior import check_finite, importance_posterior, load_posterior
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.posterior import is_ensemble, model_path
 
@@ -229,6 +229,7 @@ def infer(
             },
             "posterior_importance": posterior_table(hepflow.posterior_summary(resampled)),
         }
+    check_finite(cols, f"the posterior of {model_dir} for {observation}")
     table = ak.zip(cols, depth_limit=1)
     write_parquet(table, targets[0])
     write_root(table, targets[1], treename="Posterior")

@@ -20,6 +20,7 @@ Example (a trained model)::
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -29,6 +30,7 @@ from hepflow.cosmic.config import PARAMETERS, CosmicConfig
 from hepflow.cosmic.features import Observations, observations_context
 from hepflow.cosmic.network import binning_of, load_checked
 from hepflow.cosmic.observation import Binning, Observation
+from hepflow.errors import ModelError
 from hepflow.posterior import (
     FlowPosterior,
     ImportancePosterior,
@@ -41,6 +43,7 @@ from hepflow.posterior import (
 __all__ = [
     "FRACTIONS",
     "as_posterior",
+    "check_finite",
     "importance_posterior",
     "importance_reweight",
     "load_posterior",
@@ -53,6 +56,22 @@ __all__ = [
 
 #: the parameter indices of the five fractions (one simplex)
 FRACTIONS = (2, 3, 4, 5, 6)
+
+
+def check_finite(columns: Mapping[str, np.ndarray], what: str) -> None:
+    """Refuse (:class:`~hepflow.errors.ModelError`) posterior columns with NaN or infinite values,
+    naming the columns and counts, so that no such table is written.
+
+    Example:
+        >>> check_finite({"gamma": np.array([1.0, np.nan]), "f_H": np.array([0.2, 0.3])}, "m")
+        Traceback (most recent call last):
+        ...
+        hepflow.errors.ModelError: m: NaN or infinite values in gamma (1 of 2); nothing written
+    """
+    bad = {name: int(np.count_nonzero(~np.isfinite(v))) for name, v in columns.items()}
+    if any(bad.values()):
+        listed = ", ".join(f"{name} ({n} of {len(columns[name])})" for name, n in bad.items() if n)
+        raise ModelError(f"{what}: NaN or infinite values in {listed}; nothing written")
 
 
 def model_prior(metadata: dict[str, Any]) -> Any:

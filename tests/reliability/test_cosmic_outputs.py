@@ -1,4 +1,5 @@
-"""``hepflow report cosmic --mcmc DIR`` takes only the MCMC of the Auger data it reports on.
+"""Cosmic outputs: the report takes only the MCMC of the Auger data it reports on, and no
+posterior table with NaN or infinite values is written.
 
 Before: the MCMC of another observation (a pseudo-experiment) was read into a report labelled
 "Auger", exit 0. ``hepflow mcmc cosmic`` records what it ran on (observation, entry, lg_e_min)
@@ -97,3 +98,23 @@ def test_report_refuses_an_auger_mcmc_of_other_bins_or_unrecorded(
     with pytest.raises(ModelError, match="model") as err:
         make_report(tmp_path / "model", tmp_path / "report", mcmc_auger=mcmc)
     assert "MCMC" not in str(err.value)
+
+
+def test_cosmic_posterior_with_non_finite_values_is_not_written(tmp_path: Path, monkeypatch) -> None:
+    """A posterior whose draws are not finite (a broken model) is refused before any file is written."""
+    import numpy as np
+
+    from hepflow.cosmic import Binning, pipeline
+
+    class Broken:
+        binning = Binning.auger()
+
+        def sample(self, n, obs, *, seed, log_prob):
+            theta = np.full((1, n, 7), 0.2)
+            theta[0, 1, 0] = np.nan
+            return theta, np.full((1, n), -np.inf)
+
+    monkeypatch.setattr(pipeline, "load_posterior", lambda *a, **k: Broken())
+    with pytest.raises(ModelError, match=r"NaN or infinite values in gamma \(1 of 5\), log_prob \(5 of 5\)"):
+        pipeline.infer(tmp_path / "model", "auger", output_dir=tmp_path / "out", samples=5)
+    assert not (tmp_path / "out").exists()
