@@ -122,6 +122,11 @@ def _every_kth(values: ak.Array, value: float, k: int) -> ak.Array:
     return ak.unflatten(flat, ak.num(values, axis=1)) if values.ndim > 1 else ak.Array(flat)
 
 
+def _none_of(collection: ak.Array) -> ak.Array:
+    """``collection`` with no entries in any event (whatever fields it still has)."""
+    return collection[ak.local_index(collection, axis=1) < 0]
+
+
 def nanoaod_case(
     base: dict[str, ak.Array], start: int, n: int, ops: list[tuple[Any, ...]]
 ) -> dict[str, ak.Array]:
@@ -142,12 +147,12 @@ def _mutate(b: dict[str, ak.Array], ops: list[tuple[Any, ...]]) -> dict[str, ak.
             _map_branch(b, args[0], lambda v, value=value, k=k: _every_kth(v, value, k))
         elif op == "jets" and "Jet" in b:
             jets = b["Jet"]
-            b["Jet"] = jets[jets.pt < -1] if args[0] == 0 else ak.concatenate([jets] * args[0], axis=1)
+            b["Jet"] = _none_of(jets) if args[0] == 0 else ak.concatenate([jets] * args[0], axis=1)
         elif op == "leptons":
             for name in ("Electron", "Muon"):
                 if name in b:
                     coll = b[name]
-                    b[name] = coll[coll.pt < -1] if args[0] == 0 else ak.concatenate([coll] * args[0], axis=1)
+                    b[name] = _none_of(coll) if args[0] == 0 else ak.concatenate([coll] * args[0], axis=1)
     return b
 
 
