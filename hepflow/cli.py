@@ -10,24 +10,68 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from hepflow import __version__
-from hepflow.errors import HepflowError
+from hepflow.errors import HepflowError, OutputError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _positive_int(text: str) -> int:
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like every other hepflow error (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"hepflow: error: {message} (see: {self.prog} --help)\n")
+
+
+def _integer(text: str) -> int | None:
+    """``text`` as an integer (``50000``, ``5e4``), or None when it is none (``1.5``, ``1e999``)."""
     try:
-        value = int(float(text)) if "e" in text.lower() else int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() else None
+
+
+def _positive_int(text: str) -> int:
+    value = _integer(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _seed(text: str) -> int:
+    value = _integer(text)
+    if value is None or not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer in [0, 2^32), got {text!r}")
+    return value
+
+
+def _check_output(path: Path, *, directory: bool) -> None:
+    """Refuse an output that cannot be written before any work starts: an output directory that
+    is a file, a path under a file, or a parent the user cannot write to."""
+    if path.exists():
+        if directory and not path.is_dir():
+            raise OutputError(f"output {path} exists and is not a directory")
+        if not directory and path.is_dir():
+            raise OutputError(f"output {path} is a directory, expected a file")
+    base = path if directory and path.is_dir() else path.parent
+    while not base.exists() and not base.is_symlink() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"cannot write {path}: {base} is a file, not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: {base} is not writable")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -305,9 +349,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hepflow", description="cINN posteriors for HEP analyses on the scikit-hep stack."
-    )
+    parser = _Parser(prog="hepflow", description="cINN posteriors for HEP analyses on the scikit-hep stack.")
     parser.add_argument("--version", action="version", version=f"hepflow {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -320,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ttbar", help="semileptonic ttbar (Pythia 8) with a fast CMS-like detector, as NanoAOD"
     )
     ttbar.add_argument("--events", type=_positive_int, required=True)
-    ttbar.add_argument("--seed", type=int, default=1)
+    ttbar.add_argument("--seed", type=_seed, default=1)
     ttbar.add_argument("--output", type=Path, required=True, help="output ROOT file")
     ttbar.add_argument("--batch-size", type=_positive_int, default=1000, help="events per written basket")
     ttbar.add_argument("--overwrite", action="store_true")
@@ -328,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     ttbar.set_defaults(handler=_generate_ttbar)
     cosmic = gen_sub.add_parser("cosmic", help="cosmic-ray pseudo-experiments (spectrum and Xmax histograms)")
     cosmic.add_argument("--n", type=_positive_int, default=None, help="pseudo-experiments (default: config)")
-    cosmic.add_argument("--seed", type=int, default=None)
+    cosmic.add_argument("--seed", type=_seed, default=None)
     cosmic.add_argument("--output", type=Path, required=True, help="output ROOT file")
     cosmic.add_argument(
         "--config",
@@ -423,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     ico.add_argument("--samples", type=_positive_int, default=None)
     ico.add_argument("--config", type=Path, default=None)
     ico.add_argument("--entry", type=int, default=0)
-    ico.add_argument("--seed", type=int, default=None)
+    ico.add_argument("--seed", type=_seed, default=None)
     ico.add_argument(
         "--importance",
         action="store_true",
@@ -482,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mco.add_argument("--output", type=Path, required=True)
     mco.add_argument("--config", type=Path, default=None)
-    mco.add_argument("--seed", type=int, default=None)
+    mco.add_argument("--seed", type=_seed, default=None)
     mco.add_argument("--entry", type=int, default=0, help="entry of a pseudo-experiment file")
     mco.add_argument("--n-steps", type=_positive_int, default=None)
     mco.add_argument("--chain", action="store_true", help="also write the full chain")
@@ -552,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_PSEUDO_EXPERIMENTS,
         help="cosmic training pseudo-experiments",
     )
-    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--seed", type=_seed, default=1)
     demo.add_argument("--no-progress", dest="progress", action="store_false")
     demo.set_defaults(handler=_demo)
     return parser
@@ -568,6 +610,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "executor"):
             _run_config(args)  # refuse inconsistent run options before any work starts
+        if getattr(args, "output", None) is not None:
+            _check_output(args.output, directory=args.command != "generate")
+        if getattr(args, "target", None) is not None:
+            _check_output(args.target, directory=False)
         return handler(args)
     except HepflowError as err:
         if args.debug:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -361,20 +362,31 @@ def build_fileset(inputs: Sequence[str | os.PathLike[str]], *, dataset: str = "d
             raise InputError(f"fileset {path} does not exist") from err
         except json.JSONDecodeError as err:
             raise InputError(f"fileset {path} is not valid JSON: {err}") from err
+        if not isinstance(raw, dict):
+            raise InputError(
+                f'fileset {path}: expected an object {{dataset: {{"files": {{path: tree}}}}}} or '
+                f"{{dataset: [paths]}}, got a JSON {type(raw).__name__}"
+            )
         fileset = {}
         for name, spec in raw.items():
             files = spec.get("files", spec) if isinstance(spec, dict) else spec
-            if isinstance(files, list):
+            if isinstance(files, list) and all(isinstance(f, str) for f in files):
                 files = dict.fromkeys(files, "Events")
-            if not isinstance(files, dict):
-                raise InputError(f"fileset {path}: dataset {name!r} has no file list")
+            if not isinstance(files, dict) or not all(isinstance(t, str) for t in files.values()):
+                raise InputError(
+                    f"fileset {path}: dataset {name!r} has no file list (paths, or {{path: tree name}})"
+                )
             fileset[name] = {"files": {str(_resolve(f, path.parent)): t for f, t in files.items()}}
     else:
         fileset = {dataset: {"files": {str(Path(f)): "Events" for f in inputs}}}
     for spec in fileset.values():
         for f in spec["files"]:
-            if "://" not in f and not Path(f).is_file():
+            if "://" in f:
+                continue
+            if not Path(f).is_file():
                 raise InputError(f"input file {f} does not exist")
+            if Path(f).stat().st_size == 0:
+                raise InputError(f"input file {f} is empty (0 bytes), not a ROOT file")
     return fileset
 
 
@@ -401,7 +413,10 @@ def execute(
     from coffea.nanoevents import NanoAODSchema
 
     executor = _make_executor(config)
-    runner = processor.Runner(
+    # dask retries its tasks itself (coffea passes retries=0 there); a BaseException must not
+    # reach its workers
+    runner_class = processor.Runner if config.executor == "dask" else _FailFastRunner
+    runner = runner_class(
         executor=executor,
         pre_executor=processor.IterativeExecutor(status=config.progress),
         schema=schema or NanoAODSchema,
@@ -417,11 +432,56 @@ def execute(
             return dict(runner(fileset, processor_instance, treename=None if named else treename))
     except HepflowError:
         raise
-    except Exception as err:
-        raise _explain(err) from err
+    except (Exception, _ChunkFailed) as err:
+        failure = err.error if isinstance(err, _ChunkFailed) else err
+        explained = _explain(failure)
+        raise explained from (None if explained is failure else failure)
     finally:
         if config.executor == "dask":
             _close_dask(executor)
+
+
+class _ChunkFailed(BaseException):
+    """The final error of a chunk, carried out of coffea's executors to :func:`execute`.
+
+    A ``BaseException``, because coffea retries, and its futures executor prints with a remote
+    traceback before re-raising, only instances of ``Exception``.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _local_errors_first(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func``; a :class:`HepflowError` (a local, deterministic refusal of the input or the
+    config, raised by a processor) ends the chunk at once instead of being retried."""
+    try:
+        return func(*args, **kwargs)
+    except Exception as err:
+        local = _hepflow_error(err)
+        if local is None:
+            raise
+        raise _ChunkFailed(local) from None
+
+
+def _retries_then_fail(retries: int, skipbadfiles: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """coffea's :meth:`~coffea.processor.Runner.automatic_retries` (retry a failing chunk, for
+    files on flaky storage), except for a :class:`HepflowError`; the final error leaves as a
+    :class:`_ChunkFailed`, which the futures executor neither retries nor prints."""
+    try:
+        return coffea_processor.Runner.automatic_retries(
+            retries, skipbadfiles, partial(_local_errors_first, func), *args, **kwargs
+        )
+    except Exception as err:
+        raise _ChunkFailed(err) from None
+
+
+class _FailFastRunner(coffea_processor.Runner):
+    """A :class:`coffea.processor.Runner` that does not retry hepflow's own errors and lets no
+    executor print a traceback before :func:`execute` reports the failure on one line."""
+
+    automatic_retries = staticmethod(_retries_then_fail)
 
 
 @contextmanager
@@ -578,14 +638,10 @@ def _explain(err: BaseException) -> HepflowError:
     exception chain is returned as it is, anything else becomes an :class:`InputError` naming the
     file and the original error's first line.
     """
-    chain: list[BaseException] = []
-    cur: BaseException | None = err
-    while cur is not None and cur not in chain:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    for exc in chain:
-        if isinstance(exc, HepflowError):
-            return exc
+    local = _hepflow_error(err)
+    if local is not None:
+        return local
+    chain = _chain(err)
     text = "\n".join(str(exc) for exc in chain)
     match = re.search(r"filename='([^']+)'", text) or re.search(r"(\S+\.root)", text)
     where = f" while reading {match.group(1)}" if match else ""
@@ -597,3 +653,18 @@ def _explain(err: BaseException) -> HepflowError:
         else f"{type(root).__name__}: {str(root).strip().splitlines()[0] if str(root).strip() else ''}"
     )
     return InputError(f"processing failed{where}: {detail}")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and its causes and contexts, outermost first."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = err
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return chain
+
+
+def _hepflow_error(err: BaseException) -> HepflowError | None:
+    """The first :class:`HepflowError` in the exception chain of ``err`` (coffea wraps them)."""
+    return next((exc for exc in _chain(err) if isinstance(exc, HepflowError)), None)

@@ -52,6 +52,7 @@ import hist
 import numpy as np
 
 from hepflow.cosmic import PARAMETER_NAMES, Binning, Observation
+from hepflow.cosmic.observation import check_counts
 from hepflow.errors import InputError
 
 __all__ = [
@@ -135,9 +136,7 @@ def observation_features(
         raise InputError(
             f"{spec.shape[0]} spectra but {xmax.shape[0]} sets of Xmax histograms: need one of each"
         )
-    for name, a in (("spectrum", spec), ("Xmax", xmax)):
-        if not np.all(np.isfinite(a)) or np.any(a < 0):
-            raise InputError(f"{name} counts must be finite and >= 0")
+    check_counts(b, spec, xmax)
 
     total = spec.sum(axis=1, keepdims=True)
     lg_n = np.log10(1.0 + total)
@@ -271,11 +270,14 @@ def histogram_counts(h: hist.Hist, *, binning: Binning | None = None) -> tuple[n
     return spectrum, xmax
 
 
-def histogram_observation(h: hist.Hist, *, binning: Binning | None = None) -> Observation:
-    """The :class:`~hepflow.cosmic.Observation` of a filled :func:`shower_histogram`."""
+def histogram_observation(
+    h: hist.Hist, *, binning: Binning | None = None, source: str = "shower histogram"
+) -> Observation:
+    """The :class:`~hepflow.cosmic.Observation` of a filled :func:`shower_histogram` (read from
+    ``source``, for error messages)."""
     b = _binning(binning)
     spectrum, xmax = histogram_counts(h, binning=b)
-    return Observation(b, spectrum, xmax)
+    return Observation(b, spectrum, xmax, source=source)
 
 
 def _nested_index(b: Binning) -> np.ndarray:

@@ -418,19 +418,19 @@ def load_observation(
             names = {k.split(";")[0]: v for k, v in classes.items()}
             if HISTOGRAM_NAME in names and names[HISTOGRAM_NAME].startswith("TH2"):
                 h = f[HISTOGRAM_NAME].to_hist()
-                return histogram_observation(h, binning=b)
+                return histogram_observation(h, binning=b, source=str(path))
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read {path} as a ROOT file: {err}") from err
     if names.get(SHOWER_TREE) == "TTree":
         lg_e, xmax = read_showers(path)
-        return Observation.from_showers(lg_e, xmax, binning=b)
+        return Observation.from_showers(lg_e, xmax, binning=b, source=str(path))
     if names.get(PSEUDO_EXPERIMENT_TREE) == "TTree":
         if entry < 0:
             raise ConfigError(f"entry must be >= 0, got {entry}")
         data = read_pseudo_experiments(path, entry_start=entry, entry_stop=entry + 1)
         if data["theta"].shape[0] != 1:
             raise InputError(f"{path}: no entry {entry} in {PSEUDO_EXPERIMENT_TREE}")
-        return Observation(b, data["spectrum"][0], data["xmax"][0])
+        return Observation(b, data["spectrum"][0], data["xmax"][0], source=f"{path} entry {entry}")
     raise InputError(
         f"{path} holds neither a {SHOWER_TREE} nor a {PSEUDO_EXPERIMENT_TREE} tree nor a "
         f"'{HISTOGRAM_NAME}' histogram (found: {', '.join(sorted(names)) or 'nothing'})"

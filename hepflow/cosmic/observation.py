@@ -16,14 +16,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hepflow.cosmic.auger import load_spectrum, load_xmax
 from hepflow.errors import ConfigError, InputError
 
-__all__ = ["Binning", "Observation"]
+__all__ = ["Binning", "Observation", "check_counts"]
 
 _TOL = 1e-6
 
@@ -95,27 +95,65 @@ class Binning:
     __hash__ = None  # type: ignore[assignment]
 
 
+def check_counts(binning: Binning, spectrum: np.ndarray, xmax: np.ndarray, *, source: str = "") -> None:
+    """Refuse NaN, infinite or negative counts, naming ``source``, the row and the bin.
+
+    ``spectrum`` is (n_E,) or (n, n_E), ``xmax`` (n_M, n_X) or (n, n_M, n_X) in ``binning``.
+
+    Example:
+        >>> b = Binning.auger()
+        >>> spectrum = np.ones(b.shape[0]); spectrum[3] = -1
+        >>> check_counts(b, spectrum, np.ones(b.shape[1:]), source="pe.root entry 0")
+        Traceback (most recent call last):
+        ...
+        hepflow.errors.InputError: pe.root entry 0: spectrum count -1 in bin 3 (lg E 19 .. 19.1); ...
+    """
+    axes = {
+        "spectrum": (("lg E", binning.spectrum_edges),),
+        "Xmax": (("lg E", binning.xmax_energy_edges), ("Xmax", binning.xmax_edges)),
+    }
+    for (name, bins), counts in zip(axes.items(), (spectrum, xmax), strict=True):
+        a = np.asarray(counts, dtype=float)
+        bad = ~np.isfinite(a) | (a < 0)
+        if not bad.any():
+            continue
+        index = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
+        row, cell = index[: a.ndim - len(bins)], index[a.ndim - len(bins) :]
+        where = ", ".join(
+            f"{label} {e[i]:g} .. {e[i + 1]:g}" for (label, e), i in zip(bins, cell, strict=True)
+        )
+        n_bad = int(bad.sum())
+        raise InputError(
+            f"{source + ': ' if source else ''}{name} count {a[index]:g} in "
+            f"{f'row {row[0]}, ' if row else ''}bin {', '.join(map(str, cell))} ({where}); "
+            f"counts must be finite and >= 0 ({n_bad} bad bin{'s' if n_bad > 1 else ''})"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Observation:
     """Spectrum counts (n_E,) and Xmax histograms (n_M, n_X) in a :class:`Binning`.
 
     Counts may be non-integer (e.g. an Asimov data set of expected counts) but not negative.
+    ``source`` says where they come from (a file, an entry), for error messages.
     """
 
     binning: Binning
     spectrum: np.ndarray
     xmax: np.ndarray
+    source: str = field(default="observation", repr=False)
 
     def __post_init__(self) -> None:
         n_e, n_m, n_x = self.binning.shape
         for name, shape in (("spectrum", (n_e,)), ("xmax", (n_m, n_x))):
             a = np.array(getattr(self, name), dtype=float)
             if a.shape != shape:
-                raise InputError(f"observation {name} must have shape {shape} for its binning, got {a.shape}")
-            if not np.all(np.isfinite(a)) or np.any(a < 0):
-                raise InputError(f"observation {name} counts must be finite and >= 0")
+                raise InputError(
+                    f"{self.source}: {name} must have shape {shape} for its binning, got {a.shape}"
+                )
             a.flags.writeable = False
             object.__setattr__(self, name, a)
+        check_counts(self.binning, self.spectrum, self.xmax, source=self.source)
 
     @property
     def n_spectrum(self) -> float:
@@ -153,7 +191,12 @@ class Observation:
 
     @classmethod
     def from_showers(
-        cls, lg_e: np.ndarray, xmax: np.ndarray | None = None, *, binning: Binning | None = None
+        cls,
+        lg_e: np.ndarray,
+        xmax: np.ndarray | None = None,
+        *,
+        binning: Binning | None = None,
+        source: str = "showers",
     ) -> Observation:
         """Bin a list of showers: every shower enters the spectrum; those with a finite Xmax the histograms.
 
@@ -169,10 +212,11 @@ class Observation:
         e = np.asarray(lg_e, dtype=float).ravel()
         x = np.full_like(e, np.nan) if xmax is None else np.asarray(xmax, dtype=float).ravel()
         if x.shape != e.shape:
-            raise InputError(f"showers: lg_e has {e.size} entries but xmax has {x.size}")
+            raise InputError(f"{source}: lg_e has {e.size} entries but xmax has {x.size}")
         if np.any(~np.isfinite(e)):
-            raise InputError("showers: lg_e must be finite")
+            first = int(np.flatnonzero(~np.isfinite(e))[0])
+            raise InputError(f"{source}: lg_e must be finite, shower {first} has {e[first]}")
         spectrum, _ = np.histogram(e, bins=b.spectrum_edges)
         has_x = np.isfinite(x)
         hist, _, _ = np.histogram2d(e[has_x], x[has_x], bins=(b.xmax_energy_edges, b.xmax_edges))
-        return cls(b, spectrum.astype(float), hist)
+        return cls(b, spectrum.astype(float), hist, source=source)

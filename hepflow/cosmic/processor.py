@@ -48,6 +48,7 @@ from hepflow.cosmic.features import (
 )
 from hepflow.cosmic.generate import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE
 from hepflow.errors import ConfigError, InputError, OutputError
+from hepflow.inputs import check_branches
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
 from hepflow.outputs.columnar import write_parquet
 from hepflow.processing import (
@@ -88,7 +89,7 @@ class ShowerHistogramProcessor(processor.ProcessorABC):
         shower_histogram(self.binning)  # checks that the binning fits one histogram
 
     def process(self, events: Any) -> dict[str, Any]:
-        _require(events, ("lg_e", "xmax"))
+        check_branches(events, {"lg_e": "float", "xmax": "float"})
         lg_e = ak.to_numpy(events.lg_e).astype(float)
         xmax = ak.to_numpy(events.xmax).astype(float)
         good = np.isfinite(lg_e) & ~np.isinf(xmax)  # NaN xmax: a shower without Xmax, kept
@@ -122,7 +123,11 @@ class PseudoExperimentFeatureProcessor(ColumnProcessor):
         self.binning = binning if binning is not None else Binning.auger()
 
     def columns(self, events: Any) -> ChunkColumns:
-        _require(events, (*PARAMETER_NAMES, "spectrum", "xmax"))
+        check_branches(
+            events,
+            {**dict.fromkeys(PARAMETER_NAMES, "float"), "spectrum": "number", "xmax": "number"},
+            optional={"index": "integer"},
+        )
         n_e, n_m, n_x = self.binning.shape
         spectrum = ak.to_numpy(events.spectrum)
         xmax = ak.to_numpy(events.xmax)
@@ -310,9 +315,3 @@ def _check_trees(fileset: dict[str, Any]) -> None:
 
 def _skipped(fileset: dict[str, Any], done: set[str]) -> list[str]:
     return [f for spec in fileset.values() for f in spec["files"] if f not in done]
-
-
-def _require(events: Any, names: Sequence[str]) -> None:
-    missing = [n for n in names if n not in events.fields]
-    if missing:
-        raise InputError(f"{source_file(events)}: missing branches {', '.join(missing)}")

@@ -29,7 +29,7 @@ import awkward as ak
 import numpy as np
 
 from hepflow.errors import InputError
-from hepflow.neutrino.features import context_arrays, truth_array
+from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, TRUTH_COLUMNS, context_arrays, truth_array
 
 __all__ = ["TrainingData", "load_training_data"]
 
@@ -64,6 +64,12 @@ def load_training_data(directory: str | os.PathLike[str], *, max_events: int | N
     columns = read_parquet_dir(directory)
     if "nu_px_true" not in columns.fields:
         raise InputError(f"{directory}: the feature files have no truth columns (nu_*_true); cannot train")
+    missing = [k for k in (*FLAT_FEATURES, *JET_FEATURES, *TRUTH_COLUMNS) if k not in columns.fields]
+    if missing:
+        raise InputError(
+            f"{directory}: the feature files lack the columns {', '.join(missing)} "
+            "(not written by `hepflow process neutrino` of this version?)"
+        )
     if max_events is not None:
         columns = columns[:max_events]
     theta = truth_array(columns)

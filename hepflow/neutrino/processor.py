@@ -21,6 +21,7 @@ import awkward as ak
 import numpy as np
 
 from hepflow.errors import InputError
+from hepflow.inputs import check_branches, nanoaod_branches
 from hepflow.neutrino.features import NEUTRINO_PDGIDS, build_columns, finite_events, finite_rows
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, event_weights, plain, source_file
@@ -35,6 +36,8 @@ __all__ = [
 
 #: Cutflow steps, in order; the last one counts the rows written.
 CUTFLOW_STEPS = ("all", "one lepton", "jets", "b jets", "finite inputs")
+#: Branches of the generator particles read for the truth neutrino (and the unfolding's truth).
+GENPART_BRANCHES = ("pt", "eta", "phi", "mass", "pdgId", "statusFlags", "genPartIdxMother")
 #: Floating-point branches the selection reads, per collection (MET is added per file).
 _FLOAT_INPUTS = {
     "Electron": ("pt", "eta", "phi", "mass", "pfRelIso03_all"),
@@ -72,14 +75,18 @@ class NeutrinoFeatureProcessor(ColumnProcessor):
     def _columns(self, events: Any) -> ChunkColumns:
         sel = self.selection
         met_name = _met_collection(events, sel.met)
-        _require_branches(
+        check_branches(
             events,
-            {
-                "Electron": ("pt", "eta", "phi", "mass", "charge", "cutBased", "pfRelIso03_all"),
-                "Muon": ("pt", "eta", "phi", "mass", "charge", "tightId", "pfRelIso04_all"),
-                "Jet": ("pt", "eta", "phi", "mass", sel.btag_branch),
-                met_name: ("pt", "phi"),
-            },
+            nanoaod_branches(
+                {
+                    "Electron": ("pt", "eta", "phi", "mass", "charge", "cutBased", "pfRelIso03_all"),
+                    "Muon": ("pt", "eta", "phi", "mass", "charge", "tightId", "pfRelIso04_all"),
+                    "Jet": ("pt", "eta", "phi", "mass", sel.btag_branch),
+                    met_name: ("pt", "phi"),
+                    "": ("run", "luminosityBlock", "event"),
+                }
+            ),
+            optional=nanoaod_branches({"": ("genWeight",), "GenPart": GENPART_BRANCHES}),
         )
         weight = event_weights(events)
         cutflow = Cutflow()
@@ -204,15 +211,3 @@ def _finite_inputs(events: Any, met_name: str, btag_branch: str) -> np.ndarray:
     for collection, names in _FLOAT_INPUTS.items():
         values += [events[collection][name] for name in names]
     return finite_events(*values)
-
-
-def _require_branches(events: Any, needed: dict[str, tuple[str, ...]]) -> None:
-    missing = []
-    for collection, names in needed.items():
-        if collection not in events.fields:
-            missing.append(f"{collection}_*")
-            continue
-        have = set(events[collection].fields)
-        missing += [f"{collection}_{n}" for n in names if n not in have]
-    if missing:
-        raise InputError(f"{source_file(events)}: missing branches {', '.join(missing)}")

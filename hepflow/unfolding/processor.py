@@ -35,7 +35,8 @@ import numpy as np
 
 from hepflow.config import load
 from hepflow.errors import InputError
-from hepflow.neutrino.processor import NeutrinoFeatureProcessor
+from hepflow.inputs import check_branches, nanoaod_branches
+from hepflow.neutrino.processor import GENPART_BRANCHES, NeutrinoFeatureProcessor
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, event_weights, plain, source_file
 from hepflow.unfolding.observables import OBSERVABLES, detector_level, particle_level
@@ -84,6 +85,7 @@ class UnfoldingProcessor(ColumnProcessor):
         name = source_file(events)
         if "GenPart" not in events.fields:
             raise InputError(f"{name}: no GenPart branches; unfolding needs simulated events with truth")
+        check_branches(events, nanoaod_branches({"GenPart": GENPART_BRANCHES}))
         n = len(events)
         part = particle_level(events.GenPart)
         cuts = self.particle
