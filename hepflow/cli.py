@@ -242,6 +242,7 @@ def _infer_neutrino(args: argparse.Namespace) -> int:
         config=args.config,
         dataset=args.dataset,
         run_config=_run_config(args),
+        friend=args.friend,
     )
     print(result.summary())
     return 0
@@ -454,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     inu.add_argument("--samples", type=_positive_int, default=None, help="posterior samples per event (256)")
     inu.add_argument("--dataset", default="ttbar")
     inu.add_argument("--config", type=Path, default=None)
+    inu.add_argument(
+        "--friend",
+        action="store_true",
+        help="also write per input file <dataset>__<file>-<hash>_friend.root: TTree Friend, one entry "
+        "per input event (NaN and selected=0 for events not selected), to attach to its Events tree",
+    )
     _add_run_options(inu)
     inu.set_defaults(handler=_infer_neutrino)
     ico = infer_sub.add_parser("cosmic", help="posterior of the source parameters for an observation")

@@ -73,48 +73,61 @@ def build_columns(
         neutrino: one optional truth neutrino per event (``pt, eta, phi``), or None for data.
         max_jets: keep this many leading jets.
     """
-    met_px, met_py = _xy(met_pt, met_phi)
-    lep_px, lep_py = _xy(lepton.pt, lepton.phi)
-    lep_pz = lepton.pt * np.sinh(lepton.eta)
-    lep_p2 = lep_px**2 + lep_py**2 + lep_pz**2
-    lep_e = np.sqrt(lep_p2 + lepton.mass**2)
+    met = momenta(pt=met_pt, phi=met_phi)
+    lep = momenta(pt=lepton.pt, eta=lepton.eta, phi=lepton.phi, mass=lepton.mass)
     lead = jets[:, :max_jets]
     btag = jet_btag[:, :max_jets]
-    jet_px, jet_py = _xy(lead.pt, lead.phi)
-    jet_e = np.sqrt((lead.pt * np.cosh(lead.eta)) ** 2 + lead.mass**2)
+    jet = momenta(pt=lead.pt, eta=lead.eta, phi=lead.phi, mass=lead.mass)
     columns: dict[str, Any] = {
         "run": event_ids["run"],
         "luminosityBlock": event_ids["luminosityBlock"],
         "event": event_ids["event"],
-        "met_px": met_px,
-        "met_py": met_py,
-        "lep_px": lep_px,
-        "lep_py": lep_py,
-        "lep_pz": lep_pz,
-        "lep_e": lep_e,
+        "met_px": met.x,
+        "met_py": met.y,
+        "lep_px": lep.px,
+        "lep_py": lep.py,
+        "lep_pz": lep.pz,
+        "lep_e": lep.energy,
         "lep_eta": lepton.eta,
-        "lep_loge": np.log(lep_e),
+        "lep_loge": np.log(lep.energy),
         "lep_charge": lepton.charge,
         "lep_flavor": lepton.flavor,
-        "jet_px": jet_px,
-        "jet_py": jet_py,
+        "jet_px": jet.px,
+        "jet_py": jet.py,
         "jet_eta": lead.eta,
-        "jet_loge": np.log(jet_e),
+        "jet_loge": np.log(jet.energy),
         "jet_btag": btag,
         "njet": ak.values_astype(ak.num(jets, axis=1), np.int32),
         "nbjet": ak.values_astype(ak.sum(jet_btag, axis=1), np.int32),
     }
     if neutrino is not None:
-        nu_px, nu_py = _xy(neutrino.pt, neutrino.phi)
-        columns["nu_px_true"] = nu_px
-        columns["nu_py_true"] = nu_py
-        columns["nu_pz_true"] = neutrino.pt * np.sinh(neutrino.eta)
+        nu = momenta(pt=neutrino.pt, eta=neutrino.eta, phi=neutrino.phi, mass=neutrino.pt * 0)
+        columns["nu_px_true"] = nu.px
+        columns["nu_py_true"] = nu.py
+        columns["nu_pz_true"] = nu.pz
         columns["nu_eta_true"] = neutrino.eta
     return ak.zip({k: _as_float32(k, v) for k, v in columns.items()}, depth_limit=1)
 
 
-def _xy(pt: ak.Array, phi: ak.Array) -> tuple[ak.Array, ak.Array]:
-    return pt * np.cos(phi), pt * np.sin(phi)
+def momenta(**components: Any) -> ak.Array:
+    """Momenta with coffea's NanoEvents vector behaviour from one complete set of components.
+
+    Two components (``pt, phi`` or ``x, y``) give transverse vectors (``TwoVector``: ``.x``,
+    ``.y``); four (``pt, eta, phi, mass``, ``px, py, pz, E``, ``px, py, eta, E``, ...) give
+    Lorentz vectors (``.px``, ``.pz``, ``.energy``, ``a + b``, ``.mass``, ``.sum(axis=1)``). The
+    components keep their precision and structure (flat, jagged or optional).
+
+    Example:
+        >>> lep = momenta(pt=ak.Array([40.0]), eta=ak.Array([0.0]), phi=ak.Array([0.0]), mass=ak.Array([0.0]))
+        >>> nu = momenta(px=ak.Array([-40.0]), py=ak.Array([0.0]), pz=ak.Array([0.0]), mass=ak.Array([0.0]))
+        >>> met = momenta(pt=ak.Array([30.0]), phi=ak.Array([np.pi / 2]))
+        >>> float(lep.px[0]), round(float(met.y[0]), 9), round(float((lep + nu).mass[0]), 9)
+        (40.0, 30.0, 80.0)
+    """
+    from coffea.nanoevents.methods import vector
+
+    name = "TwoVector" if len(components) == 2 else "LorentzVector"
+    return ak.zip(components, with_name=name, behavior=vector.behavior)
 
 
 _INT_COLUMNS = {"run", "luminosityBlock", "event", "njet", "nbjet", "lep_flavor", "lep_charge", "jet_btag"}

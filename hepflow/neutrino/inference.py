@@ -23,7 +23,27 @@ from hepflow.neutrino.features import context_arrays
 from hepflow.neutrino.quadratic import lepton_mass, reconstruct_w_mass, solve_neutrino_pz
 from hepflow.posterior import FlowPosterior
 
-__all__ = ["FINITE_OUTPUTS", "finite_outputs", "inference_columns"]
+__all__ = ["FINITE_OUTPUTS", "INFERENCE_COLUMNS", "finite_outputs", "inference_columns"]
+
+#: Summaries of each posterior coordinate: ``flow_<px|py|pz>_<summary>``.
+SUMMARIES = ("mode", "peak", "median", "mean", "std")
+#: The columns :func:`inference_columns` returns, in this order (the posterior columns that
+#: ``hepflow infer neutrino --friend`` aligns with the input events).
+INFERENCE_COLUMNS: tuple[str, ...] = (
+    "flow_px",
+    "flow_py",
+    "flow_pz",
+    *(f"flow_{c}_{s}" for c in ("px", "py", "pz") for s in SUMMARIES),
+    "ff_px",
+    "ff_py",
+    "ff_pz",
+    "quad_pz",
+    "quad_pz_alt",
+    "quad_is_complex",
+    "mw_flow",
+    "mw_quad",
+    "mw_ff",
+)
 
 #: the cutflow step after the feature selection: events whose every inference column is finite
 FINITE_OUTPUTS = "finite outputs"
@@ -66,7 +86,8 @@ def inference_columns(
     highest-density joint sample), ``_peak`` (the mode of each one-dimensional marginal,
     :func:`hepflow.inference.summaries.marginal_mode`), ``_median``, ``_mean``, ``_std``;
     ``quad_pz``, ``quad_pz_alt``, ``quad_is_complex``;
-    ``ff_px/py/pz``; and the reconstructed leptonic W mass ``mw_flow``, ``mw_quad``, ``mw_ff``.
+    ``ff_px/py/pz``; and the reconstructed leptonic W mass ``mw_flow``, ``mw_quad``, ``mw_ff``
+    (:data:`INFERENCE_COLUMNS`, in that order).
     """
     posterior = flow if isinstance(flow, FlowPosterior) else FlowPosterior(flow)
     n = len(columns)
@@ -119,4 +140,4 @@ def inference_columns(
     out["mw_flow"] = w_mass(out["flow_px_mode"], out["flow_py_mode"], out["flow_pz_mode"])
     out["mw_quad"] = w_mass(met_px, met_py, out["quad_pz"])
     out["mw_ff"] = w_mass(out["ff_px"], out["ff_py"], out["ff_pz"])
-    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+    return {k: np.ascontiguousarray(out[k]) for k in INFERENCE_COLUMNS}

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hepflow.config import shipped_config, to_dict
-from hepflow.errors import InputError
+from hepflow.errors import ConfigError, InputError
 from hepflow.neutrino.config import NeutrinoConfig
 from hepflow.neutrino.data import load_training_data
 from hepflow.neutrino.model import ANALYSIS, FEATURE_SPEC, build_flow, build_regression, check_selection
@@ -215,14 +215,19 @@ def train_summary(summary: Mapping[str, Any], output_dir: Source) -> str:
 
 @dataclass
 class InferResult:
-    """What :func:`infer` wrote: the events with posteriors and the chunks."""
+    """What :func:`infer` wrote: the events with posteriors, the chunks and, with ``friend``, the
+    friend tree of each input file (``{input file: friend file}``)."""
 
     output: Path
     rows: int
     chunks: dict[str, Any]
+    friends: dict[str, Path] = field(default_factory=dict)
 
     def summary(self) -> str:
-        return f"wrote posteriors for {self.rows} events in {len(self.chunks)} chunk(s) to {self.output}"
+        text = f"wrote posteriors for {self.rows} events in {len(self.chunks)} chunk(s) to {self.output}"
+        for source, path in self.friends.items():
+            text += f"\nfriend tree of {source}: {path}"
+        return text
 
 
 def infer(
@@ -234,17 +239,27 @@ def infer(
     config: NeutrinoConfig | Source | None = None,
     dataset: str = "ttbar",
     run_config: Any = None,
+    friend: bool = False,
 ) -> InferResult:
     """Posterior samples, summaries and baselines as columns of every selected event.
 
     The models are loaded (and a missing or foreign model refused) before any processing
     starts. ``samples`` per event default to the config's ``[inference] samples``; the selection,
-    the event batches and the seed are the config's (default: the shipped config).
+    the event batches and the seed are the config's (default: the shipped config). With
+    ``friend``, each input file also gets a friend tree of the posterior columns, one entry per
+    input event (:func:`hepflow.outputs.friend.write_friends`).
     """
+    from hepflow.neutrino.inference import INFERENCE_COLUMNS
     from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
+    from hepflow.outputs.friend import write_friends
     from hepflow.processing import build_fileset, run_processor
 
     cfg = NeutrinoConfig.load(config)
+    run = _run_config(run_config)
+    if friend and run.maxchunks is not None:
+        raise ConfigError(f"--friend needs every entry of each input file: drop --maxchunks {run.maxchunks}")
+    if friend and "parquet" not in run.formats:
+        raise ConfigError("--friend is built from the parquet chunks: add --format parquet")
     cached_models(model_dir)  # refuse a missing or foreign model before any processing starts
     check_selection(model_dir, cfg.selection)
     proc = NeutrinoInferenceProcessor(
@@ -254,11 +269,14 @@ def infer(
         seed=cfg.inference.seed,
         selection=cfg.selection,
     )
-    result = run_processor(
-        proc, build_fileset(_files(inputs), dataset=dataset), output, _run_config(run_config)
-    )
+    fileset = build_fileset(_files(inputs), dataset=dataset)
+    result = run_processor(proc, fileset, output, run)
     rows = sum(info["rows"] for info in result["chunks"].values())
-    return InferResult(output=Path(output), rows=rows, chunks=result["chunks"])
+    friends = {}
+    if friend:
+        trees = {f: tree for spec in fileset.values() for f, tree in spec["files"].items()}
+        friends = write_friends(result["chunks"], output, columns=INFERENCE_COLUMNS, trees=trees)
+    return InferResult(output=Path(output), rows=rows, chunks=result["chunks"], friends=friends)
 
 
 def report(inference_dir: Source, output_dir: Source, *, n_displays: int = 6) -> dict[str, Any]:

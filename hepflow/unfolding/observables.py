@@ -20,6 +20,9 @@ smaller-|pz| root, the real part when complex); the leptonic top is lepton + neu
 b-tagged jet (among the stored leading jets) that brings m(l nu b) closest to
 :data:`TOP_MASS` (any jet if none is b-tagged); ``mtt`` is the mass of lepton + neutrino + the
 four leading jets.
+
+The four-vector arithmetic goes through coffea's NanoEvents vector behaviours
+(:func:`hepflow.neutrino.features.momenta`: ``a + b``, ``.mass``, ``.pt``, ``.sum``), in float64.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from hepflow.neutrino.features import JET_FEATURES, context_arrays
+from hepflow.neutrino.features import MAX_JETS, momenta
 from hepflow.neutrino.quadratic import lepton_mass, solve_neutrino_pz
 
 __all__ = ["OBSERVABLES", "TOP_MASS", "ParticleLevel", "detector_level", "particle_level"]
@@ -56,19 +59,18 @@ class ParticleLevel:
     lep_pdgid: np.ndarray
 
 
-def _p4(obj: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(E, px, py, pz) as float64 numpy arrays from pt, eta, phi, mass (None -> NaN)."""
+def _momenta(obj: Any) -> ak.Array:
+    """float64 Lorentz vectors (coffea behaviour) of objects with pt, eta, phi, mass (None -> NaN)."""
+    return momenta(
+        **{
+            k: ak.values_astype(ak.fill_none(obj[k], np.nan), np.float64)
+            for k in ("pt", "eta", "phi", "mass")
+        }
+    )
 
-    def get(name: str) -> np.ndarray:
-        return np.asarray(ak.to_numpy(ak.fill_none(obj[name], np.nan)), dtype=np.float64)
 
-    pt, eta, phi, mass = get("pt"), get("eta"), get("phi"), get("mass")
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    return np.sqrt(px**2 + py**2 + pz**2 + mass**2), px, py, pz
-
-
-def _mass(e: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.clip(e**2 - px**2 - py**2 - pz**2, 0.0, None))
+def _numpy(values: ak.Array) -> np.ndarray:
+    return np.asarray(ak.to_numpy(ak.fill_none(values, np.nan)), dtype=np.float64)
 
 
 def particle_level(genpart: Any) -> ParticleLevel:
@@ -84,18 +86,17 @@ def particle_level(genpart: Any) -> ParticleLevel:
     from_w = ak.fill_none(np.abs(genpart.distinctParent.pdgId) == 24, False)
     leptons = genpart[hard & ((abs_id == 11) | (abs_id == 13)) & from_w]
     valid = ak.to_numpy((ak.num(t) == 1) & (ak.num(tbar) == 1) & (ak.num(leptons) == 1))
-    t, tbar, lepton = ak.firsts(t), ak.firsts(tbar), ak.firsts(leptons)
-    p_t, p_tbar = np.stack(_p4(t)), np.stack(_p4(tbar))
+    top, antitop, lepton = _momenta(ak.firsts(t)), _momenta(ak.firsts(tbar)), ak.firsts(leptons)
     lep_id = np.asarray(ak.to_numpy(ak.fill_none(lepton.pdgId, 0)), dtype=np.int32)
-    leptonic = np.where(lep_id < 0, p_t, p_tbar)  # l+ (negative pdgId) comes from the top
-    tt = p_t + p_tbar
+    # l+ (negative pdgId) comes from the top
+    leptonic_pt = np.where(lep_id < 0, _numpy(top.pt), _numpy(antitop.pt))
     nan = np.where(valid, 1.0, np.nan)
     return ParticleLevel(
         valid=valid,
-        top_pt=np.hypot(leptonic[1], leptonic[2]) * nan,
-        mtt=_mass(*tt) * nan,
-        lep_pt=np.asarray(ak.to_numpy(ak.fill_none(lepton.pt, np.nan)), np.float64) * nan,
-        lep_eta=np.asarray(ak.to_numpy(ak.fill_none(lepton.eta, np.nan)), np.float64) * nan,
+        top_pt=leptonic_pt * nan,
+        mtt=_numpy((top + antitop).mass) * nan,
+        lep_pt=_numpy(lepton.pt) * nan,
+        lep_eta=_numpy(lepton.eta) * nan,
         lep_pdgid=np.where(valid, lep_id, 0),
     )
 
@@ -106,35 +107,21 @@ def detector_level(columns: ak.Array) -> dict[str, np.ndarray]:
     if n == 0:
         return {name: np.zeros(0) for name in OBSERVABLES}
 
-    def col(name: str) -> np.ndarray:
-        return np.asarray(ak.to_numpy(columns[name]), dtype=np.float64)
+    def col(name: str) -> Any:
+        values = columns[name]
+        return ak.values_astype(values[:, :MAX_JETS] if values.ndim > 1 else values, np.float64)
 
-    lep = {k: col(f"lep_{k}") for k in ("px", "py", "pz", "e")}
-    met_x, met_y = col("met_px"), col("met_py")
+    lep = {k: ak.to_numpy(col(f"lep_{k}")) for k in ("px", "py", "pz", "e")}
+    met_x, met_y = ak.to_numpy(col("met_px")), ak.to_numpy(col("met_py"))
     mass = lepton_mass(np.asarray(ak.to_numpy(columns.lep_flavor), dtype=np.int64))
-    nu_pz = np.asarray(
-        solve_neutrino_pz(lep["px"], lep["py"], lep["pz"], met_x, met_y, lep_mass=mass).pz, np.float64
-    )
-    lnu = np.stack(
-        [
-            lep["e"] + np.sqrt(met_x**2 + met_y**2 + nu_pz**2),
-            lep["px"] + met_x,
-            lep["py"] + met_y,
-            lep["pz"] + nu_pz,
-        ]
-    )  # (4, n)
-
-    arrays = context_arrays(columns)
-    jets, mask = arrays["jets"].astype(np.float64), arrays["mask"]
-    f = {k: jets[..., i] for i, k in enumerate(JET_FEATURES)}
-    jet_pt = np.hypot(f["jet_px"], f["jet_py"])
-    jet = np.stack(
-        [np.where(mask, np.exp(f["jet_loge"]), 0.0), f["jet_px"], f["jet_py"], jet_pt * np.sinh(f["jet_eta"])]
-    )  # (4, n, jets), zero for padding
-    candidate_m = _mass(*(lnu[:, :, None] + jet))
-    tagged = mask & (f["jet_btag"] > 0.5)
-    usable = np.where(tagged.any(axis=1, keepdims=True), tagged, mask)
-    best = np.argmin(np.where(usable, np.abs(candidate_m - TOP_MASS), np.inf), axis=1)
-    top = lnu + jet[:, np.arange(n), best]
-    ttbar = lnu + jet[:, :, :4].sum(axis=2)
-    return {"top_pt": np.hypot(top[1], top[2]), "mtt": _mass(*ttbar)}
+    quad = solve_neutrino_pz(lep["px"], lep["py"], lep["pz"], met_x, met_y, lep_mass=mass)
+    nu = momenta(px=met_x, py=met_y, pz=np.asarray(quad.pz, np.float64), mass=np.zeros(n))
+    lnu = momenta(px=lep["px"], py=lep["py"], pz=lep["pz"], E=lep["e"]) + nu
+    # the stored leading jets (as many as the flow's context uses)
+    jets = momenta(px=col("jet_px"), py=col("jet_py"), eta=col("jet_eta"), E=np.exp(col("jet_loge")))
+    tagged = columns.jet_btag[:, :MAX_JETS] > 0.5
+    usable = tagged | ~ak.any(tagged, axis=1)  # the b-tagged jets, or all if none is
+    distance = ak.where(usable, abs((lnu + jets).mass - TOP_MASS), np.inf)
+    b_jet = ak.firsts(jets[ak.argmin(distance, axis=1, keepdims=True)])
+    top_pt = ak.where(ak.is_none(b_jet), lnu.pt, (lnu + b_jet).pt)  # no jet: the top is l + nu
+    return {"top_pt": _numpy(top_pt), "mtt": _numpy((lnu + jets[:, :4].sum(axis=1)).mass)}
