@@ -1,0 +1,80 @@
+"""coffea's dask mode: the processors build lazy task graphs (apply_to_fileset) whose computed
+result equals the eager processor.Runner output, and whose columns go to parquet with
+dask_awkward.to_parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import pytest
+from coffea import processor
+from coffea.nanoevents import NanoAODSchema
+
+from hepflow.neutrino.processor import NeutrinoFeatureProcessor
+from hepflow.processing import ColumnProcessor, cutflow_to_dict, weighted_cutflow_to_dict
+from hepflow.unfolding.processor import UnfoldingProcessor
+
+dak = pytest.importorskip("dask_awkward", reason="coffea's dask mode needs dask-awkward (the [distributed] extra)")
+dask = pytest.importorskip("dask")
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning:coffea.*",
+    "ignore:.*plain dict fileset.*",
+    "ignore:Passing a dict to preprocess:DeprecationWarning",
+)
+
+
+def _lazy(proc: ColumnProcessor, path: Path, step_size: int = 50) -> dict[str, Any]:
+    """The processor's dask-mode output for one dataset, partitioned by ``step_size`` events."""
+    from coffea.dataset_tools import apply_to_fileset, preprocess
+
+    fileset = {"tt": {"files": {str(path): "Events"}}}
+    with dask.config.set(scheduler="sync"):
+        available, _ = preprocess(fileset, step_size=step_size, align_clusters=False)
+    out = apply_to_fileset(proc, available)
+    return out["tt"]["tt"]
+
+
+def _eager(proc: ColumnProcessor, path: Path) -> dict[str, Any]:
+    run = processor.Runner(processor.IterativeExecutor(), schema=NanoAODSchema, chunksize=50)
+    return run({"tt": {"files": {str(path): "Events"}}}, proc, treename="Events")["tt"]
+
+
+@pytest.mark.parametrize("make", [NeutrinoFeatureProcessor, UnfoldingProcessor], ids=["neutrino", "unfolding"])
+def test_dask_mode_gives_the_rows_of_the_runner(make, nano_v12: Path):
+    proc = make()
+    lazy = _lazy(proc, nano_v12)
+    assert lazy["columns"].npartitions == 4  # 200 events in steps of 50
+    with dask.config.set(scheduler="sync"):
+        (computed,) = dask.compute(lazy)
+    got = proc.postprocess({"tt": computed})["tt"]
+    ref = _eager(proc, nano_v12)
+    assert got["columns"].type == ref["columns"].type
+    assert ak.to_list(got["columns"]) == ak.to_list(ref["columns"])
+    assert len(got["columns"]) == (52 if make is NeutrinoFeatureProcessor else 200)
+    assert cutflow_to_dict(got["cutflow"]) == cutflow_to_dict(ref["cutflow"])
+    for step, sums in weighted_cutflow_to_dict(ref["cutflow_weighted"]).items():
+        assert weighted_cutflow_to_dict(got["cutflow_weighted"])[step] == pytest.approx(sums, rel=1e-9)
+    assert got["sumw"] == pytest.approx(ref["sumw"], rel=1e-9)
+
+
+def test_dask_mode_reads_only_the_branches_it_uses(nano_v12: Path):
+    lazy = _lazy(NeutrinoFeatureProcessor(), nano_v12)
+    (branches,) = dak.necessary_columns(lazy["columns"]).values()
+    assert {"Jet_pt", "Muon_tightId", "MET_pt", "genWeight", "GenPart_pdgId"} <= set(branches)
+    assert not {"Photon_pt", "Tau_pt", "FatJet_pt"} & set(branches)
+
+
+def test_dask_columns_round_trip_through_parquet(nano_v12: Path, tmp_path: Path):
+    proc = NeutrinoFeatureProcessor()
+    lazy = _lazy(proc, nano_v12)
+    with dask.config.set(scheduler="sync"):
+        dak.to_parquet(lazy["columns"], str(tmp_path / "features"))
+    back = ak.from_parquet(sorted((tmp_path / "features").glob("*.parquet")))
+    ref = _eager(proc, nano_v12)["columns"]
+    assert len(back) == 52
+    assert ak.to_list(back) == ak.to_list(ref)
+    np.testing.assert_array_equal(ak.to_numpy(back.event), ak.to_numpy(ref.event))
