@@ -17,7 +17,9 @@ from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.processing import ColumnProcessor, cutflow_to_dict, weighted_cutflow_to_dict
 from hepflow.unfolding.processor import UnfoldingProcessor
 
-dak = pytest.importorskip("dask_awkward", reason="coffea's dask mode needs dask-awkward (the [distributed] extra)")
+dak = pytest.importorskip(
+    "dask_awkward", reason="coffea's dask mode needs dask-awkward (the [distributed] extra)"
+)
 dask = pytest.importorskip("dask")
 
 pytestmark = pytest.mark.filterwarnings(
@@ -43,7 +45,9 @@ def _eager(proc: ColumnProcessor, path: Path) -> dict[str, Any]:
     return run({"tt": {"files": {str(path): "Events"}}}, proc, treename="Events")["tt"]
 
 
-@pytest.mark.parametrize("make", [NeutrinoFeatureProcessor, UnfoldingProcessor], ids=["neutrino", "unfolding"])
+@pytest.mark.parametrize(
+    "make", [NeutrinoFeatureProcessor, UnfoldingProcessor], ids=["neutrino", "unfolding"]
+)
 def test_dask_mode_gives_the_rows_of_the_runner(make, nano_v12: Path):
     proc = make()
     lazy = _lazy(proc, nano_v12)
