@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import awkward as ak
+import numpy as np
 
 from hepflow.errors import ConfigError
+from hepflow.inference.coffea import content_key
 from hepflow.neutrino.inference import inference_columns
 from hepflow.neutrino.model import load_models
 from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.outputs.chunks import chunk_seed
-from hepflow.processing import ChunkColumns, ColumnProcessor, plain
+from hepflow.processing import ChunkColumns, ColumnProcessor, is_dask, per_partition, plain
 
 __all__ = ["NeutrinoInferenceProcessor", "cached_models"]
 
@@ -70,14 +73,27 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
 
     def columns(self, events: Any) -> ChunkColumns:
         result = self.features.columns(events)
-        columns = result.columns
+        # eager: a per-chunk seed from the chunk's file and entry range (reproducible, and every
+        # chunk, also equally long ones of other files, gets its own noise); coffea's dask mode:
+        # sampling is torch code, run per partition, and the metadata names the dataset, not the
+        # partition, so each partition is seeded by its event ids (None here)
+        seed = None if is_dask(result.columns) else chunk_seed(self.seed, events.metadata) % 2**63
+        columns = per_partition(
+            partial(self._add_inference, seed=seed), result.columns, label="neutrino-inference"
+        )
+        return ChunkColumns(plain(columns), result.cutflow, result.cutflow_weighted)
+
+    def _add_inference(self, columns: ak.Array, *, seed: int | None) -> ak.Array:
+        """The feature columns with the posterior and baseline columns (eager arrays); without
+        ``seed`` the noise is seeded by ``self.seed`` and the rows' event ids."""
+        if seed is None:
+            ids = [np.asarray(ak.to_numpy(columns[k])) for k in ("run", "luminosityBlock", "event")]
+            seed = int(np.random.SeedSequence([self.seed, *content_key(ids)]).generate_state(1, np.uint64)[0])
+            seed %= 2**63
         flow, regression = cached_models(self.model_dir)
-        # a per-chunk seed from the chunk's file and entry range: reproducible, and every chunk
-        # (also equally long ones of other files) gets its own noise
-        seed = chunk_seed(self.seed, events.metadata) % 2**63
         added = inference_columns(
             columns, flow, regression, samples=self.samples, batch_events=self.batch_events, seed=seed
         )
         merged = {name: columns[name] for name in columns.fields}
         merged.update({name: ak.Array(values) for name, values in added.items()})
-        return ChunkColumns(plain(ak.zip(merged, depth_limit=1)), result.cutflow, result.cutflow_weighted)
+        return ak.zip(merged, depth_limit=1)
