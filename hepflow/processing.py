@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -58,6 +58,11 @@ class Cutflow:
     """The events passing each selection step: their number, and the sum of their weights and of
     the squared weights (generator weights: normalisation and its statistical uncertainty).
 
+    On eager arrays the steps fill the histograms :attr:`counts` and :attr:`weighted`. On
+    dask-awkward arrays (coffea's dask mode) nothing is computed: each step becomes the lazy
+    scalars ``{"events", "sumw", "sumw2"}`` in :attr:`lazy` (computed with the columns in one
+    ``dask.compute``; :func:`concatenate_columns` turns them into the same histograms).
+
     Example:
         >>> cut = Cutflow()
         >>> cut.add("all", np.array([1.0, -1.0, 2.0]))
@@ -68,15 +73,38 @@ class Cutflow:
         {'sumw': 2.0, 'sumw2': 6.0}
     """
 
-    def __init__(self) -> None:
+    def __init__(self, start: ChunkColumns | None = None) -> None:
+        """An empty cutflow, or one that continues the cutflows of ``start``."""
         self.counts = new_cutflow()
         self.weighted = new_cutflow(weighted=True)
+        self.lazy: LazyCutflow = {}
+        if start is not None and isinstance(start.cutflow, hist.Hist):
+            self.counts, self.weighted = start.cutflow.copy(), start.cutflow_weighted.copy()
+        elif start is not None:
+            self.lazy = dict(start.cutflow)
 
     def add(self, step: str, weights: Any) -> None:
         """Record ``step`` passed by the events with these ``weights`` (one per event)."""
+        if is_dask(weights):
+            w = ak.values_astype(weights, np.float64)
+            self.lazy[step] = {"events": ak.num(w, axis=0), "sumw": ak.sum(w), "sumw2": ak.sum(w * w)}
+            return
         w = np.asarray(weights, dtype=np.float64).reshape(-1)
         self.counts.fill(step=[step], weight=[w.size])
         self.weighted.fill(step=np.full(max(w.size, 1), step), weight=w if w.size else [0.0])
+
+    def chunk(self, columns: Any) -> ChunkColumns:
+        """The chunk's result: ``columns`` (made :func:`plain`) with these cutflows."""
+        if is_dask(columns):
+            return ChunkColumns(plain(columns), self.lazy, None)
+        return ChunkColumns(plain(columns), self.counts, self.weighted)
+
+
+def is_dask(array: Any) -> bool:
+    """Whether ``array`` is a dask collection (coffea's dask mode: dask-awkward arrays)."""
+    from dask.base import is_dask_collection
+
+    return is_dask_collection(array)
 
 
 def weighted_cutflow_to_dict(cutflow: hist.Hist) -> dict[str, dict[str, float]]:
@@ -98,11 +126,12 @@ def weighted_cutflow_from_dict(sums: Mapping[str, Mapping[str, float]]) -> hist.
     return h
 
 
-def event_weights(events: Any) -> np.ndarray:
-    """The generator weight of every event (``genWeight``), or ones for data or when absent."""
-    if "genWeight" in getattr(events, "fields", ()):
-        return np.asarray(ak.to_numpy(events.genWeight), dtype=np.float64)
-    return np.ones(len(events), dtype=np.float64)
+def event_weights(events: Any) -> ak.Array:
+    """The generator weight of every event (``genWeight``), or ones for data or when absent: a
+    float64 awkward array (lazy, dask-awkward, in coffea's dask mode)."""
+    if "genWeight" in events.fields:
+        return ak.values_astype(events.genWeight, np.float64)
+    return ak.ones_like(events.event, dtype=np.float64)
 
 
 @dataclass
@@ -111,19 +140,27 @@ class ChunkColumns:
 
     Attributes:
         columns: one row per selected (or, for the unfolding, per input) event; plain awkward
-            arrays without behaviours.
-        cutflow: events per selection step.
-        cutflow_weighted: sum of weights and of squared weights per step (None without weights).
+            arrays without behaviours (dask-awkward arrays in coffea's dask mode).
+        cutflow: events per selection step; in dask mode the lazy :attr:`Cutflow.lazy` sums.
+        cutflow_weighted: sum of weights and of squared weights per step (None without weights,
+            and in dask mode, where ``cutflow`` holds them).
     """
 
     columns: Any
-    cutflow: hist.Hist
+    cutflow: hist.Hist | LazyCutflow
     cutflow_weighted: hist.Hist | None = None
+
+
+#: Per cutflow step, the lazy (dask-awkward) scalars ``events``, ``sumw`` and ``sumw2``.
+LazyCutflow = dict[str, dict[str, Any]]
 
 
 def plain(columns: Any) -> Any:
     """A packed copy of ``columns`` without parameters or behaviours: it pickles (futures and dask
-    executors) and merges with the columns of other chunks."""
+    executors) and merges with the columns of other chunks. Dask-awkward columns stay lazy (the
+    parameters are dropped; packing happens when they are computed or written)."""
+    if is_dask(columns):
+        return ak.without_parameters(columns)
     return ak.Array(ak.to_packed(ak.without_parameters(columns)).layout)
 
 
@@ -137,6 +174,13 @@ class ColumnProcessor(coffea_processor.ProcessorABC):
     :meth:`postprocess` concatenates each dataset's columns in file and entry order, so a run with
     many small chunks gives the same rows as one chunk. ``hepflow process`` calls :meth:`columns`
     through :class:`ChunkWriter` and writes each chunk instead.
+
+    In coffea's dask mode (events from ``NanoEventsFactory.from_root(..., mode="dask")`` or
+    ``coffea.dataset_tools.apply_to_fileset``) the same :meth:`columns` builds a lazy task graph:
+    :meth:`process` returns ``{dataset: {"columns": dask-awkward array, "cutflow": {step:
+    {"events", "sumw", "sumw2"}}}}`` (lazy scalars); compute it with ``dask.compute`` (or write the
+    columns with ``dask_awkward.to_parquet``), and :meth:`postprocess` of the computed output gives
+    what the ``Runner`` gives (docs/dask.md).
     """
 
     def columns(self, events: Any) -> ChunkColumns:  # pragma: no cover - abstract
@@ -145,6 +189,9 @@ class ColumnProcessor(coffea_processor.ProcessorABC):
     def process(self, events: Any) -> dict[str, Any]:
         meta = getattr(events, "metadata", None) or {}
         chunk = self.columns(events)
+        dataset = str(meta.get("dataset", "dataset"))
+        if is_dask(chunk.columns):  # one lazy result per dataset: no chunks to order
+            return {dataset: {"columns": chunk.columns, "cutflow": chunk.cutflow}}
         key = (str(meta.get("filename", "")), int(meta.get("entrystart") or 0))
         out: dict[str, Any] = {
             "columns": [(key, chunk.columns)],  # lists add up (coffea's list_accumulator does not)
@@ -152,21 +199,68 @@ class ColumnProcessor(coffea_processor.ProcessorABC):
         }
         if chunk.cutflow_weighted is not None:
             out["cutflow_weighted"] = chunk.cutflow_weighted
-        return {str(meta.get("dataset", "dataset")): out}
+        return {dataset: out}
 
     def postprocess(self, accumulator: Any) -> Any:
         return concatenate_columns(accumulator)
 
 
+def per_partition(
+    function: Callable[..., ak.Array],
+    *arrays: Any,
+    label: str,
+    meta: Callable[..., ak.Array] | None = None,
+) -> Any:
+    """``function(*arrays)``: directly for eager arrays, per partition for dask-awkward arrays.
+
+    For numpy code that cannot build a task graph (a flow sampling its posterior, a sort and
+    match of event ids): in coffea's dask mode it runs on each partition's materialised arrays
+    (``dask_awkward.map_partitions``, all ``arrays`` partitioned alike, e.g. derived from the same
+    events). The output type is found by calling ``meta`` (default ``function``) on empty
+    stand-ins of the inputs (so ``function`` must handle zero rows); making them marks every input
+    column as needed, so dask reads them. ``function`` returns one awkward array.
+    """
+    if not any(is_dask(a) for a in arrays):
+        return function(*arrays)
+    import dask_awkward as dak
+
+    describe = function if meta is None else meta
+
+    def typetracer_output(*inputs: Any) -> ak.Array:
+        empty = [ak.typetracer.length_one_if_typetracer(a)[:0] for a in inputs]
+        out = describe(*empty)
+        return ak.Array(out.layout.to_typetracer(forget_length=True), behavior=out.behavior)
+
+    def call(*parts: Any) -> ak.Array:
+        if any(ak.backend(p) == "typetracer" for p in parts):  # dask's column optimisation
+            return typetracer_output(*parts)
+        return function(*parts)
+
+    metas = [a._meta if is_dask(a) else a for a in arrays]
+    return dak.map_partitions(call, *arrays, label=label, meta=typetracer_output(*metas))
+
+
 def concatenate_columns(accumulator: Mapping[str, Any]) -> dict[str, Any]:
     """Per dataset: the chunks' columns concatenated in (file, entry) order, and, with weights,
     ``sumw`` / ``sumw2``: the sum of the generator weights of all processed events and of their
-    squares (the normalisation of the dataset)."""
+    squares (the normalisation of the dataset).
+
+    The computed output of coffea's dask mode (``{"columns": array, "cutflow": {step: {"events",
+    "sumw", "sumw2"}}}`` per dataset) becomes the same: its cutflow sums become the ``cutflow`` and
+    ``cutflow_weighted`` histograms.
+    """
     out: dict[str, Any] = {}
     for dataset, merged in accumulator.items():
         acc = dict(merged)
-        parts = [a for _, a in sorted(acc.get("columns", []), key=lambda part: part[0])]
-        acc["columns"] = ak.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else ak.Array([]))
+        if isinstance(acc.get("columns"), list):
+            parts = [a for _, a in sorted(acc["columns"], key=lambda part: part[0])]
+            acc["columns"] = (
+                ak.concatenate(parts) if len(parts) > 1 else (parts[0] if parts else ak.Array([]))
+            )
+        if isinstance(acc.get("cutflow"), Mapping):  # dask mode: computed sums per step
+            sums = acc["cutflow"]
+            acc["cutflow"] = cutflow_from_dict({step: int(s["events"]) for step, s in sums.items()})
+            acc["cutflow_weighted"] = weighted_cutflow_from_dict(sums)
         weighted = acc.get("cutflow_weighted")
         if weighted is not None and "all" in weighted.axes["step"]:
             acc["sumw"] = float(weighted["all"].value)

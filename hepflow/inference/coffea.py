@@ -29,6 +29,7 @@ normal noise of shape ``(n, samples, latent_dim)``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -96,13 +97,23 @@ class PosteriorSampler(torch_wrapper):
         self.seed = int(seed)
 
     def __call__(self, *context: Any, chunk: Mapping[str, Any] | None = None) -> Any:
-        """Samples for the events of one chunk; ``chunk`` is its ``events.metadata``."""
+        """Samples for the events of one chunk; ``chunk`` is its ``events.metadata``.
+
+        Dask-awkward context arrays (coffea's dask mode) are sampled per partition; each
+        partition's noise is seeded by ``seed`` and a hash of the partition's context values, so
+        partitions get independent noise and a rerun over the same partitions the same samples
+        (``chunk`` is not needed there: dask-mode metadata names the dataset, not the partition).
+        """
         if not context:
             raise InputError("PosteriorSampler needs the context arrays, got none")
+        from dask.base import is_dask_collection
+
+        if any(is_dask_collection(c) for c in context):
+            return super().__call__(*context, noise_seed=self.seed, by_content=True)
         noise_seed = self.seed if chunk is None else chunk_seed(self.seed, chunk)
         # the seed travels as a keyword through torch_wrapper (awkward, dask and numpy paths)
         # to numpy_call, where the noise is drawn
-        return super().__call__(*context, noise_seed=noise_seed)
+        return super().__call__(*context, noise_seed=noise_seed, by_content=False)
 
     def _create_model(self) -> Any:
         with warnings.catch_warnings():
@@ -112,11 +123,15 @@ class PosteriorSampler(torch_wrapper):
             warnings.filterwarnings("ignore", message=".*TorchScript.*")
             return super()._create_model()
 
-    def prepare_awkward(self, *context: Any, noise_seed: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def prepare_awkward(
+        self, *context: Any, noise_seed: int, by_content: bool = False
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The context arrays as they are (dtypes are set in :meth:`numpy_call`)."""
-        return context, {"noise_seed": noise_seed}
+        return context, {"noise_seed": noise_seed, "by_content": by_content}
 
-    def validate_numpy_input(self, *context: np.ndarray, noise_seed: int | None = None) -> None:
+    def validate_numpy_input(
+        self, *context: np.ndarray, noise_seed: int | None = None, by_content: bool = False
+    ) -> None:
         """Every context input has one row per event (dtypes: numbers or booleans)."""
         n = len(context[0])
         for i, arr in enumerate(context):
@@ -125,15 +140,19 @@ class PosteriorSampler(torch_wrapper):
             if arr.dtype.kind not in "fiub":
                 raise InputError(f"context input {i} has dtype {arr.dtype}, expected numbers or booleans")
 
-    def numpy_call(self, *context: np.ndarray, noise_seed: int | None = None) -> np.ndarray:
-        """Draw the chunk's ``(n, samples, latent_dim)`` noise and run the sampler on it."""
+    def numpy_call(
+        self, *context: np.ndarray, noise_seed: int | None = None, by_content: bool = False
+    ) -> np.ndarray:
+        """Draw the chunk's ``(n, samples, latent_dim)`` noise and run the sampler on it; with
+        ``by_content`` (a dask partition) the noise seed also hashes the context values."""
         n = len(context[0])
         if n == 0:  # nothing to run (and some torch ops refuse empty batches)
             return np.zeros((0, self.samples, self.theta_dim), np.float32)
-        rng = np.random.default_rng(self.seed if noise_seed is None else noise_seed)
-        noise = rng.standard_normal((n, self.samples, self.latent_dim)).astype(np.float32)
         # numbers as float32 (what the sampler was traced with); boolean masks stay boolean
         arrays = [a if a.dtype == bool else np.ascontiguousarray(a, np.float32) for a in context]
+        seed = self.seed if noise_seed is None else noise_seed
+        rng = np.random.default_rng([seed, *content_key(arrays)] if by_content else seed)
+        noise = rng.standard_normal((n, self.samples, self.latent_dim)).astype(np.float32)
         try:
             out = super().numpy_call(*arrays, noise)
         except RuntimeError as err:  # shapes that do not fit the traced sampler
@@ -148,3 +167,21 @@ class PosteriorSampler(torch_wrapper):
                 f"({n}, {self.samples}, {self.theta_dim}); check theta_dim"
             )
         return out
+
+
+def content_key(arrays: list[np.ndarray]) -> list[int]:
+    """A stable key of the values of ``arrays`` (shapes, dtypes and bytes): four 64-bit words of
+    a SHA-256, the identity of a dask partition that does not depend on the process or machine.
+
+    Example:
+        >>> a = np.arange(3.0)
+        >>> content_key([a]) == content_key([a.copy()]), content_key([a]) == content_key([a + 1])
+        (True, False)
+    """
+    digest = hashlib.sha256()
+    for array in arrays:
+        values = np.ascontiguousarray(array)
+        digest.update(f"{values.dtype.str}{values.shape}".encode())
+        digest.update(values.tobytes())
+    raw = digest.digest()
+    return [int.from_bytes(raw[i : i + 8], "little") for i in range(0, 32, 8)]

@@ -139,8 +139,9 @@ def _as_float32(name: str, values: Any) -> Any:
     return ak.values_astype(values, np.float32)
 
 
-def finite_events(*values: Any) -> np.ndarray:
-    """Per event, whether every given value is finite: a bool numpy array.
+def finite_events(*values: Any) -> Any:
+    """Per event, whether every given value is finite: a bool numpy array (for dask-awkward
+    values, coffea's dask mode, a lazy dask-awkward array).
 
     Each argument holds one value per event (flat), an optional value (None counts as finite:
     a missing value is not a NaN) or a list per event (jagged; an empty list counts as finite).
@@ -154,21 +155,24 @@ def finite_events(*values: Any) -> np.ndarray:
     """
     if not values:
         raise ValueError("finite_events needs at least one array")
-    ok: np.ndarray | None = None
+    ok: Any = None
     for value in values:
         fin = np.isfinite(value)
-        while isinstance(fin, ak.Array) and fin.ndim > 1:
+        while not isinstance(fin, np.ndarray) and fin.ndim > 1:
             fin = ak.all(fin, axis=-1)
-        fin = np.asarray(ak.to_numpy(ak.fill_none(fin, True)) if isinstance(fin, ak.Array) else fin, bool)
+        if isinstance(fin, ak.Array):
+            fin = np.asarray(ak.to_numpy(ak.fill_none(fin, True)), bool)
+        elif not isinstance(fin, np.ndarray):  # dask-awkward: stays lazy
+            fin = ak.fill_none(fin, True)
         ok = fin if ok is None else ok & fin
     assert ok is not None
     return ok
 
 
-def finite_rows(columns: ak.Array, fields: Sequence[str] | None = None) -> np.ndarray:
+def finite_rows(columns: ak.Array, fields: Sequence[str] | None = None) -> Any:
     """Rows of a feature table whose ``fields`` (default: all) are finite (see :func:`finite_events`)."""
     names = columns.fields if fields is None else fields
-    if len(columns) == 0 or not names:
+    if not names or (isinstance(columns, ak.Array) and len(columns) == 0):
         return np.ones(len(columns), bool)
     return finite_events(*(columns[name] for name in names))
 

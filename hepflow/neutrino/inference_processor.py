@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,20 @@ import awkward as ak
 import numpy as np
 
 from hepflow.errors import ConfigError
+from hepflow.inference.coffea import content_key
 from hepflow.neutrino.inference import FINITE_OUTPUTS, finite_outputs, inference_columns
 from hepflow.neutrino.model import load_models
 from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.outputs.chunks import chunk_seed
-from hepflow.processing import ChunkColumns, ColumnProcessor, plain
+from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, is_dask, per_partition
 
 __all__ = ["NeutrinoInferenceProcessor", "cached_models"]
 
 _MODELS: dict[str, tuple[Any, Any]] = {}
 _LOCK = threading.Lock()
+#: the per-row flag of finite outputs, dropped before the columns are returned
+_FINITE = "_finite_outputs"
 
 
 def cached_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
@@ -44,10 +48,10 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
     """Select events, build features, and add posterior and baseline columns.
 
     The events are selected by :class:`~hepflow.neutrino.processor.NeutrinoFeatureProcessor`, whose
-    cutflow step ``"finite inputs"`` drops events with NaN or infinite inputs: no NaN reaches
-    the flow. The last step, ``"finite outputs"``, drops the events whose posterior or baseline
-    columns are not finite (extreme inputs that overflow): every value written is finite.
-    ``samples`` must be at least 2 (the posterior standard deviation needs two).
+    last cutflow step (``"finite inputs"``) drops events with NaN or infinite inputs: no NaN
+    reaches the flow. A further step (``"finite outputs"``) drops and counts the events whose
+    outputs overflow (extreme inputs such as a MET of 1e38 GeV): every written column is finite. ``samples`` must be at least 2 (the
+    posterior standard deviation needs two).
     """
 
     def __init__(
@@ -72,23 +76,33 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
 
     def columns(self, events: Any) -> ChunkColumns:
         result = self.features.columns(events)
-        columns = result.columns
+        # eager: a per-chunk seed from the chunk's file and entry range (reproducible, and every
+        # chunk, also equally long ones of other files, gets its own noise); coffea's dask mode:
+        # sampling is torch code, run per partition, and the metadata names the dataset, not the
+        # partition, so each partition is seeded by its event ids (None here)
+        seed = None if is_dask(result.columns) else chunk_seed(self.seed, events.metadata) % 2**63
+        columns = per_partition(
+            partial(self._add_inference, seed=seed), result.columns, label="neutrino-inference"
+        )
+        # events whose outputs overflow (e.g. MET of 1e38 GeV) are dropped and counted
+        ok = columns[_FINITE]
+        cutflow = Cutflow(result)
+        cutflow.add(FINITE_OUTPUTS, columns["weight"][ok])
+        kept = columns[ok]
+        return cutflow.chunk(ak.zip({f: kept[f] for f in kept.fields if f != _FINITE}, depth_limit=1))
+
+    def _add_inference(self, columns: ak.Array, *, seed: int | None) -> ak.Array:
+        """The feature columns with the posterior and baseline columns (eager arrays); without
+        ``seed`` the noise is seeded by ``self.seed`` and the rows' event ids."""
+        if seed is None:
+            ids = [np.asarray(ak.to_numpy(columns[k])) for k in ("run", "luminosityBlock", "event")]
+            seed = int(np.random.SeedSequence([self.seed, *content_key(ids)]).generate_state(1, np.uint64)[0])
+            seed %= 2**63
         flow, regression = cached_models(self.model_dir)
-        # a per-chunk seed from the chunk's file and entry range: reproducible, and every chunk
-        # (also equally long ones of other files) gets its own noise
-        seed = chunk_seed(self.seed, events.metadata) % 2**63
         added = inference_columns(
             columns, flow, regression, samples=self.samples, batch_events=self.batch_events, seed=seed
         )
-        ok = finite_outputs(added)
-        result.cutflow.fill(step=[FINITE_OUTPUTS], weight=[int(ok.sum())])
-        if result.cutflow_weighted is not None:
-            kept = ak.to_numpy(columns["weight"])[ok].astype(np.float64)
-            result.cutflow_weighted.fill(
-                step=np.full(max(kept.size, 1), FINITE_OUTPUTS), weight=kept if kept.size else [0.0]
-            )
-        if not ok.all():
-            columns, added = columns[ok], {name: values[ok] for name, values in added.items()}
         merged = {name: columns[name] for name in columns.fields}
         merged.update({name: ak.Array(values) for name, values in added.items()})
-        return ChunkColumns(plain(ak.zip(merged, depth_limit=1)), result.cutflow, result.cutflow_weighted)
+        merged[_FINITE] = ak.Array(finite_outputs(added))
+        return ak.zip(merged, depth_limit=1)

@@ -24,7 +24,7 @@ from hepflow.errors import InputError
 from hepflow.inputs import check_branches, nanoaod_branches
 from hepflow.neutrino.features import NEUTRINO_PDGIDS, build_columns, finite_events, finite_rows
 from hepflow.neutrino.selection import NeutrinoSelection
-from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, event_weights, plain, source_file
+from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, event_weights, source_file
 
 __all__ = [
     "CUTFLOW_STEPS",
@@ -95,8 +95,7 @@ class NeutrinoFeatureProcessor(ColumnProcessor):
 
         leptons = select_leptons(events, sel)
         one_lepton = ak.num(leptons, axis=1) == 1
-        keep = ak.to_numpy(one_lepton)
-        events, leptons, weight, finite = events[one_lepton], leptons[one_lepton], weight[keep], finite[keep]
+        events, leptons, weight, finite = (a[one_lepton] for a in (events, leptons, weight, finite))
         cutflow.add("one lepton", weight)
         lepton = leptons[:, 0]
 
@@ -109,12 +108,13 @@ class NeutrinoFeatureProcessor(ColumnProcessor):
         jets = jets[good]
         jets = jets[ak.argsort(jets.pt, axis=1, ascending=False)]
         btag = ak.values_astype(jets[sel.btag_branch] > sel.btag_wp, np.int8)
-        enough_jets = ak.to_numpy(ak.num(jets, axis=1) >= sel.min_jets)
+        enough_jets = ak.num(jets, axis=1) >= sel.min_jets
         cutflow.add("jets", weight[enough_jets])
-        enough_b = enough_jets & ak.to_numpy(ak.sum(btag, axis=1) >= sel.min_bjets)
+        enough_b = enough_jets & (ak.sum(btag, axis=1) >= sel.min_bjets)
         cutflow.add("b jets", weight[enough_b])
-        events, lepton, jets, btag = events[enough_b], lepton[enough_b], jets[enough_b], btag[enough_b]
-        finite, weight = finite[enough_b], weight[enough_b]
+        events, lepton, jets, btag, finite, weight = (
+            a[enough_b] for a in (events, lepton, jets, btag, finite, weight)
+        )
 
         neutrino = leptonic_w_neutrino(events.GenPart, lepton.charge) if "GenPart" in events.fields else None
         met = events[met_name]
@@ -128,12 +128,12 @@ class NeutrinoFeatureProcessor(ColumnProcessor):
             neutrino=neutrino,
             max_jets=sel.max_jets,
         )
-        finite &= finite_rows(columns)  # truth: None (no W neutrino) is fine, NaN is not
-        columns = ak.with_field(columns, weight.astype(np.float32), "weight")
+        finite = finite & finite_rows(columns)  # truth: None (no W neutrino) is fine, NaN is not
+        columns = ak.with_field(columns, ak.values_astype(weight, np.float32), "weight")
         cutflow.add("finite inputs", weight[finite])
-        if not finite.all():
-            columns = columns[finite]
-        return ChunkColumns(plain(columns), cutflow.counts, cutflow.weighted)
+        # every step is an awkward (or, in coffea's dask mode, a lazy dask-awkward) operation:
+        # the same code builds eager columns and dask task graphs
+        return cutflow.chunk(columns[finite])
 
 
 def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:
@@ -205,8 +205,9 @@ def _met_collection(events: Any, choice: str) -> str:
     raise InputError(f"{source_file(events)}: neither MET_pt/MET_phi nor PFMET_pt/PFMET_phi branches found")
 
 
-def _finite_inputs(events: Any, met_name: str, btag_branch: str) -> np.ndarray:
-    """Per event: every floating-point branch the selection reads is finite."""
+def _finite_inputs(events: Any, met_name: str, btag_branch: str) -> Any:
+    """Per event: every floating-point branch the selection reads is finite (see
+    :func:`~hepflow.neutrino.features.finite_events`)."""
     values = [events[met_name].pt, events[met_name].phi, events.Jet[btag_branch]]
     for collection, names in _FLOAT_INPUTS.items():
         values += [events[collection][name] for name in names]

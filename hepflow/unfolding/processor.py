@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import awkward as ak
@@ -38,7 +39,14 @@ from hepflow.errors import InputError
 from hepflow.inputs import check_branches, nanoaod_branches
 from hepflow.neutrino.processor import GENPART_BRANCHES, NeutrinoFeatureProcessor
 from hepflow.neutrino.selection import NeutrinoSelection
-from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, event_weights, plain, source_file
+from hepflow.processing import (
+    ChunkColumns,
+    ColumnProcessor,
+    Cutflow,
+    event_weights,
+    per_partition,
+    source_file,
+)
 from hepflow.unfolding.observables import OBSERVABLES, detector_level, particle_level
 
 #: Cutflow steps added after the neutrino processor's detector-level steps.
@@ -86,31 +94,58 @@ class UnfoldingProcessor(ColumnProcessor):
         if "GenPart" not in events.fields:
             raise InputError(f"{name}: no GenPart branches; unfolding needs simulated events with truth")
         check_branches(events, nanoaod_branches({"GenPart": GENPART_BRANCHES}))
-        n = len(events)
-        part = particle_level(events.GenPart)
+        detector = NeutrinoFeatureProcessor(self.selection).columns(events)
+        ids = ak.zip({k: events[k] for k in _IDS}, depth_limit=1)
+        weight = event_weights(events)
+        genpart = events.GenPart
+        # the GenPart branches, without NanoEvents' derived (global index) fields
+        branches = ak.zip({f: genpart[f] for f in genpart.fields if not f.endswith("G")}, depth_limit=2)
+        # particle_level (GenPart cross-references), matching the two levels by event id and the
+        # detector-level kinematics are numpy code: in coffea's dask mode they run per partition
+        # (the selected rows of a partition are among its events)
+        columns = per_partition(
+            partial(self._levels, where=name),
+            ids,
+            branches,
+            weight,
+            detector.columns,
+            label="unfolding-levels",
+        )
+        cutflow = Cutflow(detector)
+        cutflow.add("particle level", weight[columns.gen_valid])
+        cutflow.add("particle fiducial", weight[columns.gen_fiducial])
+        cutflow.add("both levels", weight[columns.gen_fiducial & columns.reco_selected])
+        return cutflow.chunk(columns)
+
+    def _levels(
+        self, ids: ak.Array, genpart: ak.Array, weight: ak.Array, selected: ak.Array, *, where: str
+    ) -> ak.Array:
+        """One row per event (eager arrays): both levels, the selected rows placed at their events.
+
+        ``genpart`` holds the ``GenPart`` branches (pt, eta, phi, mass, pdgId, statusFlags,
+        genPartIdxMother, ...) as a plain record; they become NanoEvents again here, so that
+        :func:`particle_level` finds the cross-references (``distinctParent``) within the chunk or
+        partition.
+        """
+        n = len(ids)
+        part = particle_level(_genpart_events(ids, genpart).GenPart)
         cuts = self.particle
         with np.errstate(invalid="ignore"):
             fiducial = (
                 part.valid & (part.lep_pt > cuts.lepton_pt_min) & (np.abs(part.lep_eta) < cuts.lepton_eta_max)
             )
-
-        detector = NeutrinoFeatureProcessor(self.selection).columns(events)
-        selected = detector.columns
-        ids = {k: np.asarray(ak.to_numpy(events[k])) for k in _IDS}
-        rows = match_rows(ids, {k: np.asarray(ak.to_numpy(selected[k])) for k in _IDS}, where=name)
+        event_ids = {k: np.asarray(ak.to_numpy(ids[k])) for k in _IDS}
+        rows = match_rows(event_ids, {k: np.asarray(ak.to_numpy(selected[k])) for k in _IDS}, where=where)
         reco = np.zeros(n, dtype=bool)
         reco[rows] = True
         position = np.full(n, -1, dtype=np.int64)
         position[rows] = np.arange(len(rows))
-        weight = event_weights(events)
-        cutflow = Cutflow()
-        cutflow.counts, cutflow.weighted = detector.cutflow, detector.cutflow_weighted
-        cutflow.add("particle level", weight[part.valid])
-        cutflow.add("particle fiducial", weight[fiducial])
-        cutflow.add("both levels", weight[fiducial & reco])
-        weight = weight.astype(np.float32)
         det = detector_level(selected)
-        columns: dict[str, Any] = {**ids, "weight": weight, "gen_valid": part.valid}
+        columns: dict[str, Any] = {
+            **event_ids,
+            "weight": np.asarray(ak.to_numpy(weight), np.float32),
+            "gen_valid": part.valid,
+        }
         for key in ("top_pt", "mtt", "lep_pt", "lep_eta"):
             columns[f"gen_{key}"] = _optional(getattr(part, key).astype(np.float32), part.valid)
         columns["gen_fiducial"] = fiducial
@@ -120,7 +155,24 @@ class UnfoldingProcessor(ColumnProcessor):
         for field in selected.fields:
             if field not in _IDS and field != "weight" and not field.startswith("nu_"):
                 columns[field] = _scatter(selected[field], position)
-        return ChunkColumns(plain(ak.zip(columns, depth_limit=1)), cutflow.counts, cutflow.weighted)
+        return ak.zip(columns, depth_limit=1)
+
+
+class _Branches(dict):
+    """The branches of a chunk by name, with the ``metadata`` coffea's ``from_preloaded`` reads."""
+
+    metadata: dict[str, Any]
+
+
+def _genpart_events(ids: ak.Array, genpart: ak.Array) -> Any:
+    """Eager NanoEvents (NanoAOD schema) of the event ids and ``GenPart`` branches of a chunk."""
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    source = _Branches({k: ids[k] for k in _IDS})
+    source["nGenPart"] = ak.num(genpart, axis=1)
+    source.update({f"GenPart_{f}": genpart[f] for f in genpart.fields})
+    source.metadata = {"uuid": "hepflow-genpart", "num_rows": len(ids), "path": "", "object_path": "Events"}
+    return NanoEventsFactory.from_preloaded(source, schemaclass=NanoAODSchema).events()
 
 
 def match_rows(
@@ -158,5 +210,7 @@ def _scatter(values: ak.Array, position: np.ndarray) -> ak.Array:
     Elsewhere None for one value per event, an empty list for a list per event (jet features),
     so that the columns also go to ROOT (values with ``_valid`` flags, jagged with counters).
     """
-    out = ak.Array(ak.contents.IndexedOptionArray(ak.index.Index64(position), ak.to_layout(values)))
+    out = ak.Array(
+        ak.contents.IndexedOptionArray.simplified(ak.index.Index64(position), ak.to_layout(values))
+    )
     return ak.fill_none(out, [], axis=0) if values.ndim > 1 else out
