@@ -68,6 +68,21 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
         self.seed = seed
         self.features = NeutrinoFeatureProcessor(selection)
 
+    def provenance(self) -> dict[str, Any]:
+        """What the chunks of this processor depend on (recorded by ``hepflow infer``): the
+        selection, the models' weights checksums (:func:`hepflow.outputs.provenance.model_identity`),
+        the samples per event, the event batches and the seed."""
+        from hepflow.outputs.provenance import describe, model_identity
+
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "features": describe(self.features),
+            "model": model_identity(self.model_dir),
+            "samples": self.samples,
+            "batch_events": self.batch_events,
+            "seed": self.seed,
+        }
+
     def columns(self, events: Any) -> ChunkColumns:
         result = self.features.columns(events)
         columns = result.columns
