@@ -157,6 +157,16 @@ def test_reruns_through_other_paths_do_not_duplicate_rows(how, nano_v12, tmp_pat
     assert load_training_data(out).n_read == SELECTED
 
 
+def test_the_same_file_in_two_datasets_is_refused(nano_v12, tmp_path, monkeypatch):
+    monkeypatch.chdir(nano_v12.parent)
+    fileset = {"a": {"files": {nano_v12.name: "Events"}}, "b": {"files": {str(nano_v12): "Events"}}}
+    with pytest.raises(
+        InputError, match=rf"^{nano_v12} is listed in datasets a and b: its events would be counted twice$"
+    ):
+        run_processor(NeutrinoFeatureProcessor(), fileset, tmp_path / "out", RunConfig(progress=False))
+    assert not (tmp_path / "out").exists()
+
+
 def test_another_chunksize_is_refused_and_overwrite_replaces_only_recorded_chunks(nano_v12, tmp_path):
     out = tmp_path / "features"
     _process([nano_v12], out, chunksize=120)
