@@ -93,7 +93,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip-bad-files", action="store_true", help="skip unreadable files and list them in run.json"
     )
-    p.add_argument("--overwrite", action="store_true", help="redo chunks whose outputs exist")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo every chunk, replacing the outputs of another run in --output (only files a run wrote)",
+    )
     p.add_argument("--format", dest="formats", action="append", choices=["parquet", "root"], default=None)
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
@@ -226,6 +230,7 @@ def _train_neutrino(args: argparse.Namespace) -> int:
         config=NeutrinoConfig.from_file(args.config),
         progress=args.progress,
         resume=args.resume,
+        overwrite=args.overwrite,
     )
     print(pipeline.train_summary(summary, args.output))
     return 0
@@ -259,7 +264,13 @@ def _train_cosmic(args: argparse.Namespace) -> int:
     from hepflow.cosmic.pipeline import train
 
     summary = train(
-        args.data, args.output, config=args.config, progress=args.progress, resume=args.resume, init=args.init
+        args.data,
+        args.output,
+        config=args.config,
+        progress=args.progress,
+        resume=args.resume,
+        init=args.init,
+        overwrite=args.overwrite,
     )
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)}, indent=1))
     print(f"model in {args.output}")
@@ -416,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="analysis config (default: the shipped one)",
     )
     tnu.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    tnu.add_argument("--overwrite", action="store_true", help="replace the trained models in --output")
     tnu.add_argument("--no-progress", dest="progress", action="store_false")
     tnu.set_defaults(handler=_train_neutrino)
     tco = train_sub.add_parser("cosmic", help="cINN for the cosmic-ray source parameters")
@@ -428,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="analysis config (default: the shipped one)",
     )
     tco.add_argument("--resume", action="store_true")
+    tco.add_argument("--overwrite", action="store_true", help="replace the trained model in --output")
     tco.add_argument(
         "--init", type=Path, default=None, help="start from this trained cosmic model (same [flow] layout)"
     )

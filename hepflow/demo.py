@@ -175,7 +175,9 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
     with report.step("train neutrino") as where:
         cfg = NeutrinoConfig.from_file()
         cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **DEMO_TRAINING))
-        summary = pipeline.train(out / "features_train", out / "models", config=cfg, progress=progress)
+        summary = pipeline.train(
+            out / "features_train", out / "models", config=cfg, progress=progress, overwrite=True
+        )
         where.append(f"models ({summary['events_used']} events, flow + regression)")
 
     with report.step("infer neutrino") as where:
@@ -264,7 +266,7 @@ def _cosmic(
         where.append(f"{rel}/{features.name} ({result.entries} pseudo-experiments, {chunks} chunks)")
 
     with report.step("train cosmic") as where:
-        summary = train(features, model, config=cfg, progress=progress)
+        summary = train(features, model, config=cfg, progress=progress, overwrite=True)
         where.append(
             f"{rel}/{model.name} ({summary['pseudo_experiments']} pseudo-experiments, "
             f"{summary['epochs']} epochs, stopped by {summary['stopped_by']})"

@@ -8,9 +8,12 @@ so it runs in any :class:`coffea.processor.Runner` with any executor and chunk s
 
 :func:`run_processor` (``hepflow process``) wraps it in :class:`ChunkWriter` instead, which does
 the I/O: each chunk's columns go to ``<dataset>__<file>-<hash>__<start>-<stop>.parquet`` (and
-``.root`` when asked), written atomically, then a ``.json`` sidecar with the chunk's cutflows that
-marks the chunk complete. A rerun skips complete chunks and re-reads their cutflows, so a killed
-run can be restarted without duplicated or missing rows.
+``.root`` when asked), written atomically, then a ``.json`` sidecar with the chunk's cutflows and
+provenance that marks the chunk complete. A rerun with the same provenance skips complete chunks
+and re-reads their cutflows, so a killed run can be restarted without duplicated or missing rows;
+a directory holding the chunks of another run (another processor setting, model, chunking,
+dataset or input file) is refused unless ``overwrite`` (:mod:`hepflow.outputs.records`). One run
+at a time writes into a directory (:func:`hepflow.outputs.lock.output_lock`).
 """
 
 from __future__ import annotations
@@ -34,9 +37,18 @@ import numpy as np
 from coffea import processor as coffea_processor
 
 from hepflow.errors import ConfigError, HepflowError, InputError, OutputError
-from hepflow.outputs.atomic import TMP_PREFIX, clean_stale_temporaries, write_json
+from hepflow.outputs.atomic import clean_stale_temporaries, write_json
 from hepflow.outputs.chunks import chunk_id_from_metadata
-from hepflow.outputs.columnar import write_parquet, write_root
+from hepflow.outputs.columnar import read_chunks, write_parquet, write_root
+from hepflow.outputs.lock import output_lock
+from hepflow.outputs.provenance import describe, differences, file_identity, fingerprint
+from hepflow.outputs.records import (
+    CUTFLOW_FILE,
+    RUN_FILE,
+    check_directory,
+    recorded_chunks,
+    remove_replaced,
+)
 
 if TYPE_CHECKING:
     from hepflow.distributed import HTCondorConfig
@@ -331,6 +343,11 @@ class ChunkWriter(coffea_processor.ProcessorABC):
         output_dir: where chunk files go.
         formats: ``("parquet",)``, ``("root",)`` or both.
         overwrite: redo chunks whose outputs already exist.
+        provenance: what produces the chunks (:func:`run_processor` passes ``producer``,
+            ``chunking`` and ``hepflow_version``); each marker records it with the chunk's input
+            file (:func:`hepflow.outputs.provenance.file_identity`). A complete chunk is skipped
+            only when its marker records the same; otherwise
+            :class:`~hepflow.errors.OutputError` (unless ``overwrite``).
     """
 
     def __init__(
@@ -340,18 +357,29 @@ class ChunkWriter(coffea_processor.ProcessorABC):
         *,
         formats: Sequence[OutputFormat] = ("parquet",),
         overwrite: bool = False,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
         self.inner = inner
         self.output_dir = Path(output_dir)
         self.formats = tuple(formats)
         self.overwrite = overwrite
+        self.provenance = dict(provenance) if provenance is not None else run_provenance(inner)
 
     def process(self, events: Any) -> dict[str, Any]:
         collect_previous_chunks()  # bounded memory over many chunks (reference cycles of files)
         cid = chunk_id_from_metadata(events.metadata)
         marker = self.output_dir / f"{cid.stem}.json"
+        record = {
+            **self.provenance,
+            "input": file_identity(cid.filename, uuid=events.metadata.get("fileuuid")),
+        }
         if marker.exists() and not self.overwrite:
             info = json.loads(marker.read_text())
+            if why := differences(info.get("provenance"), record):
+                raise OutputError(
+                    f"{marker} was made with other settings ({'; '.join(why)}); pass --overwrite to "
+                    "replace it or choose another --output"
+                )
             weighted = info.get("cutflow_weighted")
             return _chunk_summary(
                 cid.dataset,
@@ -375,6 +403,7 @@ class ChunkWriter(coffea_processor.ProcessorABC):
             "rows": len(columns),
             "files": files,
             "cutflow": cutflow_to_dict(result.cutflow),
+            "provenance": record,
         }
         if result.cutflow_weighted is not None:
             info["cutflow_weighted"] = weighted_cutflow_to_dict(result.cutflow_weighted)
@@ -385,13 +414,33 @@ class ChunkWriter(coffea_processor.ProcessorABC):
         return accumulator
 
 
+def run_provenance(
+    processor_instance: Any, *, chunksize: int | None = None, maxchunks: int | None = None
+) -> dict[str, Any]:
+    """What a processing run records about itself in every chunk marker and in ``run.json``:
+    ``producer`` (:func:`hepflow.outputs.provenance.describe` of the processor: its class and
+    settings; an inference processor's model checksum, samples and seed), ``producer_sha256``,
+    ``chunking`` and ``hepflow_version``."""
+    from hepflow import __version__
+
+    producer = describe(processor_instance)
+    return {
+        "producer": producer,
+        "producer_sha256": fingerprint(producer),
+        "chunking": {"chunksize": chunksize, "maxchunks": maxchunks},
+        "hepflow_version": __version__,
+    }
+
+
 def _chunk_summary(
     dataset: str, stem: str, info: dict[str, Any], cutflow: hist.Hist, weighted: hist.Hist | None
 ) -> dict[str, Any]:
+    # run.json lists the chunks with their input; the run-wide provenance is recorded once there
+    record = {**info, "provenance": {"input": (info.get("provenance") or {}).get("input")}}
     out: dict[str, Any] = {
         "cutflow": cutflow,
         "cutflow_by_dataset": {dataset: cutflow.copy()},
-        "chunks": {stem: info},
+        "chunks": {stem: record},
     }
     if weighted is not None:
         out["cutflow_weighted"] = weighted
@@ -613,54 +662,121 @@ def run_processor(
     ``chunks`` (per-chunk info) and ``skipped_files``. ``cutflow.json`` (``{"total": ...,
     "by_dataset": ..., "weighted": {"total": ..., "by_dataset": ...}}``) and ``run.json`` are
     written atomically into ``output_dir``.
+
+    Every local file is read once, under its resolved path (:func:`unique_files`). The run holds
+    the directory's lock (a second run into it is refused while this one is alive), removes the
+    temporaries of dead runs, and refuses a directory that holds the chunks or ``run.json`` of
+    another run (:func:`hepflow.outputs.records.check_directory`: another processor setting or
+    model, chunking, hepflow version, dataset or input file) unless ``config.overwrite``, which
+    redoes every chunk and then removes the chunk files of earlier runs that this run did not
+    rewrite, and only those. ``run.json`` records the run's provenance and its ``fileset``
+    (resolved path, size and tree of every input); readers use the chunks it lists.
     """
+    fileset = unique_files(fileset, treename=treename)
+    inputs = {
+        name: {f: {**file_identity(f), "tree": tree} for f, tree in spec["files"].items()}
+        for name, spec in fileset.items()
+    }
+    provenance = run_provenance(processor_instance, chunksize=config.chunksize, maxchunks=config.maxchunks)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(out)
-    writer = ChunkWriter(processor_instance, out, formats=config.formats, overwrite=config.overwrite)
-    result = execute(writer, fileset, config, schema=schema, treename=treename)
-    result.setdefault("cutflow", new_cutflow())
-    result.setdefault("cutflow_by_dataset", {})
-    result.setdefault("chunks", {})
-    done = {info["filename"] for info in result["chunks"].values()}
-    requested = [f for spec in fileset.values() for f in spec["files"]]
-    skipped = [f for f in requested if f not in done]
-    cutflows = {
-        "total": cutflow_to_dict(result["cutflow"]),
-        "by_dataset": {name: cutflow_to_dict(h) for name, h in result["cutflow_by_dataset"].items()},
-    }
-    summary = {
-        "cutflow": cutflows,
-        "chunks": result["chunks"],
-        "skipped_files": skipped,
-        "rows": sum(info["rows"] for info in result["chunks"].values()),
-    }
-    if "cutflow_weighted" in result:
-        cutflows["weighted"] = {
-            "total": weighted_cutflow_to_dict(result["cutflow_weighted"]),
-            "by_dataset": {
-                name: weighted_cutflow_to_dict(h) for name, h in result["cutflow_weighted_by_dataset"].items()
-            },
+    make_output_dir(out)
+    with output_lock(out):
+        clean_stale_temporaries(out)
+        previous = check_directory(out, provenance, inputs, overwrite=config.overwrite)
+        writer = ChunkWriter(
+            processor_instance, out, formats=config.formats, overwrite=config.overwrite, provenance=provenance
+        )
+        result = execute(writer, fileset, config, schema=schema, treename=treename)
+        result.setdefault("cutflow", new_cutflow())
+        result.setdefault("cutflow_by_dataset", {})
+        result.setdefault("chunks", {})
+        if config.overwrite:
+            remove_replaced(out, previous, result["chunks"])
+        done = {info["filename"] for info in result["chunks"].values()}
+        requested = [f for spec in fileset.values() for f in spec["files"]]
+        skipped = [f for f in requested if f not in done]
+        cutflows = {
+            "total": cutflow_to_dict(result["cutflow"]),
+            "by_dataset": {name: cutflow_to_dict(h) for name, h in result["cutflow_by_dataset"].items()},
         }
-    write_json(out / "cutflow.json", cutflows)
-    write_json(out / "run.json", summary)
+        summary = {
+            "cutflow": cutflows,
+            "chunks": result["chunks"],
+            "skipped_files": skipped,
+            "rows": sum(info["rows"] for info in result["chunks"].values()),
+            "provenance": {**provenance, "fileset": inputs},
+        }
+        if "cutflow_weighted" in result:
+            cutflows["weighted"] = {
+                "total": weighted_cutflow_to_dict(result["cutflow_weighted"]),
+                "by_dataset": {
+                    name: weighted_cutflow_to_dict(h)
+                    for name, h in result["cutflow_weighted_by_dataset"].items()
+                },
+            }
+        write_json(out / CUTFLOW_FILE, cutflows)
+        write_json(out / RUN_FILE, summary)
     result["skipped_files"] = skipped
     return result
+
+
+def make_output_dir(directory: Path) -> None:
+    """Create the output directory ``directory`` (and its parents); a one-line
+    :class:`~hepflow.errors.OutputError` when it is a file, lies under a file or cannot be made."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise OutputError(f"output {directory} is a file, or lies under one; choose a directory") from err
+    except OSError as err:
+        raise OutputError(f"cannot create the output directory {directory}: {err.strerror}") from err
+
+
+def unique_files(fileset: Mapping[str, Any], *, treename: str = "Events") -> dict[str, Any]:
+    """``fileset`` with every local file under its resolved path, listed once.
+
+    A file listed several times in a dataset (a relative and an absolute path, a symlink, the
+    same name twice) is read once, with a warning; the same file in two datasets, or with two
+    tree names, is refused (:class:`~hepflow.errors.InputError`): its events would be counted
+    twice. Remote files (``root://...``) are kept as they are. File lists get ``treename``.
+    """
+    out: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for name, spec in fileset.items():
+        base = dict(spec) if isinstance(spec, Mapping) and "files" in spec else {}
+        files = base.get("files", spec)
+        if not isinstance(files, Mapping):
+            files = dict.fromkeys(files, treename)
+        resolved: dict[str, str] = {}
+        for f, tree in files.items():
+            key = str(f) if "://" in str(f) else str(Path(f).resolve())
+            if key in resolved:
+                if resolved[key] != (tree or treename):
+                    raise InputError(
+                        f"{f} is listed twice in dataset {name}, with trees {resolved[key]} and {tree}"
+                    )
+                log.warning("%s is listed more than once in dataset %s (also as %s): read once", key, name, f)
+                continue
+            if owner.get(key, name) != name:
+                raise InputError(
+                    f"{f} is listed in datasets {owner[key]} and {name}: its events would be counted twice"
+                )
+            owner[key] = name
+            resolved[key] = tree or treename
+        out[name] = {**base, "files": resolved}
+    return out
 
 
 def merge_chunks(
     directory: str | os.PathLike[str], target: str | os.PathLike[str], *, overwrite: bool = False
 ) -> int:
-    """Concatenate the complete chunks of a :func:`run_processor` output into one file (optional).
+    """Concatenate the chunks of a :func:`run_processor` output into one file (optional).
 
-    Only chunks with their ``.json`` marker count (a chunk file without one is from a killed run
-    and is redone on resume), in the order of their names (dataset, file, entry range).
-    ``target`` ends in ``.parquet`` or ``.root`` (TTree ``Events``) and must lie outside
-    ``directory``, so that a later read of the chunk directory does not count rows twice; it is
-    written atomically. Returns the number of rows.
+    The chunks are those that the directory's ``run.json`` lists, in the order of their names
+    (dataset, file, entry range); a directory whose records and files disagree is refused
+    (:func:`hepflow.outputs.records.recorded_chunks`). ``target`` ends in ``.parquet`` or ``.root``
+    (TTree ``Events``) and must lie outside ``directory``, so that a later read of the chunk
+    directory does not count rows twice; it is written atomically. Returns the number of rows.
     """
-    import awkward as ak
-
     src, out = Path(directory), Path(target)
     if out.suffix not in (".parquet", ".root"):
         raise ConfigError(f"merge target {out} must end in .parquet or .root")
@@ -668,23 +784,10 @@ def merge_chunks(
         raise ConfigError(f"merge target {out} lies in the chunk directory {src}; write it elsewhere")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists; pass --overwrite to replace it")
-    markers = sorted(
-        p
-        for p in src.glob("*.json")
-        if p.name not in ("cutflow.json", "run.json") and not p.name.startswith(TMP_PREFIX)
-    )
-    arrays = []
-    for marker in markers:
-        chunk = marker.with_suffix(".parquet")
-        if not chunk.is_file():
-            raise InputError(f"{marker}: its chunk {chunk.name} is missing (rerun with --format parquet)")
-        try:
-            arrays.append(ak.from_parquet(chunk))
-        except Exception as err:  # pyarrow raises many types for corrupt files
-            raise InputError(f"cannot read parquet file {chunk}: {err}") from err
-    if not arrays:
-        raise InputError(f"no complete chunks in {src}")
-    merged = ak.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    chunks = recorded_chunks(src)
+    if not chunks:
+        raise InputError(f"no complete chunks in {src}: no {RUN_FILE} of a finished run lists any")
+    merged = read_chunks(chunks)
     (write_parquet if out.suffix == ".parquet" else write_root)(merged, out)
     return len(merged)
 

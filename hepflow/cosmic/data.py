@@ -141,16 +141,11 @@ def parameter_columns(columns: Any, where: object, *, hint: str = "") -> np.ndar
 
 def _features_from_parquet(path: Path, binning: Binning, max_n: int | None) -> tuple[np.ndarray, np.ndarray]:
     from hepflow.cosmic.features import feature_matrix
+    from hepflow.outputs.columnar import parquet_chunks, read_chunk
 
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        raise InputError(f"no parquet files in {path}")
     thetas, feats, n = [], [], 0
-    for f in files:
-        try:
-            cols = ak.from_parquet(f)
-        except Exception as err:  # pyarrow raises many types for corrupt files
-            raise InputError(f"cannot read parquet file {f}: {err}") from err
+    for f, rows in parquet_chunks(path):  # the chunks that the run records list, checked
+        cols = read_chunk(f, rows)
         thetas.append(parameter_columns(cols, f, hint=": cannot train (process pseudo-experiments)"))
         feats.append(feature_matrix(cols, binning=binning).astype(np.float32))
         n += len(cols)

@@ -177,13 +177,17 @@ def make_ensemble(
 
     Copies every member's ``flow`` folder (config + checksummed weights) to
     ``output_dir/member_<k>`` and writes ``ensemble.json``; the directory is complete or absent
-    (:func:`hepflow.posterior.write_ensemble`). The members must infer the same posterior: the
+    (:func:`hepflow.posterior.write_ensemble`); an output that equals, contains or lies inside a
+    member is refused, and ``overwrite`` replaces only an earlier ensemble. The members must infer
+    the same posterior: the
     same analysis, parameters, features, summary, prior, forward model and (with ``config``) the
     config's; not trained on a ``[proposal]``.
     """
     from hepflow.posterior import EnsemblePosterior, check_ensemble_sources, write_ensemble
+    from hepflow.posterior.loading import check_ensemble_target
 
     cfg = None if config is None else load_config(config)
     check_ensemble_sources(models)  # before any model is loaded
+    check_ensemble_target(models, output_dir, overwrite=overwrite)
     _refuse_proposal_members(EnsemblePosterior([load_checked(m, config=cfg) for m in models]), "ensemble")
     return write_ensemble(models, output_dir, overwrite=overwrite)

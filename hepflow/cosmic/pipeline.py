@@ -44,6 +44,7 @@ def train(
     progress: bool = True,
     resume: bool = False,
     init: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """``hepflow train cosmic``: train the cINN on pseudo-experiments and save it.
 
@@ -59,15 +60,19 @@ def train(
         init: start from the weights and standardisation of this trained cosmic model (same
             ``[flow]`` architecture, prior and forward model; refused otherwise) instead of a
             fresh network, e.g. to train on a ``[proposal]`` with few epochs.
+        overwrite: replace a trained model in ``output_dir``; without it (or ``resume``) one is
+            refused before any data is read.
 
     Returns the content of ``training.json`` (pseudo-experiments used, seconds, epochs, losses).
     """
     import hepflow
+    from hepflow.flows.serialization import check_model_target
     from hepflow.outputs import write_json
 
     cfg = load_config(config)
     tc = cfg.training
     binning = cfg.model.binning()
+    check_model_target(Path(output_dir) / "flow", overwrite=overwrite or resume)
     t0 = time.perf_counter()
     theta, feats = load_training_data(
         data,
@@ -120,7 +125,7 @@ def train(
     metadata["training"] = {"data": str(data), "pseudo_experiments": len(theta)}
     if init is not None:
         metadata["training"]["init"] = str(init)
-    hepflow.save_model(model.cpu(), out / "flow", metadata=metadata)
+    hepflow.save_model(model.cpu(), out / "flow", metadata=metadata, overwrite=True)
     val = [v for v in history.val_loss if v is not None]
     summary = {
         "data": str(data),

@@ -51,12 +51,14 @@ from hepflow.errors import ConfigError, InputError, OutputError
 from hepflow.inputs import check_branches
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
 from hepflow.outputs.columnar import write_parquet
+from hepflow.outputs.lock import output_lock
 from hepflow.processing import (
     ChunkColumns,
     ColumnProcessor,
     RunConfig,
     build_fileset,
     execute,
+    make_output_dir,
     new_cutflow,
     plain,
     run_processor,
@@ -216,8 +218,15 @@ def process_cosmic(
         files = sorted(out / f for info in chunks.values() for f in info["files"])
         return CosmicProcessingResult(chosen, out, rows, files=files, skipped_files=result["skipped_files"])
 
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(out)
+    make_output_dir(out)
+    with output_lock(out):
+        clean_stale_temporaries(out)
+        return _write_histograms(fileset, out, b, cfg, treename)
+
+
+def _write_histograms(
+    fileset: dict[str, Any], out: Path, b: Binning, cfg: RunConfig, treename: str
+) -> CosmicProcessingResult:
     target = out / "observation.root"
     if target.exists() and not cfg.overwrite:
         raise OutputError(f"{target} exists; pass --overwrite to replace it")

@@ -30,7 +30,7 @@ from torch import nn
 
 from hepflow.errors import ConfigError, ModelError
 
-__all__ = ["FORMAT_VERSION", "is_plain_name", "load_model", "read_config", "save_model"]
+__all__ = ["FORMAT_VERSION", "check_model_target", "is_plain_name", "load_model", "read_config", "save_model"]
 
 FORMAT = "hepflow-model"
 FORMAT_VERSION = 1
@@ -64,17 +64,32 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_model_target(path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """Refuse (:class:`~hepflow.errors.OutputError`) to write a model to ``path`` when it holds a
+    model already (``config.json`` or ``model.safetensors``) and not ``overwrite``, or is a file.
+    Commands that train call it before training, :func:`save_model` before writing."""
+    from hepflow.errors import OutputError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"model directory {out} is a file; choose a directory")
+    if not overwrite and any((out / name).exists() for name in (CONFIG_NAME, WEIGHTS_NAME)):
+        raise OutputError(f"{out} holds a trained model already; pass --overwrite to replace it")
+
+
 def save_model(
     model: nn.Module,
     path: str | os.PathLike[str],
     *,
     metadata: dict[str, Any] | None = None,
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model`` to the directory ``path`` (created); returns the directory.
 
     ``metadata`` must be JSON-serialisable; it is returned by :func:`read_config` and attached to
-    the loaded model as ``model.metadata``.
+    the loaded model as ``model.metadata``. A directory that holds a model already is refused
+    unless ``overwrite``, which replaces its ``config.json`` and ``model.safetensors`` and
+    nothing else.
 
     Example:
         >>> import tempfile, torch, hepflow
@@ -108,10 +123,7 @@ def save_model(
     except (TypeError, ValueError) as err:
         raise ConfigError(f"model metadata/config is not plain JSON: {err}") from err
     out = Path(path)
-    if out.exists() and not overwrite:
-        from hepflow.errors import OutputError
-
-        raise OutputError(f"{out} exists; pass overwrite=True to replace it")
+    check_model_target(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = out / WEIGHTS_NAME

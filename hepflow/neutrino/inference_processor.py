@@ -50,8 +50,8 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
     The events are selected by :class:`~hepflow.neutrino.processor.NeutrinoFeatureProcessor`, whose
     last cutflow step (``"finite inputs"``) drops events with NaN or infinite inputs: no NaN
     reaches the flow. A further step (``"finite outputs"``) drops and counts the events whose
-    outputs overflow (extreme inputs such as a MET of 1e38 GeV): every written column is finite. ``samples`` must be at least 2 (the
-    posterior standard deviation needs two).
+    outputs overflow (extreme inputs such as a MET of 1e38 GeV): every written column is finite.
+    ``samples`` must be at least 2 (the posterior standard deviation needs two).
     """
 
     def __init__(
@@ -73,6 +73,21 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
         self.batch_events = batch_events
         self.seed = seed
         self.features = NeutrinoFeatureProcessor(selection)
+
+    def provenance(self) -> dict[str, Any]:
+        """What the chunks of this processor depend on (recorded by ``hepflow infer``): the
+        selection, the models' weights checksums (:func:`hepflow.outputs.provenance.model_identity`),
+        the samples per event, the event batches and the seed."""
+        from hepflow.outputs.provenance import describe, model_identity
+
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "features": describe(self.features),
+            "model": model_identity(self.model_dir),
+            "samples": self.samples,
+            "batch_events": self.batch_events,
+            "seed": self.seed,
+        }
 
     def columns(self, events: Any) -> ChunkColumns:
         result = self.features.columns(events)

@@ -132,8 +132,12 @@ def train(
     config: NeutrinoConfig | None = None,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train the cINN and the regression baseline on processed features; save both.
+
+    An ``output_dir`` that holds trained models already is refused before anything is read,
+    unless ``overwrite`` (replace them) or ``resume`` (continue their training).
 
     Writes ``output_dir/flow`` and ``output_dir/regression`` (safetensors + JSON config with the
     feature specification), their training histories and loss plots, and ``training.json``,
@@ -146,14 +150,17 @@ def train(
     before, and ``weights`` is ``{"used": false}``.
     """
     import hepflow
+    from hepflow.flows.serialization import check_model_target
     from hepflow.outputs import write_json
 
     cfg = NeutrinoConfig.load(config)
     tc = cfg.training
+    out = Path(output_dir)
+    for name in ("flow", "regression"):
+        check_model_target(out / name, overwrite=overwrite or resume)
     data = load_training_data(data_dir, max_events=tc.max_events)
     if len(data.theta) < 100:
         raise InputError(f"{data_dir}: only {len(data.theta)} usable events with truth; need at least 100")
-    out = Path(output_dir)
     summary: dict[str, Any] = {
         "events_read": data.n_read,
         "events_used": len(data.theta),
@@ -185,7 +192,7 @@ def train(
             output_dir=out / f"history_{name}",
             **fit_options,
         )
-        hepflow.save_model(model.cpu(), out / name, metadata={**metadata, "model": name})
+        hepflow.save_model(model.cpu(), out / name, metadata={**metadata, "model": name}, overwrite=True)
         summary[name] = {
             "seconds": time.perf_counter() - t0,
             "epochs": len(history.train_loss),

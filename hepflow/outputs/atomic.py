@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hepflow.errors import OutputError
+from hepflow.outputs.lock import host_tag, lock_holder, process_alive, temporary_prefix, writer_of
 
 TMP_PREFIX = ".hepflow-tmp-"
 
@@ -35,7 +36,9 @@ def atomic_write(path: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
         raise OutputError(f"{final} exists; pass --overwrite to replace it")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=final.suffix, dir=final.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=temporary_prefix(TMP_PREFIX), suffix=final.suffix, dir=final.parent
+        )
     except OSError as err:
         raise OutputError(f"cannot write to {final.parent}: {err.strerror}") from err
     os.close(fd)
@@ -73,9 +76,25 @@ def _json_default(obj: Any) -> Any:
 
 
 def clean_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
-    """Remove temporaries left by killed jobs in ``directory``; returns what was removed."""
+    """Remove the temporaries of dead writers from ``directory``; returns what was removed.
+
+    A temporary's name carries the host and pid of the process writing it (:func:`atomic_write`).
+    Those of a process of this host that no longer exists are removed. Those of other hosts (the
+    workers of a batch cluster) and those without a writer in their name (older hepflow) cannot
+    be checked: they are removed only while no other live run holds the directory's lock
+    (:func:`hepflow.outputs.lock.output_lock`), so the in-flight temporaries of a running job,
+    written by its driver or its workers, are never touched.
+    """
+    holder = lock_holder(directory)
+    others_alive = holder is not None and holder.get("pid") != os.getpid()
     removed = []
     for tmp in Path(directory).glob(f"{TMP_PREFIX}*"):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
+        writer = writer_of(tmp.name, TMP_PREFIX)
+        if writer is not None and writer[0] == host_tag():
+            stale = not process_alive(writer[1])
+        else:
+            stale = not others_alive
+        if stale:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
     return removed

@@ -9,6 +9,7 @@ their counter branch ``n<name>`` as uproot writes it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import awkward as ak
@@ -85,17 +86,46 @@ def _fill_missing(col: ak.Array) -> np.ndarray:
 
 
 def read_parquet_dir(directory: str | os.PathLike[str], *, columns: list[str] | None = None) -> ak.Array:
-    """Concatenate every ``*.parquet`` chunk in ``directory`` (sorted by name)."""
-    files = sorted(Path(directory).glob("*.parquet"))
-    if not files:
+    """The rows of a chunk directory: the parquet chunks that its ``run.json`` lists, in order.
+
+    The records are checked against the files (:func:`hepflow.outputs.records.recorded_chunks`:
+    a listed chunk missing, a parquet file that no record lists, or a chunk with another number
+    of rows than recorded is refused), so the rows read are exactly those of the run. A
+    directory that no hepflow run wrote (no ``run.json``, no chunk markers), e.g. parquet files
+    of your own, is read whole, in name order.
+    """
+    return read_chunks(parquet_chunks(directory), columns=columns)
+
+
+def parquet_chunks(directory: str | os.PathLike[str]) -> list[tuple[Path, int | None]]:
+    """``[(parquet file, recorded rows)]`` that :func:`read_parquet_dir` reads (rows None for a
+    directory that no hepflow run wrote); :class:`~hepflow.errors.InputError` when there is none."""
+    from hepflow.outputs.records import recorded_chunks
+
+    chunks = recorded_chunks(directory)
+    if chunks is None:
+        chunks = [(f, None) for f in sorted(Path(directory).glob("*.parquet")) if not f.name.startswith(".")]
+    if not chunks:
         raise InputError(f"no parquet files in {directory}")
-    arrays = []
-    for f in files:
-        try:
-            arrays.append(ak.from_parquet(f, columns=columns))
-        except Exception as err:  # pyarrow raises many types for corrupt files
-            raise InputError(f"cannot read parquet file {f}: {err}") from err
+    return chunks
+
+
+def read_chunks(chunks: Sequence[tuple[Path, int | None]], *, columns: list[str] | None = None) -> ak.Array:
+    """Concatenate the parquet ``chunks`` (``(path, recorded rows or None)``), checking each
+    chunk's rows against its record; :class:`~hepflow.errors.InputError` names a corrupt file."""
+    arrays = [read_chunk(path, rows, columns=columns) for path, rows in chunks]
     return ak.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+
+
+def read_chunk(path: Path, rows: int | None, *, columns: list[str] | None = None) -> ak.Array:
+    """One parquet chunk; its number of rows must be ``rows`` (the run's record) unless None."""
+    try:
+        array = ak.from_parquet(path, columns=columns)
+    except Exception as err:  # pyarrow raises many types for corrupt files
+        raise InputError(f"cannot read parquet file {path}: {err}") from err
+    if rows is not None and rows >= 0 and len(array) != rows:
+        raise InputError(f"{path} holds {len(array)} rows, its run records {rows}: rerun with --overwrite")
+    return array
 
 
 def _is_option(col: ak.Array) -> bool:

@@ -49,6 +49,7 @@ from hepflow.posterior.ensemble import EnsemblePosterior
 __all__ = [
     "ENSEMBLE_FILE",
     "check_ensemble_sources",
+    "check_ensemble_target",
     "is_ensemble",
     "load_posterior",
     "model_path",
@@ -143,6 +144,37 @@ def check_ensemble_sources(models: Sequence[str | os.PathLike[str]]) -> None:
         raise ConfigError(f"an ensemble needs at least two models, got {len(models)}")
 
 
+def check_ensemble_target(
+    models: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str], *, overwrite: bool = False
+) -> None:
+    """Refuse (:class:`~hepflow.errors.OutputError`) an ensemble output that equals, contains or
+    lies inside one of the ``models``, or that exists without ``overwrite``; with ``overwrite``
+    only an ensemble directory (its listed ``member_<k>`` folders and ``ensemble.json``, nothing
+    else) or an empty directory may be replaced: :func:`write_ensemble` removes nothing it did not
+    write."""
+    out = Path(output_dir)
+    target = out.resolve()
+    for m in models:
+        src = Path(m).resolve()
+        if target == src or target in src.parents or src in target.parents:
+            where = "is" if target == src else ("contains" if target in src.parents else "lies inside")
+            raise OutputError(f"ensemble output {out} {where} the input model {m}; choose another --output")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+    if not out.is_dir() or out.is_symlink():
+        raise OutputError(
+            f"{out} is not an ensemble directory; --overwrite replaces only those: choose another --output"
+        )
+    written = {ENSEMBLE_FILE, *member_names(out)} if is_ensemble(out) else set()
+    if foreign := sorted(p.name for p in out.iterdir() if p.name not in written):
+        raise OutputError(
+            f"{out} holds {foreign[0]}, which `hepflow ensemble` did not write; --overwrite replaces "
+            "only an ensemble directory (member_<k>/ and ensemble.json): choose another --output"
+        )
+
+
 def write_ensemble(
     models: Sequence[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
@@ -153,15 +185,16 @@ def write_ensemble(
 
     The directory is written under a temporary name and renamed when complete. ``models`` must
     be single flows (an ensemble is refused: list its members); the caller checks that they are
-    posteriors of the same thing (:class:`EnsemblePosterior` does when loading).
+    posteriors of the same thing (:class:`EnsemblePosterior` does when loading). The output is
+    checked first (:func:`check_ensemble_target`): it never equals, contains or lies inside an
+    input, and ``overwrite`` replaces only an earlier ensemble (or an empty directory).
     """
     from hepflow.outputs import write_json
 
     check_ensemble_sources(models)
     sources = [model_path(m) for m in models]
     out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} exists; pass --overwrite to replace it")
+    check_ensemble_target(models, out, overwrite=overwrite)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -173,7 +206,11 @@ def write_ensemble(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    if out.exists():  # checked above: an earlier ensemble, or empty; moved aside, then removed
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
     return out

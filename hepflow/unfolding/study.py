@@ -32,7 +32,7 @@ import awkward as ak
 import numpy as np
 
 from hepflow.config import COUNT, SAMPLES, SEED, AnalysisConfig, check_values, to_dict
-from hepflow.errors import InputError
+from hepflow.errors import InputError, OutputError
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.config import SummaryConfig
 from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, context_arrays
@@ -257,7 +257,9 @@ def train_or_load(
     train: Sample, cfg: UnfoldingConfig, model_dir: Path, *, retrain: bool = False, progress: bool = True
 ) -> tuple[list[Any], dict[str, Any]]:
     """The ensemble: loaded from ``model_dir`` when it was trained with the same settings on as
-    many events, else trained (and saved) there."""
+    many events, trained (and saved) there when ``model_dir`` holds no model, or with
+    ``retrain``; models of other settings (or an incomplete ensemble) are refused
+    (:class:`~hepflow.errors.OutputError`) without ``retrain``, before any training."""
     import hepflow
     from hepflow.flows.serialization import read_config
     from hepflow.outputs import write_json
@@ -272,13 +274,18 @@ def train_or_load(
     rows = np.flatnonzero(train.selected)[both]  # the same events among all events
     meta = _model_metadata(cfg, len(rows))
     paths = [model_dir / f"member_{m}" for m in range(cfg.cinn.ensemble)]
-    if not retrain and all((p / "config.json").is_file() for p in paths):
+    existing = [p for p in paths if (p / "config.json").is_file()]
+    if existing and not retrain:
         # the saved settings are compared before any weights are read
-        if all((read_config(p).get("metadata", {}) or {}).get("study") == meta for p in paths):
+        same = all((read_config(p).get("metadata", {}) or {}).get("study") == meta for p in existing)
+        if same and len(existing) == len(paths):
             log.info("using the trained ensemble in %s", model_dir)
             models = [hepflow.load_model(p) for p in paths]
             return models, json.loads((model_dir / "training.json").read_text())
-        log.info("the models in %s were trained with other settings: retraining", model_dir)
+        raise OutputError(
+            f"{model_dir} holds {'an incomplete ensemble' if same else 'models of other settings'}: "
+            "pass --retrain to replace them, or choose another --output"
+        )
     context = {k: v[both] for k, v in context_arrays(train.features).items()}
     theta = to_theta(train.gen, rows)
     models, members = train_ensemble(
@@ -293,7 +300,10 @@ def train_or_load(
     )
     for model, path in zip(models, paths, strict=True):
         hepflow.save_model(
-            model, path, metadata={"analysis": ANALYSIS, "features": FEATURE_SPEC, "study": meta}
+            model,
+            path,
+            metadata={"analysis": ANALYSIS, "features": FEATURE_SPEC, "study": meta},
+            overwrite=retrain,
         )
     summary = {"events": len(rows), "members": members, "seconds": sum(m["seconds"] for m in members)}
     write_json(model_dir / "training.json", summary)
@@ -389,7 +399,8 @@ def run_study(
 
     ``output_dir`` receives the processed columns (``columns/train``, ``columns/test``: reused,
     chunk by chunk, when present), the ensemble (``models/``: reused when trained with the same
-    settings unless ``retrain``) and ``results.json``. ``run_config`` is a
+    settings unless ``retrain``; other models are replaced only with ``retrain``) and
+    ``results.json``. ``run_config`` is a
     :class:`hepflow.processing.RunConfig` for the processing step.
     """
     from hepflow.outputs import write_json

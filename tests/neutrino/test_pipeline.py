@@ -142,7 +142,9 @@ def test_foreign_model_is_refused(models, tmp_path):
         )
     with pytest.raises(ModelError, match="analysis 'cosmic'"):
         load_models(tmp_path)
-    hepflow.save_model(flow, tmp_path / "flow", metadata={**flow.metadata, "features": {"flat": ["x"]}})
+    hepflow.save_model(
+        flow, tmp_path / "flow", metadata={**flow.metadata, "features": {"flat": ["x"]}}, overwrite=True
+    )
     with pytest.raises(ModelError, match="trained on features"):
         load_models(tmp_path)
     with pytest.raises(ModelError, match="does not exist"):

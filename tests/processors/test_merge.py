@@ -39,16 +39,19 @@ def test_merge_keeps_every_complete_chunk_in_order(chunks, tmp_path):
     assert merge_chunks(chunks, tmp_path / "all.parquet", overwrite=True) == n
 
 
-def test_merge_skips_incomplete_chunks(chunks, tmp_path):
-    """A chunk whose marker is missing (killed before it was written) is not merged."""
+def test_merge_refuses_incomplete_runs(chunks, tmp_path):
+    """A chunk whose marker is missing, or a run without run.json (killed), is not merged."""
     work = tmp_path / "copy"
     work.mkdir()
     for f in chunks.iterdir():
         (work / f.name).write_bytes(f.read_bytes())
     marker = sorted(work.glob("*__*.json"))[0]
-    dropped = len(ak.from_parquet(marker.with_suffix(".parquet")))
     marker.unlink()
-    assert merge_chunks(work, tmp_path / "m.parquet") == len(read_parquet_dir(chunks)) - dropped
+    with pytest.raises(InputError, match=f"lists {marker.name}, which is missing"):
+        merge_chunks(work, tmp_path / "m.parquet")
+    (work / "run.json").unlink()
+    with pytest.raises(InputError, match="did not finish"):
+        merge_chunks(work, tmp_path / "m.parquet")
 
 
 def test_merge_refuses_bad_targets(chunks, tmp_path):

@@ -123,7 +123,19 @@ def test_bad_file_stops_the_run_with_one_line(kind, nano_v12, tmp_path, capsys):
     assert not list(out.glob(".hepflow-tmp-*"))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # run.json not rewritten
     with pytest.raises(InputError, match=bad.name):
-        main(["--debug", "process", "neutrino", "--input", str(bad), "--output", str(out), "--no-progress"])
+        main(
+            [
+                "--debug",
+                "process",
+                "neutrino",
+                "--input",
+                str(bad),
+                "--output",
+                str(out),
+                "--no-progress",
+                "--overwrite",
+            ]
+        )
 
 
 @pytest.mark.filterwarnings("ignore:Performed attempt:UserWarning")

@@ -94,7 +94,7 @@ def test_infer_refuses_a_bad_model_with_one_line(damage, tiny_models, nano_v12, 
             if damage == "features"
             else "auger_sources"
         )
-        hepflow.save_model(model, flow, metadata=meta)
+        hepflow.save_model(model, flow, metadata=meta, overwrite=True)
     elif damage == "truncated":
         data = (flow / WEIGHTS_NAME).read_bytes()
         (flow / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
