@@ -380,6 +380,13 @@ class ChunkWriter(coffea_processor.ProcessorABC):
                     f"{marker} was made with other settings ({'; '.join(why)}); pass --overwrite to "
                     "replace it or choose another --output"
                 )
+            wanted = {f"{cid.stem}.{fmt}" for fmt in self.formats}
+            if missing := sorted(wanted - set(info.get("files", []))):
+                raise OutputError(
+                    f"{marker} was written as {', '.join(info.get('files', [])) or 'nothing'}, this run "
+                    f"also asks for {', '.join(missing)}; pass --overwrite to rewrite the chunks in "
+                    "every format or choose another --output"
+                )
             weighted = info.get("cutflow_weighted")
             return _chunk_summary(
                 cid.dataset,

@@ -32,7 +32,7 @@ import awkward as ak
 import numpy as np
 
 from hepflow.config import COUNT, SAMPLES, SEED, AnalysisConfig, check_values, to_dict
-from hepflow.errors import InputError, OutputError
+from hepflow.errors import InputError, ModelError, OutputError
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.config import SummaryConfig
 from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, context_arrays
@@ -241,6 +241,25 @@ def from_theta(samples: np.ndarray) -> np.ndarray:
     return np.exp(np.clip(samples.astype(np.float64), -50.0, 50.0))
 
 
+def check_samples(samples: np.ndarray, models: str | os.PathLike[str]) -> np.ndarray:
+    """``samples`` (events first), refused (:class:`~hepflow.errors.ModelError`) when any event's
+    samples hold NaN or inf (a broken model), so that no unfolded spectrum is built from them.
+
+    Example:
+        >>> check_samples(np.array([[[1.0, 2.0]], [[np.nan, 1.0]]]), "m")
+        Traceback (most recent call last):
+        ...
+        hepflow.errors.ModelError: m: the cINN gives NaN or infinite samples for 1 of 2 events; ...
+    """
+    finite = np.isfinite(samples).reshape(len(samples), -1).all(axis=1)
+    if not finite.all():
+        raise ModelError(
+            f"{models}: the cINN gives NaN or infinite samples for {int((~finite).sum())} of "
+            f"{len(samples)} events; nothing written"
+        )
+    return samples
+
+
 def _model_metadata(cfg: UnfoldingConfig, n_train: int) -> dict[str, Any]:
     return {
         "analysis": ANALYSIS,
@@ -444,14 +463,17 @@ def run_study(
     timings["training"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    samples = from_theta(
-        sample_ensemble(
-            models,
-            context_arrays(test.features),
-            samples=cfg.cinn.samples,
-            batch_events=cfg.cinn.batch_events,
-            seed=cfg.cinn.seed,
-        )
+    samples = check_samples(
+        from_theta(
+            sample_ensemble(
+                models,
+                context_arrays(test.features),
+                samples=cfg.cinn.samples,
+                batch_events=cfg.cinn.batch_events,
+                seed=cfg.cinn.seed,
+            )
+        ),
+        out / "models",
     )
     timings["sampling"] = time.perf_counter() - t0
 

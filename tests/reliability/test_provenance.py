@@ -210,3 +210,15 @@ def test_readers_refuse_records_that_disagree_with_the_files(nano_v12, tmp_path)
     ak.to_parquet(rows[:3], chunk)  # a chunk file replaced by another with fewer rows
     with pytest.raises(InputError, match=r"holds 3 rows, its run records"):
         read_parquet_dir(out)
+
+
+def test_a_rerun_that_asks_for_another_format_is_refused(nano_v12, tmp_path):
+    # before: the rerun skipped every chunk, and the ROOT files it was asked for never appeared
+    out = tmp_path / "features"
+    _process([nano_v12], out, chunksize=120)
+    with pytest.raises(OutputError, match=r"was written as .*\.parquet, this run also asks for .*\.root"):
+        _process([nano_v12], out, chunksize=120, formats=("parquet", "root"))
+    assert not list(out.glob("*.root"))
+    _process([nano_v12], out, chunksize=120, formats=("parquet", "root"), overwrite=True)
+    assert len(list(out.glob("*.root"))) == len(list(out.glob("*.parquet"))) == 2
+    _process([nano_v12], out, chunksize=120)  # a subset of what exists: skipped

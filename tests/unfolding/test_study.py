@@ -131,3 +131,26 @@ def test_load_sample_refuses_duplicated_events(unfolding_sample, tmp_path):
     with pytest.raises(OutputError, match="which this run does not read"):
         process([tt], tmp_path, dataset="second")  # other chunk names: the events would be twice
     assert load_sample(tmp_path).n == SAMPLE_EVENTS
+
+
+def test_nan_samples_of_a_broken_cinn_are_refused(study, unfolding_sample, monkeypatch):
+    from hepflow.errors import ModelError
+    from hepflow.unfolding import cinn
+
+    out, _, _ = study
+    before = (out / "results.json").read_bytes()
+
+    def broken(models, context, *, samples, **_):
+        n = len(next(iter(context.values())))
+        draws = np.zeros((n, samples, len(OBSERVABLES)), np.float32)
+        draws[::7] = np.nan  # a model with NaN weights gives NaN samples
+        return draws
+
+    monkeypatch.setattr(cinn, "sample_ensemble", broken)
+    cfg = from_dict(UnfoldingConfig, TINY)
+    tt = unfolding_sample / "tt.root"
+    with pytest.raises(
+        ModelError, match=r"models: the cINN gives NaN or infinite samples for \d+ of \d+ events"
+    ):
+        run_study([tt], [tt], out, config=cfg, progress=False)
+    assert (out / "results.json").read_bytes() == before  # nothing written
