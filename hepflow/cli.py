@@ -123,6 +123,7 @@ def _run_config(args: argparse.Namespace):
 
 
 def _generate_ttbar(args: argparse.Namespace) -> int:
+    from hepflow.generate.pileup import PileupProfile
     from hepflow.generate.ttbar import generate_ttbar
 
     stats = generate_ttbar(
@@ -132,6 +133,7 @@ def _generate_ttbar(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=args.progress,
         overwrite=args.overwrite,
+        pileup=PileupProfile(mean=args.pileup, spread=args.pileup_spread),
     )
     print(stats.summary())
     return 0
@@ -377,6 +379,17 @@ def build_parser() -> argparse.ArgumentParser:
     ttbar.add_argument("--seed", type=_seed, default=1)
     ttbar.add_argument("--output", type=Path, required=True, help="output ROOT file")
     ttbar.add_argument("--batch-size", type=_positive_int, default=1000, help="events per written basket")
+    ttbar.add_argument(
+        "--pileup",
+        type=float,
+        default=36.0,
+        metavar="MEAN",
+        help="mean number of overlaid minimum-bias interactions (default 36, as the CMS NanoAODv12 "
+        "ttbar simulation; 0: none)",
+    )
+    ttbar.add_argument(
+        "--pileup-spread", type=float, default=9.0, metavar="SD", help="its standard deviation (default 9)"
+    )
     ttbar.add_argument("--overwrite", action="store_true")
     ttbar.add_argument("--no-progress", dest="progress", action="store_false")
     ttbar.set_defaults(handler=_generate_ttbar)

@@ -37,6 +37,13 @@ BTAG_MEDIUM_WP = 0.2783
 JET_PT_MIN = 15.0
 #: Anti-kt distance parameter.
 JET_R = 0.4
+#: Area of a hard anti-kt jet, pi R^2, for the pileup offset rho * A.
+JET_AREA = np.pi * JET_R**2
+#: Grid of the median energy density rho (FastJet ``GridMedianBackgroundEstimator(5.0, 0.55)``,
+#: CMS ``fixedGridRhoFastjetAll``): 18 x 11 cells over |eta| < 5 and the full azimuth.
+RHO_ETA_MAX = 5.0
+RHO_ETA_CELLS = 18
+RHO_PHI_CELLS = 11
 #: Raw (uncorrected) jet pT pre-selection, GeV: a raw jet needs about 12 GeV to pass
 #: ``JET_PT_MIN`` after the energy scale correction, so this cut loses none.
 _RAW_JET_PT_MIN = 10.0
@@ -87,6 +94,7 @@ class Particles:
 
     Rows ``offsets[k]:offsets[k + 1]`` belong to event ``k``. ``genpart_idx`` links a particle to
     its entry in the event's pruned ``GenPart`` list (-1 for all but the prompt lepton).
+    ``pileup`` marks particles of overlaid pileup interactions (``None``: none are).
     """
 
     offsets: np.ndarray
@@ -97,6 +105,7 @@ class Particles:
     pdg_id: np.ndarray
     charge: np.ndarray
     genpart_idx: np.ndarray
+    pileup: np.ndarray | None = None
 
     @property
     def n_events(self) -> int:
@@ -385,11 +394,22 @@ def measure(particles: Particles, rng: np.random.Generator) -> _Candidates:
 
 
 def relative_isolation(
-    lepton: np.ndarray, candidates: _Candidates, offsets: np.ndarray, cone: float
+    lepton: np.ndarray,
+    candidates: _Candidates,
+    offsets: np.ndarray,
+    cone: float,
+    *,
+    counted: np.ndarray | None = None,
+    rho: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Scalar pT sum of the other candidates with pT > 0.5 GeV within ``cone``, over the lepton pT.
+    """Pileup-corrected relative isolation of the candidates ``lepton`` (indices) in ``cone``.
 
-    ``lepton`` holds candidate indices; ``offsets`` delimits each event's candidates.
+    ``(charged + max(0, neutral - rho * pi * cone^2)) / pT``: scalar pT sums of the other
+    candidates with pT > 0.5 GeV in the cone, tracks (charged) and calorimeter deposits
+    (neutral) apart, only over candidates with ``counted`` true (the charged pileup tracks are
+    not), with the neutral sum corrected by the event's median pileup density ``rho`` (the
+    effective-area correction of the CMS electron isolation). ``offsets`` delimits each event's
+    candidates.
     """
     if len(lepton) == 0:
         return np.zeros(0)
@@ -402,7 +422,43 @@ def relative_isolation(
     phi = np.arctan2(candidates.py, candidates.px)
     dr2 = (eta[other] - eta[lepton][owner]) ** 2 + delta_phi(phi[other], phi[lepton][owner]) ** 2
     inside = (dr2 < cone**2) & (other != lepton[owner]) & (pt[other] > ISO_PT_MIN)
-    return np.bincount(owner, weights=np.where(inside, pt[other], 0.0), minlength=len(lepton)) / pt[lepton]
+    if counted is not None:
+        inside &= counted[other]
+    in_pt = np.where(inside, pt[other], 0.0)
+    track = candidates.track[other]
+    charged = np.bincount(owner, weights=np.where(track, in_pt, 0.0), minlength=len(lepton))
+    neutral = np.bincount(owner, weights=np.where(track, 0.0, in_pt), minlength=len(lepton))
+    if rho is not None:
+        neutral = np.maximum(neutral - rho[ev] * np.pi * cone**2, 0.0)
+    return (charged + neutral) / pt[lepton]
+
+
+def median_density(candidates: _Candidates, n_events: int) -> np.ndarray:
+    """Median pT density rho (GeV per unit eta-phi area) of each event's candidates.
+
+    The scalar pT sum in each cell of an 18 x 11 grid over |eta| < 5 and the full azimuth,
+    divided by the cell area; rho is the median over the cells (FastJet's grid-median estimator,
+    as in CMS ``fixedGridRhoFastjetAll``). Empty cells count, so a lone hard event has rho near 0.
+
+    Example:
+        >>> c = _Candidates(np.zeros(1, dtype=int), np.zeros(1, dtype=int), np.ones(1, dtype=bool),
+        ...                 np.array([10.0]), np.zeros(1), np.zeros(1), np.array([10.0]))
+        >>> median_density(c, 1).tolist()
+        [0.0]
+    """
+    eta = candidates.eta
+    inside = np.abs(eta) < RHO_ETA_MAX
+    ieta = np.floor((eta[inside] + RHO_ETA_MAX) / (2 * RHO_ETA_MAX) * RHO_ETA_CELLS).astype(np.int64)
+    phi = np.arctan2(candidates.py[inside], candidates.px[inside])
+    iphi = np.floor((phi + np.pi) / (2 * np.pi) * RHO_PHI_CELLS).astype(np.int64)
+    iphi = np.minimum(iphi, RHO_PHI_CELLS - 1)
+    cells = RHO_ETA_CELLS * RHO_PHI_CELLS
+    index = candidates.event[inside] * cells + ieta * RHO_PHI_CELLS + iphi
+    sums = np.bincount(index, weights=candidates.pt[inside], minlength=n_events * cells)
+    area = (2 * RHO_ETA_MAX / RHO_ETA_CELLS) * (2 * np.pi / RHO_PHI_CELLS)
+    if n_events == 0:
+        return np.zeros(0)
+    return np.median(sums.reshape(n_events, cells), axis=1) / area
 
 
 def _lepton_collection(
@@ -412,14 +468,19 @@ def _lepton_collection(
     rng: np.random.Generator,
     *,
     flavour: int,
+    counted: np.ndarray,
+    rho: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Reconstructed electrons (``flavour`` 11) or muons (13), flat, with their candidate indices."""
+    """Reconstructed electrons (``flavour`` 11) or muons (13), flat, with their candidate indices.
+
+    ``counted`` and ``rho`` are passed on to :func:`relative_isolation`.
+    """
     tracked = np.flatnonzero(candidates.track & (np.abs(particles.pdg_id[candidates.source]) == flavour))
     pt, eta = candidates.pt[tracked], candidates.eta[tracked]
     eff = electron_efficiency(pt, eta) if flavour == 11 else muon_efficiency(pt, eta)
     index = tracked[rng.random(len(pt)) < eff]
     cone = ELECTRON_ISO_CONE if flavour == 11 else MUON_ISO_CONE
-    iso = relative_isolation(index, candidates, offsets, cone)
+    iso = relative_isolation(index, candidates, offsets, cone, counted=counted, rho=rho)
     genpart_idx = particles.genpart_idx[candidates.source[index]]
     prompt = genpart_idx >= 0
     selected = prompt & (iso < (ELECTRON_ISO_MAX if flavour == 11 else MUON_ISO_MAX))
@@ -501,30 +562,47 @@ def simulate(
     """Reconstruct one batch of events: NanoAOD-like ``Jet``, ``Electron``, ``Muon`` and ``MET_*``.
 
     Returns a mapping of collection name to a jagged record array (one list per event, sorted by
-    decreasing pT, NanoAOD field names and dtypes) and of ``MET_pt``/``MET_phi``/``MET_sumEt`` to
-    flat float32 arrays.
+    decreasing pT, NanoAOD field names and dtypes) and of ``MET_pt``/``MET_phi``/``MET_sumEt``
+    and ``Rho_fixedGridRhoFastjetAll`` to flat float32 arrays.
+
+    Pileup particles (``particles.pileup``) are measured like the others. Their tracks are
+    removed from jets and isolation (charged-hadron subtraction); their neutral deposits and
+    everything outside the tracker stay, and jets lose the offset ``rho_CHS * A`` (the median
+    density of the jet inputs times the jet area) before the jet energy scale correction, as
+    the CMS L1 correction does. The missing ET keeps every candidate, pileup included.
     """
     n_events = particles.n_events
     candidates = measure(particles, rng)
     offsets = np.r_[0, np.cumsum(np.bincount(candidates.event, minlength=n_events))]
+    if particles.pileup is None:
+        counted = np.ones(len(candidates.event), dtype=bool)
+    else:
+        counted = ~(candidates.track & particles.pileup[candidates.source])
+    rho_chs = median_density(candidates.take(counted), n_events)
 
-    electrons = _lepton_collection(particles, candidates, offsets, rng, flavour=11)
-    muons = _lepton_collection(particles, candidates, offsets, rng, flavour=13)
+    electrons = _lepton_collection(
+        particles, candidates, offsets, rng, flavour=11, counted=counted, rho=rho_chs
+    )
+    muons = _lepton_collection(particles, candidates, offsets, rng, flavour=13, counted=counted, rho=rho_chs)
 
-    jet_input = np.ones(len(candidates.event), dtype=bool)
+    jet_input = counted.copy()
     jet_input[electrons["index"][electrons["selected"]]] = False
     jet_input[muons["index"][muons["selected"]]] = False
     jets = cluster_jets(candidates.take(jet_input), ghosts, n_events)
     raw_pt = np.hypot(jets.px, jets.py)
     jet_eta = pseudorapidity(jets.px, jets.py, jets.pz)
-    scale = jet_energy_scale(raw_pt, jet_eta)
-    jet_pt = raw_pt * scale
+    # L1: subtract the pileup offset; L2L3: the Delphes jet energy scale on the L1-corrected pT
+    l1 = np.maximum(1.0 - rho_chs[jets.event] * JET_AREA / raw_pt, 0.0)
+    l1_pt = raw_pt * l1
+    scale = np.where(l1 > 0.0, jet_energy_scale(np.where(l1 > 0.0, l1_pt, 1.0), jet_eta), 0.0)
+    jet_pt = l1_pt * scale
     keep = jet_pt > JET_PT_MIN
     eff = np.where(np.abs(jet_eta) < TRACKER_ETA_MAX, btag_efficiency(jet_pt, jets.hadron_flavour), 0.0)
     tagged = rng.random(len(jet_pt)) < eff
 
-    # type-1 missing ET: all candidates, with the correction of every kept jet propagated
-    corr = np.where(keep, scale - 1.0, 0.0)
+    # type-1 missing ET: all candidates, with the L2L3 correction of every kept jet propagated
+    # (the L1 offset stays, as in CMS: it is pileup, which the candidates also contain)
+    corr = np.where(keep, l1 * (scale - 1.0), 0.0)
     met_px = np.r_[candidates.px, jets.px * corr]
     met_py = np.r_[candidates.py, jets.py * corr]
     met_pt, met_phi = missing_et(met_px, met_py, np.r_[candidates.event, jets.event], n_events)
@@ -535,7 +613,7 @@ def simulate(
         "pt": jet_pt,
         "eta": jet_eta,
         "phi": np.arctan2(jets.py, jets.px),
-        "mass": raw_mass * scale,
+        "mass": raw_mass * l1 * scale,
         "btagDeepFlavB": btag_score(tagged, rng),
         "hadronFlavour": jets.hadron_flavour,
         "partonFlavour": jets.parton_flavour,
@@ -548,6 +626,7 @@ def simulate(
         "MET_pt": met_pt.astype(np.float32),
         "MET_phi": met_phi.astype(np.float32),
         "MET_sumEt": sum_et.astype(np.float32),
+        "Rho_fixedGridRhoFastjetAll": median_density(candidates, n_events).astype(np.float32),
     }
 
 

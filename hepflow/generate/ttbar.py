@@ -43,6 +43,7 @@ from hepflow.generate.nanoaod import (
     stable_particles,
     ttbar_genpart,
 )
+from hepflow.generate.pileup import LIBRARY_EVENTS, MinimumBiasLibrary, PileupProfile, overlay
 from hepflow.outputs.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def generate_ttbar(
     batch_size: int = 1000,
     progress: bool = True,
     overwrite: bool = False,
+    pileup: PileupProfile | None = None,
 ) -> GenerationStats:
     """Generate ``events`` semileptonic ttbar events into the NanoAOD ROOT file ``path``.
 
@@ -116,7 +118,12 @@ def generate_ttbar(
     Branches: ``run``, ``luminosityBlock`` (= ``seed``), ``event`` (1 to ``events``),
     ``genWeight``, ``GenPart_*`` (the pruned decay tree, see :mod:`hepflow.generate.nanoaod`),
     ``Jet_*``, ``Electron_*``, ``Muon_*`` (see :mod:`hepflow.generate.detector`), ``MET_pt``,
-    ``MET_phi``, ``MET_sumEt`` and the counters ``nGenPart``, ``nJet``, ``nElectron``, ``nMuon``.
+    ``MET_phi``, ``MET_sumEt``, ``Rho_fixedGridRhoFastjetAll``, ``Pileup_nPU``,
+    ``Pileup_nTrueInt`` and the counters ``nGenPart``, ``nJet``, ``nElectron``, ``nMuon``.
+
+    ``pileup`` is the distribution of overlaid minimum-bias interactions
+    (:mod:`hepflow.generate.pileup`); the default, ``PileupProfile()``, is that of the CMS
+    NanoAODv12 ttbar simulation (mean 36), ``PileupProfile(mean=0)`` switches it off.
 
     Raises:
         ConfigError: ``events`` or ``batch_size`` below 1, ``seed`` outside [0, 2^32).
@@ -136,11 +143,20 @@ def generate_ttbar(
     sequence = np.random.SeedSequence(seed)
     pythia_seed = int(sequence.generate_state(1)[0]) % _PYTHIA_SEED_MAX + 1
     rng = np.random.default_rng(sequence.spawn(1)[0])
+    pileup = PileupProfile() if pileup is None else pileup
+    pileup_sequence = sequence.spawn(1)[0]  # a separate stream: no pileup leaves the rest unchanged
+    pileup_rng = np.random.default_rng(pileup_sequence.spawn(1)[0])
 
     clock = {"pythia": 0.0, "detector": 0.0}
     start = time.perf_counter()
     with atomic_write(path, overwrite=overwrite) as tmp:
         generator = _Pythia(pythia_seed)
+        library = None
+        if pileup.enabled:
+            library = MinimumBiasLibrary.generate(
+                events=library_size(events, pileup.mean),
+                seed=int(pileup_sequence.generate_state(1)[0]) % _PYTHIA_SEED_MAX + 1,
+            )
         clock["pythia"] += time.perf_counter() - start
         log.info("Pythia initialised with seed %d (hepflow seed %d)", pythia_seed, seed)
 
@@ -154,7 +170,15 @@ def generate_ttbar(
                     t0 = time.perf_counter()
                     record, weights = generator.next(min(CHUNK_EVENTS, events - first))
                     t1 = time.perf_counter()
-                    columns = _reconstruct(record, weights, generator.charge, rng, seed=seed, first=first)
+                    columns = _reconstruct(
+                        record,
+                        weights,
+                        generator.charge,
+                        rng,
+                        seed=seed,
+                        first=first,
+                        pileup=(pileup, library, pileup_rng),
+                    )
                     clock["pythia"] += t1 - t0
                     clock["detector"] += time.perf_counter() - t1
                     bar.update(record.n_events)
@@ -184,12 +208,19 @@ def _reconstruct(
     *,
     seed: int,
     first: int,
+    pileup: tuple[PileupProfile, MinimumBiasLibrary | None, np.random.Generator],
 ) -> dict[str, Any]:
     """NanoAOD columns of one chunk of events (``first`` is the index of its first event)."""
     genpart = ttbar_genpart(record)
     particles = stable_particles(record, genpart, charge)
-    reco = detector.simulate(particles, flavour_ghosts(record, genpart), rng)
     n = record.n_events
+    profile, library, pileup_rng = pileup
+    n_true, n_pu = profile.draw(n, pileup_rng)
+    if library is not None:
+        particles = overlay(particles, library, n_pu, pileup_rng)
+    reco = detector.simulate(particles, flavour_ghosts(record, genpart), rng)
+    reco["Pileup_nPU"] = n_pu.astype(np.int32)
+    reco["Pileup_nTrueInt"] = n_true.astype(np.float32)
     return nanoaod_columns(
         run=np.ones(n),
         luminosity_block=np.full(n, seed),
@@ -198,6 +229,17 @@ def _reconstruct(
         genpart=genpart_columns(record, genpart),
         reco=reco,
     )
+
+
+def library_size(events: int, mean_pileup: float) -> int:
+    """Minimum-bias library size for ``events`` hard events: each library event is drawn about
+    ten times (randomly rotated), between 100 and ``LIBRARY_EVENTS`` events.
+
+    Example:
+        >>> library_size(40, 36.0), library_size(100_000, 36.0)
+        (144, 2000)
+    """
+    return int(min(max(np.ceil(events * mean_pileup / 10.0), 100), LIBRARY_EVENTS))
 
 
 def _batches(chunks: Iterable[dict[str, Any]], size: int) -> Iterator[dict[str, Any]]:
