@@ -863,7 +863,7 @@ def explain_failure(err: BaseException) -> HepflowError:
         return local
     chain = _chain(err)
     text = "\n".join(str(exc) for exc in chain)
-    match = re.search(r"filename='([^']+)'", text) or re.search(r"(\S+\.root)", text)
+    match = re.search(r"filename='([^']+)'", text) or re.search(r"([^\s'\"]+\.root)", text)  # without quotes
     where = f" while reading {match.group(1)}" if match else ""
     inner = re.search(r"The error was: (.*)", text)
     root = chain[-1]

@@ -255,3 +255,14 @@ def test_histogram_without_dask_histogram_is_one_line(
         cosmic_dask([shower_files[0]])
     with pytest.raises(ConfigError, match="needs dask-histogram"):
         _lazy(ShowerHistogramProcessor(), {"d": {"files": {str(shower_files[0]): "Showers"}}}, 1000)
+
+
+def test_a_file_gone_before_compute_is_one_line(pe_files: list[Path], tmp_path: Path) -> None:
+    import shutil
+
+    gone = tmp_path / "gone.root"
+    shutil.copy(pe_files[1], gone)
+    lazy = cosmic_dask([pe_files[0], gone], step_size=50, scheduler="sync")
+    gone.unlink()
+    with pytest.raises(InputError, match=rf"^processing failed while reading {gone}: FileNotFoundError: "):
+        lazy.compute(scheduler="sync")
