@@ -91,18 +91,21 @@ def _no_compute(*args: Any, **kwargs: Any) -> Any:
 
 
 def _lazy(proc: Any, fileset: dict[str, Any], step_size: int) -> dict[str, Any]:
-    """``apply_to_fileset`` as a coffea user calls it, with any compute inside ``process`` refused."""
+    """``apply_to_fileset`` as a coffea user calls it, with any compute inside ``process`` refused;
+    the number of partitions of each dataset under ``"partitions"``."""
     from coffea.dataset_tools import apply_to_fileset, preprocess
 
     with dask.config.set(scheduler="sync"):
         steps, _ = preprocess(fileset, step_size=step_size, align_clusters=False)
     with dask.config.set(scheduler=_no_compute):
-        return apply_to_fileset(proc, steps, schemaclass=BaseSchema)
+        out = apply_to_fileset(proc, steps, schemaclass=BaseSchema)
+    partitions = {name: sum(len(f["steps"]) for f in spec["files"].values()) for name, spec in steps.items()}
+    return {**out, "partitions": partitions}
 
 
 def _computed(proc: Any, lazy: dict[str, Any]) -> dict[str, Any]:
     with dask.config.set(scheduler="sync"):
-        (computed,) = dask.compute(lazy)
+        (computed,) = dask.compute({k: v for k, v in lazy.items() if k != "partitions"})
     return proc.postprocess(processor.accumulate(computed.values()))
 
 
@@ -115,8 +118,7 @@ def test_pseudo_experiment_features_in_dask_mode_equal_the_runner(pe_files: list
     proc = PseudoExperimentFeatureProcessor()
     fileset = {"pe": {"files": {str(f): "PseudoExperiments" for f in pe_files}}}
     lazy = _lazy(proc, fileset, step_size=20)
-    columns = lazy["pe"]["pe"]["columns"]
-    assert columns.npartitions == 7  # 90 and 60 pseudo-experiments in steps of ~20
+    assert lazy["pe"]["pe"]["columns"].npartitions == lazy["partitions"]["pe"] == 7  # 90 + 60 in ~20s
     got = _computed(proc, lazy)["pe"]
     ref = _eager(proc, fileset, 20, "PseudoExperiments")["pe"]
     assert len(ref["columns"]) == 148
@@ -156,7 +158,8 @@ def test_feature_columns_go_to_parquet(pe_files: list[Path], tmp_path: Path) -> 
     assert cutflow_to_dict(out["cutflow"]) == {"all": 150, "valid inputs": 148}
 
 
-def test_shower_histograms_in_dask_mode_equal_the_runner(shower_files: list[Path]) -> None:
+@pytest.mark.parametrize("step_size", [300, 1337])
+def test_shower_histograms_in_dask_mode_equal_the_runner(shower_files: list[Path], step_size: int) -> None:
     _needs_dask_histogram()
     import hist.dask
 
@@ -165,11 +168,12 @@ def test_shower_histograms_in_dask_mode_equal_the_runner(shower_files: list[Path
         "sim": {"files": {str(f): "Showers" for f in shower_files[:2]}},
         "bad": {"files": {str(shower_files[2]): "Showers"}},
     }
-    lazy = _lazy(proc, fileset, step_size=300)
+    lazy = _lazy(proc, fileset, step_size=step_size)
     assert isinstance(lazy["sim"]["histogram"], hist.dask.Hist)
+    assert lazy["partitions"] == ({"sim": 14, "bad": 2} if step_size == 300 else {"sim": 3, "bad": 1})
     assert dak.necessary_columns(lazy["sim"]["showers_by_dataset"]["sim"]).popitem()[1] == {"lg_e", "xmax"}
     got = _computed(proc, lazy)
-    ref = _eager(proc, fileset, 300, "Showers")
+    ref = _eager(proc, fileset, step_size, "Showers")
     values = ref["histogram"].values(flow=True)
     assert values.sum() > 4000
     np.testing.assert_array_equal(got["histogram"].values(flow=True), values)
