@@ -85,25 +85,32 @@ class Cutflow:
         {'sumw': 2.0, 'sumw2': 6.0}
     """
 
-    def __init__(self, start: ChunkColumns | None = None) -> None:
-        """An empty cutflow, or one that continues the cutflows of ``start``."""
+    def __init__(self, start: ChunkColumns | None = None, *, weighted: bool = True) -> None:
+        """An empty cutflow, or one that continues the cutflows of ``start``; without
+        ``weighted`` (inputs that carry no event weights) only the counts are kept."""
         self.counts = new_cutflow()
-        self.weighted = new_cutflow(weighted=True)
+        self.weighted: hist.Hist | None = new_cutflow(weighted=True) if weighted else None
         self.lazy: LazyCutflow = {}
         if start is not None and isinstance(start.cutflow, hist.Hist):
-            self.counts, self.weighted = start.cutflow.copy(), start.cutflow_weighted.copy()
+            self.counts = start.cutflow.copy()
+            self.weighted = None if start.cutflow_weighted is None else start.cutflow_weighted.copy()
         elif start is not None:
             self.lazy = dict(start.cutflow)
 
     def add(self, step: str, weights: Any) -> None:
-        """Record ``step`` passed by the events with these ``weights`` (one per event)."""
+        """Record ``step`` passed by the events with these ``weights`` (one per event; without
+        ``weighted`` any one-dimensional array with one entry per event)."""
         if is_dask(weights):
+            if self.weighted is None:
+                self.lazy[step] = {"events": ak.num(weights, axis=0)}
+                return
             w = ak.values_astype(weights, np.float64)
             self.lazy[step] = {"events": ak.num(w, axis=0), "sumw": ak.sum(w), "sumw2": ak.sum(w * w)}
             return
         w = np.asarray(weights, dtype=np.float64).reshape(-1)
         self.counts.fill(step=[step], weight=[w.size])
-        self.weighted.fill(step=np.full(max(w.size, 1), step), weight=w if w.size else [0.0])
+        if self.weighted is not None:
+            self.weighted.fill(step=np.full(max(w.size, 1), step), weight=w if w.size else [0.0])
 
     def chunk(self, columns: Any) -> ChunkColumns:
         """The chunk's result: ``columns`` (made :func:`plain`) with these cutflows."""
@@ -272,7 +279,8 @@ def concatenate_columns(accumulator: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(acc.get("cutflow"), Mapping):  # dask mode: computed sums per step
             sums = acc["cutflow"]
             acc["cutflow"] = cutflow_from_dict({step: int(s["events"]) for step, s in sums.items()})
-            acc["cutflow_weighted"] = weighted_cutflow_from_dict(sums)
+            if all("sumw" in s for s in sums.values()):  # not for a Cutflow(weighted=False)
+                acc["cutflow_weighted"] = weighted_cutflow_from_dict(sums)
         weighted = acc.get("cutflow_weighted")
         if weighted is not None and "all" in weighted.axes["step"]:
             acc["sumw"] = float(weighted["all"].value)
@@ -297,15 +305,23 @@ def cutflow_from_dict(counts: Mapping[str, int]) -> hist.Hist:
 
 
 def source_file(events: Any) -> str:
-    """The file a chunk of coffea events was read from (for error messages), or ``"input"``.
+    """The file a chunk of coffea events was read from (for error messages); in coffea's dask
+    mode, where the events of a dataset span its files, ``"dataset <name>"``; else ``"input"``.
 
     Example:
         >>> class Chunk:
         ...     metadata = {"filename": "nano.root", "entrystart": 0}
-        >>> source_file(Chunk()), source_file(object())
-        ('nano.root', 'input')
+        >>> class Lazy:
+        ...     metadata = {"dataset": "ttbar"}
+        >>> source_file(Chunk()), source_file(Lazy()), source_file(object())
+        ('nano.root', 'dataset ttbar', 'input')
     """
-    return str(getattr(events, "metadata", {}).get("filename", "input"))
+    meta = getattr(events, "metadata", None) or {}
+    if "filename" in meta:
+        return str(meta["filename"])
+    if "dataset" in meta:
+        return f"dataset {meta['dataset']}"
+    return "input"
 
 
 #: Least wall time in seconds between two garbage collections of :class:`ChunkWriter` (see
@@ -584,7 +600,7 @@ def execute(
         raise
     except (Exception, _ChunkFailed) as err:
         failure = err.error if isinstance(err, _ChunkFailed) else err
-        explained = _explain(failure)
+        explained = explain_failure(failure)
         raise explained from (None if explained is failure else failure)
     finally:
         if config.executor == "dask":
@@ -835,7 +851,7 @@ def _close_dask(executor: Any) -> None:
         cluster.close()
 
 
-def _explain(err: BaseException) -> HepflowError:
+def explain_failure(err: BaseException) -> HepflowError:
     """Turn a failure inside coffea/uproot into a one-line error that names the file.
 
     Coffea wraps exceptions raised while processing a chunk; a :class:`HepflowError` found in the
@@ -847,7 +863,7 @@ def _explain(err: BaseException) -> HepflowError:
         return local
     chain = _chain(err)
     text = "\n".join(str(exc) for exc in chain)
-    match = re.search(r"filename='([^']+)'", text) or re.search(r"(\S+\.root)", text)
+    match = re.search(r"filename='([^']+)'", text) or re.search(r"([^\s'\"]+\.root)", text)  # without quotes
     where = f" while reading {match.group(1)}" if match else ""
     inner = re.search(r"The error was: (.*)", text)
     root = chain[-1]

@@ -151,7 +151,8 @@ def observation_features(
     var = np.maximum(p @ centres**2 - mean**2, 0.0)
     std = np.where(has, np.sqrt(var), 0.0)
     mean = np.where(has, mean, 0.0)
-    return np.concatenate([lg_n, log_frac, np.log10(1.0 + k), mean, std, p.reshape(p.shape[0], -1)], axis=1)
+    flat = p.reshape(p.shape[0], n_m * n_x)  # explicit: -1 is ambiguous for zero rows
+    return np.concatenate([lg_n, log_frac, np.log10(1.0 + k), mean, std, flat], axis=1)
 
 
 def valid_rows(*arrays: np.ndarray, nonnegative: bool = True) -> np.ndarray:
@@ -171,7 +172,8 @@ def valid_rows(*arrays: np.ndarray, nonnegative: bool = True) -> np.ndarray:
         raise ValueError("valid_rows needs at least one array")
     ok = np.ones(len(arrays[0]), bool)
     for a in arrays:
-        x = np.asarray(a, dtype=float).reshape(len(a), -1)
+        x = np.asarray(a, dtype=float)
+        x = x.reshape(len(x), int(np.prod(x.shape[1:])))  # not -1: zero rows have no size to infer
         if x.shape[0] != ok.shape[0]:
             raise InputError(f"valid_rows: arrays of {ok.shape[0]} and {x.shape[0]} rows")
         good = np.isfinite(x)

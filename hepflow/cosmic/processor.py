@@ -21,13 +21,20 @@ or use the processors in your own coffea workflow::
     out = runner({"data": {"files": {"showers.root": "Showers"}}}, ShowerHistogramProcessor(),
                  treename="Showers")
     observation = histogram_observation(out["histogram"])
+
+or in coffea's dask mode (``apply_to_fileset(processor, steps, schemaclass=BaseSchema)``, or
+:func:`cosmic_dask`, which checks the files first; docs/dask.md)::
+
+    lazy = cosmic_dask(["showers_1.root", "showers_2.root"])  # a task graph, nothing read yet
+    out = lazy.compute()  # what the Runner gives: out["histogram"], out["by_dataset"], ...
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,43 +54,65 @@ from hepflow.cosmic.features import (
     valid_rows,
 )
 from hepflow.cosmic.generate import HISTOGRAM_NAME, PSEUDO_EXPERIMENT_TREE, SHOWER_TREE
-from hepflow.errors import ConfigError, InputError, OutputError
-from hepflow.inputs import check_branches
+from hepflow.errors import ConfigError, HepflowError, InputError, OutputError
+from hepflow.inputs import Kind, check_branches
 from hepflow.outputs.atomic import atomic_write, clean_stale_temporaries, write_json
 from hepflow.outputs.columnar import write_parquet
 from hepflow.outputs.lock import output_lock
 from hepflow.processing import (
     ChunkColumns,
     ColumnProcessor,
+    Cutflow,
     RunConfig,
     build_fileset,
     execute,
+    explain_failure,
+    is_dask,
     make_output_dir,
-    new_cutflow,
-    plain,
+    per_partition,
     run_processor,
     source_file,
 )
 
 __all__ = [
+    "CosmicDask",
     "CosmicProcessingResult",
     "PseudoExperimentFeatureProcessor",
     "ShowerHistogramProcessor",
+    "cosmic_dask",
     "process_cosmic",
 ]
 
 Mode = Literal["auto", "features", "histogram"]
 
 
+#: Branches of a ``Showers`` tree that :class:`ShowerHistogramProcessor` reads.
+SHOWER_BRANCHES: dict[str, Kind] = {"lg_e": "float", "xmax": "float"}
+#: Branches of a ``PseudoExperiments`` tree that :class:`PseudoExperimentFeatureProcessor` reads.
+PSEUDO_EXPERIMENT_BRANCHES: dict[str, Kind] = {
+    **dict.fromkeys(PARAMETER_NAMES, "float"),
+    "spectrum": "number",
+    "xmax": "number",
+}
+
+
 class ShowerHistogramProcessor(processor.ProcessorABC):
     """Fill the lg E x Xmax histogram from a ``Showers`` tree (branches ``lg_e``, ``xmax``).
 
     ``process`` returns ``{"histogram": hist.Hist, "by_dataset": {dataset: hist.Hist},
+    "showers_by_dataset": {dataset: int}, "excluded_showers_by_dataset": {dataset: int},
     "showers": {filename: int}, "excluded_showers": {filename: int}}``; coffea adds the
     results of all chunks. Showers without an Xmax (NaN) fill the Xmax overflow bin, so the
     histogram holds both the spectrum and the Xmax distributions
     (:func:`hepflow.cosmic.features.histogram_counts`). Showers whose ``lg_e`` is NaN or
-    infinite, or whose ``xmax`` is infinite, are excluded and counted per file.
+    infinite, or whose ``xmax`` is infinite, are excluded and counted.
+
+    In coffea's dask mode (``apply_to_fileset(..., schemaclass=BaseSchema)``, or
+    :func:`cosmic_dask`) nothing is computed in ``process``: the histograms are ``hist.dask``
+    histograms (filled per partition, summed by dask; needs ``dask-histogram``) and the counts
+    lazy scalars. A dask-mode partition does not know its file, so the per-file ``showers`` and
+    ``excluded_showers`` are left out; the rest, computed, merged over the datasets with
+    ``coffea.processor.accumulate`` and passed to :meth:`postprocess`, equals the Runner's output.
     """
 
     def __init__(self, binning: Binning | None = None) -> None:
@@ -91,22 +120,55 @@ class ShowerHistogramProcessor(processor.ProcessorABC):
         shower_histogram(self.binning)  # checks that the binning fits one histogram
 
     def process(self, events: Any) -> dict[str, Any]:
-        check_branches(events, {"lg_e": "float", "xmax": "float"})
-        lg_e = ak.to_numpy(events.lg_e).astype(float)
-        xmax = ak.to_numpy(events.xmax).astype(float)
+        _check_tree(events, SHOWER_BRANCHES, SHOWER_TREE)
+        lg_e = ak.values_astype(events.lg_e, np.float64)
+        xmax = ak.values_astype(events.xmax, np.float64)
         good = np.isfinite(lg_e) & ~np.isinf(xmax)  # NaN xmax: a shower without Xmax, kept
+        dataset = str((getattr(events, "metadata", None) or {}).get("dataset", "dataset"))
+        kept, excluded = ak.sum(good), ak.sum(~good)
+        if is_dask(good):
+            h = _lazy_histogram(self.binning)
+            h.fill(lg_e=lg_e[good], xmax=xmax[good])
+            return {
+                "histogram": h,
+                "by_dataset": {dataset: h},  # one graph: computed once
+                "showers_by_dataset": {dataset: kept},
+                "excluded_showers_by_dataset": {dataset: excluded},
+            }
         h = shower_histogram(self.binning)
-        h.fill(lg_e=lg_e[good], xmax=xmax[good])
-        meta = getattr(events, "metadata", {})
+        h.fill(lg_e=ak.to_numpy(lg_e[good]), xmax=ak.to_numpy(xmax[good]))
         return {
             "histogram": h,
-            "by_dataset": {str(meta.get("dataset", "dataset")): h.copy()},
-            "showers": {source_file(events): int(good.sum())},
-            "excluded_showers": {source_file(events): int((~good).sum())},
+            "by_dataset": {dataset: h.copy()},
+            "showers_by_dataset": {dataset: int(kept)},
+            "excluded_showers_by_dataset": {dataset: int(excluded)},
+            "showers": {source_file(events): int(kept)},
+            "excluded_showers": {source_file(events): int(excluded)},
         }
 
     def postprocess(self, accumulator: Any) -> Any:
-        return accumulator
+        """The accumulated output, with plain ``int`` counts (dask gives numpy scalars) and no
+        histogram shared between ``histogram`` and ``by_dataset`` (one dataset in dask mode)."""
+        out = dict(accumulator)
+        if isinstance(out.get("by_dataset"), Mapping):
+            total = out.get("histogram")
+            out["by_dataset"] = {k: (h.copy() if h is total else h) for k, h in out["by_dataset"].items()}
+        for key in ("showers", "excluded_showers", "showers_by_dataset", "excluded_showers_by_dataset"):
+            if isinstance(out.get(key), Mapping):
+                out[key] = {k: int(n) for k, n in out[key].items()}
+        return out
+
+
+def _lazy_histogram(binning: Binning) -> Any:
+    """An empty ``hist.dask`` histogram with the axes of :func:`shower_histogram`."""
+    try:
+        import hist.dask
+    except ImportError as err:
+        raise ConfigError(
+            "the shower histogram in coffea's dask mode needs dask-histogram: "
+            "pip install 'hepflow[distributed]'"
+        ) from err
+    return hist.dask.Hist(*shower_histogram(binning).axes, storage=hist.storage.Double())
 
 
 class PseudoExperimentFeatureProcessor(ColumnProcessor):
@@ -118,36 +180,92 @@ class PseudoExperimentFeatureProcessor(ColumnProcessor):
     (:class:`~hepflow.processing.ColumnProcessor`).
     The cutflow has the steps ``"all"`` and ``"valid inputs"``: pseudo-experiments with a NaN,
     infinite or negative count, or a non-finite parameter, are dropped and counted (the
-    difference of the two).
+    difference of the two). Pseudo-experiments carry no event weights: there is no weighted
+    cutflow.
+
+    In coffea's dask mode the validity mask and the features (numpy) are computed per partition
+    (:func:`hepflow.processing.per_partition`) and the cutflow is lazy; the branch types and the
+    spectrum/Xmax shapes are checked on the form, before anything is read.
     """
 
     def __init__(self, binning: Binning | None = None) -> None:
         self.binning = binning if binning is not None else Binning.auger()
 
     def columns(self, events: Any) -> ChunkColumns:
-        check_branches(
-            events,
-            {**dict.fromkeys(PARAMETER_NAMES, "float"), "spectrum": "number", "xmax": "number"},
-            optional={"index": "integer"},
-        )
+        _check_tree(events, PSEUDO_EXPERIMENT_BRANCHES, PSEUDO_EXPERIMENT_TREE, optional={"index": "integer"})
         n_e, n_m, n_x = self.binning.shape
-        spectrum = ak.to_numpy(events.spectrum)
-        xmax = ak.to_numpy(events.xmax)
-        if spectrum.shape[1:] != (n_e,) or xmax.shape[1:] not in ((n_m, n_x), (n_m * n_x,)):
+        spectrum, xmax = _inner_shape(events.spectrum), _inner_shape(events.xmax)
+        if spectrum != (n_e,) or xmax not in ((n_m, n_x), (n_m * n_x,)):
+            shapes = "/".join("(var)" if s is None else str(s) for s in (spectrum, xmax))
             raise InputError(
-                f"{source_file(events)}: spectrum/xmax have shapes {spectrum.shape[1:]}/{xmax.shape[1:]}, "
+                f"{source_file(events)}: spectrum/xmax have shapes {shapes}, "
                 f"the binning needs ({n_e},)/({n_m}, {n_x}): was it generated with another lg_e_min?"
             )
-        truth = np.stack([ak.to_numpy(events[name]).astype(float) for name in PARAMETER_NAMES], axis=1)
-        valid = valid_rows(spectrum, xmax) & valid_rows(truth, nonnegative=False)
-        cutflow = new_cutflow()
-        cutflow.fill(step=["all"], weight=[len(valid)])
-        cutflow.fill(step=["valid inputs"], weight=[int(valid.sum())])
-        features = observation_features(spectrum[valid], xmax[valid], binning=self.binning)
-        columns = feature_columns(features, truth=truth[valid], binning=self.binning)
-        if "index" in events.fields:
-            columns = ak.with_field(columns, ak.to_numpy(events.index)[valid].astype(np.int64), "index")
-        return ChunkColumns(plain(columns), cutflow)
+        names = [*PSEUDO_EXPERIMENT_BRANCHES, *(["index"] if "index" in events.fields else [])]
+        record = ak.zip({name: events[name] for name in names}, depth_limit=1)
+        valid = per_partition(_valid_inputs, record, label="cosmic-valid-inputs")
+        cutflow = Cutflow(weighted=False)
+        cutflow.add("all", valid)
+        selected = record[valid]
+        cutflow.add("valid inputs", valid[valid])
+        columns = per_partition(
+            partial(_feature_columns, binning=self.binning), selected, label="cosmic-features"
+        )
+        return cutflow.chunk(columns)
+
+
+def _check_tree(
+    events: Any, branches: Mapping[str, Kind], tree: str, *, optional: Mapping[str, Kind] | None = None
+) -> None:
+    """:func:`~hepflow.inputs.check_branches`, naming the processor that fits the other cosmic
+    tree when the events are that tree (a fileset with the wrong tree name)."""
+    other = {SHOWER_TREE: PSEUDO_EXPERIMENT_BRANCHES, PSEUDO_EXPERIMENT_TREE: SHOWER_BRANCHES}[tree]
+    fields = set(events.fields)
+    if not set(branches) <= fields and set(other) <= fields:
+        name, fits = (
+            (PSEUDO_EXPERIMENT_TREE, "PseudoExperimentFeatureProcessor")
+            if tree == SHOWER_TREE
+            else (SHOWER_TREE, "ShowerHistogramProcessor")
+        )
+        missing = ", ".join(b for b in branches if b not in fields)
+        raise InputError(
+            f"{source_file(events)}: missing branches {missing}: these are the branches of a {name} "
+            f"tree, not of a {tree} tree; use {fits} for them"
+        )
+    check_branches(events, branches, optional=optional)
+
+
+def _inner_shape(array: Any) -> tuple[int, ...] | None:
+    """The fixed dimensions after the first of ``array`` (from its form), None if one is jagged."""
+    form = array.layout.form if isinstance(array, ak.Array) else array.form
+    shape: list[int] = []
+    while True:
+        if isinstance(form, ak.forms.RegularForm):
+            shape.append(form.size)
+            form = form.content
+        elif isinstance(form, ak.forms.NumpyForm):
+            return (*shape, *form.inner_shape)
+        elif isinstance(form, ak.forms.IndexedForm | ak.forms.UnmaskedForm):
+            form = form.content
+        else:
+            return None
+
+
+def _valid_inputs(record: ak.Array) -> ak.Array:
+    """Per pseudo-experiment: finite, non-negative counts and finite parameters."""
+    truth = np.stack([ak.to_numpy(record[name]).astype(float) for name in PARAMETER_NAMES], axis=1)
+    spectrum, xmax = ak.to_numpy(record.spectrum), ak.to_numpy(record.xmax)
+    return ak.Array(valid_rows(spectrum, xmax) & valid_rows(truth, nonnegative=False))
+
+
+def _feature_columns(record: ak.Array, *, binning: Binning) -> ak.Array:
+    """The truth, feature (and ``index``) columns of valid pseudo-experiments."""
+    truth = np.stack([ak.to_numpy(record[name]).astype(float) for name in PARAMETER_NAMES], axis=1)
+    features = observation_features(ak.to_numpy(record.spectrum), ak.to_numpy(record.xmax), binning=binning)
+    columns = feature_columns(features, truth=truth, binning=binning)
+    if "index" in record.fields:
+        columns = ak.with_field(columns, ak.to_numpy(record.index).astype(np.int64), "index")
+    return columns
 
 
 @dataclass
@@ -196,12 +314,7 @@ def process_cosmic(
     Auger binning above 10^18.7 eV. The flat cosmic ntuples are read with coffea's ``BaseSchema``.
     """
     cfg = run_config if run_config is not None else RunConfig()
-    if binning is not None:
-        b = binning
-    elif config is not None:
-        b = load_config(config).model.binning()
-    else:
-        b = Binning.auger()
+    b = _binning_of(binning, config)
     fileset = build_fileset(inputs, dataset=dataset)
     chosen = _mode(fileset, mode)
     treename = PSEUDO_EXPERIMENT_TREE if chosen == "features" else SHOWER_TREE
@@ -222,6 +335,108 @@ def process_cosmic(
     with output_lock(out):
         clean_stale_temporaries(out)
         return _write_histograms(fileset, out, b, cfg, treename)
+
+
+@dataclass
+class CosmicDask:
+    """The lazy outputs of :func:`cosmic_dask`: a dask task graph, nothing read yet.
+
+    Attributes:
+        mode: ``"features"`` or ``"histogram"``.
+        processor: the processor that built the graph.
+        outputs: ``{dataset: processor.process(events)}`` as ``apply_to_fileset`` returns it:
+            dask-awkward columns (write them with ``dask_awkward.to_parquet``) and lazy cutflow
+            sums, or ``hist.dask`` histograms and lazy counts.
+        partitions: the number of partitions (steps) of each dataset.
+    """
+
+    mode: Literal["features", "histogram"]
+    processor: ShowerHistogramProcessor | PseudoExperimentFeatureProcessor
+    outputs: dict[str, Any]
+    partitions: dict[str, int] = field(default_factory=dict)
+
+    def compute(self, **options: Any) -> dict[str, Any]:
+        """Compute :attr:`outputs` in one ``dask.compute`` (``options`` go to it, e.g.
+        ``scheduler="sync"``) and merge the datasets as coffea's ``Runner`` does: the result
+        equals the ``Runner``'s output on the same files (except the shower counts per file)."""
+        import dask
+
+        try:
+            (computed,) = dask.compute(self.outputs, **options)
+        except HepflowError:
+            raise
+        except Exception as err:
+            explained = explain_failure(err)
+            raise explained from (None if explained is err else err)
+        return self.processor.postprocess(processor.accumulate(computed.values()) or {})
+
+
+def cosmic_dask(
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    step_size: int = 50_000,
+    dataset: str = "cosmic",
+    mode: Mode = "auto",
+    config: Any = None,
+    binning: Binning | None = None,
+    scheduler: Any = None,
+) -> CosmicDask:
+    """The cosmic processors in coffea's dask mode over ROOT files (or a coffea fileset JSON).
+
+    The inputs, ``mode``, ``config`` and ``binning`` are read as by :func:`process_cosmic`. Every
+    local file is checked first: a file without the mode's tree (a fileset naming another tree)
+    or without one of its branches is refused with one line naming the file and what it holds.
+    Then coffea's ``preprocess`` splits each file into steps of ``step_size`` entries (run with
+    ``scheduler``, default dask's) and ``apply_to_fileset`` builds the task graph with
+    ``BaseSchema``; nothing else is read until it is computed.
+
+    Example::
+
+        lazy = cosmic_dask(["pe_1.root", "pe_2.root"], step_size=10_000)
+        dask_awkward.to_parquet(lazy.outputs["cosmic"]["cosmic"]["columns"], "features/")
+        out = lazy.compute()  # {"cosmic": {"columns", "cutflow"}}, as processor.Runner gives
+    """
+    from coffea.dataset_tools import DataGroupSpec, apply_to_fileset, preprocess
+
+    if step_size < 1:
+        raise ConfigError(f"step_size must be positive, got {step_size}")
+    b = _binning_of(binning, config)
+    fileset = build_fileset(inputs, dataset=dataset)
+    chosen = _mode(fileset, mode)
+    treename = PSEUDO_EXPERIMENT_TREE if chosen == "features" else SHOWER_TREE
+    _retarget(fileset, treename)
+    _check_trees(fileset, branches=PSEUDO_EXPERIMENT_BRANCHES if chosen == "features" else SHOWER_BRANCHES)
+    proc: ShowerHistogramProcessor | PseudoExperimentFeatureProcessor = (
+        PseudoExperimentFeatureProcessor(b) if chosen == "features" else ShowerHistogramProcessor(b)
+    )
+    if chosen == "histogram":
+        _lazy_histogram(b)  # dask-histogram is there
+    try:
+        steps, _ = preprocess(
+            DataGroupSpec.model_validate(fileset),
+            step_size=step_size,
+            align_clusters=False,
+            scheduler=scheduler,
+        )
+        outputs = apply_to_fileset(proc, steps, schemaclass=BaseSchema)
+    except HepflowError:
+        raise
+    except Exception as err:
+        explained = explain_failure(err)
+        raise explained from (None if explained is err else err)
+    partitions = {
+        name: sum(len(f.steps or []) for f in spec.files.root.values()) for name, spec in steps.items()
+    }
+    return CosmicDask(chosen, proc, dict(outputs), partitions)
+
+
+def _binning_of(binning: Binning | None, config: Any) -> Binning:
+    """``binning``, else that of ``config``, else the Auger binning above 10^18.7 eV."""
+    if binning is not None:
+        return binning
+    if config is not None:
+        return load_config(config).model.binning()
+    return Binning.auger()
 
 
 def _write_histograms(
@@ -305,8 +520,9 @@ def _retarget(fileset: dict[str, Any], treename: str) -> None:
         spec["files"] = {f: (treename if t == "Events" else t) for f, t in spec["files"].items()}
 
 
-def _check_trees(fileset: dict[str, Any]) -> None:
-    """Fail before processing when a local file lacks its tree, naming the file and what it holds."""
+def _check_trees(fileset: dict[str, Any], *, branches: Sequence[str] = ()) -> None:
+    """Fail before processing when a local file lacks its tree (or one of ``branches``), naming
+    the file and what it holds."""
     import uproot
 
     for spec in fileset.values():
@@ -316,10 +532,16 @@ def _check_trees(fileset: dict[str, Any]) -> None:
             try:
                 with uproot.open(f) as fin:
                     keys = fin.keys(cycle=False, recursive=False)
+                    found = set(fin[tree].keys(recursive=False)) if tree in keys else set()
             except (OSError, ValueError) as err:
                 raise InputError(f"cannot read {f} as a ROOT file: {err}") from err
             if tree not in keys:
                 raise InputError(f"{f} has no {tree} tree (found: {', '.join(sorted(keys)) or 'nothing'})")
+            if missing := [b for b in branches if b not in found]:
+                raise InputError(
+                    f"{f}: the {tree} tree has no branch {', '.join(missing)} "
+                    f"(found: {', '.join(sorted(found)) or 'nothing'})"
+                )
 
 
 def _skipped(fileset: dict[str, Any], done: set[str]) -> list[str]:

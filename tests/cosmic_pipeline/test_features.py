@@ -13,6 +13,7 @@ from hepflow.cosmic.features import (
     histogram_counts,
     observation_features,
     shower_histogram,
+    valid_rows,
 )
 from hepflow.errors import InputError
 
@@ -90,6 +91,16 @@ def test_empty_xmax_bins_and_zero_counts_stay_finite() -> None:
     names = feature_names()
     assert x[0, names.index("xmax_mean3")] == 0.0
     assert x[0, names.index("lg_n_spectrum")] == 0.0
+
+
+def test_zero_rows_give_empty_features() -> None:
+    """A chunk (or dask partition) whose pseudo-experiments are all invalid, and the empty
+    stand-ins from which dask-awkward learns the output type (before: a reshape ValueError)."""
+    spec, xmax = np.zeros((0, 15), np.int32), np.zeros((0, 9, 100), np.int32)
+    assert observation_features(spec, xmax).shape == (0, len(feature_names()))
+    assert valid_rows(spec, xmax).shape == (0,)
+    assert observation_features(spec, xmax.reshape(0, 900)).shape == (0, 943)
+    assert valid_rows(np.zeros(0), nonnegative=False).tolist() == []
 
 
 def test_columns_and_matrix_round_trip() -> None:
