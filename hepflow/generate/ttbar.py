@@ -38,6 +38,7 @@ from hepflow.generate.nanoaod import (
     EventRecord,
     branch_types,
     flavour_ghosts,
+    generator_columns,
     genpart_columns,
     nanoaod_columns,
     stable_particles,
@@ -116,7 +117,9 @@ def generate_ttbar(
     Branches: ``run``, ``luminosityBlock`` (= ``seed``), ``event`` (1 to ``events``),
     ``genWeight``, ``GenPart_*`` (the pruned decay tree, see :mod:`hepflow.generate.nanoaod`),
     ``Jet_*``, ``Electron_*``, ``Muon_*`` (see :mod:`hepflow.generate.detector`), ``MET_pt``,
-    ``MET_phi``, ``MET_sumEt`` and the counters ``nGenPart``, ``nJet``, ``nElectron``, ``nMuon``.
+    ``MET_phi``, ``MET_sumEt``, the generator-level ``GenJet_*``, ``Jet_genJetIdx``,
+    ``GenMET_pt``, ``GenMET_phi`` (:func:`~hepflow.generate.nanoaod.generator_columns`) and the
+    counters ``nGenPart``, ``nJet``, ``nGenJet``, ``nElectron``, ``nMuon``.
 
     Raises:
         ConfigError: ``events`` or ``batch_size`` below 1, ``seed`` outside [0, 2^32).
@@ -188,7 +191,9 @@ def _reconstruct(
     """NanoAOD columns of one chunk of events (``first`` is the index of its first event)."""
     genpart = ttbar_genpart(record)
     particles = stable_particles(record, genpart, charge)
-    reco = detector.simulate(particles, flavour_ghosts(record, genpart), rng)
+    ghosts = flavour_ghosts(record, genpart)
+    reco = detector.simulate(particles, ghosts, rng)
+    reco |= generator_columns(particles, ghosts, reco["Jet"])
     n = record.n_events
     return nanoaod_columns(
         run=np.ones(n),
