@@ -3,12 +3,29 @@ detector-response measurement of :mod:`hepflow.generate.response`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import awkward as ak
 import numpy as np
 import pytest
 
+from hepflow.errors import InputError
 from hepflow.generate.detector import GENJET_PT_MIN, cluster_gen_jets, delta_phi
 from hepflow.generate.nanoaod import GENJET_MATCH_DR, generator_columns, match_in_order
+from hepflow.generate.response import (
+    Comparison,
+    Value,
+    bootstrap,
+    btag_efficiency,
+    compare,
+    core_width,
+    jet_response,
+    lepton_resolution,
+    measure,
+    met_resolution,
+    read_events,
+)
 from tests.generate.test_detector import _no_ghosts, _toy_event
 
 # --- generator-level branches ----------------------------------------------------------------
@@ -120,3 +137,255 @@ def test_genmet_equals_the_neutrinos_of_the_event_record() -> None:
     # every event has its W neutrino, some have more
     per_event = np.bincount(record.event[nu], minlength=20)
     assert per_event.min() >= 1
+
+
+# --- the response measurement ------------------------------------------------------------------
+
+SAMPLES = Path(__file__).parents[1] / "samples"
+CMS_FILES = ("nano_tt_v12.root", "nano_tt_v15.root", "nano_dy.root")
+
+
+def _met_events(rng: np.random.Generator, sigma: np.ndarray, sumet: np.ndarray) -> ak.Array:
+    """GenMET from a broad distribution, MET = GenMET + Gaussian(sigma) per component."""
+    n = len(sumet)
+    nu = rng.normal(0.0, 50.0, (n, 2))
+    met = nu + rng.normal(0.0, 1.0, (n, 2)) * np.asarray(sigma)[..., None]
+    return ak.Array(
+        {
+            "MET": ak.zip({"pt": np.hypot(*met.T), "phi": np.arctan2(met[:, 1], met[:, 0]), "sumEt": sumet}),
+            "GenMET": ak.zip({"pt": np.hypot(*nu.T), "phi": np.arctan2(nu[:, 1], nu[:, 0])}),
+        }
+    )
+
+
+def test_met_resolution_recovers_a_known_sigma() -> None:
+    rng = np.random.default_rng(5)
+    events = _met_events(rng, np.full(3000, 18.0), rng.uniform(100.0, 900.0, 3000))
+    res = met_resolution(events, sumet_edges=(0.0, 500.0, 1000.0), n_boot=200)
+    for axis in ("x", "y"):
+        core, rms = res.core_width[axis], res.rms[axis]
+        assert core.count == 3000
+        # the expected errors: 1.166 sigma / sqrt(n) for IQR / 1.349, sigma / sqrt(2n) for the RMS
+        assert core.error == pytest.approx(1.166 * 18.0 / np.sqrt(3000), rel=0.25)
+        assert rms.error == pytest.approx(18.0 / np.sqrt(2 * 3000), rel=0.25)
+        assert abs(core.value - 18.0) < 3 * core.error
+        assert abs(rms.value - 18.0) < 3 * rms.error
+    trend = res.core_vs_sumet
+    assert trend.count.tolist() == [pytest.approx(1500, abs=120), pytest.approx(1500, abs=120)]
+    assert np.all(np.abs(trend.value - 18.0) < 3 * trend.error)
+
+
+def test_met_resolution_trend_and_fit_recover_the_stochastic_term() -> None:
+    rng = np.random.default_rng(6)
+    sumet = rng.uniform(100.0, 3000.0, 20000)
+    a, b = 8.0, 0.6
+    events = _met_events(rng, np.sqrt(a**2 + b**2 * sumet), sumet)
+    edges = np.linspace(100.0, 3000.0, 11)
+    res = met_resolution(events, sumet_edges=edges, n_boot=100)
+    truth = np.sqrt(a**2 + b**2 * res.core_vs_sumet.centre)
+    pulls = (res.core_vs_sumet.value - truth) / res.core_vs_sumet.error
+    assert np.all(np.abs(pulls) < 3.5)
+    assert res.fit is not None
+    assert abs(res.fit["a"].value - a) < 3 * res.fit["a"].error
+    assert abs(res.fit["b"].value - b) < 3 * res.fit["b"].error
+    assert res.fit["b"].error < 0.05
+
+
+def test_bootstrap_errors_match_the_spread_of_repeated_samples() -> None:
+    rng = np.random.default_rng(7)
+    estimates, errors = [], []
+    for _ in range(100):
+        value, error = bootstrap(core_width, rng.normal(0.0, 2.0, 300), n_boot=150, rng=rng)
+        estimates.append(value)
+        errors.append(error)
+    assert np.mean(errors) / np.std(estimates) == pytest.approx(1.0, abs=0.2)
+
+
+def _jet_events(rng: np.random.Generator, n: int) -> tuple[ak.Array, dict[str, float]]:
+    """Three GenJets per event; jet i measures GenJet (2 - i) with a known scale and resolution
+    (barrel 0.95 and 10 %, endcap 1.02 and 20 %); a fourth jet is unmatched (-1), a fifth points
+    past the GenJets (as CMS does for GenJets below 10 GeV), a sixth is 0.3 away from its GenJet."""
+    gen_pt = 20.0 + rng.exponential(60.0, (n, 3))
+    gen_eta = rng.uniform(-2.5, 2.5, (n, 3))
+    gen_phi = rng.uniform(-np.pi, np.pi, (n, 3))
+    barrel = np.abs(gen_eta) < 1.3
+    scale = np.where(barrel, 0.95, 1.02) * (1.0 + np.where(barrel, 0.10, 0.20) * rng.normal(size=(n, 3)))
+    order = [2, 1, 0]
+    pt = np.column_stack([(gen_pt * scale)[:, order], np.full((n, 3), 40.0)])
+    eta = np.column_stack([gen_eta[:, order], np.zeros((n, 2)), gen_eta[:, :1] + 0.3])
+    phi = np.column_stack([gen_phi[:, order], np.zeros((n, 2)), gen_phi[:, :1]])
+    idx = np.column_stack([np.array([order] * n), np.full(n, -1), np.full(n, 3), np.zeros(n, int)])
+    jets = ak.zip({"pt": pt, "eta": eta, "phi": phi, "genJetIdx": idx})
+    genjets = ak.zip({"pt": gen_pt, "eta": gen_eta, "phi": gen_phi})
+    events = ak.Array({"Jet": ak.from_regular(jets), "GenJet": ak.from_regular(genjets)})
+    return events, {"barrel": float(barrel.mean())}
+
+
+def test_jet_response_recovers_a_known_scale_and_resolution() -> None:
+    rng = np.random.default_rng(8)
+    events, _ = _jet_events(rng, 4000)
+    res = jet_response(events, eta_regions=((0.0, 1.3), (1.3, 2.5)), n_boot=100)
+    for region, scale, width in (("0-1.3", 0.95, 0.10), ("1.3-2.5", 1.02, 0.20)):
+        resp, reso = res.response_vs_pt[region], res.resolution_vs_pt[region]
+        assert np.all(resp.count > 100)
+        assert np.all(np.abs(resp.value - scale) < 3.5 * resp.error)
+        # IQR / 1.349 of (scale * (1 + width N)) is scale * width
+        assert np.all(np.abs(reso.value - scale * width) < 3.5 * reso.error)
+    # only the three matched jets per event count: the unmatched, out-of-range and far ones do not
+    total = sum(int(b.count.sum()) for b in res.response_vs_pt.values())
+    in_range = (ak.to_numpy(events.GenJet.pt).ravel() >= 20) & (ak.to_numpy(events.GenJet.pt).ravel() < 400)
+    assert total == int(in_range.sum())
+    eta = res.resolution_vs_eta
+    assert eta.value[0] == pytest.approx(0.095, abs=4 * eta.error[0])
+    assert np.isnan(eta.value[-1])  # no jets beyond |eta| 2.5: NaN, not a number
+    assert eta.count[-1] == 0
+
+
+def test_jet_response_leaves_out_genjets_of_prompt_leptons() -> None:
+    jets = ak.Array([[{"pt": 50.0, "eta": 0.0, "phi": 0.0, "genJetIdx": 0}] * 1] * 20)
+    genjets = ak.Array([[{"pt": 50.0, "eta": 0.0, "phi": 0.0}]] * 20)
+    lepton = {"pt": 50.0, "eta": 0.05, "phi": 0.0, "pdgId": 11, "status": 1, "statusFlags": 1}
+    events = ak.Array({"Jet": jets, "GenJet": genjets, "GenPart": [[lepton]] * 20})
+    assert jet_response(events, n_boot=10).response_vs_pt["0-1.3"].count.sum() == 0
+    non_prompt = [[{**lepton, "statusFlags": 0}]] * 20
+    events = ak.Array({"Jet": jets, "GenJet": genjets, "GenPart": non_prompt})
+    assert jet_response(events, n_boot=10).response_vs_pt["0-1.3"].count.sum() == 20
+
+
+def test_lepton_resolution_uses_identified_prompt_matched_leptons() -> None:
+    rng = np.random.default_rng(9)
+    n = 2000
+    gen_pt = rng.uniform(15.0, 90.0, n)
+    reco_pt = gen_pt * (1.0 + 0.02 * rng.normal(size=n))
+    genpart = ak.zip(
+        {
+            "pt": np.column_stack([gen_pt, np.full(n, 30.0)]),
+            "pdgId": np.column_stack([np.full(n, 11), np.full(n, 11)]),
+            "statusFlags": np.column_stack([np.ones(n, int), np.zeros(n, int)]),  # second: non-prompt
+        }
+    )
+    electrons = ak.zip(
+        {
+            "pt": np.column_stack([reco_pt, np.full(n, 60.0), np.full(n, 60.0)]),
+            "genPartIdx": np.column_stack([np.zeros(n, int), np.ones(n, int), np.zeros(n, int)]),
+            "cutBased": np.column_stack([np.full(n, 4), np.full(n, 4), np.full(n, 2)]),  # third: loose
+        }
+    )
+    events = ak.Array({"Electron": ak.from_regular(electrons), "GenPart": ak.from_regular(genpart)})
+    res = lepton_resolution(events, flavour="electron", pt_edges=(10.0, 50.0, 100.0), n_boot=100)
+    assert int(res["scale"].count.sum()) == n
+    assert np.all(np.abs(res["scale"].value - 1.0) < 3.5 * res["scale"].error)
+    assert np.all(np.abs(res["resolution"].value - 0.02) < 3.5 * res["resolution"].error)
+    with pytest.raises(InputError, match="missing branches Muon_pt"):
+        lepton_resolution(events, flavour="muon")
+
+
+def test_btag_efficiency_recovers_known_rates() -> None:
+    rng = np.random.default_rng(10)
+    n = 30000
+    flavour = rng.choice([0, 4, 5], n)
+    rate = np.select([flavour == 5, flavour == 4], [0.7, 0.15], 0.01)
+    score = np.where(rng.random(n) < rate, 0.9, 0.1)
+    jets = ak.zip(
+        {"pt": rng.uniform(20.0, 200.0, n), "eta": rng.uniform(-3.0, 3.0, n), "hadronFlavour": flavour}
+    )
+    jets = ak.with_field(jets, score, "btagDeepFlavB")
+    events = ak.Array({"Jet": ak.unflatten(jets, np.full(n // 3, 3))})
+    for hf, expected in ((5, 0.7), (4, 0.15), (0, 0.01)):
+        eff = btag_efficiency(events, hadron_flavour=hf, pt_edges=(20.0, 100.0, 200.0))
+        assert np.all(np.abs(eff.value - expected) < 3.5 * eff.error)
+        # binomial errors, and |eta| > 2.5 left out
+        np.testing.assert_allclose(eff.error, np.sqrt(expected * (1 - expected) / eff.count), rtol=0.2)
+        assert eff.count.sum() == pytest.approx(n / 3 * 5 / 6, rel=0.05)
+
+
+def test_comparison_pull() -> None:
+    row = Comparison("x", Value(10.0, 3.0, 100), Value(14.0, 4.0, 50))
+    assert row.pull == pytest.approx(-0.8)
+    assert np.isnan(Comparison("x", Value(1.0, 0.0, 1), Value(1.0, 0.0, 1)).pull)
+
+
+@pytest.mark.parametrize("name", CMS_FILES)
+def test_measure_on_cms_simulation_gives_finite_numbers_with_errors(name: str) -> None:
+    events = read_events(SAMPLES / name)
+    resp = measure(events, source=name, n_boot=50)
+    values = resp.values()
+    for key in ("MET core width x [GeV]", "MET core width y [GeV]", "MET RMS x [GeV]", "MET RMS y [GeV]"):
+        v = values[key]
+        assert 10.0 < v.value < 60.0, key
+        assert 0.0 < v.error < 0.5 * v.value, key
+    central = resp.jets.resolution_vs_pt["0-1.3"]
+    if name.startswith("nano_tt"):
+        assert np.isfinite(central.value[1])
+        assert 0.03 < central.value[1] < 0.4
+        assert 0.0 < central.error[1] < central.value[1]
+        assert 0.85 < resp.jets.response_vs_pt["0-1.3"].value[1] < 1.15
+    else:  # 40 Drell-Yan events: too few jets per bin, and no number is made up
+        assert central.count.sum() > 0
+        assert np.all(np.isnan(central.value[central.count < 10]))
+    pu = resp.pileup["Pileup_nPU"]
+    rho = resp.pileup["fixedGridRhoFastjetAll [GeV]"]
+    assert pu is not None
+    assert 20.0 < pu.value < 70.0
+    assert pu.error > 0
+    assert rho is not None
+    assert 10.0 < rho.value < 50.0
+    if name.startswith("nano_tt"):
+        b = resp.btag["b"]
+        assert np.all(np.isfinite(b.value[1:]))
+        assert np.all((b.error[1:] > 0) & (b.error[1:] < 0.15))
+    muon = resp.leptons["muon"]["resolution"]
+    if name == "nano_tt_v12.root":  # semileptonic; v15 is all-hadronic, DY has 11 prompt muons
+        assert np.isfinite(muon.value[1])
+        assert 0.0 < muon.value[1] < 0.1
+    else:
+        assert np.all(np.isnan(muon.value[muon.count < 10]))
+    json.dumps(resp.to_dict(), allow_nan=False)
+
+
+def test_read_events_pools_nanoaod_versions() -> None:
+    events = read_events([SAMPLES / "nano_tt_v12.root", SAMPLES / "nano_tt_v15.root"])
+    assert len(events) == 400
+    assert set(events.fields) >= {"MET", "GenMET", "Jet", "GenJet", "Pileup", "rho"}
+    # v15's PFMET became MET
+    v15 = read_events(SAMPLES / "nano_tt_v15.root")
+    np.testing.assert_array_equal(ak.to_numpy(events.MET.sumEt[200:]), ak.to_numpy(v15.MET.sumEt))
+
+
+def test_read_events_refuses_bad_input(tmp_path: Path) -> None:
+    import uproot
+
+    with pytest.raises(InputError, match=r"cannot read .*nowhere\.root"):
+        read_events(tmp_path / "nowhere.root")
+    text = tmp_path / "text.root"
+    text.write_text("not ROOT")
+    with pytest.raises(InputError, match=r"cannot read .*text\.root"):
+        read_events(text)
+    old = tmp_path / "old.root"
+    with uproot.recreate(old) as f:
+        f["Events"] = {"MET_pt": np.ones(3, np.float32), "MET_phi": np.zeros(3, np.float32)}
+    with pytest.raises(
+        InputError, match=r"old\.root: missing branches MET_sumEt, GenMET_pt.*generate it again"
+    ):
+        read_events(old)
+    with uproot.recreate(tmp_path / "other.root") as f:
+        f["tree"] = {"x": np.ones(3)}
+    with pytest.raises(InputError, match=r"other\.root: no Events tree"):
+        read_events(tmp_path / "other.root")
+
+
+@pytest.mark.generation
+def test_measure_on_the_fast_detector(ttbar_file: Path) -> None:
+    resp = measure(read_events(ttbar_file), source="fast", n_boot=50)
+    assert resp.pileup == {"Pileup_nPU": None, "fixedGridRhoFastjetAll [GeV]": None}
+    v = resp.values()
+    assert 8.0 < v["MET core width x [GeV]"].value < 25.0
+    assert v["jet response, |eta| 0-1.3, pT 50-80"].value == pytest.approx(1.0, abs=0.05)
+    assert 0.03 < v["jet resolution, |eta| 0-1.3, pT 50-80"].value < 0.2
+    assert 0.0 < v["muon pT resolution, pT 30-50"].value < 0.05
+    # b-tag rates follow the Delphes parametrisation (0.55-0.71 at 30-100 GeV)
+    assert 0.4 < v["b-tag rate, b jets, pT 50-80"].value < 0.8
+    rows = compare(resp, measure(read_events(SAMPLES / "nano_tt_v12.root"), n_boot=50))
+    names = [r.name for r in rows]
+    assert "MET core width x [GeV]" in names
+    assert "mean Pileup_nPU" not in names
