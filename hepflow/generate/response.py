@@ -67,6 +67,7 @@ __all__ = [
     "jet_response",
     "lepton_resolution",
     "measure",
+    "met_difference",
     "met_resolution",
     "pileup",
     "read_events",
@@ -400,12 +401,8 @@ def met_resolution(
         },
     )
     rng = np.random.default_rng(seed)
-    met, gen = events.MET, events.GenMET
-    met_pt, met_phi, gen_pt, gen_phi, sumet = (
-        ak.to_numpy(x).astype(np.float64) for x in (met.pt, met.phi, gen.pt, gen.phi, met.sumEt)
-    )
-    dx = met_pt * np.cos(met_phi) - gen_pt * np.cos(gen_phi)
-    dy = met_pt * np.sin(met_phi) - gen_pt * np.sin(gen_phi)
+    dx, dy = met_difference(events)
+    sumet = ak.to_numpy(events.MET.sumEt).astype(np.float64)
     n = len(dx)
     core, rms = {}, {}
     for axis, d in (("x", dx), ("y", dy)):
@@ -430,6 +427,25 @@ def met_resolution(
         else Value(math.nan, math.nan, 0)
     )
     return MetResolution(core, rms, core_trend, rms_trend, fit_stochastic(core_trend), mean_sumet)
+
+
+def met_difference(events: Any) -> tuple[np.ndarray, np.ndarray]:
+    """MET minus GenMET, (x, y) components in GeV, one entry per event.
+
+    Example:
+        >>> import awkward as ak
+        >>> events = ak.Array({"MET": ak.zip({"pt": [10.0], "phi": [0.0]}),
+        ...                    "GenMET": ak.zip({"pt": [4.0], "phi": [np.pi / 2]})})
+        >>> [np.round(c, 6).tolist() for c in met_difference(events)]
+        [[10.0], [-4.0]]
+    """
+    met, gen = events.MET, events.GenMET
+    met_pt, met_phi, gen_pt, gen_phi = (
+        ak.to_numpy(x).astype(np.float64) for x in (met.pt, met.phi, gen.pt, gen.phi)
+    )
+    dx = met_pt * np.cos(met_phi) - gen_pt * np.cos(gen_phi)
+    dy = met_pt * np.sin(met_phi) - gen_pt * np.sin(gen_phi)
+    return dx, dy
 
 
 def fit_stochastic(trend: Binned) -> dict[str, Value] | None:
