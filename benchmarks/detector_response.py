@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hepflow.errors import HepflowError
 from hepflow.generate.response import (
     Binned,
     Comparison,
@@ -34,6 +35,7 @@ from hepflow.generate.response import (
     compare,
     measure,
     met_difference,
+    pool_events,
     read_events,
 )
 from hepflow.outputs.atomic import atomic_write, write_json
@@ -48,6 +50,14 @@ CMS_STYLE = {"color": "black", "marker": "s", "label": "CMS simulation (pooled)"
 
 
 def main() -> None:
+    try:
+        run()
+    except HepflowError as err:  # bad input: one line, exit status 2, as the CLI does
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000, help="fast-detector events to generate")
     parser.add_argument("--seed", type=int, default=21)
@@ -72,7 +82,7 @@ def main() -> None:
     fast = measure(fast_events, source=str(args.fast), n_boot=args.n_boot)
     cms_events = {path.name: read_events(path) for path in args.cms}
     per_sample = {name: measure(ev, source=name, n_boot=args.n_boot) for name, ev in cms_events.items()}
-    pooled_events = read_events(args.cms)
+    pooled_events = pool_events(list(cms_events.values()))
     cms = measure(pooled_events, source=" + ".join(cms_events), n_boot=args.n_boot)
     print(f"measured in {time.perf_counter() - start:.1f} s")
 

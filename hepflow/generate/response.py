@@ -70,6 +70,7 @@ __all__ = [
     "met_difference",
     "met_resolution",
     "pileup",
+    "pool_events",
     "read_events",
 ]
 
@@ -729,8 +730,23 @@ def read_events(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     parts = [_read_one(os.fspath(p)) for p in paths]
     if not parts:
         raise InputError("read_events: no input files")
+    return pool_events(parts)
+
+
+def pool_events(parts: Sequence[ak.Array]) -> ak.Array:
+    """Concatenate samples read by :func:`read_events`, keeping the fields all of them have.
+
+    Example:
+        >>> a = ak.Array({"MET": [{"pt": 1.0}], "rho": [20.0]})
+        >>> b = ak.Array({"MET": [{"pt": 2.0}]})
+        >>> pooled = pool_events([a, b])
+        >>> pooled.fields, pooled.MET.pt.tolist()
+        (['MET'], [1.0, 2.0])
+    """
+    if len(parts) == 1:
+        return parts[0]
     common = [f for f in ak.fields(parts[0]) if all(f in ak.fields(p) for p in parts)]
-    return ak.concatenate([p[common] for p in parts]) if len(parts) > 1 else parts[0]
+    return ak.concatenate([p[common] for p in parts])
 
 
 def _read_one(path: str) -> ak.Array:

@@ -26,6 +26,7 @@ from hepflow.generate.response import (
     met_resolution,
     read_events,
 )
+from tests.conftest import load_benchmark
 from tests.generate.test_detector import _no_ghosts, _toy_event
 
 # --- generator-level branches ----------------------------------------------------------------
@@ -389,3 +390,53 @@ def test_measure_on_the_fast_detector(ttbar_file: Path) -> None:
     names = [r.name for r in rows]
     assert "MET core width x [GeV]" in names
     assert "mean Pileup_nPU" not in names
+
+
+@pytest.mark.generation
+def test_benchmark_writes_table_json_report_and_plots(
+    ttbar_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uproot
+
+    bench = load_benchmark("detector_response")
+    out = tmp_path / "response"
+    argv = ["detector_response.py", "--fast", str(ttbar_file), "--out", str(out), "--n-boot", "20"]
+    monkeypatch.setattr("sys.argv", argv)
+    bench.main()
+    printed = capsys.readouterr().out
+    assert "| MET core width x [GeV] |" in printed
+    result = json.loads((out / "response.json").read_text())
+    assert result["fast"]["events"] == 400
+    assert set(result["cms"]) == {"nano_tt_v12.root", "nano_tt_v15.root", "nano_dy.root"}
+    assert result["cms_pooled"]["events"] == 440
+    rows = {r["name"]: r for r in result["comparison"]}
+    met = rows["MET core width x [GeV]"]
+    assert met["pull"] == pytest.approx(
+        (met["fast"]["value"] - met["cms"]["value"]) / np.hypot(met["fast"]["error"], met["cms"]["error"])
+    )
+    assert all(r["pull"] is not None for r in result["comparison"])
+    report = (out / "report.md").read_text()
+    assert "## Comparison" in report
+    assert "nano_tt_v15.root: <nPU> = 45.9" in report
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == [
+        "btag_rates.png",
+        "jet_response_eta.png",
+        "jet_response_pt.png",
+        "lepton_resolution.png",
+        "met_difference.png",
+        "met_vs_sumet.png",
+    ]
+    assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+    # a file without the generator-level branches: one line, exit status 2
+    old = tmp_path / "old.root"
+    with uproot.recreate(old) as f:
+        f["Events"] = {"MET_pt": np.ones(3, np.float32)}
+    monkeypatch.setattr("sys.argv", ["detector_response.py", "--fast", str(old), "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "old.root: missing branches" in err
