@@ -52,8 +52,8 @@ import awkward as ak
 import numpy as np
 
 from hepflow.errors import InputError
-from hepflow.generate.detector import BTAG_MEDIUM_WP, delta_phi
-from hepflow.inputs import check_branches
+from hepflow.generate.detector import BTAG_MEDIUM_WP, GENJET_PT_MIN, delta_phi
+from hepflow.inputs import Kind, check_branches
 
 __all__ = [
     "Binned",
@@ -99,6 +99,15 @@ BTAG_PT_EDGES = (20.0, 30.0, 50.0, 80.0, 150.0, 400.0)
 BTAG_ETA_MAX = 2.5
 
 _PROMPT = 1  # GenPart statusFlags bit 0, isPrompt
+# GenPart branches of the prompt-lepton veto of the jet response
+_GENPART_VETO: dict[str, Kind] = {
+    "pt": "float",
+    "eta": "float",
+    "phi": "float",
+    "pdgId": "integer",
+    "status": "integer",
+    "statusFlags": "integer",
+}
 
 # branches every measurement needs, per collection (MET is MET_* or PFMET_*)
 _COLLECTIONS: dict[str, tuple[str, ...]] = {
@@ -504,7 +513,8 @@ def jet_response(
 
     A jet counts if ``Jet_genJetIdx`` points at a GenJet of the event within ``match_dr`` and
     that GenJet is not a prompt electron or muon (:data:`LEPTON_VETO_DR`; needs ``GenPart``, else
-    no veto). Bins are in GenJet pT and |eta|.
+    no veto: its ``pt``, ``eta``, ``phi``, ``pdgId``, ``status``, ``statusFlags`` are then
+    required). Bins are in GenJet pT and |eta|.
 
     Raises:
         InputError: a branch is missing or of the wrong kind.
@@ -555,6 +565,7 @@ def _matched_jets(events: Any, *, match_dr: float) -> tuple[dict[str, np.ndarray
     dr = np.hypot(jets.eta - gen["eta"], delta_phi(jets.phi, gen["phi"]))
     keep = valid & (dr < match_dr)
     if "GenPart" in ak.fields(events):
+        check_branches(events, {f"GenPart_{f}": k for f, k in _GENPART_VETO.items()})
         keep = keep & ~_near_prompt_lepton(gen["eta"], gen["phi"], events.GenPart)
     reco_flat = {k: _flat(jets[k][keep]) for k in ("pt", "eta", "phi")}
     gen_flat = {k: _flat(v[keep]) for k, v in gen.items()}
@@ -565,7 +576,7 @@ def _near_prompt_lepton(eta: ak.Array, phi: ak.Array, genpart: ak.Array) -> ak.A
     """Per object: within :data:`LEPTON_VETO_DR` of a prompt final-state electron or muon."""
     aid = np.abs(genpart.pdgId)
     prompt = ((aid == 11) | (aid == 13)) & (genpart.status == 1) & ((genpart.statusFlags & _PROMPT) != 0)
-    prompt = prompt & (genpart.pt > 10.0)
+    prompt = prompt & (genpart.pt > GENJET_PT_MIN)  # softer leptons make no GenJet of their own
     leptons = genpart[prompt]
     pairs = ak.cartesian({"obj": ak.zip({"eta": eta, "phi": phi}), "lep": leptons}, axis=1, nested=True)
     dr = np.hypot(pairs.obj.eta - pairs.lep.eta, delta_phi(pairs.obj.phi, pairs.lep.phi))
@@ -589,14 +600,16 @@ def lepton_resolution(
     Raises:
         InputError: a branch is missing or of the wrong kind.
     """
+    if flavour not in ("electron", "muon"):
+        raise ValueError(f"flavour must be 'electron' or 'muon', got {flavour!r}")
     name = "Electron" if flavour == "electron" else "Muon"
-    id_branch = ("cutBased", "integer") if flavour == "electron" else ("tightId", "bool")
+    id_kind: Kind = "integer" if flavour == "electron" else "bool"
     check_branches(
         events,
         {
             f"{name}_pt": "float",
             f"{name}_genPartIdx": "integer",
-            f"{name}_{id_branch[0]}": id_branch[1],  # type: ignore[dict-item]
+            f"{name}_{'cutBased' if flavour == 'electron' else 'tightId'}": id_kind,
             "GenPart_pt": "float",
             "GenPart_pdgId": "integer",
             "GenPart_statusFlags": "integer",

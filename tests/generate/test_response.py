@@ -251,6 +251,10 @@ def test_jet_response_leaves_out_genjets_of_prompt_leptons() -> None:
     non_prompt = [[{**lepton, "statusFlags": 0}]] * 20
     events = ak.Array({"Jet": jets, "GenJet": genjets, "GenPart": non_prompt})
     assert jet_response(events, n_boot=10).response_vs_pt["0-1.3"].count.sum() == 20
+    without_status = [[{k: v for k, v in lepton.items() if k != "status"}]] * 20
+    events = ak.Array({"Jet": jets, "GenJet": genjets, "GenPart": without_status})
+    with pytest.raises(InputError, match="missing branches GenPart_status"):
+        jet_response(events, n_boot=10)
 
 
 def test_lepton_resolution_uses_identified_prompt_matched_leptons() -> None:
@@ -279,6 +283,8 @@ def test_lepton_resolution_uses_identified_prompt_matched_leptons() -> None:
     assert np.all(np.abs(res["resolution"].value - 0.02) < 3.5 * res["resolution"].error)
     with pytest.raises(InputError, match="missing branches Muon_pt"):
         lepton_resolution(events, flavour="muon")
+    with pytest.raises(ValueError, match="'tau'"):
+        lepton_resolution(events, flavour="tau")  # type: ignore[arg-type]
 
 
 def test_btag_efficiency_recovers_known_rates() -> None:
