@@ -705,3 +705,33 @@ def _collection(
     return ak.unflatten(
         ak.zip({name: fields[name][order].astype(types[name]) for name in types}, depth_limit=1), counts
     )
+
+
+# --- generator-level jets ------------------------------------------------------------------
+
+#: Generator jets below this pT are not kept, GeV (the NanoAOD ``GenJet`` threshold).
+GENJET_PT_MIN = 10.0
+_NEUTRINO_IDS = (12, 14, 16)
+
+
+def cluster_gen_jets(particles: Particles, ghosts: Ghosts) -> _Jets:
+    """Generator jets as CMS builds ``GenJet``: anti-kt R = 0.4 on all stable particles but neutrinos.
+
+    The inputs are the particles themselves, unmeasured (prompt leptons and muons included,
+    neutrinos excluded: CMS ``genParticlesForJetsNoNu``); flavour labels come from the same
+    ghosts as the reconstructed jets (:func:`cluster_jets`). Jets with pT <= ``GENJET_PT_MIN``
+    are dropped.
+    """
+    visible = np.flatnonzero(~np.isin(np.abs(particles.pdg_id), _NEUTRINO_IDS))
+    inputs = _Candidates(
+        event=particles.event[visible],
+        source=visible,
+        track=np.zeros(len(visible), dtype=bool),
+        px=particles.px[visible],
+        py=particles.py[visible],
+        pz=particles.pz[visible],
+        e=particles.e[visible],
+    )
+    jets = cluster_jets(inputs, ghosts, particles.n_events)
+    keep = np.hypot(jets.px, jets.py) > GENJET_PT_MIN
+    return _Jets(*(getattr(jets, name)[keep] for name in _Jets.__dataclass_fields__))

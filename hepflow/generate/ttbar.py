@@ -38,6 +38,7 @@ from hepflow.generate.nanoaod import (
     EventRecord,
     branch_types,
     flavour_ghosts,
+    generator_columns,
     genpart_columns,
     nanoaod_columns,
     stable_particles,
@@ -119,7 +120,9 @@ def generate_ttbar(
     ``genWeight``, ``GenPart_*`` (the pruned decay tree, see :mod:`hepflow.generate.nanoaod`),
     ``Jet_*``, ``Electron_*``, ``Muon_*`` (see :mod:`hepflow.generate.detector`), ``MET_pt``,
     ``MET_phi``, ``MET_sumEt``, ``Rho_fixedGridRhoFastjetAll``, ``Pileup_nPU``,
-    ``Pileup_nTrueInt`` and the counters ``nGenPart``, ``nJet``, ``nElectron``, ``nMuon``.
+    ``Pileup_nTrueInt``, the generator-level ``GenJet_*``, ``Jet_genJetIdx``, ``GenMET_pt``,
+    ``GenMET_phi`` (:func:`~hepflow.generate.nanoaod.generator_columns`, from the hard scatter
+    only, as in CMS) and the counters ``nGenPart``, ``nJet``, ``nGenJet``, ``nElectron``, ``nMuon``.
 
     ``pileup`` is the distribution of overlaid minimum-bias interactions
     (:mod:`hepflow.generate.pileup`); the default, ``PileupProfile()``, is that of the CMS
@@ -213,12 +216,14 @@ def _reconstruct(
     """NanoAOD columns of one chunk of events (``first`` is the index of its first event)."""
     genpart = ttbar_genpart(record)
     particles = stable_particles(record, genpart, charge)
+    ghosts = flavour_ghosts(record, genpart)
     n = record.n_events
     profile, library, pileup_rng = pileup
     n_true, n_pu = profile.draw(n, pileup_rng)
-    if library is not None:
-        particles = overlay(particles, library, n_pu, pileup_rng)
-    reco = detector.simulate(particles, flavour_ghosts(record, genpart), rng)
+    measured = particles if library is None else overlay(particles, library, n_pu, pileup_rng)
+    reco = detector.simulate(measured, ghosts, rng)
+    # generator jets and MET from the hard scatter alone, as CMS GenJet / GenMET
+    reco |= generator_columns(particles, ghosts, reco["Jet"])
     reco["Pileup_nPU"] = n_pu.astype(np.int32)
     reco["Pileup_nTrueInt"] = n_true.astype(np.float32)
     return nanoaod_columns(
