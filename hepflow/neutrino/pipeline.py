@@ -320,8 +320,8 @@ def infer(
     if shift is not None and shift.shifted:
         if on_shift == "error":
             raise DomainShiftError(
-                f"{shift.verdict()} of {model_dir} ({shift.differing[0].describe()}); the outputs are "
-                f"in {output}, the verdict in its {RUN_FILE}: see docs/domain_shift.md"
+                f"{shift.verdict()}; {shift.differing[0].describe()}; model {model_dir}, outputs and "
+                f"verdict ({RUN_FILE}) in {output}: see docs/domain_shift.md"
             )
         warnings.warn(shift.summary(), DomainShiftWarning, stacklevel=2)
     return inferred

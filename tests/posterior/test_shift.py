@@ -197,6 +197,10 @@ def test_sampler_check_inputs(tmp_path):
         result = sampler.check_inputs(shifted)
     assert result.differing[0].name == "context[0]"
     assert sampler(shifted).shape == (200, 4, 2)
+    import dask.array as da
+
+    with pytest.raises(InputError, match="check_inputs needs computed arrays"):
+        sampler.check_inputs(da.from_array(shifted))
 
     doc = json.loads((folder / CONFIG_NAME).read_text())
     del doc["metadata"]["training_summary"]
