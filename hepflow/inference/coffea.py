@@ -15,6 +15,11 @@ Example (in a processor's ``process``)::
     ctx = neutrino_context(met_pt=..., met_phi=..., lepton=..., jets=..., jet_btag=...)
     nu = sampler(ctx["flat"], ctx["jets"], ctx["mask"], chunk=events.metadata)  # (n, 256, 3)
 
+With ``training_summary="models/neutrino/flow"`` (the model directory), ``sampler.check_inputs(
+ctx["flat"], ctx["jets"], ctx["mask"])`` compares computed context arrays with the model's
+training data and returns the verdict (:mod:`hepflow.posterior.shift`), warning with a
+:class:`~hepflow.posterior.shift.DomainShiftWarning` when they differ.
+
 The noise of a call is drawn from a generator seeded by
 :func:`~hepflow.outputs.chunks.chunk_seed` (``seed`` and the chunk's file, ``entrystart`` and
 ``entrystop``): two chunks get independent noise, the same chunk processed twice (a rerun, a
