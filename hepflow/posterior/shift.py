@@ -277,8 +277,8 @@ def model_summary(
     sets make the layout; features are named by ``names`` (``{key: [name, ...]}``) or
     ``key[i]``. :func:`hepflow.fit` records it as ``model.training_summary`` and
     :func:`hepflow.save_model` stores it. A context of more than :data:`MAX_VALUES` values per
-    event (the cosmic analysis's 943 binned features) gets none (None): its summary would not be
-    small, and the model then records no training summary.
+    event (the cosmic analysis's 943 binned features) or an array of more than three dimensions
+    (an image) gets none (None): the model then records no training summary.
 
     Example:
         >>> import torch, hepflow
@@ -292,8 +292,9 @@ def model_summary(
         width = sum(int(np.prod(tuple(v.shape[1:]) or (1,))) for v in context.values())
     else:
         width = int(np.prod(tuple(context.shape[1:]) or (1,)))
-    if width > MAX_VALUES:
-        return None
+    arrays = context.values() if isinstance(context, Mapping) else [context]
+    if width > MAX_VALUES or any(len(v.shape) > 3 for v in arrays):
+        return None  # too wide to summarise in a few KB, or not flat features and padded sets
     keys = list(getattr(model, "context_keys", []) or [])
     masks = encoder.masks if encoder is not None else {}
     ctx = dict(context) if isinstance(context, Mapping) else {"context": context}

@@ -151,6 +151,7 @@ def test_fit_records_and_save_model_stores_the_summary(tmp_path):
 def test_a_wide_context_gets_no_summary():
     model = hepflow.ConditionalINN(2, 943, depth=1, width=8)
     assert model_summary(model, torch.randn(200, 943)) is None  # the cosmic model's 943 features
+    assert model_summary(model, {"image": torch.randn(200, 2, 2, 2)}) is None
 
 
 def test_ensemble_members_may_have_their_own_summaries(tmp_path):
