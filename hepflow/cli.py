@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -240,18 +241,22 @@ def _train_neutrino(args: argparse.Namespace) -> int:
 
 def _infer_neutrino(args: argparse.Namespace) -> int:
     from hepflow.neutrino import pipeline
+    from hepflow.posterior.shift import DomainShiftWarning
 
-    result = pipeline.infer(
-        args.model,
-        args.input,
-        args.output,
-        samples=args.samples,
-        config=args.config,
-        dataset=args.dataset,
-        run_config=_run_config(args),
-        friend=args.friend,
-    )
-    print(result.summary())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DomainShiftWarning)  # the summary prints the verdict
+        result = pipeline.infer(
+            args.model,
+            args.input,
+            args.output,
+            samples=args.samples,
+            config=args.config,
+            dataset=args.dataset,
+            run_config=_run_config(args),
+            friend=args.friend,
+            on_shift=args.on_shift,
+        )
+    print(result.summary())  # with the domain-shift verdict, printed once here
     return 0
 
 
@@ -486,6 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write per input file <dataset>__<file>-<hash>_friend.root: TTree Friend, one entry "
         "per input event (NaN and selected=0 for events not selected), to attach to its Events tree",
+    )
+    inu.add_argument(
+        "--on-shift",
+        choices=("warn", "error"),
+        default="warn",
+        help="when the input differs from the model's training data (docs/domain_shift.md): print "
+        "the verdict (warn, default) or also exit with status 2 (error); outputs are written either way",
     )
     _add_run_options(inu)
     inu.set_defaults(handler=_infer_neutrino)

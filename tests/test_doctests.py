@@ -32,6 +32,8 @@ MIN_EXAMPLES = {
     "hepflow.neutrino.pipeline": 1,
     "hepflow.neutrino.quadratic": 1,
     "hepflow.neutrino.selection": 1,
+    "hepflow.neutrino.shift": 1,
+    "hepflow.posterior.shift": 4,
     "hepflow.cosmic.generate": 1,
     "hepflow.cosmic.mcmc": 1,
     "hepflow.unfolding.binning": 1,

@@ -93,6 +93,11 @@ class ContextEncoder(nn.Module):
         self.dequantize_config = {k: list(d.columns) for k, d in self.dequantizers.items()}
         self.output_dim = summary.output_dim
 
+    @property
+    def masks(self) -> dict[str, str]:
+        """``{set key: its mask key}`` of the padded sets in the context."""
+        return dict(self._mask_of)
+
     def as_dict(
         self, context: Any, *, dtype: torch.dtype, device: torch.device | None = None
     ) -> dict[str, Tensor]:

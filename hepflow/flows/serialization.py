@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,11 @@ def save_model(
     """Write ``model`` to the directory ``path`` (created); returns the directory.
 
     ``metadata`` must be JSON-serialisable; it is returned by :func:`read_config` and attached to
-    the loaded model as ``model.metadata``. A directory that holds a model already is refused
-    unless ``overwrite``, which replaces its ``config.json`` and ``model.safetensors`` and
-    nothing else.
+    the loaded model as ``model.metadata``. A model trained by :func:`hepflow.fit` carries the
+    summary of its training context (:mod:`hepflow.posterior.shift`), stored as
+    ``metadata["training_summary"]`` unless ``metadata`` gives one. A directory that holds a
+    model already is refused unless ``overwrite``, which replaces its ``config.json`` and
+    ``model.safetensors`` and nothing else.
 
     Example:
         >>> import tempfile, torch, hepflow
@@ -117,6 +120,9 @@ def save_model(
             "hepflow.flows.summary.register_summary and implement config()"
         ) from err
     meta = {} if metadata is None else dict(metadata)
+    recorded = getattr(model, "training_summary", None)  # set by hepflow.fit
+    if "training_summary" not in meta and recorded is not None:
+        meta["training_summary"] = recorded.to_dict()
     try:
         json.dumps(meta, allow_nan=False)
         json.dumps(cfg, allow_nan=False)
@@ -143,8 +149,32 @@ def save_model(
         "metadata": meta,
     }
     with atomic_write(out / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        tmp.write_text(dumps(doc) + "\n")
     return out
+
+
+#: a JSON array of numbers (or true/false/null) that json.dumps(indent=2) spread over lines
+_SCALAR_ARRAY = re.compile(r"\[\n\s+([^\[\]{}\"]*?)\n\s*\]")
+
+
+def dumps(doc: Any) -> str:
+    """``doc`` as indented JSON with arrays of numbers on one line (a model's training summary
+    holds many short ones).
+
+    Example:
+        >>> print(dumps({"q": [1, 2.5], "m": {"a": [[1], [2]]}}))
+        {
+          "q": [1, 2.5],
+          "m": {
+            "a": [
+              [1],
+              [2]
+            ]
+          }
+        }
+    """
+    text = json.dumps(doc, indent=2, allow_nan=False)
+    return _SCALAR_ARRAY.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
 
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -15,6 +15,11 @@ Example (in a processor's ``process``)::
     ctx = neutrino_context(met_pt=..., met_phi=..., lepton=..., jets=..., jet_btag=...)
     nu = sampler(ctx["flat"], ctx["jets"], ctx["mask"], chunk=events.metadata)  # (n, 256, 3)
 
+With ``training_summary="models/neutrino/flow"`` (the model directory), ``sampler.check_inputs(
+ctx["flat"], ctx["jets"], ctx["mask"])`` compares computed context arrays with the model's
+training data and returns the verdict (:mod:`hepflow.posterior.shift`), warning with a
+:class:`~hepflow.posterior.shift.DomainShiftWarning` when they differ.
+
 The noise of a call is drawn from a generator seeded by
 :func:`~hepflow.outputs.chunks.chunk_seed` (``seed`` and the chunk's file, ``entrystart`` and
 ``entrystop``): two chunks get independent noise, the same chunk processed twice (a rerun, a
@@ -30,15 +35,19 @@ normal noise of shape ``(n, samples, latent_dim)``.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from coffea.ml_tools.torch_wrapper import torch_wrapper
 
 from hepflow.errors import InputError, ModelError
 from hepflow.outputs.chunks import chunk_seed
+
+if TYPE_CHECKING:
+    from hepflow.posterior.shift import ShiftResult, TrainingSummary
 
 __all__ = ["PosteriorSampler"]
 
@@ -64,6 +73,9 @@ class PosteriorSampler(torch_wrapper):
             range), so chunks get independent noise and a rerun of a chunk gives the same
             samples; without ``chunk`` by ``seed`` alone, so the noise depends on the number of
             events only.
+        training_summary: the model directory (or a
+            :class:`~hepflow.posterior.shift.TrainingSummary`) whose training summary
+            :meth:`check_inputs` compares inputs with.
 
     Example:
         >>> import tempfile, numpy as np, hepflow
@@ -83,7 +95,14 @@ class PosteriorSampler(torch_wrapper):
     """
 
     def __init__(
-        self, torch_jit: str, *, samples: int, latent_dim: int, theta_dim: int, seed: int = 0
+        self,
+        torch_jit: str,
+        *,
+        samples: int,
+        latent_dim: int,
+        theta_dim: int,
+        seed: int = 0,
+        training_summary: TrainingSummary | str | os.PathLike[str] | None = None,
     ) -> None:
         for name, value in (("samples", samples), ("latent_dim", latent_dim), ("theta_dim", theta_dim)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -95,6 +114,51 @@ class PosteriorSampler(torch_wrapper):
         self.latent_dim = int(latent_dim)
         self.theta_dim = int(theta_dim)
         self.seed = int(seed)
+        self.training_summary, self._summary_source = _summary(training_summary)
+        self._said_no_summary = False
+
+    def check_inputs(self, *context: Any, alpha: float = 0.01, warn: bool = True) -> ShiftResult | None:
+        """Compare context arrays (as for a call, or one mapping ``{key: array}``) with the
+        model's training summary (:mod:`hepflow.posterior.shift`); returns the
+        :class:`~hepflow.posterior.shift.ShiftResult` (``.shifted``, ``.verdict()``,
+        ``.summary()``) and, with ``warn``, issues a
+        :class:`~hepflow.posterior.shift.DomainShiftWarning` when the input differs. A model that
+        records no summary gives None and a warning, once. Needs ``training_summary`` (the model
+        directory) at construction; dask-awkward arrays are refused: check a computed sample.
+        """
+        from dask.base import is_dask_collection
+
+        from hepflow.posterior.shift import DomainShiftWarning, compare, tally
+
+        if self._summary_source is None:
+            raise InputError(
+                "PosteriorSampler.check_inputs needs the model's training summary: pass "
+                "training_summary=<model directory> when building the sampler"
+            )
+        if self.training_summary is None:
+            if not self._said_no_summary:
+                warnings.warn(
+                    f"{self._summary_source} records no training summary (saved before hepflow stored "
+                    "one): the input cannot be compared with its training data",
+                    DomainShiftWarning,
+                    stacklevel=2,
+                )
+                self._said_no_summary = True
+            return None
+        arrays = (
+            list(context[0].values()) if len(context) == 1 and isinstance(context[0], Mapping) else context
+        )
+        if any(is_dask_collection(c) for c in arrays):
+            raise InputError("PosteriorSampler.check_inputs needs computed arrays: pass a computed sample")
+        if len(context) == 1 and isinstance(context[0], Mapping):
+            ctx: tuple[Any, ...] = ({k: _numpy(v) for k, v in context[0].items()},)
+        else:
+            ctx = tuple(_numpy(c) for c in context)
+        summary = self.training_summary
+        result = compare(summary, tally(summary, summary.columns(*ctx)), alpha=alpha)
+        if warn and result.shifted:
+            warnings.warn(result.summary(), DomainShiftWarning, stacklevel=2)
+        return result
 
     def __call__(self, *context: Any, chunk: Mapping[str, Any] | None = None) -> Any:
         """Samples for the events of one chunk; ``chunk`` is its ``events.metadata``.
@@ -167,6 +231,29 @@ class PosteriorSampler(torch_wrapper):
                 f"({n}, {self.samples}, {self.theta_dim}); check theta_dim"
             )
         return out
+
+
+def _numpy(array: Any) -> np.ndarray:
+    """An awkward (regular) or numpy array as numpy."""
+    import awkward as ak
+
+    return ak.to_numpy(array) if isinstance(array, ak.Array) else np.asarray(array)
+
+
+def _summary(source: Any) -> tuple[TrainingSummary | None, str | None]:
+    """(the training summary, where it came from) of a ``training_summary`` argument."""
+    from hepflow.posterior.shift import TrainingSummary, read_summary
+
+    if source is None:
+        return None, None
+    if isinstance(source, TrainingSummary):
+        return source, "the given training summary"
+    if isinstance(source, str | os.PathLike):
+        return read_summary(source), str(source)
+    raise InputError(
+        f"PosteriorSampler: training_summary must be a model directory or a TrainingSummary, "
+        f"got {type(source).__name__}"
+    )
 
 
 def content_key(arrays: list[np.ndarray]) -> list[int]:

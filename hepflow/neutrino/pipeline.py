@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hepflow.config import shipped_config, to_dict
 from hepflow.errors import ConfigError, InputError
@@ -37,6 +38,7 @@ from hepflow.neutrino.config import NeutrinoConfig
 from hepflow.neutrino.data import load_training_data
 from hepflow.neutrino.model import ANALYSIS, FEATURE_SPEC, build_flow, build_regression, check_selection
 from hepflow.neutrino.selection import NeutrinoSelection
+from hepflow.neutrino.shift import NO_SUMMARY, check_on_shift, input_shift, training_summary
 
 __all__ = [
     "InferResult",
@@ -48,6 +50,9 @@ __all__ = [
     "train",
     "train_summary",
 ]
+
+if TYPE_CHECKING:
+    from hepflow.posterior.shift import ShiftResult
 
 Source = str | os.PathLike[str]
 
@@ -176,12 +181,19 @@ def train(
             "sum_squares": float((data.weights**2).sum()),
             "negative": int((data.weights < 0).sum()),
         }
-    metadata = {"analysis": ANALYSIS, "features": FEATURE_SPEC, "selection": to_dict(cfg.selection)}
+    models = {
+        "flow": build_flow(cfg.flow, cfg.summary, seed=tc.seed),
+        "regression": build_regression(cfg.regression, cfg.summary, seed=tc.seed),
+    }
+    metadata = {
+        "analysis": ANALYSIS,
+        "features": FEATURE_SPEC,
+        "selection": to_dict(cfg.selection),
+        # what `hepflow infer` compares its input with (hepflow.neutrino.shift)
+        "training_summary": training_summary(models["flow"], data.context).to_dict(),
+    }
     fit_options = {**tc.fit_options(), "progress": progress, "resume": resume}
-    for name, model in (
-        ("flow", build_flow(cfg.flow, cfg.summary, seed=tc.seed)),
-        ("regression", build_regression(cfg.regression, cfg.summary, seed=tc.seed)),
-    ):
+    for name, model in models.items():
         t0 = time.perf_counter()
         history = hepflow.fit(
             model,
@@ -229,11 +241,13 @@ class InferResult:
     rows: int
     chunks: dict[str, Any]
     friends: dict[str, Path] = field(default_factory=dict)
+    shift: ShiftResult | None = None
 
     def summary(self) -> str:
         text = f"wrote posteriors for {self.rows} events in {len(self.chunks)} chunk(s) to {self.output}"
         for source, path in self.friends.items():
             text += f"\nfriend tree of {source}: {path}"
+        text += "\n" + (NO_SUMMARY if self.shift is None else self.shift.summary())
         return text
 
 
@@ -247,6 +261,7 @@ def infer(
     dataset: str = "ttbar",
     run_config: Any = None,
     friend: bool = False,
+    on_shift: str = "warn",
 ) -> InferResult:
     """Posterior samples, summaries and baselines as columns of every selected event.
 
@@ -255,14 +270,25 @@ def infer(
     the event batches and the seed are the config's (default: the shipped config). With
     ``friend``, each input file also gets a friend tree of the posterior columns, one entry per
     input event (:func:`hepflow.outputs.friend.write_friends`).
+
+    The selected events are then compared with the training summary the model records
+    (:func:`hepflow.neutrino.shift.input_shift`); the verdict is the result's ``shift`` and is
+    recorded in ``run.json`` (``domain_shift``). When the input differs from the training data,
+    ``on_shift="warn"`` issues a :class:`~hepflow.posterior.shift.DomainShiftWarning` and
+    ``"error"`` raises :class:`~hepflow.posterior.shift.DomainShiftError` (the outputs are
+    written and recorded either way).
     """
     from hepflow.neutrino.inference import INFERENCE_COLUMNS
     from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
+    from hepflow.outputs import write_json
     from hepflow.outputs.friend import write_friends
+    from hepflow.outputs.records import RUN_FILE, read_run
+    from hepflow.posterior.shift import DomainShiftError, DomainShiftWarning
     from hepflow.processing import build_fileset, run_processor
 
     cfg = NeutrinoConfig.load(config)
     run = _run_config(run_config)
+    check_on_shift(on_shift)
     if friend and run.maxchunks is not None:
         raise ConfigError(f"--friend needs every entry of each input file: drop --maxchunks {run.maxchunks}")
     if friend and "parquet" not in run.formats:
@@ -283,7 +309,22 @@ def infer(
     if friend:
         trees = {f: tree for spec in fileset.values() for f, tree in spec["files"].items()}
         friends = write_friends(result["chunks"], output, columns=INFERENCE_COLUMNS, trees=trees)
-    return InferResult(output=Path(output), rows=rows, chunks=result["chunks"], friends=friends)
+    shift = input_shift(model_dir, output, formats=run.formats)
+    record = read_run(output)
+    if record is not None:  # the verdict with the run's provenance
+        record["domain_shift"] = {"verdict": NO_SUMMARY} if shift is None else shift.to_dict()
+        write_json(Path(output) / RUN_FILE, record)
+    inferred = InferResult(
+        output=Path(output), rows=rows, chunks=result["chunks"], friends=friends, shift=shift
+    )
+    if shift is not None and shift.shifted:
+        if on_shift == "error":
+            raise DomainShiftError(
+                f"{shift.verdict()}; {shift.differing[0].describe()}; model {model_dir}, outputs and "
+                f"verdict ({RUN_FILE}) in {output}: see docs/domain_shift.md"
+            )
+        warnings.warn(shift.summary(), DomainShiftWarning, stacklevel=2)
+    return inferred
 
 
 def report(inference_dir: Source, output_dir: Source, *, n_displays: int = 6) -> dict[str, Any]:

@@ -28,8 +28,9 @@ from hepflow.posterior.base import FlowPosterior
 
 __all__ = ["PER_MEMBER_METADATA", "EnsemblePosterior"]
 
-#: metadata that may differ between members (how each was trained)
-PER_MEMBER_METADATA = ("training",)
+#: metadata that may differ between members (how each was trained, the summary of its own
+#: training sample: hepflow.posterior.shift)
+PER_MEMBER_METADATA = ("training", "training_summary")
 
 
 class EnsemblePosterior(FlowPosterior):

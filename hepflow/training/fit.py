@@ -336,6 +336,10 @@ def fit(
 
     theta_t, ctx = _convert(model, theta, context)
     n = theta_t.shape[0]
+    if ctx is not None:  # what the model is trained on, saved with it (hepflow.posterior.shift)
+        from hepflow.posterior.shift import model_summary
+
+        model.training_summary = model_summary(model, ctx)
     w = None if weights is None else _check_weights(weights, n)
     w_info = None if w is None else {"sum": float(w.sum()), "sum2": float((w * w).sum())}
 

@@ -37,7 +37,10 @@ def test_roundtrip_identical_log_prob_and_metadata(trained, tmp_path):
     assert torch.equal(model.log_prob(theta, ctx), loaded.log_prob(theta, ctx))
     noise = torch.randn(3, 5, model.latent_dim)
     assert torch.equal(model.transform_noise(noise, ctx[:3]), loaded.transform_noise(noise, ctx[:3]))
+    summary = loaded.metadata.pop("training_summary")  # recorded by fit (hepflow.posterior.shift)
     assert loaded.metadata == {"analysis": "ttbar", "features": ["a", "b", "c"]}
+    assert summary["events"] == 300
+    assert sorted(summary["features"]) == ["context[0]", "context[1]", "context[2]"]
     doc = read_config(path)
     assert doc["format_version"] == 1
     assert doc["class"] == "ConditionalINN"
