@@ -143,6 +143,13 @@ def train(
     feature specification), their training histories and loss plots, and ``training.json``,
     whose content is returned. ``config=None`` means the shipped config.
 
+    Rows without a truth neutrino (``nu_*_true`` None: W -> tau nu or no leptonic W, see
+    :func:`hepflow.neutrino.processor.leptonic_w_neutrino`) and rows with a non-finite value are
+    refused; ``training.json`` records their counts, the ``cutflow`` (rows, with a truth
+    neutrino, finite: events and sums of weights, :func:`hepflow.neutrino.data.load_training_data`)
+    and the ``data`` it was trained on (the feature directory and its run's input files).
+    Fewer usable events than ``[training] min_events`` (default 100) are refused.
+
     When the feature chunks carry a ``weight`` column (the generator weight), both models are
     trained with these per-event weights (:func:`hepflow.fit`'s ``weights``, negative ones
     included) and ``training.json`` records ``weights``: ``used``, and their ``sum``,
@@ -159,13 +166,19 @@ def train(
     for name in ("flow", "regression"):
         check_model_target(out / name, overwrite=overwrite or resume)
     data = load_training_data(data_dir, max_events=tc.max_events)
-    if len(data.theta) < 100:
-        raise InputError(f"{data_dir}: only {len(data.theta)} usable events with truth; need at least 100")
+    if len(data.theta) < tc.min_events:
+        raise InputError(
+            f"{data_dir}: only {len(data.theta)} usable events with a truth neutrino "
+            f"(of {data.n_read} rows, {data.n_missing_truth} without truth); "
+            f"need at least {tc.min_events} (training.min_events)"
+        )
     summary: dict[str, Any] = {
         "events_read": data.n_read,
         "events_used": len(data.theta),
         "dropped_missing_truth": data.n_missing_truth,
         "dropped_non_finite": data.n_non_finite,
+        "cutflow": data.cutflow,
+        "data": _data_provenance(data_dir),
         "weights": {"used": False},
         "config": to_dict(cfg),
     }
@@ -203,6 +216,20 @@ def train(
     return summary
 
 
+def _data_provenance(data_dir: Source) -> dict[str, Any]:
+    """Which feature directory a model was trained on and, when a hepflow run wrote it, the
+    input files of that run (dataset: path, size, tree) and the processor settings' checksum."""
+    from hepflow.outputs.records import read_run
+
+    run = read_run(data_dir) or {}
+    provenance = run.get("provenance", {})
+    return {
+        "directory": str(Path(data_dir).resolve()),
+        "fileset": provenance.get("fileset"),
+        "producer_sha256": provenance.get("producer_sha256"),
+    }
+
+
 def train_summary(summary: Mapping[str, Any], output_dir: Source) -> str:
     """What ``hepflow train neutrino`` prints about a :func:`train` summary."""
     lines = [
@@ -210,6 +237,13 @@ def train_summary(summary: Mapping[str, Any], output_dir: Source) -> str:
         f"(dropped {summary['dropped_missing_truth']} without truth, "
         f"{summary['dropped_non_finite']} non-finite)"
     ]
+    if cutflow := summary.get("cutflow"):
+        width = max(map(len, cutflow))
+        weights = "generator weights" if summary["weights"]["used"] else "no weight column: 1 each"
+        lines.append(f"  {'':<{width}}  {'events':>8}  {'sum of weights':>16}  ({weights})")
+        lines += [
+            f"  {step:<{width}}  {row['events']:>8d}  {row['sumw']:>16.6g}" for step, row in cutflow.items()
+        ]
     for name in ("flow", "regression"):
         info = summary[name]
         lines.append(
