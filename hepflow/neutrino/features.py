@@ -48,8 +48,6 @@ TRUTH_COLUMNS: tuple[str, ...] = ("nu_px_true", "nu_py_true", "nu_pz_true", "nu_
 DISCRETE_FEATURES: tuple[str, ...] = ("lep_flavor", "njet", "nbjet")
 MAX_JETS = 10
 
-NEUTRINO_PDGIDS = (12, 14, 16)
-
 
 def build_columns(
     *,
