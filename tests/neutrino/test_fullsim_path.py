@@ -25,6 +25,7 @@ import uproot
 from hepflow.cli import main
 from hepflow.outputs import read_parquet_dir
 from hepflow.outputs.provenance import model_identity
+from tests.conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 FILESET = ROOT / "analyses" / "ttbar_neutrino" / "fileset_example.json"
@@ -197,3 +198,15 @@ def test_what_cannot_work_is_refused_on_one_line(path):
     assert err.strip().count("\n") == 0
     assert "none of its 0 events has a truth neutrino (W -> e nu or mu nu in GenPart)" in err
     assert not (d / "r15" / "report.json").exists()
+
+
+def test_the_measurement_script_prints_the_documented_numbers(nano_v12, monkeypatch, capsys):
+    """``benchmarks/fullsim_truth.py`` prints the numbers that docs/training.md quotes."""
+    script = load_benchmark("fullsim_truth")
+    assert script.w_decays(nano_v12) == {"tau": 79, "mu": 63, "e": 58}
+    monkeypatch.setattr("sys.argv", ["fullsim_truth.py", str(nano_v12)])
+    script.main()
+    out = capsys.readouterr().out
+    assert "200 events, genWeight sum 66735.3, 1 negative" in out
+    assert "genWeight values: -337.047 x1, 337.047 x199" in out
+    assert "selected 52 (sum of weights 17526.4); with a truth neutrino 49 (16515.3)" in out
