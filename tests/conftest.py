@@ -19,7 +19,7 @@ TINY_NEUTRINO = {
     "summary": {"set_width": 16, "set_heads": 2, "flat_embedding": 8, "jet_embedding": 8},
     "flow": {"depth": 2, "width": 16, "bins": 4},
     "regression": {"width": 16, "layers": 1},
-    "training": {"epochs": 1, "batch_size": 64, "seed": 3},
+    "training": {"epochs": 1, "batch_size": 64, "seed": 3, "min_events": 50},
 }
 
 
@@ -106,7 +106,8 @@ def model(auger: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, nano_v12: Path) -> Path:
-    """Flow and regression trained for one epoch on the v12 sample (twice: 104 events)."""
+    """Flow and regression trained for one epoch on the v12 sample (twice: 104 events, 98 with a
+    truth neutrino)."""
     from hepflow.config import from_dict
     from hepflow.neutrino.config import NeutrinoConfig
     from hepflow.neutrino.pipeline import train

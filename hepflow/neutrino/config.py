@@ -93,10 +93,13 @@ class TrainingConfig(FitConfig):
     batch_size: int = 512
     patience: int = 6
     max_events: int | None = None
+    #: fewer usable events (with a truth neutrino, finite) than this are refused: a guard
+    #: against training on an almost empty sample, not a sign that 100 events are enough
+    min_events: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_values(self, max_events=COUNT)
+        check_values(self, max_events=COUNT, min_events=COUNT)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@
 (:mod:`hepflow.neutrino.processor`) and returns the targets (the truth neutrino px, py, eta) and
 the model context (:func:`hepflow.neutrino.features.context_arrays`), without the events that
 have no truth neutrino or a non-finite input, and the per-event generator weights when the
-chunks carry a ``weight`` column (``genWeight``; None otherwise).
+chunks carry a ``weight`` column (``genWeight``; None otherwise). Its :attr:`TrainingData.cutflow`
+counts the rows, and the sum of their weights, at each step: ``rows`` read, with a
+``truth neutrino`` (rows without one, e.g. W -> tau nu or all-hadronic events of full
+simulation, are refused), and ``finite`` (the events trained on).
 
 Example:
     >>> import tempfile, awkward as ak, numpy as np
@@ -17,13 +20,15 @@ Example:
     >>> data = load_training_data(d)
     >>> data.theta.shape, data.n_read, data.n_missing_truth, data.weights
     ((1, 3), 2, 1, None)
+    >>> data.cutflow["truth neutrino"]
+    {'events': 1, 'sumw': 1.0, 'sumw2': 1.0}
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import awkward as ak
 import numpy as np
@@ -31,15 +36,21 @@ import numpy as np
 from hepflow.errors import InputError
 from hepflow.neutrino.features import FLAT_FEATURES, JET_FEATURES, TRUTH_COLUMNS, context_arrays, truth_array
 
-__all__ = ["TrainingData", "load_training_data"]
+__all__ = ["CUTFLOW_STEPS", "TrainingData", "load_training_data"]
 
 log = logging.getLogger(__name__)
+
+
+#: Steps of :attr:`TrainingData.cutflow`, in order; the last one counts the events trained on.
+CUTFLOW_STEPS = ("rows", "truth neutrino", "finite")
 
 
 @dataclass
 class TrainingData:
     """Tensors for training: target (n, 3), context dict and per-event weights (n,) or None
-    (the chunks have no ``weight`` column); counts of dropped events."""
+    (the chunks have no ``weight`` column); counts of dropped events; and the cutflow
+    ``{step: {"events", "sumw", "sumw2"}}`` over :data:`CUTFLOW_STEPS` (weights of 1 without
+    a ``weight`` column)."""
 
     theta: np.ndarray
     context: dict[str, np.ndarray]
@@ -47,6 +58,7 @@ class TrainingData:
     n_missing_truth: int
     n_non_finite: int
     weights: np.ndarray | None = None
+    cutflow: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def load_training_data(directory: str | os.PathLike[str], *, max_events: int | None = None) -> TrainingData:
@@ -91,6 +103,12 @@ def load_training_data(directory: str | os.PathLike[str], *, max_events: int | N
             int(non_finite.sum()),
             len(columns),
         )
+    # a non-finite weight (only in files written by other means) counts as 0 in the sums
+    w = np.ones(len(columns)) if weights is None else np.where(np.isfinite(weights), weights, 0.0)
+    cutflow = {
+        step: {"events": int(rows.sum()), "sumw": float(w[rows].sum()), "sumw2": float((w[rows] ** 2).sum())}
+        for step, rows in zip(CUTFLOW_STEPS, (np.ones(len(columns), bool), ~missing, keep), strict=True)
+    }
     return TrainingData(
         theta=theta[keep],
         context={k: v[keep] for k, v in ctx.items()},
@@ -98,4 +116,5 @@ def load_training_data(directory: str | os.PathLike[str], *, max_events: int | N
         n_missing_truth=int(missing.sum()),
         n_non_finite=int(non_finite.sum()),
         weights=None if weights is None else weights[keep],
+        cutflow=cutflow,
     )

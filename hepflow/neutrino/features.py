@@ -13,7 +13,7 @@ column               meaning
 ``lep_flavor``       11 (electron) or 13 (muon)
 ``jet_px/py/eta/loge/btag``  up to ten leading selected jets (jagged); btag is 0/1
 ``njet``, ``nbjet``  multiplicities of all selected jets and b-tagged jets
-``nu_px/py/pz/eta_true``  the neutrino from the leptonic W (None when there is none)
+``nu_px/py/pz/eta_true``  the nu of W -> e nu or mu nu (None when there is none, e.g. W -> tau nu)
 ===================  ================================================================
 
 The conditioning input of the flow is built from these columns by :func:`context_arrays`:
@@ -47,8 +47,6 @@ TRUTH_COLUMNS: tuple[str, ...] = ("nu_px_true", "nu_py_true", "nu_pz_true", "nu_
 #: Discrete flat features (dequantized in training).
 DISCRETE_FEATURES: tuple[str, ...] = ("lep_flavor", "njet", "nbjet")
 MAX_JETS = 10
-
-NEUTRINO_PDGIDS = (12, 14, 16)
 
 
 def build_columns(

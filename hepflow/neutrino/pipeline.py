@@ -20,6 +20,15 @@ Example:
       all                 10
       one lepton           4
     wrote 1 chunk(s) to features
+    >>> result.truth = {"ttbar": {"events": 3, "sumw": 1011.14}}  # simulation: GenPart, genWeight
+    >>> print(result.summary())
+    cutflow:       ttbar
+      all                     10
+      one lepton               4
+    of these rows, with a truth neutrino (W -> e nu, mu nu; `train` refuses the others):
+      truth neutrino           3
+      sum of weights     1011.14
+    wrote 1 chunk(s) to features
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.neutrino.shift import NO_SUMMARY, check_on_shift, input_shift, training_summary
 
 __all__ = [
+    "TRUTH_STEP",
     "InferResult",
     "ProcessResult",
     "infer",
@@ -49,6 +59,7 @@ __all__ = [
     "report_summary",
     "train",
     "train_summary",
+    "truth_counts",
 ]
 
 if TYPE_CHECKING:
@@ -67,25 +78,45 @@ def _files(inputs: Source | Sequence[Source]) -> list[Source]:
     return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
 
 
+#: The line of :meth:`ProcessResult.summary` that counts the rows with a truth neutrino.
+TRUTH_STEP = "truth neutrino"
+
+
 @dataclass
 class ProcessResult:
-    """What :func:`process` wrote: the cutflow (in total and per dataset) and the chunks."""
+    """What :func:`process` wrote: the cutflow (in total and per dataset), the chunks and, for
+    simulation (``GenPart``), ``truth``: per dataset the rows with a truth neutrino (the events
+    ``hepflow train`` can use) and the sum of their generator weights."""
 
     output: Path
     cutflow: dict[str, int]
     by_dataset: dict[str, dict[str, int]]
     chunks: dict[str, Any]
     skipped_files: list[Any] = field(default_factory=list)
+    truth: dict[str, dict[str, float]] | None = None
 
     def summary(self) -> str:
-        """The cutflow table per dataset, the chunks written and the files skipped."""
+        """The cutflow table per dataset (with the rows with a truth neutrino for simulation), the
+        chunks written and the files skipped."""
         steps = list(self.cutflow)
-        width = max(map(len, steps), default=0)
+        width = max(
+            map(len, [*steps, *([TRUTH_STEP, "sum of weights"] if self.truth is not None else [])]), default=0
+        )
         names = sorted(self.by_dataset)
         lines = ["cutflow:" + "".join(f"  {name:>{max(len(name), 10)}}" for name in names)]
         for step in steps:
             row = "".join(f"  {self.by_dataset[n].get(step, 0):>{max(len(n), 10)}d}" for n in names)
             lines.append(f"  {step:<{width}}{row}")
+        if self.truth is not None:
+            lines.append(
+                "of these rows, with a truth neutrino (W -> e nu, mu nu; `train` refuses the others):"
+            )
+            row = "".join(
+                f"  {int(self.truth.get(n, {}).get('events', 0)):>{max(len(n), 10)}d}" for n in names
+            )
+            lines.append(f"  {TRUTH_STEP:<{width}}{row}")
+            row = "".join(f"  {self.truth.get(n, {}).get('sumw', 0.0):>{max(len(n), 10)}.6g}" for n in names)
+            lines.append(f"  {'sum of weights':<{width}}{row}")
         lines.append(f"wrote {len(self.chunks)} chunk(s) to {self.output}")
         if self.skipped_files:
             lines.append(f"skipped {len(self.skipped_files)} bad file(s): see {self.output / 'run.json'}")
@@ -127,7 +158,33 @@ def process(
         by_dataset={name: cutflow_to_dict(h) for name, h in result["cutflow_by_dataset"].items()},
         chunks=result["chunks"],
         skipped_files=list(result["skipped_files"]),
+        truth=truth_counts(output, result["chunks"]),
     )
+
+
+def truth_counts(output: Source, chunks: Mapping[str, Any]) -> dict[str, dict[str, float]] | None:
+    """Per dataset, the rows of the written parquet chunks that have a truth neutrino
+    (``events``) and the sum of their ``weight`` (``sumw``); None when the chunks carry no truth
+    columns (data, or files without ``GenPart``) or no parquet files were written. Reads only the
+    two columns."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    counts: dict[str, dict[str, float]] = {}
+    for info in chunks.values():
+        parquet = [f for f in info.get("files", []) if str(f).endswith(".parquet")]
+        if not parquet:
+            return None
+        path = Path(output) / parquet[0]
+        if "nu_px_true" not in pq.read_schema(path).names:
+            return None
+        table = pq.read_table(path, columns=["nu_px_true", "weight"])
+        has_truth = table.column("nu_px_true").is_valid().to_numpy(zero_copy_only=False)
+        weight = table.column("weight").to_numpy()
+        entry = counts.setdefault(info["dataset"], {"events": 0, "sumw": 0.0})
+        entry["events"] += int(has_truth.sum())
+        entry["sumw"] += float(np.sum(weight[has_truth], dtype=np.float64))
+    return counts
 
 
 def train(
@@ -148,6 +205,13 @@ def train(
     feature specification), their training histories and loss plots, and ``training.json``,
     whose content is returned. ``config=None`` means the shipped config.
 
+    Rows without a truth neutrino (``nu_*_true`` None: W -> tau nu or no leptonic W, see
+    :func:`hepflow.neutrino.processor.leptonic_w_neutrino`) and rows with a non-finite value are
+    refused; ``training.json`` records their counts, the ``cutflow`` (rows, with a truth
+    neutrino, finite: events and sums of weights, :func:`hepflow.neutrino.data.load_training_data`)
+    and the ``data`` it was trained on (the feature directory and its run's input files).
+    Fewer usable events than ``[training] min_events`` (default 100) are refused.
+
     When the feature chunks carry a ``weight`` column (the generator weight), both models are
     trained with these per-event weights (:func:`hepflow.fit`'s ``weights``, negative ones
     included) and ``training.json`` records ``weights``: ``used``, and their ``sum``,
@@ -164,13 +228,19 @@ def train(
     for name in ("flow", "regression"):
         check_model_target(out / name, overwrite=overwrite or resume)
     data = load_training_data(data_dir, max_events=tc.max_events)
-    if len(data.theta) < 100:
-        raise InputError(f"{data_dir}: only {len(data.theta)} usable events with truth; need at least 100")
+    if len(data.theta) < tc.min_events:
+        raise InputError(
+            f"{data_dir}: only {len(data.theta)} usable events with a truth neutrino "
+            f"(of {data.n_read} rows, {data.n_missing_truth} without truth); "
+            f"need at least {tc.min_events} (training.min_events)"
+        )
     summary: dict[str, Any] = {
         "events_read": data.n_read,
         "events_used": len(data.theta),
         "dropped_missing_truth": data.n_missing_truth,
         "dropped_non_finite": data.n_non_finite,
+        "cutflow": data.cutflow,
+        "data": _data_provenance(data_dir),
         "weights": {"used": False},
         "config": to_dict(cfg),
     }
@@ -215,6 +285,20 @@ def train(
     return summary
 
 
+def _data_provenance(data_dir: Source) -> dict[str, Any]:
+    """Which feature directory a model was trained on and, when a hepflow run wrote it, the
+    input files of that run (dataset: path, size, tree) and the processor settings' checksum."""
+    from hepflow.outputs.records import read_run
+
+    run = read_run(data_dir) or {}
+    provenance = run.get("provenance", {})
+    return {
+        "directory": str(Path(data_dir).resolve()),
+        "fileset": provenance.get("fileset"),
+        "producer_sha256": provenance.get("producer_sha256"),
+    }
+
+
 def train_summary(summary: Mapping[str, Any], output_dir: Source) -> str:
     """What ``hepflow train neutrino`` prints about a :func:`train` summary."""
     lines = [
@@ -222,6 +306,13 @@ def train_summary(summary: Mapping[str, Any], output_dir: Source) -> str:
         f"(dropped {summary['dropped_missing_truth']} without truth, "
         f"{summary['dropped_non_finite']} non-finite)"
     ]
+    if cutflow := summary.get("cutflow"):
+        width = max(map(len, cutflow))
+        weights = "generator weights" if summary["weights"]["used"] else "no weight column: 1 each"
+        lines.append(f"  {'':<{width}}  {'events':>8}  {'sum of weights':>16}  ({weights})")
+        lines += [
+            f"  {step:<{width}}  {row['events']:>8d}  {row['sumw']:>16.6g}" for step, row in cutflow.items()
+        ]
     for name in ("flow", "regression"):
         info = summary[name]
         lines.append(
@@ -339,8 +430,11 @@ def report_summary(rep: Mapping[str, Any], output: Source) -> str:
     """What ``hepflow report neutrino`` prints about a :func:`report`."""
     from hepflow.neutrino.report import METHODS
 
+    without = rep.get("events_without_truth", 0)
+    left_out = f" ({without} without one left out)" if without else ""
     lines = [
-        f"{rep['events']} events; quadratic complex fraction {rep['quad_complex_fraction']:.3f}",
+        f"{rep['events']} events with a truth neutrino{left_out}; "
+        f"quadratic complex fraction {rep['quad_complex_fraction']:.3f}",
         f"{'method':<12} {'pz bias':>9} {'pz IQR width':>13} {'ratio to quad':>14}",
     ]
     quad = rep["resolution"]["all"]["quad"]["pz"]["iqr_width"]

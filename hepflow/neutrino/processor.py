@@ -22,7 +22,7 @@ import numpy as np
 
 from hepflow.errors import InputError
 from hepflow.inputs import check_branches, nanoaod_branches
-from hepflow.neutrino.features import NEUTRINO_PDGIDS, build_columns, finite_events, finite_rows
+from hepflow.neutrino.features import build_columns, finite_events, finite_rows
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.processing import ChunkColumns, ColumnProcessor, Cutflow, event_weights, source_file
 
@@ -36,6 +36,8 @@ __all__ = [
 
 #: Cutflow steps, in order; the last one counts the rows written.
 CUTFLOW_STEPS = ("all", "one lepton", "jets", "b jets", "finite inputs")
+#: The neutrinos that are a truth target: those of W -> e nu and W -> mu nu (not nu_tau, 16).
+W_NEUTRINO_PDGIDS = (12, 14)
 #: Branches of the generator particles read for the truth neutrino (and the unfolding's truth).
 GENPART_BRANCHES = ("pt", "eta", "phi", "mass", "pdgId", "statusFlags", "genPartIdxMother")
 #: Floating-point branches the selection reads, per collection (MET is added per file).
@@ -169,16 +171,26 @@ def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:
 
 
 def leptonic_w_neutrino(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
-    """The neutrino from the leptonically decaying W, one optional record per event.
+    """The neutrino of the W -> e nu or W -> mu nu decay, one optional record per event.
 
-    Hard-process neutrinos (NanoAOD ``fromHardProcess``, last copy) whose first ancestor of a
-    different species is a W: the neutrino of W -> e/mu/tau nu, not those of tau or hadron
-    decays. With two leptonic Ws (a
+    Read from the NanoAOD ``GenPart`` record: electron and muon neutrinos of the hard process
+    (``statusFlags`` ``fromHardProcess`` and ``isLastCopy``) whose first ancestor of a different
+    species (``distinctParent``, through the copies of the record) is a W. Events get None
+    (no usable truth: ``hepflow train`` refuses and counts their rows) when
+
+    * the leptonic W decays to a tau (W -> tau nu_tau, tau -> e/mu nu nu): the invisible momentum
+      is three neutrinos and m(lepton, nu) is not m_W, a different target from the
+      W -> e/mu nu events the model learns (3 of the 52 selected events of the CMS NanoAODv12
+      ttbar sample in ``tests/samples/``);
+    * no W decays leptonically (all-hadronic ttbar; the selected lepton is a fake or comes from
+      a hadron decay).
+
+    Neutrinos of tau, hadron or other decays are never taken. With two leptonic Ws (a
     dileptonic event with one lepton lost) the W whose charge equals the selected lepton's wins
-    (W+ -> l+ nu). Events without such a neutrino get None.
+    (W+ -> l+ nu), else the other.
     """
     abs_id = np.abs(genpart.pdgId)
-    is_nu = (abs_id == NEUTRINO_PDGIDS[0]) | (abs_id == NEUTRINO_PDGIDS[1]) | (abs_id == NEUTRINO_PDGIDS[2])
+    is_nu = (abs_id == W_NEUTRINO_PDGIDS[0]) | (abs_id == W_NEUTRINO_PDGIDS[1])
     parent = genpart.distinctParent
     hard = genpart.hasFlags(["fromHardProcess", "isLastCopy"])
     from_w = is_nu & hard & ak.fill_none(np.abs(parent.pdgId) == 24, False)

@@ -1,6 +1,8 @@
 """Comparison report of the neutrino methods: resolution, W mass, calibration, event displays.
 
-Reads the inference outputs (parquet chunks with truth), and writes ``report.json`` and plots:
+Reads the inference outputs (parquet chunks with truth; events without a truth neutrino, e.g.
+W -> tau nu in full simulation, are left out and counted as ``events_without_truth``), and writes
+``report.json`` and plots:
 for px, py, pz and eta the bias, RMS and IQR width (IQR / 1.349, the Gaussian-equivalent sigma)
 of (reconstructed - true) for the flow mode (highest-density joint sample), the flow peak
 (mode of each marginal), the flow median, the quadratic solution (px, py
@@ -136,9 +138,12 @@ def make_report(
             f"{inference_dir}: inference outputs lack columns {sorted(missing)} (truth or methods)"
         )
     has_truth = ~ak.to_numpy(ak.is_none(cols.nu_px_true))
+    if not has_truth.any():
+        raise InputError(
+            f"{inference_dir}: none of its {len(cols)} events has a truth neutrino (W -> e nu or mu nu "
+            "in GenPart); the report needs simulated semileptonic events"
+        )
     cols = cols[has_truth]
-    if len(cols) == 0:
-        raise InputError(f"{inference_dir}: no event has a truth neutrino; the report needs simulation")
     true = {c: ak.to_numpy(ak.fill_none(cols[f"nu_{c}_true"], np.nan)).astype(np.float64) for c in COMPONENTS}
     est = estimates(cols)
     is_complex = ak.to_numpy(cols.quad_is_complex).astype(bool)
@@ -157,6 +162,7 @@ def make_report(
     calib = calibration_report(theta_true, samples, ["px", "py", "pz"], plot_dir=out)
     report = {
         "events": len(cols),
+        "events_without_truth": int((~has_truth).sum()),
         "samples_per_event": int(samples.shape[1]),
         "quad_complex_fraction": float(is_complex.mean()),
         "resolution": metrics,
@@ -181,7 +187,7 @@ def make_report(
             for m, v in mw.items()
         },
         "calibration": {k: calib[k] for k in ("sbc", "coverage", "tarp")},
-        "plots": [*calib.get("plots", [])],
+        "plots": list(calib.get("plots", {}).values()),  # the paths of the SBC, coverage and TARP plots
     }
     report["plots"] += [str(p) for p in _plot_residuals(true, est, out)]
     report["plots"].append(str(_plot_w_mass(mw, out)))

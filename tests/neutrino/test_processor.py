@@ -78,12 +78,10 @@ def test_documented_columns_present(v12_output):
     assert set(np.unique(ak.to_numpy(cols.lep_flavor))) <= {11, 13}
 
 
-def test_every_selected_event_has_the_w_neutrino(v12_output, nano_v12):
-    """Truth neutrinos come from the W in GenPart: checked by walking the mother indices by hand."""
-    cols = v12_output.columns
-    assert not ak.any(ak.is_none(cols.nu_px_true))
-    tree = uproot.open(nano_v12)["Events"]
-    gen = tree.arrays(
+def _w_neutrinos_by_hand(path: Path) -> dict[int, dict[int, list[float]]]:
+    """Per event number: {|pdgId| of each hard-process neutrino whose first ancestor of another
+    species is a W: [its px]}, found by walking the GenPart mother indices in plain Python."""
+    gen = uproot.open(path)["Events"].arrays(
         [
             "event",
             "GenPart_pdgId",
@@ -94,28 +92,58 @@ def test_every_selected_event_has_the_w_neutrino(v12_output, nano_v12):
         ],
         library="np",
     )
-    row_of = {int(e): i for i, e in enumerate(gen["event"])}
-    for event, nu_px in zip(ak.to_numpy(cols.event), ak.to_numpy(cols.nu_px_true), strict=True):
-        i = row_of[int(event)]
-        pdg, mother = gen["GenPart_pdgId"][i], gen["GenPart_genPartIdxMother"][i]
-        candidates = []
+    found: dict[int, dict[int, list[float]]] = {}
+    for i, event in enumerate(gen["event"]):
+        pdg, mother, flags = (
+            gen["GenPart_pdgId"][i],
+            gen["GenPart_genPartIdxMother"][i],
+            gen["GenPart_statusFlags"][i],
+        )
+        nus: dict[int, list[float]] = {}
         for k in range(len(pdg)):
-            if abs(pdg[k]) not in (12, 14, 16) or not (gen["GenPart_statusFlags"][i][k] >> 8) & 1:
+            # fromHardProcess (bit 8) and isLastCopy (bit 13)
+            if abs(pdg[k]) not in (12, 14, 16) or not (flags[k] >> 8) & 1 or not (flags[k] >> 13) & 1:
                 continue
             m = mother[k]
             while m >= 0 and pdg[m] == pdg[k]:
                 m = mother[m]
             if m >= 0 and abs(pdg[m]) == 24:
-                candidates.append(gen["GenPart_pt"][i][k] * np.cos(gen["GenPart_phi"][i][k]))
-        assert np.min(np.abs(np.array(candidates) - nu_px)) < 1e-3
+                px = gen["GenPart_pt"][i][k] * np.cos(gen["GenPart_phi"][i][k])
+                nus.setdefault(int(abs(pdg[k])), []).append(float(px))
+        found[int(event)] = nus
+    return found
+
+
+def test_truth_is_the_neutrino_of_w_to_e_or_mu(v12_output, nano_v12):
+    """The truth of each selected CMS event is the nu_e or nu_mu of a W decay (checked by walking
+    the GenPart mother indices by hand); the 3 selected events whose leptonic W decays to a tau
+    (the selected lepton comes from the tau) get None: no usable truth."""
+    cols = v12_output.columns
+    by_hand = _w_neutrinos_by_hand(nano_v12)
+    no_truth = ak.to_numpy(ak.is_none(cols.nu_px_true))
+    for event, nu_px, missing in zip(
+        ak.to_numpy(cols.event), ak.to_numpy(ak.fill_none(cols.nu_px_true, np.nan)), no_truth, strict=True
+    ):
+        nus = by_hand[int(event)]
+        candidates = nus.get(12, []) + nus.get(14, [])
+        if missing:
+            assert not candidates, f"event {event}: {nus}"
+            assert nus.get(16), f"event {event}: {nus}"  # W -> tau nu_tau
+        else:
+            assert np.min(np.abs(np.array(candidates) - nu_px)) < 1e-3
+    assert (len(cols), int(no_truth.sum())) == (52, 3)
+    # every one of the 200 events is semileptonic: 79 with W -> tau nu, 121 with W -> e/mu nu
+    assert sum(bool(n.get(16)) for n in by_hand.values()) == 79
+    assert sum(bool(n.get(12) or n.get(14)) for n in by_hand.values()) == 121
 
 
 def test_neutrino_physics(v12_output):
     cols = v12_output.columns
+    cols = cols[~ak.is_none(cols.nu_px_true)]
     nu_px, nu_py = ak.to_numpy(cols.nu_px_true), ak.to_numpy(cols.nu_py_true)
     assert np.corrcoef(ak.to_numpy(cols.met_px), nu_px)[0, 1] > 0.5
     assert np.corrcoef(ak.to_numpy(cols.met_py), nu_py)[0, 1] > 0.5
-    # reco lepton + true neutrino: the W mass for most events (tau decays and mismatches smear it)
+    # reco lepton + true neutrino: the W mass for most events (mismatched leptons smear it)
     nu_pz = ak.to_numpy(cols.nu_pz_true)
     nu_e = np.sqrt(nu_px**2 + nu_py**2 + nu_pz**2)
     lep = [ak.to_numpy(cols[k]) for k in ("lep_px", "lep_py", "lep_pz", "lep_e")]
@@ -132,7 +160,9 @@ def test_context_arrays_shapes(v12_output):
     assert arrays["jets"].shape == (n, 10, len(JET_FEATURES))
     np.testing.assert_array_equal(arrays["mask"].sum(axis=1), np.minimum(ak.to_numpy(cols.njet), 10))
     assert np.all(arrays["jets"][~arrays["mask"]] == 0)
-    assert np.isfinite(truth_array(cols)).all()
+    truth = truth_array(cols)  # NaN exactly where there is no truth neutrino
+    np.testing.assert_array_equal(np.isnan(truth).any(axis=1), ak.to_numpy(ak.is_none(cols.nu_px_true)))
+    assert np.isfinite(truth[~np.isnan(truth).any(axis=1)]).all()
 
 
 def test_all_hadronic_v15_uses_pfmet_and_selects_nothing(nano_v15):
