@@ -227,17 +227,69 @@ def jet_energy_scale(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
     return np.sqrt((2.5 - 0.15 * np.abs(eta)) ** 2 / pt + 1.0)
 
 
-def btag_efficiency(pt: np.ndarray, hadron_flavour: np.ndarray) -> np.ndarray:
-    """b-tagging probability by hadron flavour (Delphes CMS card, ``BTagging``, arXiv:1211.4462).
+def jet_residual_scale(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Residual jet correction after L1 and the Delphes energy scale, from this detector's MC truth.
 
-    b (5): 0.85 tanh(0.0025 pT) 25 / (1 + 0.063 pT); c (4): 0.25 tanh(0.018 pT) / (1 + 0.0013 pT);
-    light (0): 0.01 + 3.8e-5 pT.
+    1 / (c0 - c1 / pT) with (c0, c1 / GeV) = (0.984, 1.2) for |eta| < 1.3, (0.976, 0) for
+    1.3 <= |eta| < 2.5 and (0.92, 0) beyond: the median response pT / GenJet pT of ttbar jets
+    with the default pileup before this correction (docs/detector.md), so that the corrected
+    jets have a median response of 1, as CMS calibrates its jets to MC truth.
+
+    Example:
+        >>> pt, eta = np.array([40.0, 40.0, 40.0]), np.array([0.0, 2.0, 3.5])
+        >>> np.round(jet_residual_scale(pt, eta), 4).tolist()
+        [1.0482, 1.0246, 1.087]
     """
     pt = np.asarray(pt, dtype=np.float64)
-    b = 0.85 * np.tanh(0.0025 * pt) * (25.0 / (1.0 + 0.063 * pt))
-    c = 0.25 * np.tanh(0.018 * pt) / (1.0 + 0.0013 * pt)
+    aeta = np.abs(eta)
+    c0 = np.select([aeta < 1.3, aeta < TRACKER_ETA_MAX], [0.984, 0.976], 0.92)
+    c1 = np.where(aeta < 1.3, 1.2, 0.0)
+    return 1.0 / (c0 - c1 / np.maximum(pt, 10.0))
+
+
+def btag_efficiency(pt: np.ndarray, hadron_flavour: np.ndarray) -> np.ndarray:
+    """b-tagging probability at ``btagDeepFlavB > 0.2783``, by hadron flavour and jet pT.
+
+    b (5): 0.87 - 0.27 exp(-pT / 25 GeV); c (4): 0.21; light (0): 0.01 + 3.8e-5 pT. The b and c
+    rates are fits to the CMS NanoAOD ttbar and Drell-Yan simulation (docs/detector.md,
+    "Compared with CMS simulation": b 0.76-0.89 from 20 to 400 GeV, c 0.21 +- 0.02, chi2 1.4
+    and 2.8 for 3 and 4 degrees of freedom); the light rate is the Delphes CMS card's
+    (arXiv:1211.4462), which agrees with CMS. The card's b and c rates (0.55-0.71 and 0.1-0.25,
+    a 2012 tagger) were 3-7 standard deviations below CMS.
+
+    Example:
+        >>> pt, flavour = np.array([25.0, 100.0, 100.0, 100.0]), np.array([5, 5, 4, 0])
+        >>> np.round(btag_efficiency(pt, flavour), 4).tolist()
+        [0.7707, 0.8651, 0.21, 0.0138]
+    """
+    pt = np.asarray(pt, dtype=np.float64)
+    b = 0.87 - 0.27 * np.exp(-pt / 25.0)
+    c = np.full_like(pt, 0.21)
     light = 0.01 + 3.8e-5 * pt
     return np.select([hadron_flavour == 5, hadron_flavour == 4], [b, c], light)
+
+
+def jet_extra_resolution(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Relative jet pT resolution added on top of the constituent measurements.
+
+    sigma/pT = sqrt(S^2 / pT + C^2) with (S, C) = (0.24 GeV^1/2, 0.088) for |eta| < 1.3,
+    (1.16 GeV^1/2, 0.076) for 1.3 <= |eta| < 2.5 and none beyond: the quadrature difference
+    between the CMS NanoAOD simulation's jet resolution and this detector's with pileup,
+    fitted in bins of GenJet pT (docs/detector.md). It stands for what particle-level smearing
+    leaves out: calorimeter non-linearity and non-compensation, out-of-cone showering, flavour
+    and neutrino content, pileup fluctuations inside the jet (the CMS samples use PUPPI jets).
+    Applied like the Delphes ``JetMomentumSmearing`` module of the later CMS cards.
+
+    Example:
+        >>> pt, eta = np.array([30.0, 30.0, 30.0]), np.array([0.0, 2.0, 3.0])
+        >>> np.round(jet_extra_resolution(pt, eta), 4).tolist()
+        [0.0983, 0.225, 0.0]
+    """
+    pt = np.asarray(pt, dtype=np.float64)
+    aeta = np.abs(eta)
+    s = np.select([aeta < 1.3, aeta < TRACKER_ETA_MAX], [0.24, 1.16], 0.0)
+    c = np.select([aeta < 1.3, aeta < TRACKER_ETA_MAX], [0.088, 0.076], 0.0)
+    return np.sqrt(s**2 / np.where(pt > 0, pt, 1.0) + c**2)
 
 
 def btag_score(tagged: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -433,12 +485,15 @@ def relative_isolation(
     return (charged + neutral) / pt[lepton]
 
 
-def median_density(candidates: _Candidates, n_events: int) -> np.ndarray:
+def median_density(
+    candidates: _Candidates, n_events: int, *, eta_min: float = 0.0, eta_max: float = RHO_ETA_MAX
+) -> np.ndarray:
     """Median pT density rho (GeV per unit eta-phi area) of each event's candidates.
 
-    The scalar pT sum in each cell of an 18 x 11 grid over |eta| < 5 and the full azimuth,
-    divided by the cell area; rho is the median over the cells (FastJet's grid-median estimator,
-    as in CMS ``fixedGridRhoFastjetAll``). Empty cells count, so a lone hard event has rho near 0.
+    The scalar pT sum in each cell of a grid over ``eta_min <= |eta| < eta_max`` (rows of about
+    0.55 in eta on each side, 11 in phi), divided by the cell area; rho is the median over the
+    cells (FastJet's grid-median estimator). The full range, 18 x 11 cells over |eta| < 5, is
+    CMS ``fixedGridRhoFastjetAll``. Empty cells count, so a lone hard event has rho near 0.
 
     Example:
         >>> c = _Candidates(np.zeros(1, dtype=int), np.zeros(1, dtype=int), np.ones(1, dtype=bool),
@@ -446,18 +501,22 @@ def median_density(candidates: _Candidates, n_events: int) -> np.ndarray:
         >>> median_density(c, 1).tolist()
         [0.0]
     """
+    if n_events == 0:
+        return np.zeros(0)
+    rows = max(round((eta_max - eta_min) / (2 * RHO_ETA_MAX / RHO_ETA_CELLS)), 1)  # per side
+    height = (eta_max - eta_min) / rows
     eta = candidates.eta
-    inside = np.abs(eta) < RHO_ETA_MAX
-    ieta = np.floor((eta[inside] + RHO_ETA_MAX) / (2 * RHO_ETA_MAX) * RHO_ETA_CELLS).astype(np.int64)
+    aeta = np.abs(eta)
+    inside = (aeta >= eta_min) & (aeta < eta_max)
+    row = np.minimum(np.floor((aeta[inside] - eta_min) / height).astype(np.int64), rows - 1)
+    row = np.where(eta[inside] < 0, row, row + rows)
     phi = np.arctan2(candidates.py[inside], candidates.px[inside])
     iphi = np.floor((phi + np.pi) / (2 * np.pi) * RHO_PHI_CELLS).astype(np.int64)
     iphi = np.minimum(iphi, RHO_PHI_CELLS - 1)
-    cells = RHO_ETA_CELLS * RHO_PHI_CELLS
-    index = candidates.event[inside] * cells + ieta * RHO_PHI_CELLS + iphi
+    cells = 2 * rows * RHO_PHI_CELLS
+    index = candidates.event[inside] * cells + row * RHO_PHI_CELLS + iphi
     sums = np.bincount(index, weights=candidates.pt[inside], minlength=n_events * cells)
-    area = (2 * RHO_ETA_MAX / RHO_ETA_CELLS) * (2 * np.pi / RHO_PHI_CELLS)
-    if n_events == 0:
-        return np.zeros(0)
+    area = height * (2 * np.pi / RHO_PHI_CELLS)
     return np.median(sums.reshape(n_events, cells), axis=1) / area
 
 
@@ -567,9 +626,13 @@ def simulate(
 
     Pileup particles (``particles.pileup``) are measured like the others. Their tracks are
     removed from jets and isolation (charged-hadron subtraction); their neutral deposits and
-    everything outside the tracker stay, and jets lose the offset ``rho_CHS * A`` (the median
-    density of the jet inputs times the jet area) before the jet energy scale correction, as
-    the CMS L1 correction does. The missing ET keeps every candidate, pileup included.
+    everything outside the tracker stay, and jets lose the offset ``rho * A`` (the median
+    density of the jet inputs in the jet's region, inside or outside the tracker, times the jet
+    area) before the jet energy scale correction, as the CMS L1 correction does. The missing
+    ET keeps every candidate, pileup included.
+
+    Jets then get the extra resolution of :func:`jet_extra_resolution` (what particle-level
+    smearing leaves out), propagated to the missing ET like the energy-scale correction.
     """
     n_events = particles.n_events
     candidates = measure(particles, rng)
@@ -578,12 +641,18 @@ def simulate(
         counted = np.ones(len(candidates.event), dtype=bool)
     else:
         counted = ~(candidates.track & particles.pileup[candidates.source])
-    rho_chs = median_density(candidates.take(counted), n_events)
+    # pileup density of the jet inputs: inside the tracker only neutral pileup is left (CHS),
+    # outside it all of it, so each region gets its own median (CMS: fixedGridRhoFastjetCentral*)
+    jet_like = candidates.take(counted)
+    rho_central = median_density(jet_like, n_events, eta_max=TRACKER_ETA_MAX)
+    rho_forward = median_density(jet_like, n_events, eta_min=TRACKER_ETA_MAX)
 
     electrons = _lepton_collection(
-        particles, candidates, offsets, rng, flavour=11, counted=counted, rho=rho_chs
+        particles, candidates, offsets, rng, flavour=11, counted=counted, rho=rho_central
     )
-    muons = _lepton_collection(particles, candidates, offsets, rng, flavour=13, counted=counted, rho=rho_chs)
+    muons = _lepton_collection(
+        particles, candidates, offsets, rng, flavour=13, counted=counted, rho=rho_central
+    )
 
     jet_input = counted.copy()
     jet_input[electrons["index"][electrons["selected"]]] = False
@@ -592,15 +661,22 @@ def simulate(
     raw_pt = np.hypot(jets.px, jets.py)
     jet_eta = pseudorapidity(jets.px, jets.py, jets.pz)
     # L1: subtract the pileup offset; L2L3: the Delphes jet energy scale on the L1-corrected pT
-    l1 = np.maximum(1.0 - rho_chs[jets.event] * JET_AREA / raw_pt, 0.0)
+    rho = np.where(np.abs(jet_eta) < TRACKER_ETA_MAX, rho_central[jets.event], rho_forward[jets.event])
+    l1 = np.maximum(1.0 - rho * JET_AREA / raw_pt, 0.0)
     l1_pt = raw_pt * l1
     scale = np.where(l1 > 0.0, jet_energy_scale(np.where(l1 > 0.0, l1_pt, 1.0), jet_eta), 0.0)
+    scale = scale * jet_residual_scale(l1_pt * scale, jet_eta)
+    # the resolution the particle-level smearing leaves out, around the corrected pT: Gaussian,
+    # median and mean 1 (as the CMS jet energy resolution smearing), kept positive
+    extra = jet_extra_resolution(l1_pt * scale, jet_eta)
+    scale = scale * np.maximum(1.0 + extra * rng.standard_normal(len(scale)), 0.01)
     jet_pt = l1_pt * scale
     keep = jet_pt > JET_PT_MIN
     eff = np.where(np.abs(jet_eta) < TRACKER_ETA_MAX, btag_efficiency(jet_pt, jets.hadron_flavour), 0.0)
     tagged = rng.random(len(jet_pt)) < eff
 
-    # type-1 missing ET: all candidates, with the L2L3 correction of every kept jet propagated
+    # type-1 missing ET: all candidates, with the L2L3 correction (and the extra smearing) of
+    # every kept jet propagated
     # (the L1 offset stays, as in CMS: it is pileup, which the candidates also contain)
     corr = np.where(keep, l1 * (scale - 1.0), 0.0)
     met_px = np.r_[candidates.px, jets.px * corr]

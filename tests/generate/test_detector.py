@@ -74,9 +74,21 @@ def test_jet_energy_scale() -> None:
 def test_btag_efficiency_values() -> None:
     pt = np.array([100.0, 100.0, 100.0, 30.0])
     flavour = np.array([5, 4, 0, 5])
-    np.testing.assert_allclose(
-        btag_efficiency(pt, flavour), [0.7129482, 0.2094704, 0.0138, 0.5504389], rtol=1e-6
-    )
+    np.testing.assert_allclose(btag_efficiency(pt, flavour), [0.8650548, 0.21, 0.0138, 0.7886776], rtol=1e-6)
+
+
+def test_jet_residual_scale_values() -> None:
+    # 1 / (c0 - c1 / pT): barrel (0.984, 1.2 GeV), endcap (0.976, 0), forward (0.92, 0)
+    got = detector.jet_residual_scale(np.array([60.0, 60.0, 60.0, 5.0]), np.array([1.0, 1.5, -4.0, 0.0]))
+    want = [1 / (0.984 - 1.2 / 60), 1 / 0.976, 1 / 0.92, 1 / (0.984 - 1.2 / 10)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_jet_extra_resolution_values() -> None:
+    # sqrt(S^2 / pT + C^2): barrel (0.24, 0.088), endcap (1.16, 0.076), nothing outside the tracker
+    got = detector.jet_extra_resolution(np.array([100.0, 100.0, 100.0]), np.array([0.5, -2.0, 3.0]))
+    want = [np.sqrt(0.24**2 / 100 + 0.088**2), np.sqrt(1.16**2 / 100 + 0.076**2), 0.0]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_btag_score_respects_the_working_point() -> None:
@@ -159,6 +171,8 @@ def perfect_detector(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(detector, "track_resolution", zero)
     monkeypatch.setattr(detector, "ecal_resolution", zero)
     monkeypatch.setattr(detector, "hcal_resolution", zero)
+    monkeypatch.setattr(detector, "jet_extra_resolution", zero)
+    monkeypatch.setattr(detector, "jet_residual_scale", lambda pt, eta: np.ones_like(pt))
 
 
 @pytest.mark.generation
