@@ -631,8 +631,9 @@ def simulate(
     area) before the jet energy scale correction, as the CMS L1 correction does. The missing
     ET keeps every candidate, pileup included.
 
-    Jets then get the extra resolution of :func:`jet_extra_resolution` (what particle-level
-    smearing leaves out), propagated to the missing ET like the energy-scale correction.
+    Jets then get the residual correction of :func:`jet_residual_scale` (propagated to the
+    missing ET with the energy scale) and the extra resolution of :func:`jet_extra_resolution`
+    (what particle-level smearing leaves out; not propagated).
     """
     n_events = particles.n_events
     candidates = measure(particles, rng)
@@ -667,16 +668,18 @@ def simulate(
     scale = np.where(l1 > 0.0, jet_energy_scale(np.where(l1 > 0.0, l1_pt, 1.0), jet_eta), 0.0)
     scale = scale * jet_residual_scale(l1_pt * scale, jet_eta)
     # the resolution the particle-level smearing leaves out, around the corrected pT: Gaussian,
-    # median and mean 1 (as the CMS jet energy resolution smearing), kept positive
-    extra = jet_extra_resolution(l1_pt * scale, jet_eta)
-    scale = scale * np.maximum(1.0 + extra * rng.standard_normal(len(scale)), 0.01)
-    jet_pt = l1_pt * scale
+    # median and mean 1 (as the CMS jet energy resolution smearing), kept positive; not
+    # propagated to the MET (below): it matches CMS PUPPI jets, whose fluctuations are not in
+    # the particle-flow MET, and energy shifted out of a jet's cone is still in the MET
+    smear = np.maximum(
+        1.0 + jet_extra_resolution(l1_pt * scale, jet_eta) * rng.standard_normal(len(scale)), 0.01
+    )
+    jet_pt = l1_pt * scale * smear
     keep = jet_pt > JET_PT_MIN
     eff = np.where(np.abs(jet_eta) < TRACKER_ETA_MAX, btag_efficiency(jet_pt, jets.hadron_flavour), 0.0)
     tagged = rng.random(len(jet_pt)) < eff
 
-    # type-1 missing ET: all candidates, with the L2L3 correction (and the extra smearing) of
-    # every kept jet propagated
+    # type-1 missing ET: all candidates, with the L2L3 correction of every kept jet propagated
     # (the L1 offset stays, as in CMS: it is pileup, which the candidates also contain)
     corr = np.where(keep, l1 * (scale - 1.0), 0.0)
     met_px = np.r_[candidates.px, jets.px * corr]
@@ -689,7 +692,7 @@ def simulate(
         "pt": jet_pt,
         "eta": jet_eta,
         "phi": np.arctan2(jets.py, jets.px),
-        "mass": raw_mass * l1 * scale,
+        "mass": raw_mass * l1 * scale * smear,
         "btagDeepFlavB": btag_score(tagged, rng),
         "hadronFlavour": jets.hadron_flavour,
         "partonFlavour": jets.parton_flavour,
