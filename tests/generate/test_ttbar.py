@@ -84,7 +84,7 @@ def test_jets_and_btagging_are_plausible(ttbar_arrays: ak.Array) -> None:
     tagged = ak.flatten(a.Jet_btagDeepFlavB[central]) > BTAG_MEDIUM_WP
     b_rate = ak.mean(tagged[flavour == 5])
     light_rate = ak.mean(tagged[flavour == 0])
-    assert 0.55 < b_rate < 0.8
+    assert 0.75 < b_rate < 0.92  # CMS NanoAOD at 0.2783: 0.76-0.89 (docs/detector.md)
     assert light_rate < 0.05
     # two b quarks per event, most of them give a central b jet
     assert 1.4 < ak.sum(flavour == 5) / len(a) < 2.2
