@@ -699,7 +699,7 @@ def simulate(
         "jetId": np.full(len(jet_pt), 6, dtype=np.uint8),  # tight + tight lepton veto
     }
     return {
-        "Jet": _collection(jet, jets.event, keep, n_events, _JET_TYPES),
+        "Jet": collection(jet, jets.event, keep, n_events, _JET_TYPES),
         "Electron": _lepton_record(electrons, candidates, particles, n_events, flavour=11),
         "Muon": _lepton_record(muons, candidates, particles, n_events, flavour=13),
         "MET_pt": met_pt.astype(np.float32),
@@ -771,10 +771,10 @@ def _lepton_record(
         types = _MUON_TYPES
     fields["genPartIdx"] = leptons["genPartIdx"]
     event = candidates.event[index]
-    return _collection(fields, event, np.ones(len(index), dtype=bool), n_events, types)
+    return collection(fields, event, np.ones(len(index), dtype=bool), n_events, types)
 
 
-def _collection(
+def collection(
     fields: dict[str, np.ndarray], event: np.ndarray, keep: np.ndarray, n_events: int, types: dict[str, type]
 ) -> ak.Array:
     """Jagged record array of the kept objects, per event, sorted by decreasing pT, typed."""

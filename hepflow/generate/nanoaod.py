@@ -32,8 +32,8 @@ import numpy as np
 from hepflow.generate.detector import (
     Ghosts,
     Particles,
-    _collection,
     cluster_gen_jets,
+    collection,
     delta_phi,
     pseudorapidity,
 )
@@ -368,7 +368,7 @@ def generator_columns(
         "hadronFlavour": gen.hadron_flavour,
         "partonFlavour": gen.parton_flavour,
     }
-    genjet = _collection(fields, gen.event, np.ones(len(gen.event), dtype=bool), n_events, _GENJET_TYPES)
+    genjet = collection(fields, gen.event, np.ones(len(gen.event), dtype=bool), n_events, _GENJET_TYPES)
 
     index = match_in_order(
         (ak.to_numpy(ak.flatten(jet.eta)), ak.to_numpy(ak.flatten(jet.phi))),

@@ -23,8 +23,8 @@ Example:
     >>> import numpy as np
     >>> profile = PileupProfile(mean=36.0, spread=9.0)
     >>> true, n_pu = profile.draw(20_000, np.random.default_rng(1))
-    >>> round(float(true.mean()), 1), round(float(true.std()), 1), round(float(n_pu.mean()), 1)
-    (36.0, 9.0, 36.0)
+    >>> round(float(true.mean())), round(float(true.std())), round(float(n_pu.mean()))
+    (36, 9, 36)
 """
 
 from __future__ import annotations
