@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default="pretrained",
         help="model directory from `hepflow train neutrino`, or `pretrained` (default): the model "
-        "shipped with hepflow, checked against its model card (README 'The pretrained model'; "
+        "shipped with hepflow, checked against its model card (README 'The pretrained neutrino model'; "
         "a folder named pretrained: ./pretrained)",
     )
     inu.add_argument("--input", nargs="+", required=True, help="NanoAOD files, or one coffea fileset JSON")

@@ -35,6 +35,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -190,24 +191,29 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
         where.append(f"models ({summary['events_used']} events, flow + regression)")
 
     from hepflow.neutrino import pretrained
+    from hepflow.posterior.shift import DomainShiftWarning
 
     cms = _cms_sample()
     runs = {"small": out}  # the small model's outputs at the top, as before
     if pretrained.available():
         runs["pretrained"] = out / "pretrained"
+    shift: dict[tuple[str, str], Any] = {}
     with report.step("infer neutrino") as where:
         inputs = {"test": samples["test"][0], **({"cms_nanoaodv12": cms} if cms is not None else {})}
         for model, base in runs.items():
             model_dir = pretrained.PRETRAINED if model == "pretrained" else out / "models"
             for name, path in inputs.items():
-                pipeline.infer(
-                    model_dir,
-                    [path],
-                    base / f"inference_{name}",
-                    samples=DEMO_SAMPLES,
-                    dataset="dataset",
-                    run_config=run,
-                )
+                with warnings.catch_warnings():  # the verdict is printed with the results below
+                    warnings.simplefilter("ignore", DomainShiftWarning)
+                    inferred = pipeline.infer(
+                        model_dir,
+                        [path],
+                        base / f"inference_{name}",
+                        samples=DEMO_SAMPLES,
+                        dataset="dataset",
+                        run_config=run,
+                    )
+                shift[(model, name)] = inferred.shift
                 where.append(str((base / f"inference_{name}").relative_to(out)))
 
     with report.step("report neutrino") as where:
@@ -235,6 +241,8 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
                 on = f"{held_out}{unseen})" if name == "test" else cms_text
                 events = f"{rep['events']} events with a truth neutrino"
                 notes[model].append(f" on {on}: {events}, report in {report_dir}")
+                if shift[(model, name)] is not None:  # does the input look like the training data?
+                    notes[model].append(f"   domain-shift check: {shift[(model, name)].verdict()}")
                 notes[model] += [f"   {line}" for line in report_verdicts(rep)]
         if "pretrained" not in runs:
             report.notes.append(NO_PRETRAINED)

@@ -51,8 +51,8 @@ def _compare(metric: str, what: str, a: tuple[str, float], b: tuple[str, float],
     head = f"{metric} ({'IQR/1.349' if what == 'iqr_width' else 'RMS'}, lower is better): "
     if math.log(ratio) < 2 * rel:
         return head + (
-            f"{la} {va:.1f} {unit}, {lb} {vb:.1f} {unit}: a tie (ratio {ratio:.2f}, within the "
-            f"+-{2 * rel:.0%} statistical uncertainty of {n} events)"
+            f"{la} {va:.1f} {unit}, {lb} {vb:.1f} {unit}: a tie (ratio {ratio:.2f}, within +-{2 * rel:.0%}, "
+            f"twice the statistical uncertainty of a ratio from {n} events)"
         )
     return head + f"{la} {va:.1f} {unit} beats {lb} {vb:.1f} {unit} by {ratio:.2f}x"
 
@@ -86,10 +86,13 @@ def report_verdicts(report: Mapping[str, Any]) -> list[str]:
         )
         if best is not None:
             q, f = res["quad"]["pz"]["bias"], res[best]["pz"]["bias"]
+            se = [res[m]["pz"]["rms"] / math.sqrt(n) if n else math.inf for m in ("quad", best)]
             winner = LABELS[best] if abs(f) < abs(q) else "quadratic"
+            verdict = f"{winner} is closer" if abs(abs(f) - abs(q)) > 2 * max(se) else "a tie"
             lines.append(
-                f"pz bias (mean residual, closer to 0 is better): {LABELS[best]} {f:+.1f} GeV, "
-                f"quadratic {q:+.1f} GeV: {winner} is closer"
+                f"pz bias (mean residual, closer to 0 is better): "
+                f"{LABELS[best]} {f:+.1f} +- {se[1]:.1f} GeV, "
+                f"quadratic {q:+.1f} +- {se[0]:.1f} GeV: {verdict}"
             )
     for comp in ("px", "py"):
         best = _best(res, comp, "rms")

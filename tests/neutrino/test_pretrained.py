@@ -111,8 +111,10 @@ def test_a_pretrained_model_without_card_or_with_extra_files_is_refused(
     (shipped / CARD_JSON).unlink()
     err = _one_line_error(capsys, argv)
     assert f"{shipped / CARD_JSON} is missing: a pretrained model without its model card is refused" in err
+    from hepflow.neutrino.model import load_models
+
     with pytest.raises(ModelError, match=r"card\.json is missing"):
-        pretrained.load_pretrained()
+        load_models("pretrained")
 
 
 def test_no_pretrained_model_says_so(tmp_path: Path, nano_v12: Path, monkeypatch, capsys) -> None:

@@ -43,8 +43,8 @@ def test_derived_verdicts_name_direction_winner_and_ratio() -> None:
     # the best cINN estimate per metric: the median for the RMS (108 < 119 < 130)
     assert "pz RMS (RMS, lower is better): cINN median 108.0 GeV beats quadratic 124.0 GeV by 1.15x" in lines
     assert (
-        "pz bias (mean residual, closer to 0 is better): cINN median -0.5 GeV, quadratic +1.0 GeV: "
-        "cINN median is closer" in lines
+        "pz bias (mean residual, closer to 0 is better): cINN median -0.5 +- 3.4 GeV, "
+        "quadratic +1.0 +- 3.9 GeV: a tie" in lines
     )
     assert "px (RMS, lower is better): MET 30.0 GeV beats cINN median 31.0 GeV by 1.03x" not in lines  # a tie
     assert any(
@@ -61,8 +61,16 @@ def test_derived_verdicts_name_direction_winner_and_ratio() -> None:
 def test_a_small_sample_calls_close_results_a_tie() -> None:
     small = {**REPORT, "events": 49}
     line = report_verdicts(small)[0]
-    assert "a tie (ratio 1.19, within the" in line
-    assert "statistical uncertainty of 49 events" in line
+    assert (
+        "a tie (ratio 1.19, within +-47%, twice the statistical uncertainty of a ratio from 49 events)"
+        in line
+    )
+
+
+def test_a_bias_beyond_its_uncertainty_wins() -> None:
+    res = {m: _res(50.0, 100.0, b) for m, b in (("quad", 12.0), ("flow_median", 1.0))}
+    line = next(v for v in report_verdicts({"events": 1000, "resolution": {"all": res}}) if "bias" in v)
+    assert line.endswith("cINN median +1.0 +- 3.2 GeV, quadratic +12.0 +- 3.2 GeV: cINN median is closer")
 
 
 def test_the_reports_own_verdicts_win() -> None:

@@ -5,7 +5,9 @@ The model lives in this package's ``model/`` folder (package data): the files
 (:mod:`hepflow.neutrino.pretrained.card`). ``tools/build_pretrained.py``
 (:mod:`hepflow.neutrino.pretrained.build`) trains, tests and installs it. :func:`resolve_model`
 turns the name :data:`PRETRAINED` into that folder after checking every file against the card's
-sha256; any other value is a model directory and passes unchanged. An installation without a
+sha256; any other value is a model directory and passes unchanged.
+:func:`hepflow.neutrino.model.load_models` (``load_models("pretrained")``), the inference
+processor and :func:`hepflow.neutrino.pipeline.infer` resolve their model with it. An installation without a
 pretrained model says so in one line (:func:`pretrained_dir`).
 
 Example:
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from hepflow import __version__
 from hepflow.errors import ModelError
@@ -31,7 +32,6 @@ __all__ = [
     "available",
     "card_line",
     "is_pretrained",
-    "load_pretrained",
     "pretrained_dir",
     "resolve_model",
     "verify_model",
@@ -62,7 +62,7 @@ def pretrained_dir() -> Path:
     if not LOCATION.is_dir() or not any(LOCATION.iterdir()):
         raise ModelError(
             f"no pretrained neutrino model ships with this installation of hepflow {__version__} "
-            f"({LOCATION} is empty): pass --model DIR of a model from `hepflow train neutrino`, or "
+            f"(nothing in {LOCATION}): pass --model DIR of a model from `hepflow train neutrino`, or "
             "build the pretrained one with tools/build_pretrained.py (docs/training.md)"
         )
     verify_model(LOCATION)
@@ -86,10 +86,3 @@ def card_line() -> str:
         f"built {card.get('date', '?')} with hepflow {card.get('hepflow_version', '?')}; card: "
         f"{where / 'card.md'}"
     )
-
-
-def load_pretrained() -> tuple[Any, Any]:
-    """(flow posterior, regression) of the shipped model, checked against its card first."""
-    from hepflow.neutrino.model import load_models
-
-    return load_models(pretrained_dir())

@@ -81,7 +81,7 @@ def read_card(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(
             f"{path} is missing: a pretrained model without its model card is refused "
-            "(rebuild it: docs/training.md, 'The pretrained model')"
+            "(rebuild it: docs/training.md, 'The pretrained neutrino model')"
         )
     try:
         card = json.loads(path.read_text())
