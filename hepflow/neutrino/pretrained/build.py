@@ -164,6 +164,7 @@ def build(plan: BuildPlan) -> dict[str, Any]:
         )
     ]
     if pending:
+        log.info("generating %s in %d processes", ", ".join(t[0].name for t in pending), plan.jobs)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(plan.jobs, len(pending)), mp_context=ctx) as pool:
             futures = [pool.submit(_generate, p, n, s, plan.pileup) for p, n, s, _ in pending]
