@@ -22,7 +22,7 @@ CARD = {
     "model": "tiny test model",
     "date": "2026-12-06 05:00 UTC",
     "hepflow_version": "0.1.0",
-    "training_data": {"generated_events": 208, "seeds": [0], "events_used": 196},
+    "training_data": {"generated_events": 400, "seeds": [0], "events_used": 98},
     "metrics": {"verdicts": ["pz RMS (RMS, lower is better): a tie"], "coverage": {"0.68": {"pz": 0.7}}},
 }
 
@@ -69,7 +69,7 @@ def test_infer_with_the_pretrained_model(shipped: Path, nano_v12: Path, tmp_path
     base = ["infer", "neutrino", "--input", str(nano_v12), "--samples", "8", "--no-progress"]
     assert main([*base, "--output", str(tmp_path / "default")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"pretrained model {shipped}: trained on 196 selected of 208 generated")
+    assert out.startswith(f"pretrained model {shipped}: trained on 98 selected of 400 generated")
     assert main([*base, "--model", "pretrained", "--output", str(tmp_path / "named")]) == 0
     default = read_parquet_dir(tmp_path / "default")
     named = read_parquet_dir(tmp_path / "named")
@@ -83,6 +83,23 @@ def test_infer_with_the_pretrained_model(shipped: Path, nano_v12: Path, tmp_path
     flow, regression = load_models("pretrained")
     assert flow.metadata["analysis"] == "ttbar_neutrino"
     assert int(regression.theta_dim) == 3
+
+
+def test_export_the_pretrained_sampler(shipped: Path, tmp_path: Path) -> None:
+    """The shipped flow exported for PosteriorSampler, with its training summary for the input check."""
+
+    from hepflow.inference.coffea import PosteriorSampler
+    from hepflow.inference.export import export_torchscript
+    from hepflow.neutrino.model import load_models
+
+    flow, _ = load_models("pretrained")
+    path = export_torchscript(flow, tmp_path / "sampler.pt")
+    sampler = PosteriorSampler(
+        str(path), samples=4, latent_dim=3, theta_dim=3, seed=1, training_summary=pretrained.pretrained_dir()
+    )
+    assert sampler.training_summary is not None
+    assert sampler.training_summary.to_dict() == flow.metadata["training_summary"]
+    assert sampler.training_summary.events == 98  # the events the tiny model was trained on
 
 
 def test_a_damaged_pretrained_model_is_refused(shipped: Path, nano_v12: Path, tmp_path: Path, capsys) -> None:
