@@ -9,8 +9,12 @@ Each step is a library call that the command line also exposes.
 2. run the neutrino feature processor over them (``hepflow process neutrino``);
 3. train a small cINN and the regression baseline (``hepflow train neutrino``);
 4. write posterior columns for the held-out sample and for the real CMS NanoAOD ttbar sample
-   shipped with the tests (``hepflow infer neutrino``);
-5. write the comparison report with its plots (``hepflow report neutrino``).
+   shipped with the tests (``hepflow infer neutrino``), with the small model and, when hepflow
+   ships one (:mod:`hepflow.neutrino.pretrained`), with the pretrained model (in ``pretrained/``);
+5. write the comparison report with its plots for each (``hepflow report neutrino``), and print
+   the verdict per metric (:func:`hepflow.neutrino.verdicts.report_verdicts`): the pretrained
+   model's first, as the result, then the small model's, labelled as a demonstration; without a
+   pretrained model one line says so.
 
 **Cosmic rays** (``hepflow.cosmic``; needs the ``[cosmic]`` extra), into ``cosmic/``:
 
