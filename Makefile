@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean gpu-check
+.PHONY: setup demo test lint clean gpu-check pretrained
 
 setup: $(VENV)/.installed
 
@@ -39,3 +39,9 @@ clean:
 # five minutes on a GPU, also runs (slowly) on a CPU
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py
+
+# the pretrained neutrino model shipped as package data (docs/training.md): generate with every
+# core, process, train, test on a held-out sample, write the model card, install; resumable
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+pretrained: setup
+	$(BIN)/python tools/build_pretrained.py --jobs $(JOBS)

@@ -241,8 +241,11 @@ def _train_neutrino(args: argparse.Namespace) -> int:
 
 def _infer_neutrino(args: argparse.Namespace) -> int:
     from hepflow.neutrino import pipeline
+    from hepflow.neutrino.pretrained import card_line, is_pretrained
     from hepflow.posterior.shift import DomainShiftWarning
 
+    if is_pretrained(args.model):
+        print(card_line())  # refuses, in one line, an installation without a (verified) model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DomainShiftWarning)  # the summary prints the verdict
         result = pipeline.infer(
@@ -479,7 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     infer_sub = infer.add_subparsers(dest="what", required=True, metavar="WHAT")
     inu = infer_sub.add_parser("neutrino", help="neutrino posteriors next to the quadratic solution")
     inu.add_argument(
-        "--model", type=Path, required=True, help="model directory from `hepflow train neutrino`"
+        "--model",
+        default="pretrained",
+        help="model directory from `hepflow train neutrino`, or `pretrained` (default): the model "
+        "shipped with hepflow, checked against its model card (README 'The pretrained neutrino model'; "
+        "a folder named pretrained: ./pretrained)",
     )
     inu.add_argument("--input", nargs="+", required=True, help="NanoAOD files, or one coffea fileset JSON")
     inu.add_argument("--output", type=Path, required=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import awkward as ak
@@ -22,6 +21,7 @@ from hepflow.errors import ConfigError
 from hepflow.inference.coffea import content_key
 from hepflow.neutrino.inference import FINITE_OUTPUTS, finite_outputs, inference_columns
 from hepflow.neutrino.model import load_models
+from hepflow.neutrino.pretrained import resolve_model
 from hepflow.neutrino.processor import NeutrinoFeatureProcessor
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.outputs.chunks import chunk_seed
@@ -36,8 +36,8 @@ _FINITE = "_finite_outputs"
 
 
 def cached_models(model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """(flow, regression) for ``model_dir``, loaded once per process."""
-    key = str(Path(model_dir).resolve())
+    """(flow, regression) for ``model_dir`` (or ``"pretrained"``), loaded once per process."""
+    key = str(resolve_model(model_dir).resolve())
     with _LOCK:
         if key not in _MODELS:
             _MODELS[key] = load_models(key)
@@ -68,7 +68,7 @@ class NeutrinoInferenceProcessor(ColumnProcessor):
                 f"need samples >= 2 (for the posterior std) and batch_events >= 1, "
                 f"got samples={samples}, batch_events={batch_events}"
             )
-        self.model_dir = str(model_dir)
+        self.model_dir = str(resolve_model(model_dir))  # "pretrained": the shipped model, verified
         self.samples = samples
         self.batch_events = batch_events
         self.seed = seed

@@ -165,9 +165,14 @@ def load_models(model_dir: str | os.PathLike[str]) -> tuple[FlowPosterior, Any]:
     """(flow posterior, regression) of a training output directory, refusing a foreign model.
 
     Each model's metadata is checked (:func:`check_model`) once, before its weights are read.
+    ``"pretrained"`` loads the model shipped with hepflow, checked against its model card
+    (:mod:`hepflow.neutrino.pretrained`).
     """
     import hepflow
     from hepflow.flows.serialization import read_config
+    from hepflow.neutrino.pretrained import resolve_model
+
+    model_dir = resolve_model(model_dir)
 
     flow_dir, regression_dir = Path(model_dir) / "flow", Path(model_dir) / "regression"
     if not flow_dir.is_dir():

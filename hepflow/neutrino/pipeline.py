@@ -356,9 +356,11 @@ def infer(
 ) -> InferResult:
     """Posterior samples, summaries and baselines as columns of every selected event.
 
-    The models are loaded (and a missing or foreign model refused) before any processing
-    starts. ``samples`` per event default to the config's ``[inference] samples``; the selection,
-    the event batches and the seed are the config's (default: the shipped config). With
+    ``model_dir`` is a ``hepflow train neutrino`` output, or ``"pretrained"``: the model shipped
+    with hepflow, checked against its model card (:mod:`hepflow.neutrino.pretrained`). The models
+    are loaded (and a missing or foreign model refused) before any processing starts.
+    ``samples`` per event default to the config's ``[inference] samples``; the selection, the
+    event batches and the seed are the config's (default: the shipped config). With
     ``friend``, each input file also gets a friend tree of the posterior columns, one entry per
     input event (:func:`hepflow.outputs.friend.write_friends`).
 
@@ -371,12 +373,14 @@ def infer(
     """
     from hepflow.neutrino.inference import INFERENCE_COLUMNS
     from hepflow.neutrino.inference_processor import NeutrinoInferenceProcessor, cached_models
+    from hepflow.neutrino.pretrained import resolve_model
     from hepflow.outputs import write_json
     from hepflow.outputs.friend import write_friends
     from hepflow.outputs.records import RUN_FILE, read_run
     from hepflow.posterior.shift import DomainShiftError, DomainShiftWarning
     from hepflow.processing import build_fileset, run_processor
 
+    model_dir = resolve_model(model_dir)  # "pretrained": the shipped model, every file verified
     cfg = NeutrinoConfig.load(config)
     run = _run_config(run_config)
     check_on_shift(on_shift)

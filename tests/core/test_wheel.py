@@ -82,6 +82,50 @@ def test_the_wheel_ships_the_configs_and_no_top_level_processors(wheel: Path) ->
     ):
         assert toml in names
     assert {n.split("/")[0] for n in names if not n.startswith("hepflow-")} == {"hepflow"}
+    # the pretrained-model machinery, and the model with its card when this checkout has one
+    for module in ("__init__", "card", "build"):
+        assert f"hepflow/neutrino/pretrained/{module}.py" in names
+    shipped = ROOT / "hepflow" / "neutrino" / "pretrained" / "model"
+    if shipped.is_dir():
+        for path in (p for p in shipped.rglob("*") if p.is_file()):
+            assert path.relative_to(ROOT).as_posix() in names
+
+
+def test_the_wheel_ships_the_pretrained_model_folder(tmp_path: Path) -> None:
+    """Every file of a pretrained model installed in hepflow/neutrino/pretrained/model (package
+    data) goes into the wheel, with its card; built from a copy of the source tree holding one."""
+    import shutil
+
+    from hepflow.neutrino.pretrained.card import CARD_JSON, CARD_MD, MODEL_FILES
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "hepflow", src / "hepflow", ignore=shutil.ignore_patterns("__pycache__", "model"))
+    model = src / "hepflow" / "neutrino" / "pretrained" / "model"
+    for name in (*MODEL_FILES, CARD_JSON, CARD_MD):
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_bytes(b"\x00" * 64)
+    built = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        tmp_path,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("hepflow-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in (*MODEL_FILES, CARD_JSON, CARD_MD):
+        assert f"hepflow/neutrino/pretrained/model/{name}" in names
 
 
 def test_installed_wheel_runs_with_the_shipped_config(installed: Path, tmp_path: Path) -> None:
