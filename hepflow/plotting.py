@@ -30,7 +30,15 @@ from typing import Any
 
 from hepflow.outputs.atomic import atomic_write
 
-__all__ = ["STYLE_OVERRIDES", "caption", "figure", "hist_with_flow", "save_figure", "style"]
+__all__ = [
+    "STYLE_OVERRIDES",
+    "caption",
+    "experiment_label",
+    "figure",
+    "hist_with_flow",
+    "save_figure",
+    "style",
+]
 
 
 #: hepflow's adjustments of mplhep's CMS style: type sizes that fit several methods in a legend
@@ -68,12 +76,21 @@ def figure(
         fig = Figure(figsize=figsize)
         axes = fig.subplots(nrows, ncols, squeeze=True)
         if label is not None:
-            text = rf"$\mathbf{{hepflow}}$ $\mathit{{{label}}}$"
-            if nrows * ncols == 1:  # above the axes, left
-                axes.text(0.0, 1.015, text, transform=axes.transAxes, ha="left", va="bottom", fontsize=17)
-            else:  # above the panels and their titles
-                fig.text(0.01, 1.0, text, ha="left", va="bottom", fontsize=17)
+            experiment_label(axes if nrows * ncols == 1 else fig, label)
     return fig, axes
+
+
+def experiment_label(target: Any, label: str = "Simulation") -> None:
+    """A bold ``hepflow`` and an italic ``label`` above an axes (left), or above all panels of a
+    figure (top left of the figure)."""
+    from matplotlib.figure import Figure
+
+    text = rf"$\mathbf{{hepflow}}$ $\mathit{{{label}}}$"
+    with style():
+        if isinstance(target, Figure):
+            target.text(0.01, 1.0, text, ha="left", va="bottom", fontsize=17)
+        else:
+            target.text(0.0, 1.015, text, transform=target.transAxes, ha="left", va="bottom", fontsize=17)
 
 
 def hist_with_flow(
