@@ -398,7 +398,7 @@ def _plot_residuals(true: dict[str, np.ndarray], est: dict[str, Any], out: Path)
 @_styled
 def _plot_w_mass(mw: dict[str, np.ndarray], out: Path) -> Path:
     fig, ax = figure()
-    bins = np.linspace(40, 160, 61)
+    bins = np.linspace(0, 200, 101)
     for m in METHODS:
         if m != "flow_median":
             hist_with_flow(ax, mw[m], bins, label=LABELS[m])
@@ -406,13 +406,14 @@ def _plot_w_mass(mw: dict[str, np.ndarray], out: Path) -> Path:
         ax.axvline(M_W, color="0.4", linestyle="--", label=r"$m_W$")
         ax.set_xlabel(r"reconstructed $m(\ell\nu)$ [GeV]")
         ax.set_ylabel("events / 2 GeV")
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)
+        ax.set_yscale("log")  # the quadratic's peak at m_W next to the others' broad spectra
+        ax.set_ylim(0.5, ax.get_ylim()[1] * 30)
         ax.legend(fontsize="x-small", loc="upper right")
     caption(
         fig,
         "Leptonic W mass from the lepton and each method's neutrino. The quadratic solution gives "
-        "m_W exactly when its roots are real (the peak); entries outside 40-160 GeV are counted in "
-        "the legend, not piled into the edge bins.",
+        "m_W exactly when its roots are real (the peak); logarithmic scale; entries outside "
+        "0-200 GeV are counted in the legend, not piled into the edge bins.",
     )
     return save_figure(fig, out / "w_mass.png", dpi=110)
 
@@ -487,7 +488,11 @@ def _plot_downstream(values: dict[str, dict[str, np.ndarray]], out: Path) -> Pat
         with style():
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"events / {bins[1] - bins[0]:.3g} GeV")
-            ax.set_ylim(0, ax.get_ylim()[1] * 1.45)
+            if o == "m_ttbar":
+                ax.set_ylim(0, ax.get_ylim()[1] * 1.45)
+            else:  # the parton W and top are Breit-Wigner peaks of 2 and 1.4 GeV width: log scale
+                ax.set_yscale("log")
+                ax.set_ylim(0.3, ax.get_ylim()[1] * 40)
             ax.legend(fontsize="x-small", loc="upper right")
     with style():
         fig.tight_layout()
@@ -496,8 +501,8 @@ def _plot_downstream(values: dict[str, dict[str, np.ndarray]], out: Path) -> Pat
         "Downstream spectra: leptonic W, leptonic top (the b-tagged jet giving m closest to 172.5 GeV, "
         "chosen per posterior sample for the cINN) and the ttbar system (lepton, neutrino, four "
         "leading jets), from the cINN posterior (each sample weighted 1/K), the quadratic solution "
-        "and the true neutrino, against the parton-level truth (t, tbar and W masses of GenPart). "
-        "Entries outside the range are counted in the legend.",
+        "and the true neutrino, against the parton-level truth (t, tbar and W masses of GenPart); "
+        "logarithmic scale for the W and top. Entries outside the range are counted in the legend.",
     )
     return save_figure(fig, out / "downstream_spectra.png", dpi=100)
 

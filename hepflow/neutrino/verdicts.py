@@ -136,12 +136,14 @@ def verdicts(report: Mapping[str, Any]) -> list[str]:
         if obs not in down.get("resolution", {}):
             continue
         r, w = down["resolution"][obs], down["wasserstein"][obs]
+        note = " (the quadratic imposes m_W where its roots are real)" if obs == "m_w" else ""
         lines.append(
             compare(
                 f"{label} resolution vs parton truth (IQR/1.349)",
                 {"flow": r["flow"]["iqr_width"], "quadratic": r["quad"]["iqr_width"]},
                 unit="GeV",
             )
+            + note
         )
         lines.append(
             compare(
