@@ -522,11 +522,13 @@ def summary_lines(rep: dict[str, Any]) -> list[str]:
     ]
     for c in ("px", "py", "pz"):
         lines.append(f"  CRPS {c:<4}" + " " * 32 + " ".join(f"{sc['crps'][c][m]:>13.2f}" for m in methods))
-    lines.append("  energy score" + " " * 30 + " ".join(f"{sc['energy'][m]:>13.2f}" for m in methods))
+    lines.append("  energy score" + " " * 29 + " ".join(f"{sc['energy'][m]:>13.2f}" for m in methods))
     down = rep.get("downstream", {})
     if "resolution" in down:
-        lines.append(f"downstream vs parton truth [GeV]: {'':<6}{'IQR width':>20} {'Wasserstein':>24}")
-        lines.append(f"{'':<40}{'flow':>9} {'quad':>9} {'true nu':>9} {'flow':>9} {'quad':>9}")
+        lines.append(
+            "downstream vs parton truth [GeV]: resolution (IQR/1.349), then spectrum Wasserstein distance"
+        )
+        lines.append(f"{'':<40}{'flow':>9} {'quad':>9} {'true nu':>9} {'W flow':>9} {'W quad':>9}")
         for o in OBSERVABLES:
             r, w = down["resolution"][o], down["wasserstein"][o]
             lines.append(
