@@ -7,6 +7,7 @@ known (simulation).
 * :mod:`~hepflow.calibration.sbc`: simulation-based calibration ranks and uniformity tests;
 * :mod:`~hepflow.calibration.coverage`: expected coverage of central / HPD credible regions;
 * :mod:`~hepflow.calibration.tarp`: TARP expected coverage with random reference points;
+* :mod:`~hepflow.calibration.scores`: proper scores of whole posteriors (CRPS, energy score);
 * :mod:`~hepflow.calibration.plots`: the corresponding figures;
 * :func:`calibration_report`: everything above as one JSON-serialisable dict.
 """
@@ -31,6 +32,7 @@ from hepflow.calibration.coverage import (
 )
 from hepflow.calibration.plots import plot_coverage, plot_rank_histograms, plot_tarp
 from hepflow.calibration.sbc import SBCResult, sbc_ranks, sbc_test, simulation_based_calibration
+from hepflow.calibration.scores import crps_ensemble, crps_gaussian, energy_score
 from hepflow.calibration.tarp import TarpResult, tarp
 
 __all__ = [
@@ -41,6 +43,9 @@ __all__ = [
     "calibration_report",
     "central_intervals",
     "coverage_at",
+    "crps_ensemble",
+    "crps_gaussian",
+    "energy_score",
     "expected_coverage",
     "hpd_coverage",
     "plot_coverage",

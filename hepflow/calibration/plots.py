@@ -1,9 +1,9 @@
-"""Calibration plots in a CMS-like mplhep style: SBC rank histograms, coverage, TARP.
+"""Calibration plots in hepflow's style (:func:`hepflow.plotting.style`): SBC ranks, coverage, TARP.
 
 Every function takes plain arrays and an output path, writes a PNG (and a PDF beside it with
 ``pdf=True``) atomically, and returns the PNG path. Figures are built with
 :class:`matplotlib.figure.Figure` on the non-interactive Agg canvas (no pyplot state, nothing
-is shown) and the style is applied as a context (``mplhep.style.CMS``), so global rcParams are
+is shown) and the style is applied as a context (mplhep's CMS style), so global rcParams are
 left alone.
 """
 
@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib as mpl
-import mplhep
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -25,6 +23,7 @@ from scipy import stats
 from hepflow.calibration._validation import as_numpy, check_names
 from hepflow.calibration.sbc import default_rank_bins, rank_bin_edges
 from hepflow.outputs.atomic import atomic_write
+from hepflow.plotting import experiment_label, style
 
 __all__ = ["plot_coverage", "plot_rank_histograms", "plot_tarp"]
 
@@ -39,6 +38,7 @@ def _new_figure(n_panels: int = 1) -> tuple[Figure, list[Any]]:
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
+    experiment_label(axes[0] if n_panels == 1 else fig)
     return fig, axes[:n_panels]
 
 
@@ -47,10 +47,10 @@ def _save(fig: Figure, path: PathLike, *, pdf: bool, dpi: int) -> Path:
     if out.suffix.lower() != ".png":
         out = out.with_suffix(".png") if out.suffix else out.with_name(out.name + ".png")
     with atomic_write(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     if pdf:
         with atomic_write(out.with_suffix(".pdf")) as tmp:
-            fig.savefig(tmp, format="pdf")
+            fig.savefig(tmp, format="pdf", bbox_inches="tight")
     fig.clear()
     return out
 
@@ -96,7 +96,7 @@ def plot_rank_histograms(
     tail = (1.0 - band) / 2.0
     band_lo = stats.binom.ppf(tail, n, p_bin)
     band_hi = stats.binom.ppf(1.0 - tail, n, p_bin)
-    with mpl.style.context(mplhep.style.CMS):
+    with style():
         fig, axes = _new_figure(d)
         for j, ax in enumerate(axes):
             counts = np.histogram(r[:, j], bins=edges)[0]
@@ -149,7 +149,7 @@ def plot_coverage(
     if lv.ndim != 1 or cov.ndim != 2 or cov.shape[0] != lv.shape[0]:
         raise ValueError(f"expected levels (L,) and coverage (L, d), got {lv.shape} and {cov.shape}")
     labels = check_names(names, cov.shape[1])
-    with mpl.style.context(mplhep.style.CMS):
+    with style():
         fig, (ax,) = _new_figure(1)
         if n_obs:
             tail = (1.0 - band) / 2.0
@@ -199,7 +199,7 @@ def plot_tarp(
     e = as_numpy(ecp, name="ecp")
     if a.ndim != 1 or a.shape != e.shape:
         raise ValueError(f"alpha and ecp must be 1-d of equal length, got {a.shape} and {e.shape}")
-    with mpl.style.context(mplhep.style.CMS):
+    with style():
         fig, (ax,) = _new_figure(1)
         ax.plot([0, 1], [0, 1], color="0.4", linestyle="--", label="calibrated")
         ax.plot(a, e, color="C0", linewidth=2, label="TARP")

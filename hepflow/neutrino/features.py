@@ -14,6 +14,8 @@ column               meaning
 ``jet_px/py/eta/loge/btag``  up to ten leading selected jets (jagged); btag is 0/1
 ``njet``, ``nbjet``  multiplicities of all selected jets and b-tagged jets
 ``nu_px/py/pz/eta_true``  the nu of W -> e nu or mu nu (None when there is none, e.g. W -> tau nu)
+``w_lep_mass_true``, ``top_lep_mass_true``, ``ttbar_mass_true``  parton masses of its W, its top,
+                     and t + tbar (:func:`hepflow.neutrino.processor.parton_truth`)
 ===================  ================================================================
 
 The conditioning input of the flow is built from these columns by :func:`context_arrays`:

@@ -456,5 +456,9 @@ def report_summary(rep: Mapping[str, Any], output: Source) -> str:
         f"ratio with the flow's root {width['flow_root']:.3f}, with the right root always "
         f"{width['oracle_root']:.3f} (the bound for estimates that return a root)"
     )
+    if "verdicts" in rep:  # scores, downstream observables and verdicts
+        from hepflow.neutrino.report import summary_lines
+
+        lines += summary_lines(dict(rep))
     lines.append(f"report and plots in {output}")
     return "\n".join(lines)

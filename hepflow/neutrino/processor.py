@@ -31,6 +31,7 @@ __all__ = [
     "NeutrinoFeatureProcessor",
     "NeutrinoSelection",
     "leptonic_w_neutrino",
+    "parton_truth",
     "select_leptons",
 ]
 
@@ -130,6 +131,10 @@ class NeutrinoFeatureProcessor(ColumnProcessor):
             neutrino=neutrino,
             max_jets=sel.max_jets,
         )
+        if neutrino is not None:  # parton-level targets of the downstream observables
+            truth = parton_truth(events.GenPart, lepton.charge)
+            for name in truth.fields:
+                columns = ak.with_field(columns, ak.values_astype(truth[name], np.float32), f"{name}_true")
         finite = finite & finite_rows(columns)  # truth: None (no W neutrino) is fine, NaN is not
         columns = ak.with_field(columns, ak.values_astype(weight, np.float32), "weight")
         cutflow.add("finite inputs", weight[finite])
@@ -170,6 +175,22 @@ def select_leptons(events: Any, sel: NeutrinoSelection) -> ak.Array:
     return merged[ak.argsort(merged.pt, axis=1, ascending=False)]
 
 
+def _w_neutrinos(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
+    """The W -> e nu / mu nu neutrinos of each event as GenPart records, the one whose W has the
+    selected lepton's charge first (see :func:`leptonic_w_neutrino`)."""
+    abs_id = np.abs(genpart.pdgId)
+    is_nu = (abs_id == W_NEUTRINO_PDGIDS[0]) | (abs_id == W_NEUTRINO_PDGIDS[1])
+    parent = genpart.distinctParent
+    hard = genpart.hasFlags(["fromHardProcess", "isLastCopy"])
+    from_w = is_nu & hard & ak.fill_none(np.abs(parent.pdgId) == 24, False)
+    nus = genpart[from_w]
+    w_charge = np.sign(ak.fill_none(parent.pdgId[from_w], 0))
+    same = w_charge == np.sign(lepton_charge)
+    # prefer the W of the same charge as the selected lepton, else the first W neutrino
+    order = ak.argsort(~same, axis=1, stable=True)
+    return nus[order]
+
+
 def leptonic_w_neutrino(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
     """The neutrino of the W -> e nu or W -> mu nu decay, one optional record per event.
 
@@ -189,18 +210,36 @@ def leptonic_w_neutrino(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
     dileptonic event with one lepton lost) the W whose charge equals the selected lepton's wins
     (W+ -> l+ nu), else the other.
     """
-    abs_id = np.abs(genpart.pdgId)
-    is_nu = (abs_id == W_NEUTRINO_PDGIDS[0]) | (abs_id == W_NEUTRINO_PDGIDS[1])
-    parent = genpart.distinctParent
-    hard = genpart.hasFlags(["fromHardProcess", "isLastCopy"])
-    from_w = is_nu & hard & ak.fill_none(np.abs(parent.pdgId) == 24, False)
-    nus = genpart[from_w]
-    w_charge = np.sign(ak.fill_none(parent.pdgId[from_w], 0))
-    same = w_charge == np.sign(lepton_charge)
-    # prefer the W of the same charge as the selected lepton, else the first W neutrino
-    order = ak.argsort(~same, axis=1, stable=True)
-    nus = nus[order]
+    nus = _w_neutrinos(genpart, lepton_charge)
     return ak.firsts(ak.zip({"pt": nus.pt, "eta": nus.eta, "phi": nus.phi}))
+
+
+def parton_truth(genpart: Any, lepton_charge: ak.Array) -> ak.Array:
+    """Parton-level masses of the event whose truth neutrino :func:`leptonic_w_neutrino` finds.
+
+    One optional record per event with ``w_lep_mass``: the mass of the W that decays to that
+    neutrino (its ``distinctParent``, the last copy), ``top_lep_mass``: the mass of the top
+    quark that W comes from (the W's ``distinctParent``; None if it is not a top), and
+    ``ttbar_mass``: the invariant mass of the last copies of the hard-process t and tbar (None
+    unless there is exactly one of each). Events without a truth neutrino get None throughout.
+    These are the targets of the downstream observables of ``hepflow report neutrino``.
+    """
+    nu = ak.firsts(_w_neutrinos(genpart, lepton_charge))
+    w = nu.distinctParent
+    top = w.distinctParent
+    has_top = ak.fill_none(np.abs(top.pdgId) == 6, False)
+    tops = genpart[(np.abs(genpart.pdgId) == 6) & genpart.hasFlags(["fromHardProcess", "isLastCopy"])]
+    pair = (ak.sum(tops.pdgId == 6, axis=1) == 1) & (ak.sum(tops.pdgId == -6, axis=1) == 1)
+    tt = ak.mask(tops, pair)
+    m_tt = (ak.firsts(tt[tt.pdgId == 6]) + ak.firsts(tt[tt.pdgId == -6])).mass
+    has_nu = ~ak.is_none(nu)
+    return ak.zip(
+        {
+            "w_lep_mass": w.mass,
+            "top_lep_mass": ak.mask(top.mass, has_top),
+            "ttbar_mass": ak.mask(m_tt, has_nu),
+        }
+    )
 
 
 def _met_collection(events: Any, choice: str) -> str:

@@ -11,6 +11,17 @@ complex fraction; how often each method picks the quadratic root nearer the trut
 that picking the right root would give (:func:`root_choice`); the reconstructed W mass per
 method; SBC ranks and coverage of the flow posterior; and posterior displays of multimodal
 events next to the two quadratic roots.
+
+Distribution-level metrics (:func:`posterior_scores`): the CRPS of px, py and pz and the energy
+score of (px, py, pz) (:mod:`hepflow.calibration.scores`, lower is better) of the flow's posterior
+samples, of the quadratic solution as a point (MET and the chosen root), of the quadratic's
+two roots as a 50/50 mixture (complex solutions: the single real-part root) and of the
+regression (a point). Downstream observables (:func:`downstream_metrics`, defined in
+:mod:`hepflow.neutrino.downstream`): m(l nu), m(l nu b) and m(ttbar) from the flow samples, the
+quadratic solution and the true neutrino, their resolution against the parton-level truth and the
+Wasserstein distance of each spectrum to the truth spectrum. ``"verdicts"``
+(:func:`hepflow.neutrino.verdicts.verdicts`) says in words which method wins each metric and
+flags calibration problems; ``hepflow report neutrino`` prints them.
 """
 
 from __future__ import annotations
@@ -20,15 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import awkward as ak
-import matplotlib as mpl
-import mplhep
 import numpy as np
-from matplotlib.figure import Figure
 
+from hepflow.calibration.scores import crps_ensemble, energy_score
 from hepflow.errors import InputError
+from hepflow.neutrino.downstream import (
+    OBSERVABLES,
+    TRUTH_COLUMNS,
+    jets_from_columns,
+    lepton_from_columns,
+    observables,
+)
 from hepflow.neutrino.quadratic import M_W, lepton_mass, reconstruct_w_mass
+from hepflow.neutrino.verdicts import verdicts
 from hepflow.outputs import read_parquet_dir, write_json
-from hepflow.plotting import save_figure
+from hepflow.plotting import caption, figure, hist_with_flow, save_figure, style
 
 COMPONENTS = ("px", "py", "pz", "eta")
 METHODS = ("flow_mode", "flow_peak", "flow_median", "quad", "ff")
@@ -125,6 +142,134 @@ def root_choice(
     }
 
 
+def posterior_scores(
+    true: np.ndarray,
+    samples: np.ndarray,
+    quad: np.ndarray,
+    quad_alt_pz: np.ndarray,
+    regression: np.ndarray,
+) -> dict[str, Any]:
+    """Mean CRPS per component and mean energy score of each method, in GeV (lower is better).
+
+    Args:
+        true: (n, 3) true neutrino px, py, pz.
+        samples: (n, K, 3) flow posterior samples (fair estimator).
+        quad: (n, 3) the quadratic solution: MET and the chosen root (a point).
+        quad_alt_pz: (n,) the other root (the real part again for complex solutions).
+        regression: (n, 3) the regression's estimate (a point).
+
+    Returns:
+        ``{"crps": {"px": {"flow", "quad", "quad_mixture", "ff"}, "py": ..., "pz": ...},
+        "energy": {method: score}}``; ``quad_mixture`` gives each root probability 1/2 (a
+        complex solution's single real part is a point: both roots are equal).
+
+    Example:
+        >>> import numpy as np
+        >>> t = np.zeros((2, 3))
+        >>> s = posterior_scores(t, np.zeros((2, 4, 3)), t + [0, 0, 10], np.array([-10.0, 10.0]), t)
+        >>> s["crps"]["pz"]["quad"], s["crps"]["pz"]["quad_mixture"], s["energy"]["flow"]
+        (10.0, 7.5, 0.0)
+    """
+    alt = quad.copy()
+    alt[:, 2] = quad_alt_pz
+    mix = np.stack([quad, alt], axis=1)  # (n, 2, 3)
+    half = np.full(mix.shape[:2], 0.5)
+    crps: dict[str, dict[str, float]] = {}
+    for j, c in enumerate(("px", "py", "pz")):
+        crps[c] = {
+            "flow": float(crps_ensemble(samples[..., j], true[:, j]).mean()),
+            "quad": float(np.abs(quad[:, j] - true[:, j]).mean()),
+            "quad_mixture": float(crps_ensemble(mix[..., j], true[:, j], weights=half).mean()),
+            "ff": float(np.abs(regression[:, j] - true[:, j]).mean()),
+        }
+    energy = {
+        "flow": float(energy_score(samples, true).mean()),
+        "quad": float(np.linalg.norm(quad - true, axis=1).mean()),
+        "quad_mixture": float(energy_score(mix, true, weights=half).mean()),
+        "ff": float(np.linalg.norm(regression - true, axis=1).mean()),
+    }
+    return {"crps": crps, "energy": energy}
+
+
+def downstream_metrics(
+    cols: ak.Array, samples: np.ndarray, quad: np.ndarray, true: np.ndarray
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """m(l nu), m(l nu b), m(ttbar) per method (:mod:`hepflow.neutrino.downstream`) and how well
+    each reproduces the parton-level truth.
+
+    Methods: ``flow`` (every posterior sample; its per-event estimate is the posterior median of
+    the observable), ``quad`` (the quadratic solution) and ``nu_true`` (the true neutrino: the
+    limit set by the lepton and jets). Per observable: ``resolution`` (of estimate - truth:
+    :func:`resolution`), ``crps`` (of the flow's observable posterior; |estimate - truth| for
+    points), ``wasserstein`` (:func:`scipy.stats.wasserstein_distance` of the spectrum, for the
+    flow all samples with weight 1/K, to the truth spectrum) and the spectra's ``median``.
+    Without the truth columns (inference outputs written before they existed, or data) the dict
+    says why under ``"unavailable"``. Also returns the values, for the plots.
+    """
+    from scipy.stats import wasserstein_distance
+
+    lep, jets = lepton_from_columns(cols), jets_from_columns(cols)
+    values = {
+        "flow": observables(lep, samples, jets),
+        "quad": observables(lep, quad, jets),
+        "nu_true": observables(lep, true, jets),
+    }
+    out: dict[str, Any] = {
+        "definitions": {
+            "m_w": "m(lepton + nu)",
+            "m_top": "m(lepton + nu + b): b is the b-tagged jet (any jet if none is tagged) giving m closest "
+            "to 172.5 GeV, chosen per posterior sample for the flow",
+            "m_ttbar": "m(lepton + nu + four leading jets)",
+        },
+        "median": {o: {m: float(np.median(v[o])) for m, v in values.items()} for o in OBSERVABLES},
+    }
+    missing = [c for c in TRUTH_COLUMNS.values() if c not in cols.fields]
+    if missing:
+        out["unavailable"] = (
+            f"the inference outputs lack the parton-truth columns {missing} (written by hepflow's "
+            "processor since the downstream metrics exist; reprocess simulated events to get them)"
+        )
+        return out, values
+    res: dict[str, Any] = {}
+    crps: dict[str, Any] = {}
+    wd: dict[str, Any] = {}
+    truth_values: dict[str, np.ndarray] = {}
+    for o in OBSERVABLES:
+        t = ak.to_numpy(ak.fill_none(cols[TRUTH_COLUMNS[o]], np.nan)).astype(np.float64)
+        ok = np.isfinite(t)
+        truth_values[o] = t[ok]
+        flow = values["flow"][o][ok]
+        point = {
+            "flow": np.median(flow, axis=1),
+            "quad": values["quad"][o][ok],
+            "nu_true": values["nu_true"][o][ok],
+        }
+        res[o] = {m: resolution(v - t[ok]) for m, v in point.items()}
+        crps[o] = {
+            "flow": float(crps_ensemble(flow, t[ok]).mean()) if ok.any() else float("nan"),
+            "quad": float(np.abs(point["quad"] - t[ok]).mean()) if ok.any() else float("nan"),
+            "nu_true": float(np.abs(point["nu_true"] - t[ok]).mean()) if ok.any() else float("nan"),
+        }
+        wd[o] = (
+            {
+                "flow": float(wasserstein_distance(flow.ravel(), t[ok])),
+                "quad": float(wasserstein_distance(point["quad"], t[ok])),
+                "nu_true": float(wasserstein_distance(point["nu_true"], t[ok])),
+            }
+            if ok.any()
+            else {m: float("nan") for m in point}
+        )
+        out["median"][o]["truth"] = float(np.median(t[ok])) if ok.any() else float("nan")
+    out.update(
+        resolution=res,
+        crps=crps,
+        wasserstein=wd,
+        events_with_truth={o: int(v.size) for o, v in truth_values.items()},
+    )
+    values["truth"] = truth_values
+    return out, values
+
+
 def make_report(
     inference_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], *, n_displays: int = 6
 ) -> dict[str, Any]:
@@ -160,6 +305,10 @@ def make_report(
     theta_true = np.stack([true[c] for c in ("px", "py", "pz")], axis=1)
     out = Path(output_dir)
     calib = calibration_report(theta_true, samples, ["px", "py", "pz"], plot_dir=out)
+    quad = np.stack([est["quad"][c] for c in ("px", "py", "pz")], axis=1)
+    quad_alt = ak.to_numpy(cols.quad_pz_alt).astype(np.float64)
+    regression = np.stack([est["ff"][c] for c in ("px", "py", "pz")], axis=1)
+    down, down_values = downstream_metrics(cols, samples.astype(np.float64), quad, theta_true)
     report = {
         "events": len(cols),
         "events_without_truth": int((~has_truth).sum()),
@@ -173,7 +322,7 @@ def make_report(
         "root_choice": root_choice(
             samples[..., 2],
             est["quad"]["pz"],
-            ak.to_numpy(cols.quad_pz_alt).astype(np.float64),
+            quad_alt,
             is_complex,
             true["pz"],
             est["flow_peak"]["pz"],
@@ -186,12 +335,16 @@ def make_report(
             }
             for m, v in mw.items()
         },
+        "scores": posterior_scores(theta_true, samples.astype(np.float64), quad, quad_alt, regression),
+        "downstream": down,
         "calibration": {k: calib[k] for k in ("sbc", "coverage", "tarp")},
         "plots": list(calib.get("plots", {}).values()),  # the paths of the SBC, coverage and TARP plots
     }
     report["plots"] += [str(p) for p in _plot_residuals(true, est, out)]
     report["plots"].append(str(_plot_w_mass(mw, out)))
     report["plots"] += [str(p) for p in _plot_displays(cols, true, out, n_displays)]
+    report["plots"].append(str(_plot_downstream(down_values, out)))
+    report["verdicts"] = verdicts(report)
     write_json(out / "report.json", report)
     return report
 
@@ -202,44 +355,70 @@ def _w_mass(cols: ak.Array, e: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(reconstruct_w_mass(*lep, e["px"], e["py"], e["pz"], lep_mass=m), np.float64)
 
 
+def _styled(plot: Any) -> Any:
+    """Build and save the figure of ``plot`` in hepflow's style (:func:`hepflow.plotting.style`)."""
+    import functools
+
+    @functools.wraps(plot)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with style():
+            return plot(*args, **kwargs)
+
+    return run
+
+
+_UNITS = {"px": "GeV", "py": "GeV", "pz": "GeV", "eta": ""}
+_SYMBOL = {"px": r"p_x", "py": r"p_y", "pz": r"p_z", "eta": r"\eta"}
+
+
+@_styled
 def _plot_residuals(true: dict[str, np.ndarray], est: dict[str, Any], out: Path) -> list[Path]:
     paths = []
     ranges = {"px": 100.0, "py": 100.0, "pz": 250.0, "eta": 3.0}
     for c in COMPONENTS:
-        with mpl.style.context(mplhep.style.CMS):
-            fig = Figure(figsize=(8, 6))
-            ax = fig.add_subplot()
-            bins = np.linspace(-ranges[c], ranges[c], 61)
-            for m in METHODS:
-                ax.hist(est[m][c] - true[c], bins=bins, histtype="step", linewidth=2, label=LABELS[m])
-            unit = "" if c == "eta" else " [GeV]"
-            ax.set_xlabel(f"reconstructed - true neutrino {c}{unit}")
-            ax.set_ylabel("events")
-            ax.legend(fontsize="small")
-            mplhep.label.exp_text("hepflow", "Simulation", ax=ax, loc=0)
-            paths.append(save_figure(fig, out / f"residual_{c}.png", dpi=110))
+        fig, ax = figure()
+        bins = np.linspace(-ranges[c], ranges[c], 51)
+        for m in METHODS:
+            hist_with_flow(ax, est[m][c] - true[c], bins, label=LABELS[m])
+        unit = f" [{_UNITS[c]}]" if _UNITS[c] else ""
+        with style():
+            ax.set_xlabel(rf"$\nu$ ${_SYMBOL[c]}$: reconstructed $-$ true{unit}")
+            ax.set_ylabel(f"events / {bins[1] - bins[0]:.3g} {_UNITS[c]}".rstrip())
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.45)
+            ax.legend(fontsize="x-small", loc="upper right")
+        caption(
+            fig,
+            f"Residual of the neutrino {c} per method ({len(true[c])} events); entries outside the "
+            "axis range are counted in the legend.",
+        )
+        paths.append(save_figure(fig, out / f"residual_{c}.png", dpi=110))
     return paths
 
 
+@_styled
 def _plot_w_mass(mw: dict[str, np.ndarray], out: Path) -> Path:
-    with mpl.style.context(mplhep.style.CMS):
-        fig = Figure(figsize=(8, 6))
-        ax = fig.add_subplot()
-        bins = np.linspace(40, 160, 61)
-        for m in METHODS:
-            if m == "flow_median":
-                continue
-            ax.hist(
-                np.clip(mw[m], bins[0], bins[-1]), bins=bins, histtype="step", linewidth=2, label=LABELS[m]
-            )
+    fig, ax = figure()
+    bins = np.linspace(0, 200, 101)
+    for m in METHODS:
+        if m != "flow_median":
+            hist_with_flow(ax, mw[m], bins, label=LABELS[m])
+    with style():
         ax.axvline(M_W, color="0.4", linestyle="--", label=r"$m_W$")
         ax.set_xlabel(r"reconstructed $m(\ell\nu)$ [GeV]")
-        ax.set_ylabel("events")
-        ax.legend(fontsize="small")
-        mplhep.label.exp_text("hepflow", "Simulation", ax=ax, loc=0)
-        return save_figure(fig, out / "w_mass.png", dpi=110)
+        ax.set_ylabel("events / 2 GeV")
+        ax.set_yscale("log")  # the quadratic's peak at m_W next to the others' broad spectra
+        ax.set_ylim(0.5, ax.get_ylim()[1] * 30)
+        ax.legend(fontsize="x-small", loc="upper right")
+    caption(
+        fig,
+        "Leptonic W mass from the lepton and each method's neutrino. The quadratic solution gives "
+        "m_W exactly when its roots are real (the peak); logarithmic scale; entries outside "
+        "0-200 GeV are counted in the legend, not piled into the edge bins.",
+    )
+    return save_figure(fig, out / "w_mass.png", dpi=110)
 
 
+@_styled
 def _plot_displays(cols: ak.Array, true: dict[str, np.ndarray], out: Path, n: int) -> list[Path]:
     """Posterior pz of the events whose samples are most bimodal, with both quadratic roots."""
     pz = ak.to_numpy(cols.flow_pz)
@@ -252,20 +431,112 @@ def _plot_displays(cols: ak.Array, true: dict[str, np.ndarray], out: Path, n: in
     real = ~ak.to_numpy(cols.quad_is_complex).astype(bool)
     score = np.where(real, gap / spread, -np.inf)
     chosen = np.argsort(score)[::-1][: min(n, len(score))]
-    paths = []
-    with mpl.style.context(mplhep.style.CMS):
-        fig = Figure(figsize=(12, 8))
-        axes = fig.subplots(2, 3).ravel()
-        for ax, i in zip(axes, chosen, strict=False):
-            ax.hist(pz[i], bins=40, histtype="stepfilled", alpha=0.5, label="cINN posterior")
-            ax.axvline(float(cols.quad_pz[i]), color="tab:red", label="quadratic (chosen)")
-            ax.axvline(float(cols.quad_pz_alt[i]), color="tab:red", linestyle=":", label="quadratic (other)")
-            ax.axvline(true["pz"][i], color="k", linestyle="--", label="true")
+    ids = [ak.to_numpy(cols[k]) for k in ("run", "luminosityBlock", "event")]
+    fig, axes = figure(nrows=2, ncols=3, figsize=(15, 9))
+    axes = axes.ravel()
+    for ax, i in zip(axes, chosen, strict=False):
+        marks = [float(cols.quad_pz[i]), float(cols.quad_pz_alt[i]), float(true["pz"][i])]
+        lo, hi = np.percentile(pz[i], [1, 99])
+        lo, hi = min(lo, *marks), max(hi, *marks)
+        pad = 0.08 * (hi - lo) + 1.0
+        bins = np.linspace(lo - pad, hi + pad, 41)
+        hist_with_flow(ax, pz[i], bins, label="cINN posterior", color="tab:blue")
+        with style():
+            ax.axvline(marks[0], color="tab:red", label="quadratic (chosen)")
+            ax.axvline(marks[1], color="tab:red", linestyle=":", label="quadratic (other)")
+            ax.axvline(marks[2], color="k", linestyle="--", label="true")
             ax.set_xlabel(r"neutrino $p_z$ [GeV]", fontsize="small")
+            ax.set_ylabel(f"samples / {bins[1] - bins[0]:.0f} GeV", fontsize="small")
+            ax.set_title(f"event {ids[0][i]}:{ids[1][i]}:{ids[2][i]}", fontsize="small")
             ax.tick_params(labelsize="x-small")
-        axes[0].legend(fontsize="x-small")
-        for ax in axes[len(chosen) :]:
-            ax.set_visible(False)
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.6)
+            ax.legend(fontsize=9, loc="upper right")
+    for ax in axes[len(chosen) :]:
+        ax.set_visible(False)
+    with style():
         fig.tight_layout()
-        paths.append(save_figure(fig, out / "posterior_displays.png", dpi=110))
-    return paths
+    caption(
+        fig,
+        f"Posterior displays: the cINN's {pz.shape[1]} pz samples (blue) of the {len(chosen)} events "
+        "with real quadratic roots whose posterior is most bimodal, with the quadratic's chosen "
+        "(smaller |pz|) and other root (red) and the true pz (black dashed); titles are "
+        "run:lumi:event; samples outside the range are counted in the legend.",
+    )
+    return [save_figure(fig, out / "posterior_displays.png", dpi=110)]
+
+
+@_styled
+def _plot_downstream(values: dict[str, dict[str, np.ndarray]], out: Path) -> Path:
+    """Spectra of m(l nu), m(l nu b), m(ttbar): parton truth, flow (all samples), quadratic, true nu."""
+    fig, axes = figure(ncols=3, figsize=(21, 6.5))
+    spec = {
+        "m_w": (np.linspace(40, 160, 49), r"$m(\ell\nu)$ [GeV]"),
+        "m_top": (np.linspace(80, 320, 49), r"$m(\ell\nu b)$ [GeV]"),
+        "m_ttbar": (np.linspace(250, 1450, 49), r"$m(\ell\nu + 4\,\mathrm{jets})$ [GeV]"),
+    }
+    truth = values.get("truth", {})
+    for ax, o in zip(axes, OBSERVABLES, strict=True):
+        bins, xlabel = spec[o]
+        if o in truth:
+            hist_with_flow(ax, truth[o], bins, label="parton truth", color="0.5", fill=False, linestyle="-")
+        k = values["flow"][o].shape[1]
+        hist_with_flow(
+            ax, values["flow"][o], bins, label="cINN (all samples)", unit_weight=k, color="tab:blue"
+        )
+        hist_with_flow(ax, values["quad"][o], bins, label="quadratic", color="tab:red")
+        hist_with_flow(ax, values["nu_true"][o], bins, label=r"true $\nu$", color="k", linestyle=":")
+        with style():
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"events / {bins[1] - bins[0]:.3g} GeV")
+            if o == "m_ttbar":
+                ax.set_ylim(0, ax.get_ylim()[1] * 1.45)
+            else:  # the parton W and top are Breit-Wigner peaks of 2 and 1.4 GeV width: log scale
+                ax.set_yscale("log")
+                ax.set_ylim(0.3, ax.get_ylim()[1] * 40)
+            ax.legend(fontsize="x-small", loc="upper right")
+    with style():
+        fig.tight_layout()
+    caption(
+        fig,
+        "Downstream spectra: leptonic W, leptonic top (the b-tagged jet giving m closest to 172.5 GeV, "
+        "chosen per posterior sample for the cINN) and the ttbar system (lepton, neutrino, four "
+        "leading jets), from the cINN posterior (each sample weighted 1/K), the quadratic solution "
+        "and the true neutrino, against the parton-level truth (t, tbar and W masses of GenPart); "
+        "logarithmic scale for the W and top. Entries outside the range are counted in the legend.",
+    )
+    return save_figure(fig, out / "downstream_spectra.png", dpi=100)
+
+
+_SHORT = {"m_w": "m(l nu)", "m_top": "m(l nu b)", "m_ttbar": "m(l nu + 4 jets)"}
+
+
+def summary_lines(rep: dict[str, Any]) -> list[str]:
+    """The lines ``hepflow report neutrino`` prints about the scores, the downstream observables
+    and the verdicts of a report (after its point metrics)."""
+    sc = rep["scores"]
+    methods = ("flow", "quad", "quad_mixture", "ff")
+    lines = [
+        "scores in GeV (lower is better): "
+        + f"{'':<10}"
+        + " ".join(f"{m:>13}" for m in ("flow", "quad point", "quad 2-root", "regression")),
+    ]
+    for c in ("px", "py", "pz"):
+        lines.append(f"  CRPS {c:<4}" + " " * 32 + " ".join(f"{sc['crps'][c][m]:>13.2f}" for m in methods))
+    lines.append("  energy score" + " " * 29 + " ".join(f"{sc['energy'][m]:>13.2f}" for m in methods))
+    down = rep.get("downstream", {})
+    if "resolution" in down:
+        lines.append(
+            "downstream vs parton truth [GeV]: resolution (IQR/1.349), then spectrum Wasserstein distance"
+        )
+        lines.append(f"{'':<40}{'flow':>9} {'quad':>9} {'true nu':>9} {'W flow':>9} {'W quad':>9}")
+        for o in OBSERVABLES:
+            r, w = down["resolution"][o], down["wasserstein"][o]
+            lines.append(
+                f"  {_SHORT[o]:<38}"
+                + " ".join(f"{r[m]['iqr_width']:>9.2f}" for m in ("flow", "quad", "nu_true"))
+                + " "
+                + " ".join(f"{w[m]:>9.2f}" for m in ("flow", "quad"))
+            )
+    lines.append("verdicts:")
+    lines += [f"  {v}" for v in rep["verdicts"]]
+    return lines

@@ -152,6 +152,45 @@ def test_neutrino_physics(v12_output):
     assert np.mean(np.abs(mass - M_W) < 10) > 0.5
 
 
+def _tops_by_hand(path: Path) -> dict[int, dict[int, float]]:
+    """Per event number: {pdgId: mass} of the last-copy hard-process tops (bits 8 and 13)."""
+    gen = uproot.open(path)["Events"].arrays(
+        ["event", "GenPart_pdgId", "GenPart_mass", "GenPart_statusFlags"], library="np"
+    )
+    out: dict[int, dict[int, float]] = {}
+    for i, event in enumerate(gen["event"]):
+        pdg, mass, flags = gen["GenPart_pdgId"][i], gen["GenPart_mass"][i], gen["GenPart_statusFlags"][i]
+        last = ((flags >> 8) & 1).astype(bool) & ((flags >> 13) & 1).astype(bool) & (np.abs(pdg) == 6)
+        out[int(event)] = {int(p): float(m) for p, m in zip(pdg[last], mass[last], strict=True)}
+    return out
+
+
+def test_parton_truth_masses(v12_output, nano_v12):
+    """w_lep_mass_true, top_lep_mass_true, ttbar_mass_true: present exactly where the truth
+    neutrino is, near m_W and m_t, the leptonic top is the one whose charge is the lepton's
+    (t -> W+ -> l+ nu), and m_ttbar is >= the sum of the two top masses."""
+    cols = v12_output.columns
+    has_nu = ~ak.to_numpy(ak.is_none(cols.nu_px_true))
+    for name in ("w_lep_mass_true", "top_lep_mass_true", "ttbar_mass_true"):
+        np.testing.assert_array_equal(~ak.to_numpy(ak.is_none(cols[name])), has_nu)
+    sel = cols[has_nu]
+    mw, mt, mtt = (
+        ak.to_numpy(ak.fill_none(sel[k], np.nan))
+        for k in ("w_lep_mass_true", "top_lep_mass_true", "ttbar_mass_true")
+    )
+    assert np.median(np.abs(mw - M_W)) < 3
+    assert np.all(np.abs(mw - M_W) < 30)
+    assert np.median(np.abs(mt - 172.5)) < 3
+    assert np.all(np.abs(mt - 172.5) < 30)
+    tops = _tops_by_hand(nano_v12)
+    for event, charge, m_top, m_pair in zip(
+        ak.to_numpy(sel.event), ak.to_numpy(sel.lep_charge), mt, mtt, strict=True
+    ):
+        masses = tops[int(event)]
+        assert m_top == pytest.approx(masses[6 if charge > 0 else -6], rel=1e-6)
+        assert m_pair >= masses[6] + masses[-6] - 1e-3
+
+
 def test_context_arrays_shapes(v12_output):
     cols = v12_output.columns
     arrays = context_arrays(cols)
