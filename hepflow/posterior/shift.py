@@ -237,8 +237,9 @@ def summarize(
 ) -> TrainingSummary:
     """The :class:`TrainingSummary` of training feature columns (NaN = no value: padding).
 
-    Features with fewer than ``min_count`` values or values in fewer than ``min_fraction`` of
-    the events (jet slots few events fill) are left out: their test would have little power and
+    Features with fewer than ``min_count`` values (fewer than the number of events, for a
+    training set smaller than that) or values in fewer than ``min_fraction`` of the events (jet
+    slots few events fill) are left out: their test would have little power and
     they would only make the summary bigger. ``layout`` is stored as it is (see
     :meth:`TrainingSummary.columns`).
 
@@ -247,13 +248,13 @@ def summarize(
         >>> list(s.features), s.features["x"]["quantiles"][5], s.events
         (['x'], 499.5, 1000)
     """
-    events = 0
+    events = max((len(np.asarray(raw)) for raw in columns.values()), default=0)
     features: dict[str, dict[str, Any]] = {}
     for name, raw in columns.items():
         values = np.asarray(raw, dtype=np.float64)
-        events = max(events, len(values))
         present = values[np.isfinite(values)]
-        if len(present) < max(1, min_count, min_fraction * len(values)):
+        # a training set smaller than min_count keeps the features every event fills
+        if len(present) < max(1, min(min_count, events), min_fraction * len(values)):
             continue
         quantiles = [_round(q) for q in np.quantile(present, LEVELS)]
         counts = _bins(_edges(quantiles), present)

@@ -214,3 +214,14 @@ def test_sampler_check_inputs(tmp_path):
         assert old.check_inputs(same) is None  # said once
     with pytest.raises(InputError, match="check_inputs needs the model's training summary"):
         PosteriorSampler(ts, samples=4, latent_dim=2, theta_dim=2).check_inputs(same)
+
+
+def test_a_training_set_smaller_than_min_count_keeps_its_full_features() -> None:
+    # 49 training events (the CMS example): the features every event fills are summarised,
+    # the slots only some events fill are not
+    from hepflow.posterior.shift import summarize
+
+    rng = np.random.default_rng(0)
+    s = summarize({"met": rng.normal(size=49), "jet4": np.r_[rng.normal(size=20), [np.nan] * 29]})
+    assert list(s.features) == ["met"]
+    assert s.events == 49
