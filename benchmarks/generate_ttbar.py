@@ -17,10 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 from pathlib import Path
 
+from hepflow.generate.pileup import PileupProfile
 from hepflow.generate.ttbar import generate_ttbar
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -31,9 +39,10 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, nargs="+", default=[1], help="worker processes (several: compare)"
     )
+    parser.add_argument("--pileup", type=float, default=36.0, help="mean pileup (default 36, 0: none)")
     args = parser.parse_args()
     if len(args.jobs) > 1:
-        compare(args.events, args.seed, args.batch_size, args.jobs)
+        compare(args.events, args.seed, args.batch_size, args.jobs, PileupProfile(mean=args.pileup))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,6 +54,7 @@ def main() -> None:
             batch_size=args.batch_size,
             progress=False,
             jobs=args.jobs[0],
+            pileup=PileupProfile(mean=args.pileup),
         )
         size_mb = sum(p.stat().st_size for p in (stats.parts or (path,))) / 1e6
 
@@ -62,11 +72,13 @@ def main() -> None:
     print(f"1e5 events at this rate: {1e5 / stats.events_per_second / 60:.1f} min")
 
 
-def compare(events: int, seed: int, batch_size: int, jobs: list[int]) -> None:
-    """Generate ``events`` once per ``jobs`` value; print rates, speed-ups and the load average."""
+def compare(events: int, seed: int, batch_size: int, jobs: list[int], pileup: PileupProfile) -> None:
+    """Generate ``events`` once per ``jobs`` value; print rates, speed-ups, the CPU time used (this
+    process and its workers) and the load average."""
     print(f"{os.cpu_count()} cores; load average before: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     first = None
     for n_jobs in jobs:
+        cpu = _cpu_seconds()
         with tempfile.TemporaryDirectory() as tmp:
             stats = generate_ttbar(
                 Path(tmp) / "ttbar.root",
@@ -75,12 +87,15 @@ def compare(events: int, seed: int, batch_size: int, jobs: list[int]) -> None:
                 batch_size=batch_size,
                 progress=False,
                 jobs=n_jobs,
+                pileup=pileup,
             )
+        cpu = _cpu_seconds() - cpu
         first = first or stats.seconds
         load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
         print(
             f"jobs {n_jobs}: {stats.seconds:.1f} s, {stats.events_per_second:.0f} events/s, "
-            f"speed-up {first / stats.seconds:.2f} (load average after: {load})"
+            f"speed-up {first / stats.seconds:.2f}, CPU {cpu:.1f} s = {cpu / stats.seconds:.2f} cores "
+            f"(load average after: {load})"
         )
 
 
