@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -239,10 +240,11 @@ def write_events(
     clock["pythia"] += time.perf_counter() - start
     log.info("Pythia initialised with seed %d (hepflow seed %d)", pythia_seed, seed)
 
-    with (
-        uproot.recreate(path) as file,
-        tqdm(total=events, unit="ev", disable=not progress, desc=desc) as bar,
-    ):
+    done: list[Callable[[int], Any]] = [] if advance is None else [advance]
+    with contextlib.ExitStack() as stack:
+        file = stack.enter_context(uproot.recreate(path))
+        if progress:  # no tqdm object otherwise: in a worker it would leave a semaphore behind
+            done.append(stack.enter_context(tqdm(total=events, unit="ev", desc=desc)).update)
 
         def chunks() -> Iterator[dict[str, Any]]:
             for first in range(0, events, CHUNK_EVENTS):
@@ -260,9 +262,8 @@ def write_events(
                 )
                 clock["pythia"] += t1 - t0
                 clock["detector"] += time.perf_counter() - t1
-                bar.update(record.n_events)
-                if advance is not None:
-                    advance(record.n_events)
+                for update in done:
+                    update(record.n_events)
                 yield columns
 
         tree = None
