@@ -1,8 +1,9 @@
 """Parallel event generation: one worker process per part of a sample, one file per part.
 
-:func:`generate_parts` splits ``events`` into ``jobs`` parts of (nearly) equal size and runs
-:func:`hepflow.generate.ttbar.write_events` for each in its own process (``spawn``: nothing of
-the parent's state, torch threads included, is inherited). The design choices:
+:func:`generate_parts` splits ``events`` into ``jobs`` parts of (nearly) equal size and runs a
+worker (for ttbar :func:`hepflow.generate.ttbar.write_part`) for each in its own process
+(``spawn``: nothing of the parent's state, torch threads included, is inherited). The design
+choices:
 
 * **One file per part**, ``<stem>_000<suffix>`` to ``<stem>_<jobs-1><suffix>`` beside the
   requested path: a coffea fileset takes the list (or the glob ``<stem>_*.root``) and processes
@@ -34,19 +35,18 @@ import os
 import queue
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hepflow.errors import HepflowError, OutputError
-from hepflow.generate.pileup import PileupProfile
 from hepflow.outputs.atomic import TMP_PREFIX
 from hepflow.outputs.lock import temporary_prefix
 
-__all__ = ["Part", "generate_parts", "part_paths", "part_sizes"]
+__all__ = ["Part", "PartsResult", "generate_parts", "part_paths", "part_sizes"]
 
 #: seconds between checks that the workers are alive
 _POLL_SECONDS = 0.5
@@ -66,7 +66,8 @@ def part_sizes(events: int, jobs: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Part:
-    """What one worker generates: ``events`` events from ``first_event + 1`` into ``tmp``."""
+    """What one worker generates: ``events`` events from ``first_event + 1`` into ``tmp``, with
+    the generator's ``options`` (for ttbar: ``batch_size`` and ``pileup``)."""
 
     index: int
     tmp: Path
@@ -75,28 +76,21 @@ class Part:
     first_event: int
     seed: int
     jobs: int
-    batch_size: int
-    pileup: PileupProfile
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def sequence(self) -> np.random.SeedSequence:
         """Child ``index`` of ``SeedSequence(seed)``: all of the part's random numbers."""
         return np.random.SeedSequence(self.seed).spawn(self.jobs)[self.index]
 
 
-def write_part(part: Part, report: Callable[[tuple[Any, ...]], None]) -> dict[str, float]:
-    """Generate ``part`` (in a worker); ``report`` receives ``("progress", index, n)`` messages."""
-    from hepflow.generate.ttbar import write_events
+@dataclass(frozen=True)
+class PartsResult:
+    """What :func:`generate_parts` wrote: the files in order, each worker's clock (seconds per
+    stage, as its worker returned them) and the wall-clock seconds of the whole run."""
 
-    return write_events(
-        part.tmp,
-        events=part.events,
-        seed=part.seed,
-        sequence=part.sequence(),
-        batch_size=part.batch_size,
-        pileup=part.pileup,
-        first_event=part.first_event,
-        advance=lambda n: report(("progress", part.index, n)),
-    )
+    parts: tuple[Path, ...]
+    clocks: tuple[dict[str, float], ...]
+    seconds: float
 
 
 def _run(worker: Callable[..., dict[str, float]], part: Part, results: Any) -> None:
@@ -117,18 +111,18 @@ def generate_parts(
     events: int,
     seed: int,
     jobs: int,
-    batch_size: int = 1000,
+    worker: Callable[[Part, Callable[[tuple[Any, ...]], None]], dict[str, float]],
+    options: Mapping[str, Any] | None = None,
     progress: bool = True,
     overwrite: bool = False,
-    pileup: PileupProfile | None = None,
-    worker: Callable[..., dict[str, float]] = write_part,
-) -> Any:
-    """Generate ``events`` events in ``jobs`` processes into :func:`part_paths` (``path``);
-    returns the :class:`~hepflow.generate.ttbar.GenerationStats` with ``parts``.
+) -> PartsResult:
+    """Generate ``events`` events in ``jobs`` processes into :func:`part_paths` (``path``).
 
-    Called by :func:`hepflow.generate.ttbar.generate_ttbar` with ``jobs`` above 1 (which checks
-    the options). ``worker(part, report)`` generates one :class:`Part` (a module-level function:
-    it is pickled into a spawned process).
+    ``worker(part, report)`` generates one :class:`Part` into ``part.tmp`` and returns its clock
+    (``{"pythia": s, "detector": s}``); ``report(("progress", part.index, n))`` advances the
+    progress bar. It is pickled into a spawned process, so it must be a module-level function
+    (:func:`hepflow.generate.ttbar.write_part` for :func:`~hepflow.generate.ttbar.generate_ttbar`,
+    which checks the options and calls this with ``jobs`` above 1).
 
     Raises:
         OutputError: a part file exists and ``overwrite`` is false, or the directory cannot be
@@ -137,9 +131,6 @@ def generate_parts(
     """
     from tqdm.auto import tqdm
 
-    from hepflow.generate.ttbar import GenerationStats
-
-    pileup = PileupProfile() if pileup is None else pileup
     finals = part_paths(path, jobs)
     if not overwrite:
         for final in finals:
@@ -162,14 +153,12 @@ def generate_parts(
     except OSError as err:
         _remove(temporaries)
         raise OutputError(f"cannot write to {directory}: {err.strerror}") from err
-    firsts = np.concatenate([[0], np.cumsum(part_sizes(events, jobs))[:-1]]).tolist()
+    sizes = part_sizes(events, jobs)
+    firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
     parts = [
-        Part(k, tmp, final, n, int(first), seed, jobs, batch_size, pileup)
-        for k, (tmp, final, n, first) in enumerate(
-            zip(temporaries, finals, part_sizes(events, jobs), firsts, strict=True)
-        )
+        Part(k, tmp, final, n, int(first), seed, jobs, dict(options or {}))
+        for k, (tmp, final, n, first) in enumerate(zip(temporaries, finals, sizes, firsts, strict=True))
     ]
-    clocks: dict[int, dict[str, float]] = {}
     try:
         with tqdm(
             total=events, unit="ev", disable=not progress, desc=f"{finals[0].name} ... ({jobs} jobs)"
@@ -181,17 +170,10 @@ def generate_parts(
         _rename_all(temporaries, finals)
     finally:
         _remove(temporaries)
-    seconds = time.perf_counter() - start
-    pythia = sum(c["pythia"] for c in clocks.values())
-    detector = sum(c["detector"] for c in clocks.values())
-    return GenerationStats(
-        path=Path(path),
-        events=events,
-        seconds=seconds,
-        pythia_seconds=pythia,
-        detector_seconds=detector,
-        write_seconds=max(seconds * jobs - pythia - detector, 0.0),
+    return PartsResult(
         parts=tuple(finals),
+        clocks=tuple(clocks[k] for k in range(jobs)),
+        seconds=time.perf_counter() - start,
     )
 
 

@@ -45,6 +45,7 @@ from hepflow.generate.nanoaod import (
     stable_particles,
     ttbar_genpart,
 )
+from hepflow.generate.parallel import Part, generate_parts
 from hepflow.generate.pileup import LIBRARY_EVENTS, MinimumBiasLibrary, PileupProfile, overlay
 from hepflow.outputs.atomic import atomic_write
 
@@ -164,17 +165,26 @@ def generate_ttbar(
         raise ConfigError(f"jobs must be between 1 and events ({events}), got {jobs}")
     pileup = PileupProfile() if pileup is None else pileup
     if jobs > 1:
-        from hepflow.generate.parallel import generate_parts
-
-        return generate_parts(
+        result = generate_parts(
             path,
             events=events,
             seed=seed,
             jobs=jobs,
-            batch_size=batch_size,
+            worker=write_part,
+            options={"batch_size": batch_size, "pileup": pileup},
             progress=progress,
             overwrite=overwrite,
-            pileup=pileup,
+        )
+        pythia = sum(c["pythia"] for c in result.clocks)
+        detector = sum(c["detector"] for c in result.clocks)
+        return GenerationStats(
+            path=Path(path),
+            events=events,
+            seconds=result.seconds,
+            pythia_seconds=pythia,
+            detector_seconds=detector,
+            write_seconds=max(result.seconds * jobs - pythia - detector, 0.0),
+            parts=result.parts,
         )
     path = Path(path)
     start = time.perf_counter()
@@ -197,6 +207,21 @@ def generate_ttbar(
         pythia_seconds=clock["pythia"],
         detector_seconds=clock["detector"],
         write_seconds=seconds - clock["pythia"] - clock["detector"],
+    )
+
+
+def write_part(part: Part, report: Callable[[tuple[Any, ...]], None]) -> dict[str, float]:
+    """Generate one part of a parallel run (in its worker process): :func:`write_events` with the
+    part's seed sequence and first event; ``report`` receives ``("progress", index, n)``."""
+    return write_events(
+        part.tmp,
+        events=part.events,
+        seed=part.seed,
+        sequence=part.sequence(),
+        batch_size=part.options["batch_size"],
+        pileup=part.options["pileup"],
+        first_event=part.first_event,
+        advance=lambda n: report(("progress", part.index, n)),
     )
 
 
