@@ -135,6 +135,7 @@ def _generate_ttbar(args: argparse.Namespace) -> int:
         progress=args.progress,
         overwrite=args.overwrite,
         pileup=PileupProfile(mean=args.pileup, spread=args.pileup_spread),
+        jobs=args.jobs,
     )
     print(stats.summary())
     return 0
@@ -397,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ttbar.add_argument(
         "--pileup-spread", type=float, default=9.0, metavar="SD", help="its standard deviation (default 9)"
+    )
+    ttbar.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes (default 1); with N > 1 the sample is written as N files "
+        "OUTPUT_STEM_000.root ... with seeds spawned from --seed and continuous event numbers",
     )
     ttbar.add_argument("--overwrite", action="store_true")
     ttbar.add_argument("--no-progress", dest="progress", action="store_false")

@@ -6,7 +6,7 @@ One concept per module:
 * :mod:`~hepflow.flows.spline` -- conditional rational-quadratic spline coupling;
 * :mod:`~hepflow.flows.mixing` -- fixed random orthogonal / permutation mixing;
 * :mod:`~hepflow.flows.actnorm` -- data-initialised ActNorm;
-* :mod:`~hepflow.flows.constraints` -- box and simplex support transforms;
+* :mod:`~hepflow.flows.constraints` -- box, simplex and momentum-bound support transforms;
 * :mod:`~hepflow.flows.dequantization` -- uniform dequantization of integer context columns;
 * :mod:`~hepflow.flows.standardization` -- standardisation buffers;
 * :mod:`~hepflow.flows.summary` -- MLP, set (jets) and CNN (histograms) summary networks;
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from hepflow.flows.actnorm import ActNorm
 from hepflow.flows.base import MLP, Flow, Transform
-from hepflow.flows.constraints import Box, Simplex, Support
+from hepflow.flows.constraints import Box, MomentumBound, Simplex, Support
 from hepflow.flows.coupling import AffineCoupling
 from hepflow.flows.dequantization import Dequantize
 from hepflow.flows.ensemble import FlowEnsemble
@@ -45,6 +45,7 @@ __all__ = [
     "FlowEnsemble",
     "IdentitySummary",
     "MLPSummary",
+    "MomentumBound",
     "Permutation",
     "RandomOrthogonal",
     "Regressor",

@@ -14,6 +14,10 @@ log-determinant of the transform, so densities are those of the user-facing para
   whose tail ``x_{i+1} + ... + x_K`` vanishes do, so posteriors at an edge of the simplex (say the
   last two fractions near zero) keep the others finite. For both the density is with respect to
   the first ``K - 1`` components and ``log|det| = -sum_i log x_i`` over all ``K``.
+* :class:`MomentumBound` -- a particle's ``(px, py, eta)`` with ``|px|, |py| < pt_max`` and
+  ``|pz| = pT |sinh(eta)| < pz_max``: a box in the transverse plane and an eta bound that
+  depends on pT (``|eta| < asinh(pz_max / pT)``), so no value has a longitudinal momentum beyond
+  ``pz_max`` whatever its pT (a plain box on eta cannot do that: its pz grows with pT).
 
 Example:
     >>> import torch
@@ -39,7 +43,7 @@ from torch import Tensor, nn
 
 from hepflow.errors import ConfigError
 
-__all__ = ["Box", "Constraint", "Simplex", "Support", "constraint_from_config"]
+__all__ = ["Box", "Constraint", "MomentumBound", "Simplex", "Support", "constraint_from_config"]
 
 
 def _encode(v: float) -> float | str:
@@ -291,6 +295,91 @@ class Simplex(Constraint):
         return f"dims={list(self.dims)}, coordinates={self.coordinates}"
 
 
+class MomentumBound(Constraint):
+    """A particle's ``(px, py, eta)`` (columns ``dims``, in this order) with ``|px| < pt_max``,
+    ``|py| < pt_max`` and ``|pz| = pT |sinh(eta)| < pz_max`` (``pT = hypot(px, py)``).
+
+    Coordinates: ``px = b tanh(u_x / 2)``, ``py = b tanh(u_y / 2)`` and
+    ``eta = H(pT) tanh(u_eta / 2)`` with ``H(pT) = asinh(pz_max / pT)``; the Jacobian is
+    triangular (H depends on px and py only), ``log|det| = sum log(b_i / 2 (1 - tanh^2))``. The
+    bounds ``b = pt_max`` and ``H`` of the transform are shrunk by :attr:`MARGIN` (relative) so
+    that float32 rounding never puts a value of :meth:`inverse` on a bound of :meth:`contains`
+    (the true bounds); the forward transform takes values in that thin margin as on its edge.
+
+    Example:
+        >>> import torch
+        >>> bound = MomentumBound([0, 1, 2], pt_max=2000.0, pz_max=5000.0)
+        >>> x, _ = bound.inverse(torch.randn(1000, 3) * 50)  # far into the tails
+        >>> pz = torch.hypot(x[:, 0], x[:, 1]) * torch.sinh(x[:, 2])
+        >>> bool((x[:, :2].abs() < 2000).all()), bool((pz.abs() < 5000).all())
+        (True, True)
+        >>> bound.contains(torch.tensor([[100.0, 0.0, 4.7], [100.0, 0.0, 4.5]])).tolist()  # pz 5497, 4500
+        [False, True]
+    """
+
+    #: relative shrinking of the bounds, larger than float32 rounding (6e-8)
+    MARGIN = 1e-6
+
+    def __init__(self, dims: Sequence[int], *, pt_max: float, pz_max: float) -> None:
+        super().__init__()
+        self.dims = tuple(int(d) for d in dims)
+        if len(self.dims) != 3:
+            raise ConfigError(f"MomentumBound needs 3 dims (px, py, eta), got dims={list(self.dims)}")
+        for name, value in (("pt_max", pt_max), ("pz_max", pz_max)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"MomentumBound: {name} must be finite and positive, got {value}")
+        self.pt_max, self.pz_max = float(pt_max), float(pz_max)
+        self.out_features = 3
+
+    def _eta_bound(self, x: Tensor) -> Tensor:
+        """``asinh(pz_max / pT)`` shrunk by the margin; pT below 1e-6 GeV counts as 1e-6."""
+        pt = torch.hypot(x[:, 0], x[:, 1]).clamp_min(1e-6)
+        return torch.asinh(self.pz_max / pt) * (1.0 - self.MARGIN)
+
+    def _bounds(self, x: Tensor) -> Tensor:
+        b = x.new_full((x.shape[0], 2), self.pt_max * (1.0 - self.MARGIN))
+        return torch.cat((b, self._eta_bound(x).unsqueeze(1)), 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        bounds = self._bounds(x)
+        # values between the shrunk and the true bounds (a relative 1e-6) count as on the shrunk one
+        edge = 1.0 - torch.finfo(x.dtype).eps
+        r = (x / bounds).clamp(-edge, edge)
+        u = 2.0 * torch.atanh(r)
+        logdet = -(torch.log(0.5 * bounds) + torch.log1p(-(r * r))).sum(1)
+        return u, logdet
+
+    def inverse(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        b = self.pt_max * (1.0 - self.MARGIN)
+        pxy = b * torch.tanh(0.5 * u[:, :2])
+        h = self._eta_bound(pxy)
+        eta = h * torch.tanh(0.5 * u[:, 2])
+        # d tanh(u/2)/du = sigmoid(u) sigmoid(-u) * 2
+        logs = F.logsigmoid(u) + F.logsigmoid(-u) + math.log(2.0)
+        logdet = (logs[:, :2] + math.log(b)).sum(1) + logs[:, 2] + torch.log(h)
+        return torch.cat((pxy, eta.unsqueeze(1)), 1), logdet
+
+    def contains(self, x: Tensor) -> Tensor:
+        """Rows strictly inside: ``|px|, |py| < pt_max`` and ``|eta| < asinh(pz_max / pT)``, i.e.
+        ``|pz| < pz_max``; NaN is outside."""
+        bounds = self._bounds(x) / (1.0 - self.MARGIN)
+        return (x.abs() < bounds).all(1)
+
+    def interior(self) -> Tensor:
+        return torch.zeros(3)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "MomentumBound",
+            "dims": list(self.dims),
+            "pt_max": self.pt_max,
+            "pz_max": self.pz_max,
+        }
+
+    def extra_repr(self) -> str:
+        return f"dims={list(self.dims)}, pt_max={self.pt_max}, pz_max={self.pz_max}"
+
+
 def constraint_from_config(cfg: dict[str, Any]) -> Constraint:
     """Rebuild a constraint from :meth:`Constraint.config`."""
     kind = cfg.get("type")
@@ -301,6 +390,8 @@ def constraint_from_config(cfg: dict[str, Any]) -> Constraint:
         return Simplex(
             cfg["dims"], atol=cfg.get("atol", 1e-4), coordinates=cfg.get("coordinates", "log_ratio")
         )
+    if kind == "MomentumBound":
+        return MomentumBound(cfg["dims"], pt_max=float(cfg["pt_max"]), pz_max=float(cfg["pz_max"]))
     raise ConfigError(f"unknown constraint type {kind!r}")
 
 
@@ -319,7 +410,9 @@ class Support(nn.Module):
         used: dict[int, int] = {}
         for i, con in enumerate(constraints):
             if not isinstance(con, Constraint):
-                raise ConfigError(f"constraints must be Box or Simplex objects, got {type(con).__name__}")
+                raise ConfigError(
+                    f"constraints must be Box, Simplex or MomentumBound objects, got {type(con).__name__}"
+                )
             for d in con.dims:
                 if not 0 <= d < theta_dim:
                     raise ConfigError(

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -44,6 +45,7 @@ from hepflow.generate.nanoaod import (
     stable_particles,
     ttbar_genpart,
 )
+from hepflow.generate.parallel import Part, generate_parts
 from hepflow.generate.pileup import LIBRARY_EVENTS, MinimumBiasLibrary, PileupProfile, overlay
 from hepflow.outputs.atomic import atomic_write
 
@@ -86,6 +88,8 @@ class GenerationStats:
     pythia_seconds: float
     detector_seconds: float
     write_seconds: float
+    #: the files of a parallel run (``jobs`` above 1), in order; empty for one file at ``path``
+    parts: tuple[Path, ...] = ()
 
     @property
     def events_per_second(self) -> float:
@@ -93,6 +97,13 @@ class GenerationStats:
 
     def summary(self) -> str:
         """One line: events written, time, rate and its split, output path."""
+        if self.parts:
+            return (
+                f"wrote {self.events} events to {len(self.parts)} files {self.parts[0]} ... "
+                f"{self.parts[-1].name} in {self.seconds:.1f} s ({self.events_per_second:.0f} "
+                f"events/s with {len(self.parts)} jobs; summed over the jobs: Pythia "
+                f"{self.pythia_seconds:.1f} s, detector {self.detector_seconds:.1f} s)"
+            )
         return (
             f"wrote {self.events} events to {self.path} in {self.seconds:.1f} s "
             f"({self.events_per_second:.0f} events/s: Pythia {self.pythia_seconds:.1f} s, "
@@ -109,6 +120,7 @@ def generate_ttbar(
     progress: bool = True,
     overwrite: bool = False,
     pileup: PileupProfile | None = None,
+    jobs: int = 1,
 ) -> GenerationStats:
     """Generate ``events`` semileptonic ttbar events into the NanoAOD ROOT file ``path``.
 
@@ -128,70 +140,65 @@ def generate_ttbar(
     (:mod:`hepflow.generate.pileup`); the default, ``PileupProfile()``, is that of the CMS
     NanoAODv12 ttbar simulation (mean 36), ``PileupProfile(mean=0)`` switches it off.
 
-    Raises:
-        ConfigError: ``events`` or ``batch_size`` below 1, ``seed`` outside [0, 2^32).
-        OutputError: ``path`` exists and ``overwrite`` is false, or cannot be written.
-        HepflowError: ``pythia8mc`` or ``fastjet`` is not installed.
-    """
-    import uproot
-    from tqdm.auto import tqdm
+    With ``jobs`` above 1, ``jobs`` worker processes generate the parts of the sample into the
+    files ``<stem>_000<suffix>``, ``<stem>_001<suffix>``, ... beside ``path``
+    (:func:`hepflow.generate.parallel.generate_parts`): part ``k`` has its own seed, spawned from
+    ``seed`` (:class:`numpy.random.SeedSequence`), and the event numbers that follow those of
+    part ``k - 1``, so the parts together number their events 1 to ``events``, as one file
+    would. The same ``seed`` and ``jobs`` give the same files; either all appear or none.
 
+    Raises:
+        ConfigError: ``events``, ``batch_size`` or ``jobs`` below 1, ``jobs`` above ``events``,
+            ``seed`` outside [0, 2^32).
+        OutputError: ``path`` (a part, with ``jobs``) exists and ``overwrite`` is false, or
+            cannot be written.
+        HepflowError: ``pythia8mc`` or ``fastjet`` is not installed; a worker failed (its part
+            named, no file written).
+    """
     if events < 1:
         raise ConfigError(f"events must be at least 1, got {events}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     if not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be in [0, 2^32), got {seed}")
-    path = Path(path)
-    sequence = np.random.SeedSequence(seed)
-    pythia_seed = int(sequence.generate_state(1)[0]) % _PYTHIA_SEED_MAX + 1
-    rng = np.random.default_rng(sequence.spawn(1)[0])
+    if not 1 <= jobs <= events:
+        raise ConfigError(f"jobs must be between 1 and events ({events}), got {jobs}")
     pileup = PileupProfile() if pileup is None else pileup
-    pileup_sequence = sequence.spawn(1)[0]  # a separate stream: no pileup leaves the rest unchanged
-    pileup_rng = np.random.default_rng(pileup_sequence.spawn(1)[0])
-
-    clock = {"pythia": 0.0, "detector": 0.0}
+    if jobs > 1:
+        result = generate_parts(
+            path,
+            events=events,
+            seed=seed,
+            jobs=jobs,
+            worker=write_part,
+            options={"batch_size": batch_size, "pileup": pileup},
+            progress=progress,
+            overwrite=overwrite,
+        )
+        pythia = sum(c["pythia"] for c in result.clocks)
+        detector = sum(c["detector"] for c in result.clocks)
+        return GenerationStats(
+            path=Path(path),
+            events=events,
+            seconds=result.seconds,
+            pythia_seconds=pythia,
+            detector_seconds=detector,
+            write_seconds=max(result.seconds * jobs - pythia - detector, 0.0),
+            parts=result.parts,
+        )
+    path = Path(path)
     start = time.perf_counter()
     with atomic_write(path, overwrite=overwrite) as tmp:
-        generator = _Pythia(pythia_seed)
-        library = None
-        if pileup.enabled:
-            library = MinimumBiasLibrary.generate(
-                events=library_size(events, pileup.mean),
-                seed=int(pileup_sequence.generate_state(1)[0]) % _PYTHIA_SEED_MAX + 1,
-            )
-        clock["pythia"] += time.perf_counter() - start
-        log.info("Pythia initialised with seed %d (hepflow seed %d)", pythia_seed, seed)
-
-        with (
-            uproot.recreate(tmp) as file,
-            tqdm(total=events, unit="ev", disable=not progress, desc=path.name) as bar,
-        ):
-
-            def chunks() -> Iterator[dict[str, Any]]:
-                for first in range(0, events, CHUNK_EVENTS):
-                    t0 = time.perf_counter()
-                    record, weights = generator.next(min(CHUNK_EVENTS, events - first))
-                    t1 = time.perf_counter()
-                    columns = _reconstruct(
-                        record,
-                        weights,
-                        generator.charge,
-                        rng,
-                        seed=seed,
-                        first=first,
-                        pileup=(pileup, library, pileup_rng),
-                    )
-                    clock["pythia"] += t1 - t0
-                    clock["detector"] += time.perf_counter() - t1
-                    bar.update(record.n_events)
-                    yield columns
-
-            tree = None
-            for batch in _batches(chunks(), batch_size):
-                if tree is None:
-                    tree = file.mktree("Events", branch_types(batch))
-                tree.extend(batch)
+        clock = write_events(
+            tmp,
+            events=events,
+            seed=seed,
+            sequence=np.random.SeedSequence(seed),
+            batch_size=batch_size,
+            pileup=pileup,
+            progress=progress,
+            desc=path.name,
+        )
     seconds = time.perf_counter() - start
     return GenerationStats(
         path=path,
@@ -201,6 +208,95 @@ def generate_ttbar(
         detector_seconds=clock["detector"],
         write_seconds=seconds - clock["pythia"] - clock["detector"],
     )
+
+
+def write_part(part: Part, report: Callable[[tuple[Any, ...]], None]) -> dict[str, float]:
+    """Generate one part of a parallel run (in its worker process): :func:`write_events` with the
+    part's seed sequence and first event; ``report`` receives ``("progress", index, n)``."""
+    return write_events(
+        part.tmp,
+        events=part.events,
+        seed=part.seed,
+        sequence=part.sequence(),
+        batch_size=part.options["batch_size"],
+        pileup=part.options["pileup"],
+        first_event=part.first_event,
+        advance=lambda n: report(("progress", part.index, n)),
+    )
+
+
+def write_events(
+    path: Path,
+    *,
+    events: int,
+    seed: int,
+    sequence: np.random.SeedSequence,
+    batch_size: int,
+    pileup: PileupProfile,
+    first_event: int = 0,
+    progress: bool = False,
+    desc: str = "",
+    advance: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Generate ``events`` events into the new ROOT file ``path`` (no atomicity: the caller's
+    temporary); returns the seconds spent in Pythia and in the detector.
+
+    All random numbers come from ``sequence`` (Pythia's seed, the detector's and the pileup's
+    streams); ``luminosityBlock`` is ``seed`` and ``event`` runs from ``first_event + 1``.
+    ``advance`` is called with the number of events of each chunk done (a parallel run's progress).
+    """
+    import uproot
+    from tqdm.auto import tqdm
+
+    pythia_seed = int(sequence.generate_state(1)[0]) % _PYTHIA_SEED_MAX + 1
+    rng = np.random.default_rng(sequence.spawn(1)[0])
+    pileup_sequence = sequence.spawn(1)[0]  # a separate stream: no pileup leaves the rest unchanged
+    pileup_rng = np.random.default_rng(pileup_sequence.spawn(1)[0])
+
+    clock = {"pythia": 0.0, "detector": 0.0}
+    start = time.perf_counter()
+    generator = _Pythia(pythia_seed)
+    library = None
+    if pileup.enabled:
+        library = MinimumBiasLibrary.generate(
+            events=library_size(events, pileup.mean),
+            seed=int(pileup_sequence.generate_state(1)[0]) % _PYTHIA_SEED_MAX + 1,
+        )
+    clock["pythia"] += time.perf_counter() - start
+    log.info("Pythia initialised with seed %d (hepflow seed %d)", pythia_seed, seed)
+
+    done: list[Callable[[int], Any]] = [] if advance is None else [advance]
+    with contextlib.ExitStack() as stack:
+        file = stack.enter_context(uproot.recreate(path))
+        if progress:  # no tqdm object otherwise: in a worker it would leave a semaphore behind
+            done.append(stack.enter_context(tqdm(total=events, unit="ev", desc=desc)).update)
+
+        def chunks() -> Iterator[dict[str, Any]]:
+            for first in range(0, events, CHUNK_EVENTS):
+                t0 = time.perf_counter()
+                record, weights = generator.next(min(CHUNK_EVENTS, events - first))
+                t1 = time.perf_counter()
+                columns = _reconstruct(
+                    record,
+                    weights,
+                    generator.charge,
+                    rng,
+                    seed=seed,
+                    first=first_event + first,
+                    pileup=(pileup, library, pileup_rng),
+                )
+                clock["pythia"] += t1 - t0
+                clock["detector"] += time.perf_counter() - t1
+                for update in done:
+                    update(record.n_events)
+                yield columns
+
+        tree = None
+        for batch in _batches(chunks(), batch_size):
+            if tree is None:
+                tree = file.mktree("Events", branch_types(batch))
+            tree.extend(batch)
+    return clock
 
 
 def _reconstruct(

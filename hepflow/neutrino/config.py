@@ -2,9 +2,9 @@
 
 One dataclass per table (:class:`~hepflow.neutrino.selection.NeutrinoSelection` for
 ``[selection]``, kept in its own module so that the processors need no torch; :class:`GenerationConfig`,
-:class:`SummaryConfig`, :class:`FlowConfig`, :class:`RegressionConfig`, :class:`TrainingConfig`,
-:class:`InferenceConfig`) and :class:`NeutrinoConfig` for the whole file. Reading is strict:
-unknown keys and wrong types are refused with a message that names them. ``config=None``
+:class:`SummaryConfig`, :class:`FlowConfig`, :class:`SupportConfig`, :class:`RegressionConfig`,
+:class:`TrainingConfig`, :class:`InferenceConfig`) and :class:`NeutrinoConfig` for the whole file.
+Reading is strict: unknown keys and wrong types are refused with a message that names them. ``config=None``
 everywhere means the config shipped with hepflow (``hepflow config show neutrino`` prints it).
 
 Example:
@@ -13,13 +13,25 @@ Example:
     (4, 7, 256)
     >>> NeutrinoConfig().training.epochs  # the dataclass defaults, sized for a CPU
     25
+    >>> cfg.support.pt_max, cfg.support.pz_max  # every posterior sample is physical (GeV)
+    (2000.0, 5000.0)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from hepflow.config import COUNT, SAMPLES, SEED, SIZE, AnalysisConfig, ValueOutOfBounds, check_values
+from hepflow.config import (
+    COUNT,
+    SAMPLES,
+    SEED,
+    SIZE,
+    AnalysisConfig,
+    Bound,
+    ValueOutOfBounds,
+    check_values,
+)
 from hepflow.flows.config import FlowArchitecture
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.training.config import FitConfig
@@ -32,8 +44,16 @@ __all__ = [
     "NeutrinoSelection",
     "RegressionConfig",
     "SummaryConfig",
+    "SupportConfig",
     "TrainingConfig",
 ]
+
+#: the LHC beam energy at 13 TeV, GeV: no particle of the event can carry more momentum
+BEAM_ENERGY = 6500.0
+_MOMENTUM = Bound(
+    f"a number in (0, {BEAM_ENERGY:g}] GeV (the beam energy)",
+    lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= BEAM_ENERGY,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,34 @@ class FlowConfig(FlowArchitecture):
     width: int = 64
     bins: int = 10
     bound: float = 4.0
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    """``[support]``: the physical range of the neutrino, a
+    :class:`~hepflow.flows.constraints.MomentumBound` on the targets (px, py, eta) of the flow
+    and the regression: ``|px|, |py| < pt_max`` and ``|pz| = pT |sinh(eta)| < pz_max`` (GeV).
+
+    Every posterior sample and regression estimate then lies inside, whatever the event (a MET
+    of 2 TeV included); training events whose true neutrino lies outside are dropped and counted
+    (``dropped_outside_support`` in ``training.json``). ``enabled = false`` trains without it,
+    as models trained before the support existed: samples are then unbounded (pz of 14 TeV
+    were seen).
+    See docs/training.md for the fractions of true neutrinos beyond these bounds.
+    """
+
+    enabled: bool = True
+    pt_max: float = 2000.0
+    pz_max: float = 5000.0
+
+    def __post_init__(self) -> None:
+        check_values(self, pt_max=_MOMENTUM, pz_max=_MOMENTUM)
+
+    def constraint(self) -> Any:
+        """The :class:`~hepflow.flows.constraints.MomentumBound` on (px, py, eta), or None if off."""
+        from hepflow.flows.constraints import MomentumBound
+
+        return MomentumBound([0, 1, 2], pt_max=self.pt_max, pz_max=self.pz_max) if self.enabled else None
 
 
 @dataclass(frozen=True)
@@ -137,6 +185,7 @@ class NeutrinoConfig(AnalysisConfig):
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+    support: SupportConfig = field(default_factory=SupportConfig)
     regression: RegressionConfig = field(default_factory=RegressionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)

@@ -20,6 +20,7 @@ import torch
 
 from hepflow.inference.summaries import marginal_mode
 from hepflow.neutrino.features import context_arrays
+from hepflow.neutrino.model import neutrino_pz
 from hepflow.neutrino.quadratic import lepton_mass, reconstruct_w_mass, solve_neutrino_pz
 from hepflow.posterior import FlowPosterior
 
@@ -107,8 +108,7 @@ def inference_columns(
         theta, logp = posterior.sample_context(samples, batch, generator=gen, log_prob=True)
         theta = theta.astype(np.float32)  # the flow's float32 draws, exactly
         logp = logp.astype(np.float32)
-        pt = np.hypot(theta[..., 0], theta[..., 1])
-        px[sl], py[sl], pz[sl] = theta[..., 0], theta[..., 1], pt * np.sinh(theta[..., 2])
+        px[sl], py[sl], pz[sl] = theta[..., 0], theta[..., 1], neutrino_pz(*np.moveaxis(theta, -1, 0))
         best = np.argmax(np.where(np.isnan(logp), -np.inf, logp), axis=1)
         rows = np.arange(sl.stop - sl.start)
         mode[sl] = np.stack([px[sl][rows, best], py[sl][rows, best], pz[sl][rows, best]], axis=1)
@@ -121,8 +121,7 @@ def inference_columns(
         out[f"flow_{name}_median"] = np.median(values, axis=1)
         out[f"flow_{name}_mean"] = values.mean(axis=1)
         out[f"flow_{name}_std"] = values.std(axis=1, ddof=1)
-    ff_pt = np.hypot(ff[:, 0], ff[:, 1])
-    out.update({"ff_px": ff[:, 0], "ff_py": ff[:, 1], "ff_pz": ff_pt * np.sinh(ff[:, 2])})
+    out.update({"ff_px": ff[:, 0], "ff_py": ff[:, 1], "ff_pz": neutrino_pz(ff[:, 0], ff[:, 1], ff[:, 2])})
 
     lep = {k: ak.to_numpy(columns[f"lep_{k}"]).astype(np.float64) for k in ("px", "py", "pz", "e")}
     mass = lepton_mass(ak.to_numpy(columns.lep_flavor))

@@ -1,22 +1,29 @@
 """The neutrino analysis's models: the cINN, the regression baseline, and loading them back.
 
 Target: the neutrino (px, py, eta) as in nu-Flows (:data:`TARGETS`); pz = pT sinh(eta) is
-derived per sample. Context: flat features (MET, lepton, multiplicities; the discrete ones
-dequantized) and the set of up to ten jets (attention-pooling set encoder with a mask), see
+derived per sample (:func:`neutrino_pz`). The flow's support is bounded by ``[support]``
+(:class:`~hepflow.neutrino.config.SupportConfig`, a
+:class:`~hepflow.flows.constraints.MomentumBound`): every posterior sample has
+``|px|, |py| < pt_max`` and ``|pz| < pz_max``, well within the 6.5 TeV beam energy (the regression is not
+bounded). Context: flat features (MET, lepton, multiplicities; the discrete ones dequantized)
+and the set of up to ten jets (attention-pooling set encoder with a mask), see
 :mod:`hepflow.neutrino.features`. Both models share the summary network layout
 (:class:`~hepflow.neutrino.config.SummaryConfig`); the unfolding study builds its flow here too.
 
 A saved model carries its analysis, feature specification and event selection in its metadata;
 :func:`check_model` refuses any other (a cosmic model, a flow trained on other features) before
-its weights are read, :func:`check_selection` refuses to apply it to events of another selection,
+its weights are read (and a flow whose constraints differ from the ``support`` its metadata
+records: :func:`check_support`), :func:`check_selection` refuses to apply it to events of another selection,
 and :func:`load_models` returns the flow as a :class:`~hepflow.posterior.FlowPosterior`.
 
 Example:
     >>> from hepflow.neutrino.config import NeutrinoConfig
     >>> cfg = NeutrinoConfig()
-    >>> flow = build_flow(cfg.flow, cfg.summary, seed=1)
+    >>> flow = build_flow(cfg.flow, cfg.summary, support=cfg.support, seed=1)
     >>> flow.theta_dim, len(FEATURE_SPEC["flat"]), TARGETS
     (3, 9, ('nu_px', 'nu_py', 'nu_eta'))
+    >>> flow.support.constraints[0]
+    MomentumBound(dims=[0, 1, 2], pt_max=2000.0, pz_max=5000.0)
     >>> check_model({"analysis": "cosmic"}, "m/flow")
     Traceback (most recent call last):
     ...
@@ -31,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from hepflow.config import json_plain, to_dict
-from hepflow.errors import ModelError
+from hepflow.errors import ConfigError, ModelError
 from hepflow.flows.base import seeded
 from hepflow.flows.config import FlowArchitecture
-from hepflow.neutrino.config import RegressionConfig, SummaryConfig
+from hepflow.neutrino.config import RegressionConfig, SummaryConfig, SupportConfig
 from hepflow.neutrino.features import DISCRETE_FEATURES, FLAT_FEATURES, JET_FEATURES
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.posterior import FlowPosterior, load_posterior
@@ -47,7 +54,10 @@ __all__ = [
     "build_regression",
     "check_model",
     "check_selection",
+    "check_support",
     "load_models",
+    "neutrino_pz",
+    "support_config",
 ]
 
 #: the ``analysis`` metadata of the neutrino models
@@ -81,20 +91,84 @@ def summary_network(cfg: SummaryConfig) -> Any:
 
 
 def build_flow(
-    cfg: FlowArchitecture, summary: SummaryConfig, *, theta_dim: int = len(TARGETS), seed: int | None = None
+    cfg: FlowArchitecture,
+    summary: SummaryConfig,
+    *,
+    theta_dim: int = len(TARGETS),
+    support: SupportConfig | None = None,
+    seed: int | None = None,
 ) -> Any:
-    """The cINN for p(nu px, py, eta | event); with ``theta_dim``, for any other ``theta_dim``
-    targets conditioned on the same detector-level event (the unfolding study uses it)."""
+    """The cINN for p(nu px, py, eta | event), its samples bounded by ``support`` (the neutrino
+    analysis passes its ``[support]``; None: unbounded); with ``theta_dim``, for any other
+    ``theta_dim`` targets conditioned on the same detector-level event (the unfolding study uses
+    it, without a support)."""
     from hepflow.flows.inn import ConditionalINN
 
+    constraint = None if support is None else support.constraint()
+    if constraint is not None and theta_dim != len(TARGETS):
+        raise ConfigError(f"[support] bounds the neutrino's {', '.join(TARGETS)}, not {theta_dim} targets")
     with seeded(seed):  # the summary network too: the same seed gives the same weights
         return ConditionalINN(
             theta_dim=theta_dim,
             summary=summary_network(summary),
             **cfg.inn_options(),
+            constraints=[] if constraint is None else [constraint],
             dequantize=_DEQUANTIZE,
             seed=seed,
         )
+
+
+def neutrino_pz(px: Any, py: Any, eta: Any) -> Any:
+    """``pz = pT sinh(eta)`` of (px, py, eta) arrays, in their dtype: how the inference columns
+    derive pz from the flow's samples, and how :class:`~hepflow.flows.constraints.MomentumBound`
+    bounds it.
+
+    Example:
+        >>> import numpy as np
+        >>> float(neutrino_pz(np.float32(30.0), np.float32(40.0), np.float32(np.arcsinh(2.0))))
+        100.0
+    """
+    import numpy as np
+
+    return np.hypot(px, py) * np.sinh(eta)
+
+
+def support_config(constraints: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``[support]`` table a flow's saved ``constraints`` amount to (``enabled = false`` for
+    none): what :func:`check_support` compares with the metadata."""
+    if not constraints:
+        return {"enabled": False}
+    if len(constraints) != 1 or constraints[0].get("type") != "MomentumBound":
+        return {"enabled": True, "constraints": list(constraints)}
+    c = constraints[0]
+    return {"enabled": True, "pt_max": float(c["pt_max"]), "pz_max": float(c["pz_max"])}
+
+
+def check_support(metadata: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse (:class:`~hepflow.errors.ModelError`) a saved flow whose constraints differ from the
+    ``support`` its metadata records (an edited ``config.json``); a model saved before the
+    support existed records none and is loaded as it is (unbounded samples)."""
+    from hepflow.flows.serialization import read_config
+
+    recorded = metadata.get("support")
+    if recorded is None:
+        return
+    expected = (
+        {"enabled": False}
+        if not recorded.get("enabled", True)
+        else {"enabled": True, "pt_max": float(recorded["pt_max"]), "pz_max": float(recorded["pz_max"])}
+    )
+    actual = support_config(read_config(path)["config"].get("constraints") or [])
+    if actual != expected:
+        raise ModelError(
+            f"{path}: its metadata records [support] {expected}, its flow has {actual}: "
+            "the model files do not belong together, train it again"
+        )
+
+
+def _check_flow(metadata: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    check_model(metadata, path)
+    check_support(metadata, path)
 
 
 def build_regression(cfg: RegressionConfig, summary: SummaryConfig, *, seed: int | None = None) -> Any:
@@ -164,7 +238,9 @@ def _missing(path: Path) -> str:
 def load_models(model_dir: str | os.PathLike[str]) -> tuple[FlowPosterior, Any]:
     """(flow posterior, regression) of a training output directory, refusing a foreign model.
 
-    Each model's metadata is checked (:func:`check_model`) once, before its weights are read.
+    Each model's metadata is checked (:func:`check_model`, and for the flow
+    :func:`check_support`) once, before its weights are read. A flow trained before
+    ``[support]`` existed has no constraint: it loads, and its samples are unbounded as before.
     ``"pretrained"`` loads the model shipped with hepflow, checked against its model card
     (:mod:`hepflow.neutrino.pretrained`).
     """
@@ -177,7 +253,7 @@ def load_models(model_dir: str | os.PathLike[str]) -> tuple[FlowPosterior, Any]:
     flow_dir, regression_dir = Path(model_dir) / "flow", Path(model_dir) / "regression"
     if not flow_dir.is_dir():
         raise ModelError(_missing(flow_dir))
-    flow = load_posterior(flow_dir, check=check_model, missing=_missing(flow_dir))
+    flow = load_posterior(flow_dir, check=_check_flow, missing=_missing(flow_dir))
     _check_targets(flow, flow_dir)
     if not regression_dir.is_dir():
         raise ModelError(_missing(regression_dir))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hepflow.errors import ConfigError, InputError
-from hepflow.flows import Box, Dequantize, Simplex, Standardize, Support
+from hepflow.flows import Box, Dequantize, MomentumBound, Simplex, Standardize, Support
 from hepflow.flows.constraints import constraint_from_config
 
 from .conftest import jacobian_logdet
@@ -175,6 +175,7 @@ def test_support_validation():
         Box([0, 2], low=[0.0, -INF], high=[1.0, 3.0]),
         Simplex([1, 2, 3], atol=1e-3),
         Simplex([1, 2, 3], coordinates="stick_breaking"),
+        MomentumBound([2, 0, 1], pt_max=1500.0, pz_max=4000.0),
     ],
 )
 def test_constraint_config_roundtrip(con):
@@ -182,6 +183,72 @@ def test_constraint_config_roundtrip(con):
 
     rebuilt = constraint_from_config(json.loads(json.dumps(con.config())))
     assert rebuilt.config() == con.config()
+
+
+def _momenta(n: int) -> torch.Tensor:
+    """(px, py, eta) of neutrino-like particles inside |px|, |py| < 2000 and |pz| < 5000."""
+    g = torch.Generator().manual_seed(4)
+    pt = 10 ** (torch.rand(n, generator=g, dtype=torch.float64) * 3)  # 1 GeV to 1 TeV
+    phi = torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi
+    eta_max = torch.asinh(5000.0 / pt)
+    eta = (torch.rand(n, generator=g, dtype=torch.float64) * 1.98 - 0.99) * eta_max
+    return torch.stack((pt * torch.cos(phi), pt * torch.sin(phi), eta), 1)
+
+
+def test_momentum_bound_roundtrip_and_logdet():
+    bound = MomentumBound([0, 1, 2], pt_max=2000.0, pz_max=5000.0)
+    x = _momenta(16)
+    assert bool(bound.contains(x).all())
+    u, ld = bound(x)
+    back, ld_inv = bound.inverse(u)
+    assert torch.allclose(back, x, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(ld_inv, -ld, atol=1e-8)
+    assert torch.allclose(ld, jacobian_logdet(lambda r: bound(r[None])[0][0], x), atol=1e-8)
+    assert torch.allclose(ld_inv, jacobian_logdet(lambda r: bound.inverse(r[None])[0][0], u), atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_momentum_bound_inverse_never_leaves_the_bounds(dtype):
+    """Even at u = +-1e6 (tanh saturated) every value is strictly inside, pz included, and
+    contains() agrees: float32 rounding never lands a sample on a bound."""
+    bound = MomentumBound([0, 1, 2], pt_max=2000.0, pz_max=5000.0)
+    grid = torch.tensor([-1e6, -40.0, -3.0, 0.0, 3.0, 40.0, 1e6], dtype=dtype)
+    u = torch.cartesian_prod(grid, grid, grid)
+    x, _ = bound.inverse(u)
+    pz = torch.hypot(x[:, 0], x[:, 1]) * torch.sinh(x[:, 2])
+    assert torch.isfinite(x).all()
+    assert bool((x[:, :2].abs() < 2000).all())
+    assert bool((pz.abs() < 5000).all())
+    assert float(pz.abs().max()) > 4999  # the bound is reached, not a narrower one
+    assert bool(bound.contains(x).all())
+
+
+def test_momentum_bound_contains():
+    bound = MomentumBound([0, 1, 2], pt_max=2000.0, pz_max=5000.0)
+    x = torch.tensor(
+        [
+            [100.0, 0.0, 4.5],  # pz 4500
+            [100.0, 0.0, -4.7],  # pz -5497
+            [2100.0, 0.0, 0.0],  # px beyond pt_max
+            [0.0, -2001.0, 0.0],
+            [0.0, 0.0, 20.0],  # pT = 0 counts as 1e-6 GeV: |eta| < asinh(5e9) = 23.0
+            [float("nan"), 0.0, 0.0],
+        ]
+    )
+    assert bound.contains(x).tolist() == [True, False, False, False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dims": [0, 1], "pt_max": 1.0, "pz_max": 1.0}, "MomentumBound needs 3 dims"),
+        ({"dims": [0, 1, 2], "pt_max": 0.0, "pz_max": 1.0}, "pt_max must be finite and positive, got 0.0"),
+        ({"dims": [0, 1, 2], "pt_max": 1.0, "pz_max": INF}, "pz_max must be finite and positive, got inf"),
+    ],
+)
+def test_momentum_bound_rejects_bad_bounds(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        MomentumBound(kwargs.pop("dims"), **kwargs)
 
 
 def test_simplex_config_without_coordinates_is_the_log_ratio():

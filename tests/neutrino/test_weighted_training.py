@@ -110,7 +110,7 @@ def test_weighted_training_records_the_weights(tmp_path):
     assert hist["train_loss"] != weighted["train_loss"]
 
     data = load_training_data(tmp_path / "p")
-    ref = build_flow(cfg.flow, cfg.summary, seed=cfg.training.seed)
+    ref = build_flow(cfg.flow, cfg.summary, support=cfg.support, seed=cfg.training.seed)
     h = hepflow.fit(ref, data.theta, data.context, **{**cfg.training.fit_options(), "progress": False})
     assert h.train_loss == hist["train_loss"]
     assert h.val_loss == hist["val_loss"]
