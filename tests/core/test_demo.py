@@ -100,8 +100,10 @@ def test_demo_runs_both_analyses_and_reports(tmp_path, capsys):
         in results
     )
     assert " on the real CMS NanoAODv12 ttbar sample " in results
-    assert results.count("   pz core width (IQR/1.349, lower is better): ") == 2
-    assert results.count("   coverage of the cINN's 68% intervals (nearer 0.68 is better") == 2
+    assert results.count("   pz CRPS (lower is better): ") == 4  # two lines per report
+    assert results.count("   pz residual RMS (lower is better): ") == 2
+    # each of the two reports says whether its posterior is calibrated
+    assert results.count("   calibration OK") + results.count("   CALIBRATION WARNING") >= 2
     _check_cosmic(tmp_path / "cosmic", TINY_COSMIC["pseudo_experiments"])
 
 
@@ -131,8 +133,10 @@ def test_demo_runs_the_pretrained_model_and_says_which_is_the_result(
     )
     assert "   domain-shift check: " in results
     small = results.index("the small demonstration model trained by this demo (")
-    assert results.count("   pz core width (IQR/1.349, lower is better): ") == 4
-    assert results[:small].count("   pz RMS (RMS, lower is better): ") == 2  # the pretrained model's, first
+    assert results.count("   pz CRPS (lower is better): ") == 8  # two lines per report
+    assert (
+        results[:small].count("   pz residual RMS (lower is better): ") == 2
+    )  # the pretrained model's, first
     for where in ("pretrained/report", "pretrained/report_cms_nanoaodv12", "report", "report_cms_nanoaodv12"):
         assert (tmp_path / "demo" / where / "report.json").is_file()
 

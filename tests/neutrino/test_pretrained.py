@@ -201,10 +201,7 @@ def test_build_script_trains_tests_installs_and_resumes(tmp_path: Path, monkeypa
             == report["resolution"]["all"][method]["pz"]["rms"]
         )
     assert card["metrics"]["coverage"] == report["calibration"]["coverage"]
-    assert any(
-        line.startswith("pz core width (IQR/1.349, lower is better): ")
-        for line in card["metrics"]["verdicts"]
-    )
+    assert any(line.startswith("pz CRPS (lower is better): ") for line in card["metrics"]["verdicts"])
     assert card["config"]["flow"]["depth"] == 2
     assert sorted(card["files"]) == sorted(MODEL_FILES)
     assert verify_model(target) == card
