@@ -160,7 +160,7 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
     from hepflow.processing import RunConfig
 
     try:
-        from hepflow.generate.ttbar import generate_ttbar
+        from hepflow.generate.ttbar import generate_ttbar, ttbar_matches
     except ImportError as err:  # pythia8mc / fastjet missing
         raise HepflowError(
             f"the neutrino demo needs the [generate] extra: pip install 'hepflow[generate]', "
@@ -173,7 +173,7 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
     }
     with report.step("generate ttbar") as where:
         for name, (path, n, s) in samples.items():
-            if not _ttbar_matches(path, n, s):
+            if not ttbar_matches(path, n, s):
                 generate_ttbar(path, events=n, seed=s, progress=progress, overwrite=True)
                 _clear_chunks(out / f"features_{name}")
             where.append(f"{path.name} ({n})")
@@ -259,21 +259,6 @@ NO_PRETRAINED = (
     "no pretrained neutrino model ships with this installation: the verdicts below are those of the small "
     "demonstration model, not the result (build the pretrained one: docs/training.md)"
 )
-
-
-def _ttbar_matches(path: Path, events: int, seed: int) -> bool:
-    """An existing ttbar sample of this size and seed (``luminosityBlock`` holds the seed)."""
-    if not path.is_file():
-        return False
-    import uproot
-
-    try:
-        with uproot.open(path) as f:
-            tree = f["Events"]
-            lumi = tree["luminosityBlock"].array(entry_stop=1, library="np")
-            return tree.num_entries == events and len(lumi) == 1 and int(lumi[0]) == seed
-    except Exception:  # unreadable or foreign: regenerate
-        return False
 
 
 # ------------------------------------------------------------------------------ cosmic

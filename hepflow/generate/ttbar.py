@@ -424,3 +424,19 @@ def _semileptonic_veto(pythia8mc: Any) -> Any:
             return leptons != 1
 
     return SemileptonicVeto()
+
+
+def ttbar_matches(path: Path, events: int, seed: int) -> bool:
+    """Whether ``path`` is a generated ttbar file of ``events`` events and this ``seed``
+    (``luminosityBlock`` holds the seed), so that a rerun can skip generating it."""
+    if not path.is_file():
+        return False
+    import uproot
+
+    try:
+        with uproot.open(path) as f:
+            tree = f["Events"]
+            lumi = tree["luminosityBlock"].array(entry_stop=1, library="np")
+            return tree.num_entries == events and len(lumi) == 1 and int(lumi[0]) == seed
+    except Exception:  # unreadable or foreign: regenerate
+        return False

@@ -34,12 +34,13 @@ from hepflow import __version__
 from hepflow.config import json_plain, to_dict
 from hepflow.errors import ConfigError
 from hepflow.generate.pileup import PileupProfile
+from hepflow.generate.ttbar import ttbar_matches
 from hepflow.neutrino.config import NeutrinoConfig
 from hepflow.neutrino.pretrained import LOCATION
 from hepflow.neutrino.pretrained.card import CARD_JSON, MODEL_FILES, install_model, sha256_file
 from hepflow.neutrino.verdicts import report_verdicts
 
-__all__ = ["BuildPlan", "build", "ttbar_matches"]
+__all__ = ["BuildPlan", "build"]
 
 log = logging.getLogger(__name__)
 STAGES_FILE = "stages.json"
@@ -95,21 +96,6 @@ class BuildPlan:
 
     def test_file(self) -> tuple[Path, int, int]:
         return self.work / "test.root", self.n_test, self.config.generation.test_seed
-
-
-def ttbar_matches(path: Path, events: int, seed: int) -> bool:
-    """An existing generated ttbar file of this size and seed (``luminosityBlock`` holds the seed)."""
-    if not path.is_file():
-        return False
-    import uproot
-
-    try:
-        with uproot.open(path) as f:
-            tree = f["Events"]
-            lumi = tree["luminosityBlock"].array(entry_stop=1, library="np")
-            return tree.num_entries == events and len(lumi) == 1 and int(lumi[0]) == seed
-    except Exception:  # unreadable or foreign: regenerate
-        return False
 
 
 def _stamps(work: Path) -> dict[str, Any]:
