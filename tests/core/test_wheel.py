@@ -34,22 +34,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel of this checkout, built outside the repository."""
     work = tmp_path_factory.mktemp("wheel")
     assert ROOT not in work.parents
-    built = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(work),
-            str(ROOT),
-        ],
-        work,
-    )
+    return _build_wheel(ROOT, work)
+
+
+def _build_wheel(source: Path, out: Path) -> Path:
+    """``pip wheel`` of the project in ``source`` (no dependencies, no isolation) into ``out``."""
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out)]
+    built = _run([*cmd, str(source)], out)
     assert built.returncode == 0, built.stderr[-2000:]
-    (path,) = work.glob("hepflow-*.whl")
+    (path,) = out.glob("hepflow-*.whl")
     return path
 
 
@@ -107,22 +100,7 @@ def test_the_wheel_ships_the_pretrained_model_folder(tmp_path: Path) -> None:
     for name in (*MODEL_FILES, CARD_JSON, CARD_MD):
         (model / name).parent.mkdir(parents=True, exist_ok=True)
         (model / name).write_bytes(b"\x00" * 64)
-    built = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(tmp_path),
-            str(src),
-        ],
-        tmp_path,
-    )
-    assert built.returncode == 0, built.stderr[-2000:]
-    (wheel,) = tmp_path.glob("hepflow-*.whl")
+    wheel = _build_wheel(src, tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in (*MODEL_FILES, CARD_JSON, CARD_MD):
         assert f"hepflow/neutrino/pretrained/model/{name}" in names
