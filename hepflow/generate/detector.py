@@ -227,6 +227,12 @@ def jet_energy_scale(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
     return np.sqrt((2.5 - 0.15 * np.abs(eta)) ** 2 / pt + 1.0)
 
 
+def _by_region(eta: np.ndarray, barrel: float, endcap: float, forward: float) -> np.ndarray:
+    """``barrel`` for |eta| < 1.3, ``endcap`` up to the tracker's edge (2.5), ``forward`` beyond."""
+    aeta = np.abs(eta)
+    return np.select([aeta < 1.3, aeta < TRACKER_ETA_MAX], [barrel, endcap], forward)
+
+
 def jet_residual_scale(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """Residual jet correction after L1 and the Delphes energy scale, from this detector's MC truth.
 
@@ -241,9 +247,7 @@ def jet_residual_scale(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
         [1.0482, 1.0246, 1.087]
     """
     pt = np.asarray(pt, dtype=np.float64)
-    aeta = np.abs(eta)
-    c0 = np.select([aeta < 1.3, aeta < TRACKER_ETA_MAX], [0.984, 0.976], 0.92)
-    c1 = np.where(aeta < 1.3, 1.2, 0.0)
+    c0, c1 = _by_region(eta, 0.984, 0.976, 0.92), _by_region(eta, 1.2, 0.0, 0.0)
     return 1.0 / (c0 - c1 / np.maximum(pt, 10.0))
 
 
@@ -286,9 +290,7 @@ def jet_extra_resolution(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
         [0.0983, 0.225, 0.0]
     """
     pt = np.asarray(pt, dtype=np.float64)
-    aeta = np.abs(eta)
-    s = np.select([aeta < 1.3, aeta < TRACKER_ETA_MAX], [0.24, 1.16], 0.0)
-    c = np.select([aeta < 1.3, aeta < TRACKER_ETA_MAX], [0.088, 0.076], 0.0)
+    s, c = _by_region(eta, 0.24, 1.16, 0.0), _by_region(eta, 0.088, 0.076, 0.0)
     return np.sqrt(s**2 / np.where(pt > 0, pt, 1.0) + c**2)
 
 
@@ -367,11 +369,13 @@ class _Candidates:
     pz: np.ndarray
     e: np.ndarray
 
-    @property
+    # cached: with pileup a batch holds millions of candidates, and isolation, both leptons and
+    # the three density medians each need them
+    @cached_property
     def pt(self) -> np.ndarray:
         return np.hypot(self.px, self.py)
 
-    @property
+    @cached_property
     def eta(self) -> np.ndarray:
         return pseudorapidity(self.px, self.py, self.pz)
 

@@ -217,17 +217,19 @@ def genpart_columns(record: EventRecord, genpart: GenPart) -> ak.Array:
 
 
 def stable_particles(
-    record: EventRecord, genpart: GenPart, charge: Callable[[np.ndarray], np.ndarray]
+    record: EventRecord, genpart: GenPart | None, charge: Callable[[np.ndarray], np.ndarray]
 ) -> Particles:
-    """The final-state particles (detector input), the prompt lepton linked to its GenPart entry.
+    """The final-state particles (detector input), the prompt lepton linked to its GenPart entry
+    (no link at all without ``genpart``: minimum-bias events).
 
     ``charge`` maps PDG ids to electric charges (in units of e).
     """
     rows = np.flatnonzero(record.status > 0)
     event = record.event[rows]
     link = np.full(len(record.pdg_id), -1, dtype=np.int16)
-    lepton_rows = genpart.rows[np.arange(len(genpart.lepton)), genpart.lepton]
-    link[lepton_rows] = genpart.lepton
+    if genpart is not None:
+        lepton_rows = genpart.rows[np.arange(len(genpart.lepton)), genpart.lepton]
+        link[lepton_rows] = genpart.lepton
     pdg = record.pdg_id[rows]
     return Particles(
         offsets=np.r_[0, np.cumsum(np.bincount(event, minlength=record.n_events))],

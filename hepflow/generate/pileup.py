@@ -99,7 +99,7 @@ class MinimumBiasLibrary:
     @classmethod
     def generate(cls, *, events: int = LIBRARY_EVENTS, seed: int) -> MinimumBiasLibrary:
         """Generate the library with Pythia 8 (``SoftQCD:inelastic`` at 13 TeV), seeded by ``seed``."""
-        from hepflow.generate.nanoaod import EventRecord
+        from hepflow.generate.nanoaod import EventRecord, stable_particles
 
         if events < 1:
             raise ConfigError(f"the minimum-bias library needs at least 1 event, got {events}")
@@ -122,20 +122,13 @@ class MinimumBiasLibrary:
         if not pythia.init():
             raise RuntimeError("Pythia initialisation failed (minimum bias)")
         record = EventRecord.from_pythia(pythia.nextBatch(events).prt)
-        rows = np.flatnonzero(record.status > 0)
-        event = record.event[rows]
-        pdg = record.pdg_id[rows]
-        unique, inverse = np.unique(pdg, return_inverse=True)
-        charge = np.array([pythia.particleData.charge(int(code)) for code in unique])[inverse]
-        return cls(
-            offsets=np.r_[0, np.cumsum(np.bincount(event, minlength=record.n_events))],
-            px=record.px[rows],
-            py=record.py[rows],
-            pz=record.pz[rows],
-            e=record.e[rows],
-            pdg_id=pdg,
-            charge=charge,
-        )
+
+        def charge(pdg_id: np.ndarray) -> np.ndarray:
+            unique, inverse = np.unique(pdg_id, return_inverse=True)
+            return np.array([pythia.particleData.charge(int(code)) for code in unique])[inverse]
+
+        p = stable_particles(record, None, charge)
+        return cls(p.offsets, p.px, p.py, p.pz, p.e, p.pdg_id, p.charge)
 
 
 def overlay(

@@ -43,19 +43,12 @@ from hepflow.neutrino.downstream import (
     observables,
 )
 from hepflow.neutrino.quadratic import M_W, lepton_mass, reconstruct_w_mass
-from hepflow.neutrino.verdicts import verdicts
+from hepflow.neutrino.verdicts import LABELS, verdicts
 from hepflow.outputs import read_parquet_dir, write_json
 from hepflow.plotting import caption, figure, hist_with_flow, save_figure, style
 
 COMPONENTS = ("px", "py", "pz", "eta")
 METHODS = ("flow_mode", "flow_peak", "flow_median", "quad", "ff")
-LABELS = {
-    "flow_mode": "cINN mode",
-    "flow_peak": "cINN marginal peak",
-    "flow_median": "cINN median",
-    "quad": "quadratic",
-    "ff": "regression",
-}
 
 
 def _eta(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
