@@ -45,13 +45,20 @@ def compare(
     unit: str = "",
     first: str | None = None,
     against: str | None = None,
+    se: float | None = None,
 ) -> str:
     """One verdict line: ``metric`` of each method (lower is better) and how ``first`` (default:
     the first method) compares with ``against`` (default: the second).
 
+    ``se`` is the standard error of ``log(first / against)`` (the paired bootstrap of
+    :func:`hepflow.calibration.paired.paired_ratio`); with it, a ratio within two standard errors
+    of 1 is called a tie and a winner's margin is given with its uncertainty.
+
     Example:
         >>> compare("m_W distance", {"flow": 9.0, "quad": 6.0}, unit="GeV")
         'm_W distance (lower is better): flow 9 GeV, quad 6 GeV: flow worse than quad by 50 %'
+        >>> compare("pz CRPS", {"flow": 49.0, "quad": 50.0}, unit="GeV", se=0.04).split("GeV: ")[-1]
+        'a tie: flow and quad agree within the statistical uncertainty (ratio 0.98 +- 0.04)'
     """
     names = list(values)
     a = first or names[0]
@@ -62,7 +69,14 @@ def compare(
     if not (np.isfinite(va) and np.isfinite(vb)) or vb == 0:
         return f"{metric} (lower is better): {shown}: no comparison (a value is missing or zero)"
     rel = (va - vb) / vb
-    if abs(rel) < 0.005:
+    if se is not None and math.isfinite(se) and va > 0 and vb > 0:
+        ratio = va / vb
+        unc = f"ratio {ratio:.2f} +- {ratio * se:.2f}"
+        if abs(math.log(ratio)) <= 2 * se:
+            tail = f"a tie: {a} and {b} agree within the statistical uncertainty ({unc})"
+        else:
+            tail = f"{a} {'better' if rel < 0 else 'worse'} than {b} by {abs(rel) * 100:.0f} % ({unc})"
+    elif abs(rel) < 0.005:
         tail = f"{a} and {b} equal within 0.5 %"
     else:
         tail = f"{a} {'better' if rel < 0 else 'worse'} than {b} by {abs(rel) * 100:.0f} %"
@@ -107,29 +121,35 @@ def verdicts(report: Mapping[str, Any]) -> list[str]:
     """The verdict lines of a neutrino report (see the module docstring)."""
     lines = []
     scores = report["scores"]
+    # standard errors of log(flow / other), when the report has them (paired bootstrap)
+    se = scores.get("se_log_ratio", {})
     for c in ("px", "py", "pz"):
         crps = scores["crps"][c]
+        se_c = se.get("crps", {}).get(c, {})
         vals = {NAMES[m]: crps[m] for m in ("flow", "quad", "quad_mixture", "ff") if m in crps}
-        lines.append(compare(f"{c} CRPS", vals, unit="GeV"))
+        lines.append(compare(f"{c} CRPS", vals, unit="GeV", se=se_c.get("quad")))
         if c == "pz" and NAMES["quad_mixture"] in vals:
             pair = {k: vals[k] for k in ("flow", NAMES["quad_mixture"])}
-            lines.append(compare(f"{c} CRPS", pair, unit="GeV"))
+            lines.append(compare(f"{c} CRPS", pair, unit="GeV", se=se_c.get("quad_mixture")))
     es = scores["energy"]
     lines.append(
         compare(
             "energy score of (px, py, pz)",
             {NAMES[m]: es[m] for m in ("flow", "quad", "quad_mixture", "ff") if m in es},
             unit="GeV",
+            se=se.get("energy", {}).get("quad"),
         )
     )
     res = report["resolution"]["all"]
     best = min(("flow_mode", "flow_peak", "flow_median"), key=lambda m: res[m]["pz"]["iqr_width"])
+    se_res = report.get("paired_se", {}).get("pz_residual", {}).get(best, {})
     for stat, label in (("iqr_width", "core width (IQR/1.349)"), ("rms", "RMS")):
         lines.append(
             compare(
                 f"pz residual {label}",
                 {NAMES[best]: res[best]["pz"][stat], "quadratic": res["quad"]["pz"][stat]},
                 unit="GeV",
+                se=se_res.get(stat),
             )
         )
     down = report.get("downstream", {})
@@ -137,12 +157,14 @@ def verdicts(report: Mapping[str, Any]) -> list[str]:
         if obs not in down.get("resolution", {}):
             continue
         r, w = down["resolution"][obs], down["wasserstein"][obs]
+        se_o = down.get("se_log_ratio", {}).get(obs, {})
         note = " (the quadratic imposes m_W where its roots are real)" if obs == "m_w" else ""
         lines.append(
             compare(
                 f"{label} resolution vs parton truth (IQR/1.349)",
                 {"flow": r["flow"]["iqr_width"], "quadratic": r["quad"]["iqr_width"]},
                 unit="GeV",
+                se=se_o.get("iqr_width"),
             )
             + note
         )
@@ -151,6 +173,7 @@ def verdicts(report: Mapping[str, Any]) -> list[str]:
                 f"{label} spectrum, Wasserstein distance to the truth",
                 {"flow": w["flow"], "quadratic": w["quad"]},
                 unit="GeV",
+                se=se_o.get("wasserstein"),
             )
         )
     if "unavailable" in down:

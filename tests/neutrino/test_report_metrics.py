@@ -75,9 +75,16 @@ def test_report_has_scores_downstream_and_verdicts(report):
     lines = rep["verdicts"]
     assert any(line.startswith("pz CRPS (lower is better): flow") for line in lines)
     assert any(line.startswith("m(l nu b) spectrum, Wasserstein distance to the truth") for line in lines)
-    assert all(
-        ("better than" in v or "worse than" in v or "equal within" in v) for v in lines if "lower is" in v
-    )
+    assert all(("better than" in v or "worse than" in v or "a tie" in v) for v in lines if "lower is" in v)
+    # every comparison carries its paired-bootstrap uncertainty
+    assert all("+-" in v for v in lines if "lower is" in v)
+    se = scores["se_log_ratio"]
+    for c in ("px", "py", "pz"):
+        assert set(se["crps"][c]) == {"quad", "quad_mixture", "ff"}
+    assert all(0 < se["energy"][m] < 1 for m in ("quad", "quad_mixture", "ff"))
+    for o in ("m_w", "m_top", "m_ttbar"):
+        assert 0 < down["se_log_ratio"][o]["wasserstein"] < 2
+    assert set(rep["paired_se"]["pz_residual"]) == {"flow_mode", "flow_peak", "flow_median"}
     assert lines[-1].startswith(("calibration OK", "CALIBRATION WARNING"))
     for plot in ("downstream_spectra.png", "w_mass.png", "residual_pz.png", "posterior_displays.png"):
         assert (out / plot).stat().st_size > 10_000
