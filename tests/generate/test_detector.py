@@ -23,6 +23,7 @@ from hepflow.generate.detector import (
     track_resolution,
     tracking_efficiency,
 )
+from tests.generate.toys import no_ghosts, toy_event
 
 
 def test_ecal_resolution_matches_delphes_cms_card() -> None:
@@ -78,9 +79,9 @@ def test_btag_efficiency_values() -> None:
 
 
 def test_jet_residual_scale_values() -> None:
-    # 1 / (c0 - c1 / pT): barrel (0.984, 1.2 GeV), endcap (0.976, 0), forward (0.92, 0)
+    # 1 / (c0 - c1 / pT): barrel (0.974, 1.2 GeV), endcap (0.976, 0), forward (0.92, 0)
     got = detector.jet_residual_scale(np.array([60.0, 60.0, 60.0, 5.0]), np.array([1.0, 1.5, -4.0, 0.0]))
-    want = [1 / (0.984 - 1.2 / 60), 1 / 0.976, 1 / 0.92, 1 / (0.984 - 1.2 / 10)]
+    want = [1 / (0.974 - 1.2 / 60), 1 / 0.976, 1 / 0.92, 1 / (0.974 - 1.2 / 10)]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
@@ -123,63 +124,11 @@ def test_pseudorapidity_is_finite_along_the_beam() -> None:
     assert eta[1] == 0.0
 
 
-def _toy_event(particles: list[tuple[float, float, float, int, int]]) -> Particles:
-    """One event from (pt, eta, phi, pdgId, charge); massless four-momenta."""
-    pt, eta, phi, pdg, charge = (np.array(column) for column in zip(*particles, strict=True))
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    return Particles(
-        offsets=np.array([0, len(pt)]),
-        px=px,
-        py=py,
-        pz=pz,
-        e=np.sqrt(px**2 + py**2 + pz**2),
-        pdg_id=pdg.astype(np.int32),
-        charge=charge.astype(float),
-        genpart_idx=np.full(len(pt), -1, dtype=np.int16),
-    )
-
-
-def _no_ghosts() -> Ghosts:
-    empty = np.zeros(0)
-    return Ghosts(
-        np.zeros(2, dtype=np.int64),
-        empty,
-        empty,
-        empty,
-        empty,
-        empty.astype(np.uint8),
-        empty.astype(np.int16),
-    )
-
-
-@pytest.fixture
-def perfect_detector(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Full efficiency and no smearing."""
-
-    def one(pt: np.ndarray, eta: np.ndarray, kind: str) -> np.ndarray:
-        return np.ones_like(pt)
-
-    def zero(value: np.ndarray, eta: np.ndarray, kind: str | None = None) -> np.ndarray:
-        return np.zeros_like(value)
-
-    def certain(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
-        return np.ones_like(pt)
-
-    monkeypatch.setattr(detector, "tracking_efficiency", one)
-    monkeypatch.setattr(detector, "electron_efficiency", certain)
-    monkeypatch.setattr(detector, "muon_efficiency", certain)
-    monkeypatch.setattr(detector, "track_resolution", zero)
-    monkeypatch.setattr(detector, "ecal_resolution", zero)
-    monkeypatch.setattr(detector, "hcal_resolution", zero)
-    monkeypatch.setattr(detector, "jet_extra_resolution", zero)
-    monkeypatch.setattr(detector, "jet_residual_scale", lambda pt, eta: np.ones_like(pt))
-
-
 @pytest.mark.generation
 @pytest.mark.usefixtures("perfect_detector")
 def test_met_balances_the_visible_particles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(detector, "jet_energy_scale", lambda pt, eta: np.ones_like(pt))
-    event = _toy_event(
+    event = toy_event(
         [
             (60.0, 0.3, 0.1, 211, 1),  # charged pion
             (40.0, -1.0, 2.5, 22, 0),  # photon
@@ -187,7 +136,7 @@ def test_met_balances_the_visible_particles(monkeypatch: pytest.MonkeyPatch) -> 
             (30.0, 0.5, 1.0, 12, 0),  # neutrino: invisible
         ]
     )
-    reco = detector.simulate(event, _no_ghosts(), np.random.default_rng(0))
+    reco = detector.simulate(event, no_ghosts(), np.random.default_rng(0))
     visible_px = event.px[:3].sum()
     visible_py = event.py[:3].sum()
     assert reco["MET_pt"][0] == pytest.approx(np.hypot(visible_px, visible_py), rel=1e-5)
@@ -198,8 +147,8 @@ def test_met_balances_the_visible_particles(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.generation
 @pytest.mark.usefixtures("perfect_detector")
 def test_met_carries_the_jet_energy_correction() -> None:
-    event = _toy_event([(100.0, 0.0, 0.0, 211, 1), (100.0, 0.0, np.pi, 12, 0)])
-    reco = detector.simulate(event, _no_ghosts(), np.random.default_rng(0))
+    event = toy_event([(100.0, 0.0, 0.0, 211, 1), (100.0, 0.0, np.pi, 12, 0)])
+    reco = detector.simulate(event, no_ghosts(), np.random.default_rng(0))
     scale = jet_energy_scale(np.array([100.0]), np.array([0.0]))[0]
     assert reco["Jet"].pt[0, 0] == pytest.approx(100.0 * scale, rel=1e-5)
     # type-1: the corrected jet balances the event
@@ -209,7 +158,7 @@ def test_met_carries_the_jet_energy_correction() -> None:
 @pytest.mark.generation
 @pytest.mark.usefixtures("perfect_detector")
 def test_isolated_prompt_lepton_is_reconstructed_and_kept_out_of_jets() -> None:
-    event = _toy_event(
+    event = toy_event(
         [
             (50.0, 0.0, 0.0, -13, 1),  # prompt mu+
             (2.0, 0.2, 0.1, 211, 1),  # inside the 0.4 cone
@@ -218,7 +167,7 @@ def test_isolated_prompt_lepton_is_reconstructed_and_kept_out_of_jets() -> None:
         ]
     )
     event.genpart_idx[0] = 8
-    reco = detector.simulate(event, _no_ghosts(), np.random.default_rng(0))
+    reco = detector.simulate(event, no_ghosts(), np.random.default_rng(0))
     muon = reco["Muon"][0]
     assert muon.pdgId.tolist() == [-13]
     assert muon.charge.tolist() == [1]
@@ -231,7 +180,7 @@ def test_isolated_prompt_lepton_is_reconstructed_and_kept_out_of_jets() -> None:
 
 @pytest.mark.generation
 def test_cluster_jets_labels_flavour_by_ghosts() -> None:
-    event = _toy_event([(50.0, 0.0, 0.0, 211, 1), (50.0, 0.0, np.pi, 211, 1), (30.0, 1.5, 1.5, 211, 1)])
+    event = toy_event([(50.0, 0.0, 0.0, 211, 1), (50.0, 0.0, np.pi, 211, 1), (30.0, 1.5, 1.5, 211, 1)])
     candidates = detector._Candidates(
         np.zeros(3, dtype=np.int64),
         np.arange(3),
@@ -257,3 +206,77 @@ def test_cluster_jets_labels_flavour_by_ghosts() -> None:
     assert np.hypot(jets.px, jets.py)[order] == pytest.approx([50.0, 50.0, 30.0])
     assert jets.hadron_flavour[order].tolist() == [5, 0, 0]
     assert jets.parton_flavour[order].tolist() == [5, -3, 21]
+
+
+def test_tower_grid_follows_the_delphes_cms_card() -> None:
+    edges, sectors = detector.TOWER_ETA_EDGES, detector.TOWER_PHI_SECTORS
+    assert np.all(np.diff(edges) > 0)
+    assert edges[0] == 0.0
+    assert edges[-1] == detector.CALO_ETA_MAX
+    assert len(sectors) == len(edges) - 1
+    # 0.087 x 5 degrees in the barrel, 10 degrees to |eta| 4.525, 20 degrees in the last HF rings
+    assert sectors[0] == 72
+    assert sectors[np.searchsorted(edges, 1.6) - 1] == 72
+    assert sectors[np.searchsorted(edges, 2.0) - 1] == 36
+    assert sectors[np.searchsorted(edges, 4.4) - 1] == 36
+    assert sectors[np.searchsorted(edges, 4.8) - 1] == 18
+
+
+@pytest.mark.usefixtures("perfect_detector")
+def test_soft_neutrals_count_when_their_tower_passes_the_threshold() -> None:
+    """Five 0.3 GeV photons below the 0.5 GeV ECAL threshold, in one 0.087 x 5 degree tower:
+    one deposit of their 1.5 GeV along their summed momentum. A lone 0.3 GeV photon elsewhere is lost."""
+    soft = [(0.3, 0.01 + 0.01 * k, 0.01 + 0.01 * k, 22, 0) for k in range(5)]
+    event = toy_event([*soft, (0.3, -1.0, 2.0, 22, 0)])
+    rng = np.random.default_rng(0)
+    eta = detector.pseudorapidity(event.px, event.py, event.pz)
+    is_photon = np.ones(6, dtype=bool)
+    towers = detector.calorimeter_towers(event, eta, ecal=is_photon, hcal=~is_photon, rng=rng)
+    assert len(towers.e) == 1
+    assert towers.e[0] == pytest.approx(event.e[:5].sum())
+    summed = np.array([event.px[:5].sum(), event.py[:5].sum(), event.pz[:5].sum()])
+    got = np.array([towers.px[0], towers.py[0], towers.pz[0]])
+    np.testing.assert_allclose(got / np.linalg.norm(got), summed / np.linalg.norm(summed), atol=1e-12)
+    assert towers.source[0] == np.argmax(event.e[:5])  # its most energetic particle
+
+
+@pytest.mark.usefixtures("perfect_detector")
+def test_ecal_and_hcal_towers_and_neighbouring_sectors_are_separate() -> None:
+    event = toy_event(
+        [
+            (5.0, 0.04, 0.04, 22, 0),  # ECAL
+            (5.0, 0.04, 0.04, 130, 0),  # HCAL, same cell
+            (5.0, 0.04, 0.04 + 2 * np.pi / 72, 22, 0),  # next phi sector
+            (5.0, 0.04 + 0.087, 0.04, 22, 0),  # next eta ring
+            (5.0, -0.04, 0.04, 22, 0),  # the other side of eta = 0
+        ]
+    )
+    eta = detector.pseudorapidity(event.px, event.py, event.pz)
+    ecal = event.pdg_id == 22
+    towers = detector.calorimeter_towers(event, eta, ecal=ecal, hcal=~ecal, rng=np.random.default_rng(1))
+    assert len(towers.e) == 5
+    assert sorted(towers.source.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_towers_smear_their_summed_energy_with_the_calorimeter_resolution() -> None:
+    """Many events with one 50 GeV neutral hadron in the barrel: the tower energy has mean 50 and
+    the HCAL width sqrt(0.05^2 E^2 + 1.5^2 E) = 10.9 GeV."""
+    n = 20_000
+    rng = np.random.default_rng(3)
+    e = np.full(n, 50.0)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    particles = Particles(
+        offsets=np.arange(n + 1),
+        px=e * np.cos(phi),
+        py=e * np.sin(phi),
+        pz=np.zeros(n),
+        e=e,
+        pdg_id=np.full(n, 130, dtype=np.int32),
+        charge=np.zeros(n),
+        genpart_idx=np.full(n, -1, dtype=np.int16),
+    )
+    none = np.zeros(n, dtype=bool)
+    towers = detector.calorimeter_towers(particles, np.zeros(n), ecal=none, hcal=~none, rng=rng)
+    assert len(towers.e) == n
+    assert towers.e.mean() == pytest.approx(50.0, rel=0.01)
+    assert towers.e.std() == pytest.approx(float(hcal_resolution(np.array([50.0]), np.zeros(1))[0]), rel=0.03)

@@ -10,7 +10,7 @@ from hepflow.errors import ConfigError
 from hepflow.generate import detector
 from hepflow.generate.detector import Particles, jet_energy_scale
 from hepflow.generate.pileup import MinimumBiasLibrary, PileupProfile, overlay
-from tests.generate.test_detector import _no_ghosts, _toy_event, perfect_detector  # noqa: F401
+from tests.generate.toys import no_ghosts, toy_event
 
 
 def test_profile_draws_the_requested_mean_and_spread() -> None:
@@ -86,7 +86,7 @@ def test_overlay_keeps_the_hard_event_and_adds_rotated_pileup() -> None:
 
 
 def test_overlay_rotates_each_pick_independently() -> None:
-    hard = _toy_event([(50.0, 0.0, 0.0, 211, 1)])
+    hard = toy_event([(50.0, 0.0, 0.0, 211, 1)])
     one = MinimumBiasLibrary(*(np.array(v) for v in ([0, 1], [1.0], [0.0], [0.0], [1.0], [211], [1.0])))
     out = overlay(hard, one, np.array([2000]), np.random.default_rng(2))
     phi = np.arctan2(out.py[1:], out.px[1:])
@@ -98,7 +98,7 @@ def test_overlay_rotates_each_pick_independently() -> None:
 
 def test_overlay_checks_the_count() -> None:
     with pytest.raises(ValueError, match="n_pileup"):
-        overlay(_toy_event([(1.0, 0.0, 0.0, 211, 1)]), _library(), np.array([1, 1]), np.random.default_rng(0))
+        overlay(toy_event([(1.0, 0.0, 0.0, 211, 1)]), _library(), np.array([1, 1]), np.random.default_rng(0))
 
 
 @pytest.mark.generation
@@ -122,7 +122,7 @@ def test_minimum_bias_library_is_physical() -> None:
 
 def _with_pileup(hard: Particles, pileup: list[tuple[float, float, float, int, int]]) -> Particles:
     """``hard`` (one event) followed by ``pileup`` particles flagged as pileup."""
-    pu = _toy_event(pileup)
+    pu = toy_event(pileup)
     cat = {name: np.r_[getattr(hard, name), getattr(pu, name)] for name in ("px", "py", "pz", "e", "charge")}
     return Particles(
         offsets=np.array([0, len(cat["px"])]),
@@ -136,12 +136,12 @@ def _with_pileup(hard: Particles, pileup: list[tuple[float, float, float, int, i
 @pytest.mark.generation
 @pytest.mark.usefixtures("perfect_detector")
 def test_charged_pileup_is_removed_from_jets_but_stays_in_met() -> None:
-    hard = _toy_event([(100.0, 0.0, 0.0, 211, 1), (100.0, 0.0, np.pi, 12, 0)])
+    hard = toy_event([(100.0, 0.0, 0.0, 211, 1), (100.0, 0.0, np.pi, 12, 0)])
     # two charged pileup pions inside the jet, one far away
     event = _with_pileup(
         hard, [(5.0, 0.1, 0.1, 211, 1), (4.0, -0.1, -0.1, -211, -1), (6.0, 2.0, 2.0, 211, 1)]
     )
-    reco = detector.simulate(event, _no_ghosts(), np.random.default_rng(0))
+    reco = detector.simulate(event, no_ghosts(), np.random.default_rng(0))
     scale = jet_energy_scale(np.array([100.0]), np.array([0.0]))[0]
     # charged-hadron subtraction: the jet is the hard pion alone (rho of the CHS inputs is 0)
     assert reco["Jet"].pt[0, 0] == pytest.approx(100.0 * scale, rel=1e-5)
@@ -159,7 +159,7 @@ def test_charged_pileup_is_removed_from_jets_but_stays_in_met() -> None:
 @pytest.mark.usefixtures("perfect_detector")
 def test_neutral_pileup_offset_is_subtracted_from_jets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(detector, "jet_energy_scale", lambda pt, eta: np.ones_like(pt))
-    hard = _toy_event([(100.0, 0.0, 0.0, 211, 1)])
+    hard = toy_event([(100.0, 0.0, 0.0, 211, 1)])
     # a carpet of 3 GeV neutral hadrons at the centre of every cell of the central rho grid
     # (|eta| < 2.5: 4 rows of 0.625 on each side, 11 in phi): rho = 3 GeV / cell area there
     height, width = 2.5 / 4, 2 * np.pi / detector.RHO_PHI_CELLS
@@ -170,7 +170,7 @@ def test_neutral_pileup_offset_is_subtracted_from_jets(monkeypatch: pytest.Monke
         for j in range(detector.RHO_PHI_CELLS)
     ]
     event = _with_pileup(hard, carpet)
-    reco = detector.simulate(event, _no_ghosts(), np.random.default_rng(0))
+    reco = detector.simulate(event, no_ghosts(), np.random.default_rng(0))
     rho = 3.0 / (height * width)
     # the full-detector median sees mostly empty cells (nothing beyond |eta| = 2.5)
     assert reco["Rho_fixedGridRhoFastjetAll"][0] == 0.0
@@ -184,10 +184,10 @@ def test_neutral_pileup_offset_is_subtracted_from_jets(monkeypatch: pytest.Monke
 @pytest.mark.generation
 @pytest.mark.usefixtures("perfect_detector")
 def test_isolation_ignores_charged_pileup_and_corrects_neutral() -> None:
-    hard = _toy_event([(50.0, 0.0, 0.0, -13, 1), (2.0, 0.2, 0.1, 211, 1)])
+    hard = toy_event([(50.0, 0.0, 0.0, -13, 1), (2.0, 0.2, 0.1, 211, 1)])
     hard.genpart_idx[0] = 8
     event = _with_pileup(hard, [(10.0, 0.1, -0.1, 211, 1)])  # charged pileup in the cone
-    reco = detector.simulate(event, _no_ghosts(), np.random.default_rng(0))
+    reco = detector.simulate(event, no_ghosts(), np.random.default_rng(0))
     muon = reco["Muon"][0]
     assert muon.pfRelIso04_all[0] == pytest.approx(2.0 / 50.0, rel=1e-5)
     assert muon.tightId.tolist() == [True]
