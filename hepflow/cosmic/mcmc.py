@@ -50,6 +50,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -62,7 +63,7 @@ import numpy as np
 
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Likelihood, Observation, Prior
 from hepflow.cosmic.config import Initial, check_mcmc_settings, load_config
-from hepflow.errors import ConfigError, OutputError
+from hepflow.errors import ConfigError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ __all__ = [
     "UnconstrainedPosterior",
     "find_modes",
     "mcmc_cosmic",
+    "read_mcmc",
     "run_mcmc",
 ]
 
@@ -644,3 +646,65 @@ def mcmc_cosmic(
         result.settings["entry"] = entry
     result.write(out, chain=chain, overwrite=overwrite)
     return result
+
+
+def read_mcmc(
+    directory: str | os.PathLike[str],
+    *,
+    observation: str | os.PathLike[str] = "auger",
+    lg_e_min: float,
+    entry: int = 0,
+    purpose: str = "this analysis",
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Samples (n, 7) and ``summary.json`` of a ``hepflow mcmc cosmic`` output directory.
+
+    The MCMC must have been run on ``observation`` (``"auger"`` or the same file, and ``entry``
+    for a pseudo-experiment file) above ``lg_e_min``, as its summary records; the MCMC of any
+    other observation is refused with one line naming both (``purpose`` says what needs it).
+
+    Example (an MCMC of the Auger data)::
+
+        theta, summary = read_mcmc("runs/mcmc_auger", observation="auger", lg_e_min=18.7)
+    """
+    from hepflow.cosmic.data import parameter_columns
+
+    where = Path(directory)
+    samples, summary = where / "samples.parquet", where / "summary.json"
+    obs = str(observation)
+    if not samples.is_file() or not summary.is_file():
+        raise InputError(
+            f"{where}: no samples.parquet/summary.json (run `hepflow mcmc cosmic --observation {obs}`)"
+        )
+    try:
+        info = json.loads(summary.read_text())
+    except ValueError as err:
+        raise InputError(f"{summary} is not valid JSON: {err}") from err
+    settings = info.get("settings") if isinstance(info, dict) else None
+    settings = settings if isinstance(settings, dict) else {}
+    ran_on, ran_above = settings.get("observation"), settings.get("lg_e_min")
+    if obs == "auger":
+        wanted = f"the Auger data above lg(E/eV) = {lg_e_min:g}"
+        same = ran_on == "auger"
+    else:
+        wanted = f"observation {str(Path(obs))!r}" + (f" (entry {entry})" if entry else "")
+        wanted += f" above lg(E/eV) = {lg_e_min:g}"
+        same = (
+            isinstance(ran_on, str)
+            and ran_on != "auger"
+            and Path(ran_on).resolve() == Path(obs).resolve()
+            and settings.get("entry", 0) == entry
+        )
+    if not same or not isinstance(ran_above, int | float) or abs(ran_above - lg_e_min) > 1e-9:
+        what = (
+            "an observation it does not record"
+            if ran_on is None
+            else f"observation {ran_on!r}"
+            + (f" (entry {settings['entry']})" if settings.get("entry") is not None else "")
+            + (f" above lg(E/eV) = {ran_above:g}" if isinstance(ran_above, int | float) else "")
+        )
+        raise InputError(
+            f"{where} holds the MCMC of {what}, not of {wanted} that {purpose} is about "
+            f"(run `hepflow mcmc cosmic --observation {obs}` with the same config)"
+        )
+    theta = parameter_columns(ak.from_parquet(samples), samples)
+    return theta, info

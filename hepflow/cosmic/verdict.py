@@ -50,6 +50,8 @@ class Verdict:
         ess, n: the importance effective sample size of the cINN samples and their number
             (``ess`` None when not measured: then the ESS rule is not applied and says so).
         thresholds: the ``[verdict]`` settings used.
+        reference: what the cINN was compared with (``"MCMC"``, or ``"importance-weighted cINN"``
+            when no MCMC was given: the cINN samples resampled by their weights).
     """
 
     agree: bool
@@ -58,6 +60,7 @@ class Verdict:
     ess: float | None
     n: int
     thresholds: VerdictConfig = field(default_factory=VerdictConfig)
+    reference: str = "MCMC"
 
     @property
     def efficiency(self) -> float | None:
@@ -70,12 +73,12 @@ class Verdict:
 
     @property
     def max_abs_shift(self) -> tuple[str, float]:
-        name = max(self.metrics, key=lambda k: abs(self.metrics[k]["mean_shift"]))
+        name = max(self.metrics, key=lambda k: _size(self.metrics[k]["mean_shift"]))
         return name, abs(self.metrics[name]["mean_shift"])
 
     @property
     def max_width_deviation(self) -> tuple[str, float]:
-        name = max(self.metrics, key=lambda k: abs(self.metrics[k]["width_ratio"] - 1.0))
+        name = max(self.metrics, key=lambda k: _size(self.metrics[k]["width_ratio"] - 1.0))
         return name, abs(self.metrics[name]["width_ratio"] - 1.0)
 
     def numbers(self) -> str:
@@ -94,16 +97,19 @@ class Verdict:
     def line(self) -> str:
         """``cINN and MCMC agree: use the cINN (...)`` or ``cINN and MCMC disagree: use the MCMC (...)``."""
         if self.agree:
-            return f"cINN and MCMC agree: use the cINN ({self.numbers()})"
-        return f"cINN and MCMC disagree: use the MCMC ({'; '.join(self.reasons)})"
+            return f"cINN and {self.reference} agree: use the cINN ({self.numbers()})"
+        return f"cINN and {self.reference} disagree: use the MCMC ({'; '.join(self.reasons)})"
 
     def banner(self) -> str | None:
         """The corner-plot banner when they disagree, else None."""
-        return None if self.agree else f"cINN and MCMC disagree: {'; '.join(self.reasons)}. Use the MCMC."
+        if self.agree:
+            return None
+        return f"cINN and {self.reference} disagree: {'; '.join(self.reasons)}. Use the MCMC."
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": "agree" if self.agree else "disagree",
+            "reference": self.reference,
             "use": self.use,
             "line": self.line(),
             "reasons": list(self.reasons),
@@ -121,6 +127,11 @@ class Verdict:
         }
 
 
+def _size(x: float) -> float:
+    """``|x|``, infinite for NaN (an unmeasurable shift or width counts as the largest)."""
+    return abs(x) if np.isfinite(x) else float("inf")
+
+
 def _listing(items: list[tuple[str, float]], unit: str) -> str:
     return ", ".join(f"{name} {value:.{1 if abs(value) >= 1 else 2}f}" for name, value in items) + unit
 
@@ -134,6 +145,7 @@ def verdict(
     efficiency: float | None = None,
     n: int | None = None,
     thresholds: VerdictConfig | None = None,
+    reference: str = "MCMC",
 ) -> Verdict:
     """Do the cINN samples (n, d) and the MCMC samples (m, d) of one observation agree?
 
@@ -145,6 +157,7 @@ def verdict(
             ``efficiency`` (ESS / n) instead; with neither, the ESS rule is not applied.
         n: the number of samples the ESS refers to (default: the rows of ``cinn``).
         thresholds: the ``[verdict]`` settings (default 0.3 sigma, 20 %, 0.2).
+        reference: what ``mcmc`` is, for the messages (``"MCMC"`` by default).
 
     Returns a :class:`Verdict` (module docstring for the rules).
     """
@@ -159,14 +172,18 @@ def verdict(
         raise InputError(f"verdict: the ESS must be a positive number, got {value}")
     metrics = marginal_metrics(cinn, mcmc, names)
     reasons: list[str] = []
-    shifts = [(k, m["mean_shift"]) for k, m in metrics.items()]
+    flat = [k for k, m in metrics.items() if not m["mcmc_std"] > 0]
+    if flat:  # no sigma to measure shifts and widths in (e.g. resampled draws with an ESS of 1)
+        reasons.append(f"{reference} samples have no spread in {', '.join(flat)}")
+    metrics_ok = {k: m for k, m in metrics.items() if k not in flat}
+    shifts = [(k, m["mean_shift"]) for k, m in metrics_ok.items()]
     missed = [(k, abs(s)) for k, s in shifts if not abs(s) <= MISSED_MODE]
     shifted = [(k, s) for k, s in shifts if t.max_abs_shift < abs(s) <= MISSED_MODE]
     if missed:
         reasons.append(f"cINN misses the mode: {_listing(missed, ' MCMC sigma off')}")
     if shifted:
         reasons.append(f"cINN means shifted: {_listing(shifted, ' MCMC sigma')}")
-    widths = [(k, m["width_ratio"]) for k, m in metrics.items()]
+    widths = [(k, m["width_ratio"]) for k, m in metrics_ok.items()]
     narrow = [(k, r) for k, r in widths if r < 1.0 - t.max_width_deviation]
     wide = [(k, r) for k, r in widths if not r <= 1.0 + t.max_width_deviation and not r < 1.0]
     if narrow:
@@ -182,4 +199,5 @@ def verdict(
         ess=None if value is None else float(value),
         n=size,
         thresholds=t,
+        reference=reference,
     )
