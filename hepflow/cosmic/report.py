@@ -249,7 +249,7 @@ def corner_plot(
                 color="white",
                 fontsize=15,
                 fontweight="bold",
-                bbox={"facecolor": "#d62728", "edgecolor": "none", "boxstyle": "round,pad=0.6"},
+                bbox={"facecolor": "#cc0000", "edgecolor": "none", "boxstyle": "round,pad=0.6"},
             )
         fig.subplots_adjust(wspace=0.06, hspace=0.06, **({"top": top} if banner else {}))
         return save_figure(fig, path, dpi=90)

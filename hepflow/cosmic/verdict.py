@@ -16,9 +16,9 @@ Example:
     >>> v = verdict(g.normal(0.0, 1.0, (4000, 2)), mcmc, names=["a", "b"], efficiency=0.7, n=4000)
     >>> v.agree, v.line()[:35]
     (True, 'cINN and MCMC agree: use the cINN (')
-    >>> v = verdict(g.normal(5.0, 1.0, (4000, 2)), mcmc, names=["a", "b"], efficiency=2.5e-4, n=4000)
+    >>> v = verdict(g.normal([5.0, 3.0], 1.0, (4000, 2)), mcmc, names=["a", "b"], efficiency=2.5e-4, n=4000)
     >>> v.line()
-    'cINN and MCMC disagree: use the MCMC (cINN misses the mode: a 5.0, b 5.0 MCMC sigma off; ESS 1 of 4000)'
+    'cINN and MCMC disagree: use the MCMC (cINN misses the mode: a 5.0, b 3.0 MCMC sigma off; ESS 1 of 4000)'
 """
 
 from __future__ import annotations
@@ -132,8 +132,12 @@ def _size(x: float) -> float:
     return abs(x) if np.isfinite(x) else float("inf")
 
 
-def _listing(items: list[tuple[str, float]], unit: str) -> str:
-    return ", ".join(f"{name} {value:.{1 if abs(value) >= 1 else 2}f}" for name, value in items) + unit
+def _listing(items: list[tuple[str, float]], unit: str, *, most: int = 3) -> str:
+    """``"gamma 11.3, lg_rcut 2.9 MCMC sigma"``: the ``most`` largest (by size), then how many more."""
+    ranked = sorted(items, key=lambda kv: -_size(kv[1] - 1.0 if unit == "" else kv[1]))
+    text = ", ".join(f"{name} {value:.{1 if abs(value) >= 1 else 2}f}" for name, value in ranked[:most])
+    more = f" and {len(ranked) - most} more" if len(ranked) > most else ""
+    return f"{text}{unit}{more}"
 
 
 def verdict(
