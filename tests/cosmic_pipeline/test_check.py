@@ -177,28 +177,41 @@ def test_identical_sample_sets_agree() -> None:
     assert set(d["per_parameter"]) == set(PARAMETERS)
 
 
+def _one_changed(column: str, *, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    x = _gauss(seed=2)
+    j = PARAMETERS.index(column)
+    x[:, j] = shift + scale * x[:, j]
+    return x
+
+
 def test_shifted_and_far_off_samples_disagree() -> None:
     mc = _gauss(seed=1)
-    v = verdict(_gauss(0.5, seed=2), mc)
+    v = verdict(_one_changed("lg_rcut", shift=0.5), mc)
     assert not v.agree
     assert v.use == "MCMC"
-    assert v.reasons[0].startswith("cINN means shifted: gamma 0.5")
-    assert v.line().startswith("cINN and MCMC disagree: use the MCMC (cINN means shifted: gamma 0.5")
-    far = verdict(_gauss(8.0, seed=2), mc, ess=1.0)
+    shift = v.metrics["lg_rcut"]["mean_shift"]
+    assert shift == pytest.approx(0.5, abs=0.05)
+    assert v.reasons == (f"cINN means shifted: lg_rcut {shift:.2f} MCMC sigma",)
+    assert (
+        v.line()
+        == f"cINN and MCMC disagree: use the MCMC (cINN means shifted: lg_rcut {shift:.2f} MCMC sigma)"
+    )
+    far = verdict(_gauss(seed=2) + 8.0, mc, ess=1.0)
     top = sorted(PARAMETERS, key=lambda p: -abs(far.metrics[p]["mean_shift"]))[:3]
     listed = ", ".join(f"{p} {far.metrics[p]['mean_shift']:.1f}" for p in top)
     assert far.reasons == (f"cINN misses the mode: {listed} MCMC sigma off and 4 more", "ESS 1 of 4000")
-    assert far.banner().startswith("cINN and MCMC disagree: cINN misses the mode: gamma 8.")
-    assert far.banner().endswith("ESS 1 of 4000. Use the MCMC.")
+    assert far.banner() == f"cINN and MCMC disagree: {'; '.join(far.reasons)}. Use the MCMC."
 
 
 def test_narrow_and_wide_samples_disagree() -> None:
     mc = _gauss(seed=1)
-    narrow = verdict(_gauss(scale=0.5, seed=2), mc)
-    assert narrow.reasons[0].startswith("cINN too narrow: width ratio gamma 0.")
-    wide = verdict(_gauss(scale=1.5, seed=2), mc)
-    assert wide.reasons[0].startswith("cINN too wide: width ratio gamma 1.")
-    assert verdict(_gauss(scale=1.1, seed=2), mc).agree  # within 20 %
+    narrow = verdict(_one_changed("f_Si", scale=0.5), mc)
+    ratio = narrow.metrics["f_Si"]["width_ratio"]
+    assert narrow.reasons == (f"cINN too narrow: width ratio f_Si {ratio:.2f}",)
+    wide = verdict(_one_changed("gamma", scale=1.5), mc)
+    ratio = wide.metrics["gamma"]["width_ratio"]
+    assert wide.reasons == (f"cINN too wide: width ratio gamma {ratio:.1f}",)
+    assert verdict(_one_changed("gamma", scale=1.1), mc).agree  # within 20 %
 
 
 def test_the_ess_rule() -> None:
