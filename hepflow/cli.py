@@ -187,6 +187,7 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(result)
+    _print_checks(result.summary())
     return 0
 
 

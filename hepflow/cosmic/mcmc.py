@@ -260,6 +260,8 @@ class McmcResult:
         wall_time: seconds (initialisation included).
         modes: the maxima found by the initialisation (empty unless ``initial="optimum"``).
         settings: the options of the run (JSON-ready).
+        checks: what :func:`mcmc_cosmic` adds to the summary: the posterior predictive model
+            check of the samples (``model_check``, ``model_check_warnings``, ...).
     """
 
     samples: ak.Array
@@ -274,6 +276,7 @@ class McmcResult:
     wall_time: float
     modes: tuple[Mode, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:
@@ -313,6 +316,7 @@ class McmcResult:
             "posterior": posterior,
             "modes": [m.to_dict() for m in self.modes],
             "settings": self.settings,
+            **self.checks,
         }
 
     def __str__(self) -> str:
@@ -612,7 +616,9 @@ def mcmc_cosmic(
         observation: ``"auger"`` or a ROOT file (:func:`hepflow.cosmic.generate.load_observation`:
             a ``Showers`` tree, the histogram of ``hepflow process cosmic``, or a
             ``PseudoExperiments`` tree with ``entry``).
-        output_dir: where ``samples.parquet``, ``samples.root``, ``summary.json`` go.
+        output_dir: where ``samples.parquet``, ``samples.root``, ``summary.json`` go; the summary
+            also holds the posterior predictive model check of the samples (``[check]``,
+            :func:`hepflow.cosmic.ppc.predictive_check`).
         config: a :class:`hepflow.cosmic.config.CosmicConfig` or TOML file (prior, model, mcmc);
             defaults without.
         seed: overrides ``[mcmc] seed``.
@@ -629,10 +635,11 @@ def mcmc_cosmic(
     options = cfg.mcmc.options()
     if n_steps is not None:
         options["n_steps"] = n_steps
+    model = cfg.model.build(reference=obs)
     result = run_mcmc(
         obs,
         seed=cfg.mcmc.seed if seed is None else seed,
-        model=cfg.model.build(reference=obs),
+        model=model,
         prior=cfg.prior.build(),
         progress=progress,
         **options,
@@ -644,6 +651,16 @@ def mcmc_cosmic(
     result.settings["lg_e_min"] = cfg.model.lg_e_min
     if str(observation) != "auger":
         result.settings["entry"] = entry
+    if len(result.samples):  # does the model describe the data? (docs/cosmic_checks.md)
+        from hepflow.cosmic.ppc import predictive_check
+
+        cc = cfg.check
+        check = predictive_check(obs, result.theta(), model=model, n_replicas=cc.n_replicas, seed=cc.seed)
+        result.checks.update(
+            model_check={"mcmc": check.summary()},
+            model_check_threshold=cc.threshold,
+            model_check_warnings={"mcmc": check.warnings(threshold=cc.threshold)},
+        )
     result.write(out, chain=chain, overwrite=overwrite)
     return result
 

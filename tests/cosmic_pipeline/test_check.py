@@ -394,3 +394,23 @@ def test_corner_plot_banner_only_when_given(tmp_path) -> None:
     )
     assert _red_pixels(plain) == 0
     assert _red_pixels(marked) > 2000
+
+
+def test_mcmc_checks_its_samples_and_prints_the_check(tiny, mcmc_auger, tmp_path, capsys) -> None:
+    d, _ = tiny
+    saved = json.loads((mcmc_auger / "summary.json").read_text())
+    check = saved["model_check"]["mcmc"]
+    assert check["n_replicas"] == 100
+    assert set(check) >= {"total", "spectrum", "xmax"}
+    assert saved["model_check_threshold"] == 0.01
+    argv = ["mcmc", "cosmic", "--observation", "auger", "--config", str(d / "tiny.toml"), "--no-progress"]
+    assert main([*argv, "--output", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    again = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert again["model_check"] == {
+        **saved["model_check"],
+        "mcmc": {**check, "seconds": again["model_check"]["mcmc"]["seconds"]},
+    }
+    assert "model check (MCMC posterior, posterior predictive deviance):" in out
+    for line in again["model_check_warnings"]["mcmc"]:
+        assert f"WARNING (MCMC posterior): {line}" in out
