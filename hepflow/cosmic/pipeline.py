@@ -253,6 +253,7 @@ def infer(
             },
             "posterior_importance": posterior_table(hepflow.posterior_summary(resampled)),
         }
+    check_finite(cols, f"the posterior of {model_dir} for {observation}")
     checks = {"cinn": x} if mcmc is None else {"cinn": x, "mcmc": mc}
     ccfg = settings.check
     model_check = {
@@ -278,7 +279,6 @@ def infer(
         checked["verdict"] = v.to_dict()
     if mcmc is not None:
         checked["mcmc"] = str(mcmc)
-    check_finite(cols, f"the posterior of {model_dir} for {observation}")
     table = ak.zip(cols, depth_limit=1)
     write_parquet(table, targets[0])
     write_root(table, targets[1], treename="Posterior")
