@@ -45,7 +45,7 @@ from hepflow.plotting import save_figure
 __all__ = ["COMBINED_FIT", "LABELS", "corner_plot", "make_report"]
 
 #: Auger combined fit (JCAP 04 (2017) 038, arXiv:1612.07155), EPOS-LHC, first minimum, as quoted
-#: in public code citing the paper (/work/shared/reference/cosmic-rays.md; not read in the paper).
+#: in public code citing the paper (not read in the paper).
 COMBINED_FIT: dict[str, float] = {
     "gamma": 0.96,
     "lg_rcut": 18.68,
