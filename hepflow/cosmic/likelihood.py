@@ -111,17 +111,39 @@ class Likelihood:
 
     def deviance(self, params: np.ndarray) -> Deviance:
         """Deviances (n,) for valid parameter rows (raises ConfigError on invalid rows)."""
+        return self.deviance_of(params, self.observation.spectrum, self.observation.xmax)
+
+    def deviance_of(self, params: np.ndarray, spectrum: np.ndarray, xmax: np.ndarray) -> Deviance:
+        """Deviances (n,) of other counts in the observation's binning, row by row.
+
+        ``spectrum`` (n_E,) or (n, n_E) and ``xmax`` (n_M, n_X) or (n, n_M, n_X) broadcast
+        against the n parameter rows: row i of the counts is scored at row i of ``params``, with
+        the normalisation profiled on the counts' own total (as :meth:`deviance` does for the
+        observation). Used by the posterior predictive check (pseudo-observations, each at its
+        own parameter draw: :mod:`hepflow.cosmic.ppc`).
+
+        Example:
+            >>> like = Likelihood(Observation.from_auger())
+            >>> theta = np.array([0.96, 18.68, 0.0, 0.673, 0.281, 0.046, 0.0])
+            >>> obs = like.observation
+            >>> bool(np.allclose(like.deviance_of(theta, obs.spectrum, obs.xmax).total,
+            ...                  like.deviance(theta).total))
+            True
+        """
         p = as_params(params)
         a = self.model.arriving(p)
         zero = np.zeros(p.shape[0])
-        spec = xmax = zero
+        spec = xmax_dev = zero
         if self.use_spectrum:
-            n = self.observation.spectrum
-            mu = n.sum() * self.model.spectrum_shape(p, arriving=a)
-            spec = poisson_deviance(n, mu)
+            n = np.asarray(spectrum, dtype=float)
+            mu = n.sum(axis=-1, keepdims=True) * self.model.spectrum_shape(p, arriving=a)
+            spec = np.broadcast_to(poisson_deviance(n, mu), zero.shape).copy()
         if self.use_xmax:
-            xmax = multinomial_deviance(self.observation.xmax, self.model.xmax_pdf(p, arriving=a))
-        return Deviance(spectrum=spec, xmax=xmax)
+            k = np.asarray(xmax, dtype=float)
+            xmax_dev = np.broadcast_to(
+                multinomial_deviance(k, self.model.xmax_pdf(p, arriving=a)), zero.shape
+            ).copy()
+        return Deviance(spectrum=spec, xmax=xmax_dev)
 
     def __call__(self, params: np.ndarray) -> np.ndarray:
         p = as_params(params, check=False)
