@@ -1,20 +1,28 @@
-"""Report of the ttbar unfolding study: figures, per-bin tables and chi2 for both methods.
+"""Report of the ttbar unfolding study: figures, per-bin tables, chi2 and verdicts for both methods.
 
 Reads ``results.json`` of :func:`hepflow.unfolding.study.run_study` and writes, per scenario
-(``nominal``, ``reweighted``) and observable:
+(``[[scenarios]]`` of the config: ``nominal``, ``reweighted``, ``mtt_reweighted``,
+``mtt_bump`` shipped) and observable:
 
 * ``unfolded_<scenario>_<observable>.png``: the particle-level truth, the simulation prior
   (scaled to the truth's total), IBU and cINN unfolded spectra (events per GeV), and a ratio
   panel to the truth with the total uncertainties;
-* in ``report.json``: per bin the truth, the unfolded value, the bias (absolute and relative),
-  the total and per-source uncertainties and the pull, and the chi2, for both methods; the IBU
-  chi2 after every iteration;
+* ``correlations_<scenario>.png``: the bin-to-bin correlation matrices of both methods and
+  observables;
+* in ``report.json`` (:data:`SCHEMA`), under ``scenarios/<scenario>``: ``description``,
+  ``verdict`` (one line: which method closes, by how much) and per observable ``observables/<obs>``
+  the truth and, per method (``ibu``, ``cinn``), per bin the unfolded value, bias (absolute
+  and relative), total and per-source uncertainty and pull, the covariance and correlation matrices, and
+  ``chi2``, ``ndf``, ``chi2_ndf``, ``p_value``, ``closes`` and ``inverse`` (``inverse`` or
+  ``pseudo-inverse`` of the covariance); the IBU chi2 after every iteration;
 * ``report.md``: the same numbers as Markdown tables.
 
-Pulls and chi2 use the method's total covariance plus the truth's statistical variance (the
-truth is the particle level of the unfolded events, a Poisson realisation of the spectrum: a
-regularised method returns a smoother estimate than that realisation, and the difference is
-covered only with the truth's own fluctuation); ``chi2_without_truth_stat`` leaves it out.
+Pulls and chi2 use the method's full covariance (:func:`hepflow.unfolding.result.compare`) plus
+the truth's statistical variance (the truth is the particle level of the unfolded events, a
+Poisson realisation of the spectrum: a regularised method returns a smoother estimate than that
+realisation, and the difference is covered only with the truth's own fluctuation);
+``chi2_without_truth_stat`` leaves it out. A method *closes* in an observable when the chi2
+probability is at least :data:`CLOSURE_P`.
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ from hepflow.unfolding.observables import OBSERVABLES
 from hepflow.unfolding.result import Unfolded, chi2, compare
 
 METHODS = {"ibu": "IBU (D'Agostini)", "cinn": "cINN"}
+SHORT = {"ibu": "IBU", "cinn": "cINN"}
+#: identifies the layout of ``report.json``
+SCHEMA = "hepflow.unfolding.report/2"
+#: a method closes when the chi2 probability of its result against the truth is at least this
+CLOSURE_P = 0.05
 COLORS = {"ibu": "tab:blue", "cinn": "tab:red"}
 
 
@@ -118,20 +131,88 @@ def _table(res: dict[str, Any]) -> dict[str, Any]:
         out[method] = {
             "unfolded": u.central.tolist(),
             "uncertainty": u.uncertainty.tolist(),
+            "covariance": u.covariance.tolist(),
             "components": {k: v.tolist() for k, v in u.components.items()},
             **compare(u, truth, truth_var=truth_var),
             "chi2_without_truth_stat": compare(u, truth)["chi2"],
         }
+        out[method]["closes"] = bool(out[method]["p_value"] >= CLOSURE_P)
     cov = Unfolded.from_dict(res["ibu"]).covariance + np.diag(truth_var)
     out["ibu_chi2_by_iteration"] = [chi2(np.asarray(step) - truth, cov) for step in res["ibu_iterates"]]
     return out
 
 
+def verdict(scenario: str, tables: dict[str, dict[str, Any]]) -> str:
+    """One line per scenario: which method closes (chi2 probability >= :data:`CLOSURE_P`) in which
+    observable, and which is closer to the truth, by the ratio of the chi2 summed over the
+    observables (a summary: the observables are unfolded from the same events, so the sum is
+    not a joint chi2).
+
+    Example:
+        >>> t = {"top_pt": {"ibu": {"chi2": 3.0, "ndf": 7, "p_value": 0.9},
+        ...                 "cinn": {"chi2": 21.0, "ndf": 7, "p_value": 0.004}}}
+        >>> for part in verdict("soft", t).split("; "):
+        ...     print(part)
+        soft: IBU closes better, chi2/ndf 3.0/7 against cINN 21.0/7 (7.0x smaller)
+        IBU closes in top_pt (p 0.9)
+        cINN fails in top_pt (p 0.004)
+    """
+    totals = {
+        m: (sum(t[m]["chi2"] for t in tables.values()), sum(t[m]["ndf"] for t in tables.values()))
+        for m in METHODS
+    }
+    order = sorted(METHODS, key=lambda m: totals[m][0] / max(totals[m][1], 1))
+    best, other = order[0], order[1]
+    (cb, nb), (co, no) = totals[best], totals[other]
+    ratio = f"{co / cb:.1f}x smaller" if cb > 0 else "zero"
+    parts = [
+        f"{scenario}: {SHORT[best]} closes better, chi2/ndf {cb:.1f}/{nb} against {SHORT[other]} "
+        f"{co:.1f}/{no} ({ratio})"
+    ]
+    for m in METHODS:
+        ok = [f"{o} (p {t[m]['p_value']:.2g})" for o, t in tables.items() if t[m]["p_value"] >= CLOSURE_P]
+        bad = [
+            f"{o} (p {t[m]['p_value']:.2g})" for o, t in tables.items() if not t[m]["p_value"] >= CLOSURE_P
+        ]
+        words = [f"closes in {' and '.join(ok)}"] if ok else []
+        words += [f"fails in {' and '.join(bad)}"] if bad else []
+        parts.append(f"{SHORT[m]} {', '.join(words)}")
+    return "; ".join(parts)
+
+
+def _correlation_figure(scenario: str, tables: dict[str, dict[str, Any]], path: Path) -> None:
+    names = list(tables)
+    with mpl.rc_context(mplhep.style.CMS):
+        fig = Figure(figsize=(7.5 * len(names), 14))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(len(METHODS), len(names), squeeze=False)
+        image = None
+        for r, method in enumerate(METHODS):
+            for c, name in enumerate(names):
+                ax = axes[r][c]
+                corr = np.asarray(tables[name][method]["correlation"])
+                image = ax.imshow(corr, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower")
+                n = len(corr)
+                for i in range(n):
+                    for j in range(n):
+                        ax.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center", fontsize=10)
+                edges = tables[name]["edges"]
+                labels = [f"{edges[k]:g}-{edges[k + 1]:g}" for k in range(n)]
+                ax.set_xticks(range(n), labels, rotation=60, fontsize=11)
+                ax.set_yticks(range(n), labels, fontsize=11)
+                ax.minorticks_off()
+                ax.set_title(f"{METHODS[method]}: {name} [GeV]", fontsize=16)
+        fig.colorbar(image, ax=axes, shrink=0.6, label="correlation")
+        fig.suptitle(f"bin-to-bin correlations, {scenario} pseudo-data", fontsize=18)
+        save_figure(fig, path, dpi=70, bbox_inches="tight")
+
+
 def _markdown(report: dict[str, Any]) -> str:
     lines = ["# ttbar unfolding: per-bin results", ""]
-    for scenario, per_obs in report["scenarios"].items():
-        for name, t in per_obs.items():
-            lines += [f"## {scenario}: {name}", ""]
+    for scenario, entry in report["scenarios"].items():
+        lines += [f"## {scenario}", "", entry["description"], "", f"**Verdict**: {entry['verdict']}", ""]
+        for name, t in entry["observables"].items():
+            lines += [f"### {scenario}: {name}", ""]
             lines += [
                 "| bin [GeV] | truth | IBU bias % | IBU unc. % | IBU pull "
                 "| cINN bias % | cINN unc. % | cINN pull |",
@@ -149,10 +230,16 @@ def _markdown(report: dict[str, Any]) -> str:
                     ]
                 lines.append("| " + " | ".join(row) + " |")
             chis = ", ".join(
-                f"{METHODS[m]} {t[m]['chi2']:.1f}/{t[m]['ndf']} ({t[m]['chi2_without_truth_stat']:.1f})"
+                f"{METHODS[m]} {t[m]['chi2']:.1f}/{t[m]['ndf']} (p {t[m]['p_value']:.2g}, "
+                f"{t[m]['inverse']}; {t[m]['chi2_without_truth_stat']:.1f})"
                 for m in METHODS
             )
-            lines += ["", f"chi2/ndf vs truth (without the truth's statistical uncertainty): {chis}", ""]
+            lines += [
+                "",
+                "chi2/ndf vs truth with the full covariance (without the truth's statistical "
+                f"uncertainty): {chis}",
+                "",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -160,6 +247,8 @@ def make_report(
     study_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
     """Write the figures, ``report.json`` and ``report.md`` (see the module docstring)."""
+    import hepflow
+
     path = Path(study_dir) / "results.json"
     if not path.is_file():
         raise InputError(f"{path} does not exist: run the study first (hepflow.unfolding.study.run_study)")
@@ -172,20 +261,37 @@ def make_report(
     out = Path(study_dir) / "report" if output_dir is None else Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "produced_by": {
+            "hepflow": hepflow.__version__,
+            "results": str(path),
+            "inputs": results.get("inputs"),
+            "config": results.get("config"),
+        },
+        "closure_p_value": CLOSURE_P,
         "counts": results["counts"],
         "training": results["training"],
         "timings_s": results["timings_s"],
         "scenarios": {},
+        "verdicts": [],
         "figures": [],
     }
     for scenario, per_obs in results["scenarios"].items():
-        report["scenarios"][scenario] = {}
+        tables = {name: _table(per_obs[name]) for name in OBSERVABLES}
+        line = verdict(scenario, tables)
+        report["scenarios"][scenario] = {
+            "description": per_obs.get("description", scenario),
+            "verdict": line,
+            "observables": tables,
+        }
+        report["verdicts"].append(line)
         for name in OBSERVABLES:
-            res = per_obs[name]
-            report["scenarios"][scenario][name] = _table(res)
             fig = out / f"unfolded_{scenario}_{name}.png"
-            _figure(name, scenario, res, fig)
+            _figure(name, scenario, per_obs[name], fig)
             report["figures"].append(fig.name)
+        fig = out / f"correlations_{scenario}.png"
+        _correlation_figure(scenario, tables, fig)
+        report["figures"].append(fig.name)
     write_json(out / "report.json", report)
     with atomic_write(out / "report.md") as tmp:
         tmp.write_text(_markdown(report))

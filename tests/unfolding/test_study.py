@@ -13,7 +13,8 @@ import pytest
 from hepflow.config import from_dict
 from hepflow.errors import ConfigError, InputError, OutputError
 from hepflow.unfolding.observables import OBSERVABLES
-from hepflow.unfolding.study import SCENARIOS, UnfoldingConfig, make_report, run_study
+from hepflow.unfolding.report import CLOSURE_P, SCHEMA
+from hepflow.unfolding.study import UnfoldingConfig, make_report, run_study
 from tests.unfolding.conftest import SAMPLE_EVENTS
 
 pytestmark = pytest.mark.generation
@@ -45,9 +46,12 @@ def test_closure_on_the_training_sample(study):
     assert counts["fiducial"] > counts["both"]
     for name in OBSERVABLES:
         res = results["scenarios"]["nominal"][name]
-        table = report["scenarios"]["nominal"][name]
+        table = report["scenarios"]["nominal"]["observables"][name]
         # IBU with the response of the same events reproduces their truth exactly
         np.testing.assert_allclose(res["ibu"]["central"], res["truth"], rtol=1e-9)
+        # the truth is the training truth: both close, IBU exactly
+        assert table["ibu"]["chi2"] < 1e-6, table["ibu"]
+        assert table["ibu"]["closes"]
         # the cINN closes within its uncertainties
         assert table["cinn"]["chi2_ndf"] < 3.0, table["cinn"]
         assert max(abs(p) for p in table["cinn"]["pull"]) < 3.5
@@ -65,16 +69,88 @@ def test_prior_study_changes_the_truth(study):
     assert results["scenarios"]["reweighted"]["sum_weights"] == pytest.approx(
         results["counts"]["test"]["events"]
     )
-    assert len(report["scenarios"]["reweighted"]["top_pt"]["ibu_chi2_by_iteration"]) == 4
+    assert len(report["scenarios"]["reweighted"]["observables"]["top_pt"]["ibu_chi2_by_iteration"]) == 4
+
+
+def test_scenarios_are_the_configured_ones(study):
+    _, results, report = study
+    names = [s.name for s in from_dict(UnfoldingConfig, TINY).scenarios]
+    assert names == ["nominal", "reweighted", "mtt_reweighted", "mtt_bump"]
+    assert list(results["scenarios"]) == names == list(report["scenarios"])
+    mtt = {n: np.asarray(results["scenarios"][n]["mtt"]["truth"]) for n in names}
+    # harder m_ttbar: fewer events in the first bin, more in the last
+    assert mtt["mtt_reweighted"][0] < mtt["nominal"][0]
+    assert mtt["mtt_reweighted"][-1] > mtt["nominal"][-1]
+
+
+def test_the_bump_is_visible_in_the_truth_histogram(study):
+    _, results, report = study
+    nominal, bump = results["scenarios"]["nominal"], results["scenarios"]["mtt_bump"]
+    events = results["counts"]["test"]["events"]
+    # the excess is 3 % of all test events (before any selection), not renormalised away
+    assert bump["sum_weights"] - nominal["sum_weights"] == pytest.approx(0.03 * events, rel=1e-9)
+    edges = np.asarray(bump["mtt"]["edges"])  # 300, 420, 520, 700, 1000; the bump at 750 +- 30
+    excess = np.asarray(bump["mtt"]["truth"]) - np.asarray(nominal["mtt"]["truth"])
+    np.testing.assert_allclose(excess[edges[1:] <= 520.0], 0.0, atol=1e-9)  # far from the bump
+    assert excess[-1] > 0.5 * excess.sum() > 0  # the bin of 750 GeV holds most of it
+    # the fiducial excess is the fiducial share of the injected 3 %
+    assert 0.3 * 0.03 * events < excess.sum() < 0.03 * events
+    # top pT is changed only through its correlation with m_ttbar: much less, relative to its bins
+    assert "Gaussian bump in mtt at 750 GeV" in report["scenarios"]["mtt_bump"]["description"]
+
+
+def test_report_json_schema(study):
+    out, _, _ = study
+    saved = json.loads((out / "report" / "report.json").read_text())
+    assert saved["schema"] == SCHEMA
+    assert saved["closure_p_value"] == CLOSURE_P
+    assert saved["produced_by"]["config"]["scenarios"][3]["kind"] == "bump"
+    assert saved["produced_by"]["inputs"]["train"]
+    assert len(saved["verdicts"]) == len(saved["scenarios"]) == 4
+    for scenario, entry in saved["scenarios"].items():
+        assert set(entry) == {"description", "verdict", "observables"}
+        assert entry["verdict"].startswith(f"{scenario}: ")
+        assert "closes better" in entry["verdict"]
+        assert entry["verdict"] in saved["verdicts"]
+        assert set(entry["observables"]) == set(OBSERVABLES)
+        for _name, table in entry["observables"].items():
+            n = len(table["edges"]) - 1
+            assert len(table["truth"]) == n
+            for method in ("ibu", "cinn"):
+                m = table[method]
+                assert m["ndf"] == n
+                assert m["inverse"] == "inverse"
+                assert m["chi2"] >= 0
+                assert m["chi2_ndf"] == pytest.approx(m["chi2"] / n)
+                assert 0 <= m["p_value"] <= 1
+                assert m["closes"] == (m["p_value"] >= CLOSURE_P)
+                assert len(m["pull"]) == n
+                corr = np.asarray(m["correlation"])
+                assert corr.shape == (n, n)
+                np.testing.assert_allclose(corr, corr.T, atol=1e-12)
+                np.testing.assert_allclose(np.diag(corr), 1.0)
+                assert np.all(np.abs(corr) <= 1 + 1e-9)
+                cov = np.asarray(m["covariance"])
+                np.testing.assert_allclose(np.sqrt(np.diag(cov)), m["uncertainty"])
+                np.testing.assert_allclose(cov / np.outer(m["uncertainty"], m["uncertainty"]), corr)
+                # the chi2 uses the full covariance (plus the truth's variance on the diagonal)
+                full = cov + np.diag(np.square(table["truth_stat"]))
+                r = np.asarray(m["unfolded"]) - np.asarray(table["truth"])
+                assert m["chi2"] == pytest.approx(float(r @ np.linalg.solve(full, r)), rel=1e-6)
+        # the IBU result is correlated bin to bin (neighbouring bins share migrations)
+        ibu = np.asarray(entry["observables"]["mtt"]["ibu"]["correlation"])
+        assert np.abs(ibu[np.triu_indices(len(ibu), 1)]).max() > 0.05
 
 
 def test_report_files(study):
     out, _, _report = study
-    for scenario in SCENARIOS:
+    for scenario in ("nominal", "reweighted", "mtt_reweighted", "mtt_bump"):
         for name in OBSERVABLES:
             assert (out / "report" / f"unfolded_{scenario}_{name}.png").stat().st_size > 10_000
+        assert (out / "report" / f"correlations_{scenario}.png").stat().st_size > 10_000
     saved = json.loads((out / "report" / "report.json").read_text())
-    assert saved["scenarios"]["nominal"]["mtt"]["cinn"]["ndf"] == 4
+    assert saved["scenarios"]["nominal"]["observables"]["mtt"]["cinn"]["ndf"] == 4
+    assert "**Verdict**: mtt_bump: " in (out / "report" / "report.md").read_text()
     assert "| bin [GeV] |" in (out / "report" / "report.md").read_text()
     with pytest.raises(InputError, match="does not exist"):
         make_report(out / "nowhere")
