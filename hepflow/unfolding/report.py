@@ -15,7 +15,13 @@ Reads ``results.json`` of :func:`hepflow.unfolding.study.run_study` and writes, 
   and relative), total and per-source uncertainty and pull, the covariance and correlation matrices, and
   ``chi2``, ``ndf``, ``chi2_ndf``, ``p_value``, ``closes`` and ``inverse`` (``inverse`` or
   ``pseudo-inverse`` of the covariance); the IBU chi2 after every iteration;
+* in ``report.json`` under ``precision/<scenario>/<obs>``: the per-bin statistical precision of
+  every method (:func:`hepflow.unfolding.neutrino_flow.precision`) and its ratio to IBU's;
 * ``report.md``: the same numbers as Markdown tables.
+
+With ``[neutrino_flow] enabled`` a third method, ``ibu_flow`` (IBU with detector-level values
+from the flow neutrino, :mod:`hepflow.unfolding.neutrino_flow`), appears everywhere next to
+``ibu`` and ``cinn``.
 
 Pulls and chi2 use the method's full covariance (:func:`hepflow.unfolding.result.compare`) plus
 the truth's statistical variance (the truth is the particle level of the unfolded events, a
@@ -43,16 +49,23 @@ from hepflow.errors import InputError
 from hepflow.outputs import write_json
 from hepflow.outputs.atomic import atomic_write
 from hepflow.plotting import save_figure
+from hepflow.unfolding.neutrino_flow import precision
 from hepflow.unfolding.observables import OBSERVABLES
 from hepflow.unfolding.result import Unfolded, chi2, compare
 
-METHODS = {"ibu": "IBU (D'Agostini)", "cinn": "cINN"}
-SHORT = {"ibu": "IBU", "cinn": "cINN"}
+#: the methods a result may hold (``ibu_flow`` with ``[neutrino_flow] enabled``), in plotting order
+METHODS = {"ibu": "IBU (D'Agostini)", "ibu_flow": "IBU, flow neutrino", "cinn": "cINN"}
+SHORT = {"ibu": "IBU", "ibu_flow": "IBU-flow", "cinn": "cINN"}
 #: identifies the layout of ``report.json``
 SCHEMA = "hepflow.unfolding.report/2"
 #: a method closes when the chi2 probability of its result against the truth is at least this
 CLOSURE_P = 0.05
-COLORS = {"ibu": "tab:blue", "cinn": "tab:red"}
+COLORS = {"ibu": "tab:blue", "ibu_flow": "tab:green", "cinn": "tab:red"}
+
+
+def _methods(entry: dict[str, Any]) -> list[str]:
+    """The methods of :data:`METHODS` that ``entry`` (a result or a table) holds."""
+    return [m for m in METHODS if m in entry]
 
 
 def _hist(edges: list[float], values: Any, variances: Any = None) -> hist.Hist:
@@ -94,9 +107,11 @@ def _figure(name: str, scenario: str, res: dict[str, Any], path: Path) -> None:
         rax.stairs(
             1 + band, edges, baseline=1 - band, fill=True, color="black", alpha=0.15, label="truth stat."
         )
-        for k, (method, label) in enumerate(METHODS.items()):
+        present = _methods(res)
+        for k, method in enumerate(present):
+            label = METHODS[method]
             u = Unfolded.from_dict(res[method])
-            x = centres + (k - 0.5) * 0.12 * width
+            x = centres + (k - 0.5 * (len(present) - 1)) * 0.12 * width
             ax.errorbar(
                 x,
                 u.central / width,
@@ -126,7 +141,7 @@ def _table(res: dict[str, Any]) -> dict[str, Any]:
         "truth_stat": np.sqrt(res["truth_var"]).tolist(),
     }
     truth_var = np.asarray(res["truth_var"])
-    for method in METHODS:
+    for method in _methods(res):
         u = Unfolded.from_dict(res[method])
         out[method] = {
             "unfolded": u.central.tolist(),
@@ -157,19 +172,23 @@ def verdict(scenario: str, tables: dict[str, dict[str, Any]]) -> str:
         IBU closes in top_pt (p 0.9)
         cINN fails in top_pt (p 0.004)
     """
+    methods = _methods(next(iter(tables.values())))
     totals = {
         m: (sum(t[m]["chi2"] for t in tables.values()), sum(t[m]["ndf"] for t in tables.values()))
-        for m in METHODS
+        for m in methods
     }
-    order = sorted(METHODS, key=lambda m: totals[m][0] / max(totals[m][1], 1))
-    best, other = order[0], order[1]
-    (cb, nb), (co, no) = totals[best], totals[other]
-    ratio = f"{co / cb:.1f}x smaller" if cb > 0 else "zero"
+    order = sorted(methods, key=lambda m: totals[m][0] / max(totals[m][1], 1))
+    best = order[0]
+    cb, nb = totals[best]
+    others = []
+    for m in order[1:]:
+        co, no = totals[m]
+        ratio = f"{co / cb:.1f}x smaller" if cb > 0 else "zero"
+        others.append(f"{SHORT[m]} {co:.1f}/{no} ({ratio})")
     parts = [
-        f"{scenario}: {SHORT[best]} closes better, chi2/ndf {cb:.1f}/{nb} against {SHORT[other]} "
-        f"{co:.1f}/{no} ({ratio})"
+        f"{scenario}: {SHORT[best]} closes better, chi2/ndf {cb:.1f}/{nb} against {' and '.join(others)}"
     ]
-    for m in METHODS:
+    for m in methods:
         ok = [f"{o} (p {t[m]['p_value']:.2g})" for o, t in tables.items() if t[m]["p_value"] >= CLOSURE_P]
         bad = [
             f"{o} (p {t[m]['p_value']:.2g})" for o, t in tables.items() if not t[m]["p_value"] >= CLOSURE_P
@@ -185,9 +204,11 @@ def _correlation_figure(scenario: str, tables: dict[str, dict[str, Any]], path: 
     with mpl.rc_context(mplhep.style.CMS):
         fig = Figure(figsize=(7.5 * len(names), 14))
         FigureCanvasAgg(fig)
-        axes = fig.subplots(len(METHODS), len(names), squeeze=False)
+        methods = _methods(tables[names[0]])
+        fig.set_size_inches(7.5 * len(names), 7 * len(methods))
+        axes = fig.subplots(len(methods), len(names), squeeze=False)
         image = None
-        for r, method in enumerate(METHODS):
+        for r, method in enumerate(methods):
             for c, name in enumerate(names):
                 ax = axes[r][c]
                 corr = np.asarray(tables[name][method]["correlation"])
@@ -213,15 +234,13 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += [f"## {scenario}", "", entry["description"], "", f"**Verdict**: {entry['verdict']}", ""]
         for name, t in entry["observables"].items():
             lines += [f"### {scenario}: {name}", ""]
-            lines += [
-                "| bin [GeV] | truth | IBU bias % | IBU unc. % | IBU pull "
-                "| cINN bias % | cINN unc. % | cINN pull |",
-                "|---|---|---|---|---|---|---|---|",
-            ]
+            methods = _methods(t)
+            head = " | ".join(f"{SHORT[m]} bias % | {SHORT[m]} unc. % | {SHORT[m]} pull" for m in methods)
+            lines += [f"| bin [GeV] | truth | {head} |", "|---|---|" + "---|" * (3 * len(methods))]
             edges = t["edges"]
             for i in range(len(edges) - 1):
                 row = [f"{edges[i]:g}-{edges[i + 1]:g}", f"{t['truth'][i]:.0f}"]
-                for method in METHODS:
+                for method in methods:
                     m = t[method]
                     row += [
                         f"{100 * m['relative_bias'][i]:+.1f}",
@@ -232,7 +251,7 @@ def _markdown(report: dict[str, Any]) -> str:
             chis = ", ".join(
                 f"{METHODS[m]} {t[m]['chi2']:.1f}/{t[m]['ndf']} (p {t[m]['p_value']:.2g}, "
                 f"{t[m]['inverse']}; {t[m]['chi2_without_truth_stat']:.1f})"
-                for m in METHODS
+                for m in methods
             )
             lines += [
                 "",
@@ -240,6 +259,26 @@ def _markdown(report: dict[str, Any]) -> str:
                 f"uncertainty): {chis}",
                 "",
             ]
+            p = report["precision"][scenario][name]
+            if p["ratio_to_ibu"]:
+                lines += [
+                    "Statistical precision (relative standard deviation of the data toys, %) and "
+                    "IBU-with-quadratic over it per bin:",
+                    "",
+                    "| method | "
+                    + " | ".join(f"{edges[i]:g}-{edges[i + 1]:g}" for i in range(len(edges) - 1))
+                    + " | median ratio |",
+                    "|---|" + "---|" * len(edges),
+                ]
+                for m, rel in p["relative_stat"].items():
+                    lines.append(f"| {SHORT[m]} % | " + " | ".join(f"{100 * v:.2f}" for v in rel) + " | |")
+                for m, ratio in p["ratio_to_ibu"].items():
+                    lines.append(
+                        f"| IBU / {SHORT[m]} | "
+                        + " | ".join(f"{v:.2f}" for v in ratio)
+                        + f" | {p['median_ratio'][m]:.2f} |"
+                    )
+                lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -272,7 +311,9 @@ def make_report(
         "counts": results["counts"],
         "training": results["training"],
         "timings_s": results["timings_s"],
+        "neutrino_flow": results.get("neutrino_flow"),
         "scenarios": {},
+        "precision": {},
         "verdicts": [],
         "figures": [],
     }
@@ -285,6 +326,7 @@ def make_report(
             "observables": tables,
         }
         report["verdicts"].append(line)
+        report["precision"][scenario] = precision({n: per_obs[n] for n in OBSERVABLES})
         for name in OBSERVABLES:
             fig = out / f"unfolded_{scenario}_{name}.png"
             _figure(name, scenario, per_obs[name], fig)

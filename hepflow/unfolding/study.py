@@ -45,6 +45,7 @@ from hepflow.neutrino.model import build_flow as build_neutrino_flow
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.training.config import FitConfig
 from hepflow.unfolding.binning import check_edges, histogram
+from hepflow.unfolding.neutrino_flow import NeutrinoFlowConfig
 from hepflow.unfolding.observables import OBSERVABLES
 from hepflow.unfolding.processor import ParticleSelection
 
@@ -250,6 +251,7 @@ class UnfoldingConfig(AnalysisConfig):
     training: TrainingConfig = field(default_factory=TrainingConfig)
     cinn: CINNConfig = field(default_factory=CINNConfig)
     scenarios: tuple[ScenarioConfig, ...] = field(default_factory=_default_scenarios)
+    neutrino_flow: NeutrinoFlowConfig = field(default_factory=NeutrinoFlowConfig)
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.scenarios]
@@ -302,7 +304,11 @@ def load_sample(directory: str | os.PathLike[str]) -> Sample:
         )
     selected = np.asarray(ak.to_numpy(columns.reco_selected), dtype=bool)
     sub = columns[selected]
+    # the lepton's momentum (for hepflow.neutrino.downstream) and the truth neutrino (for the flow
+    # neutrino of hepflow.unfolding.neutrino_flow) when written
     feature_names = [*FLAT_FEATURES, *JET_FEATURES]
+    extra = ("lep_pz", "lep_e", "nu_px_true", "nu_py_true", "nu_eta_true")
+    feature_names += [k for k in extra if k in columns.fields and k not in feature_names]
     features = ak.zip(
         {k: ak.drop_none(sub[k]) if sub[k].ndim == 1 else sub[k] for k in feature_names}, depth_limit=1
     )
@@ -493,6 +499,7 @@ def _scenario(
     fakes: Any,
     samples: np.ndarray,
     cfg: UnfoldingConfig,
+    flow: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     from hepflow.unfolding.cinn import unfold_cinn
     from hepflow.unfolding.ibu import unfold_ibu
@@ -531,6 +538,19 @@ def _scenario(
             "ibu_iterates": steps.tolist(),
             "cinn": cinn[i].to_dict(),
         }
+        if flow is not None:  # IBU with the flow neutrino's detector-level values
+            flow_responses, flow_reco = flow
+            d, dv = histogram(flow_reco[obs][sel], edges, weights=weights[sel])
+            ibu_flow, _ = unfold_ibu(
+                d,
+                dv,
+                flow_responses[obs],
+                iterations=cfg.ibu.iterations,
+                toys=cfg.ibu.toys,
+                seed=cfg.ibu.seed,
+            )
+            out[obs]["reco_flow"] = d.tolist()
+            out[obs]["ibu_flow"] = ibu_flow.to_dict()
     log.info("unfolded scenario %s", name)
     return out
 
@@ -608,6 +628,29 @@ def run_study(
     )
     timings["sampling"] = time.perf_counter() - t0
 
+    flow = None
+    if cfg.neutrino_flow.enabled:
+        from hepflow.unfolding.neutrino_flow import flow_observables
+
+        t0 = time.perf_counter()
+        train_flow, test_flow, flow_summary = flow_observables(
+            train, test, cfg, out / "neutrino_models", retrain=retrain, progress=progress
+        )
+        flow_responses = {
+            o: build_response(
+                train.gen[o],
+                train_flow[o],
+                truth_edges=cfg.binning.edges(o),
+                reco_edges=cfg.binning.edges(o),
+                passes_truth=train.fiducial,
+                passes_reco=train.selected,
+                weights=train.weight,
+            )
+            for o in OBSERVABLES
+        }
+        flow = (flow_responses, test_flow)
+        timings["neutrino_flow"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     scenarios = {
         sc.name: {
@@ -620,6 +663,7 @@ def run_study(
                 fakes=fakes,
                 samples=samples,
                 cfg=cfg,
+                flow=flow,
             ),
         }
         for sc in cfg.scenarios
@@ -641,6 +685,7 @@ def run_study(
             for name, s in (("train", train), ("test", test))
         },
         "training": training,
+        "neutrino_flow": flow_summary if flow is not None else None,
         "timings_s": timings,
         "scenarios": scenarios,
     }
@@ -665,7 +710,9 @@ def study_summary(results: dict[str, Any], report: dict[str, Any], study_dir: st
     for scenario, entry in report["scenarios"].items():
         for name, table in entry["observables"].items():
             chis = ", ".join(
-                f"{m} chi2/ndf {table[m]['chi2']:.1f}/{table[m]['ndf']}" for m in ("ibu", "cinn")
+                f"{m} chi2/ndf {table[m]['chi2']:.1f}/{table[m]['ndf']}"
+                for m in ("ibu", "ibu_flow", "cinn")
+                if m in table
             )
             lines.append(f"{scenario:>14} {name:>6}: {chis}")
     lines += [f"verdict {line}" for line in report["verdicts"]]

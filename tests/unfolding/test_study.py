@@ -27,6 +27,12 @@ TINY = {
     "cinn": {"ensemble": 2, "samples": 16, "bootstrap": 30, "sim_toys": 30},
     "ibu": {"toys": 50},
     "binning": {"top_pt": [0, 60, 120, 200, 400], "mtt": [300, 420, 520, 700, 1000]},
+    "neutrino_flow": {
+        "enabled": True,
+        "epochs": 2,
+        "samples": 8,
+        "flow": {"depth": 2, "width": 16, "bins": 4},
+    },
 }
 
 
@@ -168,6 +174,9 @@ def test_script_reuses_columns_and_models(study, tmp_path, capsys):
     assert code == 0
     rerun = json.loads((out / "results.json").read_text())
     assert rerun["training"] == results["training"]  # the ensemble was loaded, not retrained
+    assert (
+        rerun["neutrino_flow"]["training"] == results["neutrino_flow"]["training"]
+    )  # so were the neutrino flows
     assert "chi2/ndf" in capsys.readouterr().out
     assert (
         script["main"](
@@ -190,12 +199,16 @@ def test_config_is_strict_and_the_shipped_one_loads(tmp_path):
         UnfoldingConfig.from_file(bad)
 
 
-def _toml(table: dict) -> str:
-    lines = []
+def _toml(table: dict, prefix: str = "") -> str:
+    lines, nested = [], []
     for section, values in table.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
+        lines.append(f"[{prefix}{section}]")
+        for k, v in values.items():
+            if isinstance(v, dict):
+                nested.append(_toml({k: v}, prefix=f"{prefix}{section}."))
+            else:
+                lines.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n" + "".join(nested)
 
 
 def test_load_sample_refuses_duplicated_events(unfolding_sample, tmp_path):
@@ -230,3 +243,59 @@ def test_nan_samples_of_a_broken_cinn_are_refused(study, unfolding_sample, monke
     ):
         run_study([tt], [tt], out, config=cfg, progress=False)
     assert (out / "results.json").read_bytes() == before  # nothing written
+
+
+def test_ibu_with_the_flow_neutrino(study):
+    out, results, report = study
+    summary = results["neutrino_flow"]
+    members = summary["training"]["members"]
+    assert [m["fold"] for m in members] == [0, 1]
+    # cross-fitting: each fold's flow trains on the other half of the events with a truth neutrino
+    assert all(50 <= m["events"] < results["counts"]["train"]["selected"] for m in members)
+    assert (out / "neutrino_models" / "fold_1" / "config.json").is_file()
+    for o in OBSERVABLES:
+        res = summary["resolution"][o]
+        assert set(res) == {"quadratic", "flow"}
+        assert all(np.isfinite(v["iqr_half"]) and v["iqr_half"] > 0 for v in res.values())
+    for scenario, per_obs in results["scenarios"].items():
+        for o in OBSERVABLES:
+            assert sum(per_obs[o]["reco_flow"]) == pytest.approx(sum(per_obs[o]["reco"]))  # same events
+            assert np.all(np.asarray(per_obs[o]["ibu_flow"]["uncertainty"]) > 0)
+        entry = report["scenarios"][scenario]
+        assert "IBU-flow" in entry["verdict"]
+        p = report["precision"][scenario]["mtt"]
+        assert set(p["ratio_to_ibu"]) == {"ibu_flow", "cinn"}
+        assert all(
+            np.isfinite(p["median_ratio"][m]) and p["median_ratio"][m] > 0 for m in ("ibu_flow", "cinn")
+        )
+    assert "| IBU / IBU-flow |" in (out / "report" / "report.md").read_text()
+
+
+def test_quadratic_neutrino_through_downstream_gives_the_reco_columns(unfolding_sample):
+    """The flow path's observables (hepflow.neutrino.downstream, median over draws) with the
+    quadratic neutrino as the only draw are the study's detector-level columns."""
+    import awkward as ak
+
+    from hepflow.neutrino.quadratic import lepton_mass, solve_neutrino_pz
+    from hepflow.unfolding.neutrino_flow import _point_observables
+    from hepflow.unfolding.study import load_sample
+
+    sample = load_sample(unfolding_sample / "columns")
+    f = sample.features
+    lep = {k: ak.to_numpy(f[f"lep_{k}"]).astype(np.float64) for k in ("px", "py", "pz")}
+    met = [ak.to_numpy(f[k]).astype(np.float64) for k in ("met_px", "met_py")]
+    mass = lepton_mass(np.asarray(ak.to_numpy(f.lep_flavor), dtype=np.int64))
+    pz = np.asarray(solve_neutrino_pz(lep["px"], lep["py"], lep["pz"], *met, lep_mass=mass).pz, np.float64)
+    values = _point_observables(f, np.stack([met[0], met[1], pz], axis=1)[:, None, :])
+    for o in OBSERVABLES:
+        np.testing.assert_allclose(values[o], sample.reco[o][sample.selected], rtol=2e-5)
+
+
+def test_columns_without_the_truth_neutrino_are_refused():
+    import awkward as ak
+
+    from hepflow.errors import InputError
+    from hepflow.unfolding.neutrino_flow import _truth
+
+    with pytest.raises(InputError, match="no truth neutrino"):
+        _truth(ak.Array({"met_px": [1.0]}))
