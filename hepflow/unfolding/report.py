@@ -159,16 +159,16 @@ def _table(res: dict[str, Any]) -> dict[str, Any]:
 
 def verdict(scenario: str, tables: dict[str, dict[str, Any]]) -> str:
     """One line per scenario: which method closes (chi2 probability >= :data:`CLOSURE_P`) in which
-    observable, and which is closer to the truth, by the ratio of the chi2 summed over the
-    observables (a summary: the observables are unfolded from the same events, so the sum is
-    not a joint chi2).
+    observable, and which is closest to the truth by the chi2 summed over the observables, the
+    others with their sum as a multiple of the best one's (a summary: the observables are
+    unfolded from the same events, so the sum is not a joint chi2).
 
     Example:
         >>> t = {"top_pt": {"ibu": {"chi2": 3.0, "ndf": 7, "p_value": 0.9},
         ...                 "cinn": {"chi2": 21.0, "ndf": 7, "p_value": 0.004}}}
         >>> for part in verdict("soft", t).split("; "):
         ...     print(part)
-        soft: IBU closes better, chi2/ndf 3.0/7 against cINN 21.0/7 (7.0x smaller)
+        soft: IBU closes best, chi2/ndf 3.0/7, then cINN 21.0/7 (7.0x)
         IBU closes in top_pt (p 0.9)
         cINN fails in top_pt (p 0.004)
     """
@@ -183,11 +183,9 @@ def verdict(scenario: str, tables: dict[str, dict[str, Any]]) -> str:
     others = []
     for m in order[1:]:
         co, no = totals[m]
-        ratio = f"{co / cb:.1f}x smaller" if cb > 0 else "zero"
+        ratio = f"{co / cb:.1f}x" if cb > 0 else "inf"
         others.append(f"{SHORT[m]} {co:.1f}/{no} ({ratio})")
-    parts = [
-        f"{scenario}: {SHORT[best]} closes better, chi2/ndf {cb:.1f}/{nb} against {' and '.join(others)}"
-    ]
+    parts = [f"{scenario}: {SHORT[best]} closes best, chi2/ndf {cb:.1f}/{nb}, then {', '.join(others)}"]
     for m in methods:
         ok = [f"{o} (p {t[m]['p_value']:.2g})" for o, t in tables.items() if t[m]["p_value"] >= CLOSURE_P]
         bad = [
@@ -222,9 +220,10 @@ def _correlation_figure(scenario: str, tables: dict[str, dict[str, Any]], path: 
                 ax.set_xticks(range(n), labels, rotation=60, fontsize=11)
                 ax.set_yticks(range(n), labels, fontsize=11)
                 ax.minorticks_off()
+                ax.tick_params(which="both", length=0)
                 ax.set_title(f"{METHODS[method]}: {name} [GeV]", fontsize=16)
         fig.colorbar(image, ax=axes, shrink=0.6, label="correlation")
-        fig.suptitle(f"bin-to-bin correlations, {scenario} pseudo-data", fontsize=18)
+        fig.suptitle(f"bin-to-bin correlations, {scenario} pseudo-data", fontsize=18, y=0.93)
         save_figure(fig, path, dpi=70, bbox_inches="tight")
 
 

@@ -222,8 +222,6 @@ def test_verdict_names_the_method_that_closes_and_by_how_much():
         },
     }
     line = verdict("reweighted", tables)
-    assert line.startswith(
-        "reweighted: cINN closes better, chi2/ndf 26.5/14 against IBU 35.2/14 (1.3x smaller)"
-    )
+    assert line.startswith("reweighted: cINN closes best, chi2/ndf 26.5/14, then IBU 35.2/14 (1.3x)")
     assert "IBU closes in top_pt (p 0.73), fails in mtt (p 5e-05)" in line
     assert "cINN closes in mtt (p 0.5), fails in top_pt (p 0.005)" in line

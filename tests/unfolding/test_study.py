@@ -116,7 +116,7 @@ def test_report_json_schema(study):
     for scenario, entry in saved["scenarios"].items():
         assert set(entry) == {"description", "verdict", "observables"}
         assert entry["verdict"].startswith(f"{scenario}: ")
-        assert "closes better" in entry["verdict"]
+        assert "closes best" in entry["verdict"]
         assert entry["verdict"] in saved["verdicts"]
         assert set(entry["observables"]) == set(OBSERVABLES)
         for _name, table in entry["observables"].items():
@@ -299,3 +299,17 @@ def test_columns_without_the_truth_neutrino_are_refused():
 
     with pytest.raises(InputError, match="no truth neutrino"):
         _truth(ak.Array({"met_px": [1.0]}))
+
+
+def test_neutrino_ceiling_script(study, capsys):
+    out, _, _ = study
+    script = runpy.run_path(str(ROOT / "analyses" / "ttbar_unfolding" / "neutrino_ceiling.py"))
+    assert script["main"]([str(out)]) == 0
+    saved = json.loads((out / "neutrino_ceiling.json").read_text())["ceiling"]
+    for name in OBSERVABLES:
+        rel = saved[name]["relative_stat"]
+        assert set(rel) == {"quadratic", "true"}
+        assert np.allclose(np.asarray(rel["quadratic"]) / np.asarray(rel["true"]), saved[name]["ratio"])
+        assert saved[name]["median_ratio"] > 0
+    assert "median" in capsys.readouterr().out
+    assert script["main"]([]) == 2
