@@ -69,8 +69,12 @@ def train_ensemble(
     bootstrap: bool = True,
     output_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    weights: np.ndarray | None = None,
+    start: Sequence[Any] | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Train ``members`` flows with :func:`hepflow.fit`; member ``m`` is ``build(fit.seed + m)``.
+    """Train ``members`` flows with :func:`hepflow.fit`; member ``m`` is ``build(fit.seed + m)``,
+    or with ``start`` the trained model ``start[m]`` whose training continues (fine-tuning, e.g.
+    on reweighted events: :mod:`hepflow.unfolding.icinn`). ``weights`` are per-event weights.
 
     With ``bootstrap`` each member trains on a resample (with replacement) of the events, so the
     ensemble spread includes the training statistics, not only the seed. Returns the models and
@@ -84,16 +88,21 @@ def train_ensemble(
     n = len(theta)
     if any(len(v) != n for v in context.values()):
         raise InputError(f"theta has {n} events, the context {[len(v) for v in context.values()]}")
+    if weights is not None and np.shape(weights) != (n,):
+        raise InputError(f"weights have shape {np.shape(weights)}; theta has {n} events")
+    if start is not None and len(start) != members:
+        raise InputError(f"{len(start)} models to continue for {members} members")
     models, summaries = [], []
     for m in range(members):
         seed = fit.seed + m
         idx = np.random.default_rng(seed).integers(0, n, n) if bootstrap else np.arange(n)
-        model = build(seed)
+        model = build(seed) if start is None else start[m]
         t0 = time.perf_counter()
         history = hepflow.fit(
             model,
             theta[idx],
             {k: v[idx] for k, v in context.items()},
+            weights=None if weights is None else np.asarray(weights)[idx],
             **{**fit.fit_options(), "seed": seed},
             output_dir=None if output_dir is None else Path(output_dir) / f"history_{m}",
             progress=progress,

@@ -224,7 +224,7 @@ def flow_observables(
 
 
 def precision(
-    scenario: dict[str, Any], *, methods: tuple[str, ...] = ("ibu", "ibu_flow", "cinn")
+    scenario: dict[str, Any], *, methods: tuple[str, ...] = ("ibu", "ibu_flow", "cinn", "icinn")
 ) -> dict[str, Any]:
     """Per-bin statistical precision of each method's unfolded spectrum in one scenario (a
     ``results.json`` scenario entry): the relative standard deviation of the data toys (IBU:

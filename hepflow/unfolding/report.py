@@ -54,13 +54,18 @@ from hepflow.unfolding.observables import OBSERVABLES
 from hepflow.unfolding.result import Unfolded, chi2, compare
 
 #: the methods a result may hold (``ibu_flow`` with ``[neutrino_flow] enabled``), in plotting order
-METHODS = {"ibu": "IBU (D'Agostini)", "ibu_flow": "IBU, flow neutrino", "cinn": "cINN"}
-SHORT = {"ibu": "IBU", "ibu_flow": "IBU-flow", "cinn": "cINN"}
+METHODS = {
+    "ibu": "IBU (D'Agostini)",
+    "ibu_flow": "IBU, flow neutrino",
+    "cinn": "cINN",
+    "icinn": "iterative cINN",
+}
+SHORT = {"ibu": "IBU", "ibu_flow": "IBU-flow", "cinn": "cINN", "icinn": "IcINN"}
 #: identifies the layout of ``report.json``
 SCHEMA = "hepflow.unfolding.report/2"
 #: a method closes when the chi2 probability of its result against the truth is at least this
 CLOSURE_P = 0.05
-COLORS = {"ibu": "tab:blue", "ibu_flow": "tab:green", "cinn": "tab:red"}
+COLORS = {"ibu": "tab:blue", "ibu_flow": "tab:green", "cinn": "tab:red", "icinn": "tab:purple"}
 
 
 def _methods(entry: dict[str, Any]) -> list[str]:
@@ -154,6 +159,9 @@ def _table(res: dict[str, Any]) -> dict[str, Any]:
         out[method]["closes"] = bool(out[method]["p_value"] >= CLOSURE_P)
     cov = Unfolded.from_dict(res["ibu"]).covariance + np.diag(truth_var)
     out["ibu_chi2_by_iteration"] = [chi2(np.asarray(step) - truth, cov) for step in res["ibu_iterates"]]
+    if "icinn" in res:  # every pass (0: the plain cINN) against the final IcINN covariance
+        cov = Unfolded.from_dict(res["icinn"]).covariance + np.diag(truth_var)
+        out["icinn_chi2_by_iteration"] = [chi2(np.asarray(c) - truth, cov) for c in res["icinn_iterates"]]
     return out
 
 
@@ -324,6 +332,8 @@ def make_report(
             "verdict": line,
             "observables": tables,
         }
+        if "icinn" in per_obs:  # iterations done, stopping reason, largest move per iteration
+            report["scenarios"][scenario]["icinn"] = per_obs["icinn"]
         report["verdicts"].append(line)
         report["precision"][scenario] = precision({n: per_obs[n] for n in OBSERVABLES})
         for name in OBSERVABLES:

@@ -45,6 +45,7 @@ from hepflow.neutrino.model import build_flow as build_neutrino_flow
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.training.config import FitConfig
 from hepflow.unfolding.binning import check_edges, histogram
+from hepflow.unfolding.icinn import ICINNConfig
 from hepflow.unfolding.neutrino_flow import NeutrinoFlowConfig
 from hepflow.unfolding.observables import OBSERVABLES
 from hepflow.unfolding.processor import ParticleSelection
@@ -252,6 +253,7 @@ class UnfoldingConfig(AnalysisConfig):
     cinn: CINNConfig = field(default_factory=CINNConfig)
     scenarios: tuple[ScenarioConfig, ...] = field(default_factory=_default_scenarios)
     neutrino_flow: NeutrinoFlowConfig = field(default_factory=NeutrinoFlowConfig)
+    icinn: ICINNConfig = field(default_factory=ICINNConfig)
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.scenarios]
@@ -409,6 +411,18 @@ def _model_metadata(cfg: UnfoldingConfig, n_train: int) -> dict[str, Any]:
     }
 
 
+def training_rows(train: Sample, cfg: UnfoldingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The cINN's training events: their rows among the selected events (``train.features``)
+    and among all events; refused with fewer than 100."""
+    # the selected events (rows of train.features) that also pass the particle level
+    both = np.flatnonzero(train.fiducial[train.selected])
+    if cfg.training.max_events is not None:
+        both = both[: cfg.training.max_events]
+    if len(both) < 100:
+        raise InputError(f"only {len(both)} training events pass both levels; need at least 100")
+    return both, np.flatnonzero(train.selected)[both]  # the same events among all events
+
+
 def train_or_load(
     train: Sample, cfg: UnfoldingConfig, model_dir: Path, *, retrain: bool = False, progress: bool = True
 ) -> tuple[list[Any], dict[str, Any]]:
@@ -421,13 +435,7 @@ def train_or_load(
     from hepflow.outputs import write_json
     from hepflow.unfolding.cinn import train_ensemble
 
-    # the selected events (rows of train.features) that also pass the particle level
-    both = np.flatnonzero(train.fiducial[train.selected])
-    if cfg.training.max_events is not None:
-        both = both[: cfg.training.max_events]
-    if len(both) < 100:
-        raise InputError(f"only {len(both)} training events pass both levels; need at least 100")
-    rows = np.flatnonzero(train.selected)[both]  # the same events among all events
+    both, rows = training_rows(train, cfg)
     meta = _model_metadata(cfg, len(rows))
     paths = [model_dir / f"member_{m}" for m in range(cfg.cinn.ensemble)]
     existing = [p for p in paths if (p / "config.json").is_file()]
@@ -500,6 +508,7 @@ def _scenario(
     samples: np.ndarray,
     cfg: UnfoldingConfig,
     flow: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
+    icinn: tuple[list[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from hepflow.unfolding.cinn import unfold_cinn
     from hepflow.unfolding.ibu import unfold_ibu
@@ -551,8 +560,93 @@ def _scenario(
             )
             out[obs]["reco_flow"] = d.tolist()
             out[obs]["ibu_flow"] = ibu_flow.to_dict()
+        if icinn is not None:
+            out[obs]["icinn"] = icinn[0][i].to_dict()
+            out[obs]["icinn_iterates"] = [c[i] for c in icinn[1]["centrals"]]
+    if icinn is not None:
+        out["icinn"] = {k: v for k, v in icinn[1].items() if k != "centrals"}
     log.info("unfolded scenario %s", name)
     return out
+
+
+def _icinn(
+    scenario: ScenarioConfig,
+    test: Sample,
+    weights: np.ndarray,
+    *,
+    train: Sample,
+    models: list[Any],
+    cfg: UnfoldingConfig,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Iterative cINN unfolding of one scenario (:func:`hepflow.unfolding.icinn.unfold_icinn`)."""
+    from hepflow.unfolding.cinn import sample_ensemble, unfold_cinn
+    from hepflow.unfolding.icinn import make_finetune, unfold_icinn
+    from hepflow.unfolding.response import build_response, fake_rate
+
+    t0 = time.perf_counter()
+    sel = test.selected
+    reco_values = [test.reco[o][sel] for o in OBSERVABLES]
+    edges = [cfg.binning.edges(o) for o in OBSERVABLES]
+    context_test = context_arrays(test.features)
+    both, rows = training_rows(train, cfg)
+    context_train = {k: v[both] for k, v in context_arrays(train.features).items()}
+
+    def sample(current: Any) -> np.ndarray:
+        draws = sample_ensemble(
+            current,
+            context_test,
+            samples=cfg.cinn.samples,
+            batch_events=cfg.cinn.batch_events,
+            seed=cfg.cinn.seed,
+        )
+        return check_samples(from_theta(draws), f"icinn {scenario.name}")
+
+    def rebuild(factor: np.ndarray) -> tuple[list[Any], Any]:
+        w = train.weight * factor
+        kw = {"passes_truth": train.fiducial, "passes_reco": train.selected, "weights": w}
+        responses = [
+            build_response(train.gen[o], train.reco[o], truth_edges=e, reco_edges=e, **kw)
+            for o, e in zip(OBSERVABLES, edges, strict=True)
+        ]
+        return responses, fake_rate([train.reco[o] for o in OBSERVABLES], edges, **kw)
+
+    def unfold(samples: np.ndarray, responses: Any, fakes: Any) -> list[Any]:
+        return unfold_cinn(
+            samples,
+            responses=responses,
+            fake_rate=fakes,
+            reco_values=reco_values,
+            weights=weights[sel],
+            bootstrap=cfg.cinn.bootstrap,
+            sim_toys=cfg.cinn.sim_toys,
+            seed=cfg.cinn.seed,
+        )
+
+    result, summary = unfold_icinn(
+        models,
+        sample=sample,
+        unfold=unfold,
+        rebuild=rebuild,
+        finetune=make_finetune(
+            to_theta(train.gen, rows),
+            context_train,
+            rows,
+            fit=cfg.training,
+            epochs=cfg.icinn.epochs,
+            bootstrap=cfg.cinn.bootstrap_training,
+        ),
+        train_gen=[train.gen[o] for o in OBSERVABLES],
+        train_fiducial=train.fiducial,
+        train_selected=train.selected,
+        train_weights=train.weight,
+        edges=edges,
+        fake_lookup=lambda fakes: fakes.lookup(reco_values),
+        data_weights=weights[sel],
+        cfg=cfg.icinn,
+    )
+    summary["seconds"] = time.perf_counter() - t0
+    log.info("IcINN %s: %s", scenario.name, summary["stopped"])
+    return result, summary
 
 
 def run_study(
@@ -664,6 +758,9 @@ def run_study(
                 samples=samples,
                 cfg=cfg,
                 flow=flow,
+                icinn=_icinn(sc, test, scenario_weights(test, sc), train=train, models=models, cfg=cfg)
+                if cfg.icinn.enabled
+                else None,
             ),
         }
         for sc in cfg.scenarios
@@ -711,7 +808,7 @@ def study_summary(results: dict[str, Any], report: dict[str, Any], study_dir: st
         for name, table in entry["observables"].items():
             chis = ", ".join(
                 f"{m} chi2/ndf {table[m]['chi2']:.1f}/{table[m]['ndf']}"
-                for m in ("ibu", "ibu_flow", "cinn")
+                for m in ("ibu", "ibu_flow", "cinn", "icinn")
                 if m in table
             )
             lines.append(f"{scenario:>14} {name:>6}: {chis}")

@@ -33,6 +33,7 @@ TINY = {
         "samples": 8,
         "flow": {"depth": 2, "width": 16, "bins": 4},
     },
+    "icinn": {"enabled": True, "iterations": 1, "epochs": 1},
 }
 
 
@@ -114,7 +115,10 @@ def test_report_json_schema(study):
     assert saved["produced_by"]["inputs"]["train"]
     assert len(saved["verdicts"]) == len(saved["scenarios"]) == 4
     for scenario, entry in saved["scenarios"].items():
-        assert set(entry) == {"description", "verdict", "observables"}
+        assert set(entry) == {"description", "verdict", "observables", "icinn"}
+        assert entry["icinn"]["iterations"] == 1
+        assert len(entry["icinn"]["moves"]) == 1
+        assert "IcINN" in entry["verdict"]
         assert entry["verdict"].startswith(f"{scenario}: ")
         assert "closes best" in entry["verdict"]
         assert entry["verdict"] in saved["verdicts"]
@@ -122,7 +126,8 @@ def test_report_json_schema(study):
         for _name, table in entry["observables"].items():
             n = len(table["edges"]) - 1
             assert len(table["truth"]) == n
-            for method in ("ibu", "cinn"):
+            assert len(table["icinn_chi2_by_iteration"]) == 2  # the plain cINN pass and one iteration
+            for method in ("ibu", "ibu_flow", "cinn", "icinn"):
                 m = table[method]
                 assert m["ndf"] == n
                 assert m["inverse"] == "inverse"
@@ -264,7 +269,7 @@ def test_ibu_with_the_flow_neutrino(study):
         entry = report["scenarios"][scenario]
         assert "IBU-flow" in entry["verdict"]
         p = report["precision"][scenario]["mtt"]
-        assert set(p["ratio_to_ibu"]) == {"ibu_flow", "cinn"}
+        assert set(p["ratio_to_ibu"]) == {"ibu_flow", "cinn", "icinn"}
         assert all(
             np.isfinite(p["median_ratio"][m]) and p["median_ratio"][m] > 0 for m in ("ibu_flow", "cinn")
         )
