@@ -4,14 +4,17 @@ A single cINN pass keeps the training simulation's particle-level spectrum as it
 removes that dependence by iterating:
 
 1. unfold the data with the current cINN ensemble (:func:`hepflow.unfolding.cinn.unfold_cinn`);
-2. reweight the training simulation at particle level toward the unfolded result: a **binned
-   density ratio** in the joint particle-level bins of all observables (here the 7 x 7 bins of
-   top pT and m_ttbar), ``r = u / s`` with ``u`` the unfolded joint histogram (each measured
-   event's posterior occupancy, fake-weighted and divided by the joint efficiency) and ``s`` the
-   nominal simulation's, both normalised to unit sum, clipped to ``[1/clip, clip]``
-   (:func:`density_ratio`); every fiducial training event gets the weight of its bin
-   (:func:`particle_weights`; events without a particle level keep 1). The paper uses a
-   classifier for this step; a binned ratio is the density ratio of the quantities unfolded;
+2. reweight the training simulation at particle level toward the unfolded result with a
+   **binned density ratio** in the joint particle-level bins of all observables (here the 7 x 7
+   bins of top pT and m_ttbar), clipped to ``[1/clip, clip]``; every fiducial training event
+   gets the weight of its bin (:func:`particle_weights`; events without a particle level keep
+   1). ``ratio = "marginals"`` (default): the ratio that gives the simulation's joint histogram
+   the unfolded one-dimensional spectra and keeps its correlations (:func:`marginal_ratio`,
+   iterative proportional fitting); ``ratio = "joint"``: ``u / s`` with ``u`` the unfolded
+   joint histogram (each measured event's posterior occupancy, fake-weighted, divided by the
+   joint efficiency; :func:`joint_unfolded`, :func:`density_ratio`), noisier in sparse bins.
+   The paper uses a classifier for this step; a binned ratio is the density ratio of the
+   quantities unfolded;
 3. continue training every member on the reweighted events (``epochs`` more epochs, the same
    bootstrap resample; :func:`hepflow.unfolding.cinn.train_ensemble` with ``start``) and
    rebuild efficiency and fake fractions from the reweighted simulation;
@@ -33,7 +36,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,7 +47,14 @@ from hepflow.unfolding.binning import bin_index, histogram_nd
 from hepflow.unfolding.response import FakeRate, Response
 from hepflow.unfolding.result import Unfolded
 
-__all__ = ["ICINNConfig", "density_ratio", "joint_unfolded", "particle_weights", "unfold_icinn"]
+__all__ = [
+    "ICINNConfig",
+    "density_ratio",
+    "joint_unfolded",
+    "marginal_ratio",
+    "particle_weights",
+    "unfold_icinn",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class ICINNConfig:
     """``[icinn]``: iterative cINN unfolding (``enabled`` adds the method ``icinn``)."""
 
     enabled: bool = False
+    ratio: Literal["joint", "marginals"] = "marginals"
     iterations: int = 4  # at most, after the first (plain cINN) pass
     tolerance: float = 0.2  # stop when no bin moves by more than this times its total uncertainty
     epochs: int = 6  # of continued training per iteration
@@ -74,6 +85,43 @@ def density_ratio(unfolded: np.ndarray, prior: np.ndarray, *, clip: float) -> np
         )
     un, sn = u / u.sum(), s / s.sum()
     ratio = np.where(sn > 0, un / np.where(sn > 0, sn, 1.0), 1.0)
+    return np.clip(ratio, 1.0 / clip, clip)
+
+
+def marginal_ratio(
+    prior: np.ndarray, marginals: Sequence[np.ndarray], *, clip: float, rounds: int = 50
+) -> np.ndarray:
+    """The joint density ratio that gives ``prior`` (a joint histogram) the one-dimensional
+    ``marginals`` and keeps its correlations: iterative proportional fitting (``rounds`` passes
+    scaling one axis at a time), then ``fitted / prior``, 1 where the prior is empty, clipped to
+    ``[1/clip, clip]``. Far fewer numbers than the joint ratio (a sum of bins, not a product), so
+    far less noise from sparsely populated joint bins.
+
+    Example:
+        >>> r = marginal_ratio(np.ones((2, 2)), [np.array([1.0, 3.0]), np.array([1.0, 1.0])], clip=10.0)
+        >>> r.round(6).tolist()
+        [[0.5, 0.5], [1.5, 1.5]]
+    """
+    s = np.asarray(prior, dtype=np.float64)
+    if s.ndim != len(marginals) or s.sum() <= 0:
+        raise InputError(f"cannot reweight a {s.shape} prior (sum {s.sum()}) to {len(marginals)} marginals")
+    q = s / s.sum()
+    for _ in range(rounds):
+        for axis, m in enumerate(marginals):
+            target = np.clip(np.asarray(m, dtype=np.float64), 0.0, None)
+            if target.shape != (s.shape[axis],) or target.sum() <= 0:
+                raise InputError(
+                    f"marginal {axis} has shape {target.shape} (sum {target.sum()}); "
+                    f"expected ({s.shape[axis]},)"
+                )
+            other = tuple(a for a in range(s.ndim) if a != axis)
+            current = q.sum(axis=other)
+            scale = np.where(current > 0, (target / target.sum()) / np.where(current > 0, current, 1.0), 1.0)
+            shape = [1] * s.ndim
+            shape[axis] = -1
+            q = q * scale.reshape(shape)
+    sn = s / s.sum()
+    ratio = np.where(sn > 0, q / np.where(sn > 0, sn, 1.0), 1.0)
     return np.clip(ratio, 1.0 / clip, clip)
 
 
@@ -195,8 +243,11 @@ def unfold_icinn(
             passes_reco=train_selected,
             weights=train_weights * factor,
         )
-        joint = joint_unfolded(samples, edges, data_weights * (1.0 - fake_lookup(fakes)), eff)
-        ratio = density_ratio(joint, prior, clip=cfg.clip)
+        if cfg.ratio == "joint":
+            joint = joint_unfolded(samples, edges, data_weights * (1.0 - fake_lookup(fakes)), eff)
+            ratio = density_ratio(joint, prior, clip=cfg.clip)
+        else:
+            ratio = marginal_ratio(prior, [u.central for u in result], clip=cfg.clip)
         factor = particle_weights(train_gen, edges, ratio, train_fiducial)
         current = finetune(current, factor)
         responses, fakes = rebuild(factor)

@@ -17,6 +17,7 @@ from hepflow.unfolding.icinn import (
     density_ratio,
     joint_unfolded,
     make_finetune,
+    marginal_ratio,
     particle_weights,
     unfold_icinn,
 )
@@ -44,6 +45,20 @@ def test_reweighting_with_the_ratio_reproduces_the_unfolded_shape():
     np.testing.assert_allclose(reweighted / reweighted.sum(), target / target.sum(), rtol=1e-12)
 
 
+def test_marginal_ratio_gives_the_unfolded_marginals_and_keeps_the_correlation():
+    rng = np.random.default_rng(5)
+    prior = rng.uniform(1.0, 5.0, (4, 3)) + 10.0 * np.eye(4, 3)  # correlated
+    targets = [np.array([1.0, 2.0, 3.0, 4.0]), np.array([3.0, 1.0, 1.0])]
+    fitted = prior * marginal_ratio(prior, targets, clip=100.0)
+    np.testing.assert_allclose(fitted.sum(axis=1) / fitted.sum(), targets[0] / targets[0].sum(), rtol=1e-6)
+    np.testing.assert_allclose(fitted.sum(axis=0) / fitted.sum(), targets[1] / targets[1].sum(), rtol=1e-6)
+    # the ratio is a product of one factor per axis: the odds ratios of the prior are kept
+    odds = fitted[0, 0] * fitted[1, 1] / (fitted[0, 1] * fitted[1, 0])
+    assert odds == pytest.approx(prior[0, 0] * prior[1, 1] / (prior[0, 1] * prior[1, 0]))
+    with pytest.raises(InputError, match="marginal 1 has shape"):
+        marginal_ratio(prior, [targets[0], np.ones(4)], clip=10.0)
+
+
 def test_joint_unfolded_counts_posterior_occupancy_over_the_efficiency():
     samples = np.zeros((2, 3, 4, 2))
     samples[..., 0] = [[[0.5, 0.5, 1.5, 1.5]] * 3] * 2  # half of each event's draws in x bin 1
@@ -61,6 +76,8 @@ def test_config():
     assert cfg.icinn.iterations >= 1
     with pytest.raises(ConfigError, match="clip must be > 1"):
         from_dict(UnfoldingConfig, {"icinn": {"clip": 1.0}})
+    with pytest.raises(ConfigError, match="'both' is not one of"):
+        from_dict(UnfoldingConfig, {"icinn": {"ratio": "both"}})
     with pytest.raises(ConfigError, match="tolerance"):
         from_dict(UnfoldingConfig, {"icinn": {"tolerance": -1.0}})
     assert ICINNConfig().enabled is False  # off unless configured
@@ -76,7 +93,8 @@ def _toy(rng, n, slope=0.0):
     return x, y
 
 
-def test_iteration_removes_the_pull_toward_the_prior():
+@pytest.mark.parametrize("ratio", ["marginals", "joint"])
+def test_iteration_removes_the_pull_toward_the_prior(ratio):
     import hepflow
 
     rng = np.random.default_rng(11)
@@ -128,7 +146,7 @@ def test_iteration_removes_the_pull_toward_the_prior():
         edges=[EDGES],
         fake_lookup=lambda fakes: fakes.lookup([y_dat]),
         data_weights=np.ones(len(x_dat)),
-        cfg=ICINNConfig(enabled=True, iterations=3, tolerance=0.05, epochs=4),
+        cfg=ICINNConfig(enabled=True, ratio=ratio, iterations=3, tolerance=0.05, epochs=4),
     )
     assert 1 <= summary["iterations"] <= 3
     assert len(summary["centrals"]) == summary["iterations"] + 1
