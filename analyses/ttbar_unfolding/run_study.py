@@ -5,8 +5,9 @@ Usage (from the repository root, after ``hepflow generate ttbar`` made the two s
     python analyses/ttbar_unfolding/run_study.py \\
         --train data/ttbar_train.root --test data/ttbar_test.root --output runs/unfolding
 
-This is ``hepflow unfold ttbar`` with this folder's ``config.toml`` as the default config; every
-option of that command works here (``--retrain``, ``--executor``, ``--no-progress``, ...).
+This is ``hepflow unfold ttbar`` (default config: the shipped ``hepflow/unfolding/config.toml``,
+``hepflow config show unfolding``); every option of that command works here (``--retrain``,
+``--executor``, ``--no-progress``, ...).
 Processed columns and trained models in the output directory are reused by a rerun (the models
 only when trained with the same settings; ``--retrain`` forces training). The report (figures,
 ``report.json``, ``report.md``) goes to ``<output>/report``.
@@ -15,18 +16,13 @@ only when trained with the same settings; ``--retrain`` forces training). The re
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from hepflow.cli import main as cli_main
 
-HERE = Path(__file__).resolve().parent
-
 
 def main(argv: list[str] | None = None) -> int:
-    """``hepflow unfold ttbar ARGV``, with this folder's config unless ``--config`` is given."""
+    """``hepflow unfold ttbar ARGV``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:
-        argv += ["--config", str(HERE / "config.toml")]
     return cli_main(["unfold", "ttbar", *argv])
 
 

@@ -13,6 +13,11 @@ momentum (a point, or each posterior sample), taken massless (E = |p|):
 * ``m_ttbar``: m(lepton + nu + the four leading jets), the whole ttbar system at the
   reconstructed level without a jet assignment (the selection requires four jets).
 
+:func:`observables` also returns ``top_pt``, the transverse momentum of the same leptonic top
+(lepton + nu + b), the detector-level observable of the unfolding study
+(:mod:`hepflow.unfolding.neutrino_flow`); it is not one of :data:`OBSERVABLES` (no parton-truth
+column of the neutrino analysis).
+
 The jets' four-momenta come from the stored ``jet_px``, ``jet_py``, ``jet_eta`` and
 ``jet_loge`` (E = exp(loge), pz = pT sinh(eta)). Their parton-level counterparts are the
 ``w_lep_mass_true``, ``top_lep_mass_true`` and ``ttbar_mass_true`` columns of
@@ -82,7 +87,7 @@ def observables(
         jets: :func:`jets_from_columns`.
 
     Returns:
-        each observable as (n,) for a point neutrino, (n, K) for samples.
+        each observable (and ``top_pt``) as (n,) for a point neutrino, (n, K) for samples.
     """
     nu = np.asarray(neutrino, np.float64)
     point = nu.ndim == 2
@@ -98,7 +103,8 @@ def observables(
     dist = np.where(cand[:, None, :], np.abs(m_lnub - M_TOP), np.inf)
     best = np.argmin(dist, axis=2)
     m_top = np.take_along_axis(m_lnub, best[..., None], axis=2)[..., 0]
+    top = lnu + np.take_along_axis(p4, best.reshape(len(p4), -1)[..., None], axis=1).reshape(lnu.shape)
     four = p4[:, :N_TTBAR_JETS, :].sum(axis=1)
     m_tt = _mass(lnu + four[:, None, :])
-    out = {"m_w": m_w, "m_top": m_top, "m_ttbar": m_tt}
+    out = {"m_w": m_w, "m_top": m_top, "m_ttbar": m_tt, "top_pt": np.hypot(top[..., 0], top[..., 1])}
     return {k: v[:, 0] if point else v for k, v in out.items()}

@@ -24,10 +24,19 @@ Uncertainties (standard deviations per bin, all after the efficiency correction)
 * ``ensemble``: spread of the members of an ensemble of flows (different seeds, optionally each
   trained on a bootstrap resample of the training events).
 
-The total covariance is the bootstrap and simulation covariances plus the posterior and
-ensemble variances on the diagonal. Training goes through :func:`hepflow.fit`
-(:func:`train_ensemble`); sampling through :class:`hepflow.posterior.FlowPosterior`
-(:func:`sample_ensemble`).
+The total covariance (:attr:`Unfolded.covariance`, with its bin-to-bin correlations) is the sum of
+
+* the covariance of ``bootstrap`` toys in which the measured data are Poisson-fluctuated event
+  by event (event i appears ``Poisson(1)`` times) and every copy of an event takes its own
+  posterior draw (a random member and sample): the data statistics and the per-event posterior
+  width together (its diagonal is the ``data`` plus the ``posterior`` variance; the bins of
+  such toys are close to independent, since every copy lands in one bin, so the bin-to-bin
+  correlations of the cINN result come mostly from the efficiency and fake replicas);
+* the covariance of the ``sim_toys`` replicas of efficiency and fake fractions;
+* the ensemble variance, on the diagonal (three members do not determine a covariance).
+
+Training goes through :func:`hepflow.fit` (:func:`train_ensemble`); sampling through
+:class:`hepflow.posterior.FlowPosterior` (:func:`sample_ensemble`).
 """
 
 from __future__ import annotations
@@ -60,8 +69,12 @@ def train_ensemble(
     bootstrap: bool = True,
     output_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    weights: np.ndarray | None = None,
+    start: Sequence[Any] | None = None,
 ) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Train ``members`` flows with :func:`hepflow.fit`; member ``m`` is ``build(fit.seed + m)``.
+    """Train ``members`` flows with :func:`hepflow.fit`; member ``m`` is ``build(fit.seed + m)``,
+    or with ``start`` the trained model ``start[m]`` whose training continues (fine-tuning, e.g.
+    on reweighted events: :mod:`hepflow.unfolding.icinn`). ``weights`` are per-event weights.
 
     With ``bootstrap`` each member trains on a resample (with replacement) of the events, so the
     ensemble spread includes the training statistics, not only the seed. Returns the models and
@@ -75,16 +88,21 @@ def train_ensemble(
     n = len(theta)
     if any(len(v) != n for v in context.values()):
         raise InputError(f"theta has {n} events, the context {[len(v) for v in context.values()]}")
+    if weights is not None and np.shape(weights) != (n,):
+        raise InputError(f"weights have shape {np.shape(weights)}; theta has {n} events")
+    if start is not None and len(start) != members:
+        raise InputError(f"{len(start)} models to continue for {members} members")
     models, summaries = [], []
     for m in range(members):
         seed = fit.seed + m
         idx = np.random.default_rng(seed).integers(0, n, n) if bootstrap else np.arange(n)
-        model = build(seed)
+        model = build(seed) if start is None else start[m]
         t0 = time.perf_counter()
         history = hepflow.fit(
             model,
             theta[idx],
             {k: v[idx] for k, v in context.items()},
+            weights=None if weights is None else np.asarray(weights)[idx],
             **{**fit.fit_options(), "seed": seed},
             output_dir=None if output_dir is None else Path(output_dir) / f"history_{m}",
             progress=progress,
@@ -200,6 +218,19 @@ def unfold_cinn(
     w_signal = w * keep
     poisson = rng.poisson(1.0, size=(bootstrap, n)).astype(np.float64)
     fake_toys = [fake_rate.fluctuate(rng) for _ in range(sim_toys)]
+    # the toys' copies of the events and the posterior draw (member, sample) of every copy,
+    # the same for every observable
+    draw_rng = np.random.default_rng([seed, 1])
+    copies = []
+    for counts in poisson.astype(np.int64):
+        reps = np.repeat(np.arange(n), counts)
+        copies.append(
+            (
+                reps,
+                draw_rng.integers(0, members, len(reps)),
+                draw_rng.integers(0, samples.shape[2], len(reps)),
+            )
+        )
     keep_toys = np.stack([1.0 - f.lookup(reco_values) for f in fake_toys]) if n else np.zeros((sim_toys, 0))
     results = []
     for d, response in enumerate(responses):
@@ -216,6 +247,15 @@ def unfold_cinn(
         var_post = draws.var(axis=1, ddof=1).mean(axis=0)
         var_ens = per_member.var(axis=0, ddof=1) if members > 1 else np.zeros(n_bins)
         boot = _divide((poisson * w_signal) @ mean_occ, eff)
+        toys = _divide(
+            np.stack(
+                [
+                    np.bincount(index[m, reps, k], weights=w_signal[reps], minlength=n_bins)
+                    for reps, m, k in copies
+                ]
+            ),
+            eff,
+        )
         sim_rng = np.random.default_rng([seed, d])
         sim = np.stack(
             [
@@ -224,11 +264,12 @@ def unfold_cinn(
             ]
         )
         cov_boot = np.atleast_2d(np.cov(boot, rowvar=False))
+        cov_toys = np.atleast_2d(np.cov(toys, rowvar=False))
         cov_sim = np.atleast_2d(np.cov(sim, rowvar=False))
         results.append(
             Unfolded(
                 central=central,
-                covariance=cov_boot + cov_sim + np.diag(var_post + var_ens),
+                covariance=cov_toys + cov_sim + np.diag(var_ens),
                 components={
                     "data": np.sqrt(np.diag(cov_boot)),
                     "simulation": np.sqrt(np.diag(cov_sim)),

@@ -16,6 +16,9 @@ column                     meaning
 ``reco_selected``          passes the detector-level selection (the neutrino analysis's)
 ``reco_top_pt``, ``reco_mtt``  detector-level observables (None when not selected)
 ``met_px`` ... ``nbjet``   the neutrino-analysis features (None, jet lists empty, if not selected)
+``nu_px_true`` ...         the neutrino analysis's truth neutrino and parton truth columns
+                           (None if not selected or without a W -> e nu / mu nu), for a
+                           neutrino flow trained on these events
 =========================  ==============================================================
 
 Definitions are in :mod:`hepflow.unfolding.observables`. The detector-level selection and
@@ -153,7 +156,7 @@ class UnfoldingProcessor(ColumnProcessor):
         for key in OBSERVABLES:
             columns[f"reco_{key}"] = _scatter(ak.Array(det[key].astype(np.float32)), position)
         for field in selected.fields:
-            if field not in _IDS and field != "weight" and not field.startswith("nu_"):
+            if field not in _IDS and field != "weight":
                 columns[field] = _scatter(selected[field], position)
         return ak.zip(columns, depth_limit=1)
 

@@ -4,7 +4,9 @@ Both methods return an :class:`Unfolded`: the central particle-level counts per 
 covariance, and the standard deviation of each uncertainty source (``data`` statistics,
 ``simulation`` statistics of the response, efficiency and fakes, and for the cINN the
 ``posterior`` spread and the ``ensemble`` spread). :func:`compare` gives the per-bin bias and
-pull and the chi2 against a truth histogram.
+pull and the chi2 against a truth histogram with the full covariance (:func:`chi2_test`: the
+inverse, or the pseudo-inverse when the covariance is singular, which the result says), and the
+bin-to-bin correlation matrix (:func:`correlation`).
 
 Example:
     >>> u = Unfolded(np.array([10.0, 20.0]), np.diag([4.0, 4.0]), {"data": np.array([2.0, 2.0])})
@@ -19,10 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 from hepflow.errors import InputError
 
-__all__ = ["Unfolded", "chi2", "compare"]
+__all__ = ["RCOND", "Unfolded", "chi2", "chi2_test", "compare", "correlation"]
+
+#: eigenvalues of a covariance below this fraction of the largest are treated as zero (pseudo-inverse)
+RCOND = 1e-12
 
 
 @dataclass(frozen=True)
@@ -62,18 +68,64 @@ class Unfolded:
         )
 
 
-def chi2(residual: np.ndarray, covariance: np.ndarray) -> float:
-    """``r^T C^-1 r`` with the pseudo-inverse (bins without content and variance drop out)."""
+def correlation(covariance: np.ndarray) -> np.ndarray:
+    """The correlation matrix ``C[i, j] / sqrt(C[i, i] C[j, j])``; rows and columns of bins
+    without variance are 0 (diagonal included).
+
+    Example:
+        >>> correlation(np.array([[4.0, -2.0], [-2.0, 4.0]])).tolist()
+        [[1.0, -0.5], [-0.5, 1.0]]
+    """
+    c = np.asarray(covariance, dtype=np.float64)
+    sigma = np.sqrt(np.clip(np.diag(c), 0.0, None))
+    live = sigma > 0
+    safe = np.where(live, sigma, 1.0)
+    return np.where(np.outer(live, live), c / np.outer(safe, safe), 0.0)
+
+
+def chi2_test(residual: np.ndarray, covariance: np.ndarray) -> dict[str, Any]:
+    """``r^T C^-1 r`` with the full covariance, and how ``C`` was inverted.
+
+    ``C`` is diagonalised; eigenvalues at most :data:`RCOND` times the largest (or negative ones,
+    from toys) count as zero. Without such the inverse is used (``"inverse": "inverse"``), else
+    the pseudo-inverse over the other directions (``"pseudo-inverse"``); ``ndf`` is the number
+    of directions used (the rank).
+
+    Example:
+        >>> t = chi2_test(np.array([1.0, 1.0]), np.array([[1.0, 0.5], [0.5, 1.0]]))
+        >>> round(t["chi2"], 6), t["ndf"], t["inverse"]  # 2 / (1 + 0.5)
+        (1.333333, 2, 'inverse')
+        >>> t = chi2_test(np.array([1.0, 1.0]), np.array([[1.0, 1.0], [1.0, 1.0]]))
+        >>> round(t["chi2"], 6), t["ndf"], t["inverse"]  # only the direction (1, 1)/sqrt(2)
+        (1.0, 1, 'pseudo-inverse')
+    """
     r = np.asarray(residual, dtype=np.float64)
-    return float(r @ np.linalg.pinv(np.asarray(covariance, dtype=np.float64), hermitian=True) @ r)
+    c = np.asarray(covariance, dtype=np.float64)
+    if c.shape != (len(r), len(r)):
+        raise InputError(f"covariance has shape {c.shape}; the residual {r.shape}")
+    values, vectors = np.linalg.eigh(0.5 * (c + c.T))
+    top = float(values.max()) if len(values) else 0.0
+    kept = values > RCOND * top if top > 0 else np.zeros(len(values), bool)
+    projected = vectors[:, kept].T @ r
+    value = float(np.sum(projected**2 / values[kept]))
+    rank = int(kept.sum())
+    return {"chi2": value, "ndf": rank, "inverse": "inverse" if rank == len(r) else "pseudo-inverse"}
+
+
+def chi2(residual: np.ndarray, covariance: np.ndarray) -> float:
+    """``r^T C^-1 r`` (the pseudo-inverse when ``C`` is singular; :func:`chi2_test`)."""
+    return float(chi2_test(residual, covariance)["chi2"])
 
 
 def compare(unfolded: Unfolded, truth: np.ndarray, *, truth_var: np.ndarray | None = None) -> dict[str, Any]:
     """Per-bin bias (unfolded - truth), relative bias, relative uncertainty and pull; chi2 and ndf.
 
-    The chi2 uses the unfolded covariance plus ``diag(truth_var)`` when given (an independent
-    truth); with the truth of the very events that were unfolded leave it out: then the chi2 is
-    expected below ndf, because data and truth share their statistical fluctuations.
+    The chi2 uses the full unfolded covariance plus ``diag(truth_var)`` when given (an
+    independent truth); with the truth of the very events that were unfolded leave it out: then
+    the chi2 is expected below ndf, because data and truth share their statistical fluctuations.
+    ``ndf`` is the rank of that covariance, ``inverse`` says whether it was inverted or
+    pseudo-inverted (:func:`chi2_test`), ``p_value`` is the chi2 probability of a larger value,
+    ``correlation`` the bin-to-bin correlation matrix of the unfolded result (without the truth).
     """
     t = np.asarray(truth, dtype=np.float64)
     if t.shape != unfolded.central.shape:
@@ -83,14 +135,17 @@ def compare(unfolded: Unfolded, truth: np.ndarray, *, truth_var: np.ndarray | No
     bias = unfolded.central - t
     safe_t = np.where(t > 0, t, 1.0)
     safe_s = np.where(sigma > 0, sigma, 1.0)
-    value = chi2(bias, cov)
-    ndf = int(np.count_nonzero(np.diag(cov) > 0))
+    test = chi2_test(bias, cov)
+    ndf = test["ndf"]
     return {
         "bias": bias.tolist(),
         "relative_bias": np.where(t > 0, bias / safe_t, np.nan).tolist(),
         "relative_uncertainty": np.where(t > 0, unfolded.uncertainty / safe_t, np.nan).tolist(),
         "pull": np.where(sigma > 0, bias / safe_s, np.nan).tolist(),
-        "chi2": value,
+        "chi2": test["chi2"],
         "ndf": ndf,
-        "chi2_ndf": value / ndf if ndf else float("nan"),
+        "chi2_ndf": test["chi2"] / ndf if ndf else float("nan"),
+        "p_value": float(scipy.stats.chi2.sf(test["chi2"], ndf)) if ndf else float("nan"),
+        "inverse": test["inverse"],
+        "correlation": correlation(unfolded.covariance).tolist(),
     }

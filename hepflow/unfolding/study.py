@@ -3,13 +3,17 @@
 :func:`run_study` processes a training (simulation) and a test (pseudo-data) sample with
 :class:`hepflow.unfolding.processor.UnfoldingProcessor`, builds the response, efficiency and fake
 rates from the training sample, trains an ensemble of cINNs for p(particle-level top pT, m_ttbar
-| detector-level event) on the training events that pass both levels, and unfolds two
-pseudo-data scenarios of the test sample with both methods:
+| detector-level event) on the training events that pass both levels, and unfolds the
+pseudo-data scenarios ``[[scenarios]]`` of the test sample with both methods
+(:class:`ScenarioConfig`, :func:`scenario_weights`; both methods keep the nominal simulation as
+their prior, so the scenarios measure their prior dependence). The shipped ones:
 
 * ``nominal``: the test sample as generated (same spectrum as the training sample);
-* ``reweighted``: the test events weighted by ``exp(slope * particle-level top pT)`` (normalised
-  to the event count): a different particle-level spectrum, to measure the prior dependence of
-  the two methods (both keep the nominal simulation as their prior).
+* ``reweighted``: weighted by ``exp(-0.004/GeV x particle-level top pT)``, normalised;
+* ``mtt_reweighted``: weighted by ``exp(+0.002/GeV x particle-level m_ttbar)``, normalised (a
+  harder m_ttbar spectrum);
+* ``mtt_bump``: a resonance-like excess of 3 % of the events, a Gaussian bump in particle-level
+  m_ttbar at 750 GeV with a width of 30 GeV, made by reweighting the test events.
 
 It writes ``results.json`` (every histogram, unfolded spectrum and uncertainty);
 :func:`make_report` (:mod:`hepflow.unfolding.report`) turns it into plots and
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,13 +45,14 @@ from hepflow.neutrino.model import build_flow as build_neutrino_flow
 from hepflow.neutrino.selection import NeutrinoSelection
 from hepflow.training.config import FitConfig
 from hepflow.unfolding.binning import check_edges, histogram
+from hepflow.unfolding.icinn import ICINNConfig
+from hepflow.unfolding.neutrino_flow import NeutrinoFlowConfig
 from hepflow.unfolding.observables import OBSERVABLES
 from hepflow.unfolding.processor import ParticleSelection
 
 log = logging.getLogger(__name__)
 
 ANALYSIS = "ttbar_unfolding"
-SCENARIOS = ("nominal", "reweighted")
 FEATURE_SPEC = {"flat": list(FLAT_FEATURES), "jets": list(JET_FEATURES), "targets": list(OBSERVABLES)}
 
 
@@ -126,13 +132,109 @@ class CINNConfig:
         )
 
 
-@dataclass(frozen=True)
-class ReweightConfig:
-    """The pseudo-data of the prior study: weight ``exp(slope * x)`` of a particle-level observable,
-    normalised to the number of events."""
+#: what a scenario does to the test events (see :class:`ScenarioConfig`)
+SCENARIO_KINDS = ("nominal", "exponential", "bump")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
-    observable: Literal["top_pt", "mtt"] = "top_pt"
-    slope: float = -0.004  # per GeV
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """One pseudo-data scenario (a ``[[scenarios]]`` table): how the test events are weighted at
+    particle level before both methods unfold them (:func:`scenario_weights`).
+
+    * ``kind = "nominal"``: the test events as generated (no other key);
+    * ``kind = "exponential"``: weight ``exp(slope * x)`` of the particle-level ``observable`` x
+      [slope per GeV], normalised so that the sum of weights stays the event count (a change of
+      the spectrum's shape);
+    * ``kind = "bump"``: a localized excess, weight ``1 + c exp(-(x - centre)^2 / (2 width^2))``,
+      with ``c`` such that the excess is ``fraction`` of the sum of weights of all test events;
+      not normalised (the spectrum away from the bump stays the nominal one). The excess has the
+      shape of the simulated spectrum times the Gaussian (its peak moves below ``centre`` by
+      ``width^2`` times the spectrum's logarithmic slope, a few GeV) and the detector response of
+      the reweighted events themselves.
+
+    Events without a particle-level value keep their weight. ``name`` (lower case, digits,
+    underscores) names the scenario in ``results.json``, ``report.json`` and the figures.
+
+    Example:
+        >>> ScenarioConfig(name="bump", kind="bump", observable="mtt", centre=750.0, width=30.0,
+        ...                fraction=0.03).kind
+        'bump'
+        >>> ScenarioConfig(name="x", kind="bump", observable="mtt", centre=750.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: scenario 'x' (bump) needs width, fraction
+    """
+
+    name: str
+    kind: Literal["nominal", "exponential", "bump"]
+    observable: Literal["top_pt", "mtt"] | None = None
+    slope: float | None = None  # per GeV (exponential)
+    centre: float | None = None  # GeV (bump)
+    width: float | None = None  # GeV (bump)
+    fraction: float | None = None  # of the sum of weights (bump)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(
+                f"scenario name {self.name!r} must be lower case letters, digits and underscores "
+                "(starting with a letter, at most 40 characters)"
+            )
+        if self.kind not in SCENARIO_KINDS:
+            raise ValueError(f"scenario {self.name!r}: kind {self.kind!r} is not one of {SCENARIO_KINDS}")
+        keys = {
+            "nominal": (),
+            "exponential": ("observable", "slope"),
+            "bump": ("observable", "centre", "width", "fraction"),
+        }[self.kind]
+        given = [
+            k for k in ("observable", "slope", "centre", "width", "fraction") if getattr(self, k) is not None
+        ]
+        if missing := [k for k in keys if getattr(self, k) is None]:
+            raise ValueError(f"scenario {self.name!r} ({self.kind}) needs {', '.join(missing)}")
+        if extra := [k for k in given if k not in keys]:
+            raise ValueError(f"scenario {self.name!r} ({self.kind}) takes no {', '.join(extra)}")
+        for key in ("slope", "centre", "width", "fraction"):
+            value = getattr(self, key)
+            if value is not None and not np.isfinite(value):
+                raise ValueError(f"scenario {self.name!r}: {key} must be finite, got {value}")
+        if self.kind == "exponential" and abs(self.slope) > 0.05:  # type: ignore[arg-type]
+            raise ValueError(
+                f"scenario {self.name!r}: |slope| {abs(self.slope)} per GeV > 0.05 would leave a "  # type: ignore[arg-type]
+                "few events with all the weight"
+            )
+        if self.kind == "bump":
+            if self.width <= 0:  # type: ignore[operator]
+                raise ValueError(f"scenario {self.name!r}: width must be > 0 GeV, got {self.width}")
+            if not 0 < self.fraction <= 0.5:  # type: ignore[operator]
+                raise ValueError(f"scenario {self.name!r}: fraction must be in (0, 0.5], got {self.fraction}")
+
+    def describe(self) -> str:
+        """One line: what the scenario does to the test events.
+
+        Example:
+            >>> ScenarioConfig(name="soft", kind="exponential", observable="top_pt", slope=-0.004).describe()
+            'test events weighted by exp(-0.004/GeV x top_pt), normalised'
+        """
+        if self.kind == "nominal":
+            return "test events as generated"
+        if self.kind == "exponential":
+            return f"test events weighted by exp({self.slope:g}/GeV x {self.observable}), normalised"
+        return (
+            f"excess of {100 * self.fraction:g}% of the events: Gaussian bump in {self.observable} "  # type: ignore[operator]
+            f"at {self.centre:g} GeV, width {self.width:g} GeV (reweighting)"
+        )
+
+
+def _default_scenarios() -> tuple[ScenarioConfig, ...]:
+    return (
+        ScenarioConfig(name="nominal", kind="nominal"),
+        ScenarioConfig(name="reweighted", kind="exponential", observable="top_pt", slope=-0.004),
+        ScenarioConfig(name="mtt_reweighted", kind="exponential", observable="mtt", slope=0.002),
+        ScenarioConfig(
+            name="mtt_bump", kind="bump", observable="mtt", centre=750.0, width=30.0, fraction=0.03
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -149,7 +251,16 @@ class UnfoldingConfig(AnalysisConfig):
     flow: FlowConfig = field(default_factory=FlowConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     cinn: CINNConfig = field(default_factory=CINNConfig)
-    reweighting: ReweightConfig = field(default_factory=ReweightConfig)
+    scenarios: tuple[ScenarioConfig, ...] = field(default_factory=_default_scenarios)
+    neutrino_flow: NeutrinoFlowConfig = field(default_factory=NeutrinoFlowConfig)
+    icinn: ICINNConfig = field(default_factory=ICINNConfig)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.scenarios]
+        if not names:
+            raise ValueError("scenarios: give at least one [[scenarios]] table")
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"scenarios: the name {dupes[0]!r} is used more than once")
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -195,7 +306,11 @@ def load_sample(directory: str | os.PathLike[str]) -> Sample:
         )
     selected = np.asarray(ak.to_numpy(columns.reco_selected), dtype=bool)
     sub = columns[selected]
+    # the lepton's momentum (for hepflow.neutrino.downstream) and the truth neutrino (for the flow
+    # neutrino of hepflow.unfolding.neutrino_flow) when written
     feature_names = [*FLAT_FEATURES, *JET_FEATURES]
+    extra = ("lep_pz", "lep_e", "nu_px_true", "nu_py_true", "nu_eta_true")
+    feature_names += [k for k in extra if k in columns.fields and k not in feature_names]
     features = ak.zip(
         {k: ak.drop_none(sub[k]) if sub[k].ndim == 1 else sub[k] for k in feature_names}, depth_limit=1
     )
@@ -214,12 +329,36 @@ def load_sample(directory: str | os.PathLike[str]) -> Sample:
     return sample
 
 
-def reweight(sample: Sample, cfg: ReweightConfig) -> np.ndarray:
-    """Event weights of the reweighted pseudo-data (events without particle level keep 1)."""
-    x = sample.gen[cfg.observable]
-    factor = np.where(np.isfinite(x), np.exp(cfg.slope * np.nan_to_num(x)), 1.0)
-    w = sample.weight * factor
-    return w * sample.weight.sum() / w.sum()
+def scenario_weights(sample: Sample, scenario: ScenarioConfig) -> np.ndarray:
+    """Event weights of a scenario's pseudo-data (see :class:`ScenarioConfig`); events without a
+    particle-level value keep their weight.
+
+    Example:
+        >>> s = Sample(np.ones(4), np.ones(4, bool), np.ones(4, bool),
+        ...            {"mtt": np.array([400.0, 750.0, 750.0, 1000.0]), "top_pt": np.zeros(4)}, {}, None)
+        >>> bump = ScenarioConfig(name="b", kind="bump", observable="mtt", centre=750.0, width=10.0,
+        ...                       fraction=0.5)
+        >>> scenario_weights(s, bump).round(6).tolist()  # 2 more events, all at 750 GeV
+        [1.0, 2.0, 2.0, 1.0]
+    """
+    w = sample.weight
+    if scenario.kind == "nominal":
+        return w.copy()
+    x = sample.gen[scenario.observable]  # type: ignore[index]
+    valid = np.isfinite(x)
+    x0 = np.nan_to_num(x)
+    if scenario.kind == "exponential":
+        factor = np.where(valid, np.exp(scenario.slope * x0), 1.0)  # type: ignore[operator]
+        out = w * factor
+        return out * w.sum() / out.sum()
+    gauss = np.where(valid, np.exp(-0.5 * ((x0 - scenario.centre) / scenario.width) ** 2), 0.0)  # type: ignore[operator]
+    overlap = float((w * gauss).sum())
+    if overlap <= 0:
+        raise InputError(
+            f"scenario {scenario.name!r}: no test event has {scenario.observable} near "
+            f"{scenario.centre:g} GeV (width {scenario.width:g}); the bump cannot be made by reweighting"
+        )
+    return w * (1.0 + scenario.fraction * w.sum() / overlap * gauss)  # type: ignore[operator]
 
 
 # --- models --------------------------------------------------------------------------------
@@ -272,6 +411,18 @@ def _model_metadata(cfg: UnfoldingConfig, n_train: int) -> dict[str, Any]:
     }
 
 
+def training_rows(train: Sample, cfg: UnfoldingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The cINN's training events: their rows among the selected events (``train.features``)
+    and among all events; refused with fewer than 100."""
+    # the selected events (rows of train.features) that also pass the particle level
+    both = np.flatnonzero(train.fiducial[train.selected])
+    if cfg.training.max_events is not None:
+        both = both[: cfg.training.max_events]
+    if len(both) < 100:
+        raise InputError(f"only {len(both)} training events pass both levels; need at least 100")
+    return both, np.flatnonzero(train.selected)[both]  # the same events among all events
+
+
 def train_or_load(
     train: Sample, cfg: UnfoldingConfig, model_dir: Path, *, retrain: bool = False, progress: bool = True
 ) -> tuple[list[Any], dict[str, Any]]:
@@ -284,13 +435,7 @@ def train_or_load(
     from hepflow.outputs import write_json
     from hepflow.unfolding.cinn import train_ensemble
 
-    # the selected events (rows of train.features) that also pass the particle level
-    both = np.flatnonzero(train.fiducial[train.selected])
-    if cfg.training.max_events is not None:
-        both = both[: cfg.training.max_events]
-    if len(both) < 100:
-        raise InputError(f"only {len(both)} training events pass both levels; need at least 100")
-    rows = np.flatnonzero(train.selected)[both]  # the same events among all events
+    both, rows = training_rows(train, cfg)
     meta = _model_metadata(cfg, len(rows))
     paths = [model_dir / f"member_{m}" for m in range(cfg.cinn.ensemble)]
     existing = [p for p in paths if (p / "config.json").is_file()]
@@ -362,6 +507,8 @@ def _scenario(
     fakes: Any,
     samples: np.ndarray,
     cfg: UnfoldingConfig,
+    flow: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None,
+    icinn: tuple[list[Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     from hepflow.unfolding.cinn import unfold_cinn
     from hepflow.unfolding.ibu import unfold_ibu
@@ -400,8 +547,106 @@ def _scenario(
             "ibu_iterates": steps.tolist(),
             "cinn": cinn[i].to_dict(),
         }
+        if flow is not None:  # IBU with the flow neutrino's detector-level values
+            flow_responses, flow_reco = flow
+            d, dv = histogram(flow_reco[obs][sel], edges, weights=weights[sel])
+            ibu_flow, _ = unfold_ibu(
+                d,
+                dv,
+                flow_responses[obs],
+                iterations=cfg.ibu.iterations,
+                toys=cfg.ibu.toys,
+                seed=cfg.ibu.seed,
+            )
+            out[obs]["reco_flow"] = d.tolist()
+            out[obs]["ibu_flow"] = ibu_flow.to_dict()
+        if icinn is not None:
+            out[obs]["icinn"] = icinn[0][i].to_dict()
+            out[obs]["icinn_iterates"] = [c[i] for c in icinn[1]["centrals"]]
+    if icinn is not None:
+        out["icinn"] = {k: v for k, v in icinn[1].items() if k != "centrals"}
     log.info("unfolded scenario %s", name)
     return out
+
+
+def _icinn(
+    scenario: ScenarioConfig,
+    test: Sample,
+    weights: np.ndarray,
+    *,
+    train: Sample,
+    models: list[Any],
+    cfg: UnfoldingConfig,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Iterative cINN unfolding of one scenario (:func:`hepflow.unfolding.icinn.unfold_icinn`)."""
+    from hepflow.unfolding.cinn import sample_ensemble, unfold_cinn
+    from hepflow.unfolding.icinn import make_finetune, unfold_icinn
+    from hepflow.unfolding.response import build_response, fake_rate
+
+    t0 = time.perf_counter()
+    sel = test.selected
+    reco_values = [test.reco[o][sel] for o in OBSERVABLES]
+    edges = [cfg.binning.edges(o) for o in OBSERVABLES]
+    context_test = context_arrays(test.features)
+    both, rows = training_rows(train, cfg)
+    context_train = {k: v[both] for k, v in context_arrays(train.features).items()}
+
+    def sample(current: Any) -> np.ndarray:
+        draws = sample_ensemble(
+            current,
+            context_test,
+            samples=cfg.cinn.samples,
+            batch_events=cfg.cinn.batch_events,
+            seed=cfg.cinn.seed,
+        )
+        return check_samples(from_theta(draws), f"icinn {scenario.name}")
+
+    def rebuild(factor: np.ndarray) -> tuple[list[Any], Any]:
+        w = train.weight * factor
+        kw = {"passes_truth": train.fiducial, "passes_reco": train.selected, "weights": w}
+        responses = [
+            build_response(train.gen[o], train.reco[o], truth_edges=e, reco_edges=e, **kw)
+            for o, e in zip(OBSERVABLES, edges, strict=True)
+        ]
+        return responses, fake_rate([train.reco[o] for o in OBSERVABLES], edges, **kw)
+
+    def unfold(samples: np.ndarray, responses: Any, fakes: Any) -> list[Any]:
+        return unfold_cinn(
+            samples,
+            responses=responses,
+            fake_rate=fakes,
+            reco_values=reco_values,
+            weights=weights[sel],
+            bootstrap=cfg.cinn.bootstrap,
+            sim_toys=cfg.cinn.sim_toys,
+            seed=cfg.cinn.seed,
+        )
+
+    result, summary = unfold_icinn(
+        models,
+        sample=sample,
+        unfold=unfold,
+        rebuild=rebuild,
+        finetune=make_finetune(
+            to_theta(train.gen, rows),
+            context_train,
+            rows,
+            fit=cfg.training,
+            epochs=cfg.icinn.epochs,
+            bootstrap=cfg.cinn.bootstrap_training,
+        ),
+        train_gen=[train.gen[o] for o in OBSERVABLES],
+        train_fiducial=train.fiducial,
+        train_selected=train.selected,
+        train_weights=train.weight,
+        edges=edges,
+        fake_lookup=lambda fakes: fakes.lookup(reco_values),
+        data_weights=weights[sel],
+        cfg=cfg.icinn,
+    )
+    summary["seconds"] = time.perf_counter() - t0
+    log.info("IcINN %s: %s", scenario.name, summary["stopped"])
+    return result, summary
 
 
 def run_study(
@@ -477,11 +722,48 @@ def run_study(
     )
     timings["sampling"] = time.perf_counter() - t0
 
+    flow = None
+    if cfg.neutrino_flow.enabled:
+        from hepflow.unfolding.neutrino_flow import flow_observables
+
+        t0 = time.perf_counter()
+        train_flow, test_flow, flow_summary = flow_observables(
+            train, test, cfg, out / "neutrino_models", retrain=retrain, progress=progress
+        )
+        flow_responses = {
+            o: build_response(
+                train.gen[o],
+                train_flow[o],
+                truth_edges=cfg.binning.edges(o),
+                reco_edges=cfg.binning.edges(o),
+                passes_truth=train.fiducial,
+                passes_reco=train.selected,
+                weights=train.weight,
+            )
+            for o in OBSERVABLES
+        }
+        flow = (flow_responses, test_flow)
+        timings["neutrino_flow"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
-    weights = {"nominal": test.weight, "reweighted": reweight(test, cfg.reweighting)}
     scenarios = {
-        name: _scenario(name, test, weights[name], responses=responses, fakes=fakes, samples=samples, cfg=cfg)
-        for name in SCENARIOS
+        sc.name: {
+            "description": sc.describe(),
+            **_scenario(
+                sc.name,
+                test,
+                scenario_weights(test, sc),
+                responses=responses,
+                fakes=fakes,
+                samples=samples,
+                cfg=cfg,
+                flow=flow,
+                icinn=_icinn(sc, test, scenario_weights(test, sc), train=train, models=models, cfg=cfg)
+                if cfg.icinn.enabled
+                else None,
+            ),
+        }
+        for sc in cfg.scenarios
     }
     timings["unfolding"] = time.perf_counter() - t0
     results = {
@@ -500,6 +782,7 @@ def run_study(
             for name, s in (("train", train), ("test", test))
         },
         "training": training,
+        "neutrino_flow": flow_summary if flow is not None else None,
         "timings_s": timings,
         "scenarios": scenarios,
     }
@@ -519,14 +802,17 @@ def make_report(
 
 def study_summary(results: dict[str, Any], report: dict[str, Any], study_dir: str | os.PathLike[str]) -> str:
     """What ``hepflow unfold ttbar`` prints: chi2/ndf of both methods per scenario and
-    observable, the timings and where the report is."""
+    observable, the verdict line of every scenario, the timings and where the report is."""
     lines = []
-    for scenario, per_obs in report["scenarios"].items():
-        for name, table in per_obs.items():
+    for scenario, entry in report["scenarios"].items():
+        for name, table in entry["observables"].items():
             chis = ", ".join(
-                f"{m} chi2/ndf {table[m]['chi2']:.1f}/{table[m]['ndf']}" for m in ("ibu", "cinn")
+                f"{m} chi2/ndf {table[m]['chi2']:.1f}/{table[m]['ndf']}"
+                for m in ("ibu", "ibu_flow", "cinn", "icinn")
+                if m in table
             )
-            lines.append(f"{scenario:>10} {name:>6}: {chis}")
+            lines.append(f"{scenario:>14} {name:>6}: {chis}")
+    lines += [f"verdict {line}" for line in report["verdicts"]]
     lines.append(f"timings [s]: {results['timings_s']}")
     lines.append(f"report in {Path(study_dir) / 'report'}")
     return "\n".join(lines)
