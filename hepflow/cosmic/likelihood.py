@@ -21,6 +21,10 @@ Example:
     True
     >>> like(theta).shape  # vectorised log-likelihood, -inf outside the support
     (2,)
+
+With a forward model that has systematics (:class:`hepflow.cosmic.Systematics`) the rows may
+carry the nuisances ``nu_E, nu_X`` as columns 8 and 9; the likelihood is then the conditional
+``L(x | theta, nu)`` (their prior belongs to the sampler, :mod:`hepflow.cosmic.mcmc`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from scipy import special
 from hepflow.cosmic.model import ForwardModel
 from hepflow.cosmic.observation import Observation
 from hepflow.cosmic.source import as_params, valid_params
+from hepflow.cosmic.systematics import split_params
 from hepflow.errors import ConfigError
 
 __all__ = ["Deviance", "Likelihood", "multinomial_deviance", "poisson_deviance"]
@@ -110,23 +115,27 @@ class Likelihood:
         self.use_xmax = use_xmax
 
     def deviance(self, params: np.ndarray) -> Deviance:
-        """Deviances (n,) for valid parameter rows (raises ConfigError on invalid rows)."""
-        p = as_params(params)
-        a = self.model.arriving(p)
-        zero = np.zeros(p.shape[0])
+        """Deviances (n,) for valid parameter rows (raises ConfigError on invalid rows); (n, 9)
+        rows with the nuisances when the model has systematics."""
+        shape, pdf = self.model.predict(params)
+        zero = np.zeros(shape.shape[0])
         spec = xmax = zero
         if self.use_spectrum:
             n = self.observation.spectrum
-            mu = n.sum() * self.model.spectrum_shape(p, arriving=a)
-            spec = poisson_deviance(n, mu)
+            spec = poisson_deviance(n, n.sum() * shape)
         if self.use_xmax:
-            xmax = multinomial_deviance(self.observation.xmax, self.model.xmax_pdf(p, arriving=a))
+            xmax = multinomial_deviance(self.observation.xmax, pdf)
         return Deviance(spectrum=spec, xmax=xmax)
 
     def __call__(self, params: np.ndarray) -> np.ndarray:
-        p = as_params(params, check=False)
+        syst = self.model.systematics
+        theta, nu = split_params(params, nuisances=syst is not None)
+        p = as_params(theta, check=False)
         out = np.full(p.shape[0], -np.inf)
         ok = valid_params(p)
+        if nu is not None and syst is not None:
+            ok &= syst.in_support(nu)
+            p = np.concatenate([p, nu], axis=1)
         if ok.any():
             out[ok] = -0.5 * self.deviance(p[ok]).total
         return out
