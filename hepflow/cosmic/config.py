@@ -1,7 +1,8 @@
 """The cosmic analysis configuration: every section of the shipped ``config.toml``.
 
 :class:`CosmicConfig` holds the sections ``[prior]``, ``[proposal]``, ``[model]`` (forward model),
-``[systematics]`` (nuisance parameters), ``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``, ``[inference]`` and ``[comparison]``;
+``[systematics]`` (nuisance parameters), ``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``,
+``[inference]`` and ``[comparison]``;
 unknown sections and keys are refused, naming the file. :func:`load_config` reads it: ``None``
 means the config shipped with the package (``hepflow config show cosmic`` prints it), the same for
 every cosmic command and function.
@@ -335,7 +336,8 @@ class McmcConfig:
 def check_mcmc_settings(*, n_free: int = _NDIM, **s: Any) -> None:
     if s["n_walkers"] < 2 * n_free:
         raise ConfigError(
-            f"n_walkers must be at least {2 * n_free} (twice the {n_free} free parameters), got {s['n_walkers']}"
+            f"n_walkers must be at least {2 * n_free} (twice the {n_free} free parameters), "
+            f"got {s['n_walkers']}"
         )
     for name in ("n_steps", "check_every", "n_starts", "n_candidates"):
         if s[name] < 1:

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,7 +94,7 @@ class Systematics:
         if not (np.isfinite(self.nu_max) and 1.0 <= self.nu_max <= 10.0):
             raise ConfigError(f"systematics.nu_max must be between 1 and 10, got {self.nu_max}")
         s = self.energy_scale
-        if not (np.isfinite(s) and 0.0 < s and s * self.nu_max < 0.9):
+        if not (np.isfinite(s) and s > 0.0 and s * self.nu_max < 0.9):
             raise ConfigError(
                 f"systematics.energy_scale must be > 0 with energy_scale * nu_max < 0.9 (so that "
                 f"1 + energy_scale nu_E stays positive), got {s} (nu_max {self.nu_max})"
@@ -155,8 +156,8 @@ class Systematics:
         if not np.allclose(t_edges[idx], edges, atol=1e-6) or np.any(np.diff(idx) < 1):
             raise ConfigError(f"the Xmax energy bins {edges.tolist()} are not bins of the published table")
         return (
-            np.array([up[a:b].mean() for a, b in zip(idx[:-1], idx[1:], strict=True)]),
-            np.array([low[a:b].mean() for a, b in zip(idx[:-1], idx[1:], strict=True)]),
+            np.array([up[a:b].mean() for a, b in itertools.pairwise(idx)]),
+            np.array([low[a:b].mean() for a, b in itertools.pairwise(idx)]),
         )
 
     def xmax_shift(self, nu_x: np.ndarray, up: np.ndarray, low: np.ndarray) -> np.ndarray:
