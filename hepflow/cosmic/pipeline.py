@@ -80,6 +80,7 @@ def train(
         max_n=tc.max_pseudo_experiments,
         prior=to_dict(cfg.prior),
         proposal=cfg.proposal.metadata(),
+        systematics=cfg.systematics.metadata(),
     )
     load_s = time.perf_counter() - t0
     prior = cfg.prior.build()
@@ -219,6 +220,7 @@ def infer(
     cols["log_prob"] = logp
     reweighted: dict[str, Any] = {}
     if importance:
+        _refuse_marginal(posterior.metadata, settings, model_dir)
         t1 = time.perf_counter()
         weighted = importance_posterior(
             posterior, model=settings.model.build(reference=obs), prior=settings.prior.build()
@@ -250,6 +252,20 @@ def infer(
     }
     write_json(targets[2], summary)
     return summary
+
+
+def _refuse_marginal(metadata: dict[str, Any], cfg: CosmicConfig, model_dir: object) -> None:
+    """Importance weights need the likelihood the cINN approximates: refuse systematics (its
+    posterior is marginalised over nu_E, nu_X, the likelihood here is not)."""
+    from hepflow.cosmic.config import refuse_systematics
+
+    if metadata.get("systematics") is not None:
+        raise ModelError(
+            f"{model_dir} was trained with [systematics]: its posterior is marginalised over nu_E, nu_X "
+            "and --importance has no marginal likelihood to weight it with; compare it with "
+            "`hepflow mcmc cosmic --systematics` instead"
+        )
+    refuse_systematics(cfg, "infer --importance")
 
 
 def posterior_table(post: Any) -> dict[str, dict[str, float]]:

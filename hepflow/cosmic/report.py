@@ -33,7 +33,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from hepflow.cosmic.compare import marginal_metrics
-from hepflow.cosmic.config import PARAMETERS, load_config
+from hepflow.cosmic.config import PARAMETERS, load_config, refuse_systematics
 from hepflow.cosmic.data import parameter_columns
 from hepflow.cosmic.posterior import importance_reweight, load_posterior
 from hepflow.errors import InputError
@@ -258,6 +258,11 @@ def _read_mcmc(directory: Path, lg_e_min: float) -> tuple[np.ndarray, dict[str, 
             f"{directory} holds the MCMC of {what}, not of {wanted} that this report is about "
             "(run `hepflow mcmc cosmic --observation auger` with the same config)"
         )
+    if settings.get("systematics") is not None:
+        raise InputError(
+            f"{directory} holds an MCMC with the nuisances nu_E, nu_X ([systematics]); this report compares "
+            "the cINN with the likelihood without them (run `hepflow mcmc cosmic --no-systematics`)"
+        )
     theta = parameter_columns(ak.from_parquet(samples), samples)
     return theta, info
 
@@ -367,6 +372,7 @@ def make_report(
     from hepflow.cosmic import Likelihood, Observation
 
     cfg = load_config(config)
+    refuse_systematics(cfg, "report cosmic")
     out = Path(output_dir)
     k = cfg.inference.samples if samples is None else int(samples)
     if mcmc_auger is not None:  # refuse the MCMC of another observation before any work
