@@ -27,7 +27,7 @@ Example:
     >>> nu = syst.sample(10000, rng=1)
     >>> nu.shape, bool(abs(nu.std() - 1) < 0.03), bool(np.abs(nu).max() <= 4)
     ((10000, 2), True, True)
-    >>> up, low = syst.xmax_sigma(np.array([18.7, 18.8, 20.0]))
+    >>> up, low = syst.xmax_sigma(np.array([18.7, 18.8, 18.9]))
     >>> up.round(2).tolist(), low.round(2).tolist()  # sigma_X for nu_X < 0 and for nu_X > 0
     ([7.43, 7.59], [8.3, 7.96])
 """
@@ -63,9 +63,16 @@ def load_xmax_systematics() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The published Xmax-scale uncertainty per energy bin: ``(lg_e_edges (19,), sigma_up (18,),
     sigma_low (18,))`` in g/cm^2, both positive (``xmax/xmaxSystematics.txt`` of the Auger 2014
     Xmax data, shipped by astrotools)."""
-    from hepflow.cosmic.auger import _read, load_xmax
+    from hepflow.cosmic.auger import load_xmax
+    from hepflow.cosmic.tables import astrotools_data_dir
 
-    t = _read("xmax/xmaxSystematics.txt", columns=5)
+    path = astrotools_data_dir() / "data" / "xmax" / "xmaxSystematics.txt"
+    try:
+        t = np.loadtxt(path, comments="#", ndmin=2)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read Auger data file {path}: {err}") from err
+    if t.shape != (18, 5):
+        raise InputError(f"Auger data file {path} has shape {t.shape}, expected 18 rows of 5 columns")
     edges = np.append(t[:, 1], t[-1, 2])
     if not np.allclose(edges, load_xmax().lg_e_edges):
         raise InputError("xmaxSystematics.txt: its energy bins differ from the Xmax histograms'")
