@@ -109,7 +109,8 @@ class UnconstrainedPosterior:
     def __init__(self, likelihood: Likelihood, prior: Prior) -> None:
         self.likelihood = likelihood
         self.prior = prior
-        self.systematics = likelihood.model.systematics
+        # any callable likelihood works; one of a forward model with systematics takes the nuisances
+        self.systematics = getattr(getattr(likelihood, "model", None), "systematics", None)
         #: the sampled columns: the 7 source parameters, then the nuisances (with systematics)
         self.names: tuple[str, ...] = PARAMETER_NAMES + (
             NUISANCE_NAMES if self.systematics is not None else ()
