@@ -203,6 +203,32 @@ def test_training_data_and_models_must_agree_on_systematics(
         check_model(meta_off, Path("m"), config=on)
 
 
+def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: Path) -> None:
+    from hepflow.cosmic.network import load_flow
+    from hepflow.cosmic.pipeline import infer
+
+    tiny = {
+        **ON,
+        "flow": {"depth": 1, "width": 8, "bins": 4, "summary_width": 8, "flat_embedding": 4},
+        "training": {"epochs": 1, "batch_size": 128, "device": "cpu"},
+    }
+    tiny["flow"] |= {"xmax_embedding": 4, "cnn_channels": [2], "mlp_embedding": 4}
+    on = CosmicConfig.from_dict(tiny)
+    train(pe_syst, tmp_path / "m", config=on, progress=False)
+    meta = load_flow(tmp_path / "m", config=on).metadata
+    assert meta["systematics"] == on.systematics.metadata()
+    with pytest.raises(ModelError, match="the config's \\[systematics\\] is off"):
+        load_flow(
+            tmp_path / "m",
+            config=CosmicConfig.from_dict({k: v for k, v in tiny.items() if k != "systematics"}),
+        )
+    infer(
+        tmp_path / "m", "auger", output_dir=tmp_path / "post", samples=50, config=on
+    )  # plain inference works
+    with pytest.raises(ModelError, match="--importance has no marginal likelihood"):
+        infer(tmp_path / "m", "auger", output_dir=tmp_path / "post_iw", samples=50, importance=True)
+
+
 def test_importance_weights_refuse_the_marginal_posterior() -> None:
     on = CosmicConfig.from_dict(ON)
     with pytest.raises(ModelError, match="marginalised over nu_E, nu_X"):
