@@ -211,8 +211,11 @@ def find_modes(
     are ~1e-4, which prior draws almost never reach. The ``gamma`` range is cut into ``n_starts``
     equal strata and the best candidate of each starts L-BFGS-B in ``z`` with central-difference
     gradients (one vectorised call of 2 x 6 + 1 rows per iteration), so that both a soft
-    (gamma > 0) and a hard (gamma < 0) solution are looked for. Maxima closer than 0.02 of the
-    prior range in ``gamma`` and ``lg_rcut`` and 0.02 in every fraction are merged.
+    (gamma > 0) and a hard (gamma < 0) solution are looked for. With nuisances each start is
+    first maximised over the source parameters at ``nu = 0`` and then over all 8 coordinates (a
+    joint search from ``nu = 0`` stalls on the way and misses the hard-spectrum mode). Maxima
+    closer than 0.02 of the prior range in ``gamma`` and ``lg_rcut`` and 0.02 in every fraction
+    (0.1 in the nuisances) are merged.
 
     The candidates only seed the local searches (they do not need to follow the prior).
     """
@@ -246,8 +249,26 @@ def find_modes(
         grad = (lq[1 : 1 + ndim] - lq[1 + ndim :]) / (2 * step)
         return -float(lq[0]), -grad
 
+    def fun_source(z6: np.ndarray, nu: np.ndarray) -> tuple[float, np.ndarray]:
+        f, grad = fun(np.concatenate([z6, nu]))
+        return f, grad[:_NDIM]
+
     found: list[tuple[float, np.ndarray]] = []
-    for z0 in starts:
+    for start in starts:
+        z0 = start
+        if ndim > _NDIM:
+            # with nuisances: first the source parameters at nu = 0 (the search without nuisances,
+            # which finds both minima of the Auger fit), then all together from there
+            nu0 = z0[_NDIM:]
+            res = optimize.minimize(
+                fun_source,
+                z0[:_NDIM],
+                args=(nu0,),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": max_iter},
+            )
+            z0 = np.concatenate([res.x, nu0])
         res = optimize.minimize(fun, z0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         found.append((-float(res.fun), res.x))
     found.sort(key=lambda t: -t[0])
