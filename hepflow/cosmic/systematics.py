@@ -15,8 +15,8 @@ Two nuisance parameters, both with standard-normal priors truncated to ``|nu| <=
   true ``<Xmax>``: ``true in [measured - sigmaLow, measured + sigmaUp]``, so a detector bias
   ``b > 0`` (reconstructed deeper than true) extends to ``|sigmaLow|`` and ``b < 0`` to
   ``sigmaUp``: ``sigma_X = |sigmaLow|`` for ``nu_X > 0`` and ``sigmaUp`` for ``nu_X < 0``. One
-  ``nu_X`` shifts all energy bins together (the published correlation between the bins is 0.6 to
-  1). A number instead of ``"auger2014"`` is a constant ``sigma_X`` in g/cm^2.
+  ``nu_X`` shifts all energy bins together (the published correlation between the bins above
+  10^18.7 eV is 0.86 to 1). A number instead of ``"auger2014"`` is a constant ``sigma_X`` in g/cm^2.
 
 The truncation keeps ``1 + energy_scale nu_E > 0`` and the shifted energies inside the
 propagation tables; with ``nu_max = 4`` it removes 6e-5 of each normal's mass (ignored in the
