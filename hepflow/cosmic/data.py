@@ -58,7 +58,9 @@ def load_training_data(
     is refused, since the cINN would learn the posterior under that prior; so is one drawn from
     another ``proposal`` (:meth:`~hepflow.cosmic.generate.ProposalConfig.metadata` of the
     ``[proposal]`` section, None for the prior itself), since the model records the proposal
-    its samples are corrected for. Feature directories carry no such record. Of the first ``max_n``
+    its samples are corrected for, and one generated with other ``systematics`` (the
+    ``[systematics]`` metadata, None when off), since the cINN would marginalise other nuisances.
+    Feature directories carry no such record. Of the first ``max_n``
     pseudo-experiments, those with a NaN, infinite or negative count (ntuple) or a non-finite
     feature (feature chunks), or a non-finite parameter, are dropped and their number logged:
     everything returned is finite.
