@@ -247,6 +247,8 @@ def infer(
         "samples": k,
         "seconds": {"model_load": t_load, "to_posterior": elapsed},
         "observation_counts": {"n_spectrum": obs.n_spectrum, "n_xmax": obs.n_xmax.tolist()},
+        # a model trained with [systematics]: the posterior is marginalised over nu_E, nu_X
+        "systematics": posterior.metadata.get("systematics"),
         "posterior": posterior_table(post),
         **reweighted,
     }

@@ -239,9 +239,8 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
             tmp_path / "m",
             config=CosmicConfig.from_dict({k: v for k, v in tiny.items() if k != "systematics"}),
         )
-    infer(
-        tmp_path / "m", "auger", output_dir=tmp_path / "post", samples=50, config=on
-    )  # plain inference works
+    summary = infer(tmp_path / "m", "auger", output_dir=tmp_path / "post", samples=50, config=on)
+    assert summary["systematics"] == on.systematics.metadata()  # the output says it is marginalised
     with pytest.raises(ModelError, match="--importance has no marginal likelihood"):
         infer(tmp_path / "m", "auger", output_dir=tmp_path / "post_iw", samples=50, importance=True)
 
