@@ -188,6 +188,7 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
         systematics=args.systematics,
     )
     print(result)
+    _print_checks(result.summary())
     return 0
 
 
@@ -309,6 +310,7 @@ def _infer_cosmic(args: argparse.Namespace) -> int:
         entry=args.entry,
         seed=args.seed,
         importance=args.importance,
+        mcmc=args.mcmc,
         overwrite=args.overwrite,
     )
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)}, indent=1))
@@ -318,8 +320,28 @@ def _infer_cosmic(args: argparse.Namespace) -> int:
             f"importance weights: ESS {imp['ess']:.0f} of {summary['samples']} "
             f"(efficiency {imp['efficiency']:.3f})"
         )
+    _print_checks(summary)
     print(f"posterior samples in {args.output}")
     return 0
+
+
+def _print_checks(result: dict) -> None:
+    """The model check per method, its warnings and the cINN-vs-MCMC verdict (infer, report)."""
+    from hepflow.cosmic.ppc import PARTS, format_p
+
+    for method, check in result.get("model_check", {}).items():
+        name = "cINN" if method == "cinn" else "MCMC"
+        print(f"model check ({name} posterior, posterior predictive deviance):")
+        for part, label in PARTS.items():
+            c = check[part]
+            print(
+                f"  {label:<13} {format_p(c['p_value'], check['n_replicas']):<11} observed "
+                f"{c['observed_mean']:.1f}, replicas {c['replica_mean']:.1f} +- {c['replica_std']:.1f}"
+            )
+        for line in result.get("model_check_warnings", {}).get(method, []):
+            print(f"WARNING ({name} posterior): {line}")
+    if "verdict" in result:
+        print(f"verdict: {result['verdict']['line']}")
 
 
 def _compare_cosmic(args: argparse.Namespace) -> int:
@@ -342,7 +364,10 @@ def _compare_cosmic(args: argparse.Namespace) -> int:
 def _report_cosmic(args: argparse.Namespace) -> int:
     from hepflow.cosmic.report import make_report
 
-    make_report(args.model, args.output, config=args.config, mcmc_auger=args.mcmc, comparison=args.comparison)
+    report = make_report(
+        args.model, args.output, config=args.config, mcmc_auger=args.mcmc, comparison=args.comparison
+    )
+    _print_checks(report)
     print(f"report and plots in {args.output}")
     return 0
 
@@ -532,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--importance",
         action="store_true",
         help="weight the samples by likelihood x prior / cINN density (column weight, ESS in the summary)",
+    )
+    ico.add_argument(
+        "--mcmc",
+        type=Path,
+        default=None,
+        help="output directory of `hepflow mcmc cosmic` on the same observation: model check of its "
+        "samples and the cINN-vs-MCMC verdict",
     )
     ico.add_argument("--overwrite", action="store_true")
     ico.set_defaults(handler=_infer_cosmic)

@@ -73,6 +73,8 @@ class DemoReport:
     planned: int = 0
     #: what the results mean, printed after the steps (the neutrino verdicts)
     notes: list[str] = field(default_factory=list)
+    #: the cosmic verdict (cINN against MCMC) and model check on the Auger data
+    cosmic_notes: list[str] = field(default_factory=list)
 
     def add(self, name: str, seconds: float, where: str) -> None:
         self.steps.append((name, seconds, where))
@@ -99,6 +101,12 @@ class DemoReport:
                 "neutrino results: per metric, which direction is better, which method wins and by how much",
             ]
             lines += self.notes
+        if self.cosmic_notes:
+            lines += [
+                "",
+                "cosmic results on the Auger data: cINN against MCMC, which to use, the model check",
+            ]
+            lines += self.cosmic_notes
         return "\n".join(lines)
 
 
@@ -287,7 +295,6 @@ def _cosmic(
             f"the cosmic demo needs the [cosmic] extra: pip install 'hepflow[cosmic]', "
             f"or run `hepflow demo --only neutrino` ({err})"
         ) from err
-    from hepflow.cosmic.config import PARAMETERS
     from hepflow.processing import RunConfig
 
     base = load_config()
@@ -331,23 +338,56 @@ def _cosmic(
             importance=True,
             overwrite=True,
         )
-        post, ess = summary["posterior"], summary["importance"]["ess"]
+        ess = summary["importance"]["ess"]
         where.append(
-            f"{rel}/infer_auger (Auger: {_estimate(post, 'gamma')}, {_estimate(post, 'lg_rcut')}; "
-            f"importance ESS {ess:.0f} of {samples})"
+            f"{rel}/infer_auger ({samples} samples of the Auger posterior, importance ESS {ess:.0f})"
         )
 
     with report.step("mcmc cosmic") as where:
         res = mcmc_cosmic("auger", out / "mcmc_auger", config=cfg, progress=progress, overwrite=True)
         state = "converged" if res.converged else "short chain: not converged"
-        mc = res.theta()
-        gamma = f"gamma = {mc[:, PARAMETERS.index('gamma')].mean():.2f}"
-        where.append(f"{rel}/mcmc_auger ({res.n_steps} steps, {state}, {gamma})")
+        where.append(f"{rel}/mcmc_auger ({res.n_steps} steps, {state})")
 
     with report.step("report cosmic") as where:
         rep = make_report(model, out / "report", config=cfg, mcmc_auger=out / "mcmc_auger", samples=samples)
         plots = ", ".join(Path(p).name for p in rep["plots"])
         where.append(f"{rel}/report (report.json, {plots})")
+    report.cosmic_notes += cosmic_verdict_lines(rep)
+
+
+def cosmic_verdict_lines(report: Mapping[str, Any]) -> list[str]:
+    """What a cosmic ``report.json`` concludes, in lines: the verdict (cINN against MCMC, which
+    to use), the posterior of the method to use, and the model check of each method.
+
+    Example:
+        >>> from hepflow.cosmic.config import PARAMETERS
+        >>> post = {p: {"median": 0.5, "q0.16": 0.4, "q0.84": 0.7} for p in PARAMETERS}
+        >>> check = {"n_replicas": 1000, **{part: {"p_value": 0.0, "observed_mean": 195.0,
+        ...          "replica_mean": 124.0, "replica_std": 15.0} for part in ("total", "spectrum", "xmax")}}
+        >>> rep = {"verdict": {"line": "cINN and MCMC disagree: use the MCMC (ESS 1 of 4000)", "use": "MCMC"},
+        ...        "mcmc": {"posterior": post}, "model_check": {"mcmc": check}}
+        >>> warning = "the model does not describe the data (Xmax part, p < 0.001)"
+        >>> rep["model_check_warnings"] = {"mcmc": [warning]}
+        >>> print("\\n".join(cosmic_verdict_lines(rep)))
+          cINN and MCMC disagree: use the MCMC (ESS 1 of 4000)
+          MCMC result: gamma = 0.50 +0.20 -0.10, lg_rcut = 0.50 +0.20 -0.10
+          model check (MCMC posterior): total p < 0.001, spectrum part p < 0.001, Xmax part p < 0.001
+            WARNING: the model does not describe the data (Xmax part, p < 0.001)
+    """
+    from hepflow.cosmic.ppc import PARTS, format_p
+
+    v = report["verdict"]
+    use = v["use"]
+    post = report["cinn" if use == "cINN" else "mcmc"]["posterior"]
+    lines = [f"  {v['line']}", f"  {use} result: {_estimate(post, 'gamma')}, {_estimate(post, 'lg_rcut')}"]
+    for method, check in report.get("model_check", {}).items():
+        name = "cINN" if method == "cinn" else "MCMC"
+        ps = ", ".join(
+            f"{label} {format_p(check[p]['p_value'], check['n_replicas'])}" for p, label in PARTS.items()
+        )
+        lines.append(f"  model check ({name} posterior): {ps}")
+        lines += [f"    WARNING: {w}" for w in report.get("model_check_warnings", {}).get(method, [])]
+    return lines
 
 
 def _estimate(posterior: dict[str, dict[str, float]], name: str) -> str:

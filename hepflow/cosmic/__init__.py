@@ -8,7 +8,9 @@ and the model context), :mod:`~hepflow.cosmic.data` (training data), :mod:`~hepf
 (the cINN, its metadata and check, ensembles), :mod:`~hepflow.cosmic.posterior` (sampling,
 rejection to the prior, importance weights), :mod:`~hepflow.cosmic.pipeline` (train, infer),
 :mod:`~hepflow.cosmic.mcmc` (the baseline), :mod:`~hepflow.cosmic.compare` (cINN against MCMC,
-calibration) and :mod:`~hepflow.cosmic.report`. The forward model:
+calibration), :mod:`~hepflow.cosmic.ppc` (posterior predictive model check),
+:mod:`~hepflow.cosmic.verdict` (cINN and MCMC: agree, or which to use) and
+:mod:`~hepflow.cosmic.report`. The forward model:
 
 * :mod:`~hepflow.cosmic.tables`: CRPropa-3 propagation tables shipped by astrotools;
 * :mod:`~hepflow.cosmic.source`: injection spectrum (power law, rigidity cut-off, 5 species);

@@ -2,7 +2,8 @@
 
 :class:`CosmicConfig` holds the sections ``[prior]``, ``[proposal]``, ``[model]`` (forward model),
 ``[systematics]`` (nuisance parameters), ``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``,
-``[inference]`` and ``[comparison]``;
+``[inference]``, ``[comparison]``, ``[check]`` (posterior predictive check) and ``[verdict]`` (cINN
+against MCMC);
 unknown sections and keys are refused, naming the file. :func:`load_config` reads it: ``None``
 means the config shipped with the package (``hepflow config show cosmic`` prints it), the same for
 every cosmic command and function.
@@ -30,6 +31,7 @@ from hepflow.config import (
     SEED,
     SIZE,
     AnalysisConfig,
+    Bound,
     check_values,
     from_dict,
     to_dict,
@@ -47,6 +49,7 @@ __all__ = [
     "ANALYSIS",
     "PARAMETERS",
     "AugerConfig",
+    "CheckConfig",
     "ComparisonConfig",
     "CosmicConfig",
     "FlowConfig",
@@ -58,6 +61,7 @@ __all__ = [
     "ProposalConfig",
     "SystematicsConfig",
     "TrainingConfig",
+    "VerdictConfig",
     "check_mcmc_settings",
     "load_config",
     "refuse_systematics",
@@ -291,6 +295,47 @@ class ComparisonConfig:
         check_values(self, samples=SAMPLES, calibration_samples=SAMPLES, seed=SEED)
 
 
+#: a probability threshold in (0, 1)
+_PROBABILITY = Bound("a number in (0, 1)", lambda v: isinstance(v, int | float) and 0 < v < 1)
+#: a number of replicas of the predictive check
+_REPLICAS = Bound("an integer >= 10", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 10)
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """``[check]``: the posterior predictive check (:func:`hepflow.cosmic.ppc.predictive_check`).
+
+    ``n_replicas`` pseudo-observations from posterior draws, ``seed``, and the ``threshold``
+    below which a p-value prints "the model does not describe the data (...)".
+    """
+
+    n_replicas: int = 1000
+    seed: int = 11
+    threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_values(self, n_replicas=_REPLICAS, seed=SEED, threshold=_PROBABILITY)
+
+
+@dataclass(frozen=True)
+class VerdictConfig:
+    """``[verdict]``: when the cINN and the MCMC agree (:func:`hepflow.cosmic.verdict.verdict`).
+
+    They agree when every parameter's mean shift is within ``max_abs_shift`` MCMC sigma, every
+    width ratio within ``1 +- max_width_deviation`` and the importance efficiency ESS / n is at
+    least ``min_efficiency``.
+    """
+
+    max_abs_shift: float = 0.3
+    max_width_deviation: float = 0.2
+    min_efficiency: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_values(
+            self, max_abs_shift=POSITIVE, max_width_deviation=_PROBABILITY, min_efficiency=_PROBABILITY
+        )
+
+
 @dataclass(frozen=True)
 class McmcConfig:
     """``[mcmc]`` of the analysis config: the arguments of :func:`run_mcmc` (see there)."""
@@ -371,6 +416,8 @@ class CosmicConfig(AnalysisConfig):
     training: TrainingConfig = field(default_factory=TrainingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     comparison: ComparisonConfig = field(default_factory=ComparisonConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
 
     def __post_init__(self) -> None:
         if self.comparison.seed == self.generation.seed:

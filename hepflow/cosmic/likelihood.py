@@ -117,15 +117,36 @@ class Likelihood:
     def deviance(self, params: np.ndarray) -> Deviance:
         """Deviances (n,) for valid parameter rows (raises ConfigError on invalid rows); (n, 9)
         rows with the nuisances when the model has systematics."""
+        return self.deviance_of(params, self.observation.spectrum, self.observation.xmax)
+
+    def deviance_of(self, params: np.ndarray, spectrum: np.ndarray, xmax: np.ndarray) -> Deviance:
+        """Deviances (n,) of other counts in the observation's binning, row by row.
+
+        ``spectrum`` (n_E,) or (n, n_E) and ``xmax`` (n_M, n_X) or (n, n_M, n_X) broadcast
+        against the n parameter rows: row i of the counts is scored at row i of ``params``, with
+        the normalisation profiled on the counts' own total (as :meth:`deviance` does for the
+        observation). Used by the posterior predictive check (pseudo-observations, each at its
+        own parameter draw: :mod:`hepflow.cosmic.ppc`). ``params`` as in :meth:`deviance`.
+
+        Example:
+            >>> like = Likelihood(Observation.from_auger())
+            >>> theta = np.array([0.96, 18.68, 0.0, 0.673, 0.281, 0.046, 0.0])
+            >>> obs = like.observation
+            >>> bool(np.allclose(like.deviance_of(theta, obs.spectrum, obs.xmax).total,
+            ...                  like.deviance(theta).total))
+            True
+        """
         shape, pdf = self.model.predict(params)
         zero = np.zeros(shape.shape[0])
-        spec = xmax = zero
+        spec = xmax_dev = zero
         if self.use_spectrum:
-            n = self.observation.spectrum
-            spec = poisson_deviance(n, n.sum() * shape)
+            n = np.asarray(spectrum, dtype=float)
+            mu = n.sum(axis=-1, keepdims=True) * shape
+            spec = np.broadcast_to(poisson_deviance(n, mu), zero.shape).copy()
         if self.use_xmax:
-            xmax = multinomial_deviance(self.observation.xmax, pdf)
-        return Deviance(spectrum=spec, xmax=xmax)
+            k = np.asarray(xmax, dtype=float)
+            xmax_dev = np.broadcast_to(multinomial_deviance(k, pdf), zero.shape).copy()
+        return Deviance(spectrum=spec, xmax=xmax_dev)
 
     def __call__(self, params: np.ndarray) -> np.ndarray:
         syst = self.model.systematics

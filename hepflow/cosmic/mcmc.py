@@ -58,6 +58,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -71,7 +72,7 @@ import numpy as np
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Likelihood, Observation, Prior
 from hepflow.cosmic.config import Initial, check_mcmc_settings, load_config
 from hepflow.cosmic.systematics import NUISANCE_NAMES
-from hepflow.errors import ConfigError, OutputError
+from hepflow.errors import ConfigError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ __all__ = [
     "UnconstrainedPosterior",
     "find_modes",
     "mcmc_cosmic",
+    "read_mcmc",
     "run_mcmc",
 ]
 
@@ -316,6 +318,8 @@ class McmcResult:
         settings: the options of the run (JSON-ready).
         names: the columns of ``chain`` and ``tau`` (the 7 parameters, then ``nu_E, nu_X`` when
             the nuisances were sampled).
+        checks: what :func:`mcmc_cosmic` adds to the summary: the posterior predictive model
+            check of the samples (``model_check``, ``model_check_warnings``, ...).
     """
 
     samples: ak.Array
@@ -331,6 +335,7 @@ class McmcResult:
     modes: tuple[Mode, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     names: tuple[str, ...] = PARAMETER_NAMES
+    checks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:
@@ -339,6 +344,10 @@ class McmcResult:
     def theta(self) -> np.ndarray:
         """Retained samples of the 7 source parameters as an (n, 7) array."""
         return np.stack([ak.to_numpy(self.samples[name]) for name in PARAMETER_NAMES], axis=1)
+
+    def draws(self) -> np.ndarray:
+        """Retained samples of every sampled column (:attr:`names`): (n, 7) or (n, 9)."""
+        return np.stack([ak.to_numpy(self.samples[name]) for name in self.names], axis=1)
 
     def nuisances(self) -> np.ndarray | None:
         """Retained samples of ``nu_E, nu_X`` (n, 2), None when they were not sampled."""
@@ -381,6 +390,7 @@ class McmcResult:
             "posterior": posterior,
             "modes": [m.to_dict() for m in self.modes],
             "settings": self.settings,
+            **self.checks,
         }
 
     def __str__(self) -> str:
@@ -697,7 +707,9 @@ def mcmc_cosmic(
         observation: ``"auger"`` or a ROOT file (:func:`hepflow.cosmic.generate.load_observation`:
             a ``Showers`` tree, the histogram of ``hepflow process cosmic``, or a
             ``PseudoExperiments`` tree with ``entry``).
-        output_dir: where ``samples.parquet``, ``samples.root``, ``summary.json`` go.
+        output_dir: where ``samples.parquet``, ``samples.root``, ``summary.json`` go; the summary
+            also holds the posterior predictive model check of the samples (``[check]``,
+            :func:`hepflow.cosmic.ppc.predictive_check`).
         config: a :class:`hepflow.cosmic.config.CosmicConfig` or TOML file (prior, model, mcmc);
             defaults without.
         seed: overrides ``[mcmc] seed``.
@@ -718,10 +730,11 @@ def mcmc_cosmic(
     options = cfg.mcmc.options()
     if n_steps is not None:
         options["n_steps"] = n_steps
+    model = cfg.model.build(reference=obs, systematics=cfg.systematics.build())
     result = run_mcmc(
         obs,
         seed=cfg.mcmc.seed if seed is None else seed,
-        model=cfg.model.build(reference=obs, systematics=cfg.systematics.build()),
+        model=model,
         prior=cfg.prior.build(),
         progress=progress,
         **options,
@@ -733,5 +746,78 @@ def mcmc_cosmic(
     result.settings["lg_e_min"] = cfg.model.lg_e_min
     if str(observation) != "auger":
         result.settings["entry"] = entry
+    if len(result.samples):  # does the model describe the data? (docs/cosmic_checks.md)
+        from hepflow.cosmic.ppc import predictive_check
+
+        cc = cfg.check
+        # with nuisances each replica is simulated at its draw's nu_E, nu_X too
+        check = predictive_check(obs, result.draws(), model=model, n_replicas=cc.n_replicas, seed=cc.seed)
+        result.checks.update(
+            model_check={"mcmc": check.summary()},
+            model_check_threshold=cc.threshold,
+            model_check_warnings={"mcmc": check.warnings(threshold=cc.threshold)},
+        )
     result.write(out, chain=chain, overwrite=overwrite)
     return result
+
+
+def read_mcmc(
+    directory: str | os.PathLike[str],
+    *,
+    observation: str | os.PathLike[str] = "auger",
+    lg_e_min: float,
+    entry: int = 0,
+    purpose: str = "this analysis",
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Samples (n, 7) and ``summary.json`` of a ``hepflow mcmc cosmic`` output directory.
+
+    The MCMC must have been run on ``observation`` (``"auger"`` or the same file, and ``entry``
+    for a pseudo-experiment file) above ``lg_e_min``, as its summary records; the MCMC of any
+    other observation is refused with one line naming both (``purpose`` says what needs it).
+
+    Example (an MCMC of the Auger data)::
+
+        theta, summary = read_mcmc("runs/mcmc_auger", observation="auger", lg_e_min=18.7)
+    """
+    from hepflow.cosmic.data import parameter_columns
+
+    where = Path(directory)
+    samples, summary = where / "samples.parquet", where / "summary.json"
+    obs = str(observation)
+    if not samples.is_file() or not summary.is_file():
+        raise InputError(
+            f"{where}: no samples.parquet/summary.json (run `hepflow mcmc cosmic --observation {obs}`)"
+        )
+    try:
+        info = json.loads(summary.read_text())
+    except ValueError as err:
+        raise InputError(f"{summary} is not valid JSON: {err}") from err
+    settings = info.get("settings") if isinstance(info, dict) else None
+    settings = settings if isinstance(settings, dict) else {}
+    ran_on, ran_above = settings.get("observation"), settings.get("lg_e_min")
+    if obs == "auger":
+        wanted = f"the Auger data above lg(E/eV) = {lg_e_min:g}"
+        same = ran_on == "auger"
+    else:
+        wanted = f"observation {str(Path(obs))!r}" + (f" (entry {entry})" if entry else "")
+        wanted += f" above lg(E/eV) = {lg_e_min:g}"
+        same = (
+            isinstance(ran_on, str)
+            and ran_on != "auger"
+            and Path(ran_on).resolve() == Path(obs).resolve()
+            and settings.get("entry", 0) == entry
+        )
+    if not same or not isinstance(ran_above, int | float) or abs(ran_above - lg_e_min) > 1e-9:
+        what = (
+            "an observation it does not record"
+            if ran_on is None
+            else f"observation {ran_on!r}"
+            + (f" (entry {settings['entry']})" if settings.get("entry") is not None else "")
+            + (f" above lg(E/eV) = {ran_above:g}" if isinstance(ran_above, int | float) else "")
+        )
+        raise InputError(
+            f"{where} holds the MCMC of {what}, not of {wanted} that {purpose} is about "
+            f"(run `hepflow mcmc cosmic --observation {obs}` with the same config)"
+        )
+    theta = parameter_columns(ak.from_parquet(samples), samples)
+    return theta, info

@@ -30,6 +30,7 @@ from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.features import context_from_features
 from hepflow.cosmic.network import build_flow, load_flow, model_metadata
 from hepflow.cosmic.posterior import check_finite, importance_posterior, load_posterior
+from hepflow.cosmic.systematics import NUISANCE_NAMES, Systematics
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.posterior import is_ensemble, model_path
 
@@ -175,6 +176,7 @@ def infer(
     entry: int = 0,
     seed: int | None = None,
     importance: bool = False,
+    mcmc: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """``hepflow infer cosmic``: posterior samples for ``"auger"`` or an observation file.
@@ -193,9 +195,22 @@ def infer(
     (effective sample size, efficiency ESS / n, seconds) and ``posterior_importance`` (the
     summary of as many resampled draws). A
     low efficiency says the cINN posterior is far from the likelihood's for this observation.
+
+    Every run checks the model (:func:`hepflow.cosmic.ppc.predictive_check` with ``[check]``):
+    ``model_check`` in the summary holds the posterior predictive p-values of the total, the
+    spectrum and the Xmax deviance for the cINN samples, and ``model_check_warnings`` a line per
+    p-value below ``[check] threshold`` ("the model does not describe the data (Xmax part,
+    p < 0.001)"). ``mcmc``: a ``hepflow mcmc cosmic`` output of the same observation (refused
+    otherwise): its samples get the check too, and ``verdict``
+    (:func:`hepflow.cosmic.verdict.verdict`, ``[verdict]``) says whether the cINN and the MCMC
+    agree and which to use. With ``importance`` and no ``mcmc`` the verdict compares the cINN
+    with its importance-resampled draws (the exact posterior when the ESS is large).
     """
     import hepflow
     from hepflow.cosmic.generate import load_observation
+    from hepflow.cosmic.mcmc import read_mcmc
+    from hepflow.cosmic.ppc import predictive_check
+    from hepflow.cosmic.verdict import verdict
     from hepflow.outputs import write_json, write_parquet, write_root
 
     cfg = load_config(config) if config is not None else None
@@ -208,10 +223,23 @@ def infer(
     targets = [out / n for n in ("samples.parquet", "samples.root", "summary.json")]
     if not overwrite and (existing := [t for t in targets if t.exists()]):
         raise OutputError(f"{existing[0]} exists; pass --overwrite to replace it")
+    if mcmc is not None:  # refuse the MCMC of another observation before any work
+        lg_e_min = settings.model.lg_e_min
+        mc, mc_info = read_mcmc(
+            mcmc, observation=observation, entry=entry, lg_e_min=lg_e_min, purpose="this inference"
+        )
     t0 = time.perf_counter()
     posterior = load_posterior(model_dir, config=cfg)
     t_load = time.perf_counter() - t0
     obs = load_observation(observation, binning=posterior.binning, entry=entry)
+    model_syst = posterior.metadata.get("systematics")
+    mc_check = None
+    if mcmc is not None:
+        mc_check = _mcmc_with_nuisances(mcmc, mc, mc_info, model_syst, model_dir)
+    # a model trained with [systematics]: its model check simulates with nuisances (from their priors)
+    fwd = settings.model.build(
+        reference=obs, systematics=None if model_syst is None else Systematics.from_metadata(model_syst)
+    )
     x, logp = posterior.sample(k, obs, seed=icfg.seed if seed is None else seed, log_prob=True)
     elapsed = time.perf_counter() - t0
     x, logp = x[0], logp[0]
@@ -219,12 +247,11 @@ def infer(
     cols = {name: np.ascontiguousarray(x[:, i]) for i, name in enumerate(PARAMETERS)}
     cols["log_prob"] = logp
     reweighted: dict[str, Any] = {}
+    iw = resampled = None
     if importance:
         _refuse_marginal(posterior.metadata, settings, model_dir)
         t1 = time.perf_counter()
-        weighted = importance_posterior(
-            posterior, model=settings.model.build(reference=obs), prior=settings.prior.build()
-        )
+        weighted = importance_posterior(posterior, model=fwd, prior=settings.prior.build())
         iw = weighted.weights(x, logp, obs)
         cols["weight"] = iw.weights
         resampled = x[iw.resample(rng=icfg.seed if seed is None else seed)]
@@ -237,6 +264,31 @@ def infer(
             "posterior_importance": posterior_table(hepflow.posterior_summary(resampled)),
         }
     check_finite(cols, f"the posterior of {model_dir} for {observation}")
+    checks = {"cinn": x} if mc_check is None else {"cinn": x, "mcmc": mc_check}
+    ccfg = settings.check
+    model_check = {
+        name: predictive_check(obs, theta, model=fwd, n_replicas=ccfg.n_replicas, seed=ccfg.seed)
+        for name, theta in checks.items()
+    }
+    checked: dict[str, Any] = {
+        "model_check": {name: c.summary() for name, c in model_check.items()},
+        "model_check_threshold": ccfg.threshold,
+        "model_check_warnings": {
+            name: c.warnings(threshold=ccfg.threshold) for name, c in model_check.items()
+        },
+    }
+    if mcmc is not None or resampled is not None:
+        v = verdict(
+            x,
+            mc if mcmc is not None else resampled,
+            ess=None if iw is None else iw.ess,
+            n=k,
+            thresholds=settings.verdict,
+            reference="MCMC" if mcmc is not None else "importance-weighted cINN",
+        )
+        checked["verdict"] = v.to_dict()
+    if mcmc is not None:
+        checked["mcmc"] = str(mcmc)
     table = ak.zip(cols, depth_limit=1)
     write_parquet(table, targets[0])
     write_root(table, targets[1], treename="Posterior")
@@ -251,9 +303,32 @@ def infer(
         "systematics": posterior.metadata.get("systematics"),
         "posterior": posterior_table(post),
         **reweighted,
+        **checked,
     }
     write_json(targets[2], summary)
     return summary
+
+
+def _mcmc_with_nuisances(
+    directory: str | os.PathLike[str],
+    theta: np.ndarray,
+    info: dict[str, Any],
+    model_systematics: dict[str, Any] | None,
+    model_dir: object,
+) -> np.ndarray:
+    """The MCMC samples for the model check: (n, 7), or (n, 9) with its nuisances. An MCMC with
+    other nuisances than the model was trained with is refused (the posteriors differ)."""
+    ran_with = (info.get("settings") or {}).get("systematics")
+    if json_plain(ran_with) != json_plain(model_systematics):
+        raise InputError(
+            f"{directory} holds an MCMC with systematics {ran_with or 'off'}, the model {model_dir} was "
+            f"trained with systematics {model_systematics or 'off'}: they infer different posteriors "
+            f"(run `hepflow mcmc cosmic --{'' if model_systematics else 'no-'}systematics`)"
+        )
+    if ran_with is None:
+        return theta
+    table = ak.from_parquet(Path(directory) / "samples.parquet")
+    return np.column_stack([theta, *(ak.to_numpy(table[name]) for name in NUISANCE_NAMES)])
 
 
 def _refuse_marginal(metadata: dict[str, Any], cfg: CosmicConfig, model_dir: object) -> None:

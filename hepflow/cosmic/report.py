@@ -8,11 +8,14 @@
   the combined-fit deviance at each method's highest-density sample, the timings, the Auger
   combined-fit reference values (JCAP 04 (2017) 038) next to them, and, when a
   ``comparison.json`` of :func:`hepflow.cosmic.compare.compare` is given, its summary (mocks,
-  calibration); and the caveats (data vintages, ...);
+  calibration); the verdict on the cINN against the MCMC (:mod:`hepflow.cosmic.verdict`: agree,
+  or which to use and what failed), the posterior predictive model check of both
+  (:mod:`hepflow.cosmic.ppc`) and the caveats (data vintages, what failed, ...);
 * ``corner_auger.png``: corner plot of both posteriors (zoomed on them), combined-fit values
-  where they fall inside; ``corner_auger_wide.png``: the same with the ranges stretched to show
-  the combined-fit point; ``comparison_mocks.png``: per-mock mean shift, width ratio and
-  Wasserstein distance (with a comparison).
+  where they fall inside, a red banner when the cINN and the MCMC disagree;
+  ``corner_auger_wide.png``: the same with the ranges stretched to show the combined-fit point;
+  ``comparison_mocks.png``: per-mock mean shift, width ratio and Wasserstein distance (with a
+  comparison).
 
 :func:`corner_plot` is a small corner-plot implementation (matplotlib): 1D histograms on the
 diagonal, 68 % / 95 % highest-density contours of 2D histograms below it, reference markers.
@@ -34,7 +37,6 @@ from matplotlib.figure import Figure
 
 from hepflow.cosmic.compare import marginal_metrics
 from hepflow.cosmic.config import PARAMETERS, load_config, refuse_systematics
-from hepflow.cosmic.data import parameter_columns
 from hepflow.cosmic.posterior import importance_reweight, load_posterior
 from hepflow.errors import InputError
 from hepflow.outputs import write_json
@@ -43,7 +45,7 @@ from hepflow.plotting import save_figure
 __all__ = ["COMBINED_FIT", "LABELS", "corner_plot", "make_report"]
 
 #: Auger combined fit (JCAP 04 (2017) 038, arXiv:1612.07155), EPOS-LHC, first minimum, as quoted
-#: in public code citing the paper (/work/shared/reference/cosmic-rays.md; not read in the paper).
+#: in public code citing the paper (not read in the paper).
 COMBINED_FIT: dict[str, float] = {
     "gamma": 0.96,
     "lg_rcut": 18.68,
@@ -72,12 +74,51 @@ CAVEATS = [
     "The forward model differs from the combined fit's (five collapsed arriving charge groups, no "
     "cosmological evolution, 1500 Mpc horizon, no energy- or Xmax-scale systematics) and fits the Xmax "
     "data poorly at both likelihood minima (docs/cosmic_model.md).",
-    "The MCMC (emcee ensemble) samples the deepest likelihood mode it finds; the cINN represents the "
-    "whole posterior, so a second mode appears only in the cINN.",
     "The cINN was trained on pseudo-experiments with the Auger event numbers (spectrum total Poisson "
     "around 55 730, Xmax events per energy bin fixed): observations of another size are outside its "
     "training distribution.",
 ]
+
+
+def _caveats(v: Any, checks: Mapping[str, Any], threshold: float, closure: Sequence[Any]) -> list[str]:
+    """The fixed caveats, then what the verdict and the model check found on these data."""
+    from hepflow.cosmic.ppc import PARTS, format_p
+
+    out = list(CAVEATS)
+    if v.agree:
+        out.append(
+            f"The cINN and the MCMC agree on these data ({v.numbers()}); the MCMC (emcee ensemble) samples "
+            "the deepest likelihood mode it finds, the other modes are listed in mcmc.modes."
+        )
+    else:
+        text = (
+            f"FAILED: the cINN and the MCMC disagree on these data ({'; '.join(v.reasons)}). The cINN "
+            "posterior of the data is wrong: use the MCMC."
+        )
+        pulls = [abs(p["gamma"]) for c in closure[:1] for p in c["pull"]]
+        if pulls:
+            text += (
+                " On pseudo-experiments simulated at the MCMC's best mode the cINN's gamma pulls are "
+                f"{', '.join(f'{p:.1f}' for p in pulls)}"
+                + (
+                    ": the cINN misses that mode on simulated data too (a failure of the cINN, not "
+                    "of the data)."
+                    if max(pulls) > 2
+                    else ": it recovers that mode on simulated data (the data lie off the simulated "
+                    "manifold)."
+                )
+            )
+        out.append(text)
+    for method, check in checks.items():
+        low = [part for part in PARTS if check.p_value(part) < threshold]
+        if low:
+            ps = ", ".join(f"{PARTS[p]} {format_p(check.p_value(p), check.n_replicas)}" for p in PARTS)
+            out.append(
+                f"FAILED model check ({'cINN' if method == 'cinn' else 'MCMC'} posterior): the model does "
+                f"not describe the data (posterior predictive p-values: {ps}; threshold {threshold:g}; "
+                "docs/cosmic_checks.md). The parameter values are those of a model that fails the check."
+            )
+    return out
 
 
 # --------------------------------------------------------------------------- corner plot
@@ -116,13 +157,15 @@ def corner_plot(
     include_reference: bool = False,
     bins: int = 40,
     title: str | None = None,
+    banner: str | None = None,
 ) -> Path:
     """Corner plot of several sample sets ``{label: (n, d)}`` over parameters ``names``.
 
     Diagonal: normalised 1D histograms; below: 68 % and 95 % highest-density contours of 2D
     histograms (solid, dashed). ``reference`` values (by name) are drawn as lines/markers where
     inside the ranges; ``include_reference`` stretches the ranges to contain them. Ranges cover
-    the 0.2 - 99.8 % quantiles of all sets.
+    the 0.2 - 99.8 % quantiles of all sets. ``banner``: a warning drawn in white on a red strip
+    above the panels (e.g. "cINN and MCMC disagree: ...", :meth:`hepflow.cosmic.verdict.Verdict.banner`).
 
     Example:
         >>> import tempfile
@@ -187,11 +230,28 @@ def corner_plot(
                     if j in ref and not ranges[j][0] <= ref[j] <= ranges[j][1]:
                         ax.set_title(f"{reference_label}: {ref[j]:g} (outside)", fontsize=9)
         handles, labels = axes[0, 0].get_legend_handles_labels()
+        top = 0.84  # with a banner: room for it above the panels
         if d > 1:
-            fig.legend(handles, labels, loc="upper right", fontsize=14, frameon=False)
+            anchor = (0.98, top) if banner else None
+            fig.legend(handles, labels, loc="upper right", bbox_to_anchor=anchor, fontsize=14, frameon=False)
         if title:
-            fig.suptitle(title, fontsize=14)
-        fig.subplots_adjust(wspace=0.06, hspace=0.06)
+            fig.suptitle(title, fontsize=14, **({"y": 0.985} if banner else {}))
+        if banner:
+            import textwrap
+
+            width = max(40, int(12 * fig.get_figwidth()))
+            fig.text(
+                0.5,
+                0.92,
+                textwrap.fill(banner, width=width),
+                ha="center",
+                va="center",
+                color="white",
+                fontsize=15,
+                fontweight="bold",
+                bbox={"facecolor": "#cc0000", "edgecolor": "none", "boxstyle": "round,pad=0.6"},
+            )
+        fig.subplots_adjust(wspace=0.06, hspace=0.06, **({"top": top} if banner else {}))
         return save_figure(fig, path, dpi=90)
 
 
@@ -229,41 +289,15 @@ def _plot_comparison(comparison: Mapping[str, Any], path: Path) -> Path | None:
 
 # --------------------------------------------------------------------------- report
 def _read_mcmc(directory: Path, lg_e_min: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """The samples and summary of an MCMC of the Auger data above ``lg_e_min``; the MCMC of any
-    other observation (what ``summary.json`` records it was run on) is refused, naming both."""
-    import awkward as ak
+    """The samples and summary of an MCMC of the Auger data above ``lg_e_min`` (refuses others)."""
+    from hepflow.cosmic.mcmc import read_mcmc
 
-    samples, summary = directory / "samples.parquet", directory / "summary.json"
-    if not samples.is_file() or not summary.is_file():
-        raise InputError(
-            f"{directory}: no samples.parquet/summary.json (run `hepflow mcmc cosmic --observation auger`)"
-        )
-    try:
-        info = json.loads(summary.read_text())
-    except ValueError as err:
-        raise InputError(f"{summary} is not valid JSON: {err}") from err
-    settings = info.get("settings") if isinstance(info, dict) else None
-    settings = settings if isinstance(settings, dict) else {}
-    ran_on, ran_above = settings.get("observation"), settings.get("lg_e_min")
-    wanted = f"the Auger data above lg(E/eV) = {lg_e_min:g}"
-    if ran_on != "auger" or not isinstance(ran_above, int | float) or abs(ran_above - lg_e_min) > 1e-9:
-        what = (
-            "an observation it does not record"
-            if ran_on is None
-            else f"observation {ran_on!r}"
-            + (f" (entry {settings['entry']})" if settings.get("entry") is not None else "")
-            + (f" above lg(E/eV) = {ran_above:g}" if isinstance(ran_above, int | float) else "")
-        )
-        raise InputError(
-            f"{directory} holds the MCMC of {what}, not of {wanted} that this report is about "
-            "(run `hepflow mcmc cosmic --observation auger` with the same config)"
-        )
-    if settings.get("systematics") is not None:
+    theta, info = read_mcmc(directory, observation="auger", lg_e_min=lg_e_min, purpose="this report")
+    if (info.get("settings") or {}).get("systematics") is not None:
         raise InputError(
             f"{directory} holds an MCMC with the nuisances nu_E, nu_X ([systematics]); this report compares "
             "the cINN with the likelihood without them (run `hepflow mcmc cosmic --no-systematics`)"
         )
-    theta = parameter_columns(ak.from_parquet(samples), samples)
     return theta, info
 
 
@@ -370,6 +404,8 @@ def make_report(
         samples: cINN samples (default ``[inference] samples``).
     """
     from hepflow.cosmic import Likelihood, Observation
+    from hepflow.cosmic.ppc import predictive_check
+    from hepflow.cosmic.verdict import verdict
 
     cfg = load_config(config)
     refuse_systematics(cfg, "report cosmic")
@@ -422,6 +458,12 @@ def make_report(
             "cinn_fraction_within_0.5_in_gamma": float(np.mean(np.abs(x[:, 0] - centre[0]) < 0.5)),
         }
     closure = _closure(posterior, cfg, modes[:2], samples=min(k, 2000))
+    ccfg = cfg.check
+    checks = {
+        name: predictive_check(obs, theta, model=like.model, n_replicas=ccfg.n_replicas, seed=ccfg.seed)
+        for name, theta in (("cinn", x), ("mcmc", mc))
+    }
+    v = verdict(x, mc, ess=iw.ess, n=k, thresholds=cfg.verdict)
     mcmc_time = mc_summary.get("wall_time_s")
     lg_e_min = cfg.model.lg_e_min
     report: dict[str, Any] = {
@@ -448,6 +490,10 @@ def make_report(
             "modes": modes,
         },
         "time_ratio_mcmc_over_cinn": (mcmc_time / t_cinn) if mcmc_time else None,
+        "verdict": v.to_dict(),
+        "model_check": {name: c.summary() for name, c in checks.items()},
+        "model_check_threshold": ccfg.threshold,
+        "model_check_warnings": {name: c.warnings(threshold=ccfg.threshold) for name, c in checks.items()},
         "cinn_vs_mcmc": marginal_metrics(x, mc),
         "cinn_mass_near_mcmc_modes": near,
         "deviance_at": dev,
@@ -457,7 +503,7 @@ def make_report(
             "source": "Auger combined fit, JCAP 04 (2017) 038 (arXiv:1612.07155), EPOS-LHC, first minimum, "
             "as quoted in public code citing the paper",
         },
-        "caveats": CAVEATS,
+        "caveats": _caveats(v, checks, ccfg.threshold, closure),
         "plots": [],
     }
     sets = {"cINN": x, "MCMC": mc}
@@ -470,6 +516,7 @@ def make_report(
                 reference=COMBINED_FIT,
                 reference_label="combined fit (2017)",
                 title=f"Auger spectrum 2020 + Xmax 2014 (vintages differ), E > 10^{lg_e_min:.1f} eV",
+                banner=v.banner(),
             )
         )
     )
@@ -483,6 +530,7 @@ def make_report(
                 reference_label="combined fit (2017)",
                 include_reference=True,
                 title="as corner_auger.png, ranges stretched to the combined-fit point",
+                banner=v.banner(),
             )
         )
     )

@@ -173,6 +173,18 @@ class Systematics:
         v = np.asarray(nu_x, dtype=float)[:, None]
         return v * np.where(v > 0, low[None, :], up[None, :])
 
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, object]) -> Systematics:
+        """The inverse of :meth:`metadata` (what a model or file records)."""
+        try:
+            return cls(
+                energy_scale=float(metadata["energy_scale"]),  # type: ignore[arg-type]
+                xmax_scale=metadata["xmax_scale"],  # type: ignore[arg-type]
+                nu_max=float(metadata["nu_max"]),  # type: ignore[arg-type]
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"damaged systematics metadata {metadata}: {err!r}") from err
+
     def metadata(self) -> dict[str, object]:
         """What a file or model records about the nuisances it was made with."""
         return {

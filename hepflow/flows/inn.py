@@ -78,6 +78,9 @@ class ConditionalINN(nn.Module):
         torch.Size([4, 100, 2])
     """
 
+    #: what :meth:`training_loss` measures (the loss axis of :func:`hepflow.training.plot_history`)
+    loss_name = "negative log-likelihood [nats]"
+
     def __init__(
         self,
         theta_dim: int,

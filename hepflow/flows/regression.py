@@ -34,6 +34,9 @@ class Regressor(nn.Module):
         torch.Size([5, 2])
     """
 
+    #: what :meth:`training_loss` measures (the loss axis of :func:`hepflow.training.plot_history`)
+    loss_name = "mean squared error [standardised units]"
+
     def __init__(
         self,
         theta_dim: int,

@@ -522,7 +522,9 @@ def _fit(
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
 
     history = History(
-        device=str(dev), precision="fp32" if amp_dtype is None else str(amp_dtype).split(".")[-1]
+        device=str(dev),
+        precision="fp32" if amp_dtype is None else str(amp_dtype).split(".")[-1],
+        loss=str(getattr(model, "loss_name", History.loss)),
     )
     best_loss, best_epoch, bad_epochs, best_state = math.inf, None, 0, None
     start_epoch = 0

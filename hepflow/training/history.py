@@ -18,7 +18,9 @@ __all__ = ["History", "plot_history"]
 class History:
     """What :func:`hepflow.fit` measured, one entry per epoch.
 
-    Losses are mean negative log-likelihoods (``training_loss``) in nats; ``val_loss`` entries
+    Losses are the model's ``training_loss`` per epoch, named by ``loss`` (the model's
+    ``loss_name``: the mean negative log-likelihood in nats for a flow, the mean squared error in
+    standardised units for a :class:`~hepflow.flows.regression.Regressor`); ``val_loss`` entries
     are ``None`` without a validation set. ``time`` is the wall time of each epoch in seconds and
     ``samples_per_s`` the training throughput (validation excluded).
 
@@ -40,6 +42,7 @@ class History:
     stopped_early: bool = False
     device: str = "cpu"
     precision: str = "fp32"
+    loss: str = "negative log-likelihood [nats]"
 
     def append(
         self,
@@ -122,7 +125,7 @@ def plot_history(history: History, path: str | os.PathLike[str] | None = None) -
     if history.best_epoch is not None:
         ax.axvline(history.best_epoch, color="grey", ls=":", label=f"best (epoch {history.best_epoch})")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("negative log-likelihood")
+    ax.set_ylabel(history.loss)
     ax.legend(loc="upper right")
     if history.lr:
         ax2 = ax.twinx()

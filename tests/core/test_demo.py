@@ -150,7 +150,20 @@ def test_demo_cosmic_only_and_rerun_with_another_size(tmp_path, capsys):
     assert not (tmp_path / "ttbar_train.root").exists()
     cosmic = tmp_path / "cosmic"
     _check_cosmic(cosmic, TINY_COSMIC["pseudo_experiments"])
-    assert "cosmic/pseudo_experiments.root (300)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cosmic/pseudo_experiments.root (300)" in out
+    # one verdict with its numbers, not the two posteriors side by side; the model check of both
+    rep = json.loads((cosmic / "report" / "report.json").read_text())
+    results = out.split(
+        "cosmic results on the Auger data: cINN against MCMC, which to use, the model check\n"
+    )[1]
+    lines = results.splitlines()
+    assert lines[0] == f"  {rep['verdict']['line']}"
+    assert lines[1].startswith(f"  {rep['verdict']['use']} result: gamma = ")
+    assert lines[2].startswith("  model check (cINN posterior): total p ")
+    assert any(line.startswith("  model check (MCMC posterior): total p ") for line in lines)
+    assert "mcmc gamma" not in out
+    assert "gamma =" not in out.split("cosmic results")[0]  # the steps no longer print estimates
 
     sample = cosmic / "pseudo_experiments.root"
     assert _pseudo_experiments_match(sample, 300, 1)

@@ -156,6 +156,7 @@ def test_mcmc_cli_writes_the_nuisance_columns(pe_file: Path, tmp_path: Path) -> 
     summary = json.loads((tmp_path / "on" / "summary.json").read_text())
     assert summary["settings"]["systematics"]["xmax_scale"] == "auger2014"
     assert "nu_X" in summary["tau"]
+    assert summary["model_check"]["mcmc"]["n_replicas"] >= 10  # replicas at the drawn nuisances
     assert "nu_E" in str(result)
     off = mcmc_cosmic(pe_file, tmp_path / "off", config=config, progress=False)
     assert off.nuisances() is None
@@ -241,6 +242,25 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
         )
     summary = infer(tmp_path / "m", "auger", output_dir=tmp_path / "post", samples=50, config=on)
     assert summary["systematics"] == on.systematics.metadata()  # the output says it is marginalised
+    # the MCMC it is compared with must carry the same nuisances
+    mcmc_cfg = tmp_path / "mcmc.toml"
+    mcmc_cfg.write_text("[mcmc]\n" + "".join(f"{k} = {v}\n" for k, v in TINY_MCMC.items()))
+    mcmc_cosmic("auger", tmp_path / "mc_off", config=mcmc_cfg, progress=False)
+    with pytest.raises(InputError, match="holds an MCMC with systematics off"):
+        infer(
+            tmp_path / "m",
+            "auger",
+            output_dir=tmp_path / "p2",
+            samples=50,
+            config=on,
+            mcmc=tmp_path / "mc_off",
+        )
+    mcmc_cosmic("auger", tmp_path / "mc_on", config=mcmc_cfg, systematics=True, progress=False)
+    both = infer(
+        tmp_path / "m", "auger", output_dir=tmp_path / "p3", samples=50, config=on, mcmc=tmp_path / "mc_on"
+    )
+    assert set(both["model_check"]) == {"cinn", "mcmc"}
+    assert "verdict" in both
     with pytest.raises(ModelError, match="--importance has no marginal likelihood"):
         infer(tmp_path / "m", "auger", output_dir=tmp_path / "post_iw", samples=50, importance=True)
 

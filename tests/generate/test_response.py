@@ -27,13 +27,13 @@ from hepflow.generate.response import (
     read_events,
 )
 from tests.conftest import load_benchmark
-from tests.generate.test_detector import _no_ghosts, _toy_event
+from tests.generate.toys import no_ghosts, toy_event
 
 # --- generator-level branches ----------------------------------------------------------------
 
 
 def test_gen_jets_exclude_neutrinos_and_keep_leptons() -> None:
-    event = _toy_event(
+    event = toy_event(
         [
             (50.0, 0.0, 0.0, 211, 1),  # a jet on its own
             (40.0, 1.0, 2.0, 12, 0),  # a neutrino: no jet
@@ -41,18 +41,18 @@ def test_gen_jets_exclude_neutrinos_and_keep_leptons() -> None:
             (9.0, 2.0, 1.0, 22, 0),  # below the GenJet threshold
         ]
     )
-    jets = cluster_gen_jets(event, _no_ghosts())
+    jets = cluster_gen_jets(event, no_ghosts())
     pt = np.sort(np.hypot(jets.px, jets.py))[::-1]
     np.testing.assert_allclose(pt, [50.0, 30.0])
     assert GENJET_PT_MIN == 10.0
 
 
 def test_generator_columns_genmet_is_the_neutrino_sum() -> None:
-    event = _toy_event(
+    event = toy_event(
         [(60.0, 0.0, 0.0, 211, 1), (40.0, 1.0, 2.0, 12, 0), (30.0, -3.0, -2.0, -14, 0), (25.0, 0, 3.0, 22, 0)]
     )
     jet = ak.Array([[{"pt": 61.0, "eta": 0.05, "phi": 0.02}, {"pt": 20.0, "eta": -2.0, "phi": 1.0}]])
-    out = generator_columns(event, _no_ghosts(), jet)
+    out = generator_columns(event, no_ghosts(), jet)
     px = 40.0 * np.cos(2.0) + 30.0 * np.cos(-2.0)
     py = 40.0 * np.sin(2.0) + 30.0 * np.sin(-2.0)
     assert out["GenMET_pt"][0] == pytest.approx(np.hypot(px, py), rel=1e-6)

@@ -69,9 +69,14 @@ def test_one_prompt_lepton_of_each_charge_and_flavour(truth: dict[str, np.ndarra
 
 def test_met_follows_the_neutrino(ttbar_arrays: ak.Array, truth: dict[str, np.ndarray]) -> None:
     nu_pt = ak.to_numpy(ttbar_arrays.GenPart_pt)[truth["rows"], truth["neutrino"]]
+    nu_phi = ak.to_numpy(ttbar_arrays.GenPart_phi)[truth["rows"], truth["neutrino"]]
     met = ak.to_numpy(ttbar_arrays.MET_pt)
     assert np.corrcoef(nu_pt, met)[0, 1] > 0.6
-    assert np.median(met / nu_pt) == pytest.approx(1.0, abs=0.2)
+    # the response along the neutrino: resolution (pileup) noise does not bias it, whereas the
+    # magnitude ratio |MET| / pT(nu) rises with it (1.19 here, 1.14 in the CMS v12 sample)
+    hard = nu_pt > 30
+    parallel = met * np.cos(ak.to_numpy(ttbar_arrays.MET_phi) - nu_phi) / nu_pt
+    assert np.median(parallel[hard]) == pytest.approx(1.0, abs=0.12)
 
 
 def test_jets_and_btagging_are_plausible(ttbar_arrays: ak.Array) -> None:

@@ -237,3 +237,41 @@ def test_root_choice_study_on_the_sample(sample, capsys, monkeypatch) -> None:
     assert oracle_line.split()[-3] == "1.000"
     quad_line = next(line for line in out.splitlines() if line.startswith("quadratic"))
     assert quad_line.split()[-1] == "1.000"
+
+
+def test_root_inputs_study_on_the_sample(sample, capsys, monkeypatch) -> None:
+    """benchmarks/neutrino_inputs.py: the root features are the quadratic's roots; the A/B table."""
+    from hepflow.neutrino.quadratic import lepton_mass, solve_neutrino_pz
+
+    bench = load_benchmark("neutrino_inputs")
+    features = str(sample / "features")
+    roots = bench.root_features(features)
+    cols = read_parquet_dir(features)
+    cols = cols[~ak.is_none(cols.nu_px_true)]
+    assert roots.shape == (len(cols), len(bench.ROOT_FEATURES))
+    met_px, met_py = ak.to_numpy(cols.met_px), ak.to_numpy(cols.met_py)
+    sol = solve_neutrino_pz(
+        ak.to_numpy(cols.lep_px),
+        ak.to_numpy(cols.lep_py),
+        ak.to_numpy(cols.lep_pz),
+        met_px,
+        met_py,
+        lep_mass=lepton_mass(ak.to_numpy(cols.lep_flavor)),
+    )
+    met = np.hypot(met_px, met_py)
+    np.testing.assert_allclose(np.sinh(roots[:, 0]) * met, sol.pz_plus, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(np.sinh(roots[:, 1]) * met, sol.pz_minus, rtol=1e-4, atol=1e-2)
+    complex_ = roots[:, 3] == 1
+    assert (complex_ == np.asarray(sol.is_complex)).all()
+    assert 0 < complex_.sum() < len(roots)
+    assert (roots[~complex_, 2] == 0).all()
+    assert (roots[complex_, 2] > 0).all()
+
+    monkeypatch.setattr(
+        "sys.argv", ["x", "--train", features, "--test", features, "--epochs", "1", "--samples", "8"]
+    )
+    bench.main()
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["quadratic (point)", "shipped", "+ roots"]
+    assert "pz CRPS with the roots / shipped:" in out

@@ -16,7 +16,7 @@ SETTINGS: dict[str, dict] = {
     "neutrino_walkthrough": {
         "needs": ("pythia8mc", "fastjet"),
         "env": {"HEPFLOW_NB_EVENTS": "600", "HEPFLOW_NB_EPOCHS": "1", "HEPFLOW_NB_SAMPLES": "16"},
-        "writes": ("models/flow/config.json",),
+        "writes": ("models/flow/config.json", "report/report.json"),
     },
     "cosmic_walkthrough": {
         "needs": ("emcee",),

@@ -227,3 +227,20 @@ def test_fit_config_options_are_fit_arguments():
         FitConfig(epochs=0)
     with pytest.raises(ConfigError, match="validation_split"):
         FitConfig(validation_split=1.5)
+
+
+@pytest.mark.parametrize(
+    ("make", "label"),
+    [
+        (small, "negative log-likelihood [nats]"),
+        (lambda: Regressor(2, 2, width=16, seed=0), "mean squared error [standardised units]"),
+    ],
+    ids=["flow", "regressor"],
+)
+def test_loss_axis_names_the_loss_the_model_minimises(make, label, tmp_path):
+    theta, ctx = data(300)
+    h = hepflow.fit(make(), theta, ctx, epochs=1, seed=0, output_dir=tmp_path, progress=False)
+    assert h.loss == label
+    assert History.from_json(tmp_path / "history.json").loss == label
+    fig = h.plot()
+    assert fig.axes[0].get_ylabel() == label
