@@ -232,7 +232,7 @@ def infer(
     posterior = load_posterior(model_dir, config=cfg)
     t_load = time.perf_counter() - t0
     obs = load_observation(observation, binning=posterior.binning, entry=entry)
-    model_syst = posterior.metadata.get("systematics")
+    model_syst = (getattr(posterior, "metadata", None) or {}).get("systematics")
     mc_check = None
     if mcmc is not None:
         mc_check = _mcmc_with_nuisances(mcmc, mc, mc_info, model_syst, model_dir)
@@ -249,7 +249,7 @@ def infer(
     reweighted: dict[str, Any] = {}
     iw = resampled = None
     if importance:
-        _refuse_marginal(posterior.metadata, settings, model_dir)
+        _refuse_marginal({"systematics": model_syst}, settings, model_dir)
         t1 = time.perf_counter()
         weighted = importance_posterior(posterior, model=fwd, prior=settings.prior.build())
         iw = weighted.weights(x, logp, obs)
@@ -300,7 +300,7 @@ def infer(
         "seconds": {"model_load": t_load, "to_posterior": elapsed},
         "observation_counts": {"n_spectrum": obs.n_spectrum, "n_xmax": obs.n_xmax.tolist()},
         # a model trained with [systematics]: the posterior is marginalised over nu_E, nu_X
-        "systematics": posterior.metadata.get("systematics"),
+        "systematics": model_syst,
         "posterior": posterior_table(post),
         **reweighted,
         **checked,
