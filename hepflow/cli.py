@@ -185,6 +185,7 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
         chain=args.chain,
         progress=args.progress,
         overwrite=args.overwrite,
+        systematics=args.systematics,
     )
     print(result)
     _print_checks(result.summary())
@@ -621,6 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
     mco.add_argument("--entry", type=int, default=0, help="entry of a pseudo-experiment file")
     mco.add_argument("--n-steps", type=_positive_int, default=None)
     mco.add_argument("--chain", action="store_true", help="also write the full chain")
+    mco.add_argument(
+        "--systematics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sample the energy- and Xmax-scale nuisances nu_E, nu_X (default: [systematics] enabled)",
+    )
     mco.add_argument("--overwrite", action="store_true")
     mco.add_argument("--no-progress", dest="progress", action="store_false")
     mco.set_defaults(handler=_mcmc_cosmic)

@@ -40,8 +40,10 @@ from hepflow.cosmic.model import ForwardModel
 from hepflow.cosmic.observation import Binning, Observation
 from hepflow.cosmic.priors import Prior, Proposal
 from hepflow.cosmic.source import PARAMETER_NAMES, SPECIES
+from hepflow.cosmic.systematics import NUISANCE_NAMES, Systematics
 
 __all__ = [
+    "NUISANCE_NAMES",
     "PARAMETER_NAMES",
     "SPECIES",
     "Binning",
@@ -51,6 +53,7 @@ __all__ = [
     "Observation",
     "Prior",
     "Proposal",
+    "Systematics",
     "multinomial_deviance",
     "poisson_deviance",
 ]

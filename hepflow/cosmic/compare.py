@@ -20,7 +20,7 @@ import awkward as ak
 import numpy as np
 
 from hepflow.config import to_dict
-from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
+from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config, refuse_systematics
 from hepflow.cosmic.data import parameter_columns
 from hepflow.cosmic.observation import Observation
 from hepflow.cosmic.posterior import importance_reweight, load_posterior
@@ -235,6 +235,7 @@ def compare(
     from hepflow.outputs import write_json, write_parquet
 
     cfg = load_config(config)
+    refuse_systematics(cfg, "compare cosmic")
     cc = cfg.comparison
     n_mocks = cc.n_mocks if n_mocks is None else int(n_mocks)
     n_cal = cc.n_calibration if n_calibration is None else int(n_calibration)

@@ -1,8 +1,9 @@
 """The cosmic analysis configuration: every section of the shipped ``config.toml``.
 
 :class:`CosmicConfig` holds the sections ``[prior]``, ``[proposal]``, ``[model]`` (forward model),
-``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``, ``[inference]``, ``[comparison]``,
-``[check]`` (posterior predictive check) and ``[verdict]`` (cINN against MCMC);
+``[systematics]`` (nuisance parameters), ``[generation]``, ``[mcmc]``, ``[flow]``, ``[training]``,
+``[inference]``, ``[comparison]``, ``[check]`` (posterior predictive check) and ``[verdict]`` (cINN
+against MCMC);
 unknown sections and keys are refused, naming the file. :func:`load_config` reads it: ``None``
 means the config shipped with the package (``hepflow config show cosmic`` prints it), the same for
 every cosmic command and function.
@@ -39,6 +40,7 @@ from hepflow.cosmic.model import ForwardModel
 from hepflow.cosmic.observation import Binning, Observation
 from hepflow.cosmic.priors import Prior, Proposal
 from hepflow.cosmic.source import PARAMETER_NAMES
+from hepflow.cosmic.systematics import XMAX_SCALE_PUBLISHED, Systematics
 from hepflow.errors import ConfigError
 from hepflow.flows.config import FlowArchitecture
 from hepflow.training.config import FitConfig
@@ -57,10 +59,12 @@ __all__ = [
     "ModelConfig",
     "PriorConfig",
     "ProposalConfig",
+    "SystematicsConfig",
     "TrainingConfig",
     "VerdictConfig",
     "check_mcmc_settings",
     "load_config",
+    "refuse_systematics",
 ]
 
 #: the analysis name models and outputs record
@@ -142,8 +146,11 @@ class ModelConfig:
         """The published Auger data above ``lg_e_min``."""
         return Observation.from_auger(lg_e_min=self.lg_e_min)
 
-    def build(self, reference: Observation | None = None) -> ForwardModel:
-        """The forward model; ``reference`` (default: the Auger data) sets binning and event numbers."""
+    def build(
+        self, reference: Observation | None = None, *, systematics: Systematics | None = None
+    ) -> ForwardModel:
+        """The forward model; ``reference`` (default: the Auger data) sets binning and event numbers;
+        ``systematics`` (``[systematics]``, :meth:`SystematicsConfig.build`) adds the nuisances."""
         return ForwardModel(
             reference if reference is not None else self.observation(),
             hadronic_model=self.hadronic_model,
@@ -152,7 +159,49 @@ class ModelConfig:
             d_min=self.d_min,
             d_max=self.d_max,
             unfolding=self.unfolding,
+            systematics=systematics,
         )
+
+
+@dataclass(frozen=True)
+class SystematicsConfig:
+    """``[systematics]``: the energy-scale and Xmax-scale nuisance parameters
+    (:mod:`hepflow.cosmic.systematics`, docs/cosmic_model.md).
+
+    ``enabled = false`` (default): the forward model has no nuisances. Enabled, the MCMC samples
+    ``nu_E`` and ``nu_X`` with the source parameters, and the generator draws them from their
+    priors per pseudo-experiment, so that a cINN trained on it learns the posterior marginalised
+    over them. ``energy_scale``: ``E_rec = E_true (1 + energy_scale nu_E)``; ``xmax_scale``:
+    ``"auger2014"`` (published energy-dependent band) or a constant ``sigma_X`` in g/cm^2;
+    ``nu_max``: truncation of the standard-normal priors.
+
+    Example:
+        >>> SystematicsConfig().build() is None
+        True
+        >>> SystematicsConfig(enabled=True).build().energy_scale
+        0.14
+    """
+
+    enabled: bool = False
+    energy_scale: float = 0.14
+    xmax_scale: str | float = XMAX_SCALE_PUBLISHED
+    nu_max: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"systematics.enabled must be true or false, got {self.enabled!r}")
+        self._systematics()  # validates the sizes even when disabled
+
+    def _systematics(self) -> Systematics:
+        return Systematics(energy_scale=self.energy_scale, xmax_scale=self.xmax_scale, nu_max=self.nu_max)
+
+    def build(self) -> Systematics | None:
+        """The :class:`~hepflow.cosmic.systematics.Systematics`, or None when disabled."""
+        return self._systematics() if self.enabled else None
+
+    def metadata(self) -> dict[str, Any] | None:
+        """What a file or model records: None when disabled."""
+        return self._systematics().metadata() if self.enabled else None
 
 
 @dataclass(frozen=True)
@@ -329,10 +378,11 @@ class McmcConfig:
         }
 
 
-def check_mcmc_settings(**s: Any) -> None:
-    if s["n_walkers"] < 2 * _NDIM:
+def check_mcmc_settings(*, n_free: int = _NDIM, **s: Any) -> None:
+    if s["n_walkers"] < 2 * n_free:
         raise ConfigError(
-            f"n_walkers must be at least {2 * _NDIM} (twice the 6 free parameters), got {s['n_walkers']}"
+            f"n_walkers must be at least {2 * n_free} (twice the {n_free} free parameters), "
+            f"got {s['n_walkers']}"
         )
     for name in ("n_steps", "check_every", "n_starts", "n_candidates"):
         if s[name] < 1:
@@ -359,6 +409,7 @@ class CosmicConfig(AnalysisConfig):
     prior: PriorConfig = field(default_factory=PriorConfig)
     proposal: ProposalConfig = field(default_factory=ProposalConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    systematics: SystematicsConfig = field(default_factory=SystematicsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     mcmc: McmcConfig = field(default_factory=McmcConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
@@ -378,6 +429,15 @@ class CosmicConfig(AnalysisConfig):
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> CosmicConfig:
         return from_dict(cls, data, where=where)
+
+
+def refuse_systematics(cfg: CosmicConfig, what: str) -> None:
+    """Refuse (ConfigError, one line) a step that does not handle ``[systematics]`` when enabled."""
+    if cfg.systematics.enabled:
+        raise ConfigError(
+            f"{what} does not support [systematics] enabled = true: its importance weights would need "
+            "the likelihood marginalised over nu_E, nu_X; use `hepflow mcmc cosmic` (it samples them)"
+        )
 
 
 #: The analysis configuration (the name the cosmic modules use for it).

@@ -49,6 +49,7 @@ def load_training_data(
     max_n: int | None = None,
     prior: dict[str, Any] | None = None,
     proposal: dict[str, Any] | None = None,
+    systematics: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(theta (n, 7) float64, features (n, 943) float32)`` from a ``PseudoExperiments`` ntuple
     (``hepflow generate cosmic``) or a directory of feature chunks (``hepflow process cosmic``).
@@ -57,7 +58,9 @@ def load_training_data(
     is refused, since the cINN would learn the posterior under that prior; so is one drawn from
     another ``proposal`` (:meth:`~hepflow.cosmic.generate.ProposalConfig.metadata` of the
     ``[proposal]`` section, None for the prior itself), since the model records the proposal
-    its samples are corrected for. Feature directories carry no such record. Of the first ``max_n``
+    its samples are corrected for, and one generated with other ``systematics`` (the
+    ``[systematics]`` metadata, None when off), since the cINN would marginalise other nuisances.
+    Feature directories carry no such record. Of the first ``max_n``
     pseudo-experiments, those with a NaN, infinite or negative count (ntuple) or a non-finite
     feature (feature chunks), or a non-finite parameter, are dropped and their number logged:
     everything returned is finite.
@@ -71,7 +74,7 @@ def load_training_data(
             _log_dropped(path, int((~keep).sum()), len(keep))
         return theta, feats
     if path.is_file():
-        return _features_from_ntuple(path, binning, max_n, prior, proposal)
+        return _features_from_ntuple(path, binning, max_n, prior, proposal, systematics)
     raise InputError(f"training data {path} does not exist (a PseudoExperiments file or a feature directory)")
 
 
@@ -85,6 +88,7 @@ def _features_from_ntuple(
     max_n: int | None,
     prior: dict[str, Any] | None,
     proposal: dict[str, Any] | None,
+    systematics: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     import uproot
 
@@ -109,6 +113,15 @@ def _features_from_ntuple(
         raise InputError(
             f"{path} was generated with proposal {meta.get('proposal') or 'the prior'}, the config's "
             f"[proposal] is {proposal or 'the prior'}: the model would correct its samples for the wrong one"
+        )
+    if (
+        prior is not None
+        and "prior" in meta
+        and json_plain(meta.get("systematics")) != json_plain(systematics)
+    ):
+        raise InputError(
+            f"{path} was generated with systematics {meta.get('systematics') or 'off'}, the config's "
+            f"[systematics] is {systematics or 'off'}: the cINN would marginalise other nuisances"
         )
     n = n if max_n is None else min(n, max_n)
     theta = np.empty((n, len(PARAMETERS)))

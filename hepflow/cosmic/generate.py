@@ -8,6 +8,9 @@ appears under its name only when complete):
 * ``index`` (int64): entry number;
 * ``gamma``, ``lg_rcut``, ``f_H``, ``f_He``, ``f_N``, ``f_Si``, ``f_Fe`` (double): the true
   parameters, drawn from the prior (or from the ``[proposal]``, recorded in the metadata);
+* ``nu_E``, ``nu_X`` (double), only with ``[systematics] enabled``: the nuisances of the entry,
+  drawn from their priors (:class:`~hepflow.cosmic.Systematics`); the parameters above are then
+  distributed as the prior marginalised over them, which is what a cINN trained on the file learns;
 * ``spectrum`` (int32[n_E]): spectrum counts, Poisson around the reference total;
 * ``xmax`` (int32[n_M][n_X]): Xmax histograms, multinomial with the reference numbers of Xmax
   events per energy bin (:meth:`hepflow.cosmic.ForwardModel.simulate`).
@@ -48,6 +51,7 @@ from hepflow.cosmic.auger import load_xmax, xmax_acceptance
 from hepflow.cosmic.config import CosmicConfig, load_config
 from hepflow.cosmic.propagation import GROUP_MASSES
 from hepflow.cosmic.source import as_params
+from hepflow.cosmic.systematics import NUISANCE_NAMES
 from hepflow.cosmic.xmax import sample_xmax
 from hepflow.errors import ConfigError, InputError
 from hepflow.outputs.atomic import atomic_write
@@ -112,7 +116,8 @@ def generate_cosmic(
     overwrite: bool = False,
 ) -> CosmicGenerationStats:
     """Draw ``n`` parameter vectors from the prior (the ``[proposal]`` when it is not the prior) and
-    simulate one pseudo-experiment each.
+    simulate one pseudo-experiment each; with ``[systematics] enabled`` each also gets its own
+    nuisances ``nu_E, nu_X`` from their priors (written as branches, recorded in the metadata).
 
     Writes the ``PseudoExperiments`` tree (module docstring) to ``output``. Parameters and
     pseudo-experiments come from independent random streams per block of :data:`RNG_CHUNK`
@@ -139,7 +144,8 @@ def generate_cosmic(
         raise ConfigError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
     start = time.perf_counter()
     proposal = cfg.proposal.build(cfg.prior.build())
-    model = cfg.model.build()
+    systematics = cfg.systematics.build()
+    model = cfg.model.build(systematics=systematics)
     n_e, n_m, n_x = model.binning.shape
     setup = time.perf_counter() - start
     simulate_s = write_s = 0.0
@@ -151,11 +157,14 @@ def generate_cosmic(
         prior=to_dict(cfg.prior),
         model_config=to_dict(cfg.model),
         **({} if proposal.is_prior else {"proposal": cfg.proposal.metadata()}),
+        **({} if systematics is None else {"systematics": cfg.systematics.metadata()}),
     )
     import uproot
 
     branch_types: dict[str, Any] = {"index": np.int64}
     branch_types.update(dict.fromkeys(PARAMETER_NAMES, np.float64))
+    if systematics is not None:
+        branch_types.update(dict.fromkeys(NUISANCE_NAMES, np.float64))
     branch_types["spectrum"] = np.dtype((np.int32, (n_e,)))
     branch_types["xmax"] = np.dtype((np.int32, (n_m, n_x)))
     with (
@@ -172,9 +181,15 @@ def generate_cosmic(
             size = min(RNG_CHUNK, n - first)
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(k,)))
             theta = proposal.sample(size, rng)
-            sim = model.simulate(theta, rng)
+            if systematics is not None:
+                nu = systematics.sample(size, rng)
+                sim = model.simulate(np.concatenate([theta, nu], axis=1), rng)
+            else:
+                sim = model.simulate(theta, rng)
             block = {"index": np.arange(first, first + size, dtype=np.int64)}
             block.update({name: theta[:, i] for i, name in enumerate(PARAMETER_NAMES)})
+            if systematics is not None:
+                block.update({name: nu[:, i] for i, name in enumerate(NUISANCE_NAMES)})
             block["spectrum"] = sim["spectrum"].astype(np.int32)
             block["xmax"] = sim["xmax"].astype(np.int32)
             buffer.append(block)

@@ -21,6 +21,10 @@ Example:
     True
     >>> like(theta).shape  # vectorised log-likelihood, -inf outside the support
     (2,)
+
+With a forward model that has systematics (:class:`hepflow.cosmic.Systematics`) the rows may
+carry the nuisances ``nu_E, nu_X`` as columns 8 and 9; the likelihood is then the conditional
+``L(x | theta, nu)`` (their prior belongs to the sampler, :mod:`hepflow.cosmic.mcmc`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from scipy import special
 from hepflow.cosmic.model import ForwardModel
 from hepflow.cosmic.observation import Observation
 from hepflow.cosmic.source import as_params, valid_params
+from hepflow.cosmic.systematics import split_params
 from hepflow.errors import ConfigError
 
 __all__ = ["Deviance", "Likelihood", "multinomial_deviance", "poisson_deviance"]
@@ -110,7 +115,8 @@ class Likelihood:
         self.use_xmax = use_xmax
 
     def deviance(self, params: np.ndarray) -> Deviance:
-        """Deviances (n,) for valid parameter rows (raises ConfigError on invalid rows)."""
+        """Deviances (n,) for valid parameter rows (raises ConfigError on invalid rows); (n, 9)
+        rows with the nuisances when the model has systematics."""
         return self.deviance_of(params, self.observation.spectrum, self.observation.xmax)
 
     def deviance_of(self, params: np.ndarray, spectrum: np.ndarray, xmax: np.ndarray) -> Deviance:
@@ -120,7 +126,7 @@ class Likelihood:
         against the n parameter rows: row i of the counts is scored at row i of ``params``, with
         the normalisation profiled on the counts' own total (as :meth:`deviance` does for the
         observation). Used by the posterior predictive check (pseudo-observations, each at its
-        own parameter draw: :mod:`hepflow.cosmic.ppc`).
+        own parameter draw: :mod:`hepflow.cosmic.ppc`). ``params`` as in :meth:`deviance`.
 
         Example:
             >>> like = Likelihood(Observation.from_auger())
@@ -130,25 +136,27 @@ class Likelihood:
             ...                  like.deviance(theta).total))
             True
         """
-        p = as_params(params)
-        a = self.model.arriving(p)
-        zero = np.zeros(p.shape[0])
+        shape, pdf = self.model.predict(params)
+        zero = np.zeros(shape.shape[0])
         spec = xmax_dev = zero
         if self.use_spectrum:
             n = np.asarray(spectrum, dtype=float)
-            mu = n.sum(axis=-1, keepdims=True) * self.model.spectrum_shape(p, arriving=a)
+            mu = n.sum(axis=-1, keepdims=True) * shape
             spec = np.broadcast_to(poisson_deviance(n, mu), zero.shape).copy()
         if self.use_xmax:
             k = np.asarray(xmax, dtype=float)
-            xmax_dev = np.broadcast_to(
-                multinomial_deviance(k, self.model.xmax_pdf(p, arriving=a)), zero.shape
-            ).copy()
+            xmax_dev = np.broadcast_to(multinomial_deviance(k, pdf), zero.shape).copy()
         return Deviance(spectrum=spec, xmax=xmax_dev)
 
     def __call__(self, params: np.ndarray) -> np.ndarray:
-        p = as_params(params, check=False)
+        syst = self.model.systematics
+        theta, nu = split_params(params, nuisances=syst is not None)
+        p = as_params(theta, check=False)
         out = np.full(p.shape[0], -np.inf)
         ok = valid_params(p)
+        if nu is not None and syst is not None:
+            ok &= syst.in_support(nu)
+            p = np.concatenate([p, nu], axis=1)
         if ok.any():
             out[ok] = -0.5 * self.deviance(p[ok]).total
         return out

@@ -40,6 +40,14 @@ than ``tau_rtol`` (1 %) since the last check for every parameter, or after ``n_s
 (``converged=False``). Burn-in ``2 max(tau)`` and thinning ``max(1, min(tau) / 2)`` steps are
 discarded/applied to the returned samples (burn-in at most half the chain).
 
+**Systematics.** When the forward model has nuisances (``ForwardModel(systematics=...)``,
+``[systematics] enabled = true``), ``nu_E`` and ``nu_X`` are sampled with the source parameters
+(z has 8 dimensions; the nuisances are their own unconstrained coordinates, Jacobian 1) and their
+standard-normal priors enter ``log q``; the samples, chain, tau, summary and modes carry the 9
+columns ``gamma .. f_Fe, nu_E, nu_X`` (:attr:`McmcResult.names`), :meth:`McmcResult.theta` the 7
+source parameters and :meth:`McmcResult.nuisances` the 2 nuisances. The multi-start search
+starts at ``nu = 0``.
+
 Example:
     >>> from hepflow.cosmic import Observation
     >>> result = run_mcmc(Observation.from_auger(), seed=1, n_steps=5000)  # doctest: +SKIP
@@ -54,7 +62,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +71,7 @@ import numpy as np
 
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Likelihood, Observation, Prior
 from hepflow.cosmic.config import Initial, check_mcmc_settings, load_config
+from hepflow.cosmic.systematics import NUISANCE_NAMES
 from hepflow.errors import ConfigError, InputError, OutputError
 
 log = logging.getLogger(__name__)
@@ -102,14 +111,34 @@ class UnconstrainedPosterior:
     def __init__(self, likelihood: Likelihood, prior: Prior) -> None:
         self.likelihood = likelihood
         self.prior = prior
+        # any callable likelihood works; one of a forward model with systematics takes the nuisances
+        self.systematics = getattr(getattr(likelihood, "model", None), "systematics", None)
+        #: the sampled columns: the 7 source parameters, then the nuisances (with systematics)
+        self.names: tuple[str, ...] = PARAMETER_NAMES + (
+            NUISANCE_NAMES if self.systematics is not None else ()
+        )
+        #: dimension of ``z``: 6, or 8 with the nuisances
+        self.ndim = _NDIM + (len(NUISANCE_NAMES) if self.systematics is not None else 0)
 
     def theta(self, z: np.ndarray) -> np.ndarray:
-        """(n, 6) unconstrained -> (n, 7) parameters."""
-        return self.prior.from_unconstrained(z)
+        """(n, 6) unconstrained -> (n, 7) parameters ((n, 8) -> (n, 9) with the nuisances)."""
+        u = np.atleast_2d(np.asarray(z, dtype=float))
+        if self.systematics is None:
+            return self.prior.from_unconstrained(u)
+        return np.concatenate([self.prior.from_unconstrained(u[:, :_NDIM]), u[:, _NDIM:]], axis=1)
+
+    def to_unconstrained(self, theta: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`theta`; (n, 7) rows get ``nu = 0`` when the nuisances are sampled."""
+        t = np.atleast_2d(np.asarray(theta, dtype=float))
+        z = self.prior.to_unconstrained(t[:, : len(PARAMETER_NAMES)])
+        if self.systematics is None:
+            return z
+        nu = t[:, len(PARAMETER_NAMES) :] if t.shape[1] > len(PARAMETER_NAMES) else np.zeros((len(t), 2))
+        return np.concatenate([z, nu], axis=1)
 
     def log_jacobian(self, z: np.ndarray) -> np.ndarray:
         """``log |d theta_free / d z|`` (n,), computed with softplus (finite for any finite z)."""
-        u = np.atleast_2d(np.asarray(z, dtype=float))
+        u = np.atleast_2d(np.asarray(z, dtype=float))[:, :_NDIM]  # the nuisances: Jacobian 1
         lo = np.array([self.prior.gamma[0], self.prior.lg_rcut[0]])
         hi = np.array([self.prior.gamma[1], self.prior.lg_rcut[1]])
         box = np.sum(np.log(hi - lo) - np.logaddexp(0.0, -u[:, :2]) - np.logaddexp(0.0, u[:, :2]), axis=1)
@@ -124,7 +153,9 @@ class UnconstrainedPosterior:
         theta = self.theta(z)
         loglike = self.likelihood(theta)
         with np.errstate(invalid="ignore", divide="ignore"):
-            lq = loglike + self.prior.log_prob(theta) + self.log_jacobian(z)
+            lq = loglike + self.prior.log_prob(theta[:, : len(PARAMETER_NAMES)]) + self.log_jacobian(z)
+            if self.systematics is not None:
+                lq = lq + self.systematics.log_prob(theta[:, len(PARAMETER_NAMES) :])
         lq = np.where(np.isfinite(lq), lq, -np.inf)  # +inf (Dirichlet < 1 at a boundary) is refused too
         return lq, loglike
 
@@ -153,8 +184,9 @@ class Mode:
         return self.deviance_spectrum + self.deviance_xmax
 
     def to_dict(self) -> dict[str, Any]:
+        names = PARAMETER_NAMES + NUISANCE_NAMES[: self.theta.size - len(PARAMETER_NAMES)]
         return {
-            **dict(zip(PARAMETER_NAMES, self.theta.tolist(), strict=True)),
+            **dict(zip(names, self.theta.tolist(), strict=True)),
             "deviance": self.deviance,
             "deviance_spectrum": self.deviance_spectrum,
             "deviance_xmax": self.deviance_xmax,
@@ -181,8 +213,11 @@ def find_modes(
     are ~1e-4, which prior draws almost never reach. The ``gamma`` range is cut into ``n_starts``
     equal strata and the best candidate of each starts L-BFGS-B in ``z`` with central-difference
     gradients (one vectorised call of 2 x 6 + 1 rows per iteration), so that both a soft
-    (gamma > 0) and a hard (gamma < 0) solution are looked for. Maxima closer than 0.02 of the
-    prior range in ``gamma`` and ``lg_rcut`` and 0.02 in every fraction are merged.
+    (gamma > 0) and a hard (gamma < 0) solution are looked for. With nuisances each start is
+    first maximised over the source parameters at ``nu = 0`` and then over all 8 coordinates (a
+    joint search from ``nu = 0`` stalls on the way and misses the hard-spectrum mode). Maxima
+    closer than 0.02 of the prior range in ``gamma`` and ``lg_rcut`` and 0.02 in every fraction
+    (0.1 in the nuisances) are merged.
 
     The candidates only seed the local searches (they do not need to follow the prior).
     """
@@ -193,7 +228,7 @@ def find_modes(
     half = max(n_candidates // 2, 1)
     sparse = Prior(gamma=prior.gamma, lg_rcut=prior.lg_rcut, concentration=sparse_concentration)
     cand = np.concatenate([prior.sample(half, gen), sparse.sample(max(n_candidates - half, 1), gen)])
-    z_cand = np.clip(prior.to_unconstrained(cand), -_Z_CLIP, _Z_CLIP)
+    z_cand = np.clip(posterior.to_unconstrained(cand), -_Z_CLIP, _Z_CLIP)
     lq_cand = posterior(z_cand)
     strata = np.linspace(prior.gamma[0], prior.gamma[1], n_starts + 1)
     stratum = np.clip(np.searchsorted(strata, cand[:, 0], side="right") - 1, 0, n_starts - 1)
@@ -202,19 +237,40 @@ def find_modes(
         idx = np.flatnonzero((stratum == k) & np.isfinite(lq_cand))
         if idx.size:
             starts.append(z_cand[idx[np.argmax(lq_cand[idx])]])
+    ndim = posterior.ndim
     scale = np.array([np.ptp(prior.gamma), np.ptp(prior.lg_rcut), 1, 1, 1, 1, 1], dtype=float)
-    eye = np.eye(_NDIM) * step
+    # nuisances merged within 0.1 of their prior sd
+    scale = np.concatenate([scale, np.full(ndim - _NDIM, 5.0)])
+    eye = np.eye(ndim) * step
 
     def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
         pts = np.concatenate([z[None], z + eye, z - eye])
         lq = posterior(pts)
         if not np.all(np.isfinite(lq)):
-            return 1e300, np.zeros(_NDIM)
-        grad = (lq[1 : 1 + _NDIM] - lq[1 + _NDIM :]) / (2 * step)
+            return 1e300, np.zeros(ndim)
+        grad = (lq[1 : 1 + ndim] - lq[1 + ndim :]) / (2 * step)
         return -float(lq[0]), -grad
 
+    def fun_source(z6: np.ndarray, nu: np.ndarray) -> tuple[float, np.ndarray]:
+        f, grad = fun(np.concatenate([z6, nu]))
+        return f, grad[:_NDIM]
+
     found: list[tuple[float, np.ndarray]] = []
-    for z0 in starts:
+    for start in starts:
+        z0 = start
+        if ndim > _NDIM:
+            # with nuisances: first the source parameters at nu = 0 (the search without nuisances,
+            # which finds both minima of the Auger fit), then all together from there
+            nu0 = z0[_NDIM:]
+            res = optimize.minimize(
+                fun_source,
+                z0[:_NDIM],
+                args=(nu0,),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": max_iter},
+            )
+            z0 = np.concatenate([res.x, nu0])
         res = optimize.minimize(fun, z0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
         found.append((-float(res.fun), res.x))
     found.sort(key=lambda t: -t[0])
@@ -260,6 +316,8 @@ class McmcResult:
         wall_time: seconds (initialisation included).
         modes: the maxima found by the initialisation (empty unless ``initial="optimum"``).
         settings: the options of the run (JSON-ready).
+        names: the columns of ``chain`` and ``tau`` (the 7 parameters, then ``nu_E, nu_X`` when
+            the nuisances were sampled).
         checks: what :func:`mcmc_cosmic` adds to the summary: the posterior predictive model
             check of the samples (``model_check``, ``model_check_warnings``, ...).
     """
@@ -276,6 +334,7 @@ class McmcResult:
     wall_time: float
     modes: tuple[Mode, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    names: tuple[str, ...] = PARAMETER_NAMES
     checks: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -283,20 +342,35 @@ class McmcResult:
         return int(self.chain.shape[0])
 
     def theta(self) -> np.ndarray:
-        """Retained samples as an (n, 7) array."""
+        """Retained samples of the 7 source parameters as an (n, 7) array."""
         return np.stack([ak.to_numpy(self.samples[name]) for name in PARAMETER_NAMES], axis=1)
+
+    def draws(self) -> np.ndarray:
+        """Retained samples of every sampled column (:attr:`names`): (n, 7) or (n, 9)."""
+        return np.stack([ak.to_numpy(self.samples[name]) for name in self.names], axis=1)
+
+    def nuisances(self) -> np.ndarray | None:
+        """Retained samples of ``nu_E, nu_X`` (n, 2), None when they were not sampled."""
+        if len(self.names) == len(PARAMETER_NAMES):
+            return None
+        return np.stack([ak.to_numpy(self.samples[name]) for name in NUISANCE_NAMES], axis=1)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary: diagnostics, posterior mean, standard deviation and quantiles, modes."""
-        theta = self.theta()
-        q = np.quantile(theta, _QUANTILES, axis=0) if theta.size else np.full((len(_QUANTILES), 7), np.nan)
+        theta = np.stack([ak.to_numpy(self.samples[name]) for name in self.names], axis=1)
+        n_col = len(self.names)
+        q = (
+            np.quantile(theta, _QUANTILES, axis=0)
+            if theta.size
+            else np.full((len(_QUANTILES), n_col), np.nan)
+        )
         posterior = {
             name: {
                 "mean": float(theta[:, i].mean()) if theta.size else float("nan"),
                 "std": float(theta[:, i].std()) if theta.size else float("nan"),
                 **{f"q{round(100 * p):02d}": float(q[j, i]) for j, p in enumerate(_QUANTILES)},
             }
-            for i, name in enumerate(PARAMETER_NAMES)
+            for i, name in enumerate(self.names)
         }
         acc = self.acceptance_fraction
         return {
@@ -307,7 +381,7 @@ class McmcResult:
             "n_samples": len(self.samples),
             "burn_in": self.burn_in,
             "thin": self.thin,
-            "tau": dict(zip(PARAMETER_NAMES, [_finite_or_none(t) for t in self.tau], strict=True)),
+            "tau": dict(zip(self.names, [_finite_or_none(t) for t in self.tau], strict=True)),
             "acceptance_fraction": {
                 "mean": float(acc.mean()),
                 "min": float(acc.min()),
@@ -332,11 +406,14 @@ class McmcResult:
             lines.append(
                 f"  {name:<8} {p['mean']:9.4f} +- {p['std']:.4f}  [{p['q05']:.4f}, {p['q95']:.4f}] (90 %)"
             )
+        n_par = len(PARAMETER_NAMES)
         for i, m in enumerate(self.modes):
+            nu = m.theta[n_par:]
             lines.append(
                 f"  mode {i}: D = {m.deviance:.1f} (spectrum {m.deviance_spectrum:.1f}, "
                 f"Xmax {m.deviance_xmax:.1f}) at gamma {m.theta[0]:.3f}, lg_rcut {m.theta[1]:.3f}, "
-                f"fractions {np.round(m.theta[2:], 3).tolist()}"
+                f"fractions {np.round(m.theta[2:n_par], 3).tolist()}"
+                + (f", nu_E {nu[0]:.2f}, nu_X {nu[1]:.2f}" if nu.size else "")
             )
         return "\n".join(lines)
 
@@ -379,8 +456,8 @@ class McmcResult:
 
     def _chain_table(self) -> ak.Array:
         n_steps, n_walkers, _ = self.chain.shape
-        flat = self.chain.reshape(-1, len(PARAMETER_NAMES))
-        cols: dict[str, np.ndarray] = {name: flat[:, i].copy() for i, name in enumerate(PARAMETER_NAMES)}
+        flat = self.chain.reshape(-1, len(self.names))
+        cols: dict[str, np.ndarray] = {name: flat[:, i].copy() for i, name in enumerate(self.names)}
         cols["log_prob"] = self.log_prob.ravel()
         cols["log_likelihood"] = self.log_likelihood.ravel()
         cols["step"] = np.repeat(np.arange(n_steps), n_walkers)
@@ -417,12 +494,14 @@ def run_mcmc(
         observation: the binned data.
         seed: random seed (initialisation and sampler): the result is reproducible.
         model: the forward model (default: :class:`ForwardModel` with ``observation`` as
-            reference, EPOS-LHC, Gilmore12, homogeneous sources).
+            reference, EPOS-LHC, Gilmore12, homogeneous sources); with ``systematics`` the
+            nuisances are sampled too (module docstring).
         prior: the prior (default :class:`Prior`).
-        n_walkers: ensemble size (at least 12).
+        n_walkers: ensemble size (at least 12; 16 with the nuisances).
         n_steps: maximum number of steps.
         initial: ``"optimum"``, ``"prior"``, one parameter vector (7,) or one per walker
-            (n_walkers, 7); see the module docstring.
+            (n_walkers, 7); see the module docstring. With nuisances also (9,) or (n_walkers, 9);
+            7 columns start them at 0.
         stop_when_converged: stop at the first check that meets the criterion (else run ``n_steps``).
         check_every: steps between convergence checks.
         tau_factor, tau_rtol: the criterion ``n > tau_factor tau`` and ``|d tau| / tau < tau_rtol``.
@@ -433,7 +512,13 @@ def run_mcmc(
     import emcee
     from tqdm.auto import tqdm
 
+    start = time.perf_counter()
+    prior = prior if prior is not None else Prior()
+    like = Likelihood(observation, model=model) if model is not None else Likelihood(observation)
+    posterior = UnconstrainedPosterior(like, prior)
+    ndim, names = posterior.ndim, posterior.names
     check_mcmc_settings(
+        n_free=ndim,
         n_walkers=n_walkers,
         n_steps=n_steps,
         check_every=check_every,
@@ -443,10 +528,6 @@ def run_mcmc(
         n_candidates=n_candidates,
         ball=ball,
     )
-    start = time.perf_counter()
-    prior = prior if prior is not None else Prior()
-    like = Likelihood(observation, model=model) if model is not None else Likelihood(observation)
-    posterior = UnconstrainedPosterior(like, prior)
     seq = np.random.SeedSequence(seed)
     init_rng, walk_rng, sampler_rng = (np.random.default_rng(s) for s in seq.spawn(3))
 
@@ -454,14 +535,17 @@ def run_mcmc(
     if isinstance(initial, str):
         if initial == "optimum":
             modes = find_modes(posterior, init_rng, n_candidates=n_candidates, n_starts=n_starts)
-            z0 = _ball(prior.to_unconstrained(modes[0].theta)[0], n_walkers, ball, walk_rng)
+            z0 = _ball(posterior.to_unconstrained(modes[0].theta)[0], n_walkers, ball, walk_rng)
         elif initial == "prior":
-            z0 = np.clip(prior.to_unconstrained(prior.sample(n_walkers, walk_rng)), -_Z_CLIP, _Z_CLIP)
+            draws = prior.sample(n_walkers, walk_rng)
+            if posterior.systematics is not None:
+                draws = np.concatenate([draws, posterior.systematics.sample(n_walkers, walk_rng)], axis=1)
+            z0 = np.clip(posterior.to_unconstrained(draws), -_Z_CLIP, _Z_CLIP)
         else:
             raise ConfigError(f"initial must be 'optimum', 'prior' or parameter values, got {initial!r}")
         init_name = initial
     else:
-        z0 = _initial_from_values(np.asarray(initial, dtype=float), prior, n_walkers, ball, walk_rng)
+        z0 = _initial_from_values(np.asarray(initial, dtype=float), posterior, n_walkers, ball, walk_rng)
         init_name = "values"
     bad = ~np.isfinite(posterior(z0))
     if bad.any():
@@ -470,10 +554,10 @@ def run_mcmc(
             f"(first: {np.array2string(posterior.theta(z0[bad][:1])[0], precision=4)})"
         )
 
-    sampler = emcee.EnsembleSampler(n_walkers, _NDIM, posterior._emcee, vectorize=True)
+    sampler = emcee.EnsembleSampler(n_walkers, ndim, posterior._emcee, vectorize=True)
     sampler.random_state = np.random.RandomState(int(sampler_rng.integers(2**32))).get_state()
     state: Any = z0
-    tau = np.full(len(PARAMETER_NAMES), np.inf)
+    tau = np.full(len(names), np.inf)
     converged = False
     with tqdm(total=n_steps, unit="step", disable=not progress, desc="emcee") as bar:
         while sampler.iteration < n_steps:
@@ -486,7 +570,7 @@ def run_mcmc(
                 raise ConfigError(f"emcee refused the initial walker positions: {err}") from err
             bar.update(steps)
             z_chain = sampler.get_chain()
-            new_tau = _autocorr_time(posterior.theta(z_chain.reshape(-1, _NDIM)), z_chain.shape)
+            new_tau = _autocorr_time(posterior.theta(z_chain.reshape(-1, ndim)), z_chain.shape)
             finite = np.isfinite(new_tau)
             converged = bool(
                 finite.any()
@@ -503,7 +587,7 @@ def run_mcmc(
 
     z_chain = sampler.get_chain()
     n_done = z_chain.shape[0]
-    chain = posterior.theta(z_chain.reshape(-1, _NDIM)).reshape(n_done, n_walkers, -1)
+    chain = posterior.theta(z_chain.reshape(-1, ndim)).reshape(n_done, n_walkers, -1)
     log_prob = sampler.get_log_prob()
     loglike = np.asarray(sampler.get_blobs(), dtype=float).reshape(n_done, n_walkers)
     finite_tau = tau[np.isfinite(tau)]
@@ -513,7 +597,7 @@ def run_mcmc(
     thin = max(1, int(0.5 * min_tau))
     kept = chain[burn_in::thin]
     steps_kept = np.arange(burn_in, n_done, thin)
-    samples = {name: kept[:, :, i].ravel() for i, name in enumerate(PARAMETER_NAMES)}
+    samples = {name: kept[:, :, i].ravel() for i, name in enumerate(names)}
     samples["log_likelihood"] = loglike[burn_in::thin].ravel()
     samples["step"] = np.repeat(steps_kept, n_walkers)
     samples["walker"] = np.tile(np.arange(n_walkers), steps_kept.size)
@@ -535,6 +619,7 @@ def run_mcmc(
             "concentration": prior.concentration,
         },
         "model": like.model.description,
+        "systematics": None if posterior.systematics is None else posterior.systematics.metadata(),
         "sampled_coordinates": "prior unconstrained (logit box, stick-breaking logits), with Jacobian",
     }
     return McmcResult(
@@ -550,6 +635,7 @@ def run_mcmc(
         wall_time=time.perf_counter() - start,
         modes=modes,
         settings=settings,
+        names=names,
     )
 
 
@@ -573,18 +659,22 @@ def _ball(center: np.ndarray, n: int, scale: float, rng: np.random.Generator) ->
 
 
 def _initial_from_values(
-    values: np.ndarray, prior: Prior, n_walkers: int, ball: float, rng: np.random.Generator
+    values: np.ndarray,
+    posterior: UnconstrainedPosterior,
+    n_walkers: int,
+    ball: float,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    n_par = len(PARAMETER_NAMES)
-    if values.shape == (n_par,):
-        _check_in_support(values[None], prior)
-        return _ball(prior.to_unconstrained(values)[0], n_walkers, ball, rng)
-    if values.shape == (n_walkers, n_par):
-        _check_in_support(values, prior)
-        return np.clip(prior.to_unconstrained(values), -_Z_CLIP, _Z_CLIP)
-    raise ConfigError(
-        f"initial values must have shape ({n_par},) or ({n_walkers}, {n_par}), got {values.shape}"
-    )
+    prior = posterior.prior
+    widths = sorted({len(PARAMETER_NAMES), len(posterior.names)})
+    if values.ndim == 1 and values.shape[0] in widths:
+        _check_in_support(values[None, : len(PARAMETER_NAMES)], prior)
+        return _ball(posterior.to_unconstrained(values)[0], n_walkers, ball, rng)
+    if values.ndim == 2 and values.shape[0] == n_walkers and values.shape[1] in widths:
+        _check_in_support(values[:, : len(PARAMETER_NAMES)], prior)
+        return np.clip(posterior.to_unconstrained(values), -_Z_CLIP, _Z_CLIP)
+    shapes = " or ".join(f"({w},) or ({n_walkers}, {w})" for w in widths)
+    raise ConfigError(f"initial values must have shape {shapes}, got {values.shape}")
 
 
 def _check_in_support(values: np.ndarray, prior: Prior) -> None:
@@ -609,6 +699,7 @@ def mcmc_cosmic(
     chain: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    systematics: bool | None = None,
 ) -> McmcResult:
     """``hepflow mcmc cosmic``: sample the posterior for ``"auger"`` or an observation file, write it.
 
@@ -624,10 +715,14 @@ def mcmc_cosmic(
         seed: overrides ``[mcmc] seed``.
         n_steps: overrides ``[mcmc] n_steps``.
         chain: also write ``chain.parquet``.
+        systematics: sample the nuisances ``nu_E, nu_X`` (True) or not (False) with the
+            ``[systematics]`` sizes; None: as ``[systematics] enabled`` says.
     """
     from hepflow.cosmic.generate import load_observation
 
     cfg = load_config(config)
+    if systematics is not None:
+        cfg = replace(cfg, systematics=replace(cfg.systematics, enabled=systematics))
     out = Path(output_dir)
     if not overwrite and (out / "summary.json").exists():
         raise OutputError(f"{out / 'summary.json'} exists; pass --overwrite to replace it")
@@ -635,7 +730,7 @@ def mcmc_cosmic(
     options = cfg.mcmc.options()
     if n_steps is not None:
         options["n_steps"] = n_steps
-    model = cfg.model.build(reference=obs)
+    model = cfg.model.build(reference=obs, systematics=cfg.systematics.build())
     result = run_mcmc(
         obs,
         seed=cfg.mcmc.seed if seed is None else seed,
@@ -655,7 +750,8 @@ def mcmc_cosmic(
         from hepflow.cosmic.ppc import predictive_check
 
         cc = cfg.check
-        check = predictive_check(obs, result.theta(), model=model, n_replicas=cc.n_replicas, seed=cc.seed)
+        # with nuisances each replica is simulated at its draw's nu_E, nu_X too
+        check = predictive_check(obs, result.draws(), model=model, n_replicas=cc.n_replicas, seed=cc.seed)
         result.checks.update(
             model_check={"mcmc": check.summary()},
             model_check_threshold=cc.threshold,

@@ -89,6 +89,7 @@ def build_flow(cfg: FlowConfig, *, prior: Any, binning: Binning, seed: int | Non
 def model_metadata(cfg: CosmicConfig, binning: Binning) -> dict[str, Any]:
     """What a trained cosmic model records about the posterior it learned."""
     proposal = cfg.proposal.metadata()
+    systematics = cfg.systematics.metadata()
     return {
         "analysis": ANALYSIS,
         "parameters": list(PARAMETERS),
@@ -97,6 +98,9 @@ def model_metadata(cfg: CosmicConfig, binning: Binning) -> dict[str, Any]:
         "prior": to_dict(cfg.prior),
         "forward_model": to_dict(cfg.model),
         **({} if proposal is None else {"proposal": proposal}),
+        # trained on pseudo-experiments with nuisances drawn from their priors: the posterior
+        # it learned is marginalised over nu_E, nu_X
+        **({} if systematics is None else {"systematics": systematics}),
     }
 
 
@@ -128,6 +132,12 @@ def check_model(metadata: Mapping[str, Any], path: Path, *, config: CosmicConfig
         for key, ours in (("prior", to_dict(config.prior)), ("forward_model", to_dict(config.model))):
             if json_plain(meta.get(key)) != json_plain(ours):
                 raise ModelError(f"{path} was trained with {key} {meta.get(key)}, the config has {ours}")
+        theirs, ours_s = meta.get("systematics"), config.systematics.metadata()
+        if json_plain(theirs) != json_plain(ours_s):
+            raise ModelError(
+                f"{path} was trained with systematics {theirs or 'off'}, the config's [systematics] is "
+                f"{ours_s or 'off'}: its posterior is {'' if theirs else 'not '}marginalised over nu_E, nu_X"
+            )
 
 
 def load_checked(model_dir: str | os.PathLike[str], *, config: CosmicConfig | None = None) -> Any:

@@ -30,6 +30,7 @@ from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.features import context_from_features
 from hepflow.cosmic.network import build_flow, load_flow, model_metadata
 from hepflow.cosmic.posterior import check_finite, importance_posterior, load_posterior
+from hepflow.cosmic.systematics import NUISANCE_NAMES, Systematics
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.posterior import is_ensemble, model_path
 
@@ -80,6 +81,7 @@ def train(
         max_n=tc.max_pseudo_experiments,
         prior=to_dict(cfg.prior),
         proposal=cfg.proposal.metadata(),
+        systematics=cfg.systematics.metadata(),
     )
     load_s = time.perf_counter() - t0
     prior = cfg.prior.build()
@@ -223,14 +225,21 @@ def infer(
         raise OutputError(f"{existing[0]} exists; pass --overwrite to replace it")
     if mcmc is not None:  # refuse the MCMC of another observation before any work
         lg_e_min = settings.model.lg_e_min
-        mc, _ = read_mcmc(
+        mc, mc_info = read_mcmc(
             mcmc, observation=observation, entry=entry, lg_e_min=lg_e_min, purpose="this inference"
         )
     t0 = time.perf_counter()
     posterior = load_posterior(model_dir, config=cfg)
     t_load = time.perf_counter() - t0
     obs = load_observation(observation, binning=posterior.binning, entry=entry)
-    fwd = settings.model.build(reference=obs)
+    model_syst = (getattr(posterior, "metadata", None) or {}).get("systematics")
+    mc_check = None
+    if mcmc is not None:
+        mc_check = _mcmc_with_nuisances(mcmc, mc, mc_info, model_syst, model_dir)
+    # a model trained with [systematics]: its model check simulates with nuisances (from their priors)
+    fwd = settings.model.build(
+        reference=obs, systematics=None if model_syst is None else Systematics.from_metadata(model_syst)
+    )
     x, logp = posterior.sample(k, obs, seed=icfg.seed if seed is None else seed, log_prob=True)
     elapsed = time.perf_counter() - t0
     x, logp = x[0], logp[0]
@@ -240,6 +249,7 @@ def infer(
     reweighted: dict[str, Any] = {}
     iw = resampled = None
     if importance:
+        _refuse_marginal({"systematics": model_syst}, settings, model_dir)
         t1 = time.perf_counter()
         weighted = importance_posterior(posterior, model=fwd, prior=settings.prior.build())
         iw = weighted.weights(x, logp, obs)
@@ -254,7 +264,7 @@ def infer(
             "posterior_importance": posterior_table(hepflow.posterior_summary(resampled)),
         }
     check_finite(cols, f"the posterior of {model_dir} for {observation}")
-    checks = {"cinn": x} if mcmc is None else {"cinn": x, "mcmc": mc}
+    checks = {"cinn": x} if mc_check is None else {"cinn": x, "mcmc": mc_check}
     ccfg = settings.check
     model_check = {
         name: predictive_check(obs, theta, model=fwd, n_replicas=ccfg.n_replicas, seed=ccfg.seed)
@@ -289,12 +299,50 @@ def infer(
         "samples": k,
         "seconds": {"model_load": t_load, "to_posterior": elapsed},
         "observation_counts": {"n_spectrum": obs.n_spectrum, "n_xmax": obs.n_xmax.tolist()},
+        # a model trained with [systematics]: the posterior is marginalised over nu_E, nu_X
+        "systematics": model_syst,
         "posterior": posterior_table(post),
         **reweighted,
         **checked,
     }
     write_json(targets[2], summary)
     return summary
+
+
+def _mcmc_with_nuisances(
+    directory: str | os.PathLike[str],
+    theta: np.ndarray,
+    info: dict[str, Any],
+    model_systematics: dict[str, Any] | None,
+    model_dir: object,
+) -> np.ndarray:
+    """The MCMC samples for the model check: (n, 7), or (n, 9) with its nuisances. An MCMC with
+    other nuisances than the model was trained with is refused (the posteriors differ)."""
+    ran_with = (info.get("settings") or {}).get("systematics")
+    if json_plain(ran_with) != json_plain(model_systematics):
+        raise InputError(
+            f"{directory} holds an MCMC with systematics {ran_with or 'off'}, the model {model_dir} was "
+            f"trained with systematics {model_systematics or 'off'}: they infer different posteriors "
+            f"(run `hepflow mcmc cosmic --{'' if model_systematics else 'no-'}systematics`)"
+        )
+    if ran_with is None:
+        return theta
+    table = ak.from_parquet(Path(directory) / "samples.parquet")
+    return np.column_stack([theta, *(ak.to_numpy(table[name]) for name in NUISANCE_NAMES)])
+
+
+def _refuse_marginal(metadata: dict[str, Any], cfg: CosmicConfig, model_dir: object) -> None:
+    """Importance weights need the likelihood the cINN approximates: refuse systematics (its
+    posterior is marginalised over nu_E, nu_X, the likelihood here is not)."""
+    from hepflow.cosmic.config import refuse_systematics
+
+    if metadata.get("systematics") is not None:
+        raise ModelError(
+            f"{model_dir} was trained with [systematics]: its posterior is marginalised over nu_E, nu_X "
+            "and --importance has no marginal likelihood to weight it with; compare it with "
+            "`hepflow mcmc cosmic --systematics` instead"
+        )
+    refuse_systematics(cfg, "infer --importance")
 
 
 def posterior_table(post: Any) -> dict[str, dict[str, float]]:

@@ -41,6 +41,7 @@ from hepflow.cosmic.likelihood import Deviance, Likelihood
 from hepflow.cosmic.model import ForwardModel
 from hepflow.cosmic.observation import Observation
 from hepflow.cosmic.source import as_params
+from hepflow.cosmic.systematics import split_params
 from hepflow.errors import ConfigError, InputError
 
 __all__ = ["PARTS", "PredictiveCheck", "format_p", "predictive_check"]
@@ -147,6 +148,10 @@ def predictive_check(
 ) -> PredictiveCheck:
     """Posterior predictive check of ``observation`` with posterior ``samples`` (n, 7).
 
+    With a forward model that has systematics, ``samples`` may be (n, 9) with the nuisances (an
+    MCMC that sampled them: each replica at its draw's nuisances); (n, 7) samples then get
+    nuisances drawn from their priors per replica.
+
     Args:
         observation: the binned data.
         samples: parameter draws of its posterior (cINN samples or an MCMC chain), rows inside
@@ -165,10 +170,12 @@ def predictive_check(
     t0 = time.perf_counter()
     if isinstance(n_replicas, bool) or not isinstance(n_replicas, int | np.integer) or n_replicas < 10:
         raise ConfigError(f"n_replicas must be an integer >= 10, got {n_replicas!r}")
-    theta = as_params(samples)
+    like = Likelihood(observation, model=model) if model is not None else Likelihood(observation)
+    syst = like.model.systematics
+    src, nu = split_params(samples, nuisances=syst is not None)
+    theta = as_params(src) if nu is None else np.concatenate([as_params(src), nu], axis=1)
     if theta.shape[0] < 1:
         raise InputError("predictive_check: no posterior samples")
-    like = Likelihood(observation, model=model) if model is not None else Likelihood(observation)
     rng = np.random.default_rng(seed)
     p = None
     if weights is not None:
@@ -180,6 +187,10 @@ def predictive_check(
         p = w / w.sum()
     replace = p is not None or n_replicas > theta.shape[0]
     draws = theta[rng.choice(theta.shape[0], size=n_replicas, replace=replace, p=p)]
+    if syst is not None and nu is None:
+        # a posterior marginalised over the nuisances (a cINN trained with [systematics]) gives
+        # no draws of them: each replica takes nu_E, nu_X from their priors
+        draws = np.concatenate([draws, syst.sample(n_replicas, rng)], axis=1)
     n_xmax = np.rint(observation.n_xmax)
     sims = like.model.simulate(draws, rng, n_spectrum=observation.n_spectrum, n_xmax=n_xmax)
     observed = like.deviance(draws)

@@ -36,7 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from hepflow.cosmic.compare import marginal_metrics
-from hepflow.cosmic.config import PARAMETERS, load_config
+from hepflow.cosmic.config import PARAMETERS, load_config, refuse_systematics
 from hepflow.cosmic.posterior import importance_reweight, load_posterior
 from hepflow.errors import InputError
 from hepflow.outputs import write_json
@@ -292,7 +292,13 @@ def _read_mcmc(directory: Path, lg_e_min: float) -> tuple[np.ndarray, dict[str, 
     """The samples and summary of an MCMC of the Auger data above ``lg_e_min`` (refuses others)."""
     from hepflow.cosmic.mcmc import read_mcmc
 
-    return read_mcmc(directory, observation="auger", lg_e_min=lg_e_min, purpose="this report")
+    theta, info = read_mcmc(directory, observation="auger", lg_e_min=lg_e_min, purpose="this report")
+    if (info.get("settings") or {}).get("systematics") is not None:
+        raise InputError(
+            f"{directory} holds an MCMC with the nuisances nu_E, nu_X ([systematics]); this report compares "
+            "the cINN with the likelihood without them (run `hepflow mcmc cosmic --no-systematics`)"
+        )
+    return theta, info
 
 
 def _run_mcmc_auger(cfg: Any, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -402,6 +408,7 @@ def make_report(
     from hepflow.cosmic.verdict import verdict
 
     cfg = load_config(config)
+    refuse_systematics(cfg, "report cosmic")
     out = Path(output_dir)
     k = cfg.inference.samples if samples is None else int(samples)
     if mcmc_auger is not None:  # refuse the MCMC of another observation before any work

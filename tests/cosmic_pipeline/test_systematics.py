@@ -1,0 +1,276 @@
+"""Nuisance parameters in the pipeline: config, MCMC, generator, model metadata, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from hepflow.cli import main
+from hepflow.config import to_dict
+from hepflow.cosmic import ForwardModel, Observation, Systematics
+from hepflow.cosmic.config import CosmicConfig, refuse_systematics
+from hepflow.cosmic.data import load_training_data
+from hepflow.cosmic.generate import generate_cosmic
+from hepflow.cosmic.mcmc import UnconstrainedPosterior, mcmc_cosmic, run_mcmc
+from hepflow.cosmic.network import check_model, model_metadata
+from hepflow.cosmic.pipeline import _refuse_marginal, train
+from hepflow.cosmic.report import _read_mcmc
+from hepflow.errors import ConfigError, InputError, ModelError
+
+from .conftest import INTERIOR
+
+ON = {"systematics": {"enabled": True}}
+TINY_MCMC = {"n_walkers": 16, "n_steps": 20, "check_every": 10, "n_starts": 1, "n_candidates": 64}
+
+
+@pytest.fixture(scope="module")
+def shifted(model: ForwardModel) -> ForwardModel:
+    return ForwardModel(Observation(model.binning, np.ones(15), np.ones((9, 100))), systematics=Systematics())
+
+
+@pytest.fixture(scope="module")
+def pe_syst(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cosmic") / "pe_syst.root"
+    generate_cosmic(path, n=400, seed=11, config=CosmicConfig.from_dict(ON), progress=False)
+    return path
+
+
+# ---------------------------------------------------------------------------- config
+def test_systematics_section_is_off_by_default_and_read_strictly(tmp_path: Path) -> None:
+    cfg = CosmicConfig.from_file(None)
+    assert cfg.systematics.enabled is False
+    assert cfg.systematics.build() is None
+    assert cfg.systematics.metadata() is None
+    on = CosmicConfig.from_dict({"systematics": {"enabled": True, "xmax_scale": 9.0, "energy_scale": 0.1}})
+    assert on.systematics.build() == Systematics(energy_scale=0.1, xmax_scale=9.0)
+    assert on.systematics.metadata()["parameters"] == ["nu_E", "nu_X"]
+    for text, message in [
+        ("[systematics]\nenable = true\n", "unknown key 'enable'"),
+        ("[systematics]\nenergy_scale = -0.14\n", "energy_scale must be > 0"),
+        ("[systematics]\nxmax_scale = 'auger2019'\n", "xmax_scale must be"),
+        ("[systematics]\nenabled = 'yes'\n", "enabled"),
+    ]:
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message) as err:
+            CosmicConfig.from_file(path)
+        assert str(path) in str(err.value)
+
+
+def test_cli_refuses_a_bad_systematics_section_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[systematics]\nenabled = true\nnu_max = 20\n")
+    rc = main(
+        ["mcmc", "cosmic", "--observation", "auger", "--output", str(tmp_path / "o"), "--config", str(path)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1
+    assert str(path) in err
+    assert "nu_max must be between 1 and 10" in err
+
+
+# ---------------------------------------------------------------------------- MCMC
+def test_sampled_density_adds_the_nuisance_priors(auger: Observation, model: ForwardModel) -> None:
+    from hepflow.cosmic import Likelihood, Prior
+
+    syst_model = ForwardModel(auger, systematics=Systematics())
+    plain = UnconstrainedPosterior(Likelihood(auger, model=model), Prior())
+    with_nu = UnconstrainedPosterior(Likelihood(auger, model=syst_model), Prior())
+    assert with_nu.ndim == 8
+    assert with_nu.names[-2:] == ("nu_E", "nu_X")
+    z = plain.to_unconstrained(INTERIOR)
+    z8 = with_nu.to_unconstrained(INTERIOR)
+    np.testing.assert_array_equal(z8[0, 6:], [0.0, 0.0])
+    # at nu = 0 the only difference is the normalised N(0, 1) x N(0, 1) density at zero
+    assert with_nu(z8)[0] == pytest.approx(plain(z)[0] - np.log(2 * np.pi), abs=1e-9)
+    z8[0, 7] = 1.0
+    assert np.isfinite(with_nu(z8)[0])
+    z8[0, 7] = 4.5  # outside the truncation
+    assert with_nu(z8)[0] == -np.inf
+
+
+def test_mode_search_with_nuisances_finds_both_auger_minima(auger: Observation) -> None:
+    from hepflow.cosmic import Likelihood, Prior
+    from hepflow.cosmic.mcmc import find_modes
+
+    post = UnconstrainedPosterior(
+        Likelihood(auger, model=ForwardModel(auger, systematics=Systematics())), Prior()
+    )
+    modes = find_modes(post, 1)  # the [mcmc] defaults: 4096 candidates, 8 starts
+    gammas = [m.theta[0] for m in modes]
+    assert any(g < 0 for g in gammas)
+    assert any(g > 0 for g in gammas)
+    # both fit better than the deepest minimum without nuisances (D = 216, docs/cosmic_model.md)
+    assert min(m.deviance for m in modes if m.theta[0] < 0) < 200
+    assert min(m.deviance for m in modes if m.theta[0] > 0) < 200
+    assert all(m.theta.size == 9 for m in modes)
+
+
+def test_mcmc_recovers_an_xmax_shift_of_two_sigma(model: ForwardModel, shifted: ForwardModel) -> None:
+    """Expected counts (10x the Auger statistics) at an interior point with nu_X = +2, nu_E = 0."""
+    truth = np.concatenate([INTERIOR, [0.0, 2.0]])
+    mu = shifted.expected(truth, n_spectrum=10 * model.n_spectrum, n_xmax=10 * model.n_xmax)
+    mock = Observation(model.binning, mu["spectrum"][0], mu["xmax"][0])
+    result = run_mcmc(
+        mock,
+        model=ForwardModel(mock, systematics=Systematics()),
+        seed=2,
+        n_walkers=20,
+        n_steps=800,
+        initial=INTERIOR,  # the nuisances start at 0, 25 posterior sd from nu_X = 2
+        ball=0.05,
+        check_every=400,
+        stop_when_converged=False,
+        progress=False,
+    )
+    assert result.names[-2:] == ("nu_E", "nu_X")
+    nu = result.nuisances()
+    late = nu[ak.to_numpy(result.samples["step"]) >= 400]
+    mean, sd = late.mean(axis=0), late.std(axis=0)
+    assert 0 < sd[1] < 0.5
+    assert abs(mean[1] - 2.0) < 3 * sd[1] + 0.1, (mean, sd)
+    assert abs(mean[0]) < 3 * sd[0] + 0.1, (mean, sd)
+    summary = result.summary()
+    assert set(summary["posterior"]) >= {"nu_E", "nu_X", "gamma"}
+    assert summary["settings"]["systematics"]["energy_scale"] == 0.14
+    assert result.theta().shape[1] == 7
+
+
+def test_mcmc_cli_writes_the_nuisance_columns(pe_file: Path, tmp_path: Path) -> None:
+    config = tmp_path / "cfg.toml"
+    config.write_text("[mcmc]\n" + "".join(f"{k} = {v}\n" for k, v in TINY_MCMC.items()))
+    result = mcmc_cosmic(
+        pe_file, tmp_path / "on", config=config, systematics=True, chain=True, progress=False
+    )
+    cols = ak.from_parquet(tmp_path / "on" / "samples.parquet").fields
+    assert cols[:9] == ["gamma", "lg_rcut", "f_H", "f_He", "f_N", "f_Si", "f_Fe", "nu_E", "nu_X"]
+    assert "nu_X" in ak.from_parquet(tmp_path / "on" / "chain.parquet").fields
+    summary = json.loads((tmp_path / "on" / "summary.json").read_text())
+    assert summary["settings"]["systematics"]["xmax_scale"] == "auger2014"
+    assert "nu_X" in summary["tau"]
+    assert summary["model_check"]["mcmc"]["n_replicas"] >= 10  # replicas at the drawn nuisances
+    assert "nu_E" in str(result)
+    off = mcmc_cosmic(pe_file, tmp_path / "off", config=config, progress=False)
+    assert off.nuisances() is None
+    assert json.loads((tmp_path / "off" / "summary.json").read_text())["settings"]["systematics"] is None
+    with pytest.raises(ConfigError, match="at least 16"):
+        run_mcmc(
+            Observation.from_auger(),
+            model=ForwardModel(systematics=Systematics()),
+            seed=1,
+            n_walkers=12,
+            n_steps=5,
+            progress=False,
+        )
+
+
+def test_report_refuses_an_mcmc_with_nuisances(tmp_path: Path) -> None:
+    config = tmp_path / "cfg.toml"
+    config.write_text("[mcmc]\n" + "".join(f"{k} = {v}\n" for k, v in TINY_MCMC.items()))
+    mcmc_cosmic("auger", tmp_path / "on", config=config, systematics=True, progress=False)
+    with pytest.raises(InputError, match="nuisances"):
+        _read_mcmc(tmp_path / "on", 18.7)
+
+
+# ---------------------------------------------------------------------------- generator, models
+def test_generator_draws_the_nuisances_per_pseudo_experiment(pe_syst: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.root"
+    generate_cosmic(plain, n=400, seed=11, progress=False)
+    with uproot.open(pe_syst) as f, uproot.open(plain) as g:
+        meta = json.loads(f["metadata"])
+        assert meta["systematics"]["parameters"] == ["nu_E", "nu_X"]
+        assert "systematics" not in json.loads(g["metadata"])
+        assert "nu_E" not in g["PseudoExperiments"]
+        a = f["PseudoExperiments"].arrays(library="np")
+        b = g["PseudoExperiments"].arrays(library="np")
+    nu = np.column_stack([a["nu_E"], a["nu_X"]])
+    assert np.abs(nu).max() <= 4.0
+    assert np.all(np.abs(nu.mean(axis=0)) < 0.2)
+    assert np.all(np.abs(nu.std(axis=0) - 1.0) < 0.12)
+    assert abs(np.corrcoef(nu.T)[0, 1]) < 0.15
+    np.testing.assert_array_equal(a["gamma"], b["gamma"])  # same parameters, other pseudo-experiments
+    assert not np.array_equal(a["xmax"], b["xmax"])
+
+
+def test_training_data_and_models_must_agree_on_systematics(
+    pe_syst: Path, pe_file: Path, tmp_path: Path
+) -> None:
+    off, on = CosmicConfig(), CosmicConfig.from_dict(ON)
+    binning = off.model.binning()
+    with pytest.raises(InputError, match="generated with systematics"):
+        load_training_data(pe_syst, binning=binning, prior=to_dict(on.prior), systematics=None)
+    with pytest.raises(InputError, match="generated with systematics off"):
+        train(pe_file, tmp_path / "m", config=on, progress=False)
+    with pytest.raises(InputError, match="generated with systematics"):
+        train(pe_syst, tmp_path / "m", config=off, progress=False)
+    meta_on, meta_off = model_metadata(on, binning), model_metadata(off, binning)
+    assert meta_on["systematics"] == on.systematics.metadata()
+    assert "systematics" not in meta_off  # models trained without keep their metadata
+    check_model(meta_on, Path("m"), config=on)
+    with pytest.raises(ModelError, match=r"trained with systematics .* the config's \[systematics\] is off"):
+        check_model(meta_on, Path("m"), config=off)
+    with pytest.raises(ModelError, match="trained with systematics off"):
+        check_model(meta_off, Path("m"), config=on)
+
+
+def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: Path) -> None:
+    from hepflow.cosmic.network import load_flow
+    from hepflow.cosmic.pipeline import infer
+
+    tiny = {
+        **ON,
+        "flow": {"depth": 1, "width": 8, "bins": 4, "summary_width": 8, "flat_embedding": 4},
+        "training": {"epochs": 1, "batch_size": 128, "device": "cpu"},
+    }
+    tiny["flow"] |= {"xmax_embedding": 4, "cnn_channels": [2], "mlp_embedding": 4}
+    on = CosmicConfig.from_dict(tiny)
+    train(pe_syst, tmp_path / "m", config=on, progress=False)
+    meta = load_flow(tmp_path / "m", config=on).metadata
+    assert meta["systematics"] == on.systematics.metadata()
+    with pytest.raises(ModelError, match="the config's \\[systematics\\] is off"):
+        load_flow(
+            tmp_path / "m",
+            config=CosmicConfig.from_dict({k: v for k, v in tiny.items() if k != "systematics"}),
+        )
+    summary = infer(tmp_path / "m", "auger", output_dir=tmp_path / "post", samples=50, config=on)
+    assert summary["systematics"] == on.systematics.metadata()  # the output says it is marginalised
+    # the MCMC it is compared with must carry the same nuisances
+    mcmc_cfg = tmp_path / "mcmc.toml"
+    mcmc_cfg.write_text("[mcmc]\n" + "".join(f"{k} = {v}\n" for k, v in TINY_MCMC.items()))
+    mcmc_cosmic("auger", tmp_path / "mc_off", config=mcmc_cfg, progress=False)
+    with pytest.raises(InputError, match="holds an MCMC with systematics off"):
+        infer(
+            tmp_path / "m",
+            "auger",
+            output_dir=tmp_path / "p2",
+            samples=50,
+            config=on,
+            mcmc=tmp_path / "mc_off",
+        )
+    mcmc_cosmic("auger", tmp_path / "mc_on", config=mcmc_cfg, systematics=True, progress=False)
+    both = infer(
+        tmp_path / "m", "auger", output_dir=tmp_path / "p3", samples=50, config=on, mcmc=tmp_path / "mc_on"
+    )
+    assert set(both["model_check"]) == {"cinn", "mcmc"}
+    assert "verdict" in both
+    with pytest.raises(ModelError, match="--importance has no marginal likelihood"):
+        infer(tmp_path / "m", "auger", output_dir=tmp_path / "post_iw", samples=50, importance=True)
+
+
+def test_importance_weights_refuse_the_marginal_posterior() -> None:
+    on = CosmicConfig.from_dict(ON)
+    with pytest.raises(ModelError, match="marginalised over nu_E, nu_X"):
+        _refuse_marginal({"systematics": on.systematics.metadata()}, CosmicConfig(), "m")
+    with pytest.raises(ConfigError, match="infer --importance does not support"):
+        _refuse_marginal({}, on, "m")
+    _refuse_marginal({}, CosmicConfig(), "m")  # nothing to refuse
+    with pytest.raises(ConfigError, match="report cosmic does not support"):
+        refuse_systematics(on, "report cosmic")
