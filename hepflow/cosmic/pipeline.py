@@ -29,7 +29,7 @@ from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
 from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.features import context_from_features
 from hepflow.cosmic.network import build_flow, load_flow, model_metadata
-from hepflow.cosmic.posterior import check_finite, importance_posterior, load_posterior
+from hepflow.cosmic.posterior import check_finite, check_observation, importance_posterior, load_posterior
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.posterior import is_ensemble, model_path
 
@@ -211,6 +211,7 @@ def infer(
     posterior = load_posterior(model_dir, config=cfg)
     t_load = time.perf_counter() - t0
     obs = load_observation(observation, binning=posterior.binning, entry=entry)
+    check_observation(posterior.metadata, obs, model_dir, name=str(observation))
     x, logp = posterior.sample(k, obs, seed=icfg.seed if seed is None else seed, log_prob=True)
     elapsed = time.perf_counter() - t0
     x, logp = x[0], logp[0]

@@ -6,55 +6,63 @@ the simulator, :func:`refine` spends a simulation budget on ``x_o`` alone, in ro
 (Deistler, Goncalves and Macke 2022, "Truncated proposals for scalable and hassle-free
 simulation-based inference", arXiv:2210.04815):
 
-1. **region**: the highest-density region (HPR) of the current posterior estimate at
-   ``x_o`` at level ``1 - eps`` (``eps`` ~ 1e-4): ``{theta: log q(theta | x_o) >= tau}``, the
-   threshold ``tau`` the ``eps`` quantile of ``log q`` over draws of ``q`` itself. In the first
-   round the region is the union of the initial estimator's HPR and **neighbourhoods of seed
-   points** supplied by the caller (below), so that it can reach modes the estimator misses;
-2. **proposal**: the prior truncated to the region (:class:`TruncatedPrior`), drawn by rejection
-   from the prior, or, when the region holds too little prior mass for that, by
-   sampling-importance-resampling (SIR) from a defensive mixture of the prior, the
-   (tempered) estimator and Gaussians around the seeds;
+1. **region**: the highest-density region (HPR) of the current posterior estimate at ``x_o``
+   at level ``1 - eps`` (``eps`` ~ 1e-4): ``{theta: log q(theta | x_o) >= tau}``, the threshold
+   ``tau`` the ``eps`` quantile of ``log q`` over draws of ``q`` itself
+   (:class:`HighDensityRegion`);
+2. **proposal**: the prior truncated to the region (:class:`TruncatedPrior`), drawn by
+   rejection from the prior, or, when the region holds too little prior mass for that, by
+   sampling-importance-resampling (SIR) from a defensive mixture of the prior and a density
+   that covers the region (the tempered flow, or uniform draws in a seed ball);
 3. **simulate** ``simulations_per_round`` pseudo-observations from the proposal;
 4. **train** (fine-tune the previous network, or train a fresh one) with the plain NPE loss,
    ``-log q(theta | x)``, on the simulations of **all** rounds.
 
-The result is a posterior with the usual ``sample`` / ``log_prob`` interface
-(:class:`~hepflow.posterior.base.FlowPosterior`), with respect to the **prior**, with no
-proposal correction: each round's proposal is ``pi(theta) 1_R(theta) / pi(R)``, so the data of
-all rounds follow ``pi(theta) w(theta)`` with ``w = sum_r 1_{R_r} / pi(R_r)``, which is constant
-on the intersection of the regions. Every region contains the posterior's HPR, so the network
-learns ``L(x_o | theta) pi(theta) w(theta) ∝ p(theta | x_o)`` there, up to the ``eps`` mass the
-regions may cut off (Deistler et al., section 3). An SIR proposal is the truncated prior only
-approximately (its efficiency is recorded per round); a region that misses part of the
-posterior biases the result, which is why the first region takes the seeds in and why
-importance weights with the likelihood (:mod:`hepflow.posterior.importance`), where it can be
-evaluated, are the check.
+**Why no proposal correction.** A round's proposal is ``pi(theta) w_r(theta)`` with
+``w_r = 1_R / pi(R)``; the data of all rounds follow ``pi(theta) W(theta)`` with
+``W = sum_r (n_r / N) w_r``, so the network learns ``q ∝ L(x_o | theta) pi(theta) W(theta)``.
+``W`` is constant on the intersection of the regions, and every region contains the
+posterior's HPR, so there ``q`` is the posterior under the **prior**, up to the ``eps`` mass the
+regions cut off (Deistler et al., section 3). The result is a
+:class:`~hepflow.posterior.base.FlowPosterior` (``sample`` / ``log_prob``) of the last network.
+:attr:`Refinement.off_intersection` checks the premise on the final draws: the fraction of them
+where ``W`` is not constant (0 when they all lie in the intersection). An SIR proposal
+is the truncated prior only approximately (its efficiency is recorded per round), and a region
+that misses part of the posterior biases the result; where the likelihood can be evaluated,
+importance weights (:mod:`hepflow.posterior.importance`) are the check.
 
-**Seeds.** Points ``theta_s`` where the caller expects posterior mass the estimator may not
-see: modes of the likelihood found by a multi-start optimiser, or likelihood-weighted prior
-draws. The neighbourhood of a seed is the ``1 - eps`` region of a Gaussian of width
-``seed_width`` (in units of the prior's spread) around it in the flow's **unconstrained
-coordinates** (the support transforms: logits of a box, log ratios or stick-breaking logits of
-a simplex, so a seed with a fraction of 1e-5 has neighbours at 1e-6 and 1e-4, not at -0.05);
-the spread is the training standardisation of those coordinates. Seeds enter the first round;
-the later regions are the HPRs of the refined estimates, which cover a seeded mode once the
-network has learned it.
+**Seeds: reaching modes the estimator misses.** The caller may pass seed points
+``theta_s`` where posterior mass may lie that the initial estimator does not see (modes of the
+likelihood from a multi-start optimiser, likelihood-weighted prior draws). The neighbourhood of
+a seed is a ball (:class:`SeedBall`) of radius ``seed_radius`` around it in the flow's
+**unconstrained coordinates** (its support transforms: logits of a box, log ratios or
+stick-breaking logits of a simplex, so a seed with a fraction of 1e-5 has neighbours at 1e-6 and
+1e-4, not at -0.05), each coordinate in units of its spread in the estimator's training data. The
+first proposal is the mixture of the prior truncated to the estimator's HPR (share
+``1 - seed_share``) and the prior truncated to each seed ball (``seed_share`` split equally):
+a seed ball gets its share of the simulations however little prior mass it holds (a prior
+truncated to the union would give it almost none). That proposal is ``pi W_1`` with ``W_1``
+piecewise constant and known, so each later region is the HPR of the estimate **corrected** by
+``1 / W`` (its threshold from importance-weighted draws): a seed ball of tiny prior mass does not
+capture the next region unless the likelihood puts the posterior there. Where the final
+posterior spans components of different ``W`` (two modes, one seeded), the plain loss weights
+them by ``W``; ``reweight=True`` trains with weights ``1 / W`` instead, which is exact on the
+union of the regions.
 
 **Temperature.** ``temperature > 1`` defines each HPR, and draws the SIR mixture's flow
 component, with the flow's base distribution widened to ``N(0, temperature^2)``: a broader,
-safer region (more simulations land off the posterior) for an estimator that is too narrow.
+safer region for an estimator that is too narrow (more simulations land off the posterior).
 
 Example (a Gaussian linear toy with a known posterior, :mod:`hepflow.posterior.toys`):
     >>> import numpy as np, hepflow
     >>> from hepflow.posterior.toys import GaussianLinear
     >>> toy = GaussianLinear(dim=2, noise=0.3)
     >>> theta = toy.prior.sample(2000, rng=0)
-    >>> net = hepflow.ConditionalINN(2, 2, depth=2, width=32, seed=0)
+    >>> net = hepflow.ConditionalINN(2, 2, blocks="affine", depth=3, width=32, seed=0)
     >>> _ = hepflow.fit(net, theta, toy.simulate(theta, rng=1), epochs=5, progress=False, seed=0)
     >>> x_o = np.array([[1.5, -1.0]])
-    >>> result = refine(toy.simulate, toy.prior, x_o, estimator=net, rounds=2,
-    ...                 simulations_per_round=2000, epochs=15, seed=1)
+    >>> result = refine(toy.simulate, toy.prior, x_o, estimator=net, rounds=2, simulations_per_round=2000,
+    ...                 epochs=20, fit_options={"batch_size": 128, "lr": 3e-3}, seed=1)
     >>> draws, _ = result.posterior.sample(4000, x_o, seed=2)
     >>> mean, sd = toy.posterior_mean_sd(x_o[0])
     >>> bool(np.all(np.abs(draws[0].mean(0) - mean) < 0.3 * sd))
@@ -68,21 +76,32 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from scipy import stats
 from scipy.special import logsumexp
 
 from hepflow.errors import ConfigError, ModelError
-from hepflow.posterior.base import FlowPosterior
+from hepflow.posterior.base import FlowPosterior, torch_generator
 
-__all__ = ["PriorLike", "Refinement", "Region", "RoundRecord", "TruncatedPrior", "refine"]
+__all__ = [
+    "HighDensityRegion",
+    "PriorLike",
+    "Proposal",
+    "Refinement",
+    "RoundRecord",
+    "SeedBall",
+    "TruncatedPrior",
+    "refine",
+]
 
 #: rows per flow evaluation (bounds the memory of one pass)
 _CHUNK = 2**15
+
+#: ``theta -> log W(theta)`` (n,): the pooled proposal-to-prior ratio of earlier rounds
+LogWeight = Callable[[np.ndarray], np.ndarray]
 
 
 class PriorLike(Protocol):
@@ -98,35 +117,47 @@ class PriorLike(Protocol):
 def _torch_rows(model: Any, theta: np.ndarray) -> Any:
     import torch
 
-    dtype = model.theta_scaler.mean.dtype
     t = torch.as_tensor(np.asarray(theta, dtype=np.float64))
-    out = t.to(dtype)
+    out = t.to(model.theta_scaler.mean.dtype)
     if model.support.active:
         out = model.support.round_inside(out, t)
     return out
 
 
-class Region:
-    """``{theta: log q_T(theta | x_o) >= threshold}`` united with Gaussian neighbourhoods of seeds.
+def flow_log_prob(model: Any, context: Any, theta: np.ndarray, *, temperature: float = 1.0) -> np.ndarray:
+    """``log q_T(theta | x_o)`` (n,) of a flow at one observation's context (float64, in chunks)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    out = np.empty(len(theta))
+    for s in range(0, len(theta), _CHUNK):
+        rows = _torch_rows(model, theta[s : s + _CHUNK])
+        lp = model.log_prob_grouped(rows[None], context, temperature=temperature)
+        out[s : s + _CHUNK] = lp[0].double().cpu().numpy()
+    return out
+
+
+class HighDensityRegion:
+    """``{theta: log q_T(theta | x_o) - log W(theta) >= threshold}``: the HPR of a flow's estimate.
 
     Arguments:
-        model: the flow (:class:`~hepflow.flows.inn.ConditionalINN`, eval mode) whose HPR it is.
-        context: the model context of the one observation (batch of one).
-        threshold: the log-density threshold of the HPR (:meth:`hpr` computes it); ``-inf``
-            (everything the flow supports) or ``+inf`` (no HPR, only the seeds) are allowed.
+        model: the flow (:class:`~hepflow.flows.inn.ConditionalINN`, eval mode).
+        context: the model context of the one observation (a batch of one).
+        threshold: the log-density threshold (:meth:`threshold_of` computes it).
         temperature: the flow's base-distribution width (see :func:`refine`).
-        seeds: ``(m, theta_dim)`` seed points, or None.
-        seed_width: the Gaussian width around each seed, in units of the flow's training spread
-            of the unconstrained coordinates.
-        eps: the neighbourhood of a seed is the ``1 - eps`` ball of its Gaussian.
-        scale: the spread of the unconstrained coordinates (default: the flow's standardisation).
+        log_weight: ``log W`` of the proposals the flow was trained on (None: constant), so that
+            the region is the HPR of the estimate corrected back to the prior.
+
+    The SIR instrumental density of the region is the tempered flow (:meth:`sample`,
+    :meth:`log_density`).
 
     Example:
         >>> import numpy as np, hepflow
         >>> net = hepflow.ConditionalINN(1, 1, depth=1, width=8, seed=0).eval()
-        >>> r = Region(net, np.zeros((1, 1), np.float32), np.inf, seeds=np.array([[5.0]]), seed_width=0.1)
-        >>> r.contains(np.array([[5.05], [0.0]])).tolist()
-        [True, False]
+        >>> ctx = np.zeros((1, 1), np.float32)
+        >>> tau = HighDensityRegion.threshold_of(net, ctx, eps=0.05, samples=4000, seed=0)
+        >>> region = HighDensityRegion(net, ctx, tau)
+        >>> x = region.sample(4000, np.random.default_rng(1))
+        >>> 0.9 < region.contains(x).mean() < 1.0
+        True
     """
 
     def __init__(
@@ -136,178 +167,208 @@ class Region:
         threshold: float,
         *,
         temperature: float = 1.0,
-        seeds: np.ndarray | None = None,
-        seed_width: float = 0.1,
-        eps: float = 1e-4,
-        scale: np.ndarray | None = None,
+        log_weight: LogWeight | None = None,
     ) -> None:
         if math.isnan(threshold):
-            raise ConfigError("Region: the threshold is NaN")
-        if not (math.isfinite(seed_width) and seed_width > 0):
-            raise ConfigError(f"seed_width must be a positive number, got {seed_width!r}")
+            raise ConfigError("HighDensityRegion: the threshold is NaN")
         self.model = model
         self.context = context
         self.threshold = float(threshold)
         self.temperature = float(temperature)
-        self.eps = float(eps)
-        self.seed_width = float(seed_width)
-        self.seeds = None if seeds is None or len(seeds) == 0 else np.asarray(seeds, dtype=np.float64)
-        d = int(model.latent_dim)
-        if scale is None:
-            scale = model.theta_scaler.std.detach().double().cpu().numpy()
-        self.scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (d,)).copy()
-        #: squared radius of a seed neighbourhood (standardised units)
-        self.radius2 = float(stats.chi2.ppf(1.0 - self.eps, d))
-        self.seed_u: np.ndarray | None = None
-        if self.seeds is not None:
-            if self.seeds.ndim != 2 or self.seeds.shape[1] != model.theta_dim:
-                raise ConfigError(f"seeds must have shape (m, {model.theta_dim}), got {self.seeds.shape}")
-            u, _ = self.unconstrained(self.seeds)
-            if not np.isfinite(u).all():
-                bad = int(np.flatnonzero(~np.isfinite(u).all(1))[0])
-                raise ConfigError(f"seed {bad} lies outside the flow's support: {self.seeds[bad].tolist()}")
-            self.seed_u = u
+        self.log_weight = log_weight
 
-    @property
-    def n_seeds(self) -> int:
-        """Number of seed points."""
-        return 0 if self.seeds is None else len(self.seeds)
-
-    def unconstrained(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(u (n, latent), log |du/dtheta| (n,))``: the flow's support transform; inf outside."""
-        import torch
-
-        t = _torch_rows(self.model, theta)
-        with torch.no_grad():
-            inside = self.model.support.contains(t) if self.model.support.active else None
-            safe = t if inside is None else torch.where(inside[:, None], t, self.model.support.interior(t.dtype, t.device))
-            u, ld = self.model.support(safe)
-        u = u.double().cpu().numpy()
-        ld = ld.double().cpu().numpy()
-        if inside is not None:
-            bad = ~inside.cpu().numpy()
-            u[bad] = np.inf
-            ld[bad] = -np.inf
-        return u, ld
-
-    def constrained(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(theta (n, theta_dim) float64, log |dtheta/du| (n,))``: the inverse support transform."""
-        import torch
-
-        dtype = self.model.theta_scaler.mean.dtype
-        with torch.no_grad():
-            theta, ld = self.model.support.inverse(torch.as_tensor(u).to(dtype))
-        return FlowPosterior(self.model).as_array(theta), ld.double().cpu().numpy()
-
-    def log_q(self, theta: np.ndarray) -> np.ndarray:
-        """``log q_T(theta | x_o)`` (n,) of the flow at the region's temperature."""
-        theta = np.asarray(theta, dtype=np.float64)
-        out = np.empty(len(theta))
-        for s in range(0, len(theta), _CHUNK):
-            rows = _torch_rows(self.model, theta[s : s + _CHUNK])
-            lp = self.model.log_prob_grouped(rows[None], self.context, temperature=self.temperature)
-            out[s : s + _CHUNK] = lp[0].double().cpu().numpy()
-        return out
-
-    def seed_log_density(self, theta: np.ndarray) -> np.ndarray:
-        """``(n, m)``: log density of each seed's Gaussian (in ``u``, mapped to ``theta``)."""
-        assert self.seed_u is not None
-        u, ld = self.unconstrained(theta)
-        sd = self.seed_width * self.scale
+    def corrected_log_q(self, theta: np.ndarray) -> np.ndarray:
+        """``log q_T(theta | x_o) - log W(theta)`` (n,)."""
+        lq = flow_log_prob(self.model, self.context, theta, temperature=self.temperature)
+        if self.log_weight is None:
+            return lq
+        lw = self.log_weight(theta)
         with np.errstate(invalid="ignore"):
-            r2 = (((u[:, None, :] - self.seed_u[None]) / sd) ** 2).sum(-1)
-        norm = -0.5 * len(sd) * math.log(2 * math.pi) - np.log(sd).sum()
-        out = norm - 0.5 * r2 + ld[:, None]
-        return np.where(np.isfinite(out), out, -np.inf)
-
-    def near_seed(self, theta: np.ndarray) -> np.ndarray:
-        """Boolean (n,): inside the neighbourhood of some seed."""
-        if self.seed_u is None:
-            return np.zeros(len(theta), dtype=bool)
-        u, _ = self.unconstrained(theta)
-        sd = self.seed_width * self.scale
-        with np.errstate(invalid="ignore"):
-            r2 = (((u[:, None, :] - self.seed_u[None]) / sd) ** 2).sum(-1)
-        return np.any(r2 <= self.radius2, axis=1)
+            out = lq - lw
+        return np.where(np.isfinite(lw), out, -np.inf)
 
     def contains(self, theta: np.ndarray) -> np.ndarray:
         """Boolean (n,): ``theta`` lies in the region."""
-        theta = np.asarray(theta, dtype=np.float64)
-        inside = self.near_seed(theta)
-        if self.threshold < math.inf:
-            rest = ~inside
-            if rest.any():
-                inside[rest] = self.log_q(theta[rest]) >= self.threshold
-        return inside
+        return self.corrected_log_q(theta) >= self.threshold
+
+    def sample(self, n: int, gen: np.random.Generator) -> np.ndarray:
+        """``n`` draws of the tempered flow (the region's SIR instrumental)."""
+        theta, _ = FlowPosterior(self.model).sample_context(
+            n,
+            self.context,
+            generator=torch_generator(int(gen.integers(2**62))),
+            temperature=self.temperature,
+        )
+        return theta[0]
+
+    def log_density(self, theta: np.ndarray) -> np.ndarray:
+        """The tempered flow's log density (n,) (the instrumental of :meth:`sample`)."""
+        return flow_log_prob(self.model, self.context, theta, temperature=self.temperature)
 
     @staticmethod
-    def hpr(
+    def threshold_of(
         model: Any,
         context: Any,
         *,
         eps: float = 1e-4,
         samples: int = 20_000,
         temperature: float = 1.0,
+        log_weight: LogWeight | None = None,
         seed: int | None = None,
     ) -> float:
-        """The log-density threshold of the flow's ``1 - eps`` HPR at the observation: the ``eps``
-        quantile of ``log q_T`` over ``samples`` draws of ``q_T`` itself."""
-        from hepflow.posterior.base import torch_generator
-
+        """The threshold of the ``1 - eps`` HPR: the ``eps`` quantile of ``log q_T - log W`` over
+        ``samples`` draws of ``q_T``, each weighted by ``1 / W`` (self-normalised) when
+        ``log_weight`` is given, so that the quantile is that of the corrected estimate."""
         post = FlowPosterior(model)
-        _, lq = post.sample_context(
+        theta, lq = post.sample_context(
             samples, context, generator=torch_generator(seed), log_prob=True, temperature=temperature
         )
-        lq = lq[0][np.isfinite(lq[0])]
-        if lq.size == 0:
+        theta, lq = theta[0], lq[0]
+        if log_weight is None:
+            lw = np.zeros_like(lq)
+        else:
+            lw = log_weight(theta)
+        c = lq - lw
+        ok = np.isfinite(c)
+        if not ok.any():
             raise ModelError("the estimator's density is not finite at any of its own draws")
-        return float(np.quantile(lq, eps))
+        c, lw = c[ok], lw[ok]
+        order = np.argsort(c)
+        w = np.exp(-(lw[order] - lw.min()))
+        cdf = np.cumsum(w) / w.sum()
+        return float(c[order][min(int(np.searchsorted(cdf, eps)), len(c) - 1)])
 
 
-@dataclass
+class SeedBall:
+    """A ball of radius ``radius`` (in units of ``scale``) around ``center`` in the flow's
+    unconstrained coordinates (its support transforms); its SIR instrumental is the uniform
+    distribution in the ball.
+
+    Example:
+        >>> import numpy as np, hepflow
+        >>> net = hepflow.ConditionalINN(1, 1, depth=1, width=8, seed=0).eval()
+        >>> ball = SeedBall(net, np.array([5.0]), radius=0.1, scale=np.ones(1))
+        >>> ball.contains(np.array([[5.05], [0.0]])).tolist()
+        [True, False]
+        >>> bool(ball.contains(ball.sample(100, np.random.default_rng(0))).all())
+        True
+    """
+
+    def __init__(self, model: Any, center: np.ndarray, *, radius: float, scale: np.ndarray) -> None:
+        if not (math.isfinite(radius) and radius > 0):
+            raise ConfigError(f"seed_radius must be a positive number, got {radius!r}")
+        self.model = model
+        self.center = np.asarray(center, dtype=np.float64)
+        self.radius = float(radius)
+        d = int(model.latent_dim)
+        self.scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (d,)).copy()
+        u, _ = self.unconstrained(self.center[None])
+        if not np.isfinite(u).all():
+            raise ConfigError(f"seed {self.center.tolist()} lies outside the flow's support")
+        self.center_u = u[0]
+        #: log volume of the ball in the unconstrained coordinates
+        self.log_volume = float(
+            0.5 * d * math.log(math.pi)
+            - math.lgamma(0.5 * d + 1)
+            + d * math.log(self.radius)
+            + np.log(self.scale).sum()
+        )
+
+    def unconstrained(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(u (n, latent), log |du/dtheta| (n,))``: the flow's support transform; inf outside."""
+        import torch
+
+        m = self.model
+        t = _torch_rows(m, theta)
+        with torch.no_grad():
+            inside = m.support.contains(t) if m.support.active else None
+            if inside is not None:
+                t = torch.where(inside[:, None], t, m.support.interior(t.dtype, t.device))
+            u, ld = m.support(t)
+        u, ld = u.double().cpu().numpy(), ld.double().cpu().numpy()
+        if inside is not None:
+            bad = ~inside.cpu().numpy()
+            u[bad], ld[bad] = np.inf, -np.inf
+        return u, ld
+
+    def _r2(self, u: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            r2 = (((u - self.center_u) / (self.radius * self.scale)) ** 2).sum(-1)
+        return np.where(np.isfinite(r2), r2, np.inf)
+
+    def contains(self, theta: np.ndarray) -> np.ndarray:
+        """Boolean (n,): inside the ball."""
+        return self._r2(self.unconstrained(theta)[0]) <= 1.0
+
+    def sample(self, n: int, gen: np.random.Generator) -> np.ndarray:
+        """``n`` draws (n, theta_dim) uniform in the ball (in the unconstrained coordinates)."""
+        import torch
+
+        d = len(self.scale)
+        direction = gen.standard_normal((n, d))
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        r = gen.random(n) ** (1.0 / d)
+        u = self.center_u + direction * r[:, None] * (self.radius * self.scale)
+        with torch.no_grad():
+            theta, _ = self.model.support.inverse(torch.as_tensor(u).to(self.model.theta_scaler.mean.dtype))
+        return FlowPosterior(self.model).as_array(theta)
+
+    def log_density(self, theta: np.ndarray) -> np.ndarray:
+        """Log density (n,) in ``theta`` of :meth:`sample`'s draws (``-inf`` outside the ball)."""
+        u, ld = self.unconstrained(theta)
+        out = ld - self.log_volume
+        return np.where((self._r2(u) <= 1.0) & np.isfinite(out), out, -np.inf)
+
+
 class TruncatedPrior:
-    """The prior truncated to a :class:`Region`: ``pi(theta) 1_R(theta) / pi(R)``.
+    """The prior truncated to a region: ``pi(theta) 1_R(theta) / pi(R)``.
 
     :meth:`sample` draws by rejection from the prior while the acceptance stays above
     ``min_acceptance``; below it, by sampling-importance-resampling from a pool of
-    ``sir_pool x n`` draws of a defensive mixture (``defensive`` of the prior, the rest split
-    between the region's flow at its temperature and the Gaussians around its seeds), weighted
-    by ``pi 1_R / mixture``. Either way the prior mass ``pi(R)`` is estimated (the acceptance
-    rate, or the mean importance weight of the pool), and :meth:`log_prob` is
-    ``log pi(theta) - log pi(R)`` inside the region, ``-inf`` outside.
+    ``sir_pool x n`` draws of the defensive mixture ``defensive x prior + (1 - defensive) x``
+    the region's own instrumental (its ``sample`` / ``log_density``), weighted by
+    ``pi 1_R / mixture``. Either way the prior mass ``pi(R)`` is estimated (the acceptance rate,
+    or the mean importance weight of the pool); :meth:`log_prob` is ``log pi - log pi(R)``
+    inside the region and ``-inf`` outside.
 
     Example:
         >>> import numpy as np, hepflow
         >>> from hepflow.posterior.toys import GaussianPrior
         >>> net = hepflow.ConditionalINN(1, 1, depth=1, width=8, seed=0).eval()
-        >>> region = Region(net, np.zeros((1, 1), np.float32), np.inf, seeds=np.array([[0.5]]), seed_width=0.2)
-        >>> tp = TruncatedPrior(GaussianPrior(1), region)
-        >>> x = tp.sample(1000, rng=0)
-        >>> bool(region.contains(x).all()), tp.method, round(tp.prior_mass, 1)
+        >>> half = TruncatedPrior(GaussianPrior(1), SeedBall(net, np.array([10.0]), radius=10.0, scale=np.ones(1)))
+        >>> x = half.sample(1000, rng=0)
+        >>> bool((x > 0).all()), half.method, round(half.prior_mass, 1)
         (True, 'rejection', 0.5)
+        >>> half.log_prob(np.array([[-1.0], [1.0]]))[0], round(float(half.log_prob(np.array([[1.0]]))[0]), 1)
+        (-inf, -0.7)
     """
 
-    prior: Any
-    region: Region
-    min_acceptance: float = 0.02
-    sir_pool: int = 20
-    defensive: float = 0.1
-    #: how the last :meth:`sample` drew: "rejection" or "sir"
-    method: str | None = None
-    #: the estimated prior mass of the region
-    prior_mass: float = math.nan
-    #: the acceptance rate of the prior draws (rejection) or the pool's ESS / size (SIR)
-    efficiency: float = math.nan
-    prior_draws: int = 0
-    _log_mass: float = field(default=math.nan, repr=False)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_acceptance < 1:
-            raise ConfigError(f"min_acceptance must lie in (0, 1), got {self.min_acceptance}")
-        if self.sir_pool < 2:
-            raise ConfigError(f"sir_pool must be >= 2, got {self.sir_pool}")
-        if not 0 < self.defensive < 1:
-            raise ConfigError(f"defensive must lie in (0, 1), got {self.defensive}")
+    def __init__(
+        self,
+        prior: PriorLike,
+        region: Any,
+        *,
+        min_acceptance: float = 0.02,
+        sir_pool: int = 20,
+        defensive: float = 0.1,
+    ) -> None:
+        if not 0 < min_acceptance < 1:
+            raise ConfigError(f"min_acceptance must lie in (0, 1), got {min_acceptance}")
+        if sir_pool < 2:
+            raise ConfigError(f"sir_pool must be >= 2, got {sir_pool}")
+        if not 0 < defensive < 1:
+            raise ConfigError(f"defensive must lie in (0, 1), got {defensive}")
+        self.prior = prior
+        self.region = region
+        self.min_acceptance = float(min_acceptance)
+        self.sir_pool = int(sir_pool)
+        self.defensive = float(defensive)
+        #: how :meth:`sample` drew: "rejection" or "sir" (None before)
+        self.method: str | None = None
+        #: the estimated prior mass of the region
+        self.prior_mass = math.nan
+        #: the acceptance of the prior draws (rejection) or the SIR pool's ESS / size
+        self.efficiency = math.nan
 
     def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
         """``n`` draws ``(n, theta_dim)`` of the truncated prior."""
@@ -315,88 +376,109 @@ class TruncatedPrior:
             raise ConfigError(f"TruncatedPrior.sample: n must be >= 1, got {n}")
         gen = np.random.default_rng(rng)
         kept: list[np.ndarray] = []
-        have = drawn = accepted = 0
+        have = drawn = 0
         batch = max(n, 4096)
         while have < n:
             theta = np.asarray(self.prior.sample(batch, gen), dtype=np.float64)
             inside = self.region.contains(theta)
             drawn += batch
-            accepted += int(inside.sum())
             kept.append(theta[inside])
             have += int(inside.sum())
-            rate = accepted / drawn
+            rate = have / drawn
             if have < n and rate < self.min_acceptance:
-                return self._sir(n, gen, drawn)
+                return self._sir(n, gen)
             batch = int(math.ceil(1.2 * (n - have) / max(rate, self.min_acceptance))) + 64
-        self.method, self.prior_draws = "rejection", drawn
-        self.prior_mass = self.efficiency = accepted / drawn
-        self._log_mass = math.log(self.prior_mass)
+        self.method = "rejection"
+        self.prior_mass = self.efficiency = have / drawn
         return np.concatenate(kept)[:n]
 
-    def _sir(self, n: int, gen: np.random.Generator, prior_draws: int) -> np.ndarray:
-        from hepflow.posterior.base import torch_generator
-
-        region = self.region
+    def _sir(self, n: int, gen: np.random.Generator) -> np.ndarray:
         pool = self.sir_pool * n
-        parts = ["prior", *(["flow"] if region.threshold < math.inf else []), *(["seeds"] if region.n_seeds else [])]
-        rest = (1.0 - self.defensive) / (len(parts) - 1) if len(parts) > 1 else 0.0
-        weights = {p: (self.defensive if p == "prior" else rest) for p in parts}
-        if len(parts) == 1:
-            weights["prior"] = 1.0
-        counts = gen.multinomial(pool, [weights[p] for p in parts])
-        draws = []
-        for part, k in zip(parts, counts, strict=True):
-            if k == 0:
-                continue
-            if part == "prior":
-                draws.append(np.asarray(self.prior.sample(int(k), gen), dtype=np.float64))
-            elif part == "flow":
-                th, _ = FlowPosterior(region.model).sample_context(
-                    int(k),
-                    region.context,
-                    generator=torch_generator(int(gen.integers(2**62))),
-                    temperature=region.temperature,
-                )
-                draws.append(th[0])
-            else:
-                which = gen.integers(region.n_seeds, size=int(k))
-                z = gen.standard_normal((int(k), len(region.scale)))
-                u = region.seed_u[which] + z * region.seed_width * region.scale
-                draws.append(region.constrained(u)[0])
-        theta = np.concatenate(draws)
+        k = int(gen.binomial(pool, self.defensive))
+        theta = np.concatenate(
+            [np.asarray(self.prior.sample(k, gen), dtype=np.float64), self.region.sample(pool - k, gen)]
+        )
         log_prior = np.asarray(self.prior.log_prob(theta), dtype=np.float64)
-        comps = [np.log(weights["prior"]) + log_prior]
-        if "flow" in parts:
-            comps.append(np.log(weights["flow"]) + region.log_q(theta))
-        if "seeds" in parts:
-            comps.append(
-                np.log(weights["seeds"]) - math.log(region.n_seeds) + logsumexp(region.seed_log_density(theta), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_g = np.logaddexp(
+                math.log(self.defensive) + log_prior, math.log1p(-self.defensive) + self.region.log_density(theta)
             )
-        with np.errstate(invalid="ignore"):
-            log_g = logsumexp(np.stack(comps), axis=0)
-        inside = region.contains(theta) & np.isfinite(log_prior) & np.isfinite(log_g)
-        log_w = np.full(len(theta), -np.inf)
+        inside = self.region.contains(theta) & np.isfinite(log_prior) & np.isfinite(log_g)
+        log_w = np.full(pool, -np.inf)
         log_w[inside] = log_prior[inside] - log_g[inside]
-        if not np.isfinite(log_w).any():
+        if not inside.any():
             raise ModelError(
-                f"the proposal region holds no prior mass that {pool} draws of the prior, the "
-                "estimator and the seeds could find: check the prior, the seeds and the observation"
+                f"none of {pool} draws of the prior and of the region's instrumental lies in the "
+                "proposal region: check the prior, the seeds and the observation"
             )
-        log_mass = float(logsumexp(log_w) - math.log(len(theta)))
+        self.prior_mass = float(np.exp(logsumexp(log_w) - math.log(pool)))
         w = np.exp(log_w - logsumexp(log_w))
-        self.method, self.prior_draws = "sir", prior_draws
-        self._log_mass = log_mass
-        self.prior_mass = math.exp(log_mass)
-        self.efficiency = float(1.0 / np.sum(w * w)) / len(theta)
-        return theta[gen.choice(len(theta), size=n, p=w)]
+        self.method = "sir"
+        self.efficiency = float(1.0 / np.sum(w * w)) / pool
+        return theta[gen.choice(pool, size=n, p=w)]
 
     def log_prob(self, theta: np.ndarray) -> np.ndarray:
         """``log pi(theta) - log pi(R)`` inside the region, ``-inf`` outside (after :meth:`sample`)."""
-        if not math.isfinite(self._log_mass):
-            raise ModelError("TruncatedPrior.log_prob: the prior mass of the region is estimated by sample() first")
-        theta = np.asarray(theta, dtype=np.float64)
-        lp = np.asarray(self.prior.log_prob(theta), dtype=np.float64) - self._log_mass
-        return np.where(self.region.contains(theta), lp, -np.inf)
+        if not math.isfinite(self.prior_mass):
+            raise ModelError("TruncatedPrior.log_prob: sample() estimates the prior mass of the region first")
+        lp = np.asarray(self.prior.log_prob(np.asarray(theta, dtype=np.float64)), dtype=np.float64)
+        return np.where(self.region.contains(theta), lp - math.log(self.prior_mass), -np.inf)
+
+
+class Proposal:
+    """A round's proposal: ``sum_k a_k x`` the prior truncated to region ``k`` (shares ``a_k``).
+
+    One component is the plain TSNPE proposal; the first round with seeds has the estimator's
+    HPR and one :class:`SeedBall` per seed. :meth:`log_ratio` is ``log(proposal / prior)
+    = log sum_k a_k 1_{R_k} / pi(R_k)`` (``-inf`` outside every region).
+    """
+
+    def __init__(self, components: Sequence[TruncatedPrior], shares: Sequence[float]) -> None:
+        if len(components) != len(shares) or not components:
+            raise ConfigError("a proposal needs one share per component, and at least one component")
+        a = np.asarray(shares, dtype=np.float64)
+        if np.any(a <= 0) or not math.isclose(float(a.sum()), 1.0, rel_tol=1e-9):
+            raise ConfigError(f"proposal shares must be positive and sum to one, got {a.tolist()}")
+        self.components = list(components)
+        self.shares = a
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """``n`` draws: a multinomial number from each component, shuffled."""
+        gen = np.random.default_rng(rng)
+        counts = gen.multinomial(n, self.shares)
+        parts = [c.sample(int(k), gen) for c, k in zip(self.components, counts, strict=True) if k > 0]
+        theta = np.concatenate(parts)
+        return theta[gen.permutation(len(theta))]
+
+    def contains(self, theta: np.ndarray) -> np.ndarray:
+        """Boolean (n,): inside some component's region."""
+        out = np.zeros(len(theta), dtype=bool)
+        for c in self.components:
+            out |= c.region.contains(theta)
+        return out
+
+    def log_ratio(self, theta: np.ndarray) -> np.ndarray:
+        """``log(proposal(theta) / prior(theta))`` (n,) (after :meth:`sample`)."""
+        terms = [
+            np.where(c.region.contains(theta), math.log(a) - math.log(c.prior_mass), -np.inf)
+            for c, a in zip(self.components, self.shares, strict=True)
+        ]
+        return logsumexp(np.stack(terms), axis=0)
+
+    @property
+    def prior_mass(self) -> float:
+        """The estimated prior mass of the components' regions, summed (overlaps counted twice)."""
+        return float(sum(c.prior_mass for c in self.components))
+
+    @property
+    def method(self) -> str:
+        """How the components were drawn (``rejection``, ``sir``, or both)."""
+        return "+".join(sorted({str(c.method) for c in self.components}))
+
+    @property
+    def efficiency(self) -> float:
+        """The smallest efficiency of its components."""
+        return float(min(c.efficiency for c in self.components))
 
 
 @dataclass(frozen=True)
@@ -417,10 +499,8 @@ class RoundRecord:
     train_seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (infinite thresholds as None)."""
-        d = asdict(self)
-        d["threshold"] = self.threshold if math.isfinite(self.threshold) else None
-        return d
+        """JSON-ready."""
+        return asdict(self)
 
 
 @dataclass
@@ -431,7 +511,10 @@ class Refinement:
         posterior: the refined posterior (``sample`` / ``log_prob`` with respect to the prior).
         model: its network.
         rounds: one :class:`RoundRecord` per round.
-        proposals: each round's :class:`TruncatedPrior`.
+        proposals: each round's :class:`Proposal`.
+        off_intersection: the fraction of 4000 final draws where the pooled proposal ratio
+            ``W`` differs from its median over them (0: they all lie where ``W`` is constant,
+            the premise of the uncorrected posterior), or outside every region.
         seconds: the wall time of the whole refinement.
         settings: the options it ran with (for the model's metadata).
     """
@@ -439,7 +522,8 @@ class Refinement:
     posterior: FlowPosterior
     model: Any
     rounds: list[RoundRecord]
-    proposals: list[TruncatedPrior]
+    proposals: list[Proposal]
+    off_intersection: float
     seconds: float
     settings: dict[str, Any]
 
@@ -456,6 +540,7 @@ class Refinement:
             "seconds": self.seconds,
             "train_seconds": sum(r.train_seconds for r in self.rounds),
             "simulate_seconds": sum(r.simulate_seconds for r in self.rounds),
+            "off_intersection": self.off_intersection,
             **self.settings,
         }
 
@@ -470,6 +555,20 @@ def _rows(x: Any) -> int:
     return len(next(iter(x.values()))) if isinstance(x, Mapping) else len(x)
 
 
+def pooled_log_weight(proposals: Sequence[Proposal], counts: Sequence[int]) -> LogWeight:
+    """``theta -> log W(theta)``, ``W = sum_r (n_r / N) proposal_r / prior``: the density of the
+    pooled simulations of all rounds relative to the prior."""
+    proposals = list(proposals)  # the rounds so far: later rounds must not change this W
+    total = float(sum(counts))
+    logs = [math.log(n / total) for n in counts]
+
+    def log_w(theta: np.ndarray) -> np.ndarray:
+        terms = [lw + p.log_ratio(theta) for p, lw in zip(proposals, logs, strict=True)]
+        return logsumexp(np.stack(terms), axis=0)
+
+    return log_w
+
+
 def refine(
     simulator: Callable[[np.ndarray, np.random.Generator], Any],
     prior: PriorLike,
@@ -481,11 +580,13 @@ def refine(
     simulations_per_round: int = 10_000,
     epochs: int = 30,
     seeds: np.ndarray | None = None,
-    seed_width: float = 0.1,
+    seed_radius: float = 0.5,
+    seed_share: float = 0.5,
     eps: float = 1e-4,
     temperature: float = 1.0,
     hpr_samples: int = 20_000,
     fine_tune: bool = True,
+    reweight: bool = False,
     fit_options: Mapping[str, Any] | None = None,
     min_acceptance: float = 0.02,
     seed: int = 0,
@@ -506,18 +607,25 @@ def refine(
         rounds: number of rounds (each simulates and trains once).
         simulations_per_round: simulations drawn from each round's proposal.
         epochs: training epochs per round (on the simulations of all rounds so far).
-        seeds: ``(m, theta_dim)`` points whose neighbourhoods join the first region (see the
-            module docstring); None for the estimator's HPR alone.
-        seed_width: the seeds' Gaussian width in units of the prior spread (unconstrained).
-        eps: the regions are ``1 - eps`` HPRs (and ``1 - eps`` balls around the seeds).
+        seeds: ``(m, theta_dim)`` points whose balls join the first proposal (module docstring);
+            None for the estimator's HPR alone.
+        seed_radius: the radius of the seeds' balls in the unconstrained coordinates, in units
+            of their spread in the estimator's training data.
+        seed_share: the share of the first round's simulations drawn in the seed balls.
+        eps: the regions are ``1 - eps`` HPRs.
         temperature: base-distribution width of the flow for the regions and the SIR draws.
         hpr_samples: draws of the flow that set each HPR threshold.
         fine_tune: continue training the previous round's network (True), or train a fresh
             network of the estimator's architecture each round (False; its standardisation is
             then fitted to the truncated data).
+        reweight: train with per-simulation weights ``1 / W(theta)`` (module docstring): the
+            posterior under the prior restricted to the union of the regions, whatever ``W``
+            does there (e.g. modes in different first-round components), at the cost of a
+            smaller effective sample size; False: the plain NPE loss of TSNPE, exact where ``W``
+            is constant (:attr:`Refinement.off_intersection` checks it).
         fit_options: further options of :func:`hepflow.fit` (``lr``, ``batch_size``,
             ``patience``, ``validation_split``, ``device``...).
-        min_acceptance: below this rejection acceptance the proposal is drawn by SIR.
+        min_acceptance: below this rejection acceptance a proposal is drawn by SIR.
         seed: the seed of proposals, simulations and training (round ``r`` uses ``seed + r``).
         callback: called with each round's record when the round is done.
 
@@ -535,6 +643,8 @@ def refine(
         )
     if not 0 < eps < 0.5:
         raise ConfigError(f"eps must lie in (0, 0.5), got {eps}")
+    if not 0 < seed_share < 1:
+        raise ConfigError(f"seed_share must lie in (0, 1), got {seed_share}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"temperature must be a positive number, got {temperature}")
     if hpr_samples < 100:
@@ -542,7 +652,7 @@ def refine(
     if not hasattr(estimator, "support") or not hasattr(estimator, "log_prob_grouped"):
         raise ConfigError(f"estimator must be a ConditionalINN, got {type(estimator).__name__}")
     options = dict(fit_options or {})
-    if clash := sorted({"epochs", "seed", "progress"} & options.keys()):
+    if clash := sorted({"epochs", "seed", "progress", "weights"} & options.keys()):
         raise ConfigError(f"fit_options must not set {', '.join(clash)}: refine sets them")
     to_context = features if features is not None else (lambda x: x)
     if _rows(observation) != 1:
@@ -561,25 +671,37 @@ def refine(
     ctx_o = to_context(observation)
     model = copy.deepcopy(estimator).eval()
     scale = estimator.theta_scaler.std.detach().double().cpu().numpy()
+    balls = [] if seed_arr is None else [SeedBall(model, s, radius=seed_radius, scale=scale) for s in seed_arr]
     thetas: list[np.ndarray] = []
     xs: list[Any] = []
     records: list[RoundRecord] = []
-    proposals: list[TruncatedPrior] = []
+    proposals: list[Proposal] = []
+    log_weight: LogWeight | None = None
     for r in range(rounds):
         gen = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(r,)))
         t0 = time.perf_counter()
-        tau = Region.hpr(model, ctx_o, eps=eps, samples=hpr_samples, temperature=temperature, seed=seed + r)
-        region = Region(
-            model,
+        # the HPR of the current estimate, corrected back to the prior (1 / W of earlier rounds)
+        flow_now = copy.deepcopy(model).eval()
+        tau = HighDensityRegion.threshold_of(
+            flow_now,
             ctx_o,
-            tau,
-            temperature=temperature,
-            seeds=seed_arr if r == 0 else None,
-            seed_width=seed_width,
             eps=eps,
-            scale=scale,
+            samples=hpr_samples,
+            temperature=temperature,
+            log_weight=log_weight,
+            seed=seed + r,
         )
-        proposal = TruncatedPrior(prior, region, min_acceptance=min_acceptance)
+        hpr = HighDensityRegion(flow_now, ctx_o, tau, temperature=temperature, log_weight=log_weight)
+
+        def truncated(region: Any) -> TruncatedPrior:
+            return TruncatedPrior(prior, region, min_acceptance=min_acceptance)
+
+        if r == 0 and balls:
+            components = [truncated(hpr)] + [truncated(b) for b in balls]
+            shares = [1.0 - seed_share] + [seed_share / len(balls)] * len(balls)
+        else:
+            components, shares = [truncated(hpr)], [1.0]
+        proposal = Proposal(components, shares)
         theta = proposal.sample(simulations_per_round, gen)
         t1 = time.perf_counter()
         x = simulator(theta, gen)
@@ -588,6 +710,8 @@ def refine(
         t2 = time.perf_counter()
         thetas.append(theta)
         xs.append(x)
+        proposals.append(proposal)
+        log_weight = pooled_log_weight(proposals, [len(t) for t in thetas])
         if fine_tune:
             net = model
         else:
@@ -597,10 +721,16 @@ def refine(
             cfg["seed"] = seed + r
             net = ConditionalINN.from_config(cfg)
         net.metadata = dict(getattr(estimator, "metadata", {}) or {})
+        all_theta = np.concatenate(thetas)
+        weights = None
+        if reweight:
+            lw_all = log_weight(all_theta)
+            weights = np.exp(-(lw_all - lw_all.min()))
         history = fit(
             net,
-            np.concatenate(thetas),
+            all_theta,
             to_context(_concat(xs)),
+            weights=weights,
             epochs=epochs,
             seed=seed + r,
             progress=False,
@@ -611,11 +741,11 @@ def refine(
         record = RoundRecord(
             round=r + 1,
             simulations=len(theta),
-            method=str(proposal.method),
-            efficiency=float(proposal.efficiency),
-            prior_mass=float(proposal.prior_mass),
+            method=proposal.method,
+            efficiency=proposal.efficiency,
+            prior_mass=proposal.prior_mass,
             threshold=tau,
-            seeds=region.n_seeds,
+            seeds=len(balls) if r == 0 else 0,
             epochs=len(history.train_loss),
             best_val_loss=history.best_val_loss,
             proposal_seconds=t1 - t0,
@@ -623,9 +753,15 @@ def refine(
             train_seconds=t3 - t2,
         )
         records.append(record)
-        proposals.append(proposal)
         if callback is not None:
             callback(record)
+    posterior = FlowPosterior(model, features=features)
+    draws, _ = posterior.sample_context(4000, ctx_o, generator=torch_generator(seed))
+    assert log_weight is not None
+    lw = log_weight(draws[0])
+    finite = np.isfinite(lw)
+    typical = float(np.median(lw[finite])) if finite.any() else 0.0
+    off = float(np.mean(~finite | (np.abs(lw - typical) > 1e-6)))
     settings = {
         "method": "TSNPE (Deistler et al. 2022, arXiv:2210.04815)",
         "rounds_requested": rounds,
@@ -633,17 +769,19 @@ def refine(
         "epochs": epochs,
         "eps": eps,
         "temperature": temperature,
-        "seed_width": seed_width,
+        "seed_radius": seed_radius,
+        "seed_share": seed_share,
         "seed_points": [] if seed_arr is None else seed_arr.tolist(),
         "fine_tune": fine_tune,
+        "reweight": reweight,
         "seed": seed,
     }
-    posterior = FlowPosterior(model, features=features)
     return Refinement(
         posterior=posterior,
         model=model,
         rounds=records,
         proposals=proposals,
+        off_intersection=off,
         seconds=time.perf_counter() - t_start,
         settings=settings,
     )
