@@ -345,7 +345,9 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         f"refined for {summary['observation']}: {len(summary['rounds'])} rounds, {summary['simulations']} "
         f"simulations, training {summary['train_seconds']:.0f} s, wall time {summary['wall_seconds']:.0f} s"
     )
-    print(f"model in {args.output} (hepflow infer cosmic --model {args.output} --observation {summary['observation']})")
+    print(
+        f"model in {args.output} (hepflow infer cosmic --model {args.output} --observation {summary['observation']})"
+    )
     return 0
 
 
@@ -630,7 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     rfc.add_argument("--rounds", type=_positive_int, default=3)
     rfc.add_argument("--simulations", type=_positive_int, default=10_000, help="simulations per round")
     rfc.add_argument("--epochs", type=_positive_int, default=30, help="training epochs per round")
-    rfc.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: [training] lr)")
+    rfc.add_argument(
+        "--lr", type=_positive_float, default=None, help="learning rate (default: [training] lr)"
+    )
     rfc.add_argument(
         "--fine-tune",
         action="store_true",

@@ -72,7 +72,9 @@ def cosmic_seeds(
 
     like = Likelihood(observation, model=model)
     t0 = time.perf_counter()
-    modes = find_modes(UnconstrainedPosterior(like, prior), seed, n_starts=n_starts, n_candidates=n_candidates)
+    modes = find_modes(
+        UnconstrainedPosterior(like, prior), seed, n_starts=n_starts, n_candidates=n_candidates
+    )
     t1 = time.perf_counter()
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(99,)))
     draws = prior.sample(sir_draws, rng)

@@ -401,7 +401,8 @@ class TruncatedPrior:
         log_prior = np.asarray(self.prior.log_prob(theta), dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_g = np.logaddexp(
-                math.log(self.defensive) + log_prior, math.log1p(-self.defensive) + self.region.log_density(theta)
+                math.log(self.defensive) + log_prior,
+                math.log1p(-self.defensive) + self.region.log_density(theta),
             )
         inside = self.region.contains(theta) & np.isfinite(log_prior) & np.isfinite(log_g)
         log_w = np.full(pool, -np.inf)
@@ -671,7 +672,9 @@ def refine(
     ctx_o = to_context(observation)
     model = copy.deepcopy(estimator).eval()
     scale = estimator.theta_scaler.std.detach().double().cpu().numpy()
-    balls = [] if seed_arr is None else [SeedBall(model, s, radius=seed_radius, scale=scale) for s in seed_arr]
+    balls = (
+        [] if seed_arr is None else [SeedBall(model, s, radius=seed_radius, scale=scale) for s in seed_arr]
+    )
     thetas: list[np.ndarray] = []
     xs: list[Any] = []
     records: list[RoundRecord] = []
