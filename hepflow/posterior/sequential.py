@@ -224,10 +224,7 @@ class HighDensityRegion:
             samples, context, generator=torch_generator(seed), log_prob=True, temperature=temperature
         )
         theta, lq = theta[0], lq[0]
-        if log_weight is None:
-            lw = np.zeros_like(lq)
-        else:
-            lw = log_weight(theta)
+        lw = np.zeros_like(lq) if log_weight is None else log_weight(theta)
         c = lq - lw
         ok = np.isfinite(c)
         if not ok.any():
@@ -387,7 +384,7 @@ class TruncatedPrior:
             rate = have / drawn
             if have < n and rate < self.min_acceptance:
                 return self._sir(n, gen)
-            batch = int(math.ceil(1.2 * (n - have) / max(rate, self.min_acceptance))) + 64
+            batch = math.ceil(1.2 * (n - have) / max(rate, self.min_acceptance)) + 64
         self.method = "rejection"
         self.prior_mass = self.efficiency = have / drawn
         return np.concatenate(kept)[:n]

@@ -79,21 +79,39 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     ref = meta["refinement"]
     assert ref["observation"] == "auger"
     assert ref["observation_digest"] == Observation.from_auger().digest()
-    assert ref["simulations"] == 300 and ref["simulations_per_round"] == 150
+    assert ref["simulations"] == 300
+    assert ref["simulations_per_round"] == 150
     assert [r["round"] for r in ref["rounds"]] == [1, 2]
     assert ref["rounds"][0]["seeds"] == len(ref["seed_points"]) >= 1
-    assert ref["seeds"]["modes"] and "deviance" in ref["seeds"]["modes"][0]
+    assert ref["seeds"]["modes"]
+    assert "deviance" in ref["seeds"]["modes"][0]
     assert ref["wall_seconds"] >= ref["seconds"] >= ref["train_seconds"] > 0
-    assert ref["seed"] == 4 and ref["epochs"] == 1 and ref["base_model"] == str(d / "model")
-    assert meta["parameters"] == list(PARAMETERS) and "proposal" not in meta
+    assert ref["seed"] == 4
+    assert ref["epochs"] == 1
+    assert ref["base_model"] == str(d / "model")
+    assert meta["parameters"] == list(PARAMETERS)
+    assert "proposal" not in meta
     assert json.loads((out / "refinement.json").read_text())["simulations"] == 300
 
     # infer --importance and report take it like any cosmic model
     inf = tmp_path / "infer"
     assert (
         main(
-            ["infer", "cosmic", "--model", str(out), "--observation", "auger", "--output", str(inf)]
-            + ["--importance", "--config", str(toml), "--samples", "300"]
+            [
+                "infer",
+                "cosmic",
+                "--model",
+                str(out),
+                "--observation",
+                "auger",
+                "--output",
+                str(inf),
+                "--importance",
+                "--config",
+                str(toml),
+                "--samples",
+                "300",
+            ]
         )
         == 0
     )
@@ -108,12 +126,24 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     # refused: another observation, a comparison on mocks, refining it again, an existing output
     capsys.readouterr()
     rc = main(
-        ["infer", "cosmic", "--model", str(out), "--observation", str(d / "pe.root")]
-        + ["--output", str(tmp_path / "other"), "--config", str(toml)]
+        [
+            "infer",
+            "cosmic",
+            "--model",
+            str(out),
+            "--observation",
+            str(d / "pe.root"),
+            "--output",
+            str(tmp_path / "other"),
+            "--config",
+            str(toml),
+        ]
     )
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1
-    assert "was refined for the observation auger" in err and str(d / "pe.root") in err
+    assert rc == 2
+    assert err.count("\n") == 1
+    assert "was refined for the observation auger" in err
+    assert str(d / "pe.root") in err
     with pytest.raises(ModelError, match="no amortized posterior"):
         compare(out, tmp_path / "cmp", config=cfg, progress=False)
     with pytest.raises(ModelError, match="refined model already"):
@@ -126,7 +156,7 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
 
 def test_refine_for_a_mock_observation_without_seeds(tiny, tmp_path) -> None:
     """Any observation file; --no-seeds: the first region is the cINN's HPR alone."""
-    toml, cfg, d = tiny
+    _toml, cfg, d = tiny
     summary = refine_model(
         d / "model",
         d / "pe.root",
@@ -140,8 +170,11 @@ def test_refine_for_a_mock_observation_without_seeds(tiny, tmp_path) -> None:
         fine_tune=True,
         progress=False,
     )
-    assert summary["entry"] == 3 and summary["seeds"] is None and summary["seed_points"] == []
-    assert summary["fine_tune"] is True and summary["rounds"][0]["seeds"] == 0
+    assert summary["entry"] == 3
+    assert summary["seeds"] is None
+    assert summary["seed_points"] == []
+    assert summary["fine_tune"] is True
+    assert summary["rounds"][0]["seeds"] == 0
     from hepflow.cosmic.generate import load_observation
     from hepflow.cosmic.pipeline import infer
 
@@ -153,7 +186,7 @@ def test_refine_for_a_mock_observation_without_seeds(tiny, tmp_path) -> None:
 
 
 def test_refine_cli_refuses_bad_options(tiny, tmp_path, capsys) -> None:
-    toml, _, d = tiny
+    _toml, _, d = tiny
     base = ["refine", "cosmic", "--model", str(d / "model"), "--output", str(tmp_path / "x")]
     for extra, match in (
         (["--rounds", "0"], "positive integer"),
@@ -164,7 +197,8 @@ def test_refine_cli_refuses_bad_options(tiny, tmp_path, capsys) -> None:
             main(base + extra)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
-        assert match in err and err.count("\n") == 1
+        assert match in err
+        assert err.count("\n") == 1
     assert main(["refine", "cosmic", "--model", str(tmp_path / "none"), "--output", str(tmp_path / "y")]) == 2
     assert "no cosmic model" in capsys.readouterr().err
     assert main(["refine", "cosmic", "--model", str(d / "model"), "--output", str(d / "model")]) == 2

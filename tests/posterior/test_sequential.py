@@ -81,13 +81,17 @@ def test_refined_posterior_matches_the_exact_gaussian_posterior(linear) -> None:
     # the density is normalised w.r.t. the prior's measure: compare it with the exact one
     exact = stats.multivariate_normal(mean, np.diag(sd**2)).logpdf(draws[0])
     assert abs(np.median(log_q[0] - exact)) < 0.15
-    assert result.simulations == 6000 and len(result.rounds) == 3
+    assert result.simulations == 6000
+    assert len(result.rounds) == 3
     masses = [r.prior_mass for r in result.rounds]
-    assert masses[0] > 0.9 and masses[-1] < 0.5  # the regions shrink onto the posterior
+    assert masses[0] > 0.9
+    assert masses[-1] < 0.5
     assert result.off_intersection < 0.01
     meta = result.metadata()
-    assert meta["simulations"] == 6000 and meta["rounds"][2]["round"] == 3
-    assert meta["train_seconds"] > 0 and meta["seconds"] >= meta["train_seconds"]
+    assert meta["simulations"] == 6000
+    assert meta["rounds"][2]["round"] == 3
+    assert meta["train_seconds"] > 0
+    assert meta["seconds"] >= meta["train_seconds"]
 
 
 def test_seeds_let_the_refinement_find_a_mode_the_estimator_misses(half_trained) -> None:
@@ -95,7 +99,14 @@ def test_seeds_let_the_refinement_find_a_mode_the_estimator_misses(half_trained)
     x_o = np.array([[1.0, 0.0]])  # theta_0 = +-1 with equal posterior mass
     before, _ = FlowPosterior(net).sample(4000, x_o, seed=2)
     assert (before[0][:, 0] < 0).mean() < 0.01
-    common = dict(estimator=net, rounds=3, simulations_per_round=2000, epochs=20, fit_options=FAST, seed=1)
+    common = {
+        "estimator": net,
+        "rounds": 3,
+        "simulations_per_round": 2000,
+        "epochs": 20,
+        "fit_options": FAST,
+        "seed": 1,
+    }
     blind = refine(toy.simulate, toy.prior, x_o, **common)
     draws, _ = blind.posterior.sample(4000, x_o, seed=2)
     assert (draws[0][:, 0] < 0).mean() < 0.02  # the HPR alone never proposes the mirror mode
@@ -104,8 +115,10 @@ def test_seeds_let_the_refinement_find_a_mode_the_estimator_misses(half_trained)
     negative = draws[0][:, 0] < 0
     assert 0.38 < negative.mean() < 0.62
     assert np.abs(np.abs(draws[0][:, 0]) - 1.0).mean() < 0.1
-    assert seeded.rounds[0].seeds == 1 and seeded.rounds[1].seeds == 0
-    assert seeded.settings["seed_points"] == [[-1.0, 0.0]] and seeded.settings["reweight"] is True
+    assert seeded.rounds[0].seeds == 1
+    assert seeded.rounds[1].seeds == 0
+    assert seeded.settings["seed_points"] == [[-1.0, 0.0]]
+    assert seeded.settings["reweight"] is True
 
 
 def test_truncated_prior_by_rejection_is_the_prior_inside_the_region() -> None:
@@ -188,7 +201,7 @@ def test_flow_temperature_widens_the_draws_with_a_consistent_density() -> None:
 def test_refine_refuses_invalid_options(linear) -> None:
     toy, net = linear
     x_o = np.zeros((1, 2), np.float32)
-    base = dict(estimator=net, rounds=1, simulations_per_round=10, epochs=1)
+    base = {"estimator": net, "rounds": 1, "simulations_per_round": 10, "epochs": 1}
     cases = [
         ({"rounds": 0}, "rounds >= 1"),
         ({"eps": 0.7}, "eps"),
