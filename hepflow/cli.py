@@ -345,9 +345,8 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         f"refined for {summary['observation']}: {len(summary['rounds'])} rounds, {summary['simulations']} "
         f"simulations, training {summary['train_seconds']:.0f} s, wall time {summary['wall_seconds']:.0f} s"
     )
-    print(
-        f"model in {args.output} (hepflow infer cosmic --model {args.output} --observation {summary['observation']})"
-    )
+    observation = summary["observation"]
+    print(f"model in {args.output} (hepflow infer cosmic --model {args.output} --observation {observation})")
     return 0
 
 

@@ -245,7 +245,8 @@ def compare(
     checked = load_posterior(model_dir, config=cfg)  # refuse a mismatching model before any MCMC runs
     if checked.metadata.get("refinement"):
         raise ModelError(
-            f"{model_dir} was refined for the observation {checked.metadata['refinement'].get('observation')}: "
+            f"{model_dir} was refined for the observation "
+            f"{checked.metadata['refinement'].get('observation')}: "
             "it is no amortized posterior to compare on mocks; compare the model it was refined from"
         )
     prior, fwd = cfg.prior.build(), cfg.model.build()

@@ -87,10 +87,10 @@ def check_observation(
         >>> obs = Observation(b, np.ones(b.shape[0]), np.ones(b.shape[1:]))
         >>> check_observation({}, obs, "models/cosmic")  # an amortized model: any observation
         >>> check_observation({"refinement": {"observation": "auger", "observation_digest": "0"}},
-        ...                   obs, "m", name="mock.root")
+        ...                   obs, "m", name="mock.root")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        hepflow.errors.ModelError: m was refined for the observation auger and is no posterior for mock.root; use the amortized model it was refined from, or refine it for this observation
+        hepflow.errors.ModelError: m was refined for the observation auger ... for mock.root; ...
     """
     ref = metadata.get("refinement")
     if not ref:
