@@ -336,6 +336,7 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         lr=args.lr,
         fine_tune=args.fine_tune,
         temperature=args.temperature,
+        seed_radius=args.seed_radius,
         seed=args.seed,
         seeds=args.seeds,
         progress=args.progress,
@@ -641,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rfc.add_argument(
         "--temperature", type=_positive_float, default=1.0, help="widen the proposal regions (base width)"
+    )
+    rfc.add_argument(
+        "--seed-radius",
+        type=_positive_float,
+        default=1.0,
+        help="radius of the balls around the seed points (unconstrained units of the prior spread)",
     )
     rfc.add_argument(
         "--no-seeds",

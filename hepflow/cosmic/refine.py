@@ -112,6 +112,7 @@ def refine_model(
     lr: float | None = None,
     fine_tune: bool = False,
     temperature: float = 1.0,
+    seed_radius: float = 1.0,
     seed: int = 1,
     seeds: bool = True,
     progress: bool = True,
@@ -133,6 +134,8 @@ def refine_model(
         fine_tune: continue training the amortized network (True) or train a fresh one of its
             architecture each round on the simulations so far (False).
         temperature: the flow's base-distribution width for the regions (>= 1 widens them).
+        seed_radius: the radius of the balls around the seed points (unconstrained coordinates,
+            in units of their spread in the training data; :func:`hepflow.posterior.sequential.refine`).
         seed: seeds the search for seed points, the proposals, simulations and training.
         seeds: add the seed points to the first region (False: the cINN's HPR alone).
         progress: print one line per round.
@@ -211,6 +214,7 @@ def refine_model(
         simulations_per_round=simulations,
         epochs=epochs,
         seeds=seed_points,
+        seed_radius=seed_radius,
         temperature=temperature,
         fine_tune=fine_tune,
         fit_options=fit_options,

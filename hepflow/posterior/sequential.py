@@ -145,16 +145,19 @@ class HighDensityRegion:
         temperature: the flow's base-distribution width (see :func:`refine`).
         log_weight: ``log W`` of the proposals the flow was trained on (None: constant), so that
             the region is the HPR of the estimate corrected back to the prior.
-
-    The SIR instrumental density of the region is the tempered flow (:meth:`sample`,
-    :meth:`log_density`).
+        log_weight_floor: ``log W`` taken where ``log_weight`` is ``-inf`` (outside every earlier
+            region, where the network extrapolates): the smallest ``W`` inside them, so that a
+            region can grow beyond the earlier ones.
+        widen: the SIR instrumental is the flow at ``widen x temperature`` (:meth:`sample`,
+            :meth:`log_density`): the prior truncated to an HPR is spread over the whole region,
+            while the flow's draws crowd its centre.
 
     Example:
         >>> import numpy as np, hepflow
         >>> net = hepflow.ConditionalINN(1, 1, depth=1, width=8, seed=0).eval()
         >>> ctx = np.zeros((1, 1), np.float32)
         >>> tau = HighDensityRegion.threshold_of(net, ctx, eps=0.05, samples=4000, seed=0)
-        >>> region = HighDensityRegion(net, ctx, tau)
+        >>> region = HighDensityRegion(net, ctx, tau, widen=1.0)  # draws of the flow itself
         >>> x = region.sample(4000, np.random.default_rng(1))
         >>> bool(0.9 < region.contains(x).mean() < 1.0)
         True
@@ -168,6 +171,8 @@ class HighDensityRegion:
         *,
         temperature: float = 1.0,
         log_weight: LogWeight | None = None,
+        log_weight_floor: float = -math.inf,
+        widen: float = 2.0,
     ) -> None:
         if math.isnan(threshold):
             raise ConfigError("HighDensityRegion: the threshold is NaN")
@@ -176,6 +181,8 @@ class HighDensityRegion:
         self.threshold = float(threshold)
         self.temperature = float(temperature)
         self.log_weight = log_weight
+        self.log_weight_floor = float(log_weight_floor)
+        self.widen = float(widen)
 
     def corrected_log_q(self, theta: np.ndarray) -> np.ndarray:
         """``log q_T(theta | x_o) - log W(theta)`` (n,)."""
@@ -183,27 +190,28 @@ class HighDensityRegion:
         if self.log_weight is None:
             return lq
         lw = self.log_weight(theta)
+        lw = np.where(np.isfinite(lw), lw, self.log_weight_floor)
         with np.errstate(invalid="ignore"):
             out = lq - lw
-        return np.where(np.isfinite(lw), out, -np.inf)
+        return np.where(np.isfinite(out), out, -np.inf)
 
     def contains(self, theta: np.ndarray) -> np.ndarray:
         """Boolean (n,): ``theta`` lies in the region."""
         return self.corrected_log_q(theta) >= self.threshold
 
     def sample(self, n: int, gen: np.random.Generator) -> np.ndarray:
-        """``n`` draws of the tempered flow (the region's SIR instrumental)."""
+        """``n`` draws of the widened flow (the region's SIR instrumental)."""
         theta, _ = FlowPosterior(self.model).sample_context(
             n,
             self.context,
             generator=torch_generator(int(gen.integers(2**62))),
-            temperature=self.temperature,
+            temperature=self.temperature * self.widen,
         )
         return theta[0]
 
     def log_density(self, theta: np.ndarray) -> np.ndarray:
-        """The tempered flow's log density (n,) (the instrumental of :meth:`sample`)."""
-        return flow_log_prob(self.model, self.context, theta, temperature=self.temperature)
+        """The widened flow's log density (n,) (the instrumental of :meth:`sample`)."""
+        return flow_log_prob(self.model, self.context, theta, temperature=self.temperature * self.widen)
 
     @staticmethod
     def threshold_of(
@@ -214,6 +222,7 @@ class HighDensityRegion:
         samples: int = 20_000,
         temperature: float = 1.0,
         log_weight: LogWeight | None = None,
+        log_weight_floor: float = -math.inf,
         seed: int | None = None,
     ) -> float:
         """The threshold of the ``1 - eps`` HPR: the ``eps`` quantile of ``log q_T - log W`` over
@@ -225,6 +234,7 @@ class HighDensityRegion:
         )
         theta, lq = theta[0], lq[0]
         lw = np.zeros_like(lq) if log_weight is None else log_weight(theta)
+        lw = np.where(np.isfinite(lw), lw, log_weight_floor)
         c = lq - lw
         ok = np.isfinite(c)
         if not ok.any():
@@ -554,6 +564,16 @@ def _rows(x: Any) -> int:
     return len(next(iter(x.values()))) if isinstance(x, Mapping) else len(x)
 
 
+def pooled_log_weight_floor(proposals: Sequence[Proposal], counts: Sequence[int]) -> float:
+    """The smallest ``log W`` inside the regions: ``min_{r, k} log((n_r / N) a_rk / pi(R_rk))``."""
+    total = float(sum(counts))
+    return min(
+        math.log(n / total) + math.log(a) - math.log(c.prior_mass)
+        for p, n in zip(proposals, counts, strict=True)
+        for c, a in zip(p.components, p.shares, strict=True)
+    )
+
+
 def pooled_log_weight(proposals: Sequence[Proposal], counts: Sequence[int]) -> LogWeight:
     """``theta -> log W(theta)``, ``W = sum_r (n_r / N) proposal_r / prior``: the density of the
     pooled simulations of all rounds relative to the prior."""
@@ -579,7 +599,7 @@ def refine(
     simulations_per_round: int = 10_000,
     epochs: int = 30,
     seeds: np.ndarray | None = None,
-    seed_radius: float = 0.5,
+    seed_radius: float = 1.0,
     seed_share: float = 0.5,
     eps: float = 1e-4,
     temperature: float = 1.0,
@@ -678,6 +698,7 @@ def refine(
     records: list[RoundRecord] = []
     proposals: list[Proposal] = []
     log_weight: LogWeight | None = None
+    floor = -math.inf
     for r in range(rounds):
         gen = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(r,)))
         t0 = time.perf_counter()
@@ -690,9 +711,12 @@ def refine(
             samples=hpr_samples,
             temperature=temperature,
             log_weight=log_weight,
+            log_weight_floor=floor,
             seed=seed + r,
         )
-        hpr = HighDensityRegion(flow_now, ctx_o, tau, temperature=temperature, log_weight=log_weight)
+        hpr = HighDensityRegion(
+            flow_now, ctx_o, tau, temperature=temperature, log_weight=log_weight, log_weight_floor=floor
+        )
 
         def truncated(region: Any) -> TruncatedPrior:
             return TruncatedPrior(prior, region, min_acceptance=min_acceptance)
@@ -713,6 +737,7 @@ def refine(
         xs.append(x)
         proposals.append(proposal)
         log_weight = pooled_log_weight(proposals, [len(t) for t in thetas])
+        floor = pooled_log_weight_floor(proposals, [len(t) for t in thetas])
         if fine_tune:
             net = model
         else:
