@@ -337,6 +337,7 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         fine_tune=args.fine_tune,
         temperature=args.temperature,
         seed_radius=args.seed_radius,
+        reweight=args.reweight,
         seed=args.seed,
         seeds=args.seeds,
         progress=args.progress,
@@ -648,6 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=1.0,
         help="radius of the balls around the seed points (unconstrained units of the prior spread)",
+    )
+    rfc.add_argument(
+        "--plain-loss",
+        dest="reweight",
+        action="store_false",
+        help="train with the plain NPE loss instead of the 1/W weights (docs/refine.md)",
     )
     rfc.add_argument(
         "--no-seeds",

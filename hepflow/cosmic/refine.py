@@ -113,6 +113,7 @@ def refine_model(
     fine_tune: bool = False,
     temperature: float = 1.0,
     seed_radius: float = 1.0,
+    reweight: bool = True,
     seed: int = 1,
     seeds: bool = True,
     progress: bool = True,
@@ -136,6 +137,9 @@ def refine_model(
         temperature: the flow's base-distribution width for the regions (>= 1 widens them).
         seed_radius: the radius of the balls around the seed points (unconstrained coordinates,
             in units of their spread in the training data; :func:`hepflow.posterior.sequential.refine`).
+        reweight: train with weights ``1 / W`` (exact on the union of the regions although the
+            seed balls of the first round have other proposal ratios than the later regions;
+            :func:`hepflow.posterior.sequential.refine`); False: the plain NPE loss.
         seed: seeds the search for seed points, the proposals, simulations and training.
         seeds: add the seed points to the first region (False: the cINN's HPR alone).
         progress: print one line per round.
@@ -215,6 +219,7 @@ def refine_model(
         epochs=epochs,
         seeds=seed_points,
         seed_radius=seed_radius,
+        reweight=reweight and seed_points is not None,
         temperature=temperature,
         fine_tune=fine_tune,
         fit_options=fit_options,

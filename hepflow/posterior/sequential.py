@@ -37,17 +37,22 @@ likelihood from a multi-start optimiser, likelihood-weighted prior draws). The n
 a seed is a ball (:class:`SeedBall`) of radius ``seed_radius`` around it in the flow's
 **unconstrained coordinates** (its support transforms: logits of a box, log ratios or
 stick-breaking logits of a simplex, so a seed with a fraction of 1e-5 has neighbours at 1e-6 and
-1e-4, not at -0.05), each coordinate in units of its spread in the estimator's training data. The
+1e-4, not at -0.05), each coordinate in units of its spread in the estimator's training data, and
+``seed_shells`` nested balls of radii ``seed_radius / 2^k`` (a sharp likelihood needs simulations
+close to the seed, a broad posterior needs the outer ball). The
 first proposal is the mixture of the prior truncated to the estimator's HPR (share
 ``1 - seed_share``) and the prior truncated to each seed ball (``seed_share`` split equally):
 a seed ball gets its share of the simulations however little prior mass it holds (a prior
 truncated to the union would give it almost none). That proposal is ``pi W_1`` with ``W_1``
-piecewise constant and known, so each later region is the HPR of the estimate **corrected** by
-``1 / W`` (its threshold from importance-weighted draws): a seed ball of tiny prior mass does not
-capture the next region unless the likelihood puts the posterior there. Where the final
-posterior spans components of different ``W`` (two modes, one seeded), the plain loss weights
-them by ``W``; ``reweight=True`` trains with weights ``1 / W`` instead, which is exact on the
-union of the regions.
+piecewise constant and known exactly (shares over estimated prior masses). The network then
+learns ``L pi W``, which overweights the seed balls; each later region is the HPR of that
+estimate itself (conservative: a seeded mode stays in the next region even where the network
+has learned it only partly), or, with ``corrected_regions=True``, of the estimate corrected by
+``1 / W`` (its threshold from importance-weighted draws; right when the network is, but it drops
+a seeded mode the network underestimates). Where the final posterior spans components of
+different ``W`` (two modes, one seeded; nested seed balls), the plain loss weights them by
+``W``; ``reweight=True`` trains with weights ``1 / W`` instead, which is exact on the union of
+the regions, at the cost of effective sample size.
 
 **Temperature.** ``temperature > 1`` defines each HPR, and draws the SIR mixture's flow
 component, with the flow's base distribution widened to ``N(0, temperature^2)``: a broader,
@@ -600,12 +605,14 @@ def refine(
     epochs: int = 30,
     seeds: np.ndarray | None = None,
     seed_radius: float = 1.0,
+    seed_shells: int = 3,
     seed_share: float = 0.5,
     eps: float = 1e-4,
     temperature: float = 1.0,
     hpr_samples: int = 20_000,
     fine_tune: bool = True,
     reweight: bool = False,
+    corrected_regions: bool = False,
     fit_options: Mapping[str, Any] | None = None,
     min_acceptance: float = 0.02,
     seed: int = 0,
@@ -630,6 +637,9 @@ def refine(
             None for the estimator's HPR alone.
         seed_radius: the radius of the seeds' balls in the unconstrained coordinates, in units
             of their spread in the estimator's training data.
+        seed_shells: balls per seed, of radii ``seed_radius / 2^k`` (k = 0 .. shells - 1), sharing
+            the seed's simulations equally: where the likelihood is sharp, the inner balls put
+            simulations close to the seed, the outer one covers the posterior around it.
         seed_share: the share of the first round's simulations drawn in the seed balls.
         eps: the regions are ``1 - eps`` HPRs.
         temperature: base-distribution width of the flow for the regions and the SIR draws.
@@ -642,6 +652,10 @@ def refine(
             does there (e.g. modes in different first-round components), at the cost of a
             smaller effective sample size; False: the plain NPE loss of TSNPE, exact where ``W``
             is constant (:attr:`Refinement.off_intersection` checks it).
+        corrected_regions: each later region is the HPR of the estimate corrected by ``1 / W``
+            (True), or of the estimate itself (False, the default: the network overweights the
+            seed balls by ``W``, which keeps a seeded mode in the next region even when the
+            network has not learned it fully; the correction removes it then).
         fit_options: further options of :func:`hepflow.fit` (``lr``, ``batch_size``,
             ``patience``, ``validation_split``, ``device``...).
         min_acceptance: below this rejection acceptance a proposal is drawn by SIR.
@@ -662,6 +676,8 @@ def refine(
         )
     if not 0 < eps < 0.5:
         raise ConfigError(f"eps must lie in (0, 0.5), got {eps}")
+    if not (isinstance(seed_shells, int) and seed_shells >= 1):
+        raise ConfigError(f"seed_shells must be a positive integer, got {seed_shells!r}")
     if not 0 < seed_share < 1:
         raise ConfigError(f"seed_share must lie in (0, 1), got {seed_share}")
     if not (math.isfinite(temperature) and temperature > 0):
@@ -690,8 +706,11 @@ def refine(
     ctx_o = to_context(observation)
     model = copy.deepcopy(estimator).eval()
     scale = estimator.theta_scaler.std.detach().double().cpu().numpy()
+    radii = [seed_radius / 2**k for k in range(seed_shells)]
     balls = (
-        [] if seed_arr is None else [SeedBall(model, s, radius=seed_radius, scale=scale) for s in seed_arr]
+        []
+        if seed_arr is None
+        else [SeedBall(model, s, radius=rad, scale=scale) for s in seed_arr for rad in radii]
     )
     thetas: list[np.ndarray] = []
     xs: list[Any] = []
@@ -704,18 +723,19 @@ def refine(
         t0 = time.perf_counter()
         # the HPR of the current estimate, corrected back to the prior (1 / W of earlier rounds)
         flow_now = copy.deepcopy(model).eval()
+        region_weight = log_weight if corrected_regions else None
         tau = HighDensityRegion.threshold_of(
             flow_now,
             ctx_o,
             eps=eps,
             samples=hpr_samples,
             temperature=temperature,
-            log_weight=log_weight,
+            log_weight=region_weight,
             log_weight_floor=floor,
             seed=seed + r,
         )
         hpr = HighDensityRegion(
-            flow_now, ctx_o, tau, temperature=temperature, log_weight=log_weight, log_weight_floor=floor
+            flow_now, ctx_o, tau, temperature=temperature, log_weight=region_weight, log_weight_floor=floor
         )
 
         def truncated(region: Any) -> TruncatedPrior:
@@ -771,7 +791,7 @@ def refine(
             efficiency=proposal.efficiency,
             prior_mass=proposal.prior_mass,
             threshold=tau,
-            seeds=len(balls) if r == 0 else 0,
+            seeds=0 if r or seed_arr is None else len(seed_arr),
             epochs=len(history.train_loss),
             best_val_loss=history.best_val_loss,
             proposal_seconds=t1 - t0,
@@ -796,10 +816,12 @@ def refine(
         "eps": eps,
         "temperature": temperature,
         "seed_radius": seed_radius,
+        "seed_shells": seed_shells,
         "seed_share": seed_share,
         "seed_points": [] if seed_arr is None else seed_arr.tolist(),
         "fine_tune": fine_tune,
         "reweight": reweight,
+        "corrected_regions": corrected_regions,
         "seed": seed,
     }
     return Refinement(
