@@ -651,10 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="radius of the balls around the seed points (unconstrained units of the prior spread)",
     )
     rfc.add_argument(
-        "--plain-loss",
-        dest="reweight",
-        action="store_false",
-        help="train with the plain NPE loss instead of the 1/W weights (docs/refine.md)",
+        "--reweight",
+        action="store_true",
+        help="train with weights 1/W instead of the plain NPE loss (docs/refine.md)",
     )
     rfc.add_argument(
         "--no-seeds",

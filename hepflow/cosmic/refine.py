@@ -14,6 +14,11 @@ and neighbourhoods of **seeds**, so that it reaches modes the amortized cINN mis
 * ``sir_seeds`` likelihood-weighted prior draws: ``sir_draws`` prior draws resampled with
   weights ``L(x | theta)`` (sampling-importance-resampling), distinct ones kept.
 
+The deepest mode gets half of the seeded simulations (``seed_share``, half of each round), the
+other seeds share the rest; every seed has three nested balls, kept in every round where they
+meet the region, and the network is trained with the plain NPE loss (``reweight=True``: weights
+``1 / W``, exact on the union of the regions).
+
 The refined network is saved as a model directory (``flow/``, like ``hepflow train cosmic``)
 whose metadata records, under ``refinement``, the observation (name and digest of its counts),
 the simulation budget, every round (proposal method, prior mass of the region, epochs, seconds),
@@ -113,7 +118,7 @@ def refine_model(
     fine_tune: bool = False,
     temperature: float = 1.0,
     seed_radius: float = 1.0,
-    reweight: bool = True,
+    reweight: bool = False,
     seed: int = 1,
     seeds: bool = True,
     progress: bool = True,
@@ -138,8 +143,9 @@ def refine_model(
         seed_radius: the radius of the balls around the seed points (unconstrained coordinates,
             in units of their spread in the training data; :func:`hepflow.posterior.sequential.refine`).
         reweight: train with weights ``1 / W`` (exact on the union of the regions although the
-            seed balls of the first round have other proposal ratios than the later regions;
-            :func:`hepflow.posterior.sequential.refine`); False: the plain NPE loss.
+            seed balls have other proposal ratios than the rest of the regions;
+            :func:`hepflow.posterior.sequential.refine`); False (default): the plain NPE loss,
+            which on the Auger data moved further towards the MCMC's mode (docs/refine.md).
         seed: seeds the search for seed points, the proposals, simulations and training.
         seeds: add the seed points to the first region (False: the cINN's HPR alone).
         progress: print one line per round.
@@ -193,6 +199,10 @@ def refine_model(
             n_starts=cfg.mcmc.n_starts,
             n_candidates=cfg.mcmc.n_candidates,
         )
+    seed_weights = None
+    if seed_points is not None and len(seed_points) > 1:
+        # the deepest mode (first) gets half of the seeded simulations, the others share the rest
+        seed_weights = [len(seed_points) - 1.0] + [1.0] * (len(seed_points) - 1)
     fit_options = cfg.training.fit_options()
     for key in ("epochs", "seed"):
         fit_options.pop(key)
@@ -218,6 +228,7 @@ def refine_model(
         simulations_per_round=simulations,
         epochs=epochs,
         seeds=seed_points,
+        seed_weights=seed_weights,
         seed_radius=seed_radius,
         reweight=reweight and seed_points is not None,
         temperature=temperature,

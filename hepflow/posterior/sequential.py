@@ -439,6 +439,28 @@ class TruncatedPrior:
         return np.where(self.region.contains(theta), lp - math.log(self.prior_mass), -np.inf)
 
 
+class Intersection:
+    """``a ∩ b`` of two regions; draws and density of ``a``'s instrumental (for SIR)."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+    def contains(self, theta: np.ndarray) -> np.ndarray:
+        """Boolean (n,): inside both."""
+        inside = self.a.contains(theta)
+        if inside.any():
+            inside[inside] = self.b.contains(np.asarray(theta)[inside])
+        return inside
+
+    def sample(self, n: int, gen: np.random.Generator) -> np.ndarray:
+        """Draws of ``a``'s instrumental."""
+        return self.a.sample(n, gen)
+
+    def log_density(self, theta: np.ndarray) -> np.ndarray:
+        """Log density of ``a``'s instrumental."""
+        return self.a.log_density(theta)
+
+
 class Proposal:
     """A round's proposal: ``sum_k a_k x`` the prior truncated to region ``k`` (shares ``a_k``).
 
@@ -607,6 +629,8 @@ def refine(
     seed_radius: float = 1.0,
     seed_shells: int = 3,
     seed_share: float = 0.5,
+    seed_weights: Sequence[float] | None = None,
+    keep_seeds: bool = True,
     eps: float = 1e-4,
     temperature: float = 1.0,
     hpr_samples: int = 20_000,
@@ -640,7 +664,13 @@ def refine(
         seed_shells: balls per seed, of radii ``seed_radius / 2^k`` (k = 0 .. shells - 1), sharing
             the seed's simulations equally: where the likelihood is sharp, the inner balls put
             simulations close to the seed, the outer one covers the posterior around it.
-        seed_share: the share of the first round's simulations drawn in the seed balls.
+        seed_share: the share of each round's simulations drawn in the seed balls.
+        seed_weights: relative shares of the seeds (default: equal), e.g. more for the deepest
+            mode of a likelihood.
+        keep_seeds: in the later rounds, keep drawing ``seed_share`` of the simulations in the
+            seed balls that still meet the region (the ball ∩ the HPR, a component of its own);
+            the prior truncated to the region alone gives a seeded mode of tiny prior mass almost
+            no simulations. False: the later proposals are the prior truncated to the HPR.
         eps: the regions are ``1 - eps`` HPRs.
         temperature: base-distribution width of the flow for the regions and the SIR draws.
         hpr_samples: draws of the flow that set each HPR threshold.
@@ -707,6 +737,12 @@ def refine(
     model = copy.deepcopy(estimator).eval()
     scale = estimator.theta_scaler.std.detach().double().cpu().numpy()
     radii = [seed_radius / 2**k for k in range(seed_shells)]
+    ball_shares = np.zeros(0)
+    if seed_arr is not None:
+        sw = np.ones(len(seed_arr)) if seed_weights is None else np.asarray(seed_weights, dtype=np.float64)
+        if sw.shape != (len(seed_arr),) or not np.all(np.isfinite(sw) & (sw > 0)):
+            raise ConfigError(f"seed_weights must be {len(seed_arr)} positive numbers, got {seed_weights!r}")
+        ball_shares = np.repeat(sw / sw.sum() / len(radii), len(radii))
     balls = (
         []
         if seed_arr is None
@@ -743,11 +779,24 @@ def refine(
 
         if r == 0 and balls:
             components = [truncated(hpr)] + [truncated(b) for b in balls]
-            shares = [1.0 - seed_share] + [seed_share / len(balls)] * len(balls)
+            shares = [1.0 - seed_share, *(seed_share * ball_shares)]
+        elif balls and keep_seeds:
+            # the seed balls inside the current region keep their share of the simulations
+            components = [truncated(hpr)] + [truncated(Intersection(b, hpr)) for b in balls]
+            shares = [1.0 - seed_share, *(seed_share * ball_shares)]
         else:
             components, shares = [truncated(hpr)], [1.0]
-        proposal = Proposal(components, shares)
-        theta = proposal.sample(simulations_per_round, gen)
+        theta = None
+        while theta is None:
+            proposal = Proposal(components, list(np.asarray(shares) / np.sum(shares)))
+            try:
+                theta = proposal.sample(simulations_per_round, gen)
+            except ModelError:
+                empty = [i for i, c in enumerate(components) if not math.isfinite(c.prior_mass)]
+                if not empty or empty[0] == 0:
+                    raise
+                # a seed ball that left the region: its simulations go to the others
+                del components[empty[0]], shares[empty[0]]
         t1 = time.perf_counter()
         x = simulator(theta, gen)
         if _rows(x) != len(theta):
@@ -791,7 +840,7 @@ def refine(
             efficiency=proposal.efficiency,
             prior_mass=proposal.prior_mass,
             threshold=tau,
-            seeds=0 if r or seed_arr is None else len(seed_arr),
+            seeds=0 if seed_arr is None or (r and not keep_seeds) else len(seed_arr),
             epochs=len(history.train_loss),
             best_val_loss=history.best_val_loss,
             proposal_seconds=t1 - t0,
@@ -818,6 +867,8 @@ def refine(
         "seed_radius": seed_radius,
         "seed_shells": seed_shells,
         "seed_share": seed_share,
+        "seed_weights": None if seed_weights is None else [float(w) for w in seed_weights],
+        "keep_seeds": keep_seeds,
         "seed_points": [] if seed_arr is None else seed_arr.tolist(),
         "fine_tune": fine_tune,
         "reweight": reweight,

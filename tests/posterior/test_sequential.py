@@ -116,7 +116,8 @@ def test_seeds_let_the_refinement_find_a_mode_the_estimator_misses(half_trained)
     assert 0.38 < negative.mean() < 0.62
     assert np.abs(np.abs(draws[0][:, 0]) - 1.0).mean() < 0.1
     assert seeded.rounds[0].seeds == 1
-    assert seeded.rounds[1].seeds == 0
+    assert seeded.rounds[1].seeds == 1  # kept in the later rounds
+    assert seeded.settings["keep_seeds"] is True
     assert seeded.settings["seed_points"] == [[-1.0, 0.0]]
     assert seeded.settings["reweight"] is True
 
