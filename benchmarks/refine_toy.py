@@ -120,10 +120,12 @@ def bimodal(simulations: int, epochs: int, rounds: int) -> dict[str, float]:
             f"  refined, {name:19s}: mass at theta_0 < 0 = {out[name]:.3f} "
             f"(draws off the regions' intersection: {out[f'{name} off_intersection']:.2f})"
         )
-    found = all(abs(out[n] - 0.5) <= 0.1 for n in ("seeded", "seeded, 1/W weights"))
+    found = all(0.25 <= out[n] <= 0.8 for n in ("seeded", "seeded, 1/W weights"))
+    exact = all(abs(out[n] - 0.5) <= 0.1 for n in ("seeded", "seeded, 1/W weights"))
     print(
         f"  verdict: the HPR alone never reaches the missed mode ({out['no seeds']:.3f}); seeded, the "
-        f"refinement {'recovers' if found else 'does not recover'} it (target 0.5 +- 0.1)"
+        f"refinement {'finds' if found else 'does not find'} it, and the mode weights are "
+        f"{'right within 0.1' if exact else 'off by more than 0.1 (do not trust the mode weights)'}"
     )
     return out
 
