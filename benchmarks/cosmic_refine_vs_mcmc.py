@@ -32,23 +32,36 @@ def compare(infer: dict[str, Any], mcmc: dict[str, Any]) -> dict[str, Any]:
     eff = infer.get("importance", {}).get("efficiency")
     worst = max(abs(r["shift"]) for r in rows.values())
     widths = [r["width"] for r in rows.values()]
-    ok = worst <= 0.3 and 0.8 <= min(widths) and max(widths) <= 1.2 and eff is not None and eff >= 0.2
-    return {"parameters": rows, "efficiency": eff, "max_shift": worst, "widths": (min(widths), max(widths)), "ok": ok}
+    ok = worst <= 0.3 and min(widths) >= 0.8 and max(widths) <= 1.2 and eff is not None and eff >= 0.2
+    return {
+        "parameters": rows,
+        "efficiency": eff,
+        "max_shift": worst,
+        "widths": (min(widths), max(widths)),
+        "ok": ok,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--infer", type=Path, required=True, help="output of hepflow infer cosmic --importance")
+    parser.add_argument(
+        "--infer", type=Path, required=True, help="output of hepflow infer cosmic --importance"
+    )
     parser.add_argument("--mcmc", type=Path, required=True, help="output of hepflow mcmc cosmic")
     parser.add_argument("--refinement", type=Path, default=None, help="output of hepflow refine cosmic")
     args = parser.parse_args()
     infer = json.loads((args.infer / "summary.json").read_text())
     mcmc = json.loads((args.mcmc / "summary.json").read_text())
     res = compare(infer, mcmc)
-    print(f"{'parameter':9s} {'cINN mean':>10s} {'MCMC mean':>10s} {'MCMC sd':>9s} {'shift/sd':>9s} {'width':>7s}")
+    print(
+        f"{'parameter':9s} {'cINN mean':>10s} {'MCMC mean':>10s} {'MCMC sd':>9s} "
+        f"{'shift/sd':>9s} {'width':>7s}"
+    )
     for p in PARAMETERS:
         c, m, r = infer["posterior"][p], mcmc["posterior"][p], res["parameters"][p]
-        print(f"{p:9s} {c['mean']:10.4g} {m['mean']:10.4g} {m['std']:9.3g} {r['shift']:+9.2f} {r['width']:7.2f}")
+        print(
+            f"{p:9s} {c['mean']:10.4g} {m['mean']:10.4g} {m['std']:9.3g} {r['shift']:+9.2f} {r['width']:7.2f}"
+        )
     eff = res["efficiency"]
     print(f"importance ESS / n: {'n/a' if eff is None else f'{eff:.3f}'}")
     lo, hi = res["widths"]
@@ -56,7 +69,11 @@ def main() -> None:
         f"verdict: the cINN {'agrees' if res['ok'] else 'does NOT agree'} with the MCMC (max |shift| "
         f"{res['max_shift']:.2f} MCMC sigma, target <= 0.3; widths {lo:.2f} .. {hi:.2f}, target 0.8 .. 1.2; "
         f"ESS / n {'n/a' if eff is None else f'{eff:.3f}'}, target >= 0.2): "
-        + ("use it" if res["ok"] else "use the MCMC (or the importance-weighted draws if ESS is large enough)")
+        + (
+            "use it"
+            if res["ok"]
+            else "use the MCMC (or the importance-weighted draws if ESS is large enough)"
+        )
     )
     mcmc_s = mcmc.get("wall_time_s")
     if args.refinement is not None:

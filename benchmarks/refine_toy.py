@@ -70,7 +70,7 @@ def gaussian(simulations: int, epochs: int, rounds: int) -> dict[str, float]:
             f"  {name:9s}: max |mean shift| {out[f'{name}_shift']:.3f} exact sd, width ratios "
             f"{out[f'{name}_width_lo']:.3f} .. {out[f'{name}_width_hi']:.3f}"
         )
-    ok = out["refined_shift"] <= 0.15 and 0.88 <= out["refined_width_lo"] and out["refined_width_hi"] <= 1.12
+    ok = out["refined_shift"] <= 0.15 and out["refined_width_lo"] >= 0.88 and out["refined_width_hi"] <= 1.12
     print(
         f"  verdict: the refined posterior {'meets' if ok else 'misses'} the targets (|shift| <= 0.15 sd, "
         f"widths within 12 %) with {result.simulations} simulations in {seconds:.1f} s; the amortized "
