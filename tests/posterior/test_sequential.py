@@ -242,3 +242,24 @@ def test_refine_refuses_seeds_outside_the_prior(linear) -> None:
             epochs=1,
             seeds=np.array([[1.0, 0.0], [-1.0, 0.0]]),
         )
+
+
+@pytest.mark.slow
+def test_toy_benchmark_meets_the_gaussian_targets_and_finds_the_mode(capsys) -> None:
+    """benchmarks/refine_toy.py as documented in docs/refine.md (about a minute)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "refine_toy.py"
+    spec = importlib.util.spec_from_file_location("refine_toy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    gauss = bench.gaussian(2000, 20, 3)
+    assert gauss["refined_shift"] <= 0.15
+    assert gauss["refined_width_lo"] >= 0.88
+    assert gauss["refined_width_hi"] <= 1.12
+    assert gauss["amortized_shift"] > 1.0
+    modes = bench.bimodal(2000, 20, 3)
+    assert modes["no seeds"] < 0.02
+    assert 0.25 < modes["seeded"] < 0.8
+    assert "verdict" in capsys.readouterr().out
