@@ -337,6 +337,7 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         fine_tune=args.fine_tune,
         temperature=args.temperature,
         seed_radius=args.seed_radius,
+        seed_share=args.seed_share,
         reweight=args.reweight,
         seed=args.seed,
         seeds=args.seeds,
@@ -359,6 +360,16 @@ def _positive_float(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
     return value
 
 
@@ -649,6 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=1.0,
         help="radius of the balls around the seed points (unconstrained units of the prior spread)",
+    )
+    rfc.add_argument(
+        "--seed-share",
+        type=_fraction,
+        default=0.5,
+        help="share of each round's simulations drawn around the seed points (0 < f < 1)",
     )
     rfc.add_argument(
         "--reweight",

@@ -118,6 +118,7 @@ def refine_model(
     fine_tune: bool = False,
     temperature: float = 1.0,
     seed_radius: float = 1.0,
+    seed_share: float = 0.5,
     reweight: bool = False,
     seed: int = 1,
     seeds: bool = True,
@@ -142,6 +143,7 @@ def refine_model(
         temperature: the flow's base-distribution width for the regions (>= 1 widens them).
         seed_radius: the radius of the balls around the seed points (unconstrained coordinates,
             in units of their spread in the training data; :func:`hepflow.posterior.sequential.refine`).
+        seed_share: the share of each round's simulations drawn in the seed balls.
         reweight: train with weights ``1 / W`` (exact on the union of the regions although the
             seed balls have other proposal ratios than the rest of the regions;
             :func:`hepflow.posterior.sequential.refine`); False (default): the plain NPE loss,
@@ -229,6 +231,7 @@ def refine_model(
         epochs=epochs,
         seeds=seed_points,
         seed_weights=seed_weights,
+        seed_share=seed_share,
         seed_radius=seed_radius,
         reweight=reweight and seed_points is not None,
         temperature=temperature,

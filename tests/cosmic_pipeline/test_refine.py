@@ -192,6 +192,7 @@ def test_refine_cli_refuses_bad_options(tiny, tmp_path, capsys) -> None:
         (["--rounds", "0"], "positive integer"),
         (["--lr", "-1"], "positive number"),
         (["--temperature", "nan"], "positive number"),
+        (["--seed-share", "1.5"], "between 0 and 1"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(base + extra)
