@@ -344,6 +344,58 @@ def _print_checks(result: dict) -> None:
         print(f"verdict: {result['verdict']['line']}")
 
 
+def _refine_cosmic(args: argparse.Namespace) -> int:
+    from hepflow.cosmic.refine import refine_model
+
+    summary = refine_model(
+        args.model,
+        args.observation,
+        output_dir=args.output,
+        config=args.config,
+        entry=args.entry,
+        rounds=args.rounds,
+        simulations=args.simulations,
+        epochs=args.epochs,
+        lr=args.lr,
+        fine_tune=args.fine_tune,
+        temperature=args.temperature,
+        seed_radius=args.seed_radius,
+        seed_share=args.seed_share,
+        reweight=args.reweight,
+        seed=args.seed,
+        seeds=args.seeds,
+        progress=args.progress,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"refined for {summary['observation']}: {len(summary['rounds'])} rounds, {summary['simulations']} "
+        f"simulations, training {summary['train_seconds']:.0f} s, wall time {summary['wall_seconds']:.0f} s"
+    )
+    observation = summary["observation"]
+    print(f"model in {args.output} (hepflow infer cosmic --model {args.output} --observation {observation})")
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
 def _compare_cosmic(args: argparse.Namespace) -> int:
     from hepflow.cosmic.compare import compare
 
@@ -608,6 +660,61 @@ def build_parser() -> argparse.ArgumentParser:
         "--comparison", type=Path, default=None, help="output directory of `hepflow compare cosmic`"
     )
     rco.set_defaults(handler=_report_cosmic)
+
+    # refine
+    refine = sub.add_parser("refine", help="refine a trained cINN for one observation (sequential NPE)")
+    refine_sub = refine.add_subparsers(dest="what", required=True, metavar="WHAT")
+    rfc = refine_sub.add_parser(
+        "cosmic", help="truncated sequential NPE of a cosmic cINN for one observation (docs/refine.md)"
+    )
+    rfc.add_argument("--model", type=Path, required=True, help="trained (amortized) cosmic model")
+    rfc.add_argument(
+        "--observation", default="auger", help="'auger' or an observation/shower/pseudo-experiment file"
+    )
+    rfc.add_argument("--output", type=Path, required=True, help="the refined model directory")
+    rfc.add_argument("--config", type=Path, default=None)
+    rfc.add_argument("--entry", type=int, default=0, help="entry of a pseudo-experiment file")
+    rfc.add_argument("--rounds", type=_positive_int, default=3)
+    rfc.add_argument("--simulations", type=_positive_int, default=10_000, help="simulations per round")
+    rfc.add_argument("--epochs", type=_positive_int, default=30, help="training epochs per round")
+    rfc.add_argument(
+        "--lr", type=_positive_float, default=None, help="learning rate (default: [training] lr)"
+    )
+    rfc.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="continue training the amortized network (default: a fresh network each round)",
+    )
+    rfc.add_argument(
+        "--temperature", type=_positive_float, default=1.0, help="widen the proposal regions (base width)"
+    )
+    rfc.add_argument(
+        "--seed-radius",
+        type=_positive_float,
+        default=1.0,
+        help="radius of the balls around the seed points (unconstrained units of the prior spread)",
+    )
+    rfc.add_argument(
+        "--seed-share",
+        type=_fraction,
+        default=0.5,
+        help="share of each round's simulations drawn around the seed points (0 < f < 1)",
+    )
+    rfc.add_argument(
+        "--reweight",
+        action="store_true",
+        help="train with weights 1/W instead of the plain NPE loss (docs/refine.md)",
+    )
+    rfc.add_argument(
+        "--no-seeds",
+        dest="seeds",
+        action="store_false",
+        help="first region: the cINN's alone, without the MCMC mode search and likelihood-weighted draws",
+    )
+    rfc.add_argument("--seed", type=_seed, default=1)
+    rfc.add_argument("--overwrite", action="store_true")
+    rfc.add_argument("--no-progress", dest="progress", action="store_false")
+    rfc.set_defaults(handler=_refine_cosmic)
 
     # mcmc
     mcmc = sub.add_parser("mcmc", help="MCMC baseline on the same likelihood")

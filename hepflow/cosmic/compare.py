@@ -24,7 +24,7 @@ from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config, refuse_
 from hepflow.cosmic.data import parameter_columns
 from hepflow.cosmic.observation import Observation
 from hepflow.cosmic.posterior import importance_reweight, load_posterior
-from hepflow.errors import InputError, OutputError
+from hepflow.errors import InputError, ModelError, OutputError
 from hepflow.posterior import model_path
 
 __all__ = ["compare", "marginal_metrics", "simulate_mocks", "summarize_metrics"]
@@ -243,7 +243,13 @@ def compare(
     target = out / "comparison.json"
     if target.exists() and not overwrite:
         raise OutputError(f"{target} exists; pass --overwrite to replace it")
-    load_posterior(model_dir, config=cfg)  # refuse a mismatching model before any MCMC runs
+    checked = load_posterior(model_dir, config=cfg)  # refuse a mismatching model before any MCMC runs
+    if checked.metadata.get("refinement"):
+        raise ModelError(
+            f"{model_dir} was refined for the observation "
+            f"{checked.metadata['refinement'].get('observation')}: "
+            "it is no amortized posterior to compare on mocks; compare the model it was refined from"
+        )
     prior, fwd = cfg.prior.build(), cfg.model.build()
 
     theta_true, mocks = simulate_mocks(cfg, n_mocks, cc.seed, stream=0)

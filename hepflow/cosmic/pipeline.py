@@ -29,7 +29,7 @@ from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
 from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.features import context_from_features
 from hepflow.cosmic.network import build_flow, load_flow, model_metadata
-from hepflow.cosmic.posterior import check_finite, importance_posterior, load_posterior
+from hepflow.cosmic.posterior import check_finite, check_observation, importance_posterior, load_posterior
 from hepflow.cosmic.systematics import NUISANCE_NAMES, Systematics
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.posterior import is_ensemble, model_path
@@ -232,7 +232,9 @@ def infer(
     posterior = load_posterior(model_dir, config=cfg)
     t_load = time.perf_counter() - t0
     obs = load_observation(observation, binning=posterior.binning, entry=entry)
-    model_syst = (getattr(posterior, "metadata", None) or {}).get("systematics")
+    metadata = getattr(posterior, "metadata", None) or {}
+    check_observation(metadata, obs, model_dir, name=str(observation))
+    model_syst = metadata.get("systematics")
     mc_check = None
     if mcmc is not None:
         mc_check = _mcmc_with_nuisances(mcmc, mc, mc_info, model_syst, model_dir)

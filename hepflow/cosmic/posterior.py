@@ -44,6 +44,7 @@ __all__ = [
     "FRACTIONS",
     "as_posterior",
     "check_finite",
+    "check_observation",
     "importance_posterior",
     "importance_reweight",
     "load_posterior",
@@ -72,6 +73,34 @@ def check_finite(columns: Mapping[str, np.ndarray], what: str) -> None:
     if any(bad.values()):
         listed = ", ".join(f"{name} ({n} of {len(columns[name])})" for name, n in bad.items() if n)
         raise ModelError(f"{what}: NaN or infinite values in {listed}; nothing written")
+
+
+def check_observation(
+    metadata: Mapping[str, Any], observation: Observation, where: object, *, name: str | None = None
+) -> None:
+    """Refuse (:class:`~hepflow.errors.ModelError`) a model refined for one observation
+    (``hepflow refine cosmic``) applied to another: its posterior is trained for that one alone.
+
+    Example:
+        >>> from hepflow.cosmic.observation import Binning
+        >>> b = Binning.auger()
+        >>> obs = Observation(b, np.ones(b.shape[0]), np.ones(b.shape[1:]))
+        >>> check_observation({}, obs, "models/cosmic")  # an amortized model: any observation
+        >>> check_observation({"refinement": {"observation": "auger", "observation_digest": "0"}},
+        ...                   obs, "m", name="mock.root")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        hepflow.errors.ModelError: m was refined for the observation auger ... for mock.root; ...
+    """
+    ref = metadata.get("refinement")
+    if not ref:
+        return
+    if ref.get("observation_digest") != observation.digest():
+        raise ModelError(
+            f"{where} was refined for the observation {ref.get('observation')} and is no posterior "
+            f"for {name or observation.source}; use the amortized model it was refined from, or refine it "
+            "for this observation"
+        )
 
 
 def model_prior(metadata: dict[str, Any]) -> Any:

@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 
 from hepflow.cosmic.compare import marginal_metrics
 from hepflow.cosmic.config import PARAMETERS, load_config, refuse_systematics
-from hepflow.cosmic.posterior import importance_reweight, load_posterior
+from hepflow.cosmic.posterior import check_observation, importance_reweight, load_posterior
 from hepflow.errors import InputError
 from hepflow.outputs import write_json
 from hepflow.plotting import save_figure
@@ -416,6 +416,7 @@ def make_report(
     t0 = time.perf_counter()
     posterior = load_posterior(model_dir, config=cfg)
     obs = Observation.from_auger(lg_e_min=cfg.model.lg_e_min)
+    check_observation(posterior.metadata, obs, model_dir, name="auger")
     x, logp = posterior.sample(k, obs, seed=cfg.inference.seed, log_prob=True)
     t_cinn = time.perf_counter() - t0
     x, logp = x[0], logp[0]

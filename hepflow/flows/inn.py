@@ -35,6 +35,21 @@ __all__ = ["ConditionalINN"]
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _check_temperature(temperature: float) -> float:
+    t = float(temperature)
+    if not (math.isfinite(t) and t > 0):
+        raise ConfigError(f"temperature must be a positive number, got {temperature!r}")
+    return t
+
+
+def _log_base(z: Tensor, dim: int, temperature: float = 1.0) -> Tensor:
+    """``log N(z; 0, temperature^2 I)`` per row."""
+    if temperature == 1.0:
+        return -0.5 * (z * z).sum(1) - (0.5 * _LOG_2PI) * dim
+    t2 = temperature * temperature
+    return -0.5 * (z * z).sum(1) / t2 - (0.5 * _LOG_2PI + math.log(temperature)) * dim
+
+
 class ConditionalINN(nn.Module):
     """A conditional normalizing flow for posteriors ``p(theta | context)``.
 
@@ -291,12 +306,13 @@ class ConditionalINN(nn.Module):
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
     @torch.no_grad()
-    def log_prob_grouped(self, theta: Any, context: Any = None) -> Tensor:
+    def log_prob_grouped(self, theta: Any, context: Any = None, *, temperature: float = 1.0) -> Tensor:
         """``log p`` of samples grouped by observation: ``theta (n_obs, n, theta_dim)`` -> ``(n_obs, n)``.
 
         Observation ``i`` of ``context`` conditions ``theta[i]``, as in :meth:`sample`: the
         summary network runs once per observation and its embedding is shared by the ``n``
-        samples (no repeated context). ``-inf`` outside the support.
+        samples (no repeated context). ``-inf`` outside the support. ``temperature``: the density
+        of the flow with a widened base distribution ``N(0, temperature^2)`` (see :meth:`sample`).
         """
         t, ctx = self._grouped(theta, self.theta_dim, "theta", context)
         n_obs, n, d = t.shape
@@ -307,7 +323,7 @@ class ConditionalINN(nn.Module):
         emb = None if ctx is None else self.context_encoder(ctx)  # one row per observation
         u, ld_support = self.support(flat)
         z, ld_flow = self.flow(self.theta_scaler(u), emb)
-        log_base = -0.5 * (z * z).sum(1) - (0.5 * _LOG_2PI) * self.latent_dim
+        log_base = _log_base(z, self.latent_dim, _check_temperature(temperature))
         lp = log_base + ld_flow + ld_support + self.theta_scaler.log_abs_det().to(z.dtype)
         if inside is not None:
             lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
@@ -347,7 +363,11 @@ class ConditionalINN(nn.Module):
         return self._transform_noise(noise, ctx, return_log_prob)
 
     def _transform_noise(
-        self, noise: Tensor, ctx: Mapping[str, Tensor] | None, return_log_prob: bool = False
+        self,
+        noise: Tensor,
+        ctx: Mapping[str, Tensor] | None,
+        return_log_prob: bool = False,
+        temperature: float = 1.0,
     ) -> Tensor | tuple[Tensor, Tensor]:
         # unchecked core of transform_noise (traced by the exporters)
         n_obs, n, d = noise.shape
@@ -359,7 +379,7 @@ class ConditionalINN(nn.Module):
         theta = theta.reshape(n_obs, n, self.theta_dim)
         if not return_log_prob:
             return theta
-        log_base = -0.5 * (z * z).sum(1) - (0.5 * _LOG_2PI) * self.latent_dim
+        log_base = _log_base(z, self.latent_dim, temperature)
         lp = log_base - ld_flow - ld_support + self.theta_scaler.log_abs_det().to(z.dtype)
         return theta, lp.reshape(n_obs, n)
 
@@ -372,6 +392,7 @@ class ConditionalINN(nn.Module):
         return_log_prob: bool = False,
         generator: torch.Generator | None = None,
         max_rows: int = 2**16,
+        temperature: float = 1.0,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Draw ``n`` posterior samples per observation: a tensor ``(n_obs, n, theta_dim)``.
 
@@ -380,11 +401,18 @@ class ConditionalINN(nn.Module):
         at most ``max_rows`` samples. With ``return_log_prob`` the model's ``log p`` of each sample
         is returned too, shape ``(n_obs, n)`` (the highest is the posterior mode estimate).
         Call ``model.eval()`` first if the model was not trained by :func:`hepflow.fit`.
+
+        ``temperature`` > 1 samples from a widened base distribution ``N(0, temperature^2)``: a
+        broader version of the posterior with the same modes (a proposal that covers more than
+        the flow's own highest-density region, e.g. for sequential refinement); the returned
+        ``log p`` is then the density of that tempered flow
+        (:meth:`log_prob_grouped` with the same ``temperature``).
         """
         dtype, device = self._dtype_device()
+        t = _check_temperature(temperature)
         if self.context_encoder is None:
-            noise = torch.randn(1, n, self.latent_dim, generator=generator, dtype=dtype).to(device)
-            out = self._transform_noise(noise, None, return_log_prob)
+            noise = t * torch.randn(1, n, self.latent_dim, generator=generator, dtype=dtype).to(device)
+            out = self._transform_noise(noise, None, return_log_prob, t)
             return (out[0][0], out[1][0]) if return_log_prob else out[0]
         if isinstance(context, Mapping):
             ctx: Any = context
@@ -399,8 +427,8 @@ class ConditionalINN(nn.Module):
         for start in range(0, n_obs, step):
             part = index_context(ctx, slice(start, start + step))
             m = batch_size_of(part)
-            noise = torch.randn(m, n, self.latent_dim, generator=generator, dtype=dtype).to(device)
-            out = self._transform_noise(noise, part, return_log_prob)
+            noise = t * torch.randn(m, n, self.latent_dim, generator=generator, dtype=dtype).to(device)
+            out = self._transform_noise(noise, part, return_log_prob, t)
             if return_log_prob:
                 samples.append(out[0])
                 logps.append(out[1])

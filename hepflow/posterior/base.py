@@ -150,7 +150,8 @@ class FlowPosterior(Posterior):
         """The model context of ``x``."""
         return x if self.features is None else self.features(x)
 
-    def _as_numpy(self, theta: Any) -> np.ndarray:
+    def as_array(self, theta: Any) -> np.ndarray:
+        """Draws of the flow (a tensor) as float64 numpy, simplex components renormalised."""
         x = theta.double().cpu().numpy()
         for dims in self.simplices:
             idx = list(dims)
@@ -172,16 +173,24 @@ class FlowPosterior(Posterior):
         )
 
     def sample_context(
-        self, n: int, context: Any, *, generator: Any, log_prob: bool = False
+        self, n: int, context: Any, *, generator: Any, log_prob: bool = False, temperature: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """:meth:`sample` for a context that is built already (and a torch ``generator``)."""
+        """:meth:`sample` for a context that is built already (and a torch ``generator``).
+
+        ``temperature`` (a single flow only): draws of the flow with a widened base
+        distribution, and their density under it (:meth:`ConditionalINN.sample
+        <hepflow.flows.inn.ConditionalINN.sample>`).
+        """
         import torch
 
+        tempered = {} if temperature == 1.0 else {"temperature": temperature}
+        if tempered and not self.density_with_draws:
+            raise ModelError("temperature needs a single flow, not an ensemble")
         with torch.no_grad():
             if not (log_prob or self.density_with_draws):
-                return self._as_numpy(self.model.sample(n, context, generator=generator)), None
-            theta, logp = self.model.sample(n, context, return_log_prob=True, generator=generator)
-        return self._as_numpy(theta), logp.double().cpu().numpy()
+                return self.as_array(self.model.sample(n, context, generator=generator)), None
+            theta, logp = self.model.sample(n, context, return_log_prob=True, generator=generator, **tempered)
+        return self.as_array(theta), logp.double().cpu().numpy()
 
     def log_prob(self, theta: Any, x: Any) -> np.ndarray:
         import torch

@@ -21,7 +21,7 @@ from hepflow.neutrino.quadratic import (
 
 
 def _abc(px, py, pz, e, metx, mety, m_w):
-    """The textbook coefficients (reference: shared/reference/neutrino.md)."""
+    """The textbook coefficients: (l + nu)^2 = m_W^2 with nu_T = MET, a quadratic a pz^2 + b pz + c = 0."""
     m2 = e**2 - px**2 - py**2 - pz**2
     alpha = m_w**2 - m2 + 2 * (px * metx + py * mety)
     return pz**2 - e**2, alpha * pz, alpha**2 / 4 - e**2 * (metx**2 + mety**2)

@@ -1,0 +1,265 @@
+"""``hepflow refine cosmic``: the cINN posterior refined for one observation (sequential NPE).
+
+:func:`refine_model` takes a trained (amortized) cosmic model and one observation (``"auger"``
+or a file), and runs the engine's truncated sequential NPE
+(:func:`hepflow.posterior.sequential.refine`) with the analysis forward model as simulator and
+the analysis prior. The first proposal region is the union of the cINN's highest-density region
+and neighbourhoods of **seeds**, so that it reaches modes the amortized cINN misses:
+
+* the distinct local maxima of the exact posterior found by the MCMC module's multi-start search
+  (:func:`hepflow.cosmic.mcmc.find_modes`: ``[mcmc] n_starts`` L-BFGS searches from the best of
+  ``n_candidates`` prior and sparse-Dirichlet draws, one per ``gamma`` stratum; it finds the
+  hard-spectrum, He-dominated minimum of the Auger data that the prior fills with ~1e-6 of its
+  mass);
+* ``sir_seeds`` likelihood-weighted prior draws: ``sir_draws`` prior draws resampled with
+  weights ``L(x | theta)`` (sampling-importance-resampling), distinct ones kept.
+
+The deepest mode gets half of the seeded simulations (``seed_share``, half of each round), the
+other seeds share the rest; every seed has three nested balls, kept in every round where they
+meet the region, and the network is trained with the plain NPE loss (``reweight=True``: weights
+``1 / W``, exact on the union of the regions).
+
+The refined network is saved as a model directory (``flow/``, like ``hepflow train cosmic``)
+whose metadata records, under ``refinement``, the observation (name and digest of its counts),
+the simulation budget, every round (proposal method, prior mass of the region, epochs, seconds),
+the seeds and the wall time. ``hepflow infer cosmic`` (with ``--importance``) and
+``hepflow report cosmic`` accept it; applied to another observation it is refused
+(:func:`hepflow.cosmic.posterior.check_observation`), and ``hepflow compare cosmic`` refuses it
+(it is no amortized posterior).
+
+Example (the ``hepflow refine cosmic`` command)::
+
+    refine_model("models/cosmic", "auger", output_dir="models/cosmic_auger",
+                 rounds=3, simulations=10_000, epochs=30)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hepflow.config import to_dict
+from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
+from hepflow.cosmic.features import context_from_features, observation_features
+from hepflow.cosmic.posterior import load_posterior
+from hepflow.errors import ConfigError, ModelError
+from hepflow.posterior import EnsemblePosterior, FlowPosterior
+
+__all__ = ["cosmic_seeds", "refine_model"]
+
+#: the file with the refinement's summary, next to ``flow/``
+REFINEMENT_FILE = "refinement.json"
+
+
+def cosmic_seeds(
+    observation: Any,
+    *,
+    model: Any,
+    prior: Any,
+    seed: int,
+    n_starts: int = 8,
+    n_candidates: int = 4096,
+    sir_draws: int = 20_000,
+    sir_seeds: int = 8,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Seed points ``(m, 7)`` for the first proposal region, and what they are.
+
+    The modes of :func:`hepflow.cosmic.mcmc.find_modes` on the exact posterior (best first) and
+    up to ``sir_seeds`` distinct likelihood-weighted prior draws (see the module docstring).
+    """
+    from hepflow.cosmic import Likelihood
+    from hepflow.cosmic.mcmc import UnconstrainedPosterior, find_modes
+
+    like = Likelihood(observation, model=model)
+    t0 = time.perf_counter()
+    modes = find_modes(
+        UnconstrainedPosterior(like, prior), seed, n_starts=n_starts, n_candidates=n_candidates
+    )
+    t1 = time.perf_counter()
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(99,)))
+    draws = prior.sample(sir_draws, rng)
+    with np.errstate(divide="ignore"):
+        log_l = like(draws)
+    ok = np.isfinite(log_l)
+    picked = np.empty((0, draws.shape[1]))
+    if ok.any() and sir_seeds > 0:
+        w = np.exp(log_l[ok] - log_l[ok].max())
+        idx = np.unique(rng.choice(int(ok.sum()), size=sir_seeds, p=w / w.sum()))
+        picked = draws[ok][idx]
+    seeds = np.concatenate([np.stack([m.theta for m in modes]), picked])
+    info = {
+        "modes": [m.to_dict() for m in modes],
+        "sir": {
+            "prior_draws": sir_draws,
+            "kept": len(picked),
+            "theta": [dict(zip(PARAMETERS, t.tolist(), strict=True)) for t in picked],
+        },
+        "seconds": {"modes": t1 - t0, "sir": time.perf_counter() - t1},
+    }
+    return seeds, info
+
+
+def refine_model(
+    model_dir: str | os.PathLike[str],
+    observation: str | os.PathLike[str] = "auger",
+    *,
+    output_dir: str | os.PathLike[str],
+    config: CosmicConfig | str | os.PathLike[str] | None = None,
+    entry: int = 0,
+    rounds: int = 3,
+    simulations: int = 10_000,
+    epochs: int = 30,
+    lr: float | None = None,
+    fine_tune: bool = False,
+    temperature: float = 1.0,
+    seed_radius: float = 1.0,
+    seed_share: float = 0.5,
+    reweight: bool = False,
+    seed: int = 1,
+    seeds: bool = True,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """``hepflow refine cosmic``: refine a trained cosmic cINN for one observation, save it.
+
+    Args:
+        model_dir: a trained cosmic model (one cINN trained on the prior; an ensemble or a
+            ``[proposal]``-trained model is refused).
+        observation: ``"auger"`` or a file (:func:`hepflow.cosmic.generate.load_observation`,
+            ``entry`` for a pseudo-experiment file).
+        output_dir: the new model directory: ``flow/`` and ``refinement.json``.
+        config: the analysis config (default: the shipped one); the model must have been
+            trained with its prior and forward model (the simulator of the refinement);
+            ``[training]`` gives the optimiser settings, ``[mcmc]`` the mode search.
+        rounds, simulations, epochs: rounds, simulations per round, epochs per round.
+        lr: the learning rate (default ``[training] lr``).
+        fine_tune: continue training the amortized network (True) or train a fresh one of its
+            architecture each round on the simulations so far (False).
+        temperature: the flow's base-distribution width for the regions (>= 1 widens them).
+        seed_radius: the radius of the balls around the seed points (unconstrained coordinates,
+            in units of their spread in the training data; :func:`hepflow.posterior.sequential.refine`).
+        seed_share: the share of each round's simulations drawn in the seed balls.
+        reweight: train with weights ``1 / W`` (exact on the union of the regions although the
+            seed balls have other proposal ratios than the rest of the regions;
+            :func:`hepflow.posterior.sequential.refine`); False (default): the plain NPE loss,
+            which on the Auger data moved further towards the MCMC's mode (docs/refine.md).
+        seed: seeds the search for seed points, the proposals, simulations and training.
+        seeds: add the seed points to the first region (False: the cINN's HPR alone).
+        progress: print one line per round.
+        overwrite: replace a model in ``output_dir``.
+
+    Returns the content of ``refinement.json``.
+    """
+    import hepflow
+    from hepflow.cosmic.generate import load_observation
+    from hepflow.flows.serialization import check_model_target
+    from hepflow.outputs import write_json
+    from hepflow.posterior.sequential import refine
+
+    cfg = load_config(config)
+    out = Path(output_dir)
+    if Path(model_dir).resolve() == out.resolve():
+        raise ConfigError(f"refine: --output {out} is the input model; choose another directory")
+    check_model_target(out / "flow", overwrite=overwrite)
+    if lr is not None and not (np.isfinite(lr) and lr > 0):
+        raise ConfigError(f"refine: lr must be a positive number, got {lr}")
+    t0 = time.perf_counter()
+    post = load_posterior(model_dir, config=cfg)
+    if not isinstance(post, FlowPosterior) or isinstance(post, EnsemblePosterior):
+        raise ModelError(
+            f"{model_dir} is an ensemble or was trained on a [proposal]: refine one cINN trained on "
+            "the prior (e.g. one member of the ensemble)"
+        )
+    if post.metadata.get("refinement"):
+        raise ModelError(
+            f"{model_dir} is a refined model already: refine the amortized model it came from "
+            f"({post.metadata['refinement'].get('base_model')})"
+        )
+    binning = post.binning
+    obs = load_observation(observation, binning=binning, entry=entry)
+    prior = cfg.prior.build()
+    fwd = cfg.model.build(reference=obs)
+    summary_kind = post.metadata["summary"]
+
+    def simulate(theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        sim = fwd.simulate(theta, rng)
+        return observation_features(sim["spectrum"], sim["xmax"], binning=binning).astype(np.float32)
+
+    x_o = observation_features(obs.spectrum[None], obs.xmax[None], binning=binning).astype(np.float32)
+    seed_points, seed_info = None, None
+    if seeds:
+        seed_points, seed_info = cosmic_seeds(
+            obs,
+            model=fwd,
+            prior=prior,
+            seed=seed,
+            n_starts=cfg.mcmc.n_starts,
+            n_candidates=cfg.mcmc.n_candidates,
+        )
+    seed_weights = None
+    if seed_points is not None and len(seed_points) > 1:
+        # the deepest mode (first) gets half of the seeded simulations, the others share the rest
+        seed_weights = [len(seed_points) - 1.0] + [1.0] * (len(seed_points) - 1)
+    fit_options = cfg.training.fit_options()
+    for key in ("epochs", "seed"):
+        fit_options.pop(key)
+    if lr is not None:
+        fit_options["lr"] = float(lr)
+
+    def report(record: Any) -> None:
+        if progress:
+            print(
+                f"round {record.round}: {record.simulations} simulations from the prior truncated to "
+                f"{record.prior_mass:.3g} of its mass ({record.method}, efficiency {record.efficiency:.3g}), "
+                f"{record.epochs} epochs in {record.train_seconds:.0f} s",
+                flush=True,
+            )
+
+    result = refine(
+        simulate,
+        prior,
+        x_o,
+        estimator=post.model,
+        features=partial(context_from_features, binning=binning, summary=summary_kind),
+        rounds=rounds,
+        simulations_per_round=simulations,
+        epochs=epochs,
+        seeds=seed_points,
+        seed_weights=seed_weights,
+        seed_share=seed_share,
+        seed_radius=seed_radius,
+        reweight=reweight and seed_points is not None,
+        temperature=temperature,
+        fine_tune=fine_tune,
+        fit_options=fit_options,
+        seed=seed,
+        callback=report,
+    )
+    wall = time.perf_counter() - t0
+    refinement = {
+        "observation": str(observation) if str(observation) == "auger" else str(Path(observation)),
+        "entry": None if str(observation) == "auger" else entry,
+        "observation_digest": obs.digest(),
+        "base_model": str(Path(model_dir)),
+        **result.metadata(),
+        "wall_seconds": wall,
+        "seeds": seed_info,
+        "lr": fit_options["lr"],
+    }
+    # the refined network's own training summary is saved by save_model
+    metadata = {k: v for k, v in post.metadata.items() if k not in ("training", "training_summary")}
+    metadata["training"] = {"refined_from": str(Path(model_dir)), "simulations": result.simulations}
+    metadata["refinement"] = refinement
+    model = result.model.cpu()
+    hepflow.save_model(model, out / "flow", metadata=hepflow.config.json_plain(metadata), overwrite=True)
+    summary = {
+        **refinement,
+        "config": {k: to_dict(getattr(cfg, k)) for k in ("prior", "model", "flow", "training")},
+    }
+    write_json(out / REFINEMENT_FILE, summary)
+    return summary

@@ -1,0 +1,206 @@
+"""``hepflow refine cosmic`` end to end on a tiny model: refine, infer, report, and the refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hepflow.cli import main
+from hepflow.config import from_dict
+from hepflow.cosmic import Observation
+from hepflow.cosmic.compare import compare
+from hepflow.cosmic.config import PARAMETERS, CosmicConfig
+from hepflow.cosmic.mcmc import mcmc_cosmic
+from hepflow.cosmic.pipeline import train
+from hepflow.cosmic.refine import refine_model
+from hepflow.cosmic.report import make_report
+from hepflow.errors import ModelError
+from hepflow.flows.serialization import read_config
+
+TINY = {
+    "flow": {
+        "depth": 2,
+        "width": 16,
+        "bins": 4,
+        "summary_width": 16,
+        "flat_embedding": 8,
+        "xmax_embedding": 8,
+        "cnn_channels": [4],
+        "mlp_embedding": 8,
+    },
+    "training": {"epochs": 2, "batch_size": 256, "seed": 3, "device": "cpu"},
+    "inference": {"samples": 300},
+    "mcmc": {"n_walkers": 12, "n_steps": 200, "check_every": 100, "n_starts": 2, "n_candidates": 128},
+    "comparison": {"n_mocks": 1, "samples": 300, "n_calibration": 40, "calibration_samples": 60},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, CosmicConfig, Path]:
+    """(a TOML of the tiny settings, the config, a tiny trained model)."""
+    from hepflow.cosmic.generate import generate_cosmic
+
+    d = tmp_path_factory.mktemp("refine")
+    lines = []
+    for section, values in TINY.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in values.items())
+    toml = d / "tiny.toml"
+    toml.write_text("\n".join(lines) + "\n")
+    cfg = from_dict(CosmicConfig, TINY)
+    generate_cosmic(d / "pe.root", n=2000, seed=5, progress=False)
+    train(d / "pe.root", d / "model", config=cfg, progress=False)
+    return toml, cfg, d
+
+
+def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, capsys) -> None:
+    toml, cfg, d = tiny
+    out = tmp_path / "refined"
+    argv = ["refine", "cosmic", "--model", str(d / "model"), "--observation", "auger", "--output", str(out)]
+    argv += ["--rounds", "2", "--simulations", "150", "--epochs", "1", "--config", str(toml), "--seed", "4"]
+    assert main(argv) == 0
+    assert "2 rounds, 300 simulations" in capsys.readouterr().out
+
+    # what produced it, in the model's metadata and in refinement.json
+    meta = read_config(out / "flow")["metadata"]
+    ref = meta["refinement"]
+    assert ref["observation"] == "auger"
+    assert ref["observation_digest"] == Observation.from_auger().digest()
+    assert ref["simulations"] == 300
+    assert ref["simulations_per_round"] == 150
+    assert [r["round"] for r in ref["rounds"]] == [1, 2]
+    assert ref["rounds"][0]["seeds"] == len(ref["seed_points"]) >= 1
+    assert ref["seeds"]["modes"]
+    assert "deviance" in ref["seeds"]["modes"][0]
+    assert ref["wall_seconds"] >= ref["seconds"] >= ref["train_seconds"] > 0
+    assert ref["seed"] == 4
+    assert ref["epochs"] == 1
+    assert ref["base_model"] == str(d / "model")
+    assert meta["parameters"] == list(PARAMETERS)
+    assert "proposal" not in meta
+    assert json.loads((out / "refinement.json").read_text())["simulations"] == 300
+
+    # infer --importance and report take it like any cosmic model
+    inf = tmp_path / "infer"
+    assert (
+        main(
+            [
+                "infer",
+                "cosmic",
+                "--model",
+                str(out),
+                "--observation",
+                "auger",
+                "--output",
+                str(inf),
+                "--importance",
+                "--config",
+                str(toml),
+                "--samples",
+                "300",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((inf / "summary.json").read_text())
+    assert 0 < summary["importance"]["efficiency"] <= 1
+    mc = tmp_path / "mcmc"
+    mcmc_cosmic("auger", mc, config=cfg, progress=False)
+    make_report(out, tmp_path / "report", config=cfg, mcmc_auger=mc)
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert set(saved["cinn"]["posterior"]) == set(PARAMETERS)
+
+    # refused: another observation, a comparison on mocks, refining it again, an existing output
+    capsys.readouterr()
+    rc = main(
+        [
+            "infer",
+            "cosmic",
+            "--model",
+            str(out),
+            "--observation",
+            str(d / "pe.root"),
+            "--output",
+            str(tmp_path / "other"),
+            "--config",
+            str(toml),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1
+    assert "was refined for the observation auger" in err
+    assert str(d / "pe.root") in err
+    with pytest.raises(ModelError, match="no amortized posterior"):
+        compare(out, tmp_path / "cmp", config=cfg, progress=False)
+    with pytest.raises(ModelError, match="refined model already"):
+        refine_model(
+            out, "auger", output_dir=tmp_path / "again", config=cfg, rounds=1, simulations=10, epochs=1
+        )
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_refine_for_a_mock_observation_without_seeds(tiny, tmp_path) -> None:
+    """Any observation file; --no-seeds: the first region is the cINN's HPR alone."""
+    _toml, cfg, d = tiny
+    summary = refine_model(
+        d / "model",
+        d / "pe.root",
+        entry=3,
+        output_dir=tmp_path / "m",
+        config=cfg,
+        rounds=1,
+        simulations=100,
+        epochs=1,
+        seeds=False,
+        fine_tune=True,
+        progress=False,
+    )
+    assert summary["entry"] == 3
+    assert summary["seeds"] is None
+    assert summary["seed_points"] == []
+    assert summary["fine_tune"] is True
+    assert summary["rounds"][0]["seeds"] == 0
+    from hepflow.cosmic.generate import load_observation
+    from hepflow.cosmic.pipeline import infer
+
+    res = infer(tmp_path / "m", d / "pe.root", entry=3, output_dir=tmp_path / "inf", config=cfg)
+    assert np.isfinite([res["posterior"][p]["mean"] for p in PARAMETERS]).all()
+    assert summary["observation_digest"] == load_observation(d / "pe.root", entry=3).digest()
+    with pytest.raises(ModelError, match="refined for the observation"):
+        infer(tmp_path / "m", d / "pe.root", entry=4, output_dir=tmp_path / "inf4", config=cfg)
+
+
+def test_refine_cli_refuses_bad_options(tiny, tmp_path, capsys) -> None:
+    _toml, _, d = tiny
+    base = ["refine", "cosmic", "--model", str(d / "model"), "--output", str(tmp_path / "x")]
+    for extra, match in (
+        (["--rounds", "0"], "positive integer"),
+        (["--lr", "-1"], "positive number"),
+        (["--temperature", "nan"], "positive number"),
+        (["--seed-share", "1.5"], "between 0 and 1"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(base + extra)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert match in err
+        assert err.count("\n") == 1
+    assert main(["refine", "cosmic", "--model", str(tmp_path / "none"), "--output", str(tmp_path / "y")]) == 2
+    assert "no cosmic model" in capsys.readouterr().err
+    assert main(["refine", "cosmic", "--model", str(d / "model"), "--output", str(d / "model")]) == 2
+    assert "is the input model" in capsys.readouterr().err
