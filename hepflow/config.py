@@ -185,6 +185,12 @@ def read_toml(path: str | os.PathLike[str], *, _seen: tuple[Path, ...] = ()) -> 
     target = (here.parent / base).resolve()
     if target in (*_seen, here):
         raise ConfigError(f"config file {p}: 'extends' makes a cycle through {target}")
+    if not target.is_file():  # e.g. extends = "config.toml" meant the shipped config
+        raise ConfigError(
+            f"config file {p}: extends = {base!r} names {target}, which does not exist (it is read "
+            "relative to this file); to extend a config shipped with hepflow, give its path: "
+            "`hepflow config show ANALYSIS --path`"
+        )
     return _overlay(read_toml(target, _seen=(*_seen, here)), data)
 
 

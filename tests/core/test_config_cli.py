@@ -137,8 +137,14 @@ def test_config_extends_another_file(tmp_path):
     with pytest.raises(ConfigError, match="cycle"):
         read_toml(tmp_path / "a.toml")
     (tmp_path / "c.toml").write_text('extends = "missing.toml"\n')
-    with pytest.raises(ConfigError, match=r"missing\.toml does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"c\.toml: extends = 'missing\.toml' names .*missing\.toml, which does not"
+    ):
         read_toml(tmp_path / "c.toml")
+    # the shipped config's name next to a user's file: the message says how to extend the shipped one
+    (tmp_path / "mine.toml").write_text('extends = "config.toml"\n[systematics]\nenabled = true\n')
+    with pytest.raises(ConfigError, match=r"hepflow config show ANALYSIS --path"):
+        read_toml(tmp_path / "mine.toml")
     (tmp_path / "d.toml").write_text("extends = 3\n")
     with pytest.raises(ConfigError, match="'extends' must be a file name"):
         read_toml(tmp_path / "d.toml")
