@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -649,6 +649,25 @@ def _icinn(
     return result, summary
 
 
+def _responses(train: Sample, reco: Mapping[str, np.ndarray], cfg: UnfoldingConfig) -> dict[str, Any]:
+    """The response of every observable from the training sample's truth to ``reco`` (its
+    detector-level values: with the quadratic or the flow neutrino)."""
+    from hepflow.unfolding.response import build_response
+
+    return {
+        o: build_response(
+            train.gen[o],
+            reco[o],
+            truth_edges=cfg.binning.edges(o),
+            reco_edges=cfg.binning.edges(o),
+            passes_truth=train.fiducial,
+            passes_reco=train.selected,
+            weights=train.weight,
+        )
+        for o in OBSERVABLES
+    }
+
+
 def run_study(
     train_files: Sequence[str | os.PathLike[str]],
     test_files: Sequence[str | os.PathLike[str]],
@@ -670,7 +689,7 @@ def run_study(
     from hepflow.outputs import write_json
     from hepflow.processing import cutflow_to_dict
     from hepflow.unfolding.cinn import sample_ensemble
-    from hepflow.unfolding.response import build_response, fake_rate
+    from hepflow.unfolding.response import fake_rate
 
     cfg = UnfoldingConfig.load(config)
     out = Path(output_dir)
@@ -683,18 +702,7 @@ def run_study(
     train, test = load_sample(out / "columns" / "train"), load_sample(out / "columns" / "test")
     timings["processing"] = time.perf_counter() - t0
 
-    responses = {
-        o: build_response(
-            train.gen[o],
-            train.reco[o],
-            truth_edges=cfg.binning.edges(o),
-            reco_edges=cfg.binning.edges(o),
-            passes_truth=train.fiducial,
-            passes_reco=train.selected,
-            weights=train.weight,
-        )
-        for o in OBSERVABLES
-    }
+    responses = _responses(train, train.reco, cfg)
     fakes = fake_rate(
         [train.reco[o] for o in OBSERVABLES],
         [cfg.binning.edges(o) for o in OBSERVABLES],
@@ -730,18 +738,7 @@ def run_study(
         train_flow, test_flow, flow_summary = flow_observables(
             train, test, cfg, out / "neutrino_models", retrain=retrain, progress=progress
         )
-        flow_responses = {
-            o: build_response(
-                train.gen[o],
-                train_flow[o],
-                truth_edges=cfg.binning.edges(o),
-                reco_edges=cfg.binning.edges(o),
-                passes_truth=train.fiducial,
-                passes_reco=train.selected,
-                weights=train.weight,
-            )
-            for o in OBSERVABLES
-        }
+        flow_responses = _responses(train, train_flow, cfg)
         flow = (flow_responses, test_flow)
         timings["neutrino_flow"] = time.perf_counter() - t0
 

@@ -16,6 +16,17 @@ COMBINED_FIT = np.array([0.96, 18.68, 0.0, 0.673, 0.281, 0.046, 0.0])
 #: An interior parameter point (every fraction > 0) for accuracy tests.
 INTERIOR = np.array([1.2, 18.75, 0.15, 0.35, 0.3, 0.15, 0.05])
 N_PSEUDO = 1500
+#: the smallest cINN the pipeline tests train (each file sets its own training and MCMC sizes)
+TINY_FLOW = {
+    "depth": 2,
+    "width": 16,
+    "bins": 4,
+    "summary_width": 16,
+    "flat_embedding": 8,
+    "xmax_embedding": 8,
+    "cnn_channels": [4],
+    "mlp_embedding": 8,
+}
 
 
 def _numpy_openblas() -> tuple[object, object] | None:
@@ -80,3 +91,14 @@ def shower_file(tmp_path_factory: pytest.TempPathFactory, showers: tuple[np.ndar
     path = tmp_path_factory.mktemp("cosmic") / "showers.root"
     write_showers(path, *showers, metadata={"theta": COMBINED_FIT.tolist()})
     return path
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread, restored afterwards: on a busy machine two are slower, not faster."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

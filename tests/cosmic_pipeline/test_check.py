@@ -20,19 +20,10 @@ from hepflow.cosmic.report import corner_plot, make_report
 from hepflow.cosmic.verdict import verdict
 from hepflow.errors import ConfigError, InputError
 
-from .conftest import INTERIOR
+from .conftest import INTERIOR, TINY_FLOW
 
 TINY = {
-    "flow": {
-        "depth": 2,
-        "width": 16,
-        "bins": 4,
-        "summary_width": 16,
-        "flat_embedding": 8,
-        "xmax_embedding": 8,
-        "cnn_channels": [4],
-        "mlp_embedding": 8,
-    },
+    "flow": TINY_FLOW,
     "training": {"epochs": 1, "batch_size": 256, "seed": 3, "device": "cpu"},
     "inference": {"samples": 300},
     "mcmc": {"n_walkers": 12, "n_steps": 300, "check_every": 100, "n_starts": 2, "n_candidates": 128},

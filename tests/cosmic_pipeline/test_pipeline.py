@@ -21,37 +21,19 @@ from hepflow.cosmic.posterior import posterior_log_prob, sample_posterior
 from hepflow.cosmic.report import make_report
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 
+from .conftest import TINY_FLOW
+
 #: A likelihood mode as listed in the MCMC summary.
 MODE = {"gamma": 1.0, "lg_rcut": 18.7, "f_H": 0.1, "f_He": 0.5, "f_N": 0.3, "f_Si": 0.1, "f_Fe": 0.0}
 CONFIG = shipped_config("cosmic")
 N_TRAIN = 3000
 TINY = {
-    "flow": {
-        "depth": 2,
-        "width": 16,
-        "bins": 4,
-        "summary_width": 16,
-        "flat_embedding": 8,
-        "xmax_embedding": 8,
-        "cnn_channels": [4],
-        "mlp_embedding": 8,
-    },
+    "flow": TINY_FLOW,
     "training": {"epochs": 2, "batch_size": 256, "seed": 3, "device": "cpu"},
     "inference": {"samples": 300},
     "mcmc": {"n_walkers": 12, "n_steps": 200, "check_every": 100, "n_starts": 1, "n_candidates": 64},
     "comparison": {"n_mocks": 1, "samples": 300, "n_calibration": 40, "calibration_samples": 60},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a busy machine two threads are much slower, not faster."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -20,32 +20,15 @@ from hepflow.cosmic.report import make_report
 from hepflow.errors import ModelError
 from hepflow.flows.serialization import read_config
 
+from .conftest import TINY_FLOW
+
 TINY = {
-    "flow": {
-        "depth": 2,
-        "width": 16,
-        "bins": 4,
-        "summary_width": 16,
-        "flat_embedding": 8,
-        "xmax_embedding": 8,
-        "cnn_channels": [4],
-        "mlp_embedding": 8,
-    },
+    "flow": TINY_FLOW,
     "training": {"epochs": 2, "batch_size": 256, "seed": 3, "device": "cpu"},
     "inference": {"samples": 300},
     "mcmc": {"n_walkers": 12, "n_steps": 200, "check_every": 100, "n_starts": 2, "n_candidates": 128},
     "comparison": {"n_mocks": 1, "samples": 300, "n_calibration": 40, "calibration_samples": 60},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")
