@@ -107,6 +107,9 @@ def test_demo_runs_both_analyses_and_reports(tmp_path, capsys):
     _check_cosmic(tmp_path / "cosmic", TINY_COSMIC["pseudo_experiments"])
 
 
+# slow (60 s): the demo's pretrained-model path, run with -m slow until a pretrained model ships
+# (the default suite stays under 15 minutes; tests/neutrino/test_pretrained.py checks loading)
+@pytest.mark.slow
 @pytest.mark.generation
 def test_demo_runs_the_pretrained_model_and_says_which_is_the_result(
     tiny_models, tmp_path, monkeypatch, capsys

@@ -163,6 +163,9 @@ def test_install_replaces_only_a_pretrained_model(tiny_models: Path, tmp_path: P
     assert verify_model(tmp_path / "t")["model"] == again["model"] == "second"
 
 
+# slow (30 s): the end-to-end build that `make pretrained` runs, tested with -m slow (the default
+# suite stays under 15 minutes; the card, checksum and loading tests above stay in it)
+@pytest.mark.slow
 @pytest.mark.generation
 def test_build_script_trains_tests_installs_and_resumes(tmp_path: Path, monkeypatch, caplog) -> None:
     """The build's functions on a tiny config: two generation jobs, a held-out sample with another
