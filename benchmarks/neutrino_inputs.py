@@ -37,11 +37,9 @@ from hepflow.calibration.coverage import coverage_at
 from hepflow.calibration.paired import paired_ratio
 from hepflow.calibration.scores import crps_ensemble, energy_score
 from hepflow.flows.inn import ConditionalINN
-from hepflow.flows.summary import Combined, MLPSummary, SetSummary
 from hepflow.neutrino.config import NeutrinoConfig
 from hepflow.neutrino.data import load_training_data
-from hepflow.neutrino.features import DISCRETE_FEATURES, FLAT_FEATURES, JET_FEATURES
-from hepflow.neutrino.model import neutrino_pz
+from hepflow.neutrino.model import build_flow, neutrino_pz
 from hepflow.neutrino.quadratic import lepton_mass, solve_neutrino_pz
 from hepflow.neutrino.report import resolution
 from hepflow.outputs import read_parquet_dir
@@ -59,33 +57,6 @@ def root_features(directory: str) -> np.ndarray:
     met = np.maximum(np.hypot(met_px, met_py), 1.0)
     feats = [np.arcsinh(np.asarray(v, np.float64) / met) for v in (sol.pz_plus, sol.pz_minus, sol.pz_imag)]
     return np.stack([*feats, np.asarray(sol.is_complex, np.float64)], axis=1).astype(np.float32)
-
-
-def build(cfg: NeutrinoConfig, n_flat: int, seed: int) -> ConditionalINN:
-    """The shipped flow, with ``n_flat`` flat inputs."""
-    s = cfg.summary
-    torch.manual_seed(seed)
-    summary = Combined(
-        flat=MLPSummary(n_flat, s.flat_embedding, width=s.set_width),
-        jets=SetSummary(
-            len(JET_FEATURES), s.jet_embedding, width=s.set_width, heads=s.set_heads, blocks=s.set_blocks
-        ),
-    )
-    constraint = cfg.support.constraint()
-    discrete = [FLAT_FEATURES.index(k) for k in DISCRETE_FEATURES]
-    if n_flat > len(FLAT_FEATURES):  # the complex flag, last of the root features
-        discrete.append(n_flat - 1)
-    return ConditionalINN(
-        theta_dim=3,
-        summary=summary,
-        **cfg.flow.inn_options(),
-        constraints=[] if constraint is None else [constraint],
-        dequantize={
-            "flat": [FLAT_FEATURES.index(k) for k in DISCRETE_FEATURES]
-            + ([n_flat - 1] if n_flat > len(FLAT_FEATURES) else [])
-        },
-        seed=seed,
-    )
 
 
 def draw(flow: ConditionalINN, ctx: dict[str, np.ndarray], samples: int, seed: int) -> np.ndarray:
@@ -132,7 +103,9 @@ def main() -> None:
                 return data.context
             return {**data.context, "flat": np.concatenate([data.context["flat"], extra[part]], axis=1)}
 
-        flow = build(cfg, len(FLAT_FEATURES) + (len(ROOT_FEATURES) if with_roots else 0), args.seed)
+        # the shipped flow; with the roots, four more flat inputs (the complex flag discrete)
+        added = (False, False, False, True) if with_roots else ()  # ROOT_FEATURES
+        flow = build_flow(cfg.flow, cfg.summary, support=cfg.support, seed=args.seed, extra_flat=added)
         t0 = time.perf_counter()
         history = hepflow.fit(
             flow, train.theta, ctx(train, "train"), weights=train.weights, **{**options, "progress": False}

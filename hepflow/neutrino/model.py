@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,13 @@ FEATURE_SPEC: dict[str, list[str]] = {
 _DEQUANTIZE = {"flat": [FLAT_FEATURES.index(k) for k in DISCRETE_FEATURES]}
 
 
-def summary_network(cfg: SummaryConfig) -> Any:
-    """The condition network: an MLP over the flat features and a set encoder over the jets."""
+def summary_network(cfg: SummaryConfig, *, n_flat: int = len(FLAT_FEATURES)) -> Any:
+    """The condition network: an MLP over the ``n_flat`` flat features and a set encoder over the
+    jets."""
     from hepflow.flows.summary import Combined, MLPSummary, SetSummary
 
     return Combined(
-        flat=MLPSummary(len(FLAT_FEATURES), cfg.flat_embedding, width=cfg.set_width),
+        flat=MLPSummary(n_flat, cfg.flat_embedding, width=cfg.set_width),
         jets=SetSummary(
             len(JET_FEATURES),
             cfg.jet_embedding,
@@ -97,11 +98,14 @@ def build_flow(
     theta_dim: int = len(TARGETS),
     support: SupportConfig | None = None,
     seed: int | None = None,
+    extra_flat: Sequence[bool] = (),
 ) -> Any:
     """The cINN for p(nu px, py, eta | event), its samples bounded by ``support`` (the neutrino
     analysis passes its ``[support]``; None: unbounded); with ``theta_dim``, for any other
     ``theta_dim`` targets conditioned on the same detector-level event (the unfolding study uses
-    it, without a support)."""
+    it, without a support). ``extra_flat`` adds flat inputs after :data:`FLAT_FEATURES`, one per
+    entry, True for a discrete one (dequantized in training), for studies of other conditioning
+    inputs (``benchmarks/neutrino_inputs.py``)."""
     from hepflow.flows.inn import ConditionalINN
 
     constraint = None if support is None else support.constraint()
@@ -110,10 +114,13 @@ def build_flow(
     with seeded(seed):  # the summary network too: the same seed gives the same weights
         return ConditionalINN(
             theta_dim=theta_dim,
-            summary=summary_network(summary),
+            summary=summary_network(summary, n_flat=len(FLAT_FEATURES) + len(extra_flat)),
             **cfg.inn_options(),
             constraints=[] if constraint is None else [constraint],
-            dequantize=_DEQUANTIZE,
+            dequantize={
+                "flat": _DEQUANTIZE["flat"]
+                + [len(FLAT_FEATURES) + i for i, discrete in enumerate(extra_flat) if discrete]
+            },
             seed=seed,
         )
 
