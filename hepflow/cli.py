@@ -327,17 +327,13 @@ def _infer_cosmic(args: argparse.Namespace) -> int:
 
 def _print_checks(result: dict) -> None:
     """The model check per method, its warnings and the cINN-vs-MCMC verdict (infer, report)."""
-    from hepflow.cosmic.ppc import PARTS, format_p
+    from hepflow.cosmic.ppc import summary_lines
 
     for method, check in result.get("model_check", {}).items():
         name = "cINN" if method == "cinn" else "MCMC"
         print(f"model check ({name} posterior, posterior predictive deviance):")
-        for part, label in PARTS.items():
-            c = check[part]
-            print(
-                f"  {label:<13} {format_p(c['p_value'], check['n_replicas']):<11} observed "
-                f"{c['observed_mean']:.1f}, replicas {c['replica_mean']:.1f} +- {c['replica_std']:.1f}"
-            )
+        for line in summary_lines(check):
+            print(f"  {line}")
         for line in result.get("model_check_warnings", {}).get(method, []):
             print(f"WARNING ({name} posterior): {line}")
     if "verdict" in result:

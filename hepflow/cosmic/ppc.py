@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,7 @@ from hepflow.cosmic.source import as_params
 from hepflow.cosmic.systematics import split_params
 from hepflow.errors import ConfigError, InputError
 
-__all__ = ["PARTS", "PredictiveCheck", "format_p", "predictive_check"]
+__all__ = ["PARTS", "PredictiveCheck", "format_p", "predictive_check", "summary_lines"]
 
 #: the deviance parts that get a p-value, and how a message names them
 PARTS: dict[str, str] = {"total": "total", "spectrum": "spectrum part", "xmax": "Xmax part"}
@@ -64,6 +65,18 @@ def format_p(p: float, n: int) -> str:
 
 def _part(d: Deviance, name: str) -> np.ndarray:
     return d.total if name == "total" else getattr(d, name)
+
+
+def summary_lines(summary: Mapping[str, Any]) -> list[str]:
+    """One line per part of a :meth:`PredictiveCheck.summary` (as stored in ``summary.json`` and
+    ``report.json``): p-value, observed deviance against the replicas' mean +- sd."""
+    n = int(summary["n_replicas"])
+    return [
+        f"{PARTS[part]:<13} {format_p(summary[part]['p_value'], n):<11} observed deviance "
+        f"{summary[part]['observed_mean']:.1f} against {summary[part]['replica_mean']:.1f} +- "
+        f"{summary[part]['replica_std']:.1f} in {n} replicas"
+        for part in PARTS
+    ]
 
 
 @dataclass(frozen=True)
@@ -117,13 +130,7 @@ class PredictiveCheck:
 
     def lines(self) -> list[str]:
         """One line per part: p-value, observed deviance against the replicas' mean +- sd."""
-        s = self.summary()
-        return [
-            f"{PARTS[part]:<13} {format_p(s[part]['p_value'], self.n_replicas):<11} observed deviance "
-            f"{s[part]['observed_mean']:.1f} against {s[part]['replica_mean']:.1f} +- "
-            f"{s[part]['replica_std']:.1f} in {self.n_replicas} replicas"
-            for part in PARTS
-        ]
+        return summary_lines(self.summary())
 
     def warnings(self, *, threshold: float) -> list[str]:
         """``"the model does not describe the data (Xmax part, p < 0.001)"`` per part below
