@@ -6,6 +6,7 @@ installs the model into ``hepflow/neutrino/pretrained/model`` (or ``--target``).
 every stage whose output exists with the same settings (``<work>/stages.json``)::
 
     python tools/build_pretrained.py --jobs 16                 # the config's 3e5 + 2e4 events
+    python tools/build_pretrained.py --jobs 2 --files 20       # 2 cores, resumable per 15k-event file
     python tools/build_pretrained.py --train-events 4000 --test-events 1000 --target /tmp/pre
 """
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-events", type=int, default=None, help="default: [generation] train_events")
     p.add_argument("--test-events", type=int, default=None, help="default: [generation] test_events")
     p.add_argument("--jobs", type=int, default=default_jobs(), help="generation processes (default: cores)")
+    p.add_argument(
+        "--files", type=int, default=None, help="training files (default: --jobs); reruns keep finished ones"
+    )
     p.add_argument("--target", type=Path, default=LOCATION, help=f"install folder (default: {LOCATION})")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             train_events=args.train_events,
             test_events=args.test_events,
             jobs=args.jobs,
+            files=args.files,
             target=args.target,
             progress=args.progress,
         )

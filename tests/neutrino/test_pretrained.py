@@ -168,8 +168,9 @@ def test_install_replaces_only_a_pretrained_model(tiny_models: Path, tmp_path: P
 @pytest.mark.slow
 @pytest.mark.generation
 def test_build_script_trains_tests_installs_and_resumes(tmp_path: Path, monkeypatch, caplog) -> None:
-    """The build's functions on a tiny config: two generation jobs, a held-out sample with another
-    seed, a card with the held-out report's metrics; a rerun skips every stage."""
+    """The build's functions on a tiny config: three training files made by two generation jobs, a
+    held-out sample with another seed, a card with the held-out report's metrics; a rerun skips
+    every stage, and a lost training file is made again alone."""
     pytest.importorskip("pythia8mc")
     from hepflow.neutrino.pretrained.build import BuildPlan, build
 
@@ -185,16 +186,17 @@ def test_build_script_trains_tests_installs_and_resumes(tmp_path: Path, monkeypa
     )
     target = tmp_path / "installed"
     plan = BuildPlan(
-        work=tmp_path / "work", config=cfg, jobs=2, train_events=401, test_events=150, target=target
+        work=tmp_path / "work", config=cfg, jobs=2, files=3, train_events=401, test_events=150, target=target
     )
     assert [(p.name, n, s) for p, n, s in plan.train_files()] == [
-        ("train_0.root", 201, 31),
-        ("train_1.root", 200, 32),
+        ("train_0.root", 134, 31),
+        ("train_1.root", 134, 32),
+        ("train_2.root", 133, 33),
     ]
     card = build(plan)
 
     report = json.loads((tmp_path / "work" / "report_test" / "report.json").read_text())
-    assert card["training_data"]["seeds"] == [31, 32]
+    assert card["training_data"]["seeds"] == [31, 32, 33]
     assert card["training_data"]["generated_events"] == 401
     assert card["held_out"] == {"generated_events": 150, "seed": 40, "events_with_truth": report["events"]}
     assert card["detector"]["pileup_mean"] > 0
@@ -212,6 +214,7 @@ def test_build_script_trains_tests_installs_and_resumes(tmp_path: Path, monkeypa
     assert set(stages) == {
         "generate train_0.root",
         "generate train_1.root",
+        "generate train_2.root",
         "generate test.root",
         "process train",
         "train",
@@ -226,5 +229,17 @@ def test_build_script_trains_tests_installs_and_resumes(tmp_path: Path, monkeypa
     monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("retrained"))
     monkeypatch.setattr(pipeline, "infer", lambda *a, **k: pytest.fail("inferred again"))
     caplog.set_level("INFO", logger="hepflow.neutrino.pretrained.build")
+    caplog.clear()
     assert build(plan) == card
     assert caplog.text.count("done, skipped") == len(stages)
+
+    # a lost training file (an interrupted generation) is made again alone, identical (same seed)
+    caplog.clear()
+    lost = tmp_path / "work" / "train_2.root"
+    before = lost.read_bytes()
+    lost.unlink()
+    assert build(plan) == card
+    assert "generating train_2.root in 1 processes" in caplog.text
+    assert "generated train_2.root" in caplog.text
+    assert caplog.text.count("done, skipped") == len(stages)
+    assert len(lost.read_bytes()) == len(before)
