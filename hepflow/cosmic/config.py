@@ -435,8 +435,9 @@ def refuse_systematics(cfg: CosmicConfig, what: str) -> None:
     """Refuse (ConfigError, one line) a step that does not handle ``[systematics]`` when enabled."""
     if cfg.systematics.enabled:
         raise ConfigError(
-            f"{what} does not support [systematics] enabled = true: its importance weights would need "
-            "the likelihood marginalised over nu_E, nu_X; use `hepflow mcmc cosmic` (it samples them)"
+            f"{what} does not support [systematics] enabled = true yet: compare a model trained with "
+            "them by `hepflow infer cosmic --importance --mcmc DIR` (the MCMC from `hepflow mcmc cosmic "
+            "--systematics`; the importance weights use the likelihood marginalised over nu_E, nu_X)"
         )
 
 

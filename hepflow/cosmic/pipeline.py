@@ -251,9 +251,9 @@ def infer(
     reweighted: dict[str, Any] = {}
     iw = resampled = None
     if importance:
-        _refuse_marginal({"systematics": model_syst}, settings, model_dir)
         t1 = time.perf_counter()
-        weighted = importance_posterior(posterior, model=fwd, prior=settings.prior.build())
+        marginal: dict[str, Any] = {}  # with systematics: how the nuisances were integrated out
+        weighted = importance_posterior(posterior, model=fwd, prior=settings.prior.build(), record=marginal)
         iw = weighted.weights(x, logp, obs)
         cols["weight"] = iw.weights
         resampled = x[iw.resample(rng=icfg.seed if seed is None else seed)]
@@ -262,6 +262,7 @@ def infer(
                 "ess": iw.ess,
                 "efficiency": iw.efficiency,
                 "seconds": time.perf_counter() - t1,
+                **({"marginal_likelihood": marginal} if marginal else {}),
             },
             "posterior_importance": posterior_table(hepflow.posterior_summary(resampled)),
         }
@@ -331,20 +332,6 @@ def _mcmc_with_nuisances(
         return theta
     table = ak.from_parquet(Path(directory) / "samples.parquet")
     return np.column_stack([theta, *(ak.to_numpy(table[name]) for name in NUISANCE_NAMES)])
-
-
-def _refuse_marginal(metadata: dict[str, Any], cfg: CosmicConfig, model_dir: object) -> None:
-    """Importance weights need the likelihood the cINN approximates: refuse systematics (its
-    posterior is marginalised over nu_E, nu_X, the likelihood here is not)."""
-    from hepflow.cosmic.config import refuse_systematics
-
-    if metadata.get("systematics") is not None:
-        raise ModelError(
-            f"{model_dir} was trained with [systematics]: its posterior is marginalised over nu_E, nu_X "
-            "and --importance has no marginal likelihood to weight it with; compare it with "
-            "`hepflow mcmc cosmic --systematics` instead"
-        )
-    refuse_systematics(cfg, "infer --importance")
 
 
 def posterior_table(post: Any) -> dict[str, dict[str, float]]:

@@ -190,30 +190,62 @@ def posterior_log_prob(model: Any, observations: Observations, samples: np.ndarr
     return as_posterior(model).log_prob(samples, observations)
 
 
-def log_target(theta: np.ndarray, observation: Observation, *, model: Any, prior: Any) -> np.ndarray:
+def log_target(
+    theta: np.ndarray,
+    observation: Observation,
+    *,
+    model: Any,
+    prior: Any,
+    record: dict[str, Any] | None = None,
+) -> np.ndarray:
     """``log L(x | theta) + log pi(theta)`` of samples (n, 7) for one observation (the exact
-    posterior's unnormalised log density; ``-inf`` outside the prior support)."""
+    posterior's unnormalised log density; ``-inf`` outside the prior support).
+
+    With a forward model that has systematics the likelihood is the marginal one,
+    ``p(x | theta) = integral L(x | theta, nu) p(nu) dnu``, estimated per sample
+    (:class:`hepflow.cosmic.marginal.MarginalLikelihood`): the posterior a cINN trained with
+    ``[systematics]`` approximates; ``record``, when given, receives the estimate's diagnostics
+    (:meth:`~hepflow.cosmic.marginal.MarginalEstimate.summary`)."""
     from hepflow.cosmic import Likelihood
 
     like = Likelihood(observation, model=model)
     with np.errstate(divide="ignore"):
+        if getattr(model, "systematics", None) is not None:
+            from hepflow.cosmic.marginal import MarginalLikelihood
+
+            est = MarginalLikelihood(like).estimate(theta)
+            if record is not None:
+                record.update(est.summary())
+            return est.log_likelihood + prior.log_prob(theta)
         return like(theta) + prior.log_prob(theta)
 
 
-def importance_posterior(posterior: Posterior, *, model: Any, prior: Any) -> ImportancePosterior:
+def importance_posterior(
+    posterior: Posterior, *, model: Any, prior: Any, record: dict[str, Any] | None = None
+) -> ImportancePosterior:
     """The cINN posterior importance-weighted to the exact posterior of the analysis likelihood.
 
     ``model`` the forward model (:class:`hepflow.cosmic.ForwardModel`) and ``prior`` the prior the
     MCMC uses. The weighted (or resampled) samples follow the exact posterior when the cINN covers
     it; the effective sample size measures how close the cINN was
-    (:mod:`hepflow.posterior.importance`). Costs one vectorised likelihood call per sample.
+    (:mod:`hepflow.posterior.importance`). Costs one vectorised likelihood call per sample, about
+    a hundred with systematics (the nuisances integrated out, :func:`log_target`; ``record``
+    receives that estimate's diagnostics).
     """
-    return ImportancePosterior(posterior, partial(log_target, model=model, prior=prior))
+    return ImportancePosterior(posterior, partial(log_target, model=model, prior=prior, record=record))
 
 
 def importance_reweight(
-    samples: np.ndarray, log_q: np.ndarray, observation: Observation, *, model: Any, prior: Any
+    samples: np.ndarray,
+    log_q: np.ndarray,
+    observation: Observation,
+    *,
+    model: Any,
+    prior: Any,
+    record: dict[str, Any] | None = None,
 ) -> ImportanceWeights:
     """Importance weights ``L(x | theta) pi(theta) / q(theta | x)`` of cINN samples (n, 7) with
     density ``log_q`` (n,) of one observation (see :func:`importance_posterior`)."""
-    return importance_weights(log_target(samples, observation, model=model, prior=prior), log_q)
+    return importance_weights(
+        log_target(samples, observation, model=model, prior=prior, record=record), log_q
+    )

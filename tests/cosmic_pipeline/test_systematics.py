@@ -18,7 +18,7 @@ from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.generate import generate_cosmic
 from hepflow.cosmic.mcmc import UnconstrainedPosterior, mcmc_cosmic, run_mcmc
 from hepflow.cosmic.network import check_model, model_metadata
-from hepflow.cosmic.pipeline import _refuse_marginal, train
+from hepflow.cosmic.pipeline import train
 from hepflow.cosmic.report import _read_mcmc
 from hepflow.errors import ConfigError, InputError, ModelError
 
@@ -261,16 +261,17 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
     )
     assert set(both["model_check"]) == {"cinn", "mcmc"}
     assert "verdict" in both
-    with pytest.raises(ModelError, match="--importance has no marginal likelihood"):
-        infer(tmp_path / "m", "auger", output_dir=tmp_path / "post_iw", samples=50, importance=True)
+    # importance weights with the likelihood marginalised over nu_E, nu_X (hepflow.cosmic.marginal)
+    iw = infer(
+        tmp_path / "m", "auger", output_dir=tmp_path / "post_iw", samples=50, importance=True, config=on
+    )
+    assert iw["importance"]["marginal_likelihood"]["draws"] == 32
+    assert 1.0 <= iw["importance"]["ess"] <= 50.0
+    assert iw["verdict"]["reference"] == "importance-weighted cINN"
 
 
-def test_importance_weights_refuse_the_marginal_posterior() -> None:
+def test_steps_without_systematics_support_refuse_them() -> None:
     on = CosmicConfig.from_dict(ON)
-    with pytest.raises(ModelError, match="marginalised over nu_E, nu_X"):
-        _refuse_marginal({"systematics": on.systematics.metadata()}, CosmicConfig(), "m")
-    with pytest.raises(ConfigError, match="infer --importance does not support"):
-        _refuse_marginal({}, on, "m")
-    _refuse_marginal({}, CosmicConfig(), "m")  # nothing to refuse
     with pytest.raises(ConfigError, match="report cosmic does not support"):
         refuse_systematics(on, "report cosmic")
+    refuse_systematics(CosmicConfig(), "report cosmic")  # nothing to refuse

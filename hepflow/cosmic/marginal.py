@@ -1,0 +1,236 @@
+"""The likelihood marginalised over the nuisance parameters, for importance weights.
+
+A cINN trained with ``[systematics]`` learns ``p(theta | x)`` with the nuisances ``nu = (nu_E,
+nu_X)`` integrated out (the generator draws them from their prior). Its importance weights
+``p(x | theta) pi(theta) / q(theta | x)`` need the *marginal* likelihood
+
+    p(x | theta) = integral L(x | theta, nu) p(nu) dnu,
+
+which has no closed form. On the Auger data ``L(x | theta, nu)`` is very sharp in ``nu`` at fixed
+``theta`` (tens of thousands of events: the conditional width of ``nu_E`` is a few hundredths of
+its prior's), so draws from the prior or from one proposal shared by all ``theta`` find it with
+an effective sample size of 1. :class:`MarginalLikelihood` therefore adapts to each ``theta``
+(a Laplace proposal, as adaptive Gauss-Hermite quadrature does):
+
+1. the mode ``nu^(theta)`` of ``log L(x | theta, nu) + log p(nu)``: the best of ``starts`` prior
+   draws, then ``newton_steps`` Newton steps with finite-difference derivatives (step ``h``) and
+   backtracking, the Hessian's eigenvalues capped at the prior's curvature;
+2. ``m = draws`` draws ``nu_j ~ r = (1 - defensive) N(nu^, widen^2 H^-1) + defensive p(nu)`` and
+   ``p^(x | theta) = mean_j L(x | theta, nu_j) p(nu_j) / r(nu_j)``, an unbiased estimate (the
+   prior in the mixture keeps ``p / r`` bounded).
+
+With an unbiased estimate in place of the exact likelihood the weighted samples still follow the
+exact posterior (pseudo-marginal importance sampling); the noise of the estimate lowers the
+effective sample size somewhat. :attr:`MarginalEstimate.inner_ess` reports the per-``theta``
+effective number of ``nu`` draws (``draws`` when the Laplace proposal is exact).
+
+Cost: ``starts + 9 newton_steps + draws`` forward-model evaluations per ``theta`` (about 100,
+a minute and a half for 4000 ``theta`` on one core).
+
+Example:
+    >>> from hepflow.cosmic import ForwardModel, Likelihood, Observation, Systematics
+    >>> obs = Observation.from_auger()
+    >>> like = Likelihood(obs, model=ForwardModel(obs, systematics=Systematics()))
+    >>> theta = np.array([[1.39, 18.67, 0.0, 0.6, 0.3, 0.1, 0.0]] * 3)
+    >>> est = MarginalLikelihood(like, draws=16).estimate(theta)
+    >>> est.log_likelihood.shape, bool(np.all(est.log_likelihood > like(np.c_[theta, 0 * theta[:, :2]])))
+    ((3,), True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from hepflow.cosmic.likelihood import Likelihood
+from hepflow.cosmic.systematics import Systematics
+from hepflow.errors import ConfigError
+
+__all__ = ["MarginalEstimate", "MarginalLikelihood"]
+
+
+@dataclass(frozen=True)
+class MarginalEstimate:
+    """The estimate of :meth:`MarginalLikelihood.estimate` for n parameter rows.
+
+    Attributes:
+        log_likelihood: ``log p^(x | theta)`` (n,); ``-inf`` outside the parameter space.
+        mode: the nuisances at the conditional mode of each row (n, 2).
+        sd: the Laplace standard deviations of ``nu_E``, ``nu_X`` per row (n, 2).
+        inner_ess: effective number of ``nu`` draws of each row's estimate (n,).
+        draws: ``nu`` draws per row.
+    """
+
+    log_likelihood: np.ndarray
+    mode: np.ndarray
+    sd: np.ndarray
+    inner_ess: np.ndarray
+    draws: int
+
+    def summary(self) -> dict[str, object]:
+        """What an output records about the estimate (JSON-ready)."""
+        ok = np.isfinite(self.log_likelihood)
+
+        def q(v: np.ndarray, level: float) -> object:
+            return np.quantile(v[ok], level, axis=0).tolist() if ok.any() else None
+
+        return {
+            "method": "per-theta Laplace proposal over nu_E, nu_X, importance-sampled",
+            "draws": self.draws,
+            "inner_ess_median": q(self.inner_ess, 0.5),
+            "inner_ess_q05": q(self.inner_ess, 0.05),
+            "mode_median": q(self.mode, 0.5),
+            "sd_median": q(self.sd, 0.5),
+        }
+
+
+@dataclass(frozen=True)
+class MarginalLikelihood:
+    """``log p(x | theta)`` with the nuisances integrated out (module docstring).
+
+    Args:
+        likelihood: the conditional likelihood ``L(x | theta, nu)``, whose forward model has
+            systematics (:class:`hepflow.cosmic.Systematics`).
+        draws: ``nu`` draws per ``theta`` (at least 2).
+        starts: prior draws per ``theta`` whose best starts the mode search.
+        newton_steps: Newton steps of the mode search.
+        h: finite-difference step in ``nu``.
+        widen: factor on the Laplace standard deviations.
+        defensive: weight of the prior in the proposal's mixture, in (0, 1).
+        seed: seed of the ``nu`` draws (the estimate is reproducible).
+    """
+
+    likelihood: Likelihood
+    draws: int = 32
+    starts: int = 16
+    newton_steps: int = 6
+    h: float = 0.01
+    widen: float = 1.2
+    defensive: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.likelihood.model.systematics is None:
+            raise ConfigError(
+                "the marginal likelihood integrates over nu_E, nu_X: the forward model has no systematics"
+            )
+        if self.draws < 2 or self.starts < 1 or self.newton_steps < 0:
+            raise ConfigError(
+                f"draws must be >= 2, starts >= 1, newton_steps >= 0; got {self.draws}, {self.starts}, "
+                f"{self.newton_steps}"
+            )
+        if not (0.0 < self.defensive < 1.0 and self.widen > 0.0 and 0.0 < self.h < 0.5):
+            raise ConfigError(
+                f"defensive must be in (0, 1), widen > 0 and h in (0, 0.5); got {self.defensive}, "
+                f"{self.widen}, {self.h}"
+            )
+
+    @property
+    def systematics(self) -> Systematics:
+        assert self.likelihood.model.systematics is not None
+        return self.likelihood.model.systematics
+
+    def __call__(self, theta: np.ndarray) -> np.ndarray:
+        """``log p^(x | theta)`` (n,) of rows (n, 7)."""
+        return self.estimate(theta).log_likelihood
+
+    def _log_joint(self, theta: np.ndarray, nu: np.ndarray) -> np.ndarray:
+        """``log L(x | theta, nu) + log p(nu)``, rows of ``theta`` (n, 7) repeated for ``nu``
+        (n * k, 2) in blocks of k."""
+        k = nu.shape[0] // theta.shape[0]
+        rows = np.concatenate([np.repeat(theta, k, axis=0), nu], axis=1)
+        with np.errstate(invalid="ignore"):
+            return self.likelihood(rows) + self.systematics.log_prob(nu)
+
+    def estimate(self, theta: np.ndarray) -> MarginalEstimate:
+        """The estimate for rows ``theta`` (n, 7), with its diagnostics."""
+        t = np.atleast_2d(np.asarray(theta, dtype=float))
+        if t.ndim != 2 or t.shape[1] != 7:
+            raise ConfigError(
+                f"the marginal likelihood takes source parameters (n, 7), got {np.shape(theta)}"
+            )
+        n, m = t.shape[0], self.draws
+        syst, rng = self.systematics, np.random.default_rng(self.seed)
+        # 1. the conditional mode of nu and its Laplace covariance, per row
+        start = syst.sample(n * self.starts, rng)
+        f = self._log_joint(t, start).reshape(n, self.starts)
+        nu = start.reshape(n, self.starts, 2)[np.arange(n), np.argmax(f, axis=1)]
+        with np.errstate(invalid="ignore"):  # rows outside the parameter space: -inf everywhere
+            nu, cov, f_mode = self._newton(t, nu)
+        # a search stuck where the function is not concave (a Laplace width near the prior's)
+        # starts again from the median mode of the rows that converged: the rows are draws of
+        # one posterior, their conditional modes lie close together
+        stuck = np.linalg.eigvalsh(cov)[:, -1] > 0.25
+        if stuck.any() and (~stuck).any():
+            again = np.broadcast_to(np.median(nu[~stuck], axis=0), (int(stuck.sum()), 2))
+            with np.errstate(invalid="ignore"):
+                nu2, cov2, f2 = self._newton(t[stuck], again.copy())
+            better = f2 > f_mode[stuck]
+            rows = np.flatnonzero(stuck)[better]
+            nu[rows], cov[rows] = nu2[better], cov2[better]
+        # 2. importance sampling from the Laplace proposal mixed with the prior
+        z = rng.standard_normal((n, m, 2))
+        chol = np.linalg.cholesky(cov * self.widen**2)
+        draws = nu[:, None, :] + np.einsum("nij,nmj->nmi", chol, z)
+        from_prior = rng.random((n, m)) < self.defensive
+        draws[from_prior] = syst.sample(int(from_prior.sum()), rng)
+        flat = draws.reshape(n * m, 2)
+        log_g = _log_gauss(draws, nu, cov * self.widen**2).reshape(n * m)
+        with np.errstate(divide="ignore"):
+            log_r = np.logaddexp(
+                np.log1p(-self.defensive) + log_g, np.log(self.defensive) + syst.log_prob(flat)
+            )
+        log_w = (self._log_joint(t, flat) - log_r).reshape(n, m)
+        log_l = special.logsumexp(log_w, axis=1) - np.log(m)
+        ok = np.isfinite(log_l)
+        w = np.where(ok[:, None], np.exp(log_w - np.where(ok, log_l + np.log(m), 0.0)[:, None]), 0.0)
+        inner = np.where(ok, 1.0 / np.maximum(np.sum(w**2, axis=1), 1e-300), 0.0)
+        sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+        return MarginalEstimate(log_likelihood=log_l, mode=nu, sd=sd, inner_ess=inner, draws=m)
+
+    def _newton(self, t: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Newton steps toward the conditional mode from ``nu`` (n, 2); returns the mode, the
+        covariance ``(-H)^-1`` (n, 2, 2) (the curvature at least the prior's, 1) and the log
+        density at the mode (n,)."""
+        n, h = t.shape[0], self.h
+        lim = self.systematics.nu_max - 2.0 * h  # the stencil stays inside the support
+        nu = np.clip(nu, -lim, lim)
+        offsets = h * np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1], [1, 1], [1, -1], [-1, 1], [-1, -1]])
+        cov = np.tile(np.eye(2), (n, 1, 1))
+        for step in range(self.newton_steps + 1):
+            pts = (nu[:, None, :] + offsets[None]).reshape(-1, 2)
+            f = self._log_joint(t, pts).reshape(n, 9)
+            f0, f = f[:, 0], f[:, 1:]
+            grad = np.stack([f[:, 0] - f[:, 1], f[:, 2] - f[:, 3]], axis=1) / (2 * h)
+            hxx = (f[:, 0] - 2 * f0 + f[:, 1]) / h**2
+            hyy = (f[:, 2] - 2 * f0 + f[:, 3]) / h**2
+            hxy = (f[:, 4] - f[:, 5] - f[:, 6] + f[:, 7]) / (4 * h**2)
+            neg_h = -np.stack([np.stack([hxx, hxy], -1), np.stack([hxy, hyy], -1)], -2)
+            good = np.all(np.isfinite(neg_h.reshape(n, 4)), axis=1) & np.all(np.isfinite(grad), axis=1)
+            neg_h = np.where(good[:, None, None], neg_h, np.eye(2))
+            grad = np.where(good[:, None], grad, 0.0)
+            lam, vec = np.linalg.eigh(neg_h)
+            lam = np.maximum(lam, 1.0)  # at least the prior's curvature: a step no longer than ~1 sd
+            cov = np.einsum("nij,nj,nkj->nik", vec, 1.0 / lam, vec)
+            if step == self.newton_steps:
+                break
+            delta = np.einsum("nij,nj->ni", cov, grad)
+            scale = np.ones(n)
+            for _ in range(5):  # backtracking: keep a step only where it improves
+                trial = np.clip(nu + scale[:, None] * delta, -lim, lim)
+                better = self._log_joint(t, trial) > f0
+                if better.all():
+                    break
+                scale = np.where(better, scale, scale / 2)
+            nu = np.where(better[:, None], trial, nu)
+        return nu, cov, f0
+
+
+def _log_gauss(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Log density of ``x`` (n, m, 2) under per-row Gaussians ``mean`` (n, 2), ``cov`` (n, 2, 2)."""
+    d = x - mean[:, None, :]
+    inv = np.linalg.inv(cov)
+    _, logdet = np.linalg.slogdet(cov)
+    return -0.5 * np.einsum("nmi,nij,nmj->nm", d, inv, d) - 0.5 * logdet[:, None] - np.log(2.0 * np.pi)
