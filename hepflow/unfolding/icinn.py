@@ -15,9 +15,13 @@ removes that dependence by iterating:
    joint efficiency; :func:`joint_unfolded`, :func:`density_ratio`), noisier in sparse bins.
    The paper uses a classifier for this step; a binned ratio is the density ratio of the
    quantities unfolded;
-3. continue training every member on the reweighted events (``epochs`` more epochs, the same
-   bootstrap resample; :func:`hepflow.unfolding.cinn.train_ensemble` with ``start``) and
-   rebuild efficiency and fake fractions from the reweighted simulation;
+3. train the ensemble on the reweighted events and rebuild efficiency and fake fractions from
+   the reweighted simulation. ``training = "continue"``: every member continues for ``epochs``
+   more epochs (the same bootstrap resample; :func:`hepflow.unfolding.cinn.train_ensemble` with
+   ``start``); ``training = "retrain"``: a fresh ensemble with the plain pass's seeds and
+   ``[training]`` epochs, so that every pass is trained as long as the first and a reweighting
+   near 1 gives back the plain cINN (continued training also changes a result the reweighting
+   leaves alone);
 4. stop when no bin of any observable moves by more than ``tolerance`` times its total
    uncertainty between two iterations, or after ``iterations`` iterations.
 
@@ -65,13 +69,16 @@ class ICINNConfig:
     ratio: Literal["joint", "marginals"] = "marginals"
     iterations: int = 4  # at most, after the first (plain cINN) pass
     tolerance: float = 0.2  # stop when no bin moves by more than this times its total uncertainty
-    epochs: int = 6  # of continued training per iteration
+    epochs: int = 6  # of continued training per iteration (training = "continue")
     clip: float = 10.0  # the density ratio is clipped to [1/clip, clip]
+    training: Literal["continue", "retrain"] = "continue"
 
     def __post_init__(self) -> None:
         check_values(self, iterations=COUNT, tolerance=POSITIVE, epochs=COUNT, clip=POSITIVE)
         if self.clip <= 1:
             raise ValueError(f"clip must be > 1, got {self.clip}")
+        if self.training not in ("continue", "retrain"):
+            raise ValueError(f'training must be "continue" or "retrain", got {self.training!r}')
 
 
 def density_ratio(unfolded: np.ndarray, prior: np.ndarray, *, clip: float) -> np.ndarray:
@@ -291,14 +298,22 @@ def make_finetune(
     fit: FitConfig,
     epochs: int,
     bootstrap: bool,
+    build: Callable[[int], Any] | None = None,
 ) -> Callable[[Sequence[Any], np.ndarray], list[Any]]:
     """The ``finetune`` of :func:`unfold_icinn` for the study: continue training copies of the
-    members for ``epochs`` epochs on the events ``rows`` (of the per-event factors), weighted."""
+    members for ``epochs`` epochs on the events ``rows`` (of the per-event factors), weighted;
+    with ``build`` (``training = "retrain"``) train a fresh ensemble, member ``m`` from
+    ``build(fit.seed + m)``, for ``fit.epochs`` instead."""
     from dataclasses import replace
 
     from hepflow.unfolding.cinn import train_ensemble
 
     def finetune(models: Sequence[Any], factor: np.ndarray) -> list[Any]:
+        if build is not None:
+            fresh, _ = train_ensemble(
+                build, theta, context, fit=fit, members=len(models), bootstrap=bootstrap, weights=factor[rows]
+            )
+            return fresh
         copies = [copy.deepcopy(m).train() for m in models]
         trained, _ = train_ensemble(
             lambda seed: None,

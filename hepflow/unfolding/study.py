@@ -634,6 +634,7 @@ def _icinn(
             fit=cfg.training,
             epochs=cfg.icinn.epochs,
             bootstrap=cfg.cinn.bootstrap_training,
+            build=(lambda seed: build_flow(cfg, seed=seed)) if cfg.icinn.training == "retrain" else None,
         ),
         train_gen=[train.gen[o] for o in OBSERVABLES],
         train_fiducial=train.fiducial,

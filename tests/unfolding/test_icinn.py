@@ -80,6 +80,8 @@ def test_config():
         from_dict(UnfoldingConfig, {"icinn": {"ratio": "both"}})
     with pytest.raises(ConfigError, match="tolerance"):
         from_dict(UnfoldingConfig, {"icinn": {"tolerance": -1.0}})
+    with pytest.raises(ConfigError, match="'again' is not one of"):
+        from_dict(UnfoldingConfig, {"icinn": {"training": "again"}})
     assert ICINNConfig().enabled is False  # off unless configured
 
 
@@ -93,8 +95,10 @@ def _toy(rng, n, slope=0.0):
     return x, y
 
 
-@pytest.mark.parametrize("ratio", ["marginals", "joint"])
-def test_iteration_removes_the_pull_toward_the_prior(ratio):
+@pytest.mark.parametrize(
+    ("ratio", "training"), [("marginals", "continue"), ("joint", "continue"), ("marginals", "retrain")]
+)
+def test_iteration_removes_the_pull_toward_the_prior(ratio, training):
     import hepflow
 
     rng = np.random.default_rng(11)
@@ -105,8 +109,12 @@ def test_iteration_removes_the_pull_toward_the_prior(ratio):
     theta = np.log(x_sim)[:, None].astype(np.float32)
     context = {"context": np.log(y_sim)[:, None].astype(np.float32)}
     fit = FitConfig(epochs=10, batch_size=256, lr=5e-3, patience=10, seed=4)
+
+    def build(seed):
+        return hepflow.ConditionalINN(theta_dim=1, context_dim=1, depth=2, width=16, seed=seed)
+
     models, _ = train_ensemble(
-        lambda seed: hepflow.ConditionalINN(theta_dim=1, context_dim=1, depth=2, width=16, seed=seed),
+        build,
         theta,
         context,
         fit=fit,
@@ -138,7 +146,15 @@ def test_iteration_removes_the_pull_toward_the_prior(ratio):
         sample=lambda current: np.exp(sample_ensemble(current, data_context, samples=16, seed=3)),
         unfold=unfold,
         rebuild=rebuild,
-        finetune=make_finetune(theta, context, np.arange(n_sim), fit=fit, epochs=4, bootstrap=True),
+        finetune=make_finetune(
+            theta,
+            context,
+            np.arange(n_sim),
+            fit=fit,
+            epochs=4,
+            bootstrap=True,
+            build=build if training == "retrain" else None,
+        ),
         train_gen=[x_sim],
         train_fiducial=everything,
         train_selected=everything,
@@ -146,7 +162,7 @@ def test_iteration_removes_the_pull_toward_the_prior(ratio):
         edges=[EDGES],
         fake_lookup=lambda fakes: fakes.lookup([y_dat]),
         data_weights=np.ones(len(x_dat)),
-        cfg=ICINNConfig(enabled=True, ratio=ratio, iterations=3, tolerance=0.05, epochs=4),
+        cfg=ICINNConfig(enabled=True, ratio=ratio, iterations=3, tolerance=0.05, epochs=4, training=training),
     )
     assert 1 <= summary["iterations"] <= 3
     assert len(summary["centrals"]) == summary["iterations"] + 1
