@@ -82,6 +82,7 @@ __all__ = [
     "UnconstrainedPosterior",
     "find_modes",
     "mcmc_cosmic",
+    "mcmc_with_nuisances",
     "read_mcmc",
     "run_mcmc",
 ]
@@ -821,3 +822,31 @@ def read_mcmc(
         )
     theta = parameter_columns(ak.from_parquet(samples), samples)
     return theta, info
+
+
+def mcmc_with_nuisances(
+    directory: str | os.PathLike[str],
+    theta: np.ndarray,
+    info: dict[str, Any],
+    systematics: dict[str, Any] | None,
+    *,
+    against: str,
+) -> np.ndarray:
+    """The samples ``theta`` (n, 7) of :func:`read_mcmc` with their nuisances from ``directory``
+    (n, 9) when the MCMC sampled them, unchanged otherwise. The MCMC must have been run with the
+    ``systematics`` (metadata, None when off) of what it is compared with, which ``against``
+    names (e.g. ``"the model m was trained with"``); other nuisances are refused in one line
+    (the posteriors differ)."""
+    from hepflow.config import json_plain
+
+    ran_with = (info.get("settings") or {}).get("systematics")
+    if json_plain(ran_with) != json_plain(systematics):
+        raise InputError(
+            f"{directory} holds an MCMC with systematics {ran_with or 'off'}, {against} systematics "
+            f"{systematics or 'off'}: they infer different posteriors (run `hepflow mcmc cosmic "
+            f"--{'' if systematics else 'no-'}systematics`)"
+        )
+    if ran_with is None:
+        return theta
+    table = ak.from_parquet(Path(directory) / "samples.parquet")
+    return np.column_stack([theta, *(ak.to_numpy(table[name]) for name in NUISANCE_NAMES)])

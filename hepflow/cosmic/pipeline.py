@@ -30,7 +30,7 @@ from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.features import context_from_features
 from hepflow.cosmic.network import build_flow, load_flow, model_metadata
 from hepflow.cosmic.posterior import check_finite, check_observation, importance_posterior, load_posterior
-from hepflow.cosmic.systematics import NUISANCE_NAMES, Systematics
+from hepflow.cosmic.systematics import Systematics
 from hepflow.errors import ConfigError, InputError, ModelError, OutputError
 from hepflow.posterior import is_ensemble, model_path
 
@@ -208,7 +208,7 @@ def infer(
     """
     import hepflow
     from hepflow.cosmic.generate import load_observation
-    from hepflow.cosmic.mcmc import read_mcmc
+    from hepflow.cosmic.mcmc import mcmc_with_nuisances, read_mcmc
     from hepflow.cosmic.ppc import predictive_check
     from hepflow.cosmic.verdict import verdict
     from hepflow.outputs import write_json, write_parquet, write_root
@@ -237,7 +237,9 @@ def infer(
     model_syst = metadata.get("systematics")
     mc_check = None
     if mcmc is not None:
-        mc_check = _mcmc_with_nuisances(mcmc, mc, mc_info, model_syst, model_dir)
+        mc_check = mcmc_with_nuisances(
+            mcmc, mc, mc_info, model_syst, against=f"the model {model_dir} was trained with"
+        )
     # a model trained with [systematics]: its model check simulates with nuisances (from their priors)
     fwd = settings.model.build(
         reference=obs, systematics=None if model_syst is None else Systematics.from_metadata(model_syst)
@@ -310,28 +312,6 @@ def infer(
     }
     write_json(targets[2], summary)
     return summary
-
-
-def _mcmc_with_nuisances(
-    directory: str | os.PathLike[str],
-    theta: np.ndarray,
-    info: dict[str, Any],
-    model_systematics: dict[str, Any] | None,
-    model_dir: object,
-) -> np.ndarray:
-    """The MCMC samples for the model check: (n, 7), or (n, 9) with its nuisances. An MCMC with
-    other nuisances than the model was trained with is refused (the posteriors differ)."""
-    ran_with = (info.get("settings") or {}).get("systematics")
-    if json_plain(ran_with) != json_plain(model_systematics):
-        raise InputError(
-            f"{directory} holds an MCMC with systematics {ran_with or 'off'}, the model {model_dir} was "
-            f"trained with systematics {model_systematics or 'off'}: they infer different posteriors "
-            f"(run `hepflow mcmc cosmic --{'' if model_systematics else 'no-'}systematics`)"
-        )
-    if ran_with is None:
-        return theta
-    table = ak.from_parquet(Path(directory) / "samples.parquet")
-    return np.column_stack([theta, *(ak.to_numpy(table[name]) for name in NUISANCE_NAMES)])
 
 
 def posterior_table(post: Any) -> dict[str, dict[str, float]]:

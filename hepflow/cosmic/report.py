@@ -36,8 +36,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from hepflow.cosmic.compare import marginal_metrics
-from hepflow.cosmic.config import PARAMETERS, load_config, refuse_systematics
+from hepflow.cosmic.config import PARAMETERS, load_config
 from hepflow.cosmic.posterior import check_observation, importance_reweight, load_posterior
+from hepflow.cosmic.systematics import NUISANCE_NAMES
 from hepflow.errors import InputError
 from hepflow.outputs import write_json
 from hepflow.plotting import save_figure
@@ -288,20 +289,21 @@ def _plot_comparison(comparison: Mapping[str, Any], path: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- report
-def _read_mcmc(directory: Path, lg_e_min: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """The samples and summary of an MCMC of the Auger data above ``lg_e_min`` (refuses others)."""
-    from hepflow.cosmic.mcmc import read_mcmc
+def _read_mcmc(
+    directory: Path, lg_e_min: float, systematics: dict[str, Any] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The samples of an MCMC of the Auger data above ``lg_e_min`` (refuses others): (n, 7), or
+    (n, 9) with its nuisances; an MCMC with other ``systematics`` than the report's config (its
+    metadata, None when off) is refused. Returns the samples and the summary."""
+    from hepflow.cosmic.mcmc import mcmc_with_nuisances, read_mcmc
 
     theta, info = read_mcmc(directory, observation="auger", lg_e_min=lg_e_min, purpose="this report")
-    if (info.get("settings") or {}).get("systematics") is not None:
-        raise InputError(
-            f"{directory} holds an MCMC with the nuisances nu_E, nu_X ([systematics]); this report compares "
-            "the cINN with the likelihood without them (run `hepflow mcmc cosmic --no-systematics`)"
-        )
-    return theta, info
+    return mcmc_with_nuisances(directory, theta, info, systematics, against="the report's config has"), info
 
 
 def _run_mcmc_auger(cfg: Any, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The MCMC of the Auger data with ``[mcmc]`` (and the nuisances of ``[systematics]``):
+    samples (n, 7) or (n, 9), summary."""
     from hepflow.cosmic import Observation
     from hepflow.cosmic.mcmc import run_mcmc
 
@@ -309,13 +311,34 @@ def _run_mcmc_auger(cfg: Any, progress: bool) -> tuple[np.ndarray, dict[str, Any
     res = run_mcmc(
         obs,
         seed=cfg.mcmc.seed,
-        model=cfg.model.build(reference=obs),
+        model=cfg.model.build(reference=obs, systematics=cfg.systematics.build()),
         prior=cfg.prior.build(),
         progress=progress,
         **cfg.mcmc.options(),
     )
     res.settings.update(observation="auger", lg_e_min=cfg.model.lg_e_min)
-    return res.theta(), res.summary()
+    return res.draws(), res.summary()
+
+
+def _deviance_at(like: Any, theta: np.ndarray) -> dict[str, Any]:
+    """The deviances at parameters ``theta`` (7,) or (9,) with nuisances; with systematics, 7
+    parameters are scored at the conditional mode of the nuisances
+    (:class:`hepflow.cosmic.marginal.MarginalLikelihood`), which the entry records."""
+    t = np.asarray(theta, dtype=float)
+    if like.model.systematics is not None and t.size == len(PARAMETERS):
+        from hepflow.cosmic.marginal import MarginalLikelihood
+
+        t = np.r_[t, MarginalLikelihood(like).estimate(t[None]).mode[0]]
+    d = like.deviance(t[None])
+    out: dict[str, Any] = {
+        "theta": dict(zip(PARAMETERS, t[: len(PARAMETERS)].tolist(), strict=True)),
+        "deviance_spectrum": float(d.spectrum[0]),
+        "deviance_xmax": float(d.xmax[0]),
+        "deviance": float(d.total[0]),
+    }
+    if t.size > len(PARAMETERS):
+        out["nuisances"] = dict(zip(NUISANCE_NAMES, t[len(PARAMETERS) :].tolist(), strict=True))
+    return out
 
 
 def _describe(x: np.ndarray) -> dict[str, dict[str, float]]:
@@ -345,11 +368,14 @@ def _closure(
     """
     from hepflow.cosmic import Observation
 
-    fwd = cfg.model.build()
+    syst = cfg.systematics.build()
+    fwd = cfg.model.build(systematics=syst)
     out = []
     for i, m in enumerate(modes):
         theta = np.array([[float(m[p]) for p in PARAMETERS]] * 2)
-        sims = fwd.simulate(theta, np.random.default_rng(1000 + i))
+        # with systematics the mocks are simulated at the mode's nuisances (0 if it has none)
+        nu = [[float(m.get(n, 0.0)) for n in NUISANCE_NAMES]] * 2
+        sims = fwd.simulate(theta if syst is None else np.c_[theta, nu], np.random.default_rng(1000 + i))
         obs = [Observation(fwd.binning, sims["spectrum"][j], sims["xmax"][j]) for j in range(2)]
         x, _ = posterior.sample(samples, obs, seed=2000 + i)
         mean, std = x.mean(axis=1), x.std(axis=1, ddof=1)
@@ -408,11 +434,11 @@ def make_report(
     from hepflow.cosmic.verdict import verdict
 
     cfg = load_config(config)
-    refuse_systematics(cfg, "report cosmic")
+    systematics = cfg.systematics.metadata()
     out = Path(output_dir)
     k = cfg.inference.samples if samples is None else int(samples)
     if mcmc_auger is not None:  # refuse the MCMC of another observation before any work
-        mc, mc_summary = _read_mcmc(Path(mcmc_auger), cfg.model.lg_e_min)
+        mc_all, mc_summary = _read_mcmc(Path(mcmc_auger), cfg.model.lg_e_min, systematics)
     t0 = time.perf_counter()
     posterior = load_posterior(model_dir, config=cfg)
     obs = Observation.from_auger(lg_e_min=cfg.model.lg_e_min)
@@ -423,29 +449,25 @@ def make_report(
     if mcmc_auger is not None:
         mcmc_source = str(mcmc_auger)
     else:
-        mc, mc_summary = _run_mcmc_auger(cfg, progress)
+        mc_all, mc_summary = _run_mcmc_auger(cfg, progress)
         mcmc_source = "run by make_report"
-    like = Likelihood(obs, model=cfg.model.build(reference=obs))
-    # how far the cINN posterior is from the likelihood's on the data: ESS of its samples
-    iw = importance_reweight(x, logp, obs, model=like.model, prior=cfg.prior.build())
+    mc = mc_all[:, : len(PARAMETERS)]  # the source parameters; mc_all has the nuisances too
+    like = Likelihood(obs, model=cfg.model.build(reference=obs, systematics=cfg.systematics.build()))
+    # how far the cINN posterior is from the likelihood's on the data: ESS of its samples (with
+    # systematics: the likelihood marginalised over the nuisances, hepflow.cosmic.marginal)
+    marginal: dict[str, Any] = {}
+    iw = importance_reweight(x, logp, obs, model=like.model, prior=cfg.prior.build(), record=marginal)
     cinn_mode = x[int(np.argmax(np.where(np.isfinite(logp), logp, -np.inf)))]
     # the MCMC sample of highest likelihood (the prior is flat in gamma, lg_rcut and, with
-    # concentration 1, on the simplex)
-    mc_ll = like(mc)
-    mcmc_best = mc[int(np.argmax(mc_ll))]
+    # concentration 1, on the simplex; with systematics at the sample's own nuisances)
+    mcmc_best = mc_all[int(np.argmax(like(mc_all)))]
     dev = {
-        name: {
-            "theta": dict(zip(PARAMETERS, t.tolist(), strict=True)),
-            "deviance_spectrum": float(d.spectrum[0]),
-            "deviance_xmax": float(d.xmax[0]),
-            "deviance": float(d.total[0]),
-        }
+        name: _deviance_at(like, t)
         for name, t in (
             ("cinn_mode", cinn_mode),
             ("mcmc_best_sample", mcmc_best),
             ("combined_fit", np.array([COMBINED_FIT[p] for p in PARAMETERS])),
         )
-        for d in [like.deviance(t)]
     }
     # the cINN's posterior mass near each likelihood mode the MCMC's search found
     modes = mc_summary.get("modes") or []
@@ -462,7 +484,7 @@ def make_report(
     ccfg = cfg.check
     checks = {
         name: predictive_check(obs, theta, model=like.model, n_replicas=ccfg.n_replicas, seed=ccfg.seed)
-        for name, theta in (("cinn", x), ("mcmc", mc))
+        for name, theta in (("cinn", x), ("mcmc", mc_all))
     }
     v = verdict(x, mc, ess=iw.ess, n=k, thresholds=cfg.verdict)
     mcmc_time = mc_summary.get("wall_time_s")
@@ -470,6 +492,8 @@ def make_report(
     report: dict[str, Any] = {
         "observation": f"Auger spectrum 2020 + Xmax 2014, lg(E/eV) >= {cfg.model.lg_e_min:.1f}",
         "model": str(model_dir),
+        # with [systematics]: the nuisances the MCMC samples and the cINN marginalises
+        "systematics": systematics,
         "cinn": {
             "samples": k,
             "seconds_to_posterior": t_cinn,
@@ -480,6 +504,7 @@ def make_report(
                 "note": "weights likelihood x prior / cINN density; ESS / n near 1/n means the cINN "
                 "posterior misses the likelihood's (the data lie outside what the simulator produces "
                 "for the cINN's parameters, or the cINN has not learned this region)",
+                **({"marginal_likelihood": marginal} if marginal else {}),
             },
         },
         "mcmc": {

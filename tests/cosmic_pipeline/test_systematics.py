@@ -172,12 +172,17 @@ def test_mcmc_cli_writes_the_nuisance_columns(pe_file: Path, tmp_path: Path) -> 
         )
 
 
-def test_report_refuses_an_mcmc_with_nuisances(tmp_path: Path) -> None:
+def test_report_takes_only_an_mcmc_with_its_nuisances(tmp_path: Path) -> None:
     config = tmp_path / "cfg.toml"
     config.write_text("[mcmc]\n" + "".join(f"{k} = {v}\n" for k, v in TINY_MCMC.items()))
     mcmc_cosmic("auger", tmp_path / "on", config=config, systematics=True, progress=False)
-    with pytest.raises(InputError, match="nuisances"):
+    with pytest.raises(
+        InputError, match=r"holds an MCMC with systematics .* the report's config has systematics off"
+    ):
         _read_mcmc(tmp_path / "on", 18.7)
+    on = CosmicConfig.from_dict(ON).systematics.metadata()
+    theta, _ = _read_mcmc(tmp_path / "on", 18.7, on)  # a report with the same [systematics] takes it
+    assert theta.shape[1] == 9
 
 
 # ---------------------------------------------------------------------------- generator, models
@@ -268,10 +273,22 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
     assert iw["importance"]["marginal_likelihood"]["draws"] == 32
     assert 1.0 <= iw["importance"]["ess"] <= 50.0
     assert iw["verdict"]["reference"] == "importance-weighted cINN"
+    # the report: the MCMC with the nuisances, the importance weights with the marginal likelihood
+    from hepflow.cosmic.report import make_report
+
+    rep = make_report(tmp_path / "m", tmp_path / "rep", config=on, mcmc_auger=tmp_path / "mc_on", samples=50)
+    assert rep["systematics"] == on.systematics.metadata()
+    assert rep["cinn"]["importance"]["marginal_likelihood"]["draws"] == 32
+    assert set(rep["deviance_at"]["mcmc_best_sample"]["nuisances"]) == {"nu_E", "nu_X"}
+    assert set(rep["deviance_at"]["cinn_mode"]["nuisances"]) == {"nu_E", "nu_X"}  # its conditional mode
+    assert set(rep["model_check"]) == {"cinn", "mcmc"}
+    assert rep["mcmc"]["samples"] == len(ak.from_parquet(tmp_path / "mc_on" / "samples.parquet"))
+    with pytest.raises(InputError, match="the report's config has systematics"):
+        make_report(tmp_path / "m", tmp_path / "rep2", config=on, mcmc_auger=tmp_path / "mc_off", samples=50)
 
 
 def test_steps_without_systematics_support_refuse_them() -> None:
     on = CosmicConfig.from_dict(ON)
-    with pytest.raises(ConfigError, match="report cosmic does not support"):
-        refuse_systematics(on, "report cosmic")
-    refuse_systematics(CosmicConfig(), "report cosmic")  # nothing to refuse
+    with pytest.raises(ConfigError, match="compare cosmic does not support"):
+        refuse_systematics(on, "compare cosmic")
+    refuse_systematics(CosmicConfig(), "compare cosmic")  # nothing to refuse
