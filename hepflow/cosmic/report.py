@@ -73,7 +73,8 @@ CAVEATS = [
     "(not read in the paper itself); its fraction convention may differ from this model's (fractions of "
     "the un-suppressed injected flux at a fixed energy, docs/cosmic_model.md).",
     "The forward model differs from the combined fit's (five collapsed arriving charge groups, no "
-    "cosmological evolution, 1500 Mpc horizon, no energy- or Xmax-scale systematics) and fits the Xmax "
+    "cosmological evolution, 1500 Mpc horizon; energy- and Xmax-scale systematics only with "
+    "[systematics] enabled, as report.json's systematics says) and, without them, fits the Xmax "
     "data poorly at both likelihood minima (docs/cosmic_model.md).",
     "The cINN was trained on pseudo-experiments with the Auger event numbers (spectrum total Poisson "
     "around 55 730, Xmax events per energy bin fixed): observations of another size are outside its "
@@ -322,8 +323,9 @@ def _run_mcmc_auger(cfg: Any, progress: bool) -> tuple[np.ndarray, dict[str, Any
 
 def _deviance_at(like: Any, theta: np.ndarray) -> dict[str, Any]:
     """The deviances at parameters ``theta`` (7,) or (9,) with nuisances; with systematics, 7
-    parameters are scored at the conditional mode of the nuisances
-    (:class:`hepflow.cosmic.marginal.MarginalLikelihood`), which the entry records."""
+    parameters are scored at the mode of ``L(x | theta, nu) p(nu)`` in the nuisances (their prior
+    included, unlike the MCMC's best sample, which maximises ``L``; found by
+    :class:`hepflow.cosmic.marginal.MarginalLikelihood`'s search), which the entry records."""
     t = np.asarray(theta, dtype=float)
     if like.model.systematics is not None and t.size == len(PARAMETERS):
         from hepflow.cosmic.marginal import MarginalLikelihood
@@ -383,6 +385,7 @@ def _closure(
             {
                 "mode": i,
                 "theta": dict(zip(PARAMETERS, theta[0].tolist(), strict=True)),
+                **({} if syst is None else {"nuisances": dict(zip(NUISANCE_NAMES, nu[0], strict=True))}),
                 "cinn_mean": [dict(zip(PARAMETERS, r.tolist(), strict=True)) for r in mean],
                 "cinn_std": [dict(zip(PARAMETERS, r.tolist(), strict=True)) for r in std],
                 "pull": [
