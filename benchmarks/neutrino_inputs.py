@@ -1,31 +1,36 @@
-"""Does handing the cINN the two W-mass roots help? An A/B of the conditioning inputs.
+"""Do the W-mass roots as inputs, or a larger set encoder, help? A/B of the conditioning network.
 
 Usage::
 
     python benchmarks/neutrino_inputs.py --train data/features_train --test data/features_test \
-        [--epochs 24] [--samples 256] [--seed 1]
+        [--variants shipped,roots,wide] [--epochs 24] [--samples 256] [--seed 1]
 
 Issue 18 (item 4) asks to try what the physics suggests as extra conditioning inputs, as
 nu-Flows allows. The two roots of the W-mass constraint are a fixed function of inputs the flow
 already gets (MET, lepton), but a non-linear one (a square root that turns complex), which a
 network has to learn from the data. This study trains the shipped neutrino cINN twice on the
-same processed features (``hepflow process neutrino`` with truth), with the shipped config:
+same processed features (``hepflow process neutrino`` with truth), with the shipped config, in
+the variants chosen with ``--variants``:
 
 * ``shipped``: the flat features of the analysis (MET, lepton, multiplicities) and the jets;
-* ``+ roots``: the same plus, per event, the pseudorapidities of both roots
+* ``roots``: the same plus, per event, the pseudorapidities of both roots
   ``asinh(pz_+/MET)`` and ``asinh(pz_-/MET)`` (the real parts when complex),
-  ``asinh(|Im pz|/MET)`` and the complex flag.
+  ``asinh(|Im pz|/MET)`` and the complex flag;
+* ``wide``: the shipped inputs with a larger set encoder over the jets (``[summary]``
+  ``jet_embedding`` 64, ``set_width`` 128, ``set_blocks`` 2 instead of 32, 64, 1), which issue
+  18 suggests next to the roots.
 
-It scores both on the held-out features: CRPS of pz (and its ratio to the quadratic solution's
+It scores every variant on the held-out features: CRPS of pz (and its ratio to the quadratic solution's
 point CRPS), the energy score of (px, py, pz), the core width (IQR/1.349), RMS and bias of the
 posterior median's pz residual, and the coverage of central 68 % / 95 % intervals, and prints
-the ratio of the two flows' pz CRPS with its paired bootstrap error and a verdict. Nothing is
-written.
+the ratio of each variant's pz CRPS to the shipped flow's with its paired bootstrap error and a
+verdict. Nothing is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import awkward as ak
@@ -45,6 +50,12 @@ from hepflow.neutrino.report import resolution
 from hepflow.outputs import read_parquet_dir
 
 ROOT_FEATURES = ("root_eta_plus", "root_eta_minus", "root_eta_imag", "root_is_complex")
+#: the variants: (label, with the root features, [summary] changes)
+VARIANTS = {
+    "shipped": ("shipped", False, {}),
+    "roots": ("+ roots", True, {}),
+    "wide": ("wide set encoder", False, {"jet_embedding": 64, "set_width": 128, "set_blocks": 2}),
+}
 
 
 def root_features(directory: str) -> np.ndarray:
@@ -80,7 +91,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the shipped config's")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--variants",
+        default="shipped,roots",
+        help=f"comma-separated, from {', '.join(VARIANTS)} (shipped first)",
+    )
     args = parser.parse_args()
+    chosen = args.variants.split(",")
+    if chosen[0] != "shipped" or any(v not in VARIANTS for v in chosen):
+        raise SystemExit(f"--variants: shipped first, then any of {', '.join(VARIANTS)}; got {args.variants}")
 
     cfg = NeutrinoConfig.load(None)
     train, test = load_training_data(args.train), load_training_data(args.test)
@@ -96,7 +115,7 @@ def main() -> None:
     if args.epochs is not None:
         options["epochs"] = args.epochs
     results: dict[str, dict[str, object]] = {}
-    for name, with_roots in (("shipped", False), ("+ roots", True)):
+    for name, with_roots, summary in (VARIANTS[v] for v in chosen):
 
         def ctx(data, part, roots=with_roots):
             if not roots:
@@ -105,7 +124,8 @@ def main() -> None:
 
         # the shipped flow; with the roots, four more flat inputs (the complex flag discrete)
         added = (False, False, False, True) if with_roots else ()  # ROOT_FEATURES
-        flow = build_flow(cfg.flow, cfg.summary, support=cfg.support, seed=args.seed, extra_flat=added)
+        summary_cfg = dataclasses.replace(cfg.summary, **summary)
+        flow = build_flow(cfg.flow, summary_cfg, support=cfg.support, seed=args.seed, extra_flat=added)
         t0 = time.perf_counter()
         history = hepflow.fit(
             flow, train.theta, ctx(train, "train"), weights=train.weights, **{**options, "progress": False}
@@ -123,7 +143,11 @@ def main() -> None:
             "seconds": seconds,
         }
         val = history.best_val_loss
-        print(f"trained {name}: {len(history)} epochs in {seconds:.0f} s, best validation NLL {val:.4f}")
+        size = sum(p.numel() for p in flow.parameters())
+        print(
+            f"trained {name} ({size} parameters): {len(history)} epochs in {seconds:.0f} s, "
+            f"best validation NLL {val:.4f}"
+        )
 
     cols = read_parquet_dir(args.test)
     cols = cols[~ak.is_none(cols.nu_px_true)]
@@ -152,15 +176,19 @@ def main() -> None:
         rows[-1].append(f"{r['val']:.4f}")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    a, b = results["+ roots"]["crps_pz"], results["shipped"]["crps_pz"]
-    pr = paired_ratio(lambda i: (float(a[i].mean()), float(b[i].mean())), len(a))
-    verdict = (
-        "a tie within the statistical uncertainty"
-        if not pr.significant()
-        else ("the roots help" if pr.ratio < 1 else "the roots hurt")
-    )
-    ratio = f"{pr.ratio:.3f} +- {pr.ratio * pr.se:.3f}"
-    print(f"\npz CRPS with the roots / shipped: {ratio} (paired bootstrap): {verdict}")
+    b = results["shipped"]["crps_pz"]
+    for name, r in results.items():
+        if name == "shipped":
+            continue
+        a = r["crps_pz"]
+        pr = paired_ratio(lambda i, a=a: (float(a[i].mean()), float(b[i].mean())), len(a))
+        verdict = (
+            "a tie within the statistical uncertainty"
+            if not pr.significant()
+            else (f"{name} helps" if pr.ratio < 1 else f"{name} hurts")
+        )
+        ratio = f"{pr.ratio:.3f} +- {pr.ratio * pr.se:.3f}"
+        print(f"\npz CRPS {name} / shipped: {ratio} (paired bootstrap): {verdict}")
 
 
 if __name__ == "__main__":

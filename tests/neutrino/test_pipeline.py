@@ -267,11 +267,17 @@ def test_root_inputs_study_on_the_sample(sample, capsys, monkeypatch) -> None:
     assert (roots[~complex_, 2] == 0).all()
     assert (roots[complex_, 2] > 0).all()
 
-    monkeypatch.setattr(
-        "sys.argv", ["x", "--train", features, "--test", features, "--epochs", "1", "--samples", "8"]
-    )
+    argv = ["x", "--train", features, "--test", features, "--epochs", "1", "--samples", "8"]
+    monkeypatch.setattr("sys.argv", [*argv, "--variants", "shipped,roots,wide"])
     bench.main()
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ")]
-    assert [r.split("|")[1].strip() for r in rows[1:]] == ["quadratic (point)", "shipped", "+ roots"]
-    assert "pz CRPS with the roots / shipped:" in out
+    names = [r.split("|")[1].strip() for r in rows[1:]]
+    assert names == ["quadratic (point)", "shipped", "+ roots", "wide set encoder"]
+    assert "pz CRPS + roots / shipped:" in out
+    assert "pz CRPS wide set encoder / shipped:" in out
+    sizes = [int(line.split("(")[1].split()[0]) for line in out.splitlines() if line.startswith("trained ")]
+    assert sizes[2] > sizes[0]  # the wide encoder has more parameters
+    monkeypatch.setattr("sys.argv", [*argv, "--variants", "roots"])
+    with pytest.raises(SystemExit, match="shipped first"):
+        bench.main()
