@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 
-def mode_parameters(mcmc_dir: str | Path, mode: int) -> np.ndarray:
-    """The 7 parameters of likelihood mode ``mode`` listed in an MCMC run's ``summary.json``."""
+def mode_parameters(mcmc_dir: str | Path, mode: int, *, nuisances: bool = False) -> np.ndarray:
+    """The 7 parameters of likelihood mode ``mode`` listed in an MCMC run's ``summary.json``;
+    with ``nuisances`` the 9 with ``nu_E, nu_X`` (the MCMC must have sampled them)."""
     from hepflow.cosmic.config import PARAMETERS
     from hepflow.errors import InputError
 
@@ -36,7 +37,11 @@ def mode_parameters(mcmc_dir: str | Path, mode: int) -> np.ndarray:
         raise InputError(f"{path}: no MCMC summary with modes ({err})") from err
     if not 0 <= mode < len(modes):
         raise InputError(f"{path} lists {len(modes)} modes; there is no mode {mode}")
-    return np.array([float(modes[mode][p]) for p in PARAMETERS])
+    names = (*PARAMETERS, "nu_E", "nu_X") if nuisances else PARAMETERS
+    missing = [n for n in names if n not in modes[mode]]
+    if missing:
+        raise InputError(f"{path}: mode {mode} has no {', '.join(missing)} (an MCMC without --systematics?)")
+    return np.array([float(modes[mode][p]) for p in names])
 
 
 def closure(
@@ -49,14 +54,21 @@ def closure(
     config: Any = None,
     mcmc_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """cINN, importance-weighted cINN and MCMC on ``mocks`` pseudo-experiments simulated at ``theta``."""
+    """cINN, importance-weighted cINN and MCMC on ``mocks`` pseudo-experiments simulated at ``theta``
+    ((7,), or (9,) with the nuisances when the config has ``[systematics]``)."""
     from hepflow.cosmic import Likelihood, Observation
     from hepflow.cosmic.config import PARAMETERS, load_config
     from hepflow.cosmic.mcmc import run_mcmc
     from hepflow.cosmic.posterior import importance_reweight, load_posterior
+    from hepflow.errors import ConfigError
 
     cfg = load_config(config)
-    fwd, prior = cfg.model.build(), cfg.prior.build()
+    fwd, prior = cfg.model.build(systematics=cfg.systematics.build()), cfg.prior.build()
+    width = len(PARAMETERS) + (2 if fwd.systematics is not None else 0)
+    if np.shape(theta) != (width,):
+        raise ConfigError(
+            f"the mode must have {width} values for this config's [systematics], got {np.shape(theta)}"
+        )
     posterior = load_posterior(model_dir, config=cfg)
     truth = np.repeat(np.asarray(theta, float)[None, :], mocks, axis=0)
     sims = fwd.simulate(truth, np.random.default_rng(seed))
@@ -72,10 +84,16 @@ def closure(
         rows.append(
             {
                 "mock": j,
-                "truth": dict(zip(PARAMETERS, truth[j].tolist(), strict=True)),
+                "truth": dict(zip(PARAMETERS, truth[j, : len(PARAMETERS)].tolist(), strict=True)),
+                "truth_nuisances": truth[j, len(PARAMETERS) :].tolist(),
                 "log_likelihood_truth": float(like(truth[j : j + 1])[0]),
+                "cinn_inside_68": _inside(x[0], truth[j, : len(PARAMETERS)], 0.68),
+                "cinn_inside_95": _inside(x[0], truth[j, : len(PARAMETERS)], 0.95),
+                "mcmc_inside_68": _inside(mc, truth[j, : len(PARAMETERS)], 0.68),
+                "mcmc_inside_95": _inside(mc, truth[j, : len(PARAMETERS)], 0.95),
                 "cinn_mean": dict(zip(PARAMETERS, x[0].mean(0).tolist(), strict=True)),
                 "cinn_std": dict(zip(PARAMETERS, x[0].std(0, ddof=1).tolist(), strict=True)),
+                # with systematics at nu = 0 (the cINN has no nuisance draws)
                 "cinn_best_log_likelihood": float(like(x[0]).max()),
                 "importance_ess": weights.ess,
                 "mcmc_mean": dict(zip(PARAMETERS, mc.mean(0).tolist(), strict=True)),
@@ -89,6 +107,32 @@ def closure(
     return rows
 
 
+def _inside(draws: np.ndarray, truth: np.ndarray, level: float) -> dict[str, bool]:
+    """Per parameter: the truth inside the central ``level`` interval of the draws."""
+    from hepflow.cosmic.config import PARAMETERS
+
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return {p: bool(lo[i] <= truth[i] <= hi[i]) for i, p in enumerate(PARAMETERS)}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pulls of gamma and lg_rcut per method (median and largest |pull| over the mocks) and the
+    fraction of mocks x parameters whose truth lies in the central 68 % / 95 % intervals."""
+    out: dict[str, Any] = {}
+    for method in ("cinn", "mcmc"):
+        pulls = {
+            p: [(r[f"{method}_mean"][p] - r["truth"][p]) / r[f"{method}_std"][p] for r in rows]
+            for p in ("gamma", "lg_rcut")
+        }
+        out[method] = {
+            "pull_median": {p: float(np.median(v)) for p, v in pulls.items()},
+            "pull_max_abs": {p: float(np.max(np.abs(v))) for p, v in pulls.items()},
+            "coverage_68": float(np.mean([v for r in rows for v in r[f"{method}_inside_68"].values()])),
+            "coverage_95": float(np.mean([v for r in rows for v in r[f"{method}_inside_95"].values()])),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -99,7 +143,10 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON")
     args = parser.parse_args()
-    theta = mode_parameters(args.mcmc_auger, args.mode)
+    from hepflow.cosmic.config import load_config
+
+    nuisances = load_config(args.config).systematics.enabled
+    theta = mode_parameters(args.mcmc_auger, args.mode, nuisances=nuisances)
     rows = closure(args.model, theta, mocks=args.mocks, samples=args.samples, config=args.config)
     print(
         f"mode {args.mode}: gamma {theta[0]:.2f}, lg_rcut {theta[1]:.2f}, fractions {np.round(theta[2:], 4)}"
@@ -113,10 +160,20 @@ def main() -> None:
             f"{r['cinn_best_log_likelihood']:>8.1f}  {r['importance_ess']:>6.1f}  "
             f"{m['gamma']:>5.2f} +- {ms['gamma']:.2f}  {m['lg_rcut']:>6.2f}  {r['mcmc_converged']}"
         )
+    summary = summarize(rows)
+    for method, v in summary.items():
+        print(
+            f"{method}: pulls gamma median {v['pull_median']['gamma']:+.2f} (largest |pull| "
+            f"{v['pull_max_abs']['gamma']:.2f}), lg_rcut median {v['pull_median']['lg_rcut']:+.2f} "
+            f"(largest {v['pull_max_abs']['lg_rcut']:.2f}); truth inside the central 68 % / 95 % "
+            f"intervals: {v['coverage_68']:.2f} / {v['coverage_95']:.2f} of mocks x parameters"
+        )
     if args.output is not None:
         from hepflow.outputs import write_json
 
-        write_json(args.output, {"mode": args.mode, "theta": theta.tolist(), "rows": rows})
+        write_json(
+            args.output, {"mode": args.mode, "theta": theta.tolist(), "rows": rows, "summary": summary}
+        )
 
 
 if __name__ == "__main__":

@@ -584,3 +584,9 @@ def test_mode_closure_benchmark_runs_cinn_and_mcmc_on_mocks_at_a_mode(trained, t
     assert -3 <= row["mcmc_mean"]["gamma"] <= 3
     assert sum(row["mcmc_mean"][p] for p in PARAMETERS[2:]) == pytest.approx(1.0)
     assert row["mcmc_modes"]
+    summary = bench.summarize([row, row])
+    pull = (row["cinn_mean"]["gamma"] - MODE["gamma"]) / row["cinn_std"]["gamma"]
+    assert summary["cinn"]["pull_median"]["gamma"] == pytest.approx(pull)
+    assert summary["mcmc"]["coverage_68"] == pytest.approx(np.mean(list(row["mcmc_inside_68"].values())))
+    with pytest.raises(InputError, match="mode 0 has no nu_E, nu_X"):
+        bench.mode_parameters(tmp_path / "mcmc", 0, nuisances=True)

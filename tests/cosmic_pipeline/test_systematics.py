@@ -13,7 +13,7 @@ import uproot
 from hepflow.cli import main
 from hepflow.config import to_dict
 from hepflow.cosmic import ForwardModel, Observation, Systematics
-from hepflow.cosmic.config import CosmicConfig, refuse_systematics
+from hepflow.cosmic.config import PARAMETERS, CosmicConfig, refuse_systematics
 from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.generate import generate_cosmic
 from hepflow.cosmic.mcmc import UnconstrainedPosterior, mcmc_cosmic, run_mcmc
@@ -289,6 +289,17 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
     assert set(rep["deviance_at"]["cinn_mode"]["nuisances"]) == {"nu_E", "nu_X"}  # its conditional mode
     assert set(rep["model_check"]) == {"cinn", "mcmc"}
     assert rep["mcmc"]["samples"] == len(ak.from_parquet(tmp_path / "mc_on" / "samples.parquet"))
+    # the mode-closure benchmark with the nuisances: mocks at the mode's nu, the MCMC samples them
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("cosmic_mode_closure")
+    mode = bench.mode_parameters(tmp_path / "mc_on", 0, nuisances=True)
+    assert mode.shape == (9,)
+    with pytest.raises(ConfigError, match="the mode must have 9 values"):
+        bench.closure(tmp_path / "m", mode[:7], mocks=1, samples=50, config=on)
+    (row,) = bench.closure(tmp_path / "m", mode, mocks=1, samples=50, config=on, mcmc_options=TINY_MCMC)
+    assert row["truth"] == dict(zip(PARAMETERS, mode[:7].tolist(), strict=True))
+    assert np.isfinite(row["log_likelihood_truth"])
     with pytest.raises(InputError, match="the report's config has systematics"):
         make_report(tmp_path / "m", tmp_path / "rep2", config=on, mcmc_auger=tmp_path / "mc_off", samples=50)
 
