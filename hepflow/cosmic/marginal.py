@@ -8,9 +8,9 @@ nu_X)`` integrated out (the generator draws them from their prior). Its importan
 
 which has no closed form. On the Auger data ``L(x | theta, nu)`` is very sharp in ``nu`` at fixed
 ``theta`` (tens of thousands of events: the conditional widths of ``nu_E`` and ``nu_X`` are
-about a tenth of their prior's), so draws from the prior or from one proposal shared by all ``theta`` find it with
-an effective sample size of 1. :class:`MarginalLikelihood` therefore adapts to each ``theta``
-(a Laplace proposal, as adaptive Gauss-Hermite quadrature does):
+about a tenth of their prior's), so draws from the prior or from one proposal shared by all
+``theta`` find it with an effective sample size of 1. :class:`MarginalLikelihood` therefore
+adapts to each ``theta`` (a Laplace proposal, as adaptive Gauss-Hermite quadrature does):
 
 1. the mode ``nu^(theta)`` of ``log L(x | theta, nu) + log p(nu)``: the best of ``starts`` prior
    draws, then ``newton_steps`` Newton steps with finite-difference derivatives (step ``h``) and

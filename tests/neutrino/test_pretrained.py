@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hepflow.cli import main
@@ -243,3 +244,41 @@ def test_build_script_trains_tests_installs_and_resumes(tmp_path: Path, monkeypa
     assert "generated train_2.root" in caplog.text
     assert caplog.text.count("done, skipped") == len(stages)
     assert len(lost.read_bytes()) == len(before)
+
+
+# ---------------------------------------------------------------------------- the shipped model
+def test_the_shipped_model_is_complete_and_its_card_holds_the_held_out_metrics() -> None:
+    """The model committed as package data: every file matches its card; the card records
+    training data of at least 3e5 events on seeds other than the held-out one, and the held-out
+    metrics the build measured (docs/training.md, README "The pretrained neutrino model")."""
+    assert pretrained.available()
+    card = verify_model(pretrained.pretrained_dir())
+    data, held_out = card["training_data"], card["held_out"]
+    assert data["generated_events"] >= 300_000
+    assert held_out["seed"] not in data["seeds"]
+    assert held_out["events_with_truth"] > 1000
+    metrics = card["metrics"]
+    assert any(line.startswith("pz CRPS (lower is better): ") for line in metrics["verdicts"])
+    for level in ("0.68", "0.95"):  # calibrated on the held-out sample within 0.03
+        for comp in ("px", "py", "pz"):
+            assert abs(metrics["coverage"][level][comp] - float(level)) < 0.03, (level, comp)
+    # the flow's pz median beats the quadratic solution's RMS on the held-out sample
+    res = metrics["resolution"]
+    assert res["flow_median"]["pz"]["rms"] < res["quad"]["pz"]["rms"]
+    assert sum(e["bytes"] for e in card["files"].values()) <= card_module.MAX_BYTES
+
+
+def test_the_shipped_model_gives_a_posterior_for_the_cms_sample(
+    nano_v12: Path, tmp_path: Path, capsys
+) -> None:
+    """`hepflow infer neutrino --input <CMS NanoAODv12>` with no model: the shipped one, named
+    with its card; finite posterior columns for every selected event, physical |pz|."""
+    argv = ["infer", "neutrino", "--input", str(nano_v12), "--samples", "64", "--no-progress"]
+    assert main([*argv, "--output", str(tmp_path / "nu")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"pretrained model {pretrained.LOCATION}: trained on ")
+    table = read_parquet_dir(tmp_path / "nu")
+    assert len(table) == 52
+    pz = np.asarray(table.flow_pz_median)
+    assert np.all(np.isfinite(pz))
+    assert np.all(np.abs(pz) < 6500.0)
