@@ -242,7 +242,11 @@ def _neutrino(out: Path, report: DemoReport, *, events: int, seed: int, progress
             if model == "pretrained":
                 notes[model].append(f"the result: the {pretrained.card_line()}")
                 trained_on = pretrained.verify_model(pretrained.pretrained_dir())["training_data"]["seeds"]
-                unseen = "" if seed + 1 not in trained_on else ", BUT one of this model's training seeds"
+                unseen = (
+                    ", not one of this model's training seeds"
+                    if seed + 1 not in trained_on
+                    else ", BUT one of this model's training seeds"
+                )
             else:
                 notes[model].append(small)
                 unseen = ", used in no training"
