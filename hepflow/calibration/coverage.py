@@ -32,6 +32,7 @@ __all__ = [
     "coverage_at",
     "expected_coverage",
     "hpd_coverage",
+    "sampled_level",
 ]
 
 #: Default credibility grid: 0, 0.02, ..., 1.
@@ -64,6 +65,27 @@ class CoverageCurve:
     def max_deviation(self) -> np.ndarray:
         """(d,) largest |coverage - level| over the grid, per parameter."""
         return np.max(np.abs(self.coverage - self.levels[:, None]), axis=0)
+
+
+def sampled_level(level: float, samples: int) -> float:
+    """The coverage a *calibrated* posterior's central ``level`` interval has when it is taken from
+    ``samples`` draws per observation (:func:`central_intervals`): ``level (n - 1) / (n + 1)``.
+
+    The interval's ends are the order statistics at positions ``(1 -/+ level) / 2 (n - 1)``
+    (linear interpolation), and the k-th of n order statistics sits on average at the quantile
+    ``(k + 1) / (n + 1)`` of the distribution it is drawn from, so the interval holds the truth
+    with probability ``level (n - 1) / (n + 1)``: 0.943 rather than 0.95 with 256 draws, 0.921
+    with 64 (exact for a locally uniform posterior; for a Gaussian within 0.003 from 64 draws
+    on, 0.013 at 16, measured with 1e5 simulated observations). A calibration check that compares
+    such coverage with ``level`` itself flags a calibrated posterior sampled a few dozen times.
+
+    Example:
+        >>> round(sampled_level(0.95, 64), 4), round(sampled_level(0.68, 256), 4)
+        (0.9208, 0.6747)
+    """
+    if samples < 2:
+        raise ValueError(f"a central interval needs at least 2 samples, got {samples}")
+    return float(level) * (samples - 1) / (samples + 1)
 
 
 def central_intervals(samples: Any, levels: Any) -> tuple[np.ndarray, np.ndarray]:

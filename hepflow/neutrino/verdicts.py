@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from hepflow.calibration.coverage import sampled_level
+
 __all__ = ["LABELS", "SBC_P_MIN", "calibration_warnings", "compare", "report_verdicts", "verdicts"]
 
 #: SBC rank-uniformity p-values below this are flagged
@@ -83,10 +85,14 @@ def compare(
     return f"{metric} (lower is better): {shown}: {tail}"
 
 
-def calibration_warnings(calibration: Mapping[str, Any], n_events: int) -> list[str]:
+def calibration_warnings(
+    calibration: Mapping[str, Any], n_events: int, *, samples: int | None = None
+) -> list[str]:
     """``CALIBRATION WARNING`` lines: SBC chi-square or KS p-values below :data:`SBC_P_MIN`,
     coverage at 68 % or 95 % more than two binomial standard deviations sqrt(L (1 - L) / n) from
-    its level L; or one ``calibration OK`` line.
+    the coverage L a calibrated posterior has at that level with ``samples`` posterior draws per
+    event (:func:`hepflow.calibration.coverage.sampled_level`; the level itself when ``samples``
+    is not given); or one ``calibration OK`` line.
 
     Example:
         >>> calibration_warnings({"sbc": {"chi2_pvalue": {"pz": 0.0002}, "ks_pvalue": {"pz": 0.3}},
@@ -103,14 +109,17 @@ def calibration_warnings(calibration: Mapping[str, Any], n_events: int) -> list[
                 f"p-value {p_ks:.2g}, threshold {SBC_P_MIN}): the posterior of {name} is miscalibrated"
             )
     for level, per_name in calibration.get("coverage", {}).items():
-        lv = float(level)
+        nominal = float(level)
+        lv = nominal if samples is None else sampled_level(nominal, samples)
         sd = float(np.sqrt(lv * (1 - lv) / max(n_events, 1)))
+        expected = "" if samples is None else f", expected with {samples} posterior samples per event"
         for name, cov in per_name.items():
             if abs(cov - lv) > 2 * sd:
                 kind = "too narrow (under-covers)" if cov < lv else "too wide (over-covers)"
                 lines.append(
-                    f"CALIBRATION WARNING: {name} coverage at {lv:.0%} is {cov:.3f}, outside "
-                    f"{lv:.2f} +- {2 * sd:.3f} (2 binomial sd, {n_events} events): the posterior is {kind}"
+                    f"CALIBRATION WARNING: {name} coverage at {nominal:.0%} is {cov:.3f}, outside "
+                    f"{lv:.3f} +- {2 * sd:.3f} (2 binomial sd, {n_events} events{expected}): the posterior "
+                    f"is {kind}"
                 )
     return lines or [
         f"calibration OK: SBC p-values >= {SBC_P_MIN} and coverage within 2 binomial sd ({n_events} events)"
@@ -178,7 +187,10 @@ def verdicts(report: Mapping[str, Any]) -> list[str]:
         )
     if "unavailable" in down:
         lines.append(f"downstream observables: {down['unavailable']}")
-    lines += calibration_warnings(report["calibration"], int(report["events"]))
+    samples = report.get("samples_per_event")
+    lines += calibration_warnings(
+        report["calibration"], int(report["events"]), samples=None if samples is None else int(samples)
+    )
     return lines
 
 
@@ -257,15 +269,20 @@ def report_verdicts(report: Mapping[str, Any]) -> list[str]:
             flow = (LABELS[best], res[best][comp]["rms"])
             lines.append(_compare(f"{comp}", "rms", flow, ("MET", res["quad"][comp]["rms"]), n, "GeV"))
     calib = report.get("calibration", {})
+    k = report.get("samples_per_event")
     for level, comps in calib.get("coverage", {}).items():
         nominal = float(level)
-        sd = math.sqrt(nominal * (1 - nominal) / n) if n else math.inf
+        target = nominal if k is None else sampled_level(nominal, int(k))
+        sd = math.sqrt(target * (1 - target) / n) if n else math.inf
         parts = []
         for comp, c in comps.items():
-            ok = "ok" if abs(c - nominal) <= max(0.03, 2 * sd) else "off"
+            ok = "ok" if abs(c - target) <= max(0.03, 2 * sd) else "off"
             parts.append(f"{comp} {c:.3f} ({ok})")
+        nearer = (
+            f"{target:.3f}, the {nominal:.0%} level with {k} samples per event" if k else f"{nominal:.2f}"
+        )
         lines.append(
-            f"coverage of the cINN's {nominal:.0%} intervals (nearer {nominal:.2f} is better; ok: within "
+            f"coverage of the cINN's {nominal:.0%} intervals (nearer {nearer} is better; ok: within "
             f"0.03 or 2 binomial sd = {2 * sd:.3f}): " + ", ".join(parts)
         )
     if pvalues := calib.get("sbc", {}).get("ks_pvalue"):

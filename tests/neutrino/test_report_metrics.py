@@ -146,6 +146,27 @@ def test_calibration_warnings_follow_the_binomial_band(scale, flagged):
         assert any("too wide (over-covers)" in line for line in lines)
 
 
+def test_coverage_is_judged_against_what_the_sample_count_allows():
+    """A calibrated posterior drawn 24 times per event: its central 95 % intervals from the
+    samples hold the truth in 0.95 x 23/25 = 0.874 of the events, which the check expects when
+    told the sample count, and flags as under-coverage when judged against 0.95 itself."""
+    from hepflow.calibration.coverage import sampled_level
+
+    rng = np.random.default_rng(8)
+    n, k = 4000, 24
+    theta = rng.normal(size=(n, 1))
+    post = rng.normal(size=(n, k, 1))
+    calib = calibration_report(theta, post, ["x"], rng=1)
+    assert calib["coverage"]["0.95"]["x"] == pytest.approx(sampled_level(0.95, k), abs=0.015)
+    naive = calibration_warnings(calib, n)
+    assert any("x coverage at 95% is" in line and "too narrow" in line for line in naive)
+    assert calibration_warnings(calib, n, samples=k)[0].startswith("calibration OK")
+    # a posterior half as wide is still flagged with the sample count
+    narrow = calibration_report(theta, 0.5 * post, ["x"], rng=1)
+    lines = calibration_warnings(narrow, n, samples=k)
+    assert any("expected with 24 posterior samples per event" in line for line in lines)
+
+
 def test_verdict_wording():
     assert compare("pz CRPS", {"flow": 48.7, "quadratic": 70.6}, unit="GeV").endswith(
         "flow better than quadratic by 31 %"
