@@ -256,6 +256,7 @@ def test_the_shipped_model_is_complete_and_its_card_holds_the_held_out_metrics()
     data, held_out = card["training_data"], card["held_out"]
     assert data["generated_events"] >= 300_000
     assert held_out["seed"] not in data["seeds"]
+    assert f"(seeds {data['seeds'][0]}-{data['seeds'][-1]})" in pretrained.card_line()  # consecutive
     assert held_out["events_with_truth"] > 1000
     metrics = card["metrics"]
     assert any(line.startswith("pz CRPS (lower is better): ") for line in metrics["verdicts"])

@@ -75,6 +75,13 @@ def resolve_model(model: str | os.PathLike[str]) -> Path:
     return pretrained_dir() if is_pretrained(model) else Path(model)
 
 
+def _seeds(seeds: object) -> str:
+    """``11-30`` for a run of consecutive seeds, the list otherwise."""
+    if isinstance(seeds, list) and len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return str(seeds if seeds is not None else "?")
+
+
 def card_line() -> str:
     """One line on the shipped model: events, seeds, detector and date from its card."""
     where = pretrained_dir()
@@ -82,7 +89,7 @@ def card_line() -> str:
     data = card.get("training_data", {})
     return (
         f"pretrained model {where}: trained on {data.get('events_used', '?')} selected of "
-        f"{data.get('generated_events', '?')} generated ttbar events (seeds {data.get('seeds', '?')}), "
+        f"{data.get('generated_events', '?')} generated ttbar events (seeds {_seeds(data.get('seeds'))}), "
         f"built {card.get('date', '?')} with hepflow {card.get('hepflow_version', '?')}; card: "
         f"{where / 'card.md'}"
     )
