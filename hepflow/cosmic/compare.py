@@ -19,11 +19,12 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from hepflow.config import to_dict
-from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config, refuse_systematics
+from hepflow.config import json_plain, to_dict
+from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
 from hepflow.cosmic.data import parameter_columns
 from hepflow.cosmic.observation import Observation
 from hepflow.cosmic.posterior import importance_reweight, load_posterior
+from hepflow.cosmic.systematics import NUISANCE_NAMES
 from hepflow.errors import InputError, ModelError, OutputError
 from hepflow.posterior import model_path
 
@@ -123,10 +124,17 @@ def _fraction(passed: np.ndarray, values: np.ndarray) -> float:
 def simulate_mocks(
     cfg: CosmicConfig, n: int, seed: int, *, stream: int
 ) -> tuple[np.ndarray, list[Observation]]:
-    """``n`` held-out mock observations: prior draws and pseudo-experiments from ``seed``."""
+    """``n`` held-out mock observations: prior draws and pseudo-experiments from ``seed``.
+
+    Returns the true parameters (n, 7), or (n, 9) with ``[systematics]``: the nuisances
+    ``nu_E, nu_X`` drawn from their priors too, as the training pseudo-experiments were.
+    """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
-    prior, model = cfg.prior.build(), cfg.model.build()
+    syst = cfg.systematics.build()
+    prior, model = cfg.prior.build(), cfg.model.build(systematics=syst)
     theta = prior.sample(n, rng)
+    if syst is not None:
+        theta = np.concatenate([theta, syst.sample(n, rng)], axis=1)
     sims = model.simulate(theta, rng) if n else {"spectrum": np.zeros((0,)), "xmax": np.zeros((0,))}
     obs = [Observation(model.binning, sims["spectrum"][i], sims["xmax"][i]) for i in range(n)]
     return theta, obs
@@ -158,6 +166,12 @@ class _ReusedMcmc:
         if old != settings:
             diff = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
             raise InputError(f"{source}: MCMC settings differ from the config's [mcmc] ({', '.join(diff)})")
+        ran_with = saved.get("settings", {}).get("systematics")
+        if json_plain(ran_with) != json_plain(cfg.systematics.metadata()):
+            raise InputError(
+                f"{source}: its MCMC ran with systematics {ran_with or 'off'}, the config's [systematics] is "
+                f"{cfg.systematics.metadata() or 'off'}"
+            )
         rows = {r.get("index"): r for r in saved.get("mocks", [])}
         if len(rows) != len(mocks):
             # the mocks are drawn together: another number of mocks gives other mocks
@@ -235,7 +249,6 @@ def compare(
     from hepflow.outputs import write_json, write_parquet
 
     cfg = load_config(config)
-    refuse_systematics(cfg, "compare cosmic")
     cc = cfg.comparison
     n_mocks = cc.n_mocks if n_mocks is None else int(n_mocks)
     n_cal = cc.n_calibration if n_calibration is None else int(n_calibration)
@@ -250,9 +263,12 @@ def compare(
             f"{checked.metadata['refinement'].get('observation')}: "
             "it is no amortized posterior to compare on mocks; compare the model it was refined from"
         )
-    prior, fwd = cfg.prior.build(), cfg.model.build()
+    # with [systematics] the MCMC samples the nuisances and the importance weights use the
+    # likelihood marginalised over them (hepflow.cosmic.marginal)
+    prior, fwd = cfg.prior.build(), cfg.model.build(systematics=cfg.systematics.build())
 
-    theta_true, mocks = simulate_mocks(cfg, n_mocks, cc.seed, stream=0)
+    truth, mocks = simulate_mocks(cfg, n_mocks, cc.seed, stream=0)
+    theta_true = truth[:, : len(PARAMETERS)]
     reused = _ReusedMcmc(Path(mcmc_from), cfg, mocks) if mcmc_from is not None else None
     per_mock, per_mock_is, rows = [], [], []
     from tqdm.auto import tqdm
@@ -300,6 +316,15 @@ def compare(
             {
                 "index": i,
                 "theta_true": dict(zip(PARAMETERS, theta_true[i].tolist(), strict=True)),
+                **(
+                    {
+                        "nuisances_true": dict(
+                            zip(NUISANCE_NAMES, truth[i, len(PARAMETERS) :].tolist(), strict=True)
+                        )
+                    }
+                    if truth.shape[1] > len(PARAMETERS)
+                    else {}
+                ),
                 "observation_sha256": obs.digest(),
                 **mcmc_row,
                 "cinn_seconds": t_cinn,
@@ -351,7 +376,8 @@ def compare(
     # calibration on further mocks (cINN only)
     calibration: dict[str, Any] | None = None
     if n_cal:
-        theta_cal, cal_obs = simulate_mocks(cfg, n_cal, cc.seed, stream=1)
+        truth_cal, cal_obs = simulate_mocks(cfg, n_cal, cc.seed, stream=1)
+        theta_cal = truth_cal[:, : len(PARAMETERS)]
         post = load_posterior(model_dir)
         t0 = time.perf_counter()
         xs, _ = post.sample(cc.calibration_samples, cal_obs, seed=cc.seed + 10_000, log_prob=False)
@@ -366,8 +392,10 @@ def compare(
     comparison["settings"] = {
         "comparison": to_dict(cc),
         "mcmc": to_dict(cfg.mcmc),
+        "systematics": cfg.systematics.metadata(),
         "model": str(model_path(model_dir)),
-        "mock_parameters": "drawn from the prior; mocks simulated with the config's forward model",
+        "mock_parameters": "drawn from the prior (with [systematics] the nuisances from theirs); mocks "
+        "simulated with the config's forward model",
         "mcmc_from": None if mcmc_from is None else str(mcmc_from),
     }
     write_json(target, comparison)

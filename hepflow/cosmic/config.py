@@ -64,7 +64,6 @@ __all__ = [
     "VerdictConfig",
     "check_mcmc_settings",
     "load_config",
-    "refuse_systematics",
 ]
 
 #: the analysis name models and outputs record
@@ -429,16 +428,6 @@ class CosmicConfig(AnalysisConfig):
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> CosmicConfig:
         return from_dict(cls, data, where=where)
-
-
-def refuse_systematics(cfg: CosmicConfig, what: str) -> None:
-    """Refuse (ConfigError, one line) a step that does not handle ``[systematics]`` when enabled."""
-    if cfg.systematics.enabled:
-        raise ConfigError(
-            f"{what} does not support [systematics] enabled = true yet: compare a model trained with "
-            "them by `hepflow infer cosmic --importance --mcmc DIR` (the MCMC from `hepflow mcmc cosmic "
-            "--systematics`; the importance weights use the likelihood marginalised over nu_E, nu_X)"
-        )
 
 
 #: The analysis configuration (the name the cosmic modules use for it).

@@ -13,7 +13,7 @@ import uproot
 from hepflow.cli import main
 from hepflow.config import to_dict
 from hepflow.cosmic import ForwardModel, Observation, Systematics
-from hepflow.cosmic.config import PARAMETERS, CosmicConfig, refuse_systematics
+from hepflow.cosmic.config import PARAMETERS, CosmicConfig
 from hepflow.cosmic.data import load_training_data
 from hepflow.cosmic.generate import generate_cosmic
 from hepflow.cosmic.mcmc import UnconstrainedPosterior, mcmc_cosmic, run_mcmc
@@ -234,6 +234,7 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
         **ON,
         "flow": {"depth": 1, "width": 8, "bins": 4, "summary_width": 8, "flat_embedding": 4},
         "training": {"epochs": 1, "batch_size": 128, "device": "cpu"},
+        "check": {"n_replicas": 100},  # the model checks of infer and report: the workflow, fast
     }
     tiny["flow"] |= {"xmax_embedding": 4, "cnn_channels": [2], "mlp_embedding": 4}
     on = CosmicConfig.from_dict(tiny)
@@ -300,12 +301,25 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
     (row,) = bench.closure(tmp_path / "m", mode, mocks=1, samples=50, config=on, mcmc_options=TINY_MCMC)
     assert row["truth"] == dict(zip(PARAMETERS, mode[:7].tolist(), strict=True))
     assert np.isfinite(row["log_likelihood_truth"])
+    # the mock comparison: mocks with nuisances from their priors, the MCMC samples them
+    from hepflow.cosmic.compare import compare
+
+    small = CosmicConfig.from_dict({**tiny, "mcmc": TINY_MCMC, "comparison": {"samples": 50}})
+    comp = compare(tmp_path / "m", tmp_path / "cmp", config=small, n_mocks=1, n_calibration=0, progress=False)
+    (mock,) = comp["mocks"]
+    assert set(mock["nuisances_true"]) == {"nu_E", "nu_X"}
+    assert comp["settings"]["systematics"] == on.systematics.metadata()
+    assert 1.0 <= mock["importance"]["ess"] <= 50.0
+    assert "nu_E" in ak.from_parquet(tmp_path / "cmp" / "mcmc" / "mock_000.parquet").fields
+    plain = CosmicConfig.from_dict(
+        {k: v for k, v in tiny.items() if k != "systematics"} | {"mcmc": TINY_MCMC}
+    )
+    from hepflow.cosmic.compare import _ReusedMcmc, simulate_mocks
+
+    _, plain_mocks = simulate_mocks(plain, 1, plain.comparison.seed, stream=0)
+    with pytest.raises(
+        InputError, match=r"its MCMC ran with systematics \{.*the config's \[systematics\] is off"
+    ):
+        _ReusedMcmc(tmp_path / "cmp", plain, plain_mocks)  # compare(..., mcmc_from=) of another config
     with pytest.raises(InputError, match="the report's config has systematics"):
         make_report(tmp_path / "m", tmp_path / "rep2", config=on, mcmc_auger=tmp_path / "mc_off", samples=50)
-
-
-def test_steps_without_systematics_support_refuse_them() -> None:
-    on = CosmicConfig.from_dict(ON)
-    with pytest.raises(ConfigError, match="compare cosmic does not support"):
-        refuse_systematics(on, "compare cosmic")
-    refuse_systematics(CosmicConfig(), "compare cosmic")  # nothing to refuse
