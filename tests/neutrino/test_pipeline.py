@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import awkward as ak
 import numpy as np
@@ -34,11 +35,9 @@ K = 32
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    from hepflow.generate.ttbar import generate_ttbar
-
+def sample(tmp_path_factory, ttbar_700):
     d = tmp_path_factory.mktemp("nu")
-    generate_ttbar(d / "tt.root", events=700, seed=5, progress=False)
+    shutil.copy(ttbar_700, d / "tt.root")
     run_processor(
         NeutrinoFeatureProcessor(), build_fileset([d / "tt.root"]), d / "features", RunConfig(progress=False)
     )

@@ -22,13 +22,13 @@ pytestmark = pytest.mark.generation
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory):
+def samples(tmp_path_factory, ttbar_700):
     """A model trained on 700 generated events, a held-out sample of 700 more (another seed) and
     that sample with MET_pt scaled by 1.6 (the CMS/fast-detector resolution ratio of issue 21)."""
     from hepflow.generate.ttbar import generate_ttbar
 
     d = tmp_path_factory.mktemp("shift")
-    generate_ttbar(d / "train.root", events=700, seed=5, progress=False)
+    shutil.copy(ttbar_700, d / "train.root")  # the session's 700 events of seed 5
     generate_ttbar(d / "held.root", events=700, seed=6, progress=False)
     branches = read_nanoaod(d / "held.root")
     branches["MET_pt"] = branches["MET_pt"] * 1.6
