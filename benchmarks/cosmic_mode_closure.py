@@ -108,11 +108,13 @@ def closure(
 
 
 def _inside(draws: np.ndarray, truth: np.ndarray, level: float) -> dict[str, bool]:
-    """Per parameter: the truth inside the central ``level`` interval of the draws."""
+    """Per parameter: the truth inside the central ``level`` interval of the draws (the
+    calibration library's :func:`~hepflow.calibration.coverage.coverage_at` of one observation)."""
+    from hepflow.calibration.coverage import coverage_at
     from hepflow.cosmic.config import PARAMETERS
 
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return {p: bool(lo[i] <= truth[i] <= hi[i]) for i, p in enumerate(PARAMETERS)}
+    inside = coverage_at(truth[None], draws[None], levels=(level,))[level]
+    return {p: bool(inside[i]) for i, p in enumerate(PARAMETERS)}
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

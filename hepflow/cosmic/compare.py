@@ -268,7 +268,7 @@ def compare(
     prior, fwd = cfg.prior.build(), cfg.model.build(systematics=cfg.systematics.build())
 
     truth, mocks = simulate_mocks(cfg, n_mocks, cc.seed, stream=0)
-    theta_true = truth[:, : len(PARAMETERS)]
+    theta_true, nu_true = truth[:, : len(PARAMETERS)], truth[:, len(PARAMETERS) :]  # nu: (n, 0) when off
     reused = _ReusedMcmc(Path(mcmc_from), cfg, mocks) if mcmc_from is not None else None
     per_mock, per_mock_is, rows = [], [], []
     from tqdm.auto import tqdm
@@ -317,12 +317,8 @@ def compare(
                 "index": i,
                 "theta_true": dict(zip(PARAMETERS, theta_true[i].tolist(), strict=True)),
                 **(
-                    {
-                        "nuisances_true": dict(
-                            zip(NUISANCE_NAMES, truth[i, len(PARAMETERS) :].tolist(), strict=True)
-                        )
-                    }
-                    if truth.shape[1] > len(PARAMETERS)
+                    {"nuisances_true": dict(zip(NUISANCE_NAMES, nu_true[i].tolist(), strict=True))}
+                    if nu_true.size
                     else {}
                 ),
                 "observation_sha256": obs.digest(),

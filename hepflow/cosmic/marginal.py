@@ -48,6 +48,7 @@ import numpy as np
 from scipy import special
 
 from hepflow.cosmic.likelihood import Likelihood
+from hepflow.cosmic.source import PARAMETER_NAMES
 from hepflow.cosmic.systematics import Systematics
 from hepflow.errors import ConfigError
 
@@ -150,7 +151,7 @@ class MarginalLikelihood:
     def estimate(self, theta: np.ndarray) -> MarginalEstimate:
         """The estimate for rows ``theta`` (n, 7), with its diagnostics."""
         t = np.atleast_2d(np.asarray(theta, dtype=float))
-        if t.ndim != 2 or t.shape[1] != 7:
+        if t.ndim != 2 or t.shape[1] != len(PARAMETER_NAMES):
             raise ConfigError(
                 f"the marginal likelihood takes source parameters (n, 7), got {np.shape(theta)}"
             )
@@ -178,12 +179,13 @@ class MarginalLikelihood:
             nu[rows], cov[rows] = nu2[better], cov2[better]
         # 2. importance sampling from the Laplace proposal mixed with the prior
         z = rng.standard_normal((n, m, 2))
-        chol = np.linalg.cholesky(cov * self.widen**2)
+        wide = cov * self.widen**2
+        chol = np.linalg.cholesky(wide)
         draws = nu[:, None, :] + np.einsum("nij,nmj->nmi", chol, z)
         from_prior = rng.random((n, m)) < self.defensive
         draws[from_prior] = syst.sample(int(from_prior.sum()), rng)
         flat = draws.reshape(n * m, 2)
-        log_g = _log_gauss(draws, nu, cov * self.widen**2).reshape(n * m)
+        log_g = _log_gauss(draws, nu, wide).reshape(n * m)
         with np.errstate(divide="ignore"):
             log_r = np.logaddexp(
                 np.log1p(-self.defensive) + log_g, np.log(self.defensive) + syst.log_prob(flat)

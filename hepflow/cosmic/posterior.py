@@ -228,8 +228,8 @@ def importance_posterior(
     ``model`` the forward model (:class:`hepflow.cosmic.ForwardModel`) and ``prior`` the prior the
     MCMC uses. The weighted (or resampled) samples follow the exact posterior when the cINN covers
     it; the effective sample size measures how close the cINN was
-    (:mod:`hepflow.posterior.importance`). Costs one vectorised likelihood call per sample, about
-    a hundred with systematics (the nuisances integrated out, :func:`log_target`; ``record``
+    (:mod:`hepflow.posterior.importance`). Costs one vectorised likelihood call per sample, 111 to
+    141 with systematics (the nuisances integrated out, :func:`log_target`; ``record``
     receives that estimate's diagnostics).
     """
     return ImportancePosterior(posterior, partial(log_target, model=model, prior=prior, record=record))

@@ -85,6 +85,12 @@ def compare(
     return f"{metric} (lower is better): {shown}: {tail}"
 
 
+def _coverage_target(level: float, samples: int | None) -> float:
+    """The coverage a calibrated posterior has at ``level`` with ``samples`` draws per event
+    (:func:`~hepflow.calibration.coverage.sampled_level`), ``level`` when the count is unknown."""
+    return level if samples is None else sampled_level(level, int(samples))
+
+
 def calibration_warnings(
     calibration: Mapping[str, Any], n_events: int, *, samples: int | None = None
 ) -> list[str]:
@@ -110,7 +116,7 @@ def calibration_warnings(
             )
     for level, per_name in calibration.get("coverage", {}).items():
         nominal = float(level)
-        lv = nominal if samples is None else sampled_level(nominal, samples)
+        lv = _coverage_target(nominal, samples)
         sd = float(np.sqrt(lv * (1 - lv) / max(n_events, 1)))
         expected = "" if samples is None else f", expected with {samples} posterior samples per event"
         for name, cov in per_name.items():
@@ -187,9 +193,8 @@ def verdicts(report: Mapping[str, Any]) -> list[str]:
         )
     if "unavailable" in down:
         lines.append(f"downstream observables: {down['unavailable']}")
-    samples = report.get("samples_per_event")
     lines += calibration_warnings(
-        report["calibration"], int(report["events"]), samples=None if samples is None else int(samples)
+        report["calibration"], int(report["events"]), samples=report.get("samples_per_event")
     )
     return lines
 
@@ -272,7 +277,7 @@ def report_verdicts(report: Mapping[str, Any]) -> list[str]:
     k = report.get("samples_per_event")
     for level, comps in calib.get("coverage", {}).items():
         nominal = float(level)
-        target = nominal if k is None else sampled_level(nominal, int(k))
+        target = _coverage_target(nominal, k)
         sd = math.sqrt(target * (1 - target) / n) if n else math.inf
         parts = []
         for comp, c in comps.items():
