@@ -95,7 +95,8 @@ def _print_timing_and_calibration(comp: dict) -> None:
             )
         dev = cal["max_coverage_deviation"]
         print(
-            f"max |coverage - nominal|: 68 % {dev['0.68']:.3f}, 95 % {dev['0.95']:.3f} (target 0.03); "
+            f"max |coverage - calibrated level (k - 1) / (k + 1)|: 68 % {dev['0.68']:.3f}, "
+            f"95 % {dev['0.95']:.3f} (target 0.03); "
             f"TARP ATC {cal['tarp']['atc']:.3f}, KS p {cal['tarp']['ks_pvalue']:.3f}"
         )
 

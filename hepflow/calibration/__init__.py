@@ -29,6 +29,7 @@ from hepflow.calibration.coverage import (
     coverage_at,
     expected_coverage,
     hpd_coverage,
+    sampled_level,
 )
 from hepflow.calibration.plots import plot_coverage, plot_rank_histograms, plot_tarp
 from hepflow.calibration.sbc import SBCResult, sbc_ranks, sbc_test, simulation_based_calibration
@@ -51,6 +52,7 @@ __all__ = [
     "plot_coverage",
     "plot_rank_histograms",
     "plot_tarp",
+    "sampled_level",
     "sbc_ranks",
     "sbc_test",
     "simulation_based_calibration",
@@ -88,7 +90,9 @@ def calibration_report(
 
     Returns:
         ``{"n_observations", "n_samples", "names", "sbc": {"n_bins", "chi2_pvalue", "ks_pvalue"},
-        "coverage": {"0.68": {name: c}, "0.95": {...}}, "coverage_curve": {"levels",
+        "coverage": {"0.68": {name: c}, "0.95": {...}}, "coverage_target": {"0.68": t, "0.95": t}
+        (what a calibrated posterior covers with k draws per observation:
+        :func:`~hepflow.calibration.coverage.sampled_level`), "coverage_curve": {"levels",
         "coverage": {name: [...]}}, "tarp": {"atc", "ks_pvalue", "alpha", "ecp"}}``, with
         per-parameter values keyed by name; plus ``"plots"`` with ``plot_dir``.
 
@@ -119,6 +123,8 @@ def calibration_report(
             "ks_pvalue": dict(zip(labels, _floats(sbc.ks_pvalue), strict=True)),
         },
         "coverage": {f"{level:g}": dict(zip(labels, _floats(cov), strict=True)) for level, cov in at.items()},
+        # what a calibrated posterior's intervals from k draws cover (below the level itself)
+        "coverage_target": {f"{level:g}": sampled_level(level, k) for level in at},
         "coverage_curve": {
             "levels": _floats(curve.levels),
             "coverage": {name: _floats(curve.coverage[:, j]) for j, name in enumerate(labels)},

@@ -48,12 +48,23 @@ class CoverageCurve:
         coverage: (L, d) fraction of observations inside the central interval, per parameter.
         n_obs: number of observations the fractions are computed from.
         hpd: (L,) joint HPD-region coverage, or None when no log-probabilities were given.
+        samples: posterior draws per observation the intervals were taken from, or None when
+            unknown; it sets :attr:`target`.
     """
 
     levels: np.ndarray
     coverage: np.ndarray
     n_obs: int
     hpd: np.ndarray | None = None
+    samples: int | None = None
+
+    @property
+    def target(self) -> np.ndarray:
+        """(L,) the coverage of a calibrated posterior's central intervals from :attr:`samples`
+        draws (:func:`sampled_level`); the levels themselves when ``samples`` is None."""
+        if self.samples is None:
+            return self.levels
+        return self.levels * (self.samples - 1) / (self.samples + 1)
 
     @property
     def stderr(self) -> np.ndarray:
@@ -63,8 +74,10 @@ class CoverageCurve:
 
     @property
     def max_deviation(self) -> np.ndarray:
-        """(d,) largest |coverage - level| over the grid, per parameter."""
-        return np.max(np.abs(self.coverage - self.levels[:, None]), axis=0)
+        """(d,) largest |coverage - target| over the grid, per parameter (:attr:`target`: the
+        level corrected for the finite number of draws, so a calibrated posterior is not flagged
+        for being sampled a few dozen times)."""
+        return np.max(np.abs(self.coverage - self.target[:, None]), axis=0)
 
 
 def sampled_level(level: float, samples: int) -> float:
@@ -195,7 +208,7 @@ def expected_coverage(
                 f"expected {post.shape[:2]}"
             )
         hpd = hpd_coverage(log_prob_true, lps, levels=lv)
-    return CoverageCurve(levels=lv, coverage=cov, n_obs=theta.shape[0], hpd=hpd)
+    return CoverageCurve(levels=lv, coverage=cov, n_obs=theta.shape[0], hpd=hpd, samples=post.shape[1])
 
 
 def coverage_at(theta_true: Any, samples: Any, *, levels: Any = (0.68, 0.95)) -> dict[float, np.ndarray]:

@@ -19,9 +19,10 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from hepflow.config import json_plain, to_dict
+from hepflow.config import to_dict
 from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
 from hepflow.cosmic.data import parameter_columns
+from hepflow.cosmic.mcmc import check_mcmc_systematics
 from hepflow.cosmic.observation import Observation
 from hepflow.cosmic.posterior import importance_reweight, load_posterior
 from hepflow.cosmic.systematics import NUISANCE_NAMES
@@ -166,12 +167,13 @@ class _ReusedMcmc:
         if old != settings:
             diff = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
             raise InputError(f"{source}: MCMC settings differ from the config's [mcmc] ({', '.join(diff)})")
-        ran_with = saved.get("settings", {}).get("systematics")
-        if json_plain(ran_with) != json_plain(cfg.systematics.metadata()):
-            raise InputError(
-                f"{source}: its MCMC ran with systematics {ran_with or 'off'}, the config's [systematics] is "
-                f"{cfg.systematics.metadata() or 'off'}"
-            )
+        check_mcmc_systematics(
+            source,
+            saved.get("settings", {}).get("systematics"),
+            cfg.systematics.metadata(),
+            against="the config has",
+            remedy="compare without --mcmc-from",
+        )
         rows = {r.get("index"): r for r in saved.get("mocks", [])}
         if len(rows) != len(mocks):
             # the mocks are drawn together: another number of mocks gives other mocks
@@ -380,9 +382,10 @@ def compare(
         t_cal = time.perf_counter() - t0
         calibration = calibration_report(theta_cal, xs, list(PARAMETERS), plot_dir=out)
         calibration["sampling_seconds"] = t_cal
-        cov = calibration["coverage"]
+        cov, calibrated = calibration["coverage"], calibration["coverage_target"]
+        # against what a calibrated posterior covers with calibration_samples draws, not the level
         calibration["max_coverage_deviation"] = {
-            level: float(max(abs(v - float(level)) for v in cov[level].values())) for level in cov
+            level: float(max(abs(v - calibrated[level]) for v in cov[level].values())) for level in cov
         }
     comparison["calibration"] = calibration
     comparison["settings"] = {

@@ -161,22 +161,7 @@ class MarginalLikelihood:
             return MarginalEstimate(np.zeros(0), empty, empty.copy(), np.zeros(0), m)
         syst, rng = self.systematics, np.random.default_rng(self.seed)
         # 1. the conditional mode of nu and its Laplace covariance, per row
-        start = syst.sample(n * self.starts, rng)
-        f = self._log_joint(t, start).reshape(n, self.starts)
-        nu = start.reshape(n, self.starts, 2)[np.arange(n), np.argmax(f, axis=1)]
-        with np.errstate(invalid="ignore"):  # rows outside the parameter space: -inf everywhere
-            nu, cov, f_mode = self._newton(t, nu)
-        # a search stuck where the function is not concave (a Laplace width near the prior's)
-        # starts again from the median mode of the rows that converged: the rows are draws of
-        # one posterior, their conditional modes lie close together
-        stuck = np.linalg.eigvalsh(cov)[:, -1] > 0.25
-        if stuck.any() and (~stuck).any():
-            again = np.broadcast_to(np.median(nu[~stuck], axis=0), (int(stuck.sum()), 2))
-            with np.errstate(invalid="ignore"):
-                nu2, cov2, f2 = self._newton(t[stuck], again.copy())
-            better = f2 > f_mode[stuck]
-            rows = np.flatnonzero(stuck)[better]
-            nu[rows], cov[rows] = nu2[better], cov2[better]
+        nu, cov = self._mode(t, rng)
         # 2. importance sampling from the Laplace proposal mixed with the prior
         z = rng.standard_normal((n, m, 2))
         wide = cov * self.widen**2
@@ -197,6 +182,36 @@ class MarginalLikelihood:
         inner = np.where(ok, 1.0 / np.maximum(np.sum(w**2, axis=1), 1e-300), 0.0)
         sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
         return MarginalEstimate(log_likelihood=log_l, mode=nu, sd=sd, inner_ess=inner, draws=m)
+
+    def conditional_mode(self, theta: np.ndarray) -> np.ndarray:
+        """The mode of ``L(x | theta, nu) p(nu)`` in the nuisances (n, 2) for rows ``theta``
+        (n, 7): the search of :meth:`estimate` (its first step) without the draws."""
+        t = np.atleast_2d(np.asarray(theta, dtype=float))
+        if t.ndim != 2 or t.shape[1] != len(PARAMETER_NAMES):
+            raise ConfigError(f"the conditional mode takes source parameters (n, 7), got {np.shape(theta)}")
+        return self._mode(t, np.random.default_rng(self.seed))[0]
+
+    def _mode(self, t: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The conditional mode (n, 2) and its Laplace covariance (n, 2, 2): the best of
+        ``starts`` prior draws, then Newton steps."""
+        n = t.shape[0]
+        start = self.systematics.sample(n * self.starts, rng)
+        f = self._log_joint(t, start).reshape(n, self.starts)
+        nu = start.reshape(n, self.starts, 2)[np.arange(n), np.argmax(f, axis=1)]
+        with np.errstate(invalid="ignore"):  # rows outside the parameter space: -inf everywhere
+            nu, cov, f_mode = self._newton(t, nu)
+        # a search stuck where the function is not concave (a Laplace width near the prior's)
+        # starts again from the median mode of the rows that converged: the rows are draws of
+        # one posterior, their conditional modes lie close together
+        stuck = np.linalg.eigvalsh(cov)[:, -1] > 0.25
+        if stuck.any() and (~stuck).any():
+            again = np.broadcast_to(np.median(nu[~stuck], axis=0), (int(stuck.sum()), 2))
+            with np.errstate(invalid="ignore"):
+                nu2, cov2, f2 = self._newton(t[stuck], again.copy())
+            better = f2 > f_mode[stuck]
+            rows = np.flatnonzero(stuck)[better]
+            nu[rows], cov[rows] = nu2[better], cov2[better]
+        return nu, cov
 
     def _newton(self, t: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Newton steps toward the conditional mode from ``nu`` (n, 2); returns the mode, the

@@ -824,6 +824,27 @@ def read_mcmc(
     return theta, info
 
 
+def check_mcmc_systematics(
+    where: str | os.PathLike[str],
+    ran_with: dict[str, Any] | None,
+    systematics: dict[str, Any] | None,
+    *,
+    against: str,
+    remedy: str,
+) -> None:
+    """Refuse, in one line, an MCMC (in ``where``) that ran with other nuisances (``ran_with``,
+    metadata, None when off) than the ``systematics`` of what it is compared with, which
+    ``against`` names (e.g. ``"the model m was trained with"``): they infer different posteriors.
+    ``remedy`` says what to do instead."""
+    from hepflow.config import json_plain
+
+    if json_plain(ran_with) != json_plain(systematics):
+        raise InputError(
+            f"{where} holds an MCMC with systematics {ran_with or 'off'}, {against} systematics "
+            f"{systematics or 'off'}: they infer different posteriors ({remedy})"
+        )
+
+
 def mcmc_with_nuisances(
     directory: str | os.PathLike[str],
     theta: np.ndarray,
@@ -837,15 +858,14 @@ def mcmc_with_nuisances(
     ``systematics`` (metadata, None when off) of what it is compared with, which ``against``
     names (e.g. ``"the model m was trained with"``); other nuisances are refused in one line
     (the posteriors differ)."""
-    from hepflow.config import json_plain
-
     ran_with = (info.get("settings") or {}).get("systematics")
-    if json_plain(ran_with) != json_plain(systematics):
-        raise InputError(
-            f"{directory} holds an MCMC with systematics {ran_with or 'off'}, {against} systematics "
-            f"{systematics or 'off'}: they infer different posteriors (run `hepflow mcmc cosmic "
-            f"--{'' if systematics else 'no-'}systematics`)"
-        )
+    check_mcmc_systematics(
+        directory,
+        ran_with,
+        systematics,
+        against=against,
+        remedy=f"run `hepflow mcmc cosmic --{'' if systematics else 'no-'}systematics`",
+    )
     if ran_with is None:
         return theta
     table = ak.from_parquet(Path(directory) / "samples.parquet")

@@ -19,6 +19,14 @@ other seeds share the rest; every seed has three nested balls, kept in every rou
 meet the region, and the network is trained with the plain NPE loss (``reweight=True``: weights
 ``1 / W``, exact on the union of the regions).
 
+**Systematics.** A model trained with ``[systematics]`` (its metadata records the nuisances)
+learnt the posterior of the 7 source parameters marginalised over ``nu_E, nu_X``. Its refinement
+keeps that: every simulation draws its own nuisances from their priors, the mode search runs on
+the joint posterior (7 + 2 coordinates; the seeds are the modes' source parameters), and the SIR
+seeds are joint prior draws weighted by ``L(x | theta, nu)``, whose ``theta`` follow the prior
+weighted by the marginal likelihood. The refined model records the same ``systematics``, so
+``infer --importance`` weights it with the marginal likelihood.
+
 The refined network is saved as a model directory (``flow/``, like ``hepflow train cosmic``)
 whose metadata records, under ``refinement``, the observation (name and digest of its counts),
 the simulation budget, every round (proposal method, prior mass of the region, epochs, seconds),
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,10 +56,11 @@ from hepflow.config import to_dict
 from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
 from hepflow.cosmic.features import context_from_features, observation_features
 from hepflow.cosmic.posterior import load_posterior
+from hepflow.cosmic.systematics import Systematics
 from hepflow.errors import ConfigError, ModelError
 from hepflow.posterior import EnsemblePosterior, FlowPosterior
 
-__all__ = ["cosmic_seeds", "refine_model"]
+__all__ = ["cosmic_seeds", "refine_model", "refinement_simulator"]
 
 #: the file with the refinement's summary, next to ``flow/``
 REFINEMENT_FILE = "refinement.json"
@@ -76,6 +86,7 @@ def cosmic_seeds(
     from hepflow.cosmic.mcmc import UnconstrainedPosterior, find_modes
 
     like = Likelihood(observation, model=model)
+    syst = getattr(model, "systematics", None)
     t0 = time.perf_counter()
     modes = find_modes(
         UnconstrainedPosterior(like, prior), seed, n_starts=n_starts, n_candidates=n_candidates
@@ -83,15 +94,19 @@ def cosmic_seeds(
     t1 = time.perf_counter()
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(99,)))
     draws = prior.sample(sir_draws, rng)
+    joint = draws if syst is None else np.concatenate([draws, syst.sample(sir_draws, rng)], axis=1)
     with np.errstate(divide="ignore"):
-        log_l = like(draws)
+        # with nuisances: joint draws weighted by L(x | theta, nu), whose theta follow the prior
+        # weighted by the marginal likelihood (a pseudo-marginal SIR)
+        log_l = like(joint)
     ok = np.isfinite(log_l)
     picked = np.empty((0, draws.shape[1]))
     if ok.any() and sir_seeds > 0:
         w = np.exp(log_l[ok] - log_l[ok].max())
         idx = np.unique(rng.choice(int(ok.sum()), size=sir_seeds, p=w / w.sum()))
         picked = draws[ok][idx]
-    seeds = np.concatenate([np.stack([m.theta for m in modes]), picked])
+    # the source parameters of the modes (with nuisances, the joint maxima's first 7 columns)
+    seeds = np.concatenate([np.stack([m.theta[: len(PARAMETERS)] for m in modes]), picked])
     info = {
         "modes": [m.to_dict() for m in modes],
         "sir": {
@@ -102,6 +117,34 @@ def cosmic_seeds(
         "seconds": {"modes": t1 - t0, "sir": time.perf_counter() - t1},
     }
     return seeds, info
+
+
+def refinement_simulator(
+    model: Any, *, binning: Any
+) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """The simulator of a refinement: ``(theta (n, 7), rng) -> features (n, d)`` (float32).
+
+    ``model`` is the forward model the cINN was trained with. With systematics (a model trained
+    with ``[systematics]`` learnt the posterior marginalised over the nuisances) every simulation
+    draws its own ``nu_E, nu_X`` from their priors, as the training data did.
+
+    Example:
+        >>> from hepflow.cosmic import ForwardModel, Systematics
+        >>> fwd = ForwardModel(systematics=Systematics())
+        >>> sim = refinement_simulator(fwd, binning=fwd.binning)
+        >>> theta = np.tile([[1.0, 18.7, 0.2, 0.2, 0.2, 0.2, 0.2]], (3, 1))
+        >>> sim(theta, np.random.default_rng(1)).shape[0]
+        3
+    """
+    syst = getattr(model, "systematics", None)
+
+    def simulate(theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if syst is not None:
+            theta = np.concatenate([theta, syst.sample(len(theta), rng)], axis=1)
+        sim = model.simulate(theta, rng)
+        return observation_features(sim["spectrum"], sim["xmax"], binning=binning).astype(np.float32)
+
+    return simulate
 
 
 def refine_model(
@@ -183,13 +226,12 @@ def refine_model(
     binning = post.binning
     obs = load_observation(observation, binning=binning, entry=entry)
     prior = cfg.prior.build()
-    fwd = cfg.model.build(reference=obs)
+    model_syst = post.metadata.get("systematics")
+    fwd = cfg.model.build(
+        reference=obs, systematics=None if model_syst is None else Systematics.from_metadata(model_syst)
+    )
     summary_kind = post.metadata["summary"]
-
-    def simulate(theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        sim = fwd.simulate(theta, rng)
-        return observation_features(sim["spectrum"], sim["xmax"], binning=binning).astype(np.float32)
-
+    simulate = refinement_simulator(fwd, binning=binning)
     x_o = observation_features(obs.spectrum[None], obs.xmax[None], binning=binning).astype(np.float32)
     seed_points, seed_info = None, None
     if seeds:

@@ -325,12 +325,12 @@ def _deviance_at(like: Any, theta: np.ndarray) -> dict[str, Any]:
     """The deviances at parameters ``theta`` (7,) or (9,) with nuisances; with systematics, 7
     parameters are scored at the mode of ``L(x | theta, nu) p(nu)`` in the nuisances (their prior
     included, unlike the MCMC's best sample, which maximises ``L``; found by
-    :class:`hepflow.cosmic.marginal.MarginalLikelihood`'s search), which the entry records."""
+    :meth:`hepflow.cosmic.marginal.MarginalLikelihood.conditional_mode`), which the entry records."""
     t = np.asarray(theta, dtype=float)
     if like.model.systematics is not None and t.size == len(PARAMETERS):
         from hepflow.cosmic.marginal import MarginalLikelihood
 
-        t = np.r_[t, MarginalLikelihood(like).estimate(t[None]).mode[0]]
+        t = np.r_[t, MarginalLikelihood(like).conditional_mode(t[None])[0]]
     d = like.deviance(t[None])
     out: dict[str, Any] = {
         "theta": dict(zip(PARAMETERS, t[: len(PARAMETERS)].tolist(), strict=True)),
@@ -572,7 +572,15 @@ def make_report(
         if cal:
             report["calibration"] = {
                 k: cal.get(k)
-                for k in ("n_observations", "n_samples", "sbc", "coverage", "max_coverage_deviation", "tarp")
+                for k in (
+                    "n_observations",
+                    "n_samples",
+                    "sbc",
+                    "coverage",
+                    "coverage_target",
+                    "max_coverage_deviation",
+                    "tarp",
+                )
                 if k in cal
             }
             report["calibration"].get("tarp", {}).pop("alpha", None)

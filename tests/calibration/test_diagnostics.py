@@ -210,3 +210,20 @@ def test_other_input_errors():
         sbc_test(np.array([0, 6]), 5)
     with pytest.raises(ValueError, match=r"references has shape \(3, 1\)"):
         tarp(theta, samples, references=np.zeros((3, 1)))
+
+
+def test_coverage_deviation_is_measured_from_the_calibrated_target_of_k_draws():
+    """Intervals from 16 draws of the exact posterior cover 0.95 x 15/17 = 0.84, not 0.95: the
+    curve's target says so, its max_deviation does not flag the calibrated posterior, and the
+    report records the target next to the coverage."""
+    from hepflow.calibration import calibration_report, sampled_level
+
+    g = np.random.default_rng(4)
+    theta, samples = g.normal(size=(20000, 1)), g.normal(size=(20000, 16, 1))
+    curve = expected_coverage(theta, samples, levels=[0.68, 0.95])
+    assert curve.samples == 16
+    np.testing.assert_allclose(curve.target, [0.68 * 15 / 17, 0.95 * 15 / 17])
+    assert np.all(np.abs(curve.coverage[:, 0] - [0.68, 0.95]) > 0.05)  # far from the levels
+    assert curve.max_deviation[0] < 0.02  # close to the target (Gaussian: within 0.013 at 16)
+    rep = calibration_report(theta[:500], samples[:500])
+    assert rep["coverage_target"] == {"0.68": sampled_level(0.68, 16), "0.95": sampled_level(0.95, 16)}

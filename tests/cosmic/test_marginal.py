@@ -98,3 +98,19 @@ def test_bad_settings_are_refused(auger: Observation, like: Likelihood) -> None:
         MarginalLikelihood(like, defensive=0.0)
     with pytest.raises(ConfigError, match=r"source parameters \(n, 7\), got \(2, 9\)"):
         MarginalLikelihood(like).estimate(np.zeros((2, 9)))
+
+
+def test_the_conditional_mode_is_the_grid_maximum(like: Likelihood) -> None:
+    """The mode search alone (what the report scores a cINN mode at) finds the maximum of
+    L(x | theta, nu) p(nu) on a fine grid, and is the mode the estimate uses."""
+    ml = MarginalLikelihood(like, seed=3)
+    mode = ml.conditional_mode(SOFT_MODE)
+    assert mode.shape == (1, 2)
+    axes = [np.linspace(v - 0.6, v + 0.6, 121) for v in SOFT_MODE_NU]
+    e, x = np.meshgrid(*axes, indexing="ij")
+    nu = np.c_[e.ravel(), x.ravel()]
+    f = like(np.c_[np.tile(SOFT_MODE, (len(nu), 1)), nu]) + like.model.systematics.log_prob(nu)
+    assert np.all(np.abs(mode[0] - nu[np.argmax(f)]) < 0.02)  # two grid steps
+    np.testing.assert_array_equal(mode, ml.estimate(SOFT_MODE[None]).mode)
+    with pytest.raises(ConfigError, match=r"source parameters \(n, 7\)"):
+        ml.conditional_mode(np.zeros((1, 9)))

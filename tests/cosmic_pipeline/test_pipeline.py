@@ -232,6 +232,11 @@ def test_compare_and_report_on_tiny_inputs(trained, tiny_cfg, tmp_path) -> None:
     cal = comp["calibration"]
     assert cal["n_observations"] == 40
     assert set(cal["coverage"]) == {"0.68", "0.95"}
+    # the deviation from what a calibrated posterior covers with 60 draws (0.95 x 59/61), not 0.95
+    assert cal["coverage_target"]["0.95"] == pytest.approx(0.95 * 59 / 61)
+    assert cal["max_coverage_deviation"]["0.95"] == pytest.approx(
+        max(abs(c - 0.95 * 59 / 61) for c in cal["coverage"]["0.95"].values())
+    )
     assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["n_mocks"] == 1
 
     # an MCMC output directory of the Auger data (here: the mock's samples stand in for it)

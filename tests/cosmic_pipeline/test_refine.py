@@ -187,3 +187,23 @@ def test_refine_cli_refuses_bad_options(tiny, tmp_path, capsys) -> None:
     assert "no cosmic model" in capsys.readouterr().err
     assert main(["refine", "cosmic", "--model", str(d / "model"), "--output", str(d / "model")]) == 2
     assert "is the input model" in capsys.readouterr().err
+
+
+def test_refinement_simulator_draws_the_nuisances_of_a_model_with_systematics() -> None:
+    """A model trained with [systematics] learnt the posterior marginalised over nu_E, nu_X: its
+    refinement simulations each draw their own nuisances (the energy scale spreads the spectrum
+    far beyond its Poisson scatter), a model without systematics simulates without."""
+    from hepflow.cosmic import ForwardModel, Systematics
+    from hepflow.cosmic.refine import refinement_simulator
+
+    on, off = ForwardModel(systematics=Systematics()), ForwardModel()
+    theta = np.tile([[1.0, 18.7, 0.2, 0.2, 0.2, 0.2, 0.2]], (2000, 1))
+    with_nu = refinement_simulator(on, binning=on.binning)(theta, np.random.default_rng(1))
+    without = refinement_simulator(off, binning=off.binning)(theta, np.random.default_rng(1))
+    assert with_nu.shape == without.shape
+    assert with_nu.dtype == np.float32
+    from hepflow.cosmic.features import feature_names
+
+    spec = [i for i, name in enumerate(feature_names()) if name.startswith("spec_")]
+    ratio = with_nu[:, spec].std(0) / without[:, spec].std(0)
+    assert np.median(ratio) > 2.0

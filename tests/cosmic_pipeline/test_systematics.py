@@ -226,27 +226,45 @@ def test_training_data_and_models_must_agree_on_systematics(
         check_model(meta_off, Path("m"), config=on)
 
 
-def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: Path) -> None:
+TINY_ON = {
+    **ON,
+    "flow": {
+        "depth": 1,
+        "width": 8,
+        "bins": 4,
+        "summary_width": 8,
+        "flat_embedding": 4,
+        "xmax_embedding": 4,
+        "cnn_channels": [2],
+        "mlp_embedding": 4,
+    },
+    "training": {"epochs": 1, "batch_size": 128, "device": "cpu"},
+    "check": {"n_replicas": 100},  # the model checks of infer and report: the workflow, fast
+}
+
+
+@pytest.fixture(scope="module")
+def model_syst(pe_syst: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny cINN trained with [systematics] on ``pe_syst``."""
+    path = tmp_path_factory.mktemp("cosmic") / "m"
+    train(pe_syst, path, config=CosmicConfig.from_dict(TINY_ON), progress=False)
+    return path
+
+
+def test_a_model_trained_with_systematics_records_them(model_syst: Path, tmp_path: Path) -> None:
     from hepflow.cosmic.network import load_flow
     from hepflow.cosmic.pipeline import infer
 
-    tiny = {
-        **ON,
-        "flow": {"depth": 1, "width": 8, "bins": 4, "summary_width": 8, "flat_embedding": 4},
-        "training": {"epochs": 1, "batch_size": 128, "device": "cpu"},
-        "check": {"n_replicas": 100},  # the model checks of infer and report: the workflow, fast
-    }
-    tiny["flow"] |= {"xmax_embedding": 4, "cnn_channels": [2], "mlp_embedding": 4}
+    tiny = TINY_ON
     on = CosmicConfig.from_dict(tiny)
-    train(pe_syst, tmp_path / "m", config=on, progress=False)
-    meta = load_flow(tmp_path / "m", config=on).metadata
+    meta = load_flow(model_syst, config=on).metadata
     assert meta["systematics"] == on.systematics.metadata()
     with pytest.raises(ModelError, match="the config's \\[systematics\\] is off"):
         load_flow(
-            tmp_path / "m",
+            model_syst,
             config=CosmicConfig.from_dict({k: v for k, v in tiny.items() if k != "systematics"}),
         )
-    summary = infer(tmp_path / "m", "auger", output_dir=tmp_path / "post", samples=50, config=on)
+    summary = infer(model_syst, "auger", output_dir=tmp_path / "post", samples=50, config=on)
     assert summary["systematics"] == on.systematics.metadata()  # the output says it is marginalised
     # the MCMC it is compared with must carry the same nuisances
     mcmc_cfg = tmp_path / "mcmc.toml"
@@ -254,7 +272,7 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
     mcmc_cosmic("auger", tmp_path / "mc_off", config=mcmc_cfg, progress=False)
     with pytest.raises(InputError, match="holds an MCMC with systematics off"):
         infer(
-            tmp_path / "m",
+            model_syst,
             "auger",
             output_dir=tmp_path / "p2",
             samples=50,
@@ -263,14 +281,12 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
         )
     mcmc_cosmic("auger", tmp_path / "mc_on", config=mcmc_cfg, systematics=True, progress=False)
     both = infer(
-        tmp_path / "m", "auger", output_dir=tmp_path / "p3", samples=50, config=on, mcmc=tmp_path / "mc_on"
+        model_syst, "auger", output_dir=tmp_path / "p3", samples=50, config=on, mcmc=tmp_path / "mc_on"
     )
     assert set(both["model_check"]) == {"cinn", "mcmc"}
     assert "verdict" in both
     # importance weights with the likelihood marginalised over nu_E, nu_X (hepflow.cosmic.marginal)
-    iw = infer(
-        tmp_path / "m", "auger", output_dir=tmp_path / "post_iw", samples=50, importance=True, config=on
-    )
+    iw = infer(model_syst, "auger", output_dir=tmp_path / "post_iw", samples=50, importance=True, config=on)
     assert iw["importance"]["marginal_likelihood"]["draws"] == 32
     assert len(iw["importance"]["marginal_likelihood"]["mode_median"]) == 2
     weights = ak.to_numpy(ak.from_parquet(tmp_path / "post_iw" / "samples.parquet").weight)
@@ -280,7 +296,7 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
     # the report: the MCMC with the nuisances, the importance weights with the marginal likelihood
     from hepflow.cosmic.report import make_report
 
-    rep = make_report(tmp_path / "m", tmp_path / "rep", config=on, mcmc_auger=tmp_path / "mc_on", samples=50)
+    rep = make_report(model_syst, tmp_path / "rep", config=on, mcmc_auger=tmp_path / "mc_on", samples=50)
     assert rep["systematics"] == on.systematics.metadata()
     assert rep["cinn"]["importance"]["marginal_likelihood"]["draws"] == 32
     assert set(rep["deviance_at"]["mcmc_best_sample"]["nuisances"]) == {"nu_E", "nu_X"}
@@ -297,15 +313,15 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
     mode = bench.mode_parameters(tmp_path / "mc_on", 0, nuisances=True)
     assert mode.shape == (9,)
     with pytest.raises(ConfigError, match="the mode must have 9 values"):
-        bench.closure(tmp_path / "m", mode[:7], mocks=1, samples=50, config=on)
-    (row,) = bench.closure(tmp_path / "m", mode, mocks=1, samples=50, config=on, mcmc_options=TINY_MCMC)
+        bench.closure(model_syst, mode[:7], mocks=1, samples=50, config=on)
+    (row,) = bench.closure(model_syst, mode, mocks=1, samples=50, config=on, mcmc_options=TINY_MCMC)
     assert row["truth"] == dict(zip(PARAMETERS, mode[:7].tolist(), strict=True))
     assert np.isfinite(row["log_likelihood_truth"])
     # the mock comparison: mocks with nuisances from their priors, the MCMC samples them
     from hepflow.cosmic.compare import compare
 
     small = CosmicConfig.from_dict({**tiny, "mcmc": TINY_MCMC, "comparison": {"samples": 50}})
-    comp = compare(tmp_path / "m", tmp_path / "cmp", config=small, n_mocks=1, n_calibration=0, progress=False)
+    comp = compare(model_syst, tmp_path / "cmp", config=small, n_mocks=1, n_calibration=0, progress=False)
     (mock,) = comp["mocks"]
     assert set(mock["nuisances_true"]) == {"nu_E", "nu_X"}
     assert comp["settings"]["systematics"] == on.systematics.metadata()
@@ -318,8 +334,35 @@ def test_a_model_trained_with_systematics_records_them(pe_syst: Path, tmp_path: 
 
     _, plain_mocks = simulate_mocks(plain, 1, plain.comparison.seed, stream=0)
     with pytest.raises(
-        InputError, match=r"its MCMC ran with systematics \{.*the config's \[systematics\] is off"
+        InputError, match=r"comparison.json holds an MCMC with systematics \{.*the config has systematics off"
     ):
         _ReusedMcmc(tmp_path / "cmp", plain, plain_mocks)  # compare(..., mcmc_from=) of another config
     with pytest.raises(InputError, match="the report's config has systematics"):
-        make_report(tmp_path / "m", tmp_path / "rep2", config=on, mcmc_auger=tmp_path / "mc_off", samples=50)
+        make_report(model_syst, tmp_path / "rep2", config=on, mcmc_auger=tmp_path / "mc_off", samples=50)
+
+
+def test_refine_a_model_trained_with_systematics(model_syst: Path, tmp_path: Path) -> None:
+    """Refined with its nuisances: seeds from the joint mode search are source parameters, the
+    refined model records the systematics and infer --importance marginalises them."""
+    from hepflow.cosmic.pipeline import infer
+    from hepflow.cosmic.refine import refine_model
+    from hepflow.flows.serialization import read_config
+
+    on = CosmicConfig.from_dict({**TINY_ON, "mcmc": {"n_starts": 1, "n_candidates": 64}})
+    summary = refine_model(
+        model_syst,
+        "auger",
+        output_dir=tmp_path / "r",
+        config=on,
+        rounds=1,
+        simulations=100,
+        epochs=1,
+        progress=False,
+    )
+    assert summary["seeds"]["modes"]
+    assert all(len(p) == len(PARAMETERS) for p in summary["seed_points"])
+    meta = read_config(tmp_path / "r" / "flow")["metadata"]
+    assert meta["systematics"] == on.systematics.metadata()
+    res = infer(tmp_path / "r", "auger", output_dir=tmp_path / "inf", samples=50, importance=True, config=on)
+    assert res["systematics"] == on.systematics.metadata()
+    assert res["importance"]["marginal_likelihood"]["draws"] == 32
