@@ -105,6 +105,33 @@ def model(auger: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
+def generated_ttbar(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``get(events, seed) -> Path``: a generated ttbar file (the default pileup), made once per
+    test session for every test that asks for the same size and seed (read-only: copy it to
+    change it). Pythia and the pileup library take seconds to start, so the tests that train,
+    the demo and the notebook share these samples instead of generating their own."""
+    from hepflow.generate.ttbar import generate_ttbar
+
+    root = tmp_path_factory.mktemp("generated_ttbar")
+    made: dict[tuple[int, int], Path] = {}
+
+    def get(events: int, seed: int) -> Path:
+        if (events, seed) not in made:
+            path = root / f"tt_{events}_seed{seed}.root"
+            generate_ttbar(path, events=events, seed=seed, progress=False)
+            made[events, seed] = path
+        return made[events, seed]
+
+    return get
+
+
+#: the generated samples the tests share (``generated_ttbar``): the demo's and the notebook's
+#: training sample (seed 1) and held-out sample (seed 2)
+TTBAR_TRAIN = (700, 1)
+TTBAR_HELDOUT = (350, 2)
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory, nano_v12: Path) -> Path:
     """Flow and regression trained for one epoch on the v12 sample (twice: 104 events, 98 with a
     truth neutrino)."""

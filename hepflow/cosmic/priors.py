@@ -34,6 +34,7 @@ from hepflow.errors import ConfigError
 __all__ = ["Prior", "Proposal"]
 
 _K = len(PARAMETER_NAMES) - 2  # number of fractions
+_N_PARAMS = len(PARAMETER_NAMES)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,54 @@ class Prior:
         box = lo + (hi - lo) * gen.random((n, 2))
         fractions = gen.dirichlet(np.full(_K, self.concentration), size=n)
         return np.concatenate([box, fractions], axis=1)
+
+    def restrict(
+        self, lower: np.ndarray, upper: np.ndarray, *, rng: np.random.Generator | int | None = 0
+    ) -> tuple[BoxedPrior, float, np.ndarray, np.ndarray]:
+        """The prior conditioned on the box ``lower <= theta <= upper`` (7 values each):
+        ``(prior, the box's mass under this prior, lower, upper)``, the bounds it applied
+        (infinite where it keeps this prior's own bound). ``gamma`` and ``lg_rcut`` are drawn
+        uniformly in the narrower range (mass: the ratio of the widths), the fractions from the
+        Dirichlet by rejection outside their bounds (mass: estimated from 100 000 draws with
+        ``rng``; when the fraction bounds together keep fewer than 1 % of the draws, all of them are
+        dropped: their rejection would be slow). The truncated proposals of sequential refinement draw from it
+        (:class:`hepflow.posterior.sequential.TruncatedPrior`).
+
+        Example:
+            >>> lo, hi = np.r_[0.0, 18.0, [0.0] * 5], np.r_[9.0, 18.5, 0.5, [1.0] * 4]
+            >>> sub, mass, lo, hi = Prior().restrict(lo, hi)
+            >>> sub.prior.gamma, sub.prior.lg_rcut, round(mass, 2), lo[:3].tolist(), hi[:3].tolist()
+            ((0.0, 3.0), (18.0, 18.5), 0.12, [0.0, 18.0, -inf], [inf, 18.5, 0.5])
+            >>> bool((sub.sample(1000, rng=1)[:, 2] <= 0.5).all())
+            True
+        """
+        lo_in = np.asarray(lower, dtype=float).ravel()
+        hi_in = np.asarray(upper, dtype=float).ravel()
+        if lo_in.shape != (_N_PARAMS,) or hi_in.shape != (_N_PARAMS,):
+            raise ConfigError(
+                f"restrict: lower and upper need {_N_PARAMS} values, got {lo_in.shape}, {hi_in.shape}"
+            )
+        box_lo, box_hi = self._box
+        new_lo, new_hi = np.maximum(box_lo, lo_in[:2]), np.minimum(box_hi, hi_in[:2])
+        f_lo, f_hi = np.maximum(lo_in[2:], 0.0), np.minimum(hi_in[2:], 1.0)
+        if np.any(new_lo >= new_hi) or np.any(f_lo >= f_hi) or f_lo.sum() >= 1.0:
+            raise ConfigError(f"restrict: the box {lo_in} .. {hi_in} misses the prior's support")
+        mass = float(np.prod((new_hi - new_lo) / (box_hi - box_lo)))
+        probe = np.random.default_rng(rng).dirichlet(np.full(_K, self.concentration), size=100_000)
+        kept = np.mean(np.all((probe >= f_lo) & (probe <= f_hi), axis=1))
+        if kept < 0.01:  # the fractions unrestricted
+            f_lo, f_hi, kept = np.zeros(_K), np.ones(_K), 1.0
+        lo_out, hi_out = np.full(_N_PARAMS, -np.inf), np.full(_N_PARAMS, np.inf)
+        lo_out[:2] = np.where(new_lo > box_lo, new_lo, -np.inf)
+        hi_out[:2] = np.where(new_hi < box_hi, new_hi, np.inf)
+        lo_out[2:] = np.where(f_lo > 0.0, f_lo, -np.inf)
+        hi_out[2:] = np.where(f_hi < 1.0, f_hi, np.inf)
+        sub = Prior(
+            gamma=(float(new_lo[0]), float(new_hi[0])),
+            lg_rcut=(float(new_lo[1]), float(new_hi[1])),
+            concentration=self.concentration,
+        )
+        return BoxedPrior(sub, f_lo, f_hi, float(kept)), mass * float(kept), lo_out, hi_out
 
     def in_support(self, params: np.ndarray) -> np.ndarray:
         """Boolean mask (n,): inside the box and on the simplex (fractions >= 0, sum 1 within 1e-6)."""
@@ -200,3 +249,27 @@ class Proposal:
         kept ones follow the prior (or the posterior under the prior)."""
         la = self.log_acceptance(params)
         return np.log(np.random.default_rng(rng).random(la.shape)) < la
+
+
+@dataclass(frozen=True, eq=False)
+class BoxedPrior:
+    """A :class:`Prior` whose fractions are conditioned on ``f_lo <= f <= f_hi``
+    (:meth:`Prior.restrict`): draws by rejection of the Dirichlet, which keeps ``acceptance``
+    of its draws."""
+
+    prior: Prior
+    f_lo: np.ndarray
+    f_hi: np.ndarray
+    acceptance: float
+
+    def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """Draw ``n`` parameter vectors (n, 7) inside the box."""
+        gen = np.random.default_rng(rng)
+        parts: list[np.ndarray] = []
+        have = 0
+        while have < n:
+            draw = self.prior.sample(int(1.2 * (n - have) / self.acceptance) + 64, gen)
+            draw = draw[np.all((draw[:, 2:] >= self.f_lo) & (draw[:, 2:] <= self.f_hi), axis=1)]
+            parts.append(draw)
+            have += len(draw)
+        return np.concatenate(parts)[:n]

@@ -332,11 +332,57 @@ class SeedBall:
         return np.where((self._r2(u) <= 1.0) & np.isfinite(out), out, -np.inf)
 
 
+def _rejection(
+    prior: Any, region: Any, n: int, gen: np.random.Generator, min_acceptance: float
+) -> tuple[np.ndarray | None, float]:
+    """``n`` draws of ``prior`` inside ``region`` by rejection, and the acceptance; ``(None,
+    rate)`` as soon as the acceptance falls below ``min_acceptance``."""
+    kept: list[np.ndarray] = []
+    have = drawn = 0
+    batch = max(n, 4096)
+    rate = 0.0
+    while have < n:
+        theta = np.asarray(prior.sample(batch, gen), dtype=np.float64)
+        inside = region.contains(theta)
+        drawn += batch
+        kept.append(theta[inside])
+        have += int(inside.sum())
+        rate = have / drawn
+        if have < n and rate < min_acceptance:
+            return None, rate
+        batch = math.ceil(1.2 * (n - have) / max(rate, min_acceptance)) + 64
+    return np.concatenate(kept)[:n], rate
+
+
+class Box:
+    """The axis-aligned box ``lower <= theta <= upper`` (infinite bounds leave a coordinate free).
+
+    Example:
+        >>> import numpy as np
+        >>> box = Box(np.array([0.0, -np.inf]), np.array([1.0, np.inf]))
+        >>> box.contains(np.array([[0.5, 9.0], [2.0, 0.0]]))
+        array([ True, False])
+    """
+
+    def __init__(self, lower: np.ndarray, upper: np.ndarray) -> None:
+        self.lower = np.asarray(lower, dtype=np.float64)
+        self.upper = np.asarray(upper, dtype=np.float64)
+
+    def contains(self, theta: np.ndarray) -> np.ndarray:
+        """Boolean (n,): inside the box."""
+        t = np.asarray(theta, dtype=np.float64)
+        return np.all((t >= self.lower) & (t <= self.upper), axis=1)
+
+
 class TruncatedPrior:
     """The prior truncated to a region: ``pi(theta) 1_R(theta) / pi(R)``.
 
     :meth:`sample` draws by rejection from the prior while the acceptance stays above
-    ``min_acceptance``; below it, by sampling-importance-resampling from a pool of
+    ``min_acceptance``. Below it, a prior that can be restricted to a box (a method
+    ``restrict(lower, upper) -> (restricted prior, its prior mass, lower, upper)``, the bounds
+    it applied, infinite where it reaches the prior's own bound) is drawn by rejection from the
+    prior restricted to a box around the region (:meth:`_boxed`): exact draws, all distinct.
+    Otherwise, or when that acceptance is too low too, by sampling-importance-resampling from a pool of
     ``sir_pool x n`` draws of the defensive mixture ``defensive x prior + (1 - defensive) x``
     the region's own instrumental (its ``sample`` / ``log_density``), weighted by
     ``pi 1_R / mixture``. Either way the prior mass ``pi(R)`` is estimated (the acceptance rate,
@@ -364,6 +410,8 @@ class TruncatedPrior:
         min_acceptance: float = 0.02,
         sir_pool: int = 20,
         defensive: float = 0.1,
+        box_probe: int = 20_000,
+        box_margin: float = 0.5,
     ) -> None:
         if not 0 < min_acceptance < 1:
             raise ConfigError(f"min_acceptance must lie in (0, 1), got {min_acceptance}")
@@ -376,7 +424,11 @@ class TruncatedPrior:
         self.min_acceptance = float(min_acceptance)
         self.sir_pool = int(sir_pool)
         self.defensive = float(defensive)
-        #: how :meth:`sample` drew: "rejection" or "sir" (None before)
+        if box_probe < 10 or not box_margin > 0:
+            raise ConfigError(f"box_probe must be >= 10 and box_margin > 0, got {box_probe}, {box_margin}")
+        self.box_probe = int(box_probe)
+        self.box_margin = float(box_margin)
+        #: how :meth:`sample` drew: "rejection", "box-rejection" or "sir" (None before)
         self.method: str | None = None
         #: the estimated prior mass of the region
         self.prior_mass = math.nan
@@ -388,22 +440,54 @@ class TruncatedPrior:
         if n < 1:
             raise ConfigError(f"TruncatedPrior.sample: n must be >= 1, got {n}")
         gen = np.random.default_rng(rng)
-        kept: list[np.ndarray] = []
-        have = drawn = 0
-        batch = max(n, 4096)
-        while have < n:
-            theta = np.asarray(self.prior.sample(batch, gen), dtype=np.float64)
-            inside = self.region.contains(theta)
-            drawn += batch
-            kept.append(theta[inside])
-            have += int(inside.sum())
-            rate = have / drawn
-            if have < n and rate < self.min_acceptance:
-                return self._sir(n, gen)
-            batch = math.ceil(1.2 * (n - have) / max(rate, self.min_acceptance)) + 64
+        theta, rate = _rejection(self.prior, self.region, n, gen, self.min_acceptance)
+        if theta is None and hasattr(self.prior, "restrict"):
+            theta = self._boxed(n, gen)
+            if theta is not None:
+                return theta
+        if theta is None:
+            return self._sir(n, gen)
         self.method = "rejection"
-        self.prior_mass = self.efficiency = have / drawn
-        return np.concatenate(kept)[:n]
+        self.prior_mass = self.efficiency = rate
+        return theta
+
+    def _boxed(self, n: int, gen: np.random.Generator) -> np.ndarray | None:
+        """Rejection from the prior restricted to a box around the region (``prior.restrict``),
+        or None when the region cannot be boxed with enough acceptance.
+
+        The box: the range of ``box_probe`` draws of the region's instrumental that lie in it,
+        padded by ``box_margin`` times that range on each side. Draws of the restricted prior
+        that lie in the region are draws of the prior truncated to region ∩ box, which is the
+        region itself unless the region reaches beyond the box; accepted draws within 2 % of a
+        face of the box (one that cuts the prior) show that it might, and the box grows (twice
+        at most). The region becomes ``Intersection(region, box)``, so that :meth:`log_prob`
+        and the proposal's ratio stay exact.
+        """
+        probe = np.asarray(self.region.sample(self.box_probe, gen), dtype=np.float64)
+        probe = probe[self.region.contains(probe)]
+        if len(probe) < 10:
+            return None
+        lo, hi = probe.min(axis=0), probe.max(axis=0)
+        span = np.maximum(hi - lo, 1e-12)
+        for _ in range(3):
+            restricted, mass, lower, upper = self.prior.restrict(
+                lo - self.box_margin * span, hi + self.box_margin * span
+            )
+            box = Box(lower, upper)
+            region = Intersection(self.region, box)
+            theta, rate = _rejection(restricted, region, n, gen, self.min_acceptance)
+            if theta is None:
+                return None
+            width = np.where(np.isfinite(upper - lower), upper - lower, np.inf)
+            near = (theta - lower < 0.02 * width) | (upper - theta < 0.02 * width)
+            if not near.any():
+                self.region = region
+                self.method = "box-rejection"
+                self.efficiency = rate
+                self.prior_mass = mass * rate
+                return theta
+            span = 3.0 * span  # the region reaches the box: a wider one
+        return None
 
     def _sir(self, n: int, gen: np.random.Generator) -> np.ndarray:
         pool = self.sir_pool * n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import awkward as ak
 import numpy as np
@@ -12,6 +13,7 @@ from hepflow.cli import build_parser
 from hepflow.cosmic.config import PARAMETERS
 from hepflow.demo import NO_PRETRAINED, _pseudo_experiments_match, run_demo
 from hepflow.errors import ConfigError
+from tests.conftest import TTBAR_TRAIN
 
 #: tiny cosmic settings: the workflow, not a meaningful posterior
 TINY_COSMIC = {
@@ -73,10 +75,14 @@ def _check_cosmic(cosmic, n: int) -> None:
 
 
 @pytest.mark.generation
-def test_demo_runs_both_analyses_and_reports(tmp_path, capsys):
+def test_demo_runs_both_analyses_and_reports(tmp_path, capsys, generated_ttbar):
     pytest.importorskip("pythia8mc")
     pytest.importorskip("fastjet")
     pytest.importorskip("emcee")
+    # the training sample the other tests share (700 events, seed 1) is where the demo puts its
+    # own, so the demo reuses it; it generates the held-out sample (350 events, seed 2) itself
+    assert TTBAR_TRAIN == (700, 1)
+    shutil.copy(generated_ttbar(*TTBAR_TRAIN), tmp_path / "ttbar_train.root")
     report = run_demo(tmp_path, events=700, progress=False, **TINY_COSMIC)
     out = capsys.readouterr().out
     assert f"hepflow demo: outputs in {tmp_path.resolve()}" in out

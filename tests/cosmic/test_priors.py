@@ -116,3 +116,29 @@ def test_invalid_proposal() -> None:
         Proposal(Prior(), prior_weight=1.5)
     with pytest.raises(ConfigError, match="concentration"):
         Proposal(Prior(), prior_weight=0.5, concentration=-1.0)
+
+
+def test_restrict_conditions_the_prior_on_a_box() -> None:
+    """Prior.restrict: uniform in the narrower gamma, lg R_cut ranges, the Dirichlet conditioned
+    on the fraction bounds; its mass agrees with plain prior draws; bounds it cannot apply
+    cheaply (a fraction bound keeping < 1 % of draws) are dropped, the prior's own are infinite."""
+    prior = Prior()
+    lower = np.array([0.5, 18.2, 0.1, 0.0, 0.0, 0.0, 0.0])
+    upper = np.array([1.5, 18.9, 0.6, 0.7, 1.0, 1.0, 1.0])
+    sub, mass, lo, hi = prior.restrict(lower, upper)
+    draws = prior.sample(400_000, rng=3)
+    inside = np.all((draws >= lower) & (draws <= upper), axis=1)
+    assert mass == pytest.approx(inside.mean(), rel=0.03)
+    x = sub.sample(20_000, rng=4)
+    assert np.all((x >= lower) & (x <= upper))
+    # the conditioned prior: its draws look like the prior's draws inside the box
+    np.testing.assert_allclose(x.mean(axis=0), draws[inside].mean(axis=0), atol=0.01)
+    np.testing.assert_array_equal(lo, [0.5, 18.2, 0.1, -np.inf, -np.inf, -np.inf, -np.inf])
+    np.testing.assert_array_equal(hi, [1.5, 18.9, 0.6, 0.7, np.inf, np.inf, np.inf])
+    # f_Si <= 1e-4 keeps 4e-4 of the Dirichlet's draws: not applied
+    tiny = upper.copy()
+    tiny[6] = 1e-4
+    _, _, _, hi_tiny = prior.restrict(lower, tiny)
+    assert np.all(np.isinf(hi_tiny[2:]))
+    with pytest.raises(ConfigError, match="misses the prior's support"):
+        prior.restrict(np.r_[4.0, lower[1:]], np.r_[5.0, upper[1:]])

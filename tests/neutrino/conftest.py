@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TTBAR_TRAIN
+
 
 @pytest.fixture(scope="session")
-def ttbar_700(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """700 generated ttbar events (seed 5, the default pileup), made once per test session for
-    every module that trains a small model on them (read-only: copy it to change it)."""
-    from hepflow.generate.ttbar import generate_ttbar
-
-    path = tmp_path_factory.mktemp("ttbar_700") / "tt.root"
-    generate_ttbar(path, events=700, seed=5, progress=False)
-    return path
+def ttbar_700(generated_ttbar) -> Path:
+    """700 generated ttbar events (seed 1, the default pileup), made once per test session for
+    every module that trains a small model on them, the demo and the notebook (read-only: copy it
+    to change it)."""
+    return generated_ttbar(*TTBAR_TRAIN)

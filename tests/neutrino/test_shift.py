@@ -28,7 +28,7 @@ def samples(tmp_path_factory, ttbar_700):
     from hepflow.generate.ttbar import generate_ttbar
 
     d = tmp_path_factory.mktemp("shift")
-    shutil.copy(ttbar_700, d / "train.root")  # the session's 700 events of seed 5
+    shutil.copy(ttbar_700, d / "train.root")  # the session's 700 events of seed 1
     generate_ttbar(d / "held.root", events=700, seed=6, progress=False)
     branches = read_nanoaod(d / "held.root")
     branches["MET_pt"] = branches["MET_pt"] * 1.6

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import TTBAR_HELDOUT, TTBAR_TRAIN
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -15,7 +18,15 @@ NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 SETTINGS: dict[str, dict] = {
     "neutrino_walkthrough": {
         "needs": ("pythia8mc", "fastjet"),
-        "env": {"HEPFLOW_NB_EVENTS": "600", "HEPFLOW_NB_EPOCHS": "1", "HEPFLOW_NB_SAMPLES": "16"},
+        "env": {
+            "HEPFLOW_NB_EVENTS": str(TTBAR_TRAIN[0]),
+            "HEPFLOW_NB_HELDOUT_EVENTS": str(TTBAR_HELDOUT[0]),
+            "HEPFLOW_NB_EPOCHS": "1",
+            "HEPFLOW_NB_SAMPLES": "16",
+        },
+        # the session's generated samples, where the notebook looks for its own (it skips
+        # generating a file that exists)
+        "samples": {"ttbar.root": TTBAR_TRAIN, "ttbar_heldout.root": TTBAR_HELDOUT},
         "writes": ("models/flow/config.json", "report/report.json"),
     },
     "cosmic_walkthrough": {
@@ -39,7 +50,7 @@ def _marks(path: Path) -> list[pytest.MarkDecorator]:
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=_marks(p)) for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
+def test_notebook_runs(path, tmp_path, monkeypatch, request):
     settings = SETTINGS.get(path.stem)
     assert settings is not None, f"add the tiny settings of {path.name} to SETTINGS"
     for module in settings["needs"]:
@@ -47,6 +58,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     for key, value in settings["env"].items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("HEPFLOW_NB_DIR", str(tmp_path))
+    for name, (events, seed) in settings.get("samples", {}).items():
+        shutil.copy(request.getfixturevalue("generated_ttbar")(events, seed), tmp_path / name)
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend: plots as outputs
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torch in the kernel: one thread on a busy machine
     nb = nbformat.read(path, as_version=4)

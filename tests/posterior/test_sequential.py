@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,6 +155,48 @@ def test_truncated_prior_of_tiny_mass_is_drawn_by_sir() -> None:
     exact_mean = stats.truncnorm(3.9, 4.1).mean()
     assert x.mean() == pytest.approx(exact_mean, abs=0.005)
     assert 0 < tp.efficiency <= 1
+
+
+class _UniformSquare:
+    """Uniform on [0, 10]^2, restrictable to a box (the capability ``TruncatedPrior`` uses)."""
+
+    def sample(self, n: int, rng: Any = None) -> np.ndarray:
+        return 10.0 * np.random.default_rng(rng).random((n, 2))
+
+    def log_prob(self, theta: np.ndarray) -> np.ndarray:
+        t = np.asarray(theta, dtype=np.float64)
+        inside = np.all((t >= 0) & (t <= 10), axis=1)
+        return np.where(inside, -math.log(100.0), -np.inf)
+
+    def restrict(self, lower: np.ndarray, upper: np.ndarray) -> tuple[Any, float, np.ndarray, np.ndarray]:
+        lo, hi = np.maximum(lower, 0.0), np.minimum(upper, 10.0)
+
+        class Sub:
+            def sample(self, n: int, rng: Any = None) -> np.ndarray:
+                return lo + (hi - lo) * np.random.default_rng(rng).random((n, 2))
+
+        mass = float(np.prod((hi - lo) / 10.0))
+        return Sub(), mass, np.where(lo > 0, lo, -np.inf), np.where(hi < 10, hi, np.inf)
+
+
+def test_truncated_prior_of_tiny_mass_is_drawn_by_rejection_in_a_box_when_the_prior_allows() -> None:
+    """A disc of 3e-4 of the prior's mass: rejection from the whole prior is below its minimum
+    acceptance, but the prior restricted to a box around the disc gives exact, distinct draws."""
+    net = _net(2).eval()
+    region = SeedBall(net, np.array([4.0, 6.0]), radius=0.1, scale=np.ones(2))
+    tp = TruncatedPrior(_UniformSquare(), region)
+    x = tp.sample(5000, rng=2)
+    assert tp.method == "box-rejection"
+    assert len(np.unique(x, axis=0)) == 5000  # no resampled duplicates (SIR repeats draws)
+    assert np.all(np.hypot(x[:, 0] - 4.0, x[:, 1] - 6.0) <= 0.1)
+    assert tp.prior_mass == pytest.approx(math.pi * 0.01 / 100.0, rel=0.05)
+    # uniform on the disc: mean at its centre, mean squared radius r^2 / 2
+    np.testing.assert_allclose(x.mean(axis=0), [4.0, 6.0], atol=0.003)
+    assert np.mean((x[:, 0] - 4.0) ** 2 + (x[:, 1] - 6.0) ** 2) == pytest.approx(0.005, rel=0.05)
+    # the region is now the disc within the box: the proposal's density stays exact
+    assert tp.region.contains(np.array([[4.0, 6.0]])).all()
+    np.testing.assert_allclose(tp.log_prob(np.array([[4.05, 6.0]])), -math.log(100.0 * tp.prior_mass))
+    assert np.isneginf(tp.log_prob(np.array([[4.2, 6.0]]))).all()
 
 
 def test_mixture_proposal_and_pooled_weight_are_piecewise_constant() -> None:
