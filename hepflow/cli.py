@@ -357,6 +357,7 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed_radius=args.seed_radius,
         seed_share=args.seed_share,
+        min_acceptance=args.min_acceptance,
         reweight=args.reweight,
         seed=args.seed,
         seeds=args.seeds,
@@ -695,6 +696,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fraction,
         default=0.5,
         help="share of each round's simulations drawn around the seed points (0 < f < 1)",
+    )
+    rfc.add_argument(
+        "--min-acceptance",
+        type=_fraction,
+        default=1e-3,
+        help="draw a proposal by rejection from the prior down to this acceptance, below it by SIR "
+        "(few distinct draws; docs/refine.md)",
     )
     rfc.add_argument(
         "--reweight",

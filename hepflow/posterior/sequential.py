@@ -957,6 +957,7 @@ def refine(
         "fine_tune": fine_tune,
         "reweight": reweight,
         "corrected_regions": corrected_regions,
+        "min_acceptance": min_acceptance,
         "seed": seed,
     }
     return Refinement(

@@ -1,4 +1,4 @@
-"""A small generated sample shared by the generation tests (one Pythia run per session)."""
+"""A small generated sample shared by the generation tests (the session's generated held-out sample)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,18 @@ import numpy as np
 import pytest
 
 from hepflow.generate import detector
+from tests.conftest import TTBAR_HELDOUT
 
-SAMPLE_EVENTS = 400
+SAMPLE_EVENTS = TTBAR_HELDOUT[0]
 
 
 @pytest.fixture(scope="session")
-def ttbar_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ttbar_file(generated_ttbar) -> Path:
+    """The session's generated held-out sample (350 events, seed 2), shared with the neutrino
+    tests, the demo and the notebook."""
     pytest.importorskip("pythia8mc")
     pytest.importorskip("fastjet")
-    from hepflow.generate.ttbar import generate_ttbar
-
-    path = tmp_path_factory.mktemp("generate") / "ttbar.root"
-    stats = generate_ttbar(path, events=SAMPLE_EVENTS, seed=2024, batch_size=150, progress=False)
-    assert stats.events == SAMPLE_EVENTS
-    return path
+    return generated_ttbar(*TTBAR_HELDOUT)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from hepflow.generate.response import (
     read_events,
 )
 from tests.conftest import load_benchmark
+from tests.generate.conftest import SAMPLE_EVENTS
 from tests.generate.toys import no_ghosts, toy_event
 
 # --- generator-level branches ----------------------------------------------------------------
@@ -418,7 +419,7 @@ def test_benchmark_writes_table_json_report_and_plots(
     printed = capsys.readouterr().out
     assert "| MET core width x [GeV] |" in printed
     result = json.loads((out / "response.json").read_text())
-    assert result["fast"]["events"] == 400
+    assert result["fast"]["events"] == SAMPLE_EVENTS
     assert set(result["cms"]) == {"nano_tt_v12.root", "nano_tt_v15.root", "nano_dy.root"}
     assert result["cms_pooled"]["events"] == 440
     rows = {r["name"]: r for r in result["comparison"]}
