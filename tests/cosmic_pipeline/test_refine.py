@@ -54,6 +54,7 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     out = tmp_path / "refined"
     argv = ["refine", "cosmic", "--model", str(d / "model"), "--observation", "auger", "--output", str(out)]
     argv += ["--rounds", "2", "--simulations", "150", "--epochs", "1", "--config", str(toml), "--seed", "4"]
+    argv += ["--min-acceptance", "0.01"]
     assert main(argv) == 0
     assert "2 rounds, 300 simulations" in capsys.readouterr().out
 
@@ -70,6 +71,9 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     assert "deviance" in ref["seeds"]["modes"][0]
     assert ref["wall_seconds"] >= ref["seconds"] >= ref["train_seconds"] > 0
     assert ref["seed"] == 4
+    assert ref["min_acceptance"] == 0.01
+    methods = {m for r in ref["rounds"] for m in r["method"].split("+")}
+    assert methods <= {"rejection", "box-rejection", "sir"}
     assert ref["epochs"] == 1
     assert ref["base_model"] == str(d / "model")
     assert meta["parameters"] == list(PARAMETERS)
@@ -176,6 +180,7 @@ def test_refine_cli_refuses_bad_options(tiny, tmp_path, capsys) -> None:
         (["--lr", "-1"], "positive number"),
         (["--temperature", "nan"], "positive number"),
         (["--seed-share", "1.5"], "between 0 and 1"),
+        (["--min-acceptance", "0"], "between 0 and 1"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(base + extra)
