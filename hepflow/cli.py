@@ -300,7 +300,10 @@ def _ensemble_cosmic(args: argparse.Namespace) -> int:
 
 def _infer_cosmic(args: argparse.Namespace) -> int:
     from hepflow.cosmic.pipeline import infer
+    from hepflow.cosmic.pretrained import card_line, is_pretrained
 
+    if is_pretrained(args.model):
+        print(card_line())
     summary = infer(
         args.model,
         args.observation,
@@ -593,7 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(inu)
     inu.set_defaults(handler=_infer_neutrino)
     ico = infer_sub.add_parser("cosmic", help="posterior of the source parameters for an observation")
-    ico.add_argument("--model", type=Path, required=True)
+    ico.add_argument(
+        "--model",
+        default="pretrained",
+        help="a trained cosmic model directory, or `pretrained` (default): the model shipped with "
+        "hepflow (trained with the energy- and Xmax-scale nuisances; its config unless --config is "
+        "given; docs/cosmic_model.md)",
+    )
     ico.add_argument(
         "--observation", default="auger", help="'auger' or an observation/shower/pseudo-experiment file"
     )
@@ -621,7 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="cINN against the MCMC baseline on held-out mocks")
     compare_sub = compare.add_subparsers(dest="what", required=True, metavar="WHAT")
     cco = compare_sub.add_parser("cosmic", help="cINN vs MCMC and cINN calibration")
-    cco.add_argument("--model", type=Path, required=True)
+    cco.add_argument(
+        "--model",
+        required=True,
+        help="a trained cosmic model directory, or `pretrained`: the model shipped with hepflow",
+    )
     cco.add_argument("--output", type=Path, required=True)
     cco.add_argument("--config", type=Path, default=None)
     cco.add_argument("--mocks", type=_positive_int, default=None, help="mock observations for cINN vs MCMC")
@@ -644,7 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     rnu.add_argument("--output", type=Path, required=True)
     rnu.set_defaults(handler=_report_neutrino)
     rco = report_sub.add_parser("cosmic", help="Auger posterior from cINN and MCMC, corner plots")
-    rco.add_argument("--model", type=Path, required=True)
+    rco.add_argument(
+        "--model",
+        required=True,
+        help="a trained cosmic model directory, or `pretrained`: the model shipped with hepflow",
+    )
     rco.add_argument("--output", type=Path, required=True)
     rco.add_argument("--config", type=Path, default=None)
     rco.add_argument(
@@ -664,7 +681,11 @@ def build_parser() -> argparse.ArgumentParser:
     rfc = refine_sub.add_parser(
         "cosmic", help="truncated sequential NPE of a cosmic cINN for one observation (docs/refine.md)"
     )
-    rfc.add_argument("--model", type=Path, required=True, help="trained (amortized) cosmic model")
+    rfc.add_argument(
+        "--model",
+        required=True,
+        help="trained (amortized) cosmic model directory, or `pretrained`: the model shipped with hepflow",
+    )
     rfc.add_argument(
         "--observation", default="auger", help="'auger' or an observation/shower/pseudo-experiment file"
     )

@@ -25,9 +25,18 @@ TINY_NEUTRINO = {
 
 def load_benchmark(name: str) -> Any:
     """The script ``benchmarks/<name>.py`` as a module (benchmarks are scripts, not a package)."""
+    return _load_script("benchmarks", name)
+
+
+def load_tool(name: str) -> Any:
+    """The script ``tools/<name>.py`` as a module."""
+    return _load_script("tools", name)
+
+
+def _load_script(folder: str, name: str) -> Any:
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = Path(__file__).resolve().parents[1] / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

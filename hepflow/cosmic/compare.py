@@ -248,8 +248,10 @@ def compare(
     """
     from hepflow.calibration import calibration_report
     from hepflow.cosmic.mcmc import run_mcmc
+    from hepflow.cosmic.pretrained import resolve
     from hepflow.outputs import write_json, write_parquet
 
+    model_dir, config = resolve(model_dir, config)  # "pretrained": the shipped model and its config
     cfg = load_config(config)
     cc = cfg.comparison
     n_mocks = cc.n_mocks if n_mocks is None else int(n_mocks)

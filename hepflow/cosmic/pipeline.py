@@ -210,9 +210,11 @@ def infer(
     from hepflow.cosmic.generate import load_observation
     from hepflow.cosmic.mcmc import mcmc_with_nuisances, read_mcmc
     from hepflow.cosmic.ppc import predictive_check
+    from hepflow.cosmic.pretrained import resolve
     from hepflow.cosmic.verdict import verdict
     from hepflow.outputs import write_json, write_parquet, write_root
 
+    model_dir, config = resolve(model_dir, config)  # "pretrained": the shipped model and its config
     cfg = load_config(config) if config is not None else None
     settings = cfg if cfg is not None else load_config()  # defaults; the model is checked only against cfg
     icfg = settings.inference

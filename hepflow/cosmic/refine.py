@@ -207,10 +207,12 @@ def refine_model(
     """
     import hepflow
     from hepflow.cosmic.generate import load_observation
+    from hepflow.cosmic.pretrained import resolve
     from hepflow.flows.serialization import check_model_target
     from hepflow.outputs import write_json
     from hepflow.posterior.sequential import refine
 
+    model_dir, config = resolve(model_dir, config)  # "pretrained": the shipped model and its config
     cfg = load_config(config)
     out = Path(output_dir)
     if Path(model_dir).resolve() == out.resolve():

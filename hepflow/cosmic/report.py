@@ -434,8 +434,10 @@ def make_report(
     """
     from hepflow.cosmic import Likelihood, Observation
     from hepflow.cosmic.ppc import predictive_check
+    from hepflow.cosmic.pretrained import resolve
     from hepflow.cosmic.verdict import verdict
 
+    model_dir, config = resolve(model_dir, config)  # "pretrained": the shipped model and its config
     cfg = load_config(config)
     systematics = cfg.systematics.metadata()
     out = Path(output_dir)

@@ -366,3 +366,95 @@ def test_refine_a_model_trained_with_systematics(model_syst: Path, tmp_path: Pat
     res = infer(tmp_path / "r", "auger", output_dir=tmp_path / "inf", samples=50, importance=True, config=on)
     assert res["systematics"] == on.systematics.metadata()
     assert res["importance"]["marginal_likelihood"]["draws"] == 32
+
+
+def test_a_pretrained_cosmic_model_is_installed_with_its_card_and_selected_by_name(
+    model_syst: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """tools/build_pretrained_cosmic.py installs a model with its card (config, seed, what infer
+    measured on the Auger data); `infer cosmic` without --model then uses it with the config it
+    was trained with; an altered or unlisted file, a config without its systematics, or no
+    installed model is refused in one line."""
+    from hepflow.cosmic import pretrained
+    from hepflow.cosmic.pipeline import infer
+    from tests.conftest import load_tool
+
+    on = CosmicConfig.from_dict(TINY_ON)
+    toml = tmp_path / "on.toml"
+    toml.write_text(
+        "[systematics]\nenabled = true\n[mcmc]\n" + "".join(f"{k} = {v}\n" for k, v in TINY_MCMC.items())
+    )
+    mcmc_cosmic("auger", tmp_path / "mc", config=toml, progress=False)
+    infer(
+        model_syst,
+        "auger",
+        output_dir=tmp_path / "inf",
+        samples=50,
+        importance=True,
+        mcmc=tmp_path / "mc",
+        config=on,
+    )
+    tool = load_tool("build_pretrained_cosmic")
+    target = tmp_path / "shipped"
+    cfg_toml = tmp_path / "train.toml"
+    cfg_toml.write_text(_toml(TINY_ON))
+    argv = [
+        "--model",
+        str(model_syst),
+        "--config",
+        str(cfg_toml),
+        "--seed",
+        "11",
+        "--infer",
+        str(tmp_path / "inf"),
+    ]
+    assert tool.main([*argv, "--target", str(target)]) == 0
+    assert "importance weights: ESS" in capsys.readouterr().out
+    card = json.loads((target / "card.json").read_text())
+    assert card["training_data"]["seed"] == 11
+    assert card["training_data"]["pseudo_experiments"] == 400
+    assert card["config"]["systematics"]["enabled"] is True
+    assert set(card["auger"]["per_parameter"]) == set(PARAMETERS)
+    assert "ESS" in (target / "card.md").read_text()
+    assert sorted(card["files"]) == sorted(pretrained.MODEL_FILES)
+
+    monkeypatch.setattr(pretrained, "LOCATION", target)
+    out = tmp_path / "post"
+    assert main(["infer", "cosmic", "--observation", "auger", "--output", str(out), "--samples", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(
+        f"pretrained cosmic model {target}: trained on 400 pseudo-experiments (seed 11)"
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["systematics"] == on.systematics.metadata()  # the card's config: systematics on
+    assert summary["model"].startswith(str(target))
+    # a config without the nuisances disagrees with the shipped model
+    off = tmp_path / "off.toml"
+    off.write_text("[systematics]\nenabled = false\n")
+    argv = ["infer", "cosmic", "--output", str(tmp_path / "p2"), "--config", str(off)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "systematics" in err
+    # an altered file, an unlisted file, no model at all
+    weights = target / "flow" / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    assert main(["infer", "cosmic", "--output", str(tmp_path / "p3")]) == 2
+    assert "differs from the model card" in capsys.readouterr().err
+    weights.write_bytes(original)
+    (target / "extra.txt").write_text("x")
+    assert main(["infer", "cosmic", "--output", str(tmp_path / "p4")]) == 2
+    assert "is not listed in the model card" in capsys.readouterr().err
+    monkeypatch.setattr(pretrained, "LOCATION", tmp_path / "nothing")
+    assert main(["infer", "cosmic", "--output", str(tmp_path / "p5")]) == 2
+    assert "no pretrained cosmic model ships" in capsys.readouterr().err
+
+
+def _toml(sections: dict) -> str:
+    """A TOML text of ``{section: {key: value}}`` (values as JSON, which TOML reads for these)."""
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in values.items())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,194 @@
+"""The pretrained cosmic-ray model shipped with hepflow, selected as ``--model pretrained``.
+
+The model lives in this package's ``model/`` folder (package data): the files
+``hepflow train cosmic`` writes that inference needs (:data:`MODEL_FILES`), ``card.json`` and
+``card.md`` (:mod:`hepflow.modelcard`). It was trained with the energy-scale and Xmax-scale
+nuisances (``[systematics] enabled = true``): its posterior is marginalised over them, and its
+card records the whole config it was trained with, which ``--model pretrained`` uses when no
+``--config`` is given (:func:`resolve`). ``tools/build_pretrained_cosmic.py`` installs a trained
+model with its card. :func:`resolve` checks every file against the card's sha256 first.
+
+Example:
+    >>> resolve("models/mine", None)
+    (PosixPath('models/mine'), None)
+    >>> is_pretrained("pretrained"), is_pretrained("./pretrained")
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hepflow import __version__, modelcard
+from hepflow.errors import ModelError
+
+__all__ = [
+    "LOCATION",
+    "MODEL_FILES",
+    "PRETRAINED",
+    "available",
+    "card_line",
+    "install_model",
+    "is_pretrained",
+    "pretrained_config",
+    "pretrained_dir",
+    "render_card",
+    "resolve",
+]
+
+#: the name that selects the shipped model; ``./pretrained`` is a folder
+PRETRAINED = "pretrained"
+#: where the shipped model lives (package data)
+LOCATION = Path(__file__).resolve().parent / "model"
+#: the files of a ``hepflow train cosmic`` output that inference needs, and that ship
+MODEL_FILES: tuple[str, ...] = ("flow/config.json", "flow/model.safetensors", "training.json")
+#: how to make the model again, for the refusals
+REBUILD = "rebuild it: docs/cosmic_model.md, 'The pretrained cosmic model'"
+
+
+def is_pretrained(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` names the shipped model (exactly ``"pretrained"``, not a path)."""
+    return isinstance(model, str) and model == PRETRAINED
+
+
+def available() -> bool:
+    """Whether this installation ships a pretrained cosmic model (its card at least; not verified)."""
+    return (LOCATION / modelcard.CARD_JSON).is_file()
+
+
+def pretrained_dir() -> Path:
+    """The shipped model's folder, every file checked against its card.
+
+    Raises :class:`~hepflow.errors.ModelError` when this installation has no pretrained cosmic
+    model, or when a file is missing, unlisted or altered.
+    """
+    if not available():
+        raise ModelError(
+            f"no pretrained cosmic model ships with this installation of hepflow {__version__} "
+            f"(nothing in {LOCATION}): pass --model DIR of a model from `hepflow train cosmic`"
+        )
+    modelcard.verify_model(LOCATION, rebuild=REBUILD)
+    return LOCATION
+
+
+def pretrained_config() -> Any:
+    """The :class:`~hepflow.cosmic.config.CosmicConfig` the shipped model was trained with (its
+    card's ``config``)."""
+    from hepflow.cosmic.config import CosmicConfig
+
+    card = modelcard.read_card(LOCATION, rebuild=REBUILD)
+    if not isinstance(card.get("config"), Mapping):
+        raise ModelError(f"{LOCATION / modelcard.CARD_JSON} records no config: {REBUILD}")
+    return CosmicConfig.from_dict(dict(card["config"]), where=str(LOCATION / modelcard.CARD_JSON))
+
+
+def resolve(model: str | os.PathLike[str], config: Any) -> tuple[Path, Any]:
+    """``(model directory, config)`` for a cosmic step: for ``"pretrained"`` the verified shipped
+    model and, when ``config`` is None, the config it was trained with; otherwise both unchanged
+    (a config that disagrees with the model is refused where the model is loaded)."""
+    if not is_pretrained(model):
+        return Path(model), config
+    where = pretrained_dir()
+    return where, pretrained_config() if config is None else config
+
+
+def card_line() -> str:
+    """One line on the shipped model: pseudo-experiments, seed, systematics and date."""
+    where = pretrained_dir()
+    card = modelcard.read_card(where, rebuild=REBUILD)
+    data = card.get("training_data", {})
+    syst = "with" if (card.get("config") or {}).get("systematics", {}).get("enabled") else "without"
+    n = data.get("pseudo_experiments", "?")
+    return (
+        f"pretrained cosmic model {where}: trained on {n} pseudo-experiments (seed {data.get('seed', '?')}) "
+        f"{syst} the energy- and Xmax-scale nuisances, built {card.get('date', '?')} with hepflow "
+        f"{card.get('hepflow_version', '?')}; card: {where / modelcard.CARD_MD}"
+    )
+
+
+def render_card(card: Mapping[str, Any]) -> str:
+    """The cosmic model card as markdown.
+
+    Example:
+        >>> print(render_card({"model": "m", "hepflow_version": "0.1.0", "date": "2026-12-07",
+        ...                    "files": {"a": {"sha256": "ab", "bytes": 2}}}).splitlines()[0])
+        # Pretrained cosmic-ray model: m
+    """
+    lines = [f"# Pretrained cosmic-ray model: {card.get('model', 'hepflow')}", ""]
+    lines.append(f"Built {card.get('date', '?')} with hepflow {card.get('hepflow_version', '?')}.")
+    if text := card.get("intended_use"):
+        lines += ["", text]
+    lines += modelcard.render_sections(card, [("training_data", "Training data")])
+    if auger := card.get("auger"):
+        lines += ["", "## On the published Auger data, against the MCMC with the same nuisances", ""]
+        lines += [f"- {line}" for line in auger.get("lines", [])]
+        if table := auger.get("per_parameter"):
+            lines += ["", "| parameter | MCMC mean (sd) | cINN mean (sd) | shift (MCMC sd) | width ratio |"]
+            lines.append("|---|---|---|---|---|")
+            for name, r in table.items():
+                lines.append(
+                    f"| {name} | {r['mcmc_mean']:.4g} ({r['mcmc_std']:.2g}) | {r['cinn_mean']:.4g} "
+                    f"({r['cinn_std']:.2g}) | {r['mean_shift']:+.2f} | {r['width_ratio']:.2f} |"
+                )
+    lines += modelcard.render_sections(card, [("mocks", "On simulated mocks")])
+    lines += modelcard.render_files(card)
+    return "\n".join(lines) + "\n"
+
+
+def install_model(
+    model_dir: str | os.PathLike[str],
+    target: str | os.PathLike[str] = LOCATION,
+    *,
+    config: Any,
+    seed: int | None = None,
+    auger: Mapping[str, Any] | None = None,
+    mocks: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Install a trained cosmic model (one cINN) with its card: the training record of its
+    ``training.json``, the seed of its pseudo-experiments (``hepflow generate cosmic --seed``),
+    the whole ``config`` it was trained with (a :class:`~hepflow.cosmic.config.CosmicConfig`),
+    and what was measured: ``auger`` (an
+    ``hepflow infer cosmic --importance --mcmc`` summary on the Auger data) and ``mocks`` (a
+    ``hepflow compare cosmic`` summary), each optional."""
+    import json
+
+    from hepflow.config import json_plain, to_dict
+
+    src = Path(model_dir)
+    try:
+        training = json.loads((src / "training.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{src / 'training.json'}: not a `hepflow train cosmic` output ({err})") from err
+    card: dict[str, Any] = {
+        "model": src.name,
+        "hepflow_version": __version__,
+        "date": datetime.date.today().isoformat(),
+        "intended_use": (
+            "The posterior of the source parameters (spectral index, rigidity cutoff, five element "
+            "fractions) for the Auger spectrum and Xmax data and observations like it, marginalised "
+            "over the energy-scale and Xmax-scale nuisances. Amortized: on the published Auger data "
+            "use it with --importance (its weights reproduce the MCMC) or refine it for the "
+            "observation (`hepflow refine cosmic --model pretrained`); the card says how far the "
+            "plain cINN is from the MCMC there."
+        ),
+        "training_data": {
+            "pseudo_experiments": training.get("pseudo_experiments"),
+            "seed": seed,
+            "file": training.get("data"),
+            "epochs": training.get("epochs"),
+            "parameters": training.get("parameters"),
+            "best_val_loss": training.get("best_val_loss"),
+        },
+        "config": json_plain(to_dict(config)),
+    }
+    if auger is not None:
+        card["auger"] = json_plain(auger)
+    if mocks is not None:
+        card["mocks"] = json_plain(mocks)
+    return modelcard.install_files(
+        src, target, files=MODEL_FILES, card=card, render=render_card, what="hepflow train cosmic"
+    )
