@@ -61,7 +61,8 @@ def auger_record(summary: dict[str, Any]) -> dict[str, Any]:
     for method, check in summary.get("model_check", {}).items():
         p = check["total"]
         value = f"< {p['p_value_below']}" if p.get("p_value_below") else f"{p['p_value']:.3f}"
-        lines.append(f"model check ({method} posterior): posterior predictive p {value}")
+        name = {"cinn": "cINN", "mcmc": "MCMC"}.get(method, method)
+        lines.append(f"model check ({name} posterior): posterior predictive p {value}")
     return {"lines": lines, "per_parameter": ver["per_parameter"], "ess": imp["ess"], "n": summary["samples"]}
 
 

@@ -78,10 +78,11 @@ def test_the_wheel_ships_the_configs_and_no_top_level_processors(wheel: Path) ->
     # the pretrained-model machinery, and the model with its card when this checkout has one
     for module in ("__init__", "card", "build"):
         assert f"hepflow/neutrino/pretrained/{module}.py" in names
-    shipped = ROOT / "hepflow" / "neutrino" / "pretrained" / "model"
-    if shipped.is_dir():
-        for path in (p for p in shipped.rglob("*") if p.is_file()):
-            assert path.relative_to(ROOT).as_posix() in names
+    for analysis in ("neutrino", "cosmic"):
+        shipped = ROOT / "hepflow" / analysis / "pretrained" / "model"
+        if shipped.is_dir():
+            for path in (p for p in shipped.rglob("*") if p.is_file()):
+                assert path.relative_to(ROOT).as_posix() in names
 
 
 def test_the_wheel_ships_the_pretrained_model_folder(tmp_path: Path) -> None:
