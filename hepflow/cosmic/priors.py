@@ -99,7 +99,9 @@ class Prior:
         new_lo, new_hi = np.maximum(box_lo, lo_in[:2]), np.minimum(box_hi, hi_in[:2])
         f_lo, f_hi = np.maximum(lo_in[2:], 0.0), np.minimum(hi_in[2:], 1.0)
         if np.any(new_lo >= new_hi) or np.any(f_lo >= f_hi) or f_lo.sum() >= 1.0:
-            raise ConfigError(f"restrict: the box {lo_in} .. {hi_in} misses the prior's support")
+            raise ConfigError(
+                f"restrict: the box {lo_in.tolist()} .. {hi_in.tolist()} misses the prior's support"
+            )
         mass = float(np.prod((new_hi - new_lo) / (box_hi - box_lo)))
         probe = np.random.default_rng(rng).dirichlet(np.full(_K, self.concentration), size=100_000)
         kept = np.mean(np.all((probe >= f_lo) & (probe <= f_hi), axis=1))

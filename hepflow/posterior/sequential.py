@@ -332,6 +332,10 @@ class SeedBall:
         return np.where((self._r2(u) <= 1.0) & np.isfinite(out), out, -np.inf)
 
 
+#: the most prior draws :func:`_rejection` holds at once
+_MAX_BATCH = 2**20
+
+
 def _rejection(
     prior: Any, region: Any, n: int, gen: np.random.Generator, min_acceptance: float
 ) -> tuple[np.ndarray | None, float]:
@@ -342,6 +346,7 @@ def _rejection(
     batch = max(n, 4096)
     rate = 0.0
     while have < n:
+        batch = min(batch, _MAX_BATCH)  # memory: at most ~2^20 parameter rows at once
         theta = np.asarray(prior.sample(batch, gen), dtype=np.float64)
         inside = region.contains(theta)
         drawn += batch
@@ -470,16 +475,22 @@ class TruncatedPrior:
         lo, hi = probe.min(axis=0), probe.max(axis=0)
         span = np.maximum(hi - lo, 1e-12)
         for _ in range(3):
-            restricted, mass, lower, upper = self.prior.restrict(
-                lo - self.box_margin * span, hi + self.box_margin * span
-            )
+            asked_lo, asked_hi = lo - self.box_margin * span, hi + self.box_margin * span
+            try:
+                restricted, mass, lower, upper = self.prior.restrict(asked_lo, asked_hi)
+            except ConfigError:  # the box misses the prior's support: no boxing
+                return None
             box = Box(lower, upper)
             region = Intersection(self.region, box)
             theta, rate = _rejection(restricted, region, n, gen, self.min_acceptance)
             if theta is None:
                 return None
-            width = np.where(np.isfinite(upper - lower), upper - lower, np.inf)
-            near = (theta - lower < 0.02 * width) | (upper - theta < 0.02 * width)
+            # only the faces that cut the prior count (a face at the prior's own bound is infinite);
+            # 2 % of the box's asked width from one of them is "near"
+            width = asked_hi - asked_lo
+            near = (np.isfinite(lower) & (theta - lower < 0.02 * width)) | (
+                np.isfinite(upper) & (upper - theta < 0.02 * width)
+            )
             if not near.any():
                 self.region = region
                 self.method = "box-rejection"

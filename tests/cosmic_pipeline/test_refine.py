@@ -72,8 +72,6 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     assert ref["wall_seconds"] >= ref["seconds"] >= ref["train_seconds"] > 0
     assert ref["seed"] == 4
     assert ref["min_acceptance"] == 0.01
-    methods = {m for r in ref["rounds"] for m in r["method"].split("+")}
-    assert methods <= {"rejection", "box-rejection", "sir"}
     assert ref["epochs"] == 1
     assert ref["base_model"] == str(d / "model")
     assert meta["parameters"] == list(PARAMETERS)

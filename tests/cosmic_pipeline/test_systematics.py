@@ -414,6 +414,8 @@ def test_a_pretrained_cosmic_model_is_installed_with_its_card_and_selected_by_na
     assert card["training_data"]["seed"] == 11
     assert card["training_data"]["pseudo_experiments"] == 400
     assert card["config"]["systematics"]["enabled"] is True
+    # the card's config makes the training sample again
+    assert (card["config"]["generation"]["n"], card["config"]["generation"]["seed"]) == (400, 11)
     assert set(card["auger"]["per_parameter"]) == set(PARAMETERS)
     assert "ESS" in (target / "card.md").read_text()
     assert sorted(card["files"]) == sorted(pretrained.MODEL_FILES)

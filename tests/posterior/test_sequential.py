@@ -199,6 +199,58 @@ def test_truncated_prior_of_tiny_mass_is_drawn_by_rejection_in_a_box_when_the_pr
     assert np.isneginf(tp.log_prob(np.array([[4.2, 6.0]]))).all()
 
 
+def test_a_region_on_a_face_of_the_prior_is_boxed_too() -> None:
+    """A disc cut by the prior's edge x = 0: the box's lower face is the prior's own bound
+    (infinite), which must not count as a face the region reaches."""
+    net = _net(2).eval()
+    region = SeedBall(net, np.array([0.05, 6.0]), radius=0.1, scale=np.ones(2))
+    tp = TruncatedPrior(_UniformSquare(), region)
+    x = tp.sample(4000, rng=3)
+    assert tp.method == "box-rejection"
+    assert (x[:, 0] >= 0).all()
+    # the disc's part at x >= 0: its area minus the segment beyond the edge (distance 0.05)
+    inside = math.pi * 0.01 - (0.01 * math.acos(0.5) - 0.05 * math.sqrt(0.01 - 0.0025))
+    assert tp.prior_mass == pytest.approx(inside / 100.0, rel=0.05)
+
+
+class _CosmicWindow:
+    """A region of the cosmic prior like a posterior's: narrow in gamma and lg R_cut, f_Fe below
+    0.02, f_N between 0.4 and 0.7 (its probe draws: the prior there, by rejection)."""
+
+    def contains(self, theta: np.ndarray) -> np.ndarray:
+        t = np.asarray(theta, dtype=np.float64)
+        return (
+            (np.abs(t[:, 0] - 1.4) < 0.1)
+            & (np.abs(t[:, 1] - 18.67) < 0.03)
+            & (t[:, 6] < 0.02)
+            & (t[:, 4] > 0.4)
+            & (t[:, 4] < 0.7)
+        )
+
+    def sample(self, n: int, gen: np.random.Generator) -> np.ndarray:
+        from hepflow.cosmic import Prior
+
+        draws = Prior(gamma=(1.3, 1.5), lg_rcut=(18.64, 18.70)).sample(60 * n, gen)
+        return draws[self.contains(draws)][:n]
+
+
+def test_a_cosmic_posterior_window_is_drawn_by_rejection_in_a_box() -> None:
+    """The cosmic prior restricted to a box in gamma, lg R_cut and the fractions: exact draws of a
+    region of ~1e-4 of the prior's mass, which the whole prior reaches too rarely."""
+    from hepflow.cosmic import Prior
+
+    prior = Prior()
+    tp = TruncatedPrior(prior, _CosmicWindow(), box_probe=4000)
+    x = tp.sample(3000, rng=5)
+    assert tp.method == "box-rejection"
+    assert _CosmicWindow().contains(x).all()
+    assert len(np.unique(x, axis=0)) == 3000
+    # the window's prior mass: the box of gamma, lg R_cut times the Dirichlet's share
+    f = np.random.default_rng(6).dirichlet(np.ones(5), size=400_000)
+    share = np.mean((f[:, 4] < 0.02) & (f[:, 2] > 0.4) & (f[:, 2] < 0.7))
+    assert tp.prior_mass == pytest.approx(0.2 / 6.0 * 0.06 / 2.0 * share, rel=0.05)
+
+
 def test_mixture_proposal_and_pooled_weight_are_piecewise_constant() -> None:
     net = _net(1).eval()
     prior = GaussianPrior(1)

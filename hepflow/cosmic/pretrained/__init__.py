@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 from collections.abc import Mapping
@@ -163,6 +164,12 @@ def install_model(
         training = json.loads((src / "training.json").read_text())
     except (OSError, ValueError) as err:
         raise ModelError(f"{src / 'training.json'}: not a `hepflow train cosmic` output ({err})") from err
+    # the card's config makes the training sample again: its [generation] is the sample's
+    n = training.get("pseudo_experiments")
+    if isinstance(n, int) and seed is not None:
+        config = dataclasses.replace(
+            config, generation=dataclasses.replace(config.generation, n=n, seed=seed)
+        )
     card: dict[str, Any] = {
         "model": src.name,
         "hepflow_version": __version__,
