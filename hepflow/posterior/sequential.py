@@ -12,8 +12,9 @@ simulation-based inference", arXiv:2210.04815):
    (:class:`HighDensityRegion`);
 2. **proposal**: the prior truncated to the region (:class:`TruncatedPrior`), drawn by
    rejection from the prior, or, when the region holds too little prior mass for that, by
-   sampling-importance-resampling (SIR) from a defensive mixture of the prior and a density
-   that covers the region (the tempered flow, or uniform draws in a seed ball);
+   rejection from the prior restricted to a box around the region (priors with ``restrict``),
+   or by sampling-importance-resampling (SIR) from a defensive mixture of the prior and a
+   density that covers the region (the tempered flow, or uniform draws in a seed ball);
 3. **simulate** ``simulations_per_round`` pseudo-observations from the proposal;
 4. **train** (fine-tune the previous network, or train a fresh one) with the plain NPE loss,
    ``-log q(theta | x)``, on the simulations of **all** rounds.
@@ -603,7 +604,7 @@ class Proposal:
 
     @property
     def method(self) -> str:
-        """How the components were drawn (``rejection``, ``sir``, or both)."""
+        """How the components were drawn (``rejection``, ``box-rejection``, ``sir``, joined by ``+``)."""
         return "+".join(sorted({str(c.method) for c in self.components}))
 
     @property
@@ -783,7 +784,8 @@ def refine(
             network has not learned it fully; the correction removes it then).
         fit_options: further options of :func:`hepflow.fit` (``lr``, ``batch_size``,
             ``patience``, ``validation_split``, ``device``...).
-        min_acceptance: below this rejection acceptance a proposal is drawn by SIR.
+        min_acceptance: below this rejection acceptance a proposal is drawn by rejection in a box
+            (a prior with ``restrict``) or by SIR (:class:`TruncatedPrior`).
         seed: the seed of proposals, simulations and training (round ``r`` uses ``seed + r``).
         callback: called with each round's record when the round is done.
 
