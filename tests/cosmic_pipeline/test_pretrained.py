@@ -42,3 +42,25 @@ def test_infer_cosmic_without_a_model_uses_the_shipped_one(tmp_path: Path, capsy
         assert summary["posterior"][name]["mean"] == pytest.approx(
             recorded["cinn_mean"], abs=0.15 * recorded["cinn_std"]
         )
+
+
+def test_refine_the_shipped_model_for_the_auger_data(tmp_path: Path) -> None:
+    """`hepflow refine cosmic --model pretrained`: the shipped model and its config (its
+    nuisances), here on a tiny budget."""
+    from hepflow.cosmic.refine import refine_model
+
+    summary = refine_model(
+        "pretrained",
+        "auger",
+        output_dir=tmp_path / "r",
+        rounds=1,
+        simulations=200,
+        epochs=1,
+        fine_tune=True,
+        seeds=False,
+        progress=False,
+    )
+    assert summary["base_model"] == str(pretrained.LOCATION)
+    meta = json.loads((tmp_path / "r" / "flow" / "config.json").read_text())["metadata"]
+    assert meta["systematics"]["parameters"] == ["nu_E", "nu_X"]
+    assert meta["refinement"]["min_acceptance"] == 1e-3
