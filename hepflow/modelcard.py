@@ -46,7 +46,9 @@ __all__ = [
     "CARD_JSON",
     "CARD_MD",
     "MAX_BYTES",
+    "PRETRAINED",
     "install_files",
+    "is_pretrained",
     "read_card",
     "render_files",
     "render_sections",
@@ -57,8 +59,21 @@ __all__ = [
 
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
+#: the name that selects an analysis's shipped model (``--model pretrained``); ``./pretrained``
+#: is a folder
+PRETRAINED = "pretrained"
 #: the most a shipped model may weigh, all files together (package data: a few MB)
 MAX_BYTES = 5 * 2**20
+
+
+def is_pretrained(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` names the shipped model (exactly ``"pretrained"``, not a path).
+
+    Example:
+        >>> is_pretrained("pretrained"), is_pretrained("./pretrained"), is_pretrained(Path("pretrained"))
+        (True, False, False)
+    """
+    return isinstance(model, str) and model == PRETRAINED
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

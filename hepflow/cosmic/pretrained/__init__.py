@@ -26,6 +26,7 @@ from typing import Any
 
 from hepflow import __version__, modelcard
 from hepflow.errors import ModelError
+from hepflow.modelcard import PRETRAINED, is_pretrained
 
 __all__ = [
     "LOCATION",
@@ -41,19 +42,12 @@ __all__ = [
     "resolve",
 ]
 
-#: the name that selects the shipped model; ``./pretrained`` is a folder
-PRETRAINED = "pretrained"
 #: where the shipped model lives (package data)
 LOCATION = Path(__file__).resolve().parent / "model"
 #: the files of a ``hepflow train cosmic`` output that inference needs, and that ship
 MODEL_FILES: tuple[str, ...] = ("flow/config.json", "flow/model.safetensors", "training.json")
 #: how to make the model again, for the refusals
 REBUILD = "rebuild it: docs/cosmic_model.md, 'The pretrained cosmic model'"
-
-
-def is_pretrained(model: str | os.PathLike[str]) -> bool:
-    """Whether ``model`` names the shipped model (exactly ``"pretrained"``, not a path)."""
-    return isinstance(model, str) and model == PRETRAINED
 
 
 def available() -> bool:

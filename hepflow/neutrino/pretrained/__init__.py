@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hepflow import __version__
 from hepflow.errors import ModelError
+from hepflow.modelcard import PRETRAINED, is_pretrained
 from hepflow.neutrino.pretrained.card import CARD_JSON, verify_model
 
 __all__ = [
@@ -37,15 +38,8 @@ __all__ = [
     "verify_model",
 ]
 
-#: the name that selects the shipped model (``--model pretrained``); ``./pretrained`` is a folder
-PRETRAINED = "pretrained"
 #: where the shipped model lives (package data)
 LOCATION = Path(__file__).resolve().parent / "model"
-
-
-def is_pretrained(model: str | os.PathLike[str]) -> bool:
-    """Whether ``model`` names the shipped model (exactly ``"pretrained"``, not a path)."""
-    return isinstance(model, str) and model == PRETRAINED
 
 
 def available() -> bool:
