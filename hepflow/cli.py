@@ -341,6 +341,8 @@ def _print_checks(result: dict) -> None:
             print(f"WARNING ({name} posterior): {line}")
     if "verdict" in result:
         print(f"verdict: {result['verdict']['line']}")
+    if "verdict_importance" in result:
+        print(f"verdict: {result['verdict_importance']['line']}")
 
 
 def _refine_cosmic(args: argparse.Namespace) -> int:

@@ -52,6 +52,8 @@ class Verdict:
         thresholds: the ``[verdict]`` settings used.
         reference: what the cINN was compared with (``"MCMC"``, or ``"importance-weighted cINN"``
             when no MCMC was given: the cINN samples resampled by their weights).
+        subject: what was compared (``"cINN"``, or ``"importance-weighted cINN"``: its samples
+            resampled by their weights, against the MCMC).
     """
 
     agree: bool
@@ -61,6 +63,7 @@ class Verdict:
     n: int
     thresholds: VerdictConfig = field(default_factory=VerdictConfig)
     reference: str = "MCMC"
+    subject: str = "cINN"
 
     @property
     def efficiency(self) -> float | None:
@@ -97,18 +100,19 @@ class Verdict:
     def line(self) -> str:
         """``cINN and MCMC agree: use the cINN (...)`` or ``cINN and MCMC disagree: use the MCMC (...)``."""
         if self.agree:
-            return f"cINN and {self.reference} agree: use the cINN ({self.numbers()})"
-        return f"cINN and {self.reference} disagree: use the MCMC ({'; '.join(self.reasons)})"
+            return f"{self.subject} and {self.reference} agree: use the {self.subject} ({self.numbers()})"
+        return f"{self.subject} and {self.reference} disagree: use the MCMC ({'; '.join(self.reasons)})"
 
     def banner(self) -> str | None:
         """The corner-plot banner when they disagree, else None."""
         if self.agree:
             return None
-        return f"cINN and {self.reference} disagree: {'; '.join(self.reasons)}. Use the MCMC."
+        return f"{self.subject} and {self.reference} disagree: {'; '.join(self.reasons)}. Use the MCMC."
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": "agree" if self.agree else "disagree",
+            "subject": self.subject,
             "reference": self.reference,
             "use": self.use,
             "line": self.line(),
@@ -150,6 +154,7 @@ def verdict(
     n: int | None = None,
     thresholds: VerdictConfig | None = None,
     reference: str = "MCMC",
+    subject: str = "cINN",
 ) -> Verdict:
     """Do the cINN samples (n, d) and the MCMC samples (m, d) of one observation agree?
 
@@ -162,6 +167,7 @@ def verdict(
         n: the number of samples the ESS refers to (default: the rows of ``cinn``).
         thresholds: the ``[verdict]`` settings (default 0.3 sigma, 20 %, 0.2).
         reference: what ``mcmc`` is, for the messages (``"MCMC"`` by default).
+        subject: what ``cinn`` is, for the messages (``"cINN"`` by default).
 
     Returns a :class:`Verdict` (module docstring for the rules).
     """
@@ -184,16 +190,16 @@ def verdict(
     missed = [(k, abs(s)) for k, s in shifts if not abs(s) <= MISSED_MODE]
     shifted = [(k, s) for k, s in shifts if t.max_abs_shift < abs(s) <= MISSED_MODE]
     if missed:
-        reasons.append(f"cINN misses the mode: {_listing(missed, ' MCMC sigma off')}")
+        reasons.append(f"{subject} misses the mode: {_listing(missed, ' MCMC sigma off')}")
     if shifted:
-        reasons.append(f"cINN means shifted: {_listing(shifted, ' MCMC sigma')}")
+        reasons.append(f"{subject} means shifted: {_listing(shifted, ' MCMC sigma')}")
     widths = [(k, m["width_ratio"]) for k, m in metrics_ok.items()]
     narrow = [(k, r) for k, r in widths if r < 1.0 - t.max_width_deviation]
     wide = [(k, r) for k, r in widths if not r <= 1.0 + t.max_width_deviation and not r < 1.0]
     if narrow:
-        reasons.append(f"cINN too narrow: width ratio {_listing(narrow, '')}")
+        reasons.append(f"{subject} too narrow: width ratio {_listing(narrow, '')}")
     if wide:
-        reasons.append(f"cINN too wide: width ratio {_listing(wide, '')}")
+        reasons.append(f"{subject} too wide: width ratio {_listing(wide, '')}")
     if value is not None and value / size < t.min_efficiency:
         reasons.append(f"ESS {value:.0f} of {size}")
     return Verdict(
@@ -204,4 +210,5 @@ def verdict(
         n=size,
         thresholds=t,
         reference=reference,
+        subject=subject,
     )

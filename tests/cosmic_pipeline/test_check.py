@@ -192,6 +192,16 @@ def test_shifted_and_far_off_samples_disagree() -> None:
     listed = ", ".join(f"{p} {far.metrics[p]['mean_shift']:.1f}" for p in top)
     assert far.reasons == (f"cINN misses the mode: {listed} MCMC sigma off and 4 more", "ESS 1 of 4000")
     assert far.banner() == f"cINN and MCMC disagree: {'; '.join(far.reasons)}. Use the MCMC."
+    # the importance-weighted cINN (its draws resampled by their weights) says so in every message
+    weighted = verdict(_one_changed("lg_rcut", shift=0.5), mc, subject="importance-weighted cINN")
+    assert weighted.line().startswith(
+        "importance-weighted cINN and MCMC disagree: use the MCMC (importance-weighted cINN means shifted:"
+    )
+    assert (
+        verdict(mc, mc, efficiency=0.9, subject="importance-weighted cINN")
+        .line()
+        .startswith("importance-weighted cINN and MCMC agree: use the importance-weighted cINN (")
+    )
 
 
 def test_narrow_and_wide_samples_disagree() -> None:

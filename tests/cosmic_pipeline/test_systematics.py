@@ -385,7 +385,7 @@ def test_a_pretrained_cosmic_model_is_installed_with_its_card_and_selected_by_na
         "[systematics]\nenabled = true\n[mcmc]\n" + "".join(f"{k} = {v}\n" for k, v in TINY_MCMC.items())
     )
     mcmc_cosmic("auger", tmp_path / "mc", config=toml, progress=False)
-    infer(
+    both = infer(
         model_syst,
         "auger",
         output_dir=tmp_path / "inf",
@@ -394,6 +394,11 @@ def test_a_pretrained_cosmic_model_is_installed_with_its_card_and_selected_by_na
         mcmc=tmp_path / "mc",
         config=on,
     )
+    # two verdicts: the plain cINN and the importance-weighted cINN, each against the MCMC
+    assert both["verdict"]["line"].startswith("cINN and MCMC ")
+    assert both["verdict_importance"]["subject"] == "importance-weighted cINN"
+    assert both["verdict_importance"]["line"].startswith("importance-weighted cINN and MCMC ")
+    assert both["verdict_importance"]["ess"] == pytest.approx(both["importance"]["ess"])
     tool = load_tool("build_pretrained_cosmic")
     target = tmp_path / "shipped"
     cfg_toml = tmp_path / "train.toml"
