@@ -48,11 +48,6 @@ MODEL_FILES: tuple[str, ...] = (
 REBUILD = "rebuild it: docs/training.md, 'The pretrained neutrino model'"
 
 
-def read_card(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``card.json`` of a pretrained neutrino model directory (:func:`hepflow.modelcard.read_card`)."""
-    return modelcard.read_card(directory, rebuild=REBUILD)
-
-
 def verify_model(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Check every file of a pretrained neutrino model against its card; returns the card
     (:func:`hepflow.modelcard.verify_model`)."""
