@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/neutrino_inputs.py --train data/features_train --test data/features_test \
-        [--variants shipped,roots,wide] [--epochs 24] [--samples 256] [--seed 1]
+        [--variants shipped,roots,sumet,wide] [--epochs 24] [--samples 256] [--seed 1] \
+        [--train-root 'data/tt_s*.root' --test-root data/tt_test.root]
 
 Issue 18 (item 4) asks to try what the physics suggests as extra conditioning inputs, as
 nu-Flows allows. The two roots of the W-mass constraint are a fixed function of inputs the flow
@@ -16,6 +17,12 @@ the variants chosen with ``--variants``:
 * ``roots``: the same plus, per event, the pseudorapidities of both roots
   ``asinh(pz_+/MET)`` and ``asinh(pz_-/MET)`` (the real parts when complex),
   ``asinh(|Im pz|/MET)`` and the complex flag;
+* ``sumet``: the same plus ``ln(MET_sumEt / GeV)``, the per-event MET resolution that issue 18
+  suggests: the MET resolution per component grows as ``sqrt(a^2 + b^2 sumEt)`` (docs/detector.md),
+  and with pileup drawn per event (nPU of sd about 11) it varies by about +-25 % from event to
+  event, which the shipped inputs do not give the flow directly. ``MET_sumEt`` is read from the
+  ROOT files the features were processed from (``--train-root``, ``--test-root``), matched by
+  ``(luminosityBlock, event)``;
 * ``wide``: the shipped inputs with a larger set encoder over the jets (``[summary]``
   ``jet_embedding`` 64, ``set_width`` 128, ``set_blocks`` 2 instead of 32, 64, 1), which issue
   18 suggests next to the roots.
@@ -50,12 +57,15 @@ from hepflow.neutrino.report import resolution
 from hepflow.outputs import read_parquet_dir
 
 ROOT_FEATURES = ("root_eta_plus", "root_eta_minus", "root_eta_imag", "root_is_complex")
-#: the variants: (label, with the root features, [summary] changes)
+#: the variants: (label, extra flat inputs, [summary] changes)
 VARIANTS = {
-    "shipped": ("shipped", False, {}),
-    "roots": ("+ roots", True, {}),
-    "wide": ("wide set encoder", False, {"jet_embedding": 64, "set_width": 128, "set_blocks": 2}),
+    "shipped": ("shipped", None, {}),
+    "roots": ("+ roots", "roots", {}),
+    "sumet": ("+ ln sumEt", "sumet", {}),
+    "wide": ("wide set encoder", None, {"jet_embedding": 64, "set_width": 128, "set_blocks": 2}),
 }
+#: per extra input: which of its columns are discrete (dequantized in training)
+DISCRETE = {"roots": (False, False, False, True), "sumet": (False,)}
 
 
 def root_features(directory: str) -> np.ndarray:
@@ -68,6 +78,30 @@ def root_features(directory: str) -> np.ndarray:
     met = np.maximum(np.hypot(met_px, met_py), 1.0)
     feats = [np.arcsinh(np.asarray(v, np.float64) / met) for v in (sol.pz_plus, sol.pz_minus, sol.pz_imag)]
     return np.stack([*feats, np.asarray(sol.is_complex, np.float64)], axis=1).astype(np.float32)
+
+
+def sumet_features(directory: str, root_files: list[str]) -> np.ndarray:
+    """``ln(MET_sumEt / GeV)`` of every event with a truth neutrino (the rows training keeps),
+    read from the ROOT files the features came from and matched by ``(luminosityBlock, event)``
+    (a generated file's luminosity block is its seed, so the pair is unique across files)."""
+    import uproot
+
+    if not root_files:
+        raise SystemExit("--variants sumet needs --train-root and --test-root (the processed ROOT files)")
+    table: dict[tuple[int, int], float] = {}
+    for path in root_files:
+        with uproot.open(path) as f:
+            b = f["Events"].arrays(["luminosityBlock", "event", "MET_sumEt"], library="np")
+        ids = zip(b["luminosityBlock"].tolist(), b["event"].tolist(), strict=True)
+        table.update(zip(ids, b["MET_sumEt"].tolist(), strict=True))
+    cols = read_parquet_dir(directory)
+    cols = cols[~ak.is_none(cols.nu_px_true)]
+    keys = zip(ak.to_list(cols.luminosityBlock), ak.to_list(cols.event), strict=True)
+    try:
+        sumet = np.array([table[k] for k in keys], np.float64)
+    except KeyError as missing:
+        raise SystemExit(f"{directory}: event {missing} is in none of the ROOT files given") from None
+    return np.log(np.maximum(sumet, 1.0))[:, None].astype(np.float32)
 
 
 def draw(flow: ConditionalINN, ctx: dict[str, np.ndarray], samples: int, seed: int) -> np.ndarray:
@@ -91,6 +125,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the shipped config's")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--train-root", nargs="*", default=[], help="ROOT files of --train (sumet)")
+    parser.add_argument("--test-root", nargs="*", default=[], help="ROOT files of --test (sumet)")
     parser.add_argument(
         "--variants",
         default="shipped,roots",
@@ -103,9 +139,18 @@ def main() -> None:
 
     cfg = NeutrinoConfig.load(None)
     train, test = load_training_data(args.train), load_training_data(args.test)
-    extra = {"train": root_features(args.train), "test": root_features(args.test)}
-    if len(extra["train"]) != len(train.theta) or len(extra["test"]) != len(test.theta):
-        raise SystemExit("the root features do not line up with the training rows (non-finite rows?)")
+    builders = {
+        "roots": lambda part: root_features(getattr(args, part)),
+        "sumet": lambda part: sumet_features(getattr(args, part), getattr(args, f"{part}_root")),
+    }
+    extra = {
+        (name, part): builders[name](part)
+        for name in {VARIANTS[v][1] for v in chosen} - {None}
+        for part in ("train", "test")
+    }
+    for (name, part), values in extra.items():
+        if len(values) != len((train if part == "train" else test).theta):
+            raise SystemExit(f"the {name} features do not line up with the {part} rows (non-finite rows?)")
     truth = test.theta.astype(np.float64)
     true = np.stack([truth[:, 0], truth[:, 1], neutrino_pz(truth[:, 0], truth[:, 1], truth[:, 2])], axis=1)
     n_train, n_test = len(train.theta), len(test.theta)
@@ -115,15 +160,16 @@ def main() -> None:
     if args.epochs is not None:
         options["epochs"] = args.epochs
     results: dict[str, dict[str, object]] = {}
-    for name, with_roots, summary in (VARIANTS[v] for v in chosen):
+    for name, inputs, summary in (VARIANTS[v] for v in chosen):
 
-        def ctx(data, part, roots=with_roots):
-            if not roots:
+        def ctx(data, part, inputs=inputs):
+            if inputs is None:
                 return data.context
-            return {**data.context, "flat": np.concatenate([data.context["flat"], extra[part]], axis=1)}
+            flat = np.concatenate([data.context["flat"], extra[inputs, part]], axis=1)
+            return {**data.context, "flat": flat}
 
-        # the shipped flow; with the roots, four more flat inputs (the complex flag discrete)
-        added = (False, False, False, True) if with_roots else ()  # ROOT_FEATURES
+        # the shipped flow, with the extra flat inputs of the variant
+        added = DISCRETE[inputs] if inputs is not None else ()
         summary_cfg = dataclasses.replace(cfg.summary, **summary)
         flow = build_flow(cfg.flow, summary_cfg, support=cfg.support, seed=args.seed, extra_flat=added)
         t0 = time.perf_counter()

@@ -266,14 +266,28 @@ def test_root_inputs_study_on_the_sample(sample, capsys, monkeypatch) -> None:
     assert (roots[~complex_, 2] == 0).all()
     assert (roots[complex_, 2] > 0).all()
 
+    # the MET-resolution input: ln sumEt of the very event, matched by (luminosityBlock, event)
+    root = str(sample / "tt.root")
+    sumet = bench.sumet_features(features, [root])
+    with uproot.open(root) as f:
+        b = f["Events"].arrays(["luminosityBlock", "event", "MET_sumEt"], library="np")
+    row = {(lb, ev): s for lb, ev, s in zip(b["luminosityBlock"], b["event"], b["MET_sumEt"], strict=True)}
+    want = [row[lb, ev] for lb, ev in zip(ak.to_list(cols.luminosityBlock), ak.to_list(cols.event), strict=True)]
+    np.testing.assert_allclose(np.exp(sumet[:, 0]), want, rtol=1e-5)
+    assert np.ptp(sumet) > 0.1  # pileup makes it vary from event to event
+    with pytest.raises(SystemExit, match="needs --train-root"):
+        bench.sumet_features(features, [])
+
     argv = ["x", "--train", features, "--test", features, "--epochs", "1", "--samples", "8"]
-    monkeypatch.setattr("sys.argv", [*argv, "--variants", "shipped,roots,wide"])
+    argv += ["--train-root", root, "--test-root", root]
+    monkeypatch.setattr("sys.argv", [*argv, "--variants", "shipped,roots,sumet,wide"])
     bench.main()
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     names = [r.split("|")[1].strip() for r in rows[1:]]
-    assert names == ["quadratic (point)", "shipped", "+ roots", "wide set encoder"]
+    assert names == ["quadratic (point)", "shipped", "+ roots", "+ ln sumEt", "wide set encoder"]
     assert "pz CRPS + roots / shipped:" in out
+    assert "pz CRPS + ln sumEt / shipped:" in out
     assert "pz CRPS wide set encoder / shipped:" in out
     sizes = [int(line.split("(")[1].split()[0]) for line in out.splitlines() if line.startswith("trained ")]
     assert sizes[2] > sizes[0]  # the wide encoder has more parameters
