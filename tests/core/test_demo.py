@@ -11,7 +11,7 @@ import pytest
 
 from hepflow.cli import build_parser
 from hepflow.cosmic.config import PARAMETERS
-from hepflow.demo import NO_PRETRAINED, _pseudo_experiments_match, run_demo
+from hepflow.demo import NO_PRETRAINED, NO_PRETRAINED_COSMIC, _pseudo_experiments_match, run_demo
 from hepflow.errors import ConfigError
 from tests.conftest import TTBAR_HELDOUT, TTBAR_TRAIN
 
@@ -23,6 +23,7 @@ TINY_COSMIC = {
     "posterior_samples": 500,
 }
 COSMIC_STEPS = (
+    "infer cosmic (pretrained)",
     "generate cosmic",
     "process cosmic",
     "train cosmic",
@@ -122,6 +123,23 @@ def test_demo_runs_both_analyses_and_reports(tmp_path, capsys, generated_ttbar):
     for where in ("pretrained/report", "pretrained/report_cms_nanoaodv12", "report", "report_cms_nanoaodv12"):
         assert (tmp_path / where / "report.json").is_file()
     _check_cosmic(tmp_path / "cosmic", TINY_COSMIC["pseudo_experiments"])
+    # the shipped cosmic model's posterior on the Auger data first, with its card's verdict against
+    # the MCMC with the same nuisances; then the small model, said to be a demonstration
+    from hepflow.cosmic import pretrained as cosmic_pretrained
+
+    assert cosmic_pretrained.available()
+    shipped = json.loads((tmp_path / "cosmic" / "pretrained_auger" / "summary.json").read_text())
+    assert shipped["systematics"] is not None
+    assert shipped["samples"] == TINY_COSMIC["posterior_samples"]
+    cosmic = out.split("cosmic results on the Auger data")[1].splitlines()[1:]
+    card = cosmic_pretrained.verified_card()
+    assert cosmic[0].startswith("the pretrained cosmic model shipped with hepflow (400000 pseudo-experiments")
+    assert cosmic[1].startswith("  its posterior: gamma = ")
+    assert f"  its card, against the MCMC with the same nuisances: {card['auger']['lines'][0]}" in cosmic
+    assert any(line.startswith("  for a physics result use the MCMC") for line in cosmic)
+    small = next(i for i, line in enumerate(cosmic) if line.startswith("the small demonstration model"))
+    assert "it shows the training path, it is not the result" in cosmic[small]
+    assert NO_PRETRAINED_COSMIC not in out
 
 
 # slow (60 s): the demo's pretrained-model path with a tiny model whose training seed is the demo's
@@ -161,12 +179,18 @@ def test_demo_runs_the_pretrained_model_and_says_which_is_the_result(
         assert (tmp_path / "demo" / where / "report.json").is_file()
 
 
-def test_demo_cosmic_only_and_rerun_with_another_size(tmp_path, capsys):
+def test_demo_cosmic_only_and_rerun_with_another_size(tmp_path, capsys, monkeypatch):
     """``--only cosmic`` needs no event generator; the sample is reused when its size and seed
     match, and a rerun with another size regenerates it and drops the stale chunks."""
     pytest.importorskip("emcee")
+    from hepflow.cosmic import pretrained
+
+    # an installation without a pretrained cosmic model: the demo says so (the shipped model's
+    # step is tested with the whole demo above)
+    monkeypatch.setattr(pretrained, "LOCATION", tmp_path / "none")
     report = run_demo(tmp_path, analyses=["cosmic"], progress=False, **TINY_COSMIC)
     assert [s[0] for s in report.steps] == list(COSMIC_STEPS)
+    assert not (tmp_path / "cosmic" / "pretrained_auger").exists()
     assert not (tmp_path / "ttbar_train.root").exists()
     cosmic = tmp_path / "cosmic"
     _check_cosmic(cosmic, TINY_COSMIC["pseudo_experiments"])
@@ -178,6 +202,9 @@ def test_demo_cosmic_only_and_rerun_with_another_size(tmp_path, capsys):
         "cosmic results on the Auger data: cINN against MCMC, which to use, the model check\n"
     )[1]
     lines = results.splitlines()
+    assert lines[0] == NO_PRETRAINED_COSMIC
+    assert lines[1].startswith("the small demonstration model trained by this demo (300 pseudo-experiments")
+    lines = lines[2:]
     assert lines[0] == f"  {rep['verdict']['line']}"
     assert lines[1].startswith(f"  {rep['verdict']['use']} result: gamma = ")
     assert lines[2].startswith("  model check (cINN posterior): total p ")

@@ -40,6 +40,7 @@ __all__ = [
     "pretrained_dir",
     "render_card",
     "resolve",
+    "verified_card",
 ]
 
 #: where the shipped model lives (package data)
@@ -61,13 +62,18 @@ def pretrained_dir() -> Path:
     Raises :class:`~hepflow.errors.ModelError` when this installation has no pretrained cosmic
     model, or when a file is missing, unlisted or altered.
     """
+    verified_card()
+    return LOCATION
+
+
+def verified_card() -> dict[str, Any]:
+    """The shipped model's card, after every file was checked against it (as :func:`pretrained_dir`)."""
     if not available():
         raise ModelError(
             f"no pretrained cosmic model ships with this installation of hepflow {__version__} "
             f"(nothing in {LOCATION}): pass --model DIR of a model from `hepflow train cosmic`"
         )
-    modelcard.verify_model(LOCATION, rebuild=REBUILD)
-    return LOCATION
+    return modelcard.verify_model(LOCATION, rebuild=REBUILD)
 
 
 def pretrained_config() -> Any:
@@ -93,8 +99,7 @@ def resolve(model: str | os.PathLike[str], config: Any) -> tuple[Path, Any]:
 
 def card_line() -> str:
     """One line on the shipped model: pseudo-experiments, seed, systematics and date."""
-    where = pretrained_dir()
-    card = modelcard.read_card(where, rebuild=REBUILD)
+    card, where = verified_card(), LOCATION
     data = card.get("training_data", {})
     syst = "with" if (card.get("config") or {}).get("systematics", {}).get("enabled") else "without"
     n = data.get("pseudo_experiments", "?")
