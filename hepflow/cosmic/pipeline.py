@@ -294,13 +294,13 @@ def infer(
             reference="MCMC" if mcmc is not None else "importance-weighted cINN",
         )
         checked["verdict"] = v.to_dict()
-    if mcmc is not None and resampled is not None:
+    if mcmc is not None and iw is not None:
         # the cINN's draws resampled by their importance weights, against the MCMC: whether the
         # weighted cINN is a usable posterior where the plain one is not (its ESS included)
         vi = verdict(
             resampled,
             mc,
-            ess=iw.ess if iw is not None else None,
+            ess=iw.ess,
             n=k,
             thresholds=settings.verdict,
             subject="importance-weighted cINN",
