@@ -18,7 +18,9 @@ removes that dependence by iterating:
 3. train the ensemble on the reweighted events and rebuild efficiency and fake fractions from
    the reweighted simulation. ``training = "continue"``: every member continues for ``epochs``
    more epochs (the same bootstrap resample; :func:`hepflow.unfolding.cinn.train_ensemble` with
-   ``start``); ``training = "retrain"``: a fresh ensemble with the plain pass's seeds and
+   ``start``) at ``lr_scale`` times the ``[training]`` learning rate (a fine-tune: at the full
+   rate the schedule restarts as if from scratch and moves a converged member by more than the
+   reweighting does); ``training = "retrain"``: a fresh ensemble with the plain pass's seeds and
    ``[training]`` epochs, so that every pass is trained as long as the first and a reweighting
    near 1 gives back the plain cINN (continued training also changes a result the reweighting
    leaves alone);
@@ -72,9 +74,13 @@ class ICINNConfig:
     epochs: int = 6  # of continued training per iteration (training = "continue")
     clip: float = 10.0  # the density ratio is clipped to [1/clip, clip]
     training: Literal["continue", "retrain"] = "continue"
+    #: learning rate of the continued training, as a multiple of [training] lr
+    lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        check_values(self, iterations=COUNT, tolerance=POSITIVE, epochs=COUNT, clip=POSITIVE)
+        check_values(
+            self, iterations=COUNT, tolerance=POSITIVE, epochs=COUNT, clip=POSITIVE, lr_scale=POSITIVE
+        )
         if self.clip <= 1:
             raise ValueError(f"clip must be > 1, got {self.clip}")
         if self.training not in ("continue", "retrain"):
@@ -299,11 +305,12 @@ def make_finetune(
     epochs: int,
     bootstrap: bool,
     build: Callable[[int], Any] | None = None,
+    lr_scale: float = 1.0,
 ) -> Callable[[Sequence[Any], np.ndarray], list[Any]]:
     """The ``finetune`` of :func:`unfold_icinn` for the study: continue training copies of the
-    members for ``epochs`` epochs on the events ``rows`` (of the per-event factors), weighted;
-    with ``build`` (``training = "retrain"``) train a fresh ensemble, member ``m`` from
-    ``build(fit.seed + m)``, for ``fit.epochs`` instead."""
+    members for ``epochs`` epochs at ``lr_scale`` times ``fit.lr`` on the events ``rows`` (of the
+    per-event factors), weighted; with ``build`` (``training = "retrain"``) train a fresh
+    ensemble, member ``m`` from ``build(fit.seed + m)``, for ``fit.epochs`` instead."""
     from dataclasses import replace
 
     from hepflow.unfolding.cinn import train_ensemble
@@ -319,7 +326,7 @@ def make_finetune(
             lambda seed: None,
             theta,
             context,
-            fit=replace(fit, epochs=epochs),
+            fit=replace(fit, epochs=epochs, lr=fit.lr * lr_scale),
             members=len(copies),
             bootstrap=bootstrap,
             weights=factor[rows],

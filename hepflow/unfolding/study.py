@@ -635,6 +635,7 @@ def _icinn(
             epochs=cfg.icinn.epochs,
             bootstrap=cfg.cinn.bootstrap_training,
             build=(lambda seed: build_flow(cfg, seed=seed)) if cfg.icinn.training == "retrain" else None,
+            lr_scale=cfg.icinn.lr_scale,
         ),
         train_gen=[train.gen[o] for o in OBSERVABLES],
         train_fiducial=train.fiducial,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hepflow.config import from_dict
 from hepflow.errors import ConfigError, InputError
@@ -186,3 +187,35 @@ def test_iteration_removes_the_pull_toward_the_prior(ratio, training):
         np.array_equal(a.numpy(), b.detach().numpy())
         for a, b in zip(before, models[0].parameters(), strict=True)
     )
+
+
+def test_continued_training_runs_at_lr_scale_times_the_learning_rate():
+    """``[icinn] lr_scale``: the fine-tune moves a trained member in proportion to its learning
+    rate (the full rate restarts the schedule as if from scratch)."""
+    import hepflow
+
+    rng = np.random.default_rng(5)
+    x, y = _toy(rng, 3000)
+    theta = np.log(x)[:, None].astype(np.float32)
+    context = {"context": np.log(y)[:, None].astype(np.float32)}
+    fit = FitConfig(epochs=2, batch_size=256, lr=5e-3, patience=10, seed=4)
+
+    def build(seed):
+        return hepflow.ConditionalINN(theta_dim=1, context_dim=1, depth=2, width=16, seed=seed)
+
+    models, _ = train_ensemble(build, theta, context, fit=fit, members=1)
+    start = torch.cat([p.detach().flatten() for p in models[0].parameters()])
+
+    def moved(lr_scale):
+        finetune = make_finetune(
+            theta, context, np.arange(len(x)), fit=fit, epochs=1, bootstrap=True, lr_scale=lr_scale
+        )
+        (tuned,) = finetune(models, np.ones(len(x)))
+        return float((torch.cat([p.detach().flatten() for p in tuned.parameters()]) - start).norm())
+
+    full, tenth, tiny = moved(1.0), moved(0.1), moved(1e-4)
+    assert tiny < 0.01 * full
+    assert tiny < tenth < full
+    with pytest.raises(ConfigError, match="lr_scale"):
+        from_dict(UnfoldingConfig, {"icinn": {"lr_scale": 0.0}})
+    assert UnfoldingConfig.from_file().icinn.lr_scale > 0
