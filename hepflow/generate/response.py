@@ -56,6 +56,7 @@ from hepflow.generate.detector import BTAG_MEDIUM_WP, GENJET_PT_MIN, delta_phi
 from hepflow.inputs import Kind, check_branches
 
 __all__ = [
+    "BOTH",
     "Binned",
     "Comparison",
     "JetResponse",
@@ -78,6 +79,8 @@ __all__ = [
 IQR_TO_SIGMA = 1.349
 #: Bins with fewer entries (objects; events for the MET) give NaN.
 MIN_ENTRIES = 10
+#: The key of the MET width of both components of every event together.
+BOTH = "x and y"
 #: Largest Delta R between a jet and its GenJet in the jet response (on top of ``Jet_genJetIdx``,
 #: which CMS and the fast detector match within 0.4): the usual choice of jet resolution
 #: studies, R / 2.
@@ -173,7 +176,8 @@ class Binned:
 
 @dataclass(frozen=True)
 class MetResolution:
-    """MET minus GenMET: per component (``"x"``, ``"y"``) and, both together, against sumEt.
+    """MET minus GenMET: per component (``"x"``, ``"y"``), both components together
+    (:data:`BOTH`), and, both together, against sumEt.
 
     ``fit`` holds ``a`` (noise term, GeV) and ``b`` (stochastic term, GeV^1/2) of
     ``sigma^2 = a^2 + b^2 sumEt`` fitted to ``core_vs_sumet``; each a :class:`Value` whose count
@@ -219,9 +223,9 @@ class Response:
     def values(self) -> dict[str, Value]:
         """Every number as ``{name: Value}`` (the rows of a comparison), in a fixed order."""
         out: dict[str, Value] = {}
-        for axis in ("x", "y"):
+        for axis in ("x", "y", BOTH):
             out[f"MET core width {axis} [GeV]"] = self.met.core_width[axis]
-        for axis in ("x", "y"):
+        for axis in ("x", "y", BOTH):
             out[f"MET RMS {axis} [GeV]"] = self.met.rms[axis]
         for i, label in enumerate(self.met.core_vs_sumet.labels()):
             out[f"MET core width, sumEt {label} GeV"] = self.met.core_vs_sumet.bin(i)
@@ -415,15 +419,19 @@ def met_resolution(
     sumet = ak.to_numpy(events.MET.sumEt).astype(np.float64)
     n = len(dx)
     core, rms = {}, {}
-    for axis, d in (("x", dx), ("y", dy)):
-        if n >= MIN_ENTRIES:
-            core[axis] = Value(*bootstrap(core_width, d, n_boot=n_boot, rng=rng), n)
-            rms[axis] = Value(*bootstrap(_rms, d, n_boot=n_boot, rng=rng), n)
-        else:
-            core[axis] = rms[axis] = Value(math.nan, math.nan, n)
 
     def pooled(statistic: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
         return lambda x, y: statistic(np.concatenate([x, y], axis=-1))
+
+    # per component, and both components of every event together (the detector is symmetric in
+    # phi, so both measure one width; the bootstrap resamples events, keeping an event's x and y)
+    for axis, columns in (("x", (dx,)), ("y", (dy,)), (BOTH, (dx, dy))):
+        core_stat, rms_stat = (core_width, _rms) if len(columns) == 1 else (pooled(core_width), pooled(_rms))
+        if n >= MIN_ENTRIES:
+            core[axis] = Value(*bootstrap(core_stat, *columns, n_boot=n_boot, rng=rng), n)
+            rms[axis] = Value(*bootstrap(rms_stat, *columns, n_boot=n_boot, rng=rng), n)
+        else:
+            core[axis] = rms[axis] = Value(math.nan, math.nan, n)
 
     core_trend = binned(
         pooled(core_width), sumet, sumet_edges, dx, dy, name="MET_sumEt [GeV]", n_boot=n_boot, rng=rng

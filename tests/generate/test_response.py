@@ -14,6 +14,7 @@ from hepflow.errors import InputError
 from hepflow.generate.detector import GENJET_PT_MIN, cluster_gen_jets, delta_phi
 from hepflow.generate.nanoaod import GENJET_MATCH_DR, generator_columns, match_in_order
 from hepflow.generate.response import (
+    BOTH,
     Comparison,
     Value,
     bootstrap,
@@ -168,12 +169,13 @@ def test_met_resolution_recovers_a_known_sigma() -> None:
     rng = np.random.default_rng(5)
     events = _met_events(rng, np.full(3000, 18.0), rng.uniform(100.0, 900.0, 3000))
     res = met_resolution(events, sumet_edges=(0.0, 500.0, 1000.0), n_boot=200)
-    for axis in ("x", "y"):
+    for axis, values in (("x", 3000), ("y", 3000), (BOTH, 6000)):
         core, rms = res.core_width[axis], res.rms[axis]
-        assert core.count == 3000
-        # the expected errors: 1.166 sigma / sqrt(n) for IQR / 1.349, sigma / sqrt(2n) for the RMS
-        assert core.error == pytest.approx(1.166 * 18.0 / np.sqrt(3000), rel=0.25)
-        assert rms.error == pytest.approx(18.0 / np.sqrt(2 * 3000), rel=0.25)
+        assert core.count == 3000  # events
+        # the expected errors: 1.166 sigma / sqrt(n) for IQR / 1.349, sigma / sqrt(2n) for the RMS,
+        # n the number of values: both components together halve the variance
+        assert core.error == pytest.approx(1.166 * 18.0 / np.sqrt(values), rel=0.25)
+        assert rms.error == pytest.approx(18.0 / np.sqrt(2 * values), rel=0.25)
         assert abs(core.value - 18.0) < 3 * core.error
         assert abs(rms.value - 18.0) < 3 * rms.error
     trend = res.core_vs_sumet
@@ -418,6 +420,11 @@ def test_benchmark_writes_table_json_report_and_plots(
     bench.main()
     printed = capsys.readouterr().out
     assert "| MET core width x [GeV] |" in printed
+    assert "| MET core width x and y [GeV] |" in printed
+    # the like-for-like MET table: the fast sample against each CMS sample, with its pileup
+    like = printed.split("against each CMS sample")[1]
+    assert like.count("| nano_tt_v12.root (200) | ") == 1
+    assert "| nano_tt_v15.root (200) | " in like
     result = json.loads((out / "response.json").read_text())
     assert result["fast"]["events"] == SAMPLE_EVENTS
     assert set(result["cms"]) == {"nano_tt_v12.root", "nano_tt_v15.root", "nano_dy.root"}
@@ -428,6 +435,11 @@ def test_benchmark_writes_table_json_report_and_plots(
         (met["fast"]["value"] - met["cms"]["value"]) / np.hypot(met["fast"]["error"], met["cms"]["error"])
     )
     assert all(r["pull"] is not None for r in result["comparison"])
+    per = {r["name"]: r for r in result["met_per_sample"]["nano_tt_v15.root"]}
+    assert per["mean Pileup_nPU"]["cms"]["value"] == pytest.approx(45.9, abs=0.1)
+    core = per["MET core width x and y [GeV]"]
+    assert core["cms"] == result["cms"]["nano_tt_v15.root"]["met"]["core_width"]["x and y"]
+    assert "## MET against each CMS sample" in (out / "report.md").read_text()
     report = (out / "report.md").read_text()
     assert "## Comparison" in report
     assert "nano_tt_v15.root: <nPU> = 45.9" in report
