@@ -19,10 +19,10 @@ the variants chosen with ``--variants``:
   ``asinh(|Im pz|/MET)`` and the complex flag;
 * ``sumet``: the same plus ``ln(MET_sumEt / GeV)``, the per-event MET resolution that issue 18
   suggests: the MET resolution per component grows as ``sqrt(a^2 + b^2 sumEt)`` (docs/detector.md),
-  and with pileup drawn per event (nPU of sd about 11) it varies by about +-25 % from event to
-  event, which the shipped inputs do not give the flow directly. ``MET_sumEt`` is read from the
-  ROOT files the features were processed from (``--train-root``, ``--test-root``), matched by
-  ``(luminosityBlock, event)``;
+  and with pileup drawn per event (nPU of sd about 11) it varies by about +-11 % from event to
+  event (+-22 % in variance), which the shipped inputs do not give the flow directly.
+  ``MET_sumEt`` is read from the ROOT files the features were processed from (``--train-root``,
+  ``--test-root``, globs expanded), matched by ``(luminosityBlock, event)``;
 * ``wide``: the shipped inputs with a larger set encoder over the jets (``[summary]``
   ``jet_embedding`` 64, ``set_width`` 128, ``set_blocks`` 2 instead of 32, 64, 1), which issue
   18 suggests next to the roots.
@@ -84,16 +84,29 @@ def sumet_features(directory: str, root_files: list[str]) -> np.ndarray:
     """``ln(MET_sumEt / GeV)`` of every event with a truth neutrino (the rows training keeps),
     read from the ROOT files the features came from and matched by ``(luminosityBlock, event)``
     (a generated file's luminosity block is its seed, so the pair is unique across files)."""
+    import glob
+
     import uproot
 
     if not root_files:
         raise SystemExit("--variants sumet needs --train-root and --test-root (the processed ROOT files)")
     table: dict[tuple[int, int], float] = {}
-    for path in root_files:
-        with uproot.open(path) as f:
-            b = f["Events"].arrays(["luminosityBlock", "event", "MET_sumEt"], library="np")
-        ids = zip(b["luminosityBlock"].tolist(), b["event"].tolist(), strict=True)
-        table.update(zip(ids, b["MET_sumEt"].tolist(), strict=True))
+    for pattern in root_files:
+        paths = sorted(glob.glob(pattern))
+        if not paths:
+            raise SystemExit(f"{pattern}: no such file")
+        for path in paths:
+            try:
+                with uproot.open(path) as f:
+                    b = f["Events"].arrays(["luminosityBlock", "event", "MET_sumEt"], library="np")
+            except Exception as err:  # unreadable, no Events tree, a missing branch
+                raise SystemExit(
+                    f"{path}: cannot read Events luminosityBlock, event, MET_sumEt ({err})"
+                ) from None
+            ids = list(zip(b["luminosityBlock"].tolist(), b["event"].tolist(), strict=True))
+            if repeated := next((i for i in ids if i in table), None):
+                raise SystemExit(f"{path}: (luminosityBlock, event) {repeated} is also in another file")
+            table.update(zip(ids, b["MET_sumEt"].tolist(), strict=True))
     cols = read_parquet_dir(directory)
     cols = cols[~ak.is_none(cols.nu_px_true)]
     keys = zip(ak.to_list(cols.luminosityBlock), ak.to_list(cols.event), strict=True)

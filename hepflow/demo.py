@@ -406,6 +406,7 @@ def pretrained_cosmic_lines(summary: Mapping[str, Any], card: Mapping[str, Any])
         ...          "replica_mean": 124.0, "replica_std": 15.0} for part in ("total", "spectrum", "xmax")}}
         >>> summary = {"posterior": post, "model_check": {"cinn": check}, "model_check_warnings": {}}
         >>> card = {"training_data": {"pseudo_experiments": 400000, "seed": 7},
+        ...         "config": {"systematics": {"enabled": True}},
         ...         "auger": {"lines": ["cINN and MCMC disagree: use the MCMC (ESS 90 of 4000)"]}}
         >>> print("\\n".join(pretrained_cosmic_lines(summary, card)))  # doctest: +NORMALIZE_WHITESPACE
         the pretrained cosmic model shipped with hepflow (400000 pseudo-experiments, seed 7, marginalised
@@ -417,14 +418,18 @@ def pretrained_cosmic_lines(summary: Mapping[str, Any], card: Mapping[str, Any])
           for a physics result use the MCMC (`hepflow mcmc cosmic --observation auger --systematics`) or the
           importance-weighted or refined cINN (`hepflow infer cosmic --observation auger --importance --mcmc
           DIR`, `hepflow refine cosmic --model pretrained`; docs/refine.md)
+        >>> card["auger"]["lines"] = ["cINN and MCMC agree: use the cINN (ESS 3000 of 4000)"]
+        >>> any("for a physics result" in line for line in pretrained_cosmic_lines(summary, card))
+        False
     """
     from hepflow.cosmic.ppc import PARTS, format_p
 
     data, post = card.get("training_data", {}), summary["posterior"]
+    syst = (card.get("config") or {}).get("systematics", {}).get("enabled", False)
     lines = [
         f"the pretrained cosmic model shipped with hepflow ({data.get('pseudo_experiments', '?')} "
-        f"pseudo-experiments, seed {data.get('seed', '?')}, marginalised over the energy- and Xmax-scale "
-        "nuisances)",
+        f"pseudo-experiments, seed {data.get('seed', '?')}, "
+        + ("marginalised over the energy- and Xmax-scale nuisances)" if syst else "without nuisances)"),
         f"  its posterior: {_estimate(post, 'gamma')}, {_estimate(post, 'lg_rcut')}",
     ]
     for check in summary.get("model_check", {}).values():
@@ -438,11 +443,14 @@ def pretrained_cosmic_lines(summary: Mapping[str, Any], card: Mapping[str, Any])
     if recorded:
         lines.append(f"  its card, against the MCMC with the same nuisances: {recorded[0]}")
         lines += [f"  its card: {line}" for line in recorded[1:]]
-    lines.append(
-        "  for a physics result use the MCMC (`hepflow mcmc cosmic --observation auger --systematics`) "
-        "or the importance-weighted or refined cINN (`hepflow infer cosmic --observation auger "
-        "--importance --mcmc DIR`, `hepflow refine cosmic --model pretrained`; docs/refine.md)"
-    )
+    else:
+        lines.append("  its card records no comparison with the MCMC on this observation")
+    if not recorded or "use the MCMC" in recorded[0]:  # the verdict's words (hepflow.cosmic.verdict)
+        lines.append(
+            "  for a physics result use the MCMC (`hepflow mcmc cosmic --observation auger --systematics`) "
+            "or the importance-weighted or refined cINN (`hepflow infer cosmic --observation auger "
+            "--importance --mcmc DIR`, `hepflow refine cosmic --model pretrained`; docs/refine.md)"
+        )
     return lines
 
 

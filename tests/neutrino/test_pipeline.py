@@ -272,11 +272,19 @@ def test_root_inputs_study_on_the_sample(sample, capsys, monkeypatch) -> None:
     with uproot.open(root) as f:
         b = f["Events"].arrays(["luminosityBlock", "event", "MET_sumEt"], library="np")
     row = {(lb, ev): s for lb, ev, s in zip(b["luminosityBlock"], b["event"], b["MET_sumEt"], strict=True)}
-    want = [row[lb, ev] for lb, ev in zip(ak.to_list(cols.luminosityBlock), ak.to_list(cols.event), strict=True)]
+    want = [
+        row[lb, ev] for lb, ev in zip(ak.to_list(cols.luminosityBlock), ak.to_list(cols.event), strict=True)
+    ]
     np.testing.assert_allclose(np.exp(sumet[:, 0]), want, rtol=1e-5)
     assert np.ptp(sumet) > 0.1  # pileup makes it vary from event to event
     with pytest.raises(SystemExit, match="needs --train-root"):
         bench.sumet_features(features, [])
+    # a glob is expanded; a pattern without files, or an event in two files, is one line
+    np.testing.assert_array_equal(bench.sumet_features(features, [str(sample / "t*.root")]), sumet)
+    with pytest.raises(SystemExit, match=r"nothing\.root: no such file"):
+        bench.sumet_features(features, [str(sample / "nothing.root")])
+    with pytest.raises(SystemExit, match=r"is also in another file"):
+        bench.sumet_features(features, [root, root])
 
     argv = ["x", "--train", features, "--test", features, "--epochs", "1", "--samples", "8"]
     argv += ["--train-root", root, "--test-root", root]

@@ -190,7 +190,7 @@ def test_iteration_removes_the_pull_toward_the_prior(ratio, training):
 
 
 def test_continued_training_runs_at_lr_scale_times_the_learning_rate():
-    """``[icinn] lr_scale``: the fine-tune moves a trained member in proportion to its learning
+    """``[icinn] lr_scale``: the fine-tune moves a trained member less the smaller its learning
     rate (the full rate restarts the schedule as if from scratch)."""
     import hepflow
 
