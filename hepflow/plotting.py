@@ -33,6 +33,7 @@ from hepflow.outputs.atomic import atomic_write
 __all__ = [
     "STYLE_OVERRIDES",
     "caption",
+    "colors",
     "experiment_label",
     "figure",
     "hist_with_flow",
@@ -51,6 +52,25 @@ STYLE_OVERRIDES = {
     "ytick.labelsize": 15,
     "legend.frameon": False,
 }
+
+
+def colors(n: int) -> list[str]:
+    """``n`` line colours of the CMS palettes: the style's six (petroff6) up to six lines, the
+    ten of petroff10 beyond, so that no two of up to ten lines share a colour.
+
+    Example:
+        >>> len(set(colors(7))), colors(1) == colors(6)[:1]
+        (7, True)
+    """
+    import matplotlib as mpl
+    import mplhep
+
+    if n <= 6:
+        with mpl.style.context(mplhep.style.CMS):
+            palette = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
+    else:
+        palette = mpl.style.library["petroff10"]["axes.prop_cycle"].by_key()["color"]
+    return [palette[i % len(palette)] for i in range(n)]
 
 
 def style() -> Any:

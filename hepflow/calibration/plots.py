@@ -23,7 +23,7 @@ from scipy import stats
 from hepflow.calibration._validation import as_numpy, check_names
 from hepflow.calibration.sbc import default_rank_bins, rank_bin_edges
 from hepflow.outputs.atomic import atomic_write
-from hepflow.plotting import experiment_label, style
+from hepflow.plotting import colors, experiment_label, style
 
 __all__ = ["plot_coverage", "plot_rank_histograms", "plot_tarp"]
 
@@ -161,8 +161,8 @@ def plot_coverage(
                 label=f"{band:.0%} binomial band",
             )
         ax.plot([0, 1], [0, 1], color="0.4", linestyle="--", label="calibrated")
-        for j, name in enumerate(labels):
-            ax.plot(lv, cov[:, j], linewidth=2, label=f"{name} (central)")
+        for j, (name, color) in enumerate(zip(labels, colors(len(labels)), strict=True)):
+            ax.plot(lv, cov[:, j], linewidth=2, color=color, label=f"{name} (central)")
         if hpd is not None:
             h = as_numpy(hpd, name="hpd")
             if h.shape != lv.shape:
