@@ -812,6 +812,7 @@ def study_summary(results: dict[str, Any], report: dict[str, Any], study_dir: st
             )
             lines.append(f"{scenario:>14} {name:>6}: {chis}")
     lines += [f"verdict {line}" for line in report["verdicts"]]
+    lines += [f"WARNING: {line}" for line in report.get("warnings", [])]
     lines.append(f"timings [s]: {results['timings_s']}")
     lines.append(f"report in {Path(study_dir) / 'report'}")
     return "\n".join(lines)

@@ -114,6 +114,11 @@ def test_report_json_schema(study):
     assert saved["produced_by"]["config"]["scenarios"][3]["kind"] == "bump"
     assert saved["produced_by"]["inputs"]["train"]
     assert len(saved["verdicts"]) == len(saved["scenarios"]) == 4
+    # a tiny simulation: the report says the cINN's training sample is too small to trust
+    (warning,) = saved["warnings"]
+    assert warning.startswith(
+        f"the cINN ensemble was trained on {saved['training']['events']} simulated events"
+    )
     for scenario, entry in saved["scenarios"].items():
         assert set(entry) == {"description", "verdict", "observables", "icinn"}
         assert entry["icinn"]["iterations"] == 1
@@ -162,6 +167,7 @@ def test_report_files(study):
     saved = json.loads((out / "report" / "report.json").read_text())
     assert saved["scenarios"]["nominal"]["observables"]["mtt"]["cinn"]["ndf"] == 4
     assert "**Verdict**: mtt_bump: " in (out / "report" / "report.md").read_text()
+    assert "**Warning**: the cINN ensemble was trained on " in (out / "report" / "report.md").read_text()
     assert "| bin [GeV] |" in (out / "report" / "report.md").read_text()
     with pytest.raises(InputError, match="does not exist"):
         make_report(out / "nowhere")
@@ -182,7 +188,9 @@ def test_script_reuses_columns_and_models(study, tmp_path, capsys):
     assert (
         rerun["neutrino_flow"]["training"] == results["neutrino_flow"]["training"]
     )  # so were the neutrino flows
-    assert "chi2/ndf" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "chi2/ndf" in printed
+    assert "WARNING: the cINN ensemble was trained on " in printed
     assert (
         script["main"](
             ["--train", "missing.root", "--test", tt, "--output", str(tmp_path / "o"), "--no-progress"]
