@@ -24,6 +24,14 @@ def test_the_shipped_model_verifies_and_records_how_it_was_made() -> None:
     line = pretrained.card_line()
     assert "pseudo-experiments (seed 7) with the energy- and Xmax-scale nuisances" in line
     assert set(card["auger"]["per_parameter"]) >= {"gamma", "lg_rcut"}
+    # its mock record (hepflow compare cosmic): the amortized targets, and the card says them
+    mocks = card["mocks"]
+    assert mocks["n_mocks"] >= 10
+    assert mocks["summary"]["all"]["abs_mean_shift"]["median"] <= 0.2
+    assert max(mocks["calibration"]["max_coverage_deviation"].values()) <= 0.03
+    assert mocks["timing"]["time_ratio_median"] >= 1000
+    md = (pretrained.LOCATION / "card.md").read_text()
+    assert "| all | 0.19 | 1.03 | 81 % |" in md
 
 
 def test_infer_cosmic_without_a_model_uses_the_shipped_one(tmp_path: Path, capsys) -> None:
