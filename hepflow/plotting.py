@@ -68,9 +68,18 @@ def colors(n: int) -> list[str]:
     if n <= 6:
         with mpl.style.context(mplhep.style.CMS):
             palette = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
-    else:
+    elif "petroff10" in mpl.style.library:
         palette = mpl.style.library["petroff10"]["axes.prop_cycle"].by_key()["color"]
+    else:  # matplotlib < 3.10 has no petroff10 style: its colours
+        palette = PETROFF10
     return [palette[i % len(palette)] for i in range(n)]
+
+
+#: the ten colours of the petroff10 palette (matplotlib >= 3.10 ships them as a style)
+PETROFF10 = [
+    "#3f90da", "#ffa90e", "#bd1f01", "#94a4a2", "#832db6",
+    "#a96b59", "#e76300", "#b9ac70", "#717581", "#92dadd",
+]  # fmt: skip
 
 
 def style() -> Any:

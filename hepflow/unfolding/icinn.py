@@ -19,8 +19,8 @@ removes that dependence by iterating:
    the reweighted simulation. ``training = "continue"``: every member continues for ``epochs``
    more epochs (the same bootstrap resample; :func:`hepflow.unfolding.cinn.train_ensemble` with
    ``start``) at ``lr_scale`` times the ``[training]`` learning rate (at the full rate, six
-   epochs move a converged member by about half a bin's total uncertainty even with weights
-   near 1; a tenth of it converges there but follows a real reweighting more slowly:
+   epochs move a trained member by about half a bin's total uncertainty even with weights near
+   1; a tenth of it made the nominal scenario converge but closed worse in 6 of 8 cases:
    analyses/ttbar_unfolding/README.md); ``training = "retrain"``: a fresh ensemble with the
    plain pass's seeds and ``[training]`` epochs, so that every pass is trained as long as the
    first and a reweighting near 1 gives back the plain cINN (continued training also changes a

@@ -31,6 +31,7 @@ def test_the_shipped_model_verifies_and_records_how_it_was_made() -> None:
     assert max(mocks["calibration"]["max_coverage_deviation"].values()) <= 0.03
     assert mocks["timing"]["time_ratio_median"] >= 1000
     md = (pretrained.LOCATION / "card.md").read_text()
+    assert md == pretrained.render_card(card)  # the markdown card is the rendering of card.json
     assert "| all | 0.19 | 1.03 | 81 % |" in md
 
 
