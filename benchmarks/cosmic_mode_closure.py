@@ -53,9 +53,15 @@ def closure(
     seed: int = 1000,
     config: Any = None,
     mcmc_options: dict[str, Any] | None = None,
+    done: list[dict[str, Any]] | None = None,
+    on_row: Any = None,
 ) -> list[dict[str, Any]]:
     """cINN, importance-weighted cINN and MCMC on ``mocks`` pseudo-experiments simulated at ``theta``
-    ((7,), or (9,) with the nuisances when the config has ``[systematics]``)."""
+    ((7,), or (9,) with the nuisances when the config has ``[systematics]``).
+
+    The mocks are fixed by ``seed``, so a run can resume: rows in ``done`` (from an earlier run
+    with the same ``theta`` and ``seed``) are kept and their mocks not run again; ``on_row`` is
+    called with all rows so far after every new mock (to write them)."""
     from hepflow.cosmic import Likelihood, Observation
     from hepflow.cosmic.config import PARAMETERS, load_config
     from hepflow.cosmic.mcmc import run_mcmc
@@ -72,8 +78,11 @@ def closure(
     posterior = load_posterior(model_dir, config=cfg)
     truth = np.repeat(np.asarray(theta, float)[None, :], mocks, axis=0)
     sims = fwd.simulate(truth, np.random.default_rng(seed))
-    rows = []
+    rows = sorted(done or [], key=lambda r: r["mock"])
+    finished = {r["mock"] for r in rows}
     for j in range(mocks):
+        if j in finished:
+            continue
         obs = Observation(fwd.binning, sims["spectrum"][j], sims["xmax"][j])
         x, log_q = posterior.sample(samples, obs, seed=seed + j, log_prob=True)
         weights = importance_reweight(x[0], log_q[0], obs, model=fwd, prior=prior)
@@ -104,6 +113,8 @@ def closure(
                 ],
             }
         )
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 
@@ -143,13 +154,35 @@ def main() -> None:
     parser.add_argument("--mocks", type=int, default=2)
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--output", type=Path, default=None, help="write the rows as JSON")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="write the rows as JSON after every mock; a rerun with the same file resumes",
+    )
     args = parser.parse_args()
     from hepflow.cosmic.config import load_config
+    from hepflow.errors import InputError
+    from hepflow.outputs import write_json
 
     nuisances = load_config(args.config).systematics.enabled
     theta = mode_parameters(args.mcmc_auger, args.mode, nuisances=nuisances)
-    rows = closure(args.model, theta, mocks=args.mocks, samples=args.samples, config=args.config)
+    done: list[dict[str, Any]] = []
+    if args.output is not None and args.output.exists():
+        earlier = json.loads(args.output.read_text())
+        if earlier.get("mode") != args.mode or not np.allclose(earlier.get("theta"), theta):
+            raise InputError(f"{args.output} holds mocks of another mode; give another --output")
+        done = earlier["rows"]
+        print(f"resuming: {len(done)} mocks already in {args.output}")
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        if args.output is not None:
+            payload = {"mode": args.mode, "theta": theta.tolist(), "rows": rows}
+            write_json(args.output, {**payload, "summary": summarize(rows)})
+
+    rows = closure(
+        args.model, theta, mocks=args.mocks, samples=args.samples, config=args.config, done=done, on_row=write
+    )
     print(
         f"mode {args.mode}: gamma {theta[0]:.2f}, lg_rcut {theta[1]:.2f}, fractions {np.round(theta[2:], 4)}"
     )
@@ -170,12 +203,7 @@ def main() -> None:
             f"(largest {v['pull_max_abs']['lg_rcut']:.2f}); truth inside the central 68 % / 95 % "
             f"intervals: {v['coverage_68']:.2f} / {v['coverage_95']:.2f} of mocks x parameters"
         )
-    if args.output is not None:
-        from hepflow.outputs import write_json
-
-        write_json(
-            args.output, {"mode": args.mode, "theta": theta.tolist(), "rows": rows, "summary": summary}
-        )
+    write(rows)
 
 
 if __name__ == "__main__":

@@ -595,3 +595,17 @@ def test_mode_closure_benchmark_runs_cinn_and_mcmc_on_mocks_at_a_mode(trained, t
     assert summary["mcmc"]["coverage_68"] == pytest.approx(np.mean(list(row["mcmc_inside_68"].values())))
     with pytest.raises(InputError, match="mode 0 has no nu_E, nu_X"):
         bench.mode_parameters(tmp_path / "mcmc", 0, nuisances=True)
+    # resuming: the finished mock is kept, not run again; every new row is handed on
+    seen: list[int] = []
+    rows = bench.closure(
+        out,
+        theta,
+        mocks=2,
+        samples=300,
+        config=tiny_cfg,
+        done=[row],
+        on_row=lambda so_far: seen.append(len(so_far)),
+    )
+    assert [r["mock"] for r in rows] == [0, 1]
+    assert rows[0] is row and seen == [2]
+    assert rows[1]["cinn_mean"] != row["cinn_mean"]  # the second mock is another observation
