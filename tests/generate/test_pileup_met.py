@@ -1,0 +1,66 @@
+"""The pileup-MET decomposition benchmark (benchmarks/pileup_met.py) on libraries with known MET."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hepflow.generate import detector
+from hepflow.generate.pileup import MinimumBiasLibrary
+from tests.conftest import load_benchmark
+
+bench = load_benchmark("pileup_met")
+
+
+def pair_library(pdg_id: int, pt: float, n: int = 50) -> MinimumBiasLibrary:
+    """``n`` interactions of two particles of transverse momentum ``pt``, back to back at eta 0:
+    balanced, so whatever MET they leave is the detector's."""
+    px = np.tile([pt, -pt], n)
+    zeros = np.zeros(2 * n)
+    return MinimumBiasLibrary(
+        np.arange(0, 2 * n + 1, 2), px, zeros, zeros, np.abs(px), np.full(2 * n, pdg_id), zeros
+    )
+
+
+def by_name(rows: list) -> dict:
+    return {r.name.strip(): r for r in rows}
+
+
+def test_photon_pairs_leave_only_the_ecal_resolution() -> None:
+    particles = bench.crossings(pair_library(22, 10.0), 400, 5, seed=1)
+    rows = by_name(bench.decompose(particles, 5))
+    assert rows["generator level (visible, |eta| < 5)"].variance == pytest.approx(0.0, abs=1e-12)
+    # towers well above threshold: without resolution the detector is exact
+    assert rows["calorimeter resolution off"].variance == pytest.approx(0.0, abs=1e-6)
+    # each photon of 10 GeV is measured to about 0.6 GeV (barrel ECAL), and x gets half of it
+    shipped = rows["shipped detector"]
+    expected = 2 * detector.ecal_resolution(np.array([10.0]), np.array([0.0]))[0] ** 2 / 2
+    assert shipped.variance == pytest.approx(expected, rel=0.25)
+    assert shipped.error == pytest.approx(shipped.variance / np.sqrt(399))
+    assert shipped.sum_et == pytest.approx(20.0, rel=0.05)
+
+
+def test_neutral_hadrons_show_the_hcal_resolution_and_the_test_beam_variant_halves_it() -> None:
+    particles = bench.crossings(pair_library(130, 10.0), 400, 5, seed=2)
+    rows = by_name(bench.decompose(particles, 5))
+    gen = rows["generator level (visible, |eta| < 5)"].variance
+    shipped, beam = rows["shipped detector"].variance, rows["HCAL: CMS barrel test beam"].variance
+    off = rows["HCAL resolution off, |eta| < 3"].variance
+    assert gen == pytest.approx(0.0, abs=1e-12)
+    assert off == pytest.approx(0.0, abs=1e-6)
+    # the card's HCAL: 1.5 sqrt(10) = 4.7 GeV on 10 GeV, the test beam's 0.85 sqrt(10) = 2.8 GeV
+    assert shipped > beam > off
+    assert (shipped - gen) / (beam - gen) > 1.8
+
+
+def test_patched_detector_is_restored_and_bad_sizes_are_refused() -> None:
+    before = detector.hcal_resolution
+    with bench.patched({"hcal_resolution": bench.cms_barrel_hcal}):
+        assert detector.hcal_resolution is bench.cms_barrel_hcal
+    assert detector.hcal_resolution is before
+    # beyond |eta| 3 the test-beam variant keeps the card's forward calorimeter
+    assert bench.cms_barrel_hcal(np.array([50.0]), np.array([4.0])) == pytest.approx(
+        detector.hcal_resolution(np.array([50.0]), np.array([4.0]))
+    )
+    with pytest.raises(ValueError, match="at least 2 crossings"):
+        bench.crossings(pair_library(22, 1.0), 1, 5, seed=0)
