@@ -62,6 +62,14 @@ ISO_PT_MIN = 0.5
 #: inputs (Delphes ``PTRatioMax`` of the CMS card).
 ELECTRON_ISO_MAX = 0.12
 MUON_ISO_MAX = 0.25
+#: Noise term of the ECAL resolution, GeV: the ECAL's own, about 0.15 GeV (the design value at
+#: low luminosity, CMS ECAL TDR, CERN/LHCC 97-33), where the Delphes card's 0.40 GeV describes
+#: in-situ photons with the pileup of their collisions in it; pileup is overlaid here instead.
+ECAL_NOISE = 0.15
+#: Resolution of untracked hadrons within |eta| <= 3, sqrt(C^2 E^2 + S^2 E): the CMS barrel
+#: calorimeter system (ECAL + HCAL) in the test beam, Eur. Phys. J. C 60 (2009) 359.
+HADRON_STOCHASTIC = 0.847
+HADRON_CONSTANT = 0.074
 #: Calorimeter energy thresholds of the Delphes CMS card (``EnergyMin``), GeV.
 ECAL_E_MIN = 0.5
 HCAL_E_MIN = 1.0
@@ -150,14 +158,21 @@ class Ghosts:
 
 
 def ecal_resolution(energy: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    """Absolute ECAL energy resolution sigma(E) in GeV (Delphes CMS card, module ``ECal``).
+    """Absolute ECAL energy resolution sigma(E) in GeV (Delphes CMS card, module ``ECal``, with the
+    noise term of the ECAL itself).
 
-    |eta| <= 1.5: (1 + 0.64 eta^2) sqrt(0.008^2 E^2 + 0.11^2 E + 0.40^2);
+    |eta| <= 1.5: (1 + 0.64 eta^2) sqrt(0.008^2 E^2 + 0.11^2 E + N^2);
     1.5 < |eta| <= 2.5: (2.16 + 5.6 (|eta| - 2)^2) sqrt(same); 2.5 < |eta| <= 5: sqrt(0.107^2 E^2 +
-    2.08^2 E); 0 outside.
+    2.08^2 E); 0 outside. N = :data:`ECAL_NOISE` (0.15 GeV) where the card has 0.40 GeV: the
+    card's in-situ value has the pileup energy of its collisions folded in, which this detector
+    overlays particle by particle (docs/detector.md, "Pileup and the MET").
+
+    Example:
+        >>> np.round(ecal_resolution(np.array([0.5, 10.0, 10.0]), np.array([0.0, 0.0, 4.0])), 3).tolist()
+        [0.169, 0.387, 6.664]
     """
     energy, aeta = np.asarray(energy, dtype=np.float64), np.abs(eta)
-    core = np.sqrt(energy**2 * 0.008**2 + energy * 0.11**2 + 0.40**2)
+    core = np.sqrt(energy**2 * 0.008**2 + energy * 0.11**2 + ECAL_NOISE**2)
     forward = np.sqrt(energy**2 * 0.107**2 + energy * 2.08**2)
     return np.select(
         [aeta <= 1.5, aeta <= 2.5, aeta <= CALO_ETA_MAX],
@@ -167,15 +182,40 @@ def ecal_resolution(energy: np.ndarray, eta: np.ndarray) -> np.ndarray:
 
 
 def hcal_resolution(energy: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    """Absolute HCAL energy resolution sigma(E) in GeV (Delphes CMS card, module ``HCal``).
+    """Absolute energy resolution sigma(E) in GeV for hadrons without a track.
 
-    |eta| <= 3: sqrt(0.050^2 E^2 + 1.50^2 E); 3 < |eta| <= 5: sqrt(0.130^2 E^2 + 2.70^2 E); 0 outside.
+    |eta| <= 3: sqrt(0.074^2 E^2 + 0.847^2 E), the CMS barrel calorimeter system (ECAL + HCAL)
+    measured for hadrons in the test beam (Eur. Phys. J. C 60 (2009) 359: 84.7 +- 1.6 %/sqrt(E),
+    7.4 +- 0.8 %), as particle flow calibrates a neutral hadron's ECAL and HCAL deposits together;
+    the Delphes CMS card has sqrt(0.050^2 E^2 + 1.50^2 E), for the HCAL alone. 3 < |eta| <= 5
+    (HF): sqrt(0.130^2 E^2 + 2.70^2 E), the card's; 0 outside.
+
+    Example:
+        >>> np.round(hcal_resolution(np.array([10.0, 10.0]), np.array([0.0, 4.0])), 3).tolist()
+        [2.779, 8.637]
     """
     energy, aeta = np.asarray(energy, dtype=np.float64), np.abs(eta)
     return np.select(
         [aeta <= 3.0, aeta <= CALO_ETA_MAX],
-        [np.sqrt(energy**2 * 0.050**2 + energy * 1.50**2), np.sqrt(energy**2 * 0.130**2 + energy * 2.70**2)],
+        [
+            np.sqrt(energy**2 * HADRON_CONSTANT**2 + energy * HADRON_STOCHASTIC**2),
+            np.sqrt(energy**2 * 0.130**2 + energy * 2.70**2),
+        ],
         0.0,
+    )
+
+
+def calorimeter_description() -> str:
+    """The calorimeter resolutions that differ from the Delphes CMS card, in one line: what a
+    model card records, so that a model trained on another version of this detector says so.
+
+    Example:
+        >>> calorimeter_description()
+        'hadrons within |eta| < 3: 84.7 %/sqrt(E) (+) 7.4 %; ECAL noise term 0.15 GeV'
+    """
+    return (
+        f"hadrons within |eta| < 3: {100 * HADRON_STOCHASTIC:g} %/sqrt(E) (+) {100 * HADRON_CONSTANT:g} %; "
+        f"ECAL noise term {ECAL_NOISE:g} GeV"
     )
 
 
@@ -248,9 +288,10 @@ def _by_region(eta: np.ndarray, barrel: float, endcap: float, forward: float) ->
 def jet_residual_scale(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """Residual jet correction after L1 and the Delphes energy scale, from this detector's MC truth.
 
-    1 / (c0 - c1 / pT) with (c0, c1 / GeV) = (0.974, 1.2) for |eta| < 1.3, (0.976, 0) for
+    1 / (c0 - c1 / pT) with (c0, c1 / GeV) = (1.002, 1.4) for |eta| < 1.3, (0.976, 0) for
     1.3 <= |eta| < 2.5 and (0.92, 0) beyond. In the barrel it makes the median response pT /
-    GenJet pT of ttbar jets with the default pileup 1 (0.99 before), as CMS calibrates its jets to
+    GenJet pT of ttbar jets with the default pileup 1 (1.02-1.03 before; fitted again after the
+    calorimeter resolutions were matched to CMS, docs/detector.md), as CMS calibrates its jets to
     MC truth. The endcap and forward values were fitted the same way to the per-particle
     calorimeter; with the tower calorimeter they leave a response of 1.02-1.04 and 1.06-1.08,
     which is what the CMS NanoAOD jets show against their GenJets there (1.01-1.06 and
@@ -259,10 +300,10 @@ def jet_residual_scale(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
     Example:
         >>> pt, eta = np.array([40.0, 40.0, 40.0]), np.array([0.0, 2.0, 3.5])
         >>> np.round(jet_residual_scale(pt, eta), 4).tolist()
-        [1.0593, 1.0246, 1.087]
+        [1.0341, 1.0246, 1.087]
     """
     pt = np.asarray(pt, dtype=np.float64)
-    c0, c1 = _by_region(eta, 0.974, 0.976, 0.92), _by_region(eta, 1.2, 0.0, 0.0)
+    c0, c1 = _by_region(eta, 1.002, 0.976, 0.92), _by_region(eta, 1.4, 0.0, 0.0)
     return 1.0 / (c0 - c1 / np.maximum(pt, 10.0))
 
 
@@ -291,7 +332,7 @@ def btag_efficiency(pt: np.ndarray, hadron_flavour: np.ndarray) -> np.ndarray:
 def jet_extra_resolution(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """Relative jet pT resolution added on top of the constituent measurements.
 
-    sigma/pT = sqrt(S^2 / pT + C^2) with (S, C) = (0.24 GeV^1/2, 0.088) for |eta| < 1.3,
+    sigma/pT = sqrt(S^2 / pT + C^2) with (S, C) = (0.55 GeV^1/2, 0.092) for |eta| < 1.3,
     (1.16 GeV^1/2, 0.076) for 1.3 <= |eta| < 2.5 and none beyond: the quadrature difference
     between the CMS NanoAOD simulation's jet resolution and this detector's with pileup,
     fitted in bins of GenJet pT (docs/detector.md). It stands for what particle-level smearing
@@ -302,10 +343,10 @@ def jet_extra_resolution(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
     Example:
         >>> pt, eta = np.array([30.0, 30.0, 30.0]), np.array([0.0, 2.0, 3.0])
         >>> np.round(jet_extra_resolution(pt, eta), 4).tolist()
-        [0.0983, 0.225, 0.0]
+        [0.1362, 0.225, 0.0]
     """
     pt = np.asarray(pt, dtype=np.float64)
-    s, c = _by_region(eta, 0.24, 1.16, 0.0), _by_region(eta, 0.088, 0.076, 0.0)
+    s, c = _by_region(eta, 0.55, 1.16, 0.0), _by_region(eta, 0.092, 0.076, 0.0)
     return np.sqrt(s**2 / np.where(pt > 0, pt, 1.0) + c**2)
 
 

@@ -607,5 +607,6 @@ def test_mode_closure_benchmark_runs_cinn_and_mcmc_on_mocks_at_a_mode(trained, t
         on_row=lambda so_far: seen.append(len(so_far)),
     )
     assert [r["mock"] for r in rows] == [0, 1]
-    assert rows[0] is row and seen == [2]
+    assert rows[0] is row
+    assert seen == [2]
     assert rows[1]["cinn_mean"] != row["cinn_mean"]  # the second mock is another observation

@@ -26,16 +26,19 @@ from hepflow.generate.detector import (
 from tests.generate.toys import no_ghosts, toy_event
 
 
-def test_ecal_resolution_matches_delphes_cms_card() -> None:
-    # sqrt(0.008^2 100^2 + 0.11^2 100 + 0.40^2) = sqrt(2.01), times the eta factor
+def test_ecal_resolution_is_the_delphes_cms_card_with_the_ecal_noise_term() -> None:
+    # sqrt(0.008^2 100^2 + 0.11^2 100 + 0.15^2) = sqrt(1.8725), times the eta factor; the card's
+    # forward formula beyond |eta| 2.5
     eta = np.array([0.0, 1.0, -2.0, 3.0, 5.5])
     got = ecal_resolution(np.full(5, 100.0), eta)
-    np.testing.assert_allclose(got, [1.41774, 2.32510, 3.06233, 23.39081, 0.0], rtol=1e-5)
+    root = np.sqrt(1.8725)
+    np.testing.assert_allclose(got, [root, 1.64 * root, 2.16 * root, 23.39081, 0.0], rtol=1e-5)
 
 
-def test_hcal_resolution_matches_delphes_cms_card() -> None:
+def test_hcal_resolution_is_the_cms_test_beam_within_eta_3_and_the_card_in_hf() -> None:
+    # 0.074^2 100^2 + 0.847^2 100 = 126.5009 (EPJC 60 (2009) 359); HF: the card's 898
     got = hcal_resolution(np.full(3, 100.0), np.array([0.0, -4.0, 6.0]))
-    np.testing.assert_allclose(got, [np.sqrt(250.0), np.sqrt(898.0), 0.0], rtol=1e-12)
+    np.testing.assert_allclose(got, [np.sqrt(126.5009), np.sqrt(898.0), 0.0], rtol=1e-12)
 
 
 def test_track_resolution_per_eta_bin() -> None:
@@ -79,16 +82,16 @@ def test_btag_efficiency_values() -> None:
 
 
 def test_jet_residual_scale_values() -> None:
-    # 1 / (c0 - c1 / pT): barrel (0.974, 1.2 GeV), endcap (0.976, 0), forward (0.92, 0)
+    # 1 / (c0 - c1 / pT): barrel (1.002, 1.4 GeV), endcap (0.976, 0), forward (0.92, 0)
     got = detector.jet_residual_scale(np.array([60.0, 60.0, 60.0, 5.0]), np.array([1.0, 1.5, -4.0, 0.0]))
-    want = [1 / (0.974 - 1.2 / 60), 1 / 0.976, 1 / 0.92, 1 / (0.974 - 1.2 / 10)]
+    want = [1 / (1.002 - 1.4 / 60), 1 / 0.976, 1 / 0.92, 1 / (1.002 - 1.4 / 10)]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_jet_extra_resolution_values() -> None:
-    # sqrt(S^2 / pT + C^2): barrel (0.24, 0.088), endcap (1.16, 0.076), nothing outside the tracker
+    # sqrt(S^2 / pT + C^2): barrel (0.55, 0.092), endcap (1.16, 0.076), nothing outside the tracker
     got = detector.jet_extra_resolution(np.array([100.0, 100.0, 100.0]), np.array([0.5, -2.0, 3.0]))
-    want = [np.sqrt(0.24**2 / 100 + 0.088**2), np.sqrt(1.16**2 / 100 + 0.076**2), 0.0]
+    want = [np.sqrt(0.55**2 / 100 + 0.092**2), np.sqrt(1.16**2 / 100 + 0.076**2), 0.0]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 

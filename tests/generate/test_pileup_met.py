@@ -40,26 +40,30 @@ def test_photon_pairs_leave_only_the_ecal_resolution() -> None:
     assert shipped.sum_et == pytest.approx(20.0, rel=0.05)
 
 
-def test_neutral_hadrons_show_the_hcal_resolution_and_the_test_beam_variant_halves_it() -> None:
+def test_neutral_hadrons_show_the_hcal_resolution_and_the_card_hcal_doubles_it() -> None:
     particles = bench.crossings(pair_library(130, 10.0), 400, 5, seed=2)
     rows = by_name(bench.decompose(particles, 5))
     gen = rows["generator level (visible, |eta| < 5)"].variance
-    shipped, beam = rows["shipped detector"].variance, rows["HCAL: CMS barrel test beam"].variance
+    shipped, card = rows["shipped detector"].variance, rows["Delphes card HCAL"].variance
     off = rows["HCAL resolution off, |eta| < 3"].variance
     assert gen == pytest.approx(0.0, abs=1e-12)
     assert off == pytest.approx(0.0, abs=1e-6)
     # the card's HCAL: 1.5 sqrt(10) = 4.7 GeV on 10 GeV, the test beam's 0.85 sqrt(10) = 2.8 GeV
-    assert shipped > beam > off
-    assert (shipped - gen) / (beam - gen) > 1.8
+    assert card > shipped > off
+    assert (card - gen) / (shipped - gen) > 1.8
+    # the ECAL noise does not touch hadrons
+    assert rows["Delphes card ECAL noise"].variance == pytest.approx(shipped, rel=1e-9)
 
 
 def test_patched_detector_is_restored_and_bad_sizes_are_refused() -> None:
-    before = detector.hcal_resolution
-    with bench.patched({"hcal_resolution": bench.cms_barrel_hcal}):
-        assert detector.hcal_resolution is bench.cms_barrel_hcal
+    before, noise = detector.hcal_resolution, detector.ECAL_NOISE
+    with bench.patched({"hcal_resolution": bench.card_hcal, "ECAL_NOISE": 0.4}):
+        assert detector.hcal_resolution is bench.card_hcal
+        assert detector.ecal_resolution(np.array([0.0]), np.array([0.0]))[0] == pytest.approx(0.4)
     assert detector.hcal_resolution is before
-    # beyond |eta| 3 the test-beam variant keeps the card's forward calorimeter
-    assert bench.cms_barrel_hcal(np.array([50.0]), np.array([4.0])) == pytest.approx(
+    assert noise == detector.ECAL_NOISE
+    # beyond |eta| 3 the card's variant keeps the forward calorimeter (the card's, shipped)
+    assert bench.card_hcal(np.array([50.0]), np.array([4.0])) == pytest.approx(
         detector.hcal_resolution(np.array([50.0]), np.array([4.0]))
     )
     with pytest.raises(ValueError, match="at least 2 crossings"):

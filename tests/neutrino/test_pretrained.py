@@ -12,6 +12,7 @@ import pytest
 from hepflow.cli import main
 from hepflow.config import from_dict
 from hepflow.errors import ConfigError, ModelError
+from hepflow.generate.detector import calorimeter_description
 from hepflow.neutrino import pretrained
 from hepflow.neutrino.config import NeutrinoConfig
 from hepflow.neutrino.pretrained import card as card_module
@@ -201,6 +202,9 @@ def test_build_script_trains_tests_installs_and_resumes(tmp_path: Path, monkeypa
     assert card["training_data"]["generated_events"] == 401
     assert card["held_out"] == {"generated_events": 150, "seed": 40, "events_with_truth": report["events"]}
     assert card["detector"]["pileup_mean"] > 0
+    # the card records the calorimeters it was trained with, and the line says nothing more
+    assert card["detector"]["calorimeters"] == calorimeter_description()
+    assert pretrained.detector_note(card) == ""
     for method in ("quad", "flow_median", "ff"):
         assert (
             card["metrics"]["resolution"][method]["pz"]["rms"]
@@ -257,6 +261,10 @@ def test_the_shipped_model_is_complete_and_its_card_holds_the_held_out_metrics()
     assert data["generated_events"] >= 300_000
     assert held_out["seed"] not in data["seeds"]
     assert f"(seeds {data['seeds'][0]}-{data['seeds'][-1]})" in pretrained.card_line()  # consecutive
+    # the shipped model predates the calorimeters matched to CMS's MET, and says so
+    if card["detector"]["calorimeters"] != calorimeter_description():
+        assert "note: trained on an earlier version of the fast detector" in pretrained.card_line()
+        assert card["detector"]["calorimeters"] in pretrained.card_line()
     assert held_out["events_with_truth"] > 1000
     metrics = card["metrics"]
     assert any(line.startswith("pz CRPS (lower is better): ") for line in metrics["verdicts"])
@@ -283,3 +291,12 @@ def test_the_shipped_model_gives_a_posterior_for_the_cms_sample(
     pz = np.asarray(table.flow_pz_median)
     assert np.all(np.isfinite(pz))
     assert np.all(np.abs(pz) < 6500.0)
+
+
+def test_a_card_of_another_detector_version_gets_a_note_naming_both() -> None:
+    card = {"detector": {"calorimeters": "hadrons within |eta| < 3: 150 %/sqrt(E) (+) 5 %"}}
+    note = pretrained.detector_note(card)
+    assert note.startswith("; note: trained on an earlier version of the fast detector (hadrons")
+    assert f"now: {calorimeter_description()}" in note
+    assert "tools/build_pretrained.py" in note
+    assert "does not record" in pretrained.detector_note({})

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from hepflow import __version__
 from hepflow.errors import ModelError
+from hepflow.generate.detector import calorimeter_description
 from hepflow.modelcard import PRETRAINED, is_pretrained
 from hepflow.neutrino.pretrained.card import CARD_JSON, verify_model
 
@@ -32,6 +34,7 @@ __all__ = [
     "PRETRAINED",
     "available",
     "card_line",
+    "detector_note",
     "is_pretrained",
     "pretrained_dir",
     "resolve_model",
@@ -81,9 +84,33 @@ def card_line() -> str:
     where = pretrained_dir()
     card = verify_model(where)
     data = card.get("training_data", {})
-    return (
+    line = (
         f"pretrained model {where}: trained on {data.get('events_used', '?')} selected of "
         f"{data.get('generated_events', '?')} generated ttbar events (seeds {_seeds(data.get('seeds'))}), "
         f"built {card.get('date', '?')} with hepflow {card.get('hepflow_version', '?')}; card: "
         f"{where / 'card.md'}"
+    )
+    return line + detector_note(card)
+
+
+def detector_note(card: dict[str, Any]) -> str:
+    """ "" when the card's model was trained with this installation's fast detector, else a
+    sentence saying that it was not and what differs (cards without the record say so too).
+
+    Example:
+        >>> detector_note({"detector": {"calorimeters": calorimeter_description()}})
+        ''
+        >>> detector_note({"detector": {}})[:60]
+        '; note: its card does not record the calorimeters it was tra'
+    """
+    trained = card.get("detector", {}).get("calorimeters")
+    now = calorimeter_description()
+    if trained == now:
+        return ""
+    if trained is None:
+        return f"; note: its card does not record the calorimeters it was trained with (this detector: {now})"
+    return (
+        f"; note: trained on an earlier version of the fast detector ({trained}; now: {now}), "
+        "so its calibration on samples generated now is not the card's (docs/detector.md, "
+        "'Pileup and the MET'); `python tools/build_pretrained.py` retrains it"
     )

@@ -35,6 +35,7 @@ from typing import Any
 from hepflow import __version__
 from hepflow.config import json_plain, to_dict
 from hepflow.errors import ConfigError
+from hepflow.generate.detector import calorimeter_description
 from hepflow.generate.pileup import PileupProfile
 from hepflow.generate.ttbar import ttbar_matches
 from hepflow.neutrino.config import NeutrinoConfig
@@ -278,6 +279,7 @@ def model_card(plan: BuildPlan, report: Mapping[str, Any]) -> dict[str, Any]:
         },
         "detector": {
             "simulation": "hepflow.generate.detector: fast CMS-like response, NanoAOD branches",
+            "calorimeters": calorimeter_description(),
             "pileup_mean": plan.pileup.mean,
             "pileup_spread": plan.pileup.spread,
         },
