@@ -189,7 +189,17 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
     )
     print(result)
     _print_checks(result.summary())
+    if str(args.observation) == "auger" and result.settings.get("systematics") is None:
+        print(AUGER_WITHOUT_SYSTEMATICS)
     return 0
+
+
+#: printed after an MCMC of the Auger data without the nuisances (docs/cosmic_model.md)
+AUGER_WITHOUT_SYSTEMATICS = (
+    "note: this posterior has no energy-scale or Xmax-scale nuisances; Auger's own fits include "
+    "them, and with them the posterior moves to the soft-spectrum mode (docs/cosmic_model.md, "
+    "'How the Auger posterior moves with the nuisances'): add --systematics for the Auger result"
+)
 
 
 def _unfold_ttbar(args: argparse.Namespace) -> int:

@@ -415,3 +415,8 @@ def test_mcmc_checks_its_samples_and_prints_the_check(tiny, mcmc_auger, tmp_path
     assert "model check (MCMC posterior, posterior predictive deviance):" in out
     for line in again["model_check_warnings"]["mcmc"]:
         assert f"WARNING (MCMC posterior): {line}" in out
+    # without the nuisances, an MCMC of the Auger data says what Auger's own fits include
+    from hepflow.cli import AUGER_WITHOUT_SYSTEMATICS
+
+    assert again["settings"]["systematics"] is None
+    assert AUGER_WITHOUT_SYSTEMATICS in out
