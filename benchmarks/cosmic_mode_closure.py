@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+#: seed of the mock simulation (and, + j, of mock j's cINN draws)
+SEED = 1000
+
 
 def mode_parameters(mcmc_dir: str | Path, mode: int, *, nuisances: bool = False) -> np.ndarray:
     """The 7 parameters of likelihood mode ``mode`` listed in an MCMC run's ``summary.json``;
@@ -50,7 +53,7 @@ def closure(
     *,
     mocks: int = 2,
     samples: int = 4000,
-    seed: int = 1000,
+    seed: int = SEED,
     config: Any = None,
     mcmc_options: dict[str, Any] | None = None,
     done: list[dict[str, Any]] | None = None,
@@ -59,9 +62,9 @@ def closure(
     """cINN, importance-weighted cINN and MCMC on ``mocks`` pseudo-experiments simulated at ``theta``
     ((7,), or (9,) with the nuisances when the config has ``[systematics]``).
 
-    The mocks are fixed by ``seed``, so a run can resume: rows in ``done`` (from an earlier run
-    with the same ``theta`` and ``seed``) are kept and their mocks not run again; ``on_row`` is
-    called with all rows so far after every new mock (to write them)."""
+    The mocks are fixed by ``theta``, ``mocks`` and ``seed`` together, so a run can resume: rows
+    in ``done`` (from an earlier run with the same three) are kept and their mocks not run again;
+    ``on_row`` is called with all rows so far after every new mock (to write them)."""
     from hepflow.cosmic import Likelihood, Observation
     from hepflow.cosmic.config import PARAMETERS, load_config
     from hepflow.cosmic.mcmc import run_mcmc
@@ -167,21 +170,47 @@ def main() -> None:
 
     nuisances = load_config(args.config).systematics.enabled
     theta = mode_parameters(args.mcmc_auger, args.mode, nuisances=nuisances)
+    # the mocks depend on all of these (the simulator draws every spectrum before any Xmax
+    # histogram, so even --mocks changes them): a resumed run must repeat them exactly
+    settings = {
+        "model": str(args.model),
+        "config": None if args.config is None else str(args.config),
+        "mode": args.mode,
+        "mocks": args.mocks,
+        "samples": args.samples,
+        "seed": SEED,
+    }
     done: list[dict[str, Any]] = []
     if args.output is not None and args.output.exists():
-        earlier = json.loads(args.output.read_text())
-        if earlier.get("mode") != args.mode or not np.allclose(earlier.get("theta"), theta):
-            raise InputError(f"{args.output} holds mocks of another mode; give another --output")
+        try:
+            earlier = json.loads(args.output.read_text())
+            same = earlier["settings"] == settings and np.allclose(earlier["theta"], theta)
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputError(
+                f"{args.output}: not the output of this script ({err}); give another --output"
+            ) from err
+        if not same:
+            raise InputError(
+                f"{args.output} holds mocks of another run ({earlier['settings']}); repeat its options "
+                "to resume, or give another --output"
+            )
         done = earlier["rows"]
-        print(f"resuming: {len(done)} mocks already in {args.output}")
+        print(f"resuming: {len(done)} of {args.mocks} mocks already in {args.output}")
 
     def write(rows: list[dict[str, Any]]) -> None:
         if args.output is not None:
-            payload = {"mode": args.mode, "theta": theta.tolist(), "rows": rows}
+            payload = {"mode": args.mode, "settings": settings, "theta": theta.tolist(), "rows": rows}
             write_json(args.output, {**payload, "summary": summarize(rows)})
 
     rows = closure(
-        args.model, theta, mocks=args.mocks, samples=args.samples, config=args.config, done=done, on_row=write
+        args.model,
+        theta,
+        mocks=args.mocks,
+        samples=args.samples,
+        seed=SEED,
+        config=args.config,
+        done=done,
+        on_row=write,
     )
     print(
         f"mode {args.mode}: gamma {theta[0]:.2f}, lg_rcut {theta[1]:.2f}, fractions {np.round(theta[2:], 4)}"

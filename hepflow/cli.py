@@ -198,7 +198,7 @@ def _mcmc_cosmic(args: argparse.Namespace) -> int:
 AUGER_WITHOUT_SYSTEMATICS = (
     "note: this posterior has no energy-scale or Xmax-scale nuisances; Auger's own fits include "
     "them, and with them the posterior moves to the soft-spectrum mode (docs/cosmic_model.md, "
-    "'How the Auger posterior moves with the nuisances'): add --systematics for the Auger result"
+    "'How the Auger posterior moves with the nuisances'): rerun with --systematics for the Auger result"
 )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from unittest import mock
 
 import awkward as ak
 import numpy as np
@@ -610,3 +612,15 @@ def test_mode_closure_benchmark_runs_cinn_and_mcmc_on_mocks_at_a_mode(trained, t
     assert rows[0] is row
     assert seen == [2]
     assert rows[1]["cinn_mean"] != row["cinn_mean"]  # the second mock is another observation
+    # main() resumes only a run with the same options: another --mocks simulates other mocks
+    out_json = tmp_path / "rows.json"
+    out_json.write_text(
+        json.dumps({"mode": 0, "settings": {"mocks": 3}, "theta": theta.tolist(), "rows": rows})
+    )
+    argv = ["x", "--model", str(out), "--mcmc-auger", str(tmp_path / "mcmc"), "--mocks", "2"]
+    argv += ["--output", str(out_json)]
+    with mock.patch.object(sys, "argv", argv), pytest.raises(InputError, match="mocks of another run"):
+        bench.main()
+    out_json.write_text("[]")
+    with mock.patch.object(sys, "argv", argv), pytest.raises(InputError, match="not the output of this"):
+        bench.main()
