@@ -261,10 +261,9 @@ def test_the_shipped_model_is_complete_and_its_card_holds_the_held_out_metrics()
     assert data["generated_events"] >= 300_000
     assert held_out["seed"] not in data["seeds"]
     assert f"(seeds {data['seeds'][0]}-{data['seeds'][-1]})" in pretrained.card_line()  # consecutive
-    # the shipped model predates the calorimeters matched to CMS's MET, and says so
-    if card["detector"]["calorimeters"] != calorimeter_description():
-        assert "note: trained on an earlier version of the fast detector" in pretrained.card_line()
-        assert card["detector"]["calorimeters"] in pretrained.card_line()
+    # the shipped model was trained with this hepflow's detector, so its line has no note
+    assert card["detector"]["calorimeters"] == calorimeter_description()
+    assert "note:" not in pretrained.card_line()
     assert held_out["events_with_truth"] > 1000
     metrics = card["metrics"]
     assert any(line.startswith("pz CRPS (lower is better): ") for line in metrics["verdicts"])
@@ -296,7 +295,7 @@ def test_the_shipped_model_gives_a_posterior_for_the_cms_sample(
 def test_a_card_of_another_detector_version_gets_a_note_naming_both() -> None:
     card = {"detector": {"calorimeters": "hadrons within |eta| < 3: 150 %/sqrt(E) (+) 5 %"}}
     note = pretrained.detector_note(card)
-    assert note.startswith("; note: trained on an earlier version of the fast detector (hadrons")
-    assert f"now: {calorimeter_description()}" in note
-    assert "tools/build_pretrained.py" in note
+    assert note.startswith("; note: trained on another version of the fast detector (hadrons")
+    assert f"this hepflow: {calorimeter_description()}" in note
+    assert "--model DIR" in note
     assert "does not record" in pretrained.detector_note({})

@@ -110,7 +110,7 @@ def detector_note(card: dict[str, Any]) -> str:
     if trained is None:
         return f"; note: its card does not record the calorimeters it was trained with (this detector: {now})"
     return (
-        f"; note: trained on an earlier version of the fast detector ({trained}; now: {now}), "
+        f"; note: trained on another version of the fast detector ({trained}; this hepflow: {now}), "
         "so its calibration on samples generated now is not the card's (docs/detector.md, "
-        "'Pileup and the MET'); `python tools/build_pretrained.py` retrains it"
+        "'Pileup and the MET'); train one on your samples and pass --model DIR (docs/training.md)"
     )
