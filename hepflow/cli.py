@@ -851,7 +851,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     handler: Handler = args.handler
-    try:
+
+    def checked(args: argparse.Namespace) -> int:
         if hasattr(args, "executor"):
             _run_config(args)  # refuse inconsistent run options before any work starts
         if getattr(args, "output", None) is not None:
@@ -859,14 +860,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "target", None) is not None:
             _check_output(args.target, directory=False)
         return handler(args)
+
+    return guarded(checked, args)
+
+
+class Terminated(Exception):
+    """Raised by the SIGTERM handler of :func:`guarded`, so that cleanups run (a batch system
+    ends a job with SIGTERM; without a handler the process dies without them)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def guarded(handler: Handler, args: argparse.Namespace) -> int:
+    """Run ``handler(args)``: a :class:`HepflowError` becomes one line and exit 2, Ctrl-C exit
+    130, SIGTERM exit 143, both after the ``finally`` blocks of the running code (the temporary
+    files of :func:`hepflow.outputs.atomic.atomic_write` among them) have run."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        return handler(args)
     except HepflowError as err:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         print(f"hepflow: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hepflow: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("hepflow: terminated (SIGTERM); outputs being written were removed", file=sys.stderr)
+        return 143
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -126,3 +126,40 @@ def test_killed_processing_restarts_without_duplicated_or_missing_rows(v12_branc
     ref = reference.columns
     assert run["rows"] == len(ref)
     assert rows[np.argsort(events)].to_list() == ref[np.argsort(ak.to_numpy(ref.event))].to_list()
+
+
+SIGTERM_SCRIPT = """
+import argparse, os, signal, sys, time
+from pathlib import Path
+from hepflow.cli import guarded
+from hepflow.outputs.atomic import atomic_write
+
+def handler(args):
+    with atomic_write(Path(args.out) / "out.txt") as tmp:
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)  # as a batch system ends a job
+        time.sleep(30)
+    return 0
+
+sys.exit(guarded(handler, argparse.Namespace(out=sys.argv[1])))
+"""
+
+
+def test_sigterm_removes_the_output_being_written_and_exits_143(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGTERM_SCRIPT, str(tmp_path)],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 143
+    assert proc.stderr.strip() == "hepflow: terminated (SIGTERM); outputs being written were removed"
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary
+
+
+def test_the_sigterm_handler_is_restored_after_an_in_process_run(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["config", "show", "neutrino", "--path"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is before
