@@ -78,12 +78,14 @@ def crossings(library: MinimumBiasLibrary, n_crossings: int, pileup: int, seed: 
     return overlay(empty, library, np.full(n_crossings, pileup), np.random.default_rng(seed))
 
 
-def _per_interaction(event: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, pileup: int) -> Row:
+def _per_interaction(
+    name: str, event: np.ndarray, px: np.ndarray, py: np.ndarray, n: int, pileup: int
+) -> Row:
     sx = np.bincount(event, weights=px, minlength=n)
     sy = np.bincount(event, weights=py, minlength=n)
     sum_et = np.bincount(event, weights=np.hypot(px, py), minlength=n).mean() / pileup
     variance = 0.5 * (sx.var(ddof=1) + sy.var(ddof=1)) / pileup
-    return Row("", float(variance), float(variance * np.sqrt(1.0 / (n - 1))), float(sum_et))
+    return Row(name, float(variance), float(variance * np.sqrt(1.0 / (n - 1))), float(sum_et))
 
 
 def generator_level(particles: detector.Particles, pileup: int) -> Row:
@@ -91,17 +93,20 @@ def generator_level(particles: detector.Particles, pileup: int) -> Row:
     eta = detector.pseudorapidity(particles.px, particles.py, particles.pz)
     aid = np.abs(particles.pdg_id)
     visible = ~np.isin(aid, (12, 14, 16)) & (np.abs(eta) <= detector.CALO_ETA_MAX)
-    row = _per_interaction(
-        particles.event[visible], particles.px[visible], particles.py[visible], particles.n_events, pileup
+    return _per_interaction(
+        "generator level (visible, |eta| < 5)",
+        particles.event[visible],
+        particles.px[visible],
+        particles.py[visible],
+        particles.n_events,
+        pileup,
     )
-    return Row("generator level (visible, |eta| < 5)", row.variance, row.error, row.sum_et)
 
 
 def reconstructed(particles: detector.Particles, pileup: int, name: str, *, seed: int) -> Row:
     """The candidates of :func:`~hepflow.generate.detector.measure` (the detector as patched now)."""
     c = detector.measure(particles, np.random.default_rng(seed))
-    row = _per_interaction(c.event, c.px, c.py, particles.n_events, pileup)
-    return Row(name, row.variance, row.error, row.sum_et)
+    return _per_interaction(name, c.event, c.px, c.py, particles.n_events, pileup)
 
 
 Resolution = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -116,16 +121,16 @@ def _exact_in(resolution: Resolution, lo: float, hi: float) -> Resolution:
     return patched
 
 
+_SHIPPED_HCAL = detector.hcal_resolution
+#: The Delphes CMS card's ECAL noise term, GeV.
+CARD_ECAL_NOISE = 0.40
+
+
 def card_hcal(energy: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """The Delphes CMS card's HCAL: sqrt(0.050^2 E^2 + 1.50^2 E) within |eta| <= 3, the HF beyond."""
     energy = np.asarray(energy, dtype=np.float64)
     card = np.sqrt(energy**2 * 0.050**2 + energy * 1.50**2)
     return np.where(np.abs(eta) <= 3.0, card, _SHIPPED_HCAL(energy, eta))
-
-
-_SHIPPED_HCAL = detector.hcal_resolution
-#: The Delphes CMS card's ECAL noise term, GeV.
-CARD_ECAL_NOISE = 0.40
 
 
 def variants() -> dict[str, dict[str, object]]:
@@ -180,11 +185,8 @@ def decompose(particles: detector.Particles, pileup: int, *, seed: int = 2, card
     calorimeters."""
     rows = [generator_level(particles, pileup)]
     with patched(CARD if card else {}):
-        for name, attributes in variants().items():
-            with patched(attributes):
-                rows.append(reconstructed(particles, pileup, name, seed=seed))
-    if not card:
-        for name, attributes in CARD_ROWS.items():
+        # variants() takes the resolutions as patched here, so it is called inside
+        for name, attributes in {**variants(), **({} if card else CARD_ROWS)}.items():
             with patched(attributes):
                 rows.append(reconstructed(particles, pileup, name, seed=seed))
     return rows
