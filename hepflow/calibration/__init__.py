@@ -6,6 +6,8 @@ known (simulation).
 
 * :mod:`~hepflow.calibration.sbc`: simulation-based calibration ranks and uniformity tests;
 * :mod:`~hepflow.calibration.coverage`: expected coverage of central / HPD credible regions;
+* :mod:`~hepflow.calibration.joint`: one test of all the coverages together, its null drawn
+  from the posterior itself;
 * :mod:`~hepflow.calibration.tarp`: TARP expected coverage with random reference points;
 * :mod:`~hepflow.calibration.scores`: proper scores of whole posteriors (CRPS, energy score);
 * :mod:`~hepflow.calibration.plots`: the corresponding figures;
@@ -31,6 +33,7 @@ from hepflow.calibration.coverage import (
     hpd_coverage,
     sampled_level,
 )
+from hepflow.calibration.joint import CoverageTest, coverage_test
 from hepflow.calibration.plots import plot_coverage, plot_rank_histograms, plot_tarp
 from hepflow.calibration.sbc import SBCResult, sbc_ranks, sbc_test, simulation_based_calibration
 from hepflow.calibration.scores import crps_ensemble, crps_gaussian, energy_score
@@ -39,11 +42,13 @@ from hepflow.calibration.tarp import TarpResult, tarp
 __all__ = [
     "DEFAULT_LEVELS",
     "CoverageCurve",
+    "CoverageTest",
     "SBCResult",
     "TarpResult",
     "calibration_report",
     "central_intervals",
     "coverage_at",
+    "coverage_test",
     "crps_ensemble",
     "crps_gaussian",
     "energy_score",
@@ -92,9 +97,11 @@ def calibration_report(
         ``{"n_observations", "n_samples", "names", "sbc": {"n_bins", "chi2_pvalue", "ks_pvalue"},
         "coverage": {"0.68": {name: c}, "0.95": {...}}, "coverage_target": {"0.68": t, "0.95": t}
         (what a calibrated posterior covers with k draws per observation:
-        :func:`~hepflow.calibration.coverage.sampled_level`), "coverage_curve": {"levels",
-        "coverage": {name: [...]}}, "tarp": {"atc", "ks_pvalue", "alpha", "ecp"}}``, with
-        per-parameter values keyed by name; plus ``"plots"`` with ``plot_dir``.
+        :func:`~hepflow.calibration.coverage.sampled_level`), "coverage_test": the joint test of
+        the coverages at 0.68 and 0.95 (:meth:`~hepflow.calibration.joint.CoverageTest.as_dict`),
+        "coverage_curve": {"levels", "coverage": {name: [...]}}, "tarp": {"atc", "ks_pvalue",
+        "alpha", "ecp"}}``, with per-parameter values keyed by name; plus ``"plots"`` with
+        ``plot_dir``.
 
     Example:
         >>> import json, numpy as np
@@ -113,6 +120,7 @@ def calibration_report(
     curve = expected_coverage(theta, post, levels=levels)
     at = coverage_at(theta, post, levels=(0.68, 0.95))
     tr = tarp(theta, post, rng=gen)
+    joint = coverage_test(theta, post, labels, levels=(0.68, 0.95), rng=gen) if k >= 3 else None
     report: dict[str, Any] = {
         "n_observations": int(n),
         "n_samples": int(k),
@@ -125,6 +133,7 @@ def calibration_report(
         "coverage": {f"{level:g}": dict(zip(labels, _floats(cov), strict=True)) for level, cov in at.items()},
         # what a calibrated posterior's intervals from k draws cover (below the level itself)
         "coverage_target": {f"{level:g}": sampled_level(level, k) for level in at},
+        "coverage_test": None if joint is None else joint.as_dict(),
         "coverage_curve": {
             "levels": _floats(curve.levels),
             "coverage": {name: _floats(curve.coverage[:, j]) for j, name in enumerate(labels)},

@@ -397,7 +397,7 @@ def make_report(
         "paired_se": {"pz_residual": _residual_se(est, true)},
         "scores": posterior_scores(theta_true, samples.astype(np.float64), quad, quad_alt, regression),
         "downstream": down,
-        "calibration": {k: calib[k] for k in ("sbc", "coverage", "tarp")},
+        "calibration": {k: calib[k] for k in ("sbc", "coverage", "coverage_test", "tarp")},
         "plots": list(calib.get("plots", {}).values()),  # the paths of the SBC, coverage and TARP plots
     }
     report["plots"] += [str(p) for p in _plot_residuals(true, est, out)]

@@ -7,7 +7,8 @@ line per metric, each saying whether lower is better, the numbers and the winner
     pz CRPS (lower is better): flow 48.7 GeV, quadratic 70.6 GeV: flow better by 31 %
 
 and a line starting with ``CALIBRATION WARNING`` for every SBC p-value below
-:data:`SBC_P_MIN` and every coverage outside two binomial standard deviations of its level.
+:data:`SBC_P_MIN` and, when the coverages together fail their joint test
+(:data:`JOINT_P_MIN`), for every coverage outside two binomial standard deviations of its level.
 
 Example:
     >>> compare("pz CRPS", {"flow": 48.7, "quadratic": 70.6}, unit="GeV")
@@ -24,10 +25,20 @@ import numpy as np
 
 from hepflow.calibration.coverage import sampled_level
 
-__all__ = ["LABELS", "SBC_P_MIN", "calibration_warnings", "compare", "report_verdicts", "verdicts"]
+__all__ = [
+    "JOINT_P_MIN",
+    "LABELS",
+    "SBC_P_MIN",
+    "calibration_warnings",
+    "compare",
+    "report_verdicts",
+    "verdicts",
+]
 
 #: SBC rank-uniformity p-values below this are flagged
 SBC_P_MIN = 0.01
+#: joint coverage-test p-values (:func:`hepflow.calibration.joint.coverage_test`) below this are flagged
+JOINT_P_MIN = 0.05
 #: names of the methods in the verdicts
 NAMES = {
     "flow": "flow",
@@ -94,11 +105,18 @@ def _coverage_target(level: float, samples: int | None) -> float:
 def calibration_warnings(
     calibration: Mapping[str, Any], n_events: int, *, samples: int | None = None
 ) -> list[str]:
-    """``CALIBRATION WARNING`` lines: SBC chi-square or KS p-values below :data:`SBC_P_MIN`,
-    coverage at 68 % or 95 % more than two binomial standard deviations sqrt(L (1 - L) / n) from
-    the coverage L a calibrated posterior has at that level with ``samples`` posterior draws per
-    event (:func:`hepflow.calibration.coverage.sampled_level`; the level itself when ``samples``
-    is not given); or one ``calibration OK`` line.
+    """``CALIBRATION WARNING`` lines, notes on single coverages, or one ``calibration OK`` line.
+
+    * SBC: a chi-square or KS p-value below :data:`SBC_P_MIN` is a warning.
+    * Coverage at 68 % and 95 %: a coverage more than two binomial standard deviations
+      sqrt(L (1 - L) / n) from the coverage L a calibrated posterior has at that level with
+      ``samples`` draws per event (:func:`hepflow.calibration.coverage.sampled_level`; the level
+      itself when ``samples`` is not given) is a warning when the joint test of all coverages
+      (``calibration["coverage_test"]``, :func:`hepflow.calibration.joint.coverage_test`) has a
+      p-value below :data:`JOINT_P_MIN`, or when the report has no joint test. With a joint
+      p-value at or above it the line is a ``coverage note``: with several coverages on few
+      events a calibrated posterior often has one of them outside two standard deviations, and
+      the note says how often.
 
     Example:
         >>> calibration_warnings({"sbc": {"chi2_pvalue": {"pz": 0.0002}, "ks_pvalue": {"pz": 0.3}},
@@ -114,22 +132,54 @@ def calibration_warnings(
                 f"CALIBRATION WARNING: {name} SBC ranks not uniform (chi2 p-value {p_chi2:.2g}, KS "
                 f"p-value {p_ks:.2g}, threshold {SBC_P_MIN}): the posterior of {name} is miscalibrated"
             )
+    joint = calibration.get("coverage_test")
+    joint_fails = joint is None or joint["p_value"] < JOINT_P_MIN
+    joint_text = ""
+    if joint is not None:
+        p = joint["p_value"]
+        joint_text = (
+            f"largest deviation {joint['statistic']:.1f} sd ({joint['worst']}); a calibrated posterior "
+            f"shows one this large in {p:.0%} of pseudo-experiments with these events, joint p-value {p:.2g}"
+        ).replace(" 0% of", " < 1% of")
     for level, per_name in calibration.get("coverage", {}).items():
         nominal = float(level)
         lv = _coverage_target(nominal, samples)
         sd = float(np.sqrt(lv * (1 - lv) / max(n_events, 1)))
         expected = "" if samples is None else f", expected with {samples} posterior samples per event"
         for name, cov in per_name.items():
-            if abs(cov - lv) > 2 * sd:
+            if abs(cov - lv) <= 2 * sd:
+                continue
+            outside = (
+                f"{name} coverage at {nominal:.0%} is {cov:.3f}, outside {lv:.3f} +- {2 * sd:.3f} "
+                f"(2 binomial sd, {n_events} events{expected})"
+            )
+            if joint_fails:
                 kind = "too narrow (under-covers)" if cov < lv else "too wide (over-covers)"
+                lines.append(f"CALIBRATION WARNING: {outside}: the posterior is {kind}")
+            else:
                 lines.append(
-                    f"CALIBRATION WARNING: {name} coverage at {nominal:.0%} is {cov:.3f}, outside "
-                    f"{lv:.3f} +- {2 * sd:.3f} (2 binomial sd, {n_events} events{expected}): the posterior "
-                    f"is {kind}"
+                    f"coverage note: {outside}; the coverages together pass their joint test "
+                    f"({joint_text} >= {JOINT_P_MIN}): not evidence of miscalibration"
                 )
-    return lines or [
-        f"calibration OK: SBC p-values >= {SBC_P_MIN} and coverage within 2 binomial sd ({n_events} events)"
-    ]
+    if joint is not None and joint_fails:
+        lines.append(
+            "CALIBRATION WARNING: the coverages together fail their joint test "
+            f"({joint_text} < {JOINT_P_MIN})"
+        )
+    if any(line.startswith("CALIBRATION WARNING") for line in lines):
+        return lines
+    if lines:
+        ok = (
+            f"calibration OK: SBC p-values >= {SBC_P_MIN}; the coverages together consistent with a "
+            f"calibrated posterior ({n_events} events)"
+        )
+    else:
+        tail = f"; joint coverage test: {joint_text}" if joint is not None else ""
+        ok = (
+            f"calibration OK: SBC p-values >= {SBC_P_MIN} and every coverage within 2 binomial sd "
+            f"({n_events} events{tail})"
+        )
+    return [*lines, ok]
 
 
 def verdicts(report: Mapping[str, Any]) -> list[str]:

@@ -132,6 +132,7 @@ def test_a_miscalibrated_posterior_is_flagged(inferred, tmp_path):
     warnings = [v for v in rep["verdicts"] if v.startswith("CALIBRATION WARNING")]
     assert any("pz coverage at 68% is" in w and "too narrow" in w for w in warnings)
     assert any("SBC ranks not uniform" in w for w in warnings)
+    assert any("the coverages together fail their joint test" in w for w in warnings)
 
 
 @pytest.mark.parametrize(("scale", "flagged"), [(1.0, False), (0.5, True), (2.5, True)])
@@ -158,7 +159,9 @@ def test_coverage_is_judged_against_what_the_sample_count_allows():
     post = rng.normal(size=(n, k, 1))
     calib = calibration_report(theta, post, ["x"], rng=1)
     assert calib["coverage"]["0.95"]["x"] == pytest.approx(sampled_level(0.95, k), abs=0.015)
-    naive = calibration_warnings(calib, n)
+    # a report without the joint test (which knows the sample count) and without the count
+    older = {k: v for k, v in calib.items() if k != "coverage_test"}
+    naive = calibration_warnings(older, n)
     assert any("x coverage at 95% is" in line and "too narrow" in line for line in naive)
     assert calibration_warnings(calib, n, samples=k)[0].startswith("calibration OK")
     # a posterior half as wide is still flagged with the sample count
@@ -245,3 +248,38 @@ def test_report_without_parton_truth_says_so(inferred, tmp_path):
     rep = make_report(tmp_path / "old", tmp_path / "report", n_displays=1)
     assert "w_lep_mass_true" in rep["downstream"]["unavailable"]
     assert any(v.startswith("downstream observables: the inference outputs lack") for v in rep["verdicts"])
+
+
+def _one_coverage_off(p_value: float) -> dict:
+    return {
+        "sbc": {},
+        "coverage": {"0.68": {"px": 0.53, "py": 0.70}, "0.95": {"px": 0.94, "py": 0.94}},
+        "coverage_test": {"statistic": 2.2, "worst": "px at 68%", "p_value": p_value},
+    }
+
+
+def test_one_coverage_outside_two_sd_is_a_note_when_the_joint_test_passes():
+    """49 events, six coverages: px at 68 % one event outside the band is what a calibrated
+    posterior shows in a tenth of pseudo-experiments; the verdict says so, not a warning."""
+    lines = calibration_warnings(_one_coverage_off(0.12), 49, samples=256)
+    assert not any(line.startswith("CALIBRATION WARNING") for line in lines)
+    assert lines[0].startswith("coverage note: px coverage at 68% is 0.530")
+    assert "12% of pseudo-experiments" in lines[0] and "not evidence of miscalibration" in lines[0]
+    assert lines[-1].startswith("calibration OK")
+
+
+def test_the_same_coverage_is_a_warning_when_the_joint_test_fails():
+    lines = calibration_warnings(_one_coverage_off(0.004), 49, samples=256)
+    assert lines[0].startswith("CALIBRATION WARNING: px coverage at 68% is 0.530")
+    assert "too narrow" in lines[0]
+    assert lines[-1].startswith("CALIBRATION WARNING: the coverages together fail their joint test")
+    assert "joint p-value 0.004 < 0.05" in lines[-1]
+
+
+def test_a_real_overconfident_posterior_fails_the_joint_test():
+    """Through calibration_report: a posterior 25 % too narrow on 300 events."""
+    rng = np.random.default_rng(9)
+    theta = rng.normal(size=(300, 3))
+    calib = calibration_report(theta, 0.75 * rng.normal(size=(300, 128, 3)), ["px", "py", "pz"], rng=1)
+    lines = calibration_warnings(calib, 300, samples=128)
+    assert any("fail their joint test" in line for line in lines)
