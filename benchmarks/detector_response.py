@@ -37,6 +37,7 @@ from hepflow.generate.response import (
     measure,
     met_difference,
     pool_events,
+    pull_summary,
     read_events,
 )
 from hepflow.outputs.atomic import atomic_write, write_json
@@ -95,6 +96,7 @@ def run() -> None:
         f"\n{len(disagree)} of {len(counted)} numbers disagree by more than {PULL_LIMIT:g} standard "
         f"deviations (the MET rows of x and y together, derived from the x and y rows, not counted)"
     )
+    print(judged_together(counted))
 
     like = met_like_for_like(fast, per_sample)
     print("\n" + like)
@@ -116,6 +118,10 @@ def run() -> None:
                 ]
                 for name, r in per_sample.items()
             },
+            "judged_together": pull_summary(
+                [r.pull for r in detector_rows(disagreements(rows)[0]) if math.isfinite(r.pull)],
+                limit=PULL_LIMIT,
+            ),
             "comparison": [
                 {
                     "name": r.name,
@@ -131,6 +137,27 @@ def run() -> None:
     with atomic_write(args.out / "report.md") as tmp:
         tmp.write_text(report)
     print(f"wrote {args.out}/response.json, report.md and {len(plots)} plots")
+
+
+def detector_rows(counted: list[Comparison]) -> list[Comparison]:
+    """The rows that compare the detector: not the mean pileup and rho, which compare the
+    samples' pileup profiles (the pooled CMS samples are not at one pileup)."""
+    return [r for r in counted if not r.name.startswith("mean ")]
+
+
+def judged_together(counted: list[Comparison]) -> str:
+    """One sentence: the detector rows' pulls judged as a family (:func:`pull_summary`)."""
+    rows = [r for r in detector_rows(counted) if math.isfinite(r.pull)]
+    s = pull_summary([r.pull for r in rows], limit=PULL_LIMIT)
+    worst = max(rows, key=lambda r: abs(r.pull))
+    return (
+        f"Judged together: of the {s['n']} numbers that compare the detector (the mean pileup and "
+        f"rho compare the samples' pileup profiles and are left out), {s['beyond']} lie beyond "
+        f"{PULL_LIMIT:g} standard deviations, where a detector that matches puts {s['expected']:.1f} "
+        f"on average (probability of {s['beyond']} or more: {s['p_count']:.2g}); the largest pull, "
+        f"{worst.pull:+.1f} ({worst.name}), is reached by the largest of {s['n']} independent pulls "
+        f"with probability {s['p_max']:.2g}."
+    )
 
 
 def disagreements(rows: list[Comparison]) -> tuple[list[Comparison], list[Comparison]]:
@@ -242,6 +269,8 @@ def format_report(
         "",
         f"## Comparison ({len(disagree)} of {len(counted)} independent numbers beyond {PULL_LIMIT:g} "
         "standard deviations; the MET rows of x and y together are not counted)",
+        "",
+        judged_together(counted),
         "",
         table,
         "",

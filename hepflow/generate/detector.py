@@ -51,6 +51,12 @@ _RAW_JET_PT_MIN = 10.0
 CALO_ETA_MAX = 5.0
 #: Tracker acceptance |eta|.
 TRACKER_ETA_MAX = 2.5
+#: upper |eta| of the region just outside the tracker whose jets get
+#: :data:`JET_TRANSITION_EXTRA` (the endcap calorimeters' edge, where HF begins)
+JET_TRANSITION_ETA_MAX = 3.0
+#: relative jet resolution added at 2.5 <= |eta| < 3, fitted so that the jets above 30 GeV have
+#: the CMS NanoAOD resolution there, 0.306 +- 0.043 from 63 jets (docs/detector.md)
+JET_TRANSITION_EXTRA = 0.25
 #: Electron and muon reconstruction threshold, GeV (the Delphes efficiencies vanish below).
 LEPTON_PT_MIN = 10.0
 #: Cone sizes of the relative isolation (``pfRelIso03_all`` and ``pfRelIso04_all``).
@@ -333,20 +339,25 @@ def jet_extra_resolution(pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
     """Relative jet pT resolution added on top of the constituent measurements.
 
     sigma/pT = sqrt(S^2 / pT + C^2) with (S, C) = (0.55 GeV^1/2, 0.092) for |eta| < 1.3,
-    (1.16 GeV^1/2, 0.076) for 1.3 <= |eta| < 2.5 and none beyond: the quadrature difference
-    between the CMS NanoAOD simulation's jet resolution and this detector's with pileup,
-    fitted in bins of GenJet pT (docs/detector.md). It stands for what particle-level smearing
-    leaves out: calorimeter non-linearity and non-compensation, out-of-cone showering, flavour
-    and neutrino content, pileup fluctuations inside the jet (the CMS samples use PUPPI jets).
+    (1.16 GeV^1/2, 0.076) for 1.3 <= |eta| < 2.5, (0, :data:`JET_TRANSITION_EXTRA`) for
+    2.5 <= |eta| < 3 and none beyond: the quadrature difference between the CMS NanoAOD
+    simulation's jet resolution and this detector's with pileup, fitted in bins of GenJet pT
+    (docs/detector.md; at 2.5-3, just outside the tracker, one number for jets above 30 GeV:
+    CMS 0.306 +- 0.043 from 63 jets, this detector 0.133 without it). It stands for what
+    particle-level smearing leaves out: calorimeter non-linearity and non-compensation,
+    out-of-cone showering, flavour and neutrino content, pileup fluctuations inside the jet (the
+    CMS samples use PUPPI jets).
     Applied like the Delphes ``JetMomentumSmearing`` module of the later CMS cards.
 
     Example:
-        >>> pt, eta = np.array([30.0, 30.0, 30.0]), np.array([0.0, 2.0, 3.0])
+        >>> pt, eta = np.array([30.0, 30.0, 30.0, 30.0]), np.array([0.0, 2.0, 2.7, 3.0])
         >>> np.round(jet_extra_resolution(pt, eta), 4).tolist()
-        [0.1362, 0.225, 0.0]
+        [0.1362, 0.225, 0.25, 0.0]
     """
     pt = np.asarray(pt, dtype=np.float64)
     s, c = _by_region(eta, 0.55, 1.16, 0.0), _by_region(eta, 0.092, 0.076, 0.0)
+    aeta = np.abs(eta)
+    c = np.where((aeta >= TRACKER_ETA_MAX) & (aeta < JET_TRANSITION_ETA_MAX), JET_TRANSITION_EXTRA, c)
     return np.sqrt(s**2 / np.where(pt > 0, pt, 1.0) + c**2)
 
 

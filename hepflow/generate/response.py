@@ -72,6 +72,7 @@ __all__ = [
     "met_resolution",
     "pileup",
     "pool_events",
+    "pull_summary",
     "read_events",
 ]
 
@@ -728,6 +729,39 @@ def compare(a: Response, b: Response) -> list[Comparison]:
     """The numbers of two measurements side by side (those both have), with pulls."""
     values_a, values_b = a.values(), b.values()
     return [Comparison(name, values_a[name], values_b[name]) for name in values_a if name in values_b]
+
+
+def pull_summary(pulls: Sequence[float], *, limit: float = 2.0) -> dict[str, float]:
+    """How unusual a set of pulls is for two samples that agree: the count beyond ``limit`` and
+    the largest ``|pull|``, each with its probability for independent standard-normal pulls.
+
+    With many numbers compared, some lie beyond two standard deviations by chance (4.6 % of
+    them), so a count or a largest pull is judged against that expectation: ``p_count`` is the
+    binomial probability of at least ``beyond`` of ``n`` beyond ``limit``, ``p_max`` the
+    probability that the largest of ``n`` is at least ``max_pull``.
+
+    Example:
+        >>> s = pull_summary([0.3, -2.4, 1.1, 0.8] * 20)
+        >>> s["n"], s["beyond"], round(s["expected"], 1), round(s["p_max"], 2)
+        (80, 20, 3.6, 0.73)
+    """
+    from scipy import stats
+
+    z = np.abs(np.asarray([p for p in pulls if math.isfinite(p)], dtype=np.float64))
+    n = len(z)
+    if n == 0:
+        raise ValueError("pull_summary needs at least one finite pull")
+    tail = 2.0 * stats.norm.sf(limit)
+    beyond = int(np.count_nonzero(z > limit))
+    largest = float(z.max())
+    return {
+        "n": n,
+        "beyond": beyond,
+        "expected": float(n * tail),
+        "p_count": float(stats.binom.sf(beyond - 1, n, tail)),
+        "max_pull": largest,
+        "p_max": float(-np.expm1(n * np.log1p(-2.0 * stats.norm.sf(largest)))),
+    }
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -89,9 +89,11 @@ def test_jet_residual_scale_values() -> None:
 
 
 def test_jet_extra_resolution_values() -> None:
-    # sqrt(S^2 / pT + C^2): barrel (0.55, 0.092), endcap (1.16, 0.076), nothing outside the tracker
-    got = detector.jet_extra_resolution(np.array([100.0, 100.0, 100.0]), np.array([0.5, -2.0, 3.0]))
-    want = [np.sqrt(0.55**2 / 100 + 0.092**2), np.sqrt(1.16**2 / 100 + 0.076**2), 0.0]
+    # sqrt(S^2 / pT + C^2): barrel (0.55, 0.092), endcap (1.16, 0.076), 0.25 from the tracker's
+    # edge to |eta| 3, nothing beyond
+    pt = np.full(6, 100.0)
+    got = detector.jet_extra_resolution(pt, np.array([0.5, -2.0, 2.5, -2.99, 3.0, 4.0]))
+    want = [np.sqrt(0.55**2 / 100 + 0.092**2), np.sqrt(1.16**2 / 100 + 0.076**2), 0.25, 0.25, 0.0, 0.0]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 

@@ -443,6 +443,15 @@ def test_benchmark_writes_table_json_report_and_plots(
     report = (out / "report.md").read_text()
     assert "## Comparison" in report
     assert "nano_tt_v15.root: <nPU> = 45.9" in report
+    # the detector rows judged as a family: the pileup-profile rows left out
+    together = result["judged_together"]
+    counted = [
+        r for r in result["comparison"] if "x and y" not in r["name"] and not r["name"].startswith("mean ")
+    ]
+    assert together["n"] == len(counted)
+    assert together["beyond"] == sum(abs(r["pull"]) > 2 for r in counted)
+    assert together["max_pull"] == pytest.approx(max(abs(r["pull"]) for r in counted))
+    assert f"Judged together: of the {together['n']} numbers that compare the detector" in report
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
         "btag_rates.png",
@@ -465,3 +474,27 @@ def test_benchmark_writes_table_json_report_and_plots(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "old.root: missing branches" in err
+
+
+def test_pull_summary_judges_pulls_as_a_family() -> None:
+    from scipy import stats
+
+    from hepflow.generate.response import pull_summary
+
+    # 77 pulls, 5 beyond 2: the binomial tail; the largest 3.3 among 77
+    pulls = [0.5] * 72 + [2.1, -2.4, 2.2, -3.3, 2.05]
+    s = pull_summary(pulls)
+    tail = 2 * stats.norm.sf(2.0)
+    assert (s["n"], s["beyond"], s["max_pull"]) == (77, 5, 3.3)
+    assert s["expected"] == pytest.approx(77 * tail)
+    assert s["p_count"] == pytest.approx(1 - stats.binom.cdf(4, 77, tail))
+    assert s["p_max"] == pytest.approx(1 - (1 - 2 * stats.norm.sf(3.3)) ** 77)
+    assert 0.05 < s["p_max"] < 0.1
+    # NaN pulls (a bin without entries) are not counted; none at all is refused
+    assert pull_summary([*pulls, float("nan")])["n"] == 77
+    with pytest.raises(ValueError, match="at least one finite pull"):
+        pull_summary([float("nan")])
+    # standard-normal pulls: no alarm on average
+    rng = np.random.default_rng(0)
+    p = [pull_summary(rng.normal(size=77))["p_max"] for _ in range(200)]
+    assert 0.35 < np.mean(p) < 0.65
