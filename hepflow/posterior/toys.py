@@ -56,6 +56,12 @@ class GaussianLinear:
         t = np.asarray(theta, dtype=np.float64)
         return (t + self.noise * gen.standard_normal(t.shape)).astype(np.float32)
 
+    def log_likelihood(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``log L(x | theta)`` (n,) for one observation ``x`` (dim,)."""
+        d = np.asarray(theta, dtype=np.float64).reshape(-1, self.dim) - np.asarray(x, dtype=np.float64)
+        norm = self.dim * (np.log(self.noise) + 0.5 * np.log(2 * np.pi))
+        return -0.5 * (d * d).sum(1) / self.noise**2 - norm
+
     def posterior_mean_sd(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The exact posterior mean (dim,) and standard deviation (dim,) of one observation."""
         s2 = self.noise**2

@@ -1,0 +1,108 @@
+"""Tuning a flow to the exact posterior with likelihood weights: hepflow.posterior.distill."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import hepflow
+from hepflow.errors import ConfigError, ModelError
+from hepflow.posterior import FlowPosterior
+from hepflow.posterior.distill import distill
+from hepflow.posterior.importance import importance_weights
+from hepflow.posterior.toys import GaussianLinear
+
+FAST = {"batch_size": 128, "lr": 3e-3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def poor() -> tuple[GaussianLinear, hepflow.ConditionalINN, np.ndarray]:
+    """The Gaussian linear toy (3 dimensions), a cINN trained for 3 epochs, an observation."""
+    toy = GaussianLinear(dim=3, noise=0.3)
+    theta = toy.prior.sample(2000, rng=0)
+    net = hepflow.ConditionalINN(3, 3, blocks="affine", depth=3, width=32, seed=0)
+    hepflow.fit(net, theta, toy.simulate(theta, rng=1), epochs=3, progress=False, seed=0)
+    return toy, net, np.array([[1.5, -1.0, 0.4]])
+
+
+def _moments(post: FlowPosterior, x_o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    draws, _ = post.sample(8000, x_o, seed=5)
+    return draws[0].mean(0), draws[0].std(0)
+
+
+def test_a_poor_flow_is_tuned_to_the_exact_posterior(poor) -> None:
+    toy, net, x_o = poor
+    mean, sd = toy.posterior_mean_sd(x_o[0])
+    before = FlowPosterior(net)
+    m0, _s0 = _moments(before, x_o)
+    assert np.max(np.abs(m0 - mean) / sd) > 1.0  # the poor flow is far off
+    target = lambda t: toy.log_likelihood(t, x_o[0]) + toy.prior.log_prob(t)  # noqa: E731
+    result = distill(before, x_o, target, steps=3, samples=2000, epochs=30, fit_options=FAST, seed=1)
+    m1, s1 = _moments(result.posterior, x_o)
+    assert np.all(np.abs(m1 - mean) < 0.15 * sd)
+    assert np.all(np.abs(s1 / sd - 1) < 0.1)
+    # the steps' importance efficiency rises, and fresh draws of the tuned flow are nearly exact
+    effs = [s.efficiency for s in result.steps]
+    assert effs[0] < 0.3 < effs[-1]
+    assert result.efficiency > 0.85
+    meta = result.metadata()
+    assert len(meta["steps"]) == 3
+    assert meta["efficiency_after"] == result.efficiency
+    assert "arXiv:1808.03856" in meta["method"]
+    # the input flow is not modified
+    np.testing.assert_allclose(_moments(before, x_o)[0], m0)
+
+
+def test_the_tuned_posterior_keeps_features_and_metadata(poor) -> None:
+    toy, net, x_o = poor
+    post = FlowPosterior(net, features=lambda x: np.asarray(x, dtype=np.float32), metadata={"k": 1})
+    target = lambda t: toy.log_likelihood(t, x_o[0]) + toy.prior.log_prob(t)  # noqa: E731
+    result = distill(post, x_o, target, steps=1, samples=500, epochs=2, fit_options=FAST, check=False)
+    assert result.efficiency is None
+    assert result.posterior.features is post.features
+    assert result.posterior.metadata == {"k": 1}
+    draws, logp = result.posterior.sample(10, x_o, seed=0, log_prob=True)
+    assert draws.shape == (1, 10, 3)
+    assert logp is not None
+
+
+def test_a_flow_that_misses_the_posterior_is_refused(poor) -> None:
+    """Weights cannot teach what no draw reaches: an observation far in the prior's tail."""
+    toy, net, _ = poor
+    x_far = np.array([[9.0, -9.0, 9.0]])
+    target = lambda t: toy.log_likelihood(t, x_far[0]) + toy.prior.log_prob(t)  # noqa: E731
+    draws, logq = FlowPosterior(net).sample(2000, x_far, seed=0, log_prob=True)
+    assert importance_weights(target(draws[0]), logq[0]).efficiency < 0.05
+    with pytest.raises(ModelError, match="does not cover the posterior"):
+        distill(FlowPosterior(net), x_far, target, samples=2000, min_efficiency=0.05)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"steps": 0}, "steps >= 1"),
+        ({"samples": 5}, "samples >= 10"),
+        ({"epochs": 0}, "epochs >= 1"),
+        ({"min_efficiency": 1.0}, "min_efficiency"),
+        ({"fit_options": {"epochs": 3}}, "fit_options must not set epochs"),
+    ],
+)
+def test_bad_options_are_refused(poor, options, match) -> None:
+    toy, net, x_o = poor
+    with pytest.raises(ConfigError, match=match):
+        distill(FlowPosterior(net), x_o, toy.prior.log_prob, **options)
+
+
+def test_a_target_of_the_wrong_shape_is_refused(poor) -> None:
+    _toy, net, x_o = poor
+    with pytest.raises(ModelError, match="log_target returned shape"):
+        distill(FlowPosterior(net), x_o, lambda t: np.zeros(3), samples=20)
