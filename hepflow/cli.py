@@ -51,6 +51,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = _integer(text)
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     value = _integer(text)
     if value is None or not 0 <= value < 2**32:
@@ -374,6 +381,9 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         seed_share=args.seed_share,
         min_acceptance=args.min_acceptance,
         reweight=args.reweight,
+        distill_steps=args.distill,
+        distill_samples=args.distill_samples,
+        distill_epochs=args.distill_epochs,
         seed=args.seed,
         seeds=args.seeds,
         progress=args.progress,
@@ -742,6 +752,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train with weights 1/W instead of the plain NPE loss (docs/refine.md)",
     )
+    rfc.add_argument(
+        "--distill",
+        type=_count,
+        default=0,
+        metavar="STEPS",
+        help="after the rounds, tune the refined cINN to the exact posterior of the likelihood in "
+        "STEPS steps of likelihood-weighted draws (0: none; docs/refine.md)",
+    )
+    rfc.add_argument(
+        "--distill-samples", type=_positive_int, default=4000, help="likelihood-weighted draws per step"
+    )
+    rfc.add_argument("--distill-epochs", type=_positive_int, default=20, help="training epochs per step")
     rfc.add_argument(
         "--no-seeds",
         dest="seeds",

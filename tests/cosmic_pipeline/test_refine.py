@@ -210,3 +210,57 @@ def test_refinement_simulator_draws_the_nuisances_of_a_model_with_systematics() 
     spec = [i for i, name in enumerate(feature_names()) if name.startswith("spec_")]
     ratio = with_nu[:, spec].std(0) / without[:, spec].std(0)
     assert np.median(ratio) > 2.0
+
+
+def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, tmp_path) -> None:
+    """--distill: after the rounds the network is tuned to the likelihood-weighted draws; the
+    steps (importance efficiency, seconds) are recorded and the model is used as any other."""
+    _toml, cfg, d = tiny
+    summary = refine_model(
+        d / "model",
+        d / "pe.root",
+        entry=3,
+        output_dir=tmp_path / "m",
+        config=cfg,
+        rounds=1,
+        simulations=200,
+        epochs=2,
+        seeds=False,
+        fine_tune=True,
+        distill_steps=2,
+        distill_samples=300,
+        distill_epochs=2,
+        progress=False,
+    )
+    record = summary["distillation"]
+    assert [s["step"] for s in record["steps"]] == [1, 2]
+    assert all(0 < s["efficiency"] <= 1 and s["samples"] == 300 for s in record["steps"])
+    assert 0 < record["efficiency_after"] <= 1
+    from hepflow.cosmic.pipeline import infer
+
+    res = infer(tmp_path / "m", d / "pe.root", entry=3, output_dir=tmp_path / "inf", config=cfg)
+    assert np.isfinite([res["posterior"][p]["mean"] for p in PARAMETERS]).all()
+    # without --distill the record says so
+    plain = refine_model(
+        d / "model", d / "pe.root", entry=3, output_dir=tmp_path / "p", config=cfg, rounds=1,
+        simulations=100, epochs=1, seeds=False, progress=False,
+    )  # fmt: skip
+    assert plain["distillation"] is None
+
+
+def test_refine_cli_refuses_a_negative_distill(tiny, tmp_path, capsys) -> None:
+    _toml, _, d = tiny
+    argv = [
+        "refine",
+        "cosmic",
+        "--model",
+        str(d / "model"),
+        "--output",
+        str(tmp_path / "x"),
+        "--distill",
+        "-1",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "non-negative integer" in capsys.readouterr().err
