@@ -110,10 +110,11 @@ def calibration_warnings(
     * SBC: a chi-square or KS p-value below :data:`SBC_P_MIN` is a warning.
     * Coverage at 68 % and 95 %: a coverage more than two binomial standard deviations
       sqrt(L (1 - L) / n) from the coverage L a calibrated posterior has at that level with
-      ``samples`` draws per event (:func:`hepflow.calibration.coverage.sampled_level`; the level
-      itself when ``samples`` is not given) is a warning when the joint test of all coverages
-      (``calibration["coverage_test"]``, :func:`hepflow.calibration.joint.coverage_test`) has a
-      p-value below :data:`JOINT_P_MIN`, or when the report has no joint test. With a joint
+      ``samples`` draws per event (:func:`hepflow.calibration.coverage.sampled_level`; by
+      default the draws the joint test records, the level itself for a report without one) is
+      a warning when the joint test of all coverages (``calibration["coverage_test"]``,
+      :func:`hepflow.calibration.joint.coverage_test`) has a p-value below :data:`JOINT_P_MIN`,
+      or when the report has no joint test. With a joint
       p-value at or above it the line is a ``coverage note``: with several coverages on few
       events a calibrated posterior often has one of them outside two standard deviations, and
       the note says how often.
@@ -133,14 +134,22 @@ def calibration_warnings(
                 f"p-value {p_ks:.2g}, threshold {SBC_P_MIN}): the posterior of {name} is miscalibrated"
             )
     joint = calibration.get("coverage_test")
-    joint_fails = joint is None or joint["p_value"] < JOINT_P_MIN
+    joint_fails = joint is None
     joint_text = ""
     if joint is not None:
-        p = joint["p_value"]
+        if samples is None:  # the joint test knows the number of draws it was judged with
+            samples = joint.get("samples")
+        # the p-value as printed (3 decimals) is the one compared with the threshold
+        p = round(float(joint["p_value"]), 3)
+        joint_fails = p < JOINT_P_MIN
+        n_pseudo = int(joint.get("n_pseudo", 0))
+        bound = joint.get("exceed") == 0
+        share = joint.get("exceed", 0) / n_pseudo if n_pseudo else float(joint["p_value"])
         joint_text = (
-            f"largest deviation {joint['statistic']:.1f} sd ({joint['worst']}); a calibrated posterior "
-            f"shows one this large in {p:.0%} of pseudo-experiments with these events, joint p-value {p:.2g}"
-        ).replace(" 0% of", " < 1% of")
+            f"largest deviation {joint['statistic']:.1f} sd ({joint['worst']}); a calibrated posterior has a "
+            f"largest deviation at least this large in {share:.1%} of {n_pseudo} pseudo-experiments with "
+            f"these events, joint p-value {'<= ' if bound else ''}{p:.3f}"
+        )
     for level, per_name in calibration.get("coverage", {}).items():
         nominal = float(level)
         lv = _coverage_target(nominal, samples)
@@ -159,7 +168,7 @@ def calibration_warnings(
             else:
                 lines.append(
                     f"coverage note: {outside}; the coverages together pass their joint test "
-                    f"({joint_text} >= {JOINT_P_MIN}): not evidence of miscalibration"
+                    f"({joint_text} >= {JOINT_P_MIN}): no significant evidence of miscalibration"
                 )
     if joint is not None and joint_fails:
         lines.append(

@@ -254,7 +254,14 @@ def _one_coverage_off(p_value: float) -> dict:
     return {
         "sbc": {},
         "coverage": {"0.68": {"px": 0.53, "py": 0.70}, "0.95": {"px": 0.94, "py": 0.94}},
-        "coverage_test": {"statistic": 2.2, "worst": "px at 68%", "p_value": p_value},
+        "coverage_test": {
+            "statistic": 2.2,
+            "worst": "px at 68%",
+            "p_value": p_value,
+            "exceed": round(p_value * 1001) - 1,
+            "n_pseudo": 1000,
+            "samples": 256,
+        },
     }
 
 
@@ -264,8 +271,8 @@ def test_one_coverage_outside_two_sd_is_a_note_when_the_joint_test_passes():
     lines = calibration_warnings(_one_coverage_off(0.12), 49, samples=256)
     assert not any(line.startswith("CALIBRATION WARNING") for line in lines)
     assert lines[0].startswith("coverage note: px coverage at 68% is 0.530")
-    assert "12% of pseudo-experiments" in lines[0]
-    assert "not evidence of miscalibration" in lines[0]
+    assert "at least this large in 11.9% of 1000 pseudo-experiments" in lines[0]
+    assert "no significant evidence of miscalibration" in lines[0]
     assert lines[-1].startswith("calibration OK")
 
 
@@ -275,6 +282,19 @@ def test_the_same_coverage_is_a_warning_when_the_joint_test_fails():
     assert "too narrow" in lines[0]
     assert lines[-1].startswith("CALIBRATION WARNING: the coverages together fail their joint test")
     assert "joint p-value 0.004 < 0.05" in lines[-1]
+
+
+def test_the_printed_joint_p_value_is_the_one_compared():
+    """p = 50 / 1001 = 0.04995 prints as 0.050 and passes, rather than '0.05 < 0.05'; a
+    p-value with no pseudo-experiment as extreme is printed as a bound."""
+    calib = _one_coverage_off(50 / 1001)
+    lines = calibration_warnings(calib, 49, samples=256)
+    assert lines[0].startswith("coverage note")
+    assert "joint p-value 0.050 >= 0.05" in lines[0]
+    calib["coverage_test"].update(p_value=1 / 1001, exceed=0)
+    lines = calibration_warnings(calib, 49)  # the number of draws from the joint test
+    assert "joint p-value <= 0.001 < 0.05" in lines[-1]
+    assert "expected with 256 posterior samples per event" in lines[0]
 
 
 def test_a_real_overconfident_posterior_fails_the_joint_test():
