@@ -159,7 +159,63 @@ class MarginalLikelihood:
         if n == 0:
             empty = np.zeros((0, 2))
             return MarginalEstimate(np.zeros(0), empty, empty.copy(), np.zeros(0), m)
-        syst, rng = self.systematics, np.random.default_rng(self.seed)
+        nu, cov, _, log_w = self._weighted_draws(t, np.random.default_rng(self.seed))
+        log_l = special.logsumexp(log_w, axis=1) - np.log(m)
+        ok = np.isfinite(log_l)
+        w = np.where(ok[:, None], np.exp(log_w - np.where(ok, log_l + np.log(m), 0.0)[:, None]), 0.0)
+        inner = np.where(ok, 1.0 / np.maximum(np.sum(w**2, axis=1), 1e-300), 0.0)
+        sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+        return MarginalEstimate(log_likelihood=log_l, mode=nu, sd=sd, inner_ess=inner, draws=m)
+
+    def conditional_sample(
+        self, theta: np.ndarray, rng: np.random.Generator | int | None = None
+    ) -> np.ndarray:
+        """One draw of the nuisances from ``p(nu | x, theta)`` per row (n, 2) of ``theta`` (n, 7).
+
+        Sampling-importance-resampling from the draws of :meth:`estimate` (the Laplace
+        proposal mixed with the prior) with their weights ``L(x | theta, nu) p(nu) / r(nu)``:
+        with ``theta`` drawn from the posterior of the source parameters marginalised over the
+        nuisances (a cINN trained with systematics), ``(theta, nu)`` is a draw of the joint
+        posterior, as an MCMC over all nine parameters gives. A row outside the parameter space
+        gets the conditional mode.
+
+        Example:
+            >>> from hepflow.cosmic import ForwardModel, Likelihood, Observation, Systematics
+            >>> obs = Observation.from_auger()
+            >>> like = Likelihood(obs, model=ForwardModel(obs, systematics=Systematics()))
+            >>> theta = np.array([[1.39, 18.67, 0.0, 0.6, 0.3, 0.1, 0.0]] * 200)
+            >>> ml = MarginalLikelihood(like)
+            >>> nu = ml.conditional_sample(theta, rng=1)
+            >>> est = ml.estimate(theta[:1])
+            >>> nu.shape, bool(np.all(np.abs(nu.mean(0) - est.mode[0]) < 2 * est.sd[0]))
+            ((200, 2), True)
+        """
+        t = np.atleast_2d(np.asarray(theta, dtype=float))
+        if t.ndim != 2 or t.shape[1] != len(PARAMETER_NAMES):
+            raise ConfigError(f"the conditional sample takes source parameters (n, 7), got {np.shape(theta)}")
+        if t.shape[0] == 0:
+            return np.zeros((0, 2))
+        gen = np.random.default_rng(rng)
+        nu, _, draws, log_w = self._weighted_draws(t, gen)
+        ok = np.isfinite(log_w).any(axis=1)
+        shifted = np.where(
+            ok[:, None], log_w - np.max(np.where(ok[:, None], log_w, 0.0), axis=1, keepdims=True), 0.0
+        )
+        w = np.where(np.isfinite(shifted), np.exp(shifted), 0.0)
+        w = np.where(ok[:, None], w, 1.0)
+        cdf = np.cumsum(w, axis=1)
+        u = gen.random(t.shape[0]) * cdf[:, -1]
+        pick = np.minimum((cdf < u[:, None]).sum(axis=1), self.draws - 1)
+        out = draws[np.arange(t.shape[0]), pick]
+        return np.where(ok[:, None], out, nu)
+
+    def _weighted_draws(
+        self, t: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The conditional modes (n, 2), Laplace covariances (n, 2, 2), importance draws of the
+        nuisances (n, m, 2) and their log weights ``log L p / r`` (n, m)."""
+        n, m = t.shape[0], self.draws
+        syst = self.systematics
         # 1. the conditional mode of nu and its Laplace covariance, per row
         nu, cov = self._mode(t, rng)
         # 2. importance sampling from the Laplace proposal mixed with the prior
@@ -176,12 +232,7 @@ class MarginalLikelihood:
                 np.log1p(-self.defensive) + log_g, np.log(self.defensive) + syst.log_prob(flat)
             )
         log_w = (self._log_joint(t, flat) - log_r).reshape(n, m)
-        log_l = special.logsumexp(log_w, axis=1) - np.log(m)
-        ok = np.isfinite(log_l)
-        w = np.where(ok[:, None], np.exp(log_w - np.where(ok, log_l + np.log(m), 0.0)[:, None]), 0.0)
-        inner = np.where(ok, 1.0 / np.maximum(np.sum(w**2, axis=1), 1e-300), 0.0)
-        sd = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
-        return MarginalEstimate(log_likelihood=log_l, mode=nu, sd=sd, inner_ess=inner, draws=m)
+        return nu, cov, draws, log_w
 
     def conditional_mode(self, theta: np.ndarray) -> np.ndarray:
         """The mode of ``L(x | theta, nu) p(nu)`` in the nuisances (n, 2) for rows ``theta``
