@@ -755,10 +755,11 @@ def build_parser() -> argparse.ArgumentParser:
     rfc.add_argument(
         "--distill",
         type=_count,
-        default=0,
+        default=2,
         metavar="STEPS",
         help="after the rounds, tune the refined cINN to the exact posterior of the likelihood in "
-        "STEPS steps of likelihood-weighted draws (0: none; docs/refine.md)",
+        "STEPS steps of likelihood-weighted draws (default 2; 0: none; each step costs "
+        "--distill-samples likelihood evaluations; docs/refine.md)",
     )
     rfc.add_argument(
         "--distill-samples", type=_positive_int, default=4000, help="likelihood-weighted draws per step"

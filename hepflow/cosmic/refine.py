@@ -164,7 +164,7 @@ def refine_model(
     seed_share: float = 0.5,
     min_acceptance: float = 1e-3,
     reweight: bool = False,
-    distill_steps: int = 0,
+    distill_steps: int = 2,
     distill_samples: int = 4000,
     distill_epochs: int = 20,
     seed: int = 1,
@@ -207,6 +207,10 @@ def refine_model(
             the nuisances for a model with systematics; 0: no tuning). Each step costs
             ``distill_samples`` likelihood evaluations (with systematics about 2 minutes for
             4000 on one core), plus one more set for the efficiency check after the last step.
+            On the Auger data two steps take the plain refined cINN from 0.93 to 0.14 MCMC
+            standard deviations of the MCMC, and its importance efficiency from 0.23 to 0.75
+            (docs/refine.md). A refined cINN that does not cover the posterior (fewer
+            than 10 effective draws) is saved untuned, and the record says why.
         distill_samples, distill_epochs: draws per step, training epochs per step.
         seed: seeds the search for seed points, the proposals, simulations and training.
         seeds: add the seed points to the first region (False: the cINN's HPR alone).
@@ -377,17 +381,22 @@ def _distill(
                 flush=True,
             )
 
-    result = distill(
-        refined,
-        x_o,
-        partial(log_target, observation=obs, model=model, prior=prior),
-        steps=steps,
-        samples=samples,
-        epochs=epochs,
-        fit_options=fit_options,
-        seed=seed,
-        callback=report,
-    )
+    try:
+        result = distill(
+            refined,
+            x_o,
+            partial(log_target, observation=obs, model=model, prior=prior),
+            steps=steps,
+            samples=samples,
+            epochs=epochs,
+            fit_options=fit_options,
+            seed=seed,
+            callback=report,
+        )
+    except ModelError as err:  # the refined cINN misses the posterior: keep it, say so
+        if progress:
+            print(f"distillation skipped: {err}", flush=True)
+        return refined.model, {"skipped": str(err), "steps_requested": steps, "samples": samples}
     if progress and result.efficiency is not None:
         print(f"distilled: importance efficiency of the tuned cINN {result.efficiency:.3f}", flush=True)
     return result.model, result.metadata()

@@ -18,8 +18,9 @@ counts more), fine-tune on the pool. After it the flow itself, without weights, 
 posterior of the likelihood it was tuned to, and its next importance weights are more even
 (:attr:`Distillation.efficiency`).
 
-This needs the flow to cover the posterior already (an importance efficiency of a few per cent
-or more): weights cannot teach a mode that no draw reaches. It is an engine step for any
+This needs the flow to cover the posterior already (tens of effective draws or more among a
+step's draws): weights cannot teach a mode that no draw reaches, and a handful of effective
+draws is no sample to fit a density to. It is an engine step for any
 simulator whose likelihood can be evaluated; for the cosmic-ray analysis it follows the
 sequential refinement (``hepflow refine cosmic --distill``, docs/refine.md).
 
@@ -146,7 +147,7 @@ def distill(
     samples: int = 4000,
     epochs: int = 20,
     fit_options: Mapping[str, Any] | None = None,
-    min_efficiency: float = 1e-3,
+    min_ess: float = 10.0,
     check: bool = True,
     seed: int = 0,
     callback: Callable[[DistillStep], None] | None = None,
@@ -166,8 +167,8 @@ def distill(
         epochs: training epochs per step (on the pool of all steps' weighted draws).
         fit_options: further options of :func:`hepflow.fit` (``lr``, ``batch_size``,
             ``patience``...); ``epochs``, ``seed``, ``progress`` and ``weights`` are set here.
-        min_efficiency: refuse to train on weights with an importance efficiency below this (the
-            flow misses the posterior: :class:`~hepflow.errors.ModelError`).
+        min_ess: refuse to train on a step's weights with an effective sample size below this
+            (the flow misses the posterior: :class:`~hepflow.errors.ModelError`).
         check: draw ``samples`` more after the last step and record their importance
             efficiency (one more ``log_target`` evaluation of ``samples`` points).
         seed: seeds the draws (step ``t`` uses ``seed + t``) and the training.
@@ -186,8 +187,8 @@ def distill(
         )
     if not isinstance(posterior, FlowPosterior) or isinstance(posterior.model, FlowEnsemble):
         raise ConfigError(f"distill tunes one flow: got {type(posterior).__name__}")
-    if not 0 <= min_efficiency < 1:
-        raise ConfigError(f"min_efficiency must lie in [0, 1), got {min_efficiency}")
+    if not (math.isfinite(min_ess) and 0 <= min_ess < samples):
+        raise ConfigError(f"min_ess must lie in [0, samples = {samples}), got {min_ess}")
     options = dict(fit_options or {})
     if clash := sorted({"epochs", "seed", "progress", "weights"} & options.keys()):
         raise ConfigError(f"fit_options must not set {', '.join(clash)}: distill sets them")
@@ -214,10 +215,11 @@ def distill(
     records: list[DistillStep] = []
     for t in range(steps):
         theta, iw, t_target = weighted_draws(seed + t)
-        if not iw.efficiency >= min_efficiency:
+        if not iw.ess >= min_ess:
             raise ModelError(
-                f"distill step {t + 1}: importance efficiency {iw.efficiency:.2g} < {min_efficiency}: the "
-                "flow does not cover the posterior (refine it first, or seed its proposal)"
+                f"distill step {t + 1}: {iw.ess:.3g} effective draws of {samples} (importance efficiency "
+                f"{iw.efficiency:.2g}) < {min_ess:g}: the flow does not cover the posterior (refine it "
+                "first, or seed its proposal)"
             )
         pool_theta.append(theta)
         pool_w.append(iw.weights * iw.ess)  # each step counts by its effective sample size

@@ -67,9 +67,15 @@ def test_refine_the_shipped_model_for_the_auger_data(tmp_path: Path) -> None:
         epochs=1,
         fine_tune=True,
         seeds=False,
+        distill_steps=1,
+        distill_samples=40,
+        distill_epochs=1,
         progress=False,
     )
     assert summary["base_model"] == str(pretrained.LOCATION)
+    # the distillation ran with the likelihood marginalised over the nuisances, or said why not
+    record = summary["distillation"]
+    assert "skipped" in record or record["steps"][0]["samples"] == 40
     meta = json.loads((tmp_path / "r" / "flow" / "config.json").read_text())["metadata"]
     assert meta["systematics"]["parameters"] == ["nu_E", "nu_X"]
     assert meta["refinement"]["min_acceptance"] == 1e-3

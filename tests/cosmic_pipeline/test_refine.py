@@ -212,9 +212,14 @@ def test_refinement_simulator_draws_the_nuisances_of_a_model_with_systematics() 
     assert np.median(ratio) > 2.0
 
 
-def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, tmp_path) -> None:
+def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, tmp_path, monkeypatch) -> None:
     """--distill: after the rounds the network is tuned to the likelihood-weighted draws; the
-    steps (importance efficiency, seconds) are recorded and the model is used as any other."""
+    steps (effective draws, efficiency, seconds) are recorded and the model is used as any other.
+    The tiny model covers no posterior (a handful of effective draws), so the floor on the
+    effective draws is lowered here to run the steps; the full-size run is in docs/refine.md."""
+    import hepflow.posterior.distill
+
+    monkeypatch.setitem(hepflow.posterior.distill.distill.__kwdefaults__, "min_ess", 0.0)
     _toml, cfg, d = tiny
     summary = refine_model(
         d / "model",
@@ -233,9 +238,11 @@ def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, t
         progress=False,
     )
     record = summary["distillation"]
-    assert [s["step"] for s in record["steps"]] == [1, 2]
+    assert [s["step"] for s in record["steps"]] == [1, 2], record
     assert all(0 < s["efficiency"] <= 1 and s["samples"] == 300 for s in record["steps"])
     assert 0 < record["efficiency_after"] <= 1
+    meta = read_config(tmp_path / "m" / "flow")["metadata"]
+    assert meta["refinement"]["distillation"]["steps"] == record["steps"]
     from hepflow.cosmic.pipeline import infer
 
     res = infer(tmp_path / "m", d / "pe.root", entry=3, output_dir=tmp_path / "inf", config=cfg)
@@ -243,9 +250,26 @@ def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, t
     # without --distill the record says so
     plain = refine_model(
         d / "model", d / "pe.root", entry=3, output_dir=tmp_path / "p", config=cfg, rounds=1,
-        simulations=100, epochs=1, seeds=False, progress=False,
+        simulations=100, epochs=1, seeds=False, distill_steps=0, progress=False,
     )  # fmt: skip
     assert plain["distillation"] is None
+
+
+def test_a_refined_cinn_that_misses_the_posterior_is_saved_untuned_with_the_reason(
+    tiny, tmp_path, capsys
+) -> None:
+    """A one-epoch cINN refined on 100 simulations for the Auger data does not cover the exact
+    posterior: the distillation cannot start, the refined model is saved, and the record and
+    the printout say why."""
+    _toml, cfg, d = tiny
+    summary = refine_model(
+        d / "model", "auger", output_dir=tmp_path / "m", config=cfg, rounds=1, simulations=100,
+        epochs=1, seeds=False, distill_samples=500,
+    )  # fmt: skip
+    record = summary["distillation"]
+    assert "does not cover the posterior" in record["skipped"]
+    assert (tmp_path / "m" / "flow").is_dir()
+    assert "distillation skipped:" in capsys.readouterr().out
 
 
 def test_refine_cli_refuses_a_negative_distill(tiny, tmp_path, capsys) -> None:

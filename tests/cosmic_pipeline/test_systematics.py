@@ -357,9 +357,13 @@ def test_refine_a_model_trained_with_systematics(model_syst: Path, tmp_path: Pat
         rounds=1,
         simulations=100,
         epochs=1,
+        distill_steps=1,
+        distill_samples=30,
+        distill_epochs=1,
         progress=False,
     )
     assert summary["seeds"]["modes"]
+    assert "skipped" in summary["distillation"] or len(summary["distillation"]["steps"]) == 1
     assert all(len(p) == len(PARAMETERS) for p in summary["seed_points"])
     meta = read_config(tmp_path / "r" / "flow")["metadata"]
     assert meta["systematics"] == on.systematics.metadata()

@@ -83,7 +83,7 @@ def test_a_flow_that_misses_the_posterior_is_refused(poor) -> None:
     draws, logq = FlowPosterior(net).sample(2000, x_far, seed=0, log_prob=True)
     assert importance_weights(target(draws[0]), logq[0]).efficiency < 0.05
     with pytest.raises(ModelError, match="does not cover the posterior"):
-        distill(FlowPosterior(net), x_far, target, samples=2000, min_efficiency=0.05)
+        distill(FlowPosterior(net), x_far, target, samples=2000, min_ess=100)
 
 
 @pytest.mark.parametrize(
@@ -92,7 +92,7 @@ def test_a_flow_that_misses_the_posterior_is_refused(poor) -> None:
         ({"steps": 0}, "steps >= 1"),
         ({"samples": 5}, "samples >= 10"),
         ({"epochs": 0}, "epochs >= 1"),
-        ({"min_efficiency": 1.0}, "min_efficiency"),
+        ({"samples": 100, "min_ess": 100}, "min_ess"),
         ({"fit_options": {"epochs": 3}}, "fit_options must not set epochs"),
     ],
 )
