@@ -139,22 +139,26 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_refine_for_a_mock_observation_without_seeds(tiny, tmp_path) -> None:
-    """Any observation file; --no-seeds: the first region is the cINN's HPR alone."""
+def _refine_mock(tiny, output: Path, **options) -> dict:
+    """The tiny model refined for pseudo-experiment 3 without seeds, fine-tuned (``options``
+    override the small budget)."""
     _toml, cfg, d = tiny
-    summary = refine_model(
+    settings = {"rounds": 1, "simulations": 100, "epochs": 1, "seeds": False, "fine_tune": True}
+    return refine_model(
         d / "model",
         d / "pe.root",
         entry=3,
-        output_dir=tmp_path / "m",
+        output_dir=output,
         config=cfg,
-        rounds=1,
-        simulations=100,
-        epochs=1,
-        seeds=False,
-        fine_tune=True,
         progress=False,
+        **(settings | options),
     )
+
+
+def test_refine_for_a_mock_observation_without_seeds(tiny, tmp_path) -> None:
+    """Any observation file; --no-seeds: the first region is the cINN's HPR alone."""
+    _toml, cfg, d = tiny
+    summary = _refine_mock(tiny, tmp_path / "m")
     assert summary["entry"] == 3
     assert summary["seeds"] is None
     assert summary["seed_points"] == []
@@ -221,21 +225,14 @@ def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, t
 
     monkeypatch.setitem(hepflow.posterior.distill.distill.__kwdefaults__, "min_ess", 0.0)
     _toml, cfg, d = tiny
-    summary = refine_model(
-        d / "model",
-        d / "pe.root",
-        entry=3,
-        output_dir=tmp_path / "m",
-        config=cfg,
-        rounds=1,
+    summary = _refine_mock(
+        tiny,
+        tmp_path / "m",
         simulations=200,
         epochs=2,
-        seeds=False,
-        fine_tune=True,
         distill_steps=2,
         distill_samples=300,
         distill_epochs=2,
-        progress=False,
     )
     record = summary["distillation"]
     assert [s["step"] for s in record["steps"]] == [1, 2], record
@@ -248,11 +245,7 @@ def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, t
     res = infer(tmp_path / "m", d / "pe.root", entry=3, output_dir=tmp_path / "inf", config=cfg)
     assert np.isfinite([res["posterior"][p]["mean"] for p in PARAMETERS]).all()
     # without --distill the record says so
-    plain = refine_model(
-        d / "model", d / "pe.root", entry=3, output_dir=tmp_path / "p", config=cfg, rounds=1,
-        simulations=100, epochs=1, seeds=False, distill_steps=0, progress=False,
-    )  # fmt: skip
-    assert plain["distillation"] is None
+    assert _refine_mock(tiny, tmp_path / "p", distill_steps=0)["distillation"] is None
 
 
 def test_a_refined_cinn_that_misses_the_posterior_is_saved_untuned_with_the_reason(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import hepflow
 from hepflow.errors import ConfigError, ModelError
@@ -14,14 +13,6 @@ from hepflow.posterior.importance import importance_weights
 from hepflow.posterior.toys import GaussianLinear
 
 FAST = {"batch_size": 128, "lr": 3e-3}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

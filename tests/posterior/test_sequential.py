@@ -26,14 +26,6 @@ from hepflow.posterior.toys import Bimodal, GaussianLinear, GaussianPrior
 FAST = {"batch_size": 128, "lr": 3e-3}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _net(dim: int = 2, seed: int = 0) -> hepflow.ConditionalINN:
     return hepflow.ConditionalINN(dim, dim, blocks="affine", depth=3, width=32, seed=seed)
 
