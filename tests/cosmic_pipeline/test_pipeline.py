@@ -591,6 +591,11 @@ def test_mode_closure_benchmark_runs_cinn_and_mcmc_on_mocks_at_a_mode(trained, t
     assert -3 <= row["mcmc_mean"]["gamma"] <= 3
     assert sum(row["mcmc_mean"][p] for p in PARAMETERS[2:]) == pytest.approx(1.0)
     assert row["mcmc_modes"]
+    # the log posterior density at the truth (its likelihood x prior), the MCMC mean, the cINN mean
+    (dens,) = bench.likelihoods_at([row], theta, mocks=1, config=tiny_cfg)
+    prior = tiny_cfg.prior.build()
+    assert dens["truth"] == pytest.approx(row["log_likelihood_truth"] + float(prior.log_prob(theta[None])[0]))
+    assert np.isfinite([dens["mcmc_mean"], dens["cinn_mean"]]).all()
     summary = bench.summarize([row, row])
     pull = (row["cinn_mean"]["gamma"] - MODE["gamma"]) / row["cinn_std"]["gamma"]
     assert summary["cinn"]["pull_median"]["gamma"] == pytest.approx(pull)
