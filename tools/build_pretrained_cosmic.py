@@ -12,6 +12,13 @@ the Auger data (and, with ``--compare``, what ``hepflow compare cosmic`` measure
     hepflow infer cosmic --model model400k --observation auger --config syst.toml \\
         --importance --mcmc mcmc_syst --output inf400k
     python tools/build_pretrained_cosmic.py --model model400k --config syst.toml --seed 7 --infer inf400k
+
+When the Auger measurement changes (a new ``infer`` with a corrected model check, say) and the
+model does not, ``--update-auger`` replaces only the card's Auger section of an installed model
+(its files checked against the card first, and left untouched)::
+
+    hepflow infer cosmic --observation auger --importance --mcmc mcmc_syst --output inf_pre
+    python tools/build_pretrained_cosmic.py --update-auger --infer inf_pre
 """
 
 from __future__ import annotations
@@ -66,17 +73,44 @@ def auger_record(summary: dict[str, Any]) -> dict[str, Any]:
     return {"lines": lines, "per_parameter": ver["per_parameter"], "ess": imp["ess"], "n": summary["samples"]}
 
 
+def update_auger(target: Path, auger: dict[str, Any]) -> dict[str, Any]:
+    """Replace the Auger section of the card of the model installed in ``target`` (its files
+    verified against the card first; only ``card.json`` and ``card.md`` are written)."""
+    from hepflow import modelcard
+    from hepflow.cosmic.pretrained import render_card
+    from hepflow.outputs.atomic import atomic_write, write_json
+
+    card = modelcard.verify_model(target)
+    card = {**card, "auger": auger}
+    write_json(target / modelcard.CARD_JSON, card)
+    with atomic_write(target / modelcard.CARD_MD, overwrite=True) as tmp:
+        tmp.write_text(render_card(card))
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, required=True, help="a `hepflow train cosmic` output (one cINN)")
-    p.add_argument("--config", type=Path, required=True, help="the config it was trained with")
-    p.add_argument("--seed", type=int, required=True, help="the seed of its pseudo-experiments")
+    p.add_argument("--model", type=Path, help="a `hepflow train cosmic` output (one cINN)")
+    p.add_argument("--config", type=Path, help="the config it was trained with")
+    p.add_argument("--seed", type=int, help="the seed of its pseudo-experiments")
+    p.add_argument(
+        "--update-auger",
+        action="store_true",
+        help="replace only the Auger section of the card of the model installed in --target",
+    )
     p.add_argument("--infer", type=Path, required=True, help="its `infer --importance --mcmc` on auger")
     p.add_argument("--compare", type=Path, default=None, help="its `hepflow compare cosmic` output")
     p.add_argument("--target", type=Path, default=LOCATION, help=f"install folder (default: {LOCATION})")
     args = p.parse_args(argv)
+    if not args.update_auger and None in (args.model, args.config, args.seed):
+        p.error("--model, --config and --seed are required (or --update-auger)")
     try:
         auger = auger_record(_read(args.infer / "summary.json"))
+        if args.update_auger:
+            update_auger(args.target, auger)
+            print(f"updated the Auger section of the card in {args.target}")
+            print("\n".join(auger["lines"]))
+            return 0
         mocks = None
         if args.compare is not None:
             comp = _read(args.compare / "comparison.json")

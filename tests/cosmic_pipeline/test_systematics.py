@@ -431,6 +431,22 @@ def test_a_pretrained_cosmic_model_is_installed_with_its_card_and_selected_by_na
     assert set(card["auger"]["per_parameter"]) == set(PARAMETERS)
     assert "ESS" in (target / "card.md").read_text()
     assert sorted(card["files"]) == sorted(pretrained.MODEL_FILES)
+    # --update-auger: only the Auger section changes, the model files are verified and kept
+    record = json.loads((tmp_path / "inf" / "summary.json").read_text())
+    record["model_check"]["cinn"]["total"] = {"p_value": 0.5}
+    (tmp_path / "inf2").mkdir()
+    (tmp_path / "inf2" / "summary.json").write_text(json.dumps(record))
+    assert tool.main(["--update-auger", "--infer", str(tmp_path / "inf2"), "--target", str(target)]) == 0
+    updated = json.loads((target / "card.json").read_text())
+    assert "model check (cINN posterior): posterior predictive p 0.500" in updated["auger"]["lines"]
+    assert {k: v for k, v in updated.items() if k != "auger"} == {
+        k: v for k, v in card.items() if k != "auger"
+    }
+    assert "posterior predictive p 0.500" in (target / "card.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        tool.main(["--infer", str(tmp_path / "inf2")])  # neither a model nor --update-auger
+    assert "--model, --config and --seed are required" in capsys.readouterr().err
 
     monkeypatch.setattr(pretrained, "LOCATION", target)
     out = tmp_path / "post"
