@@ -55,6 +55,7 @@ import numpy as np
 from hepflow.config import to_dict
 from hepflow.cosmic.config import PARAMETERS, CosmicConfig, load_config
 from hepflow.cosmic.features import context_from_features, observation_features
+from hepflow.cosmic.observation import Observation
 from hepflow.cosmic.posterior import load_posterior
 from hepflow.cosmic.systematics import Systematics
 from hepflow.errors import ConfigError, ModelError
@@ -149,7 +150,7 @@ def refinement_simulator(
 
 def refine_model(
     model_dir: str | os.PathLike[str],
-    observation: str | os.PathLike[str] = "auger",
+    observation: str | os.PathLike[str] | Observation = "auger",
     *,
     output_dir: str | os.PathLike[str],
     config: CosmicConfig | str | os.PathLike[str] | None = None,
@@ -177,7 +178,7 @@ def refine_model(
     Args:
         model_dir: a trained cosmic model (one cINN trained on the prior; an ensemble or a
             ``[proposal]``-trained model is refused).
-        observation: ``"auger"`` or a file (:func:`hepflow.cosmic.generate.load_observation`,
+        observation: ``"auger"``, a file (:func:`hepflow.cosmic.generate.load_observation`,
             ``entry`` for a pseudo-experiment file).
         output_dir: the new model directory: ``flow/`` and ``refinement.json``.
         config: the analysis config (default: the shipped one); the model must have been
@@ -252,7 +253,12 @@ def refine_model(
             f"({post.metadata['refinement'].get('base_model')})"
         )
     binning = post.binning
-    obs = load_observation(observation, binning=binning, entry=entry)
+    if isinstance(observation, Observation):  # an observation built in memory (a mock, say)
+        if observation.binning != binning:
+            raise ConfigError("refine: the observation's binning differs from the model's")
+        obs = observation
+    else:
+        obs = load_observation(observation, binning=binning, entry=entry)
     prior = cfg.prior.build()
     model_syst = post.metadata.get("systematics")
     fwd = cfg.model.build(
@@ -328,8 +334,8 @@ def refine_model(
         )
     wall = time.perf_counter() - t0
     refinement = {
-        "observation": str(observation) if str(observation) == "auger" else str(Path(observation)),
-        "entry": None if str(observation) == "auger" else entry,
+        "observation": _observation_name(observation),
+        "entry": None if isinstance(observation, Observation) or str(observation) == "auger" else entry,
         "observation_digest": obs.digest(),
         "base_model": str(Path(model_dir)),
         **result.metadata(),
@@ -400,3 +406,11 @@ def _distill(
     if progress and result.efficiency is not None:
         print(f"distilled: importance efficiency of the tuned cINN {result.efficiency:.3f}", flush=True)
     return result.model, result.metadata()
+
+
+def _observation_name(observation: Any) -> str:
+    """What ``refinement.json`` calls the observation: ``auger``, the file, or ``in memory``
+    (an :class:`~hepflow.cosmic.Observation` object; its digest is recorded next to it)."""
+    if isinstance(observation, Observation):
+        return "in memory"
+    return "auger" if str(observation) == "auger" else str(Path(observation))

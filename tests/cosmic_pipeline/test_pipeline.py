@@ -596,6 +596,19 @@ def test_mode_closure_benchmark_runs_cinn_and_mcmc_on_mocks_at_a_mode(trained, t
     prior = tiny_cfg.prior.build()
     assert dens["truth"] == pytest.approx(row["log_likelihood_truth"] + float(prior.log_prob(theta[None])[0]))
     assert np.isfinite([dens["mcmc_mean"], dens["cinn_mean"]]).all()
+    # the refined posterior for the mock (tiny budget): its columns, and a third method in the summary
+    import copy
+
+    (ref,) = bench.refine_rows(
+        [copy.deepcopy(row)], theta, out, mocks=1, refine=1, workdir=tmp_path / "ref", samples=200,
+        config=tiny_cfg, refine_options={"rounds": 1, "simulations": 100, "epochs": 1, "distill_steps": 0},
+    )  # fmt: skip
+    assert set(ref["refined_mean"]) == set(PARAMETERS)
+    assert ref["refined_seconds"] > 0
+    assert ref["refined_efficiency"] is None  # no distillation asked
+    assert (tmp_path / "ref" / "mock_000" / "flow").is_dir()
+    assert bench.summarize([ref])["refined"]["mocks"] == 1
+    assert "refined" not in bench.summarize([row])
     summary = bench.summarize([row, row])
     pull = (row["cinn_mean"]["gamma"] - MODE["gamma"]) / row["cinn_std"]["gamma"]
     assert summary["cinn"]["pull_median"]["gamma"] == pytest.approx(pull)
