@@ -183,12 +183,15 @@ class MarginalLikelihood:
             >>> from hepflow.cosmic import ForwardModel, Likelihood, Observation, Systematics
             >>> obs = Observation.from_auger()
             >>> like = Likelihood(obs, model=ForwardModel(obs, systematics=Systematics()))
-            >>> theta = np.array([[1.39, 18.67, 0.0, 0.6, 0.3, 0.1, 0.0]] * 200)
+            >>> theta = np.array([[1.41, 18.66, 0.10, 0.10, 0.54, 0.25, 0.01]] * 200)  # the soft mode
             >>> ml = MarginalLikelihood(like)
             >>> nu = ml.conditional_sample(theta, rng=1)
             >>> est = ml.estimate(theta[:1])
+            >>> spread = nu.std(0) / est.sd[0]  # the Laplace width: a draw, not the mode
             >>> nu.shape, bool(np.all(np.abs(nu.mean(0) - est.mode[0]) < 2 * est.sd[0]))
             ((200, 2), True)
+            >>> bool(np.all((spread > 0.7) & (spread < 1.3)))
+            True
         """
         t = np.atleast_2d(np.asarray(theta, dtype=float))
         if t.ndim != 2 or t.shape[1] != len(PARAMETER_NAMES):
@@ -197,6 +200,7 @@ class MarginalLikelihood:
             return np.zeros((0, 2))
         gen = np.random.default_rng(rng)
         nu, _, draws, log_w = self._weighted_draws(t, gen)
+        log_w = np.where(np.isnan(log_w), -np.inf, log_w)
         ok = np.isfinite(log_w).any(axis=1)
         shifted = np.where(
             ok[:, None], log_w - np.max(np.where(ok[:, None], log_w, 0.0), axis=1, keepdims=True), 0.0
@@ -204,7 +208,7 @@ class MarginalLikelihood:
         w = np.where(np.isfinite(shifted), np.exp(shifted), 0.0)
         w = np.where(ok[:, None], w, 1.0)
         cdf = np.cumsum(w, axis=1)
-        u = gen.random(t.shape[0]) * cdf[:, -1]
+        u = (1.0 - gen.random(t.shape[0])) * cdf[:, -1]  # in (0, total]: never a zero-weight draw
         pick = np.minimum((cdf < u[:, None]).sum(axis=1), self.draws - 1)
         out = draws[np.arange(t.shape[0]), pick]
         return np.where(ok[:, None], out, nu)

@@ -205,7 +205,7 @@ def predictive_check(
         # the data constrain them more than their priors do: on the Auger data, always)
         from hepflow.cosmic.marginal import MarginalLikelihood
 
-        nus = MarginalLikelihood(like, seed=int(seed)).conditional_sample(draws, rng)
+        nus = MarginalLikelihood(like).conditional_sample(draws, rng)
         draws = np.concatenate([draws, nus], axis=1)
     n_xmax = np.rint(observation.n_xmax)
     sims = like.model.simulate(draws, rng, n_spectrum=observation.n_spectrum, n_xmax=n_xmax)

@@ -12,9 +12,11 @@ log-density
 is minimising the forward Kullback-Leibler divergence ``KL(p || q)`` from the exact posterior
 ``p``, estimated by importance sampling (Müller, McWilliams, Rousselle, Gross and Novák, "Neural
 importance sampling", ACM Trans. Graph. 38 (2019) 145, arXiv:1808.03856). :func:`distill` does
-this in steps: draw from the current flow, weight, pool with the earlier steps' weighted draws
-(each step's normalised weights scaled by its effective sample size, so a better proposal
-counts more), fine-tune on the pool. After it the flow itself, without weights, samples the
+this in steps: draw from the current flow, pool with the earlier steps' draws, weight every
+pooled draw by the target over the mixture of the steps' flows (the balance heuristic of
+multiple importance sampling, Veach and Guibas 1995: draws of an early, poor flow get weights as
+even as their proposal allows), fine-tune on the pool, with a tenth of every step's draws held
+out for validation. After it the flow itself, without weights, samples the
 posterior of the likelihood it was tuned to, and its next importance weights are more even
 (:attr:`Distillation.efficiency`).
 
@@ -53,12 +55,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import logsumexp
 
 from hepflow.errors import ConfigError, ModelError
 from hepflow.posterior.base import FlowPosterior, torch_generator
 from hepflow.posterior.importance import importance_weights
 
-__all__ = ["DistillStep", "Distillation", "distill"]
+__all__ = ["VALIDATION_SHARE", "DistillStep", "Distillation", "distill"]
+
+#: the share of every step's draws held out for validation (early stopping, best epoch)
+VALIDATION_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,8 @@ class DistillStep:
         samples: draws of the flow weighted in this step.
         ess: their effective sample size under the importance weights before the step's training.
         efficiency: ``ess / samples``.
-        pooled_ess: effective sample size of the pool trained on.
+        pooled_ess: effective sample size of the pool (all steps' draws, weighted against the
+            mixture of the steps' flows).
         epochs: epochs trained.
         best_val_loss: the best weighted validation loss.
         target_seconds: time spent in ``log_target``.
@@ -186,7 +193,13 @@ def distill(
             f"samples={samples}, epochs={epochs}"
         )
     if not isinstance(posterior, FlowPosterior) or isinstance(posterior.model, FlowEnsemble):
-        raise ConfigError(f"distill tunes one flow: got {type(posterior).__name__}")
+        what = type(posterior.model if isinstance(posterior, FlowPosterior) else posterior).__name__
+        raise ConfigError(f"distill tunes one flow, got a {what}")
+    if not bool(getattr(posterior.model, "prepared", True)):
+        raise ConfigError(
+            "distill tunes a trained flow: this one was never fitted (its standardisation would be fitted "
+            "to the one observation)"
+        )
     if not (math.isfinite(min_ess) and 0 <= min_ess < samples):
         raise ConfigError(f"min_ess must lie in [0, samples = {samples}), got {min_ess}")
     options = dict(fit_options or {})
@@ -197,45 +210,68 @@ def distill(
     model = copy.deepcopy(posterior.model).eval()
     context = posterior.context(observation)
 
-    def current() -> FlowPosterior:
-        return FlowPosterior(model, metadata=posterior.metadata, features=posterior.features)
+    def as_posterior(net: Any) -> FlowPosterior:
+        return FlowPosterior(net, metadata=posterior.metadata, features=posterior.features)
 
-    def weighted_draws(step_seed: int) -> tuple[np.ndarray, Any, float]:
-        draws, logq = current().sample_context(
+    def weighted_draws(step_seed: int) -> tuple[np.ndarray, np.ndarray, Any, float]:
+        """Draws of the current flow, their log target, their weights, seconds spent on the target."""
+        draws, logq = as_posterior(model).sample_context(
             samples, context, generator=torch_generator(step_seed), log_prob=True
         )
         t0 = time.perf_counter()
         lt = np.asarray(log_target(draws[0]), dtype=np.float64)
         if lt.shape != (samples,):
             raise ModelError(f"log_target returned shape {lt.shape} for {samples} draws")
-        return draws[0], importance_weights(lt, logq[0]), time.perf_counter() - t0
+        lt = np.where(np.isnan(lt), -np.inf, lt)
+        if not np.isfinite(lt).any():
+            raise ModelError(
+                f"distill: the target vanishes at all {samples} draws of the flow: the flow does not cover "
+                "the posterior"
+            )
+        return draws[0], lt, importance_weights(lt, logq[0]), time.perf_counter() - t0
 
+    flows: list[Any] = []  # the flow each step drew from (the pool's mixture proposal)
     pool_theta: list[np.ndarray] = []
-    pool_w: list[np.ndarray] = []
+    pool_target: list[np.ndarray] = []
+    pool_val: list[np.ndarray] = []
     records: list[DistillStep] = []
     for t in range(steps):
-        theta, iw, t_target = weighted_draws(seed + t)
+        theta, lt, iw, t_target = weighted_draws(seed + t)
         if not iw.ess >= min_ess:
             raise ModelError(
                 f"distill step {t + 1}: {iw.ess:.3g} effective draws of {samples} (importance efficiency "
-                f"{iw.efficiency:.2g}) < {min_ess:g}: the flow does not cover the posterior (refine it "
-                "first, or seed its proposal)"
+                f"{iw.efficiency:.2g}) < {min_ess:g}: the flow does not cover the posterior"
             )
+        flows.append(copy.deepcopy(model).eval())
         pool_theta.append(theta)
-        pool_w.append(iw.weights * iw.ess)  # each step counts by its effective sample size
-        all_theta, all_w = np.concatenate(pool_theta), np.concatenate(pool_w)
-        keep = all_w > 0
-        pooled_ess = float(all_w.sum() ** 2 / np.sum(all_w**2))
+        pool_target.append(lt)
+        # a tenth of every step's draws is held out for validation, for good: no draw trained on
+        # in one step judges the training of the next
+        held = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(t,))).random(samples)
+        pool_val.append(held < VALIDATION_SHARE)
+        all_theta, all_target = np.concatenate(pool_theta), np.concatenate(pool_target)
+        val = np.concatenate(pool_val)
+        # the draws of all steps come from the mixture of the steps' flows (equal shares): weights
+        # target / mixture (the balance heuristic of multiple importance sampling)
+        log_q = np.stack([as_posterior(f).log_prob(all_theta[None], observation)[0] for f in flows])
+        log_mix = logsumexp(log_q, axis=0) - math.log(len(flows))
+        pooled = importance_weights(all_target, log_mix)
+        w = pooled.weights
+        train, hold = (w > 0) & ~val, (w > 0) & val
+        if not hold.any():  # a validation split without weight: fall back to fit's own split
+            train, hold = w > 0, np.zeros_like(val)
         t1 = time.perf_counter()
         model.train()
+        validation = (all_theta[hold], _repeat(context, int(hold.sum())), w[hold]) if hold.any() else None
         history = fit(
             model,
-            all_theta[keep],
-            _repeat(context, int(keep.sum())),
-            weights=all_w[keep],
+            all_theta[train],
+            _repeat(context, int(train.sum())),
+            weights=w[train],
             epochs=epochs,
             seed=seed + t,
             progress=False,
+            validation=validation,
             **options,
         )
         model = model.cpu().eval()
@@ -244,7 +280,7 @@ def distill(
             samples=samples,
             ess=float(iw.ess),
             efficiency=float(iw.efficiency),
-            pooled_ess=pooled_ess,
+            pooled_ess=float(pooled.ess),
             epochs=len(history.train_loss),
             best_val_loss=history.best_val_loss,
             target_seconds=t_target,
@@ -255,11 +291,17 @@ def distill(
             callback(record)
     efficiency = None
     if check:
-        _, iw, _ = weighted_draws(seed + steps)
+        iw = weighted_draws(seed + steps)[2]
         efficiency = float(iw.efficiency) if math.isfinite(iw.efficiency) else 0.0
-    settings = {"steps_requested": steps, "samples": samples, "epochs": epochs, "seed": seed}
+    settings = {
+        "steps_requested": steps,
+        "samples": samples,
+        "epochs": epochs,
+        "min_ess": min_ess,
+        "seed": seed,
+    }
     return Distillation(
-        posterior=current(),
+        posterior=as_posterior(model),
         model=model,
         steps=records,
         efficiency=efficiency,

@@ -444,4 +444,4 @@ def test_a_posterior_marginalised_over_the_nuisances_is_checked_at_their_conditi
     assert naive.summary()["total"]["observed_mean"] > 3 * check.summary()["total"]["observed_mean"]
     nu = MarginalLikelihood(Likelihood(observed, model=model)).conditional_sample(samples, rng=1)
     assert np.all(np.abs(nu.mean(axis=0) - truth[7:]) < 0.3)
-    assert np.all(nu.std(axis=0) < 0.3)
+    assert np.all((nu.std(axis=0) > 0.03) & (nu.std(axis=0) < 0.3))  # draws, not the mode

@@ -216,14 +216,11 @@ def test_refinement_simulator_draws_the_nuisances_of_a_model_with_systematics() 
     assert np.median(ratio) > 2.0
 
 
-def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, tmp_path, monkeypatch) -> None:
+def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, tmp_path) -> None:
     """--distill: after the rounds the network is tuned to the likelihood-weighted draws; the
     steps (effective draws, efficiency, seconds) are recorded and the model is used as any other.
     The tiny model covers no posterior (a handful of effective draws), so the floor on the
     effective draws is lowered here to run the steps; the full-size run is in docs/refine.md."""
-    import hepflow.posterior.distill
-
-    monkeypatch.setitem(hepflow.posterior.distill.distill.__kwdefaults__, "min_ess", 0.0)
     _toml, cfg, d = tiny
     summary = _refine_mock(
         tiny,
@@ -233,6 +230,7 @@ def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, t
         distill_steps=2,
         distill_samples=300,
         distill_epochs=2,
+        distill_min_ess=0.0,
     )
     record = summary["distillation"]
     assert [s["step"] for s in record["steps"]] == [1, 2], record
@@ -244,8 +242,16 @@ def test_refine_with_distillation_records_it_and_infer_accepts_the_model(tiny, t
 
     res = infer(tmp_path / "m", d / "pe.root", entry=3, output_dir=tmp_path / "inf", config=cfg)
     assert np.isfinite([res["posterior"][p]["mean"] for p in PARAMETERS]).all()
-    # without --distill the record says so
-    assert _refine_mock(tiny, tmp_path / "p", distill_steps=0)["distillation"] is None
+    # without --distill the record says so; the same rounds (same seed), distilled: another network
+    plain = _refine_mock(tiny, tmp_path / "p", simulations=200, epochs=2, distill_steps=0)
+    assert plain["distillation"] is None
+    from hepflow.cosmic.generate import load_observation
+    from hepflow.cosmic.posterior import load_posterior
+
+    obs = load_observation(d / "pe.root", entry=3)
+    a, _ = load_posterior(tmp_path / "m", config=cfg).sample(200, obs, seed=1)
+    b, _ = load_posterior(tmp_path / "p", config=cfg).sample(200, obs, seed=1)
+    assert not np.allclose(a, b)
 
 
 def test_a_refined_cinn_that_misses_the_posterior_is_saved_untuned_with_the_reason(

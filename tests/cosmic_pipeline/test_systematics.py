@@ -366,7 +366,9 @@ def test_refine_a_model_trained_with_systematics(model_syst: Path, tmp_path: Pat
         progress=False,
     )
     assert summary["seeds"]["modes"]
-    assert "skipped" in summary["distillation"] or len(summary["distillation"]["steps"]) == 1
+    # the tiny model covers no posterior: the distillation says so and the refined model is kept
+    assert "does not cover the posterior" in summary["distillation"]["skipped"]
+    assert summary["distillation"]["min_ess"] == 10.0
     assert all(len(p) == len(PARAMETERS) for p in summary["seed_points"])
     meta = read_config(tmp_path / "r" / "flow")["metadata"]
     assert meta["systematics"] == on.systematics.metadata()

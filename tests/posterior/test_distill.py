@@ -97,3 +97,29 @@ def test_a_target_of_the_wrong_shape_is_refused(poor) -> None:
     _toy, net, x_o = poor
     with pytest.raises(ModelError, match="log_target returned shape"):
         distill(FlowPosterior(net), x_o, lambda t: np.zeros(3), samples=20)
+
+
+def test_a_target_that_vanishes_everywhere_is_refused(poor) -> None:
+    _toy, net, x_o = poor
+    with pytest.raises(ModelError, match="the target vanishes at all 50 draws"):
+        distill(FlowPosterior(net), x_o, lambda t: np.full(len(t), -np.inf), samples=50)
+
+
+def test_an_untrained_flow_is_refused(poor) -> None:
+    _toy, _net, x_o = poor
+    fresh = hepflow.ConditionalINN(3, 3, blocks="affine", depth=2, width=8, seed=0)
+    with pytest.raises(ConfigError, match="never fitted"):
+        distill(FlowPosterior(fresh), x_o, lambda t: np.zeros(len(t)), samples=50)
+
+
+def test_pooled_weights_are_against_the_mixture_of_the_steps_flows(poor) -> None:
+    """The balance heuristic: with a poor first step, the pool of both steps is worth more than
+    the second step's draws alone (its pooled ESS exceeds that step's own ESS)."""
+    toy, net, x_o = poor
+    target = lambda t: toy.log_likelihood(t, x_o[0]) + toy.prior.log_prob(t)  # noqa: E731
+    result = distill(
+        FlowPosterior(net), x_o, target, steps=2, samples=2000, epochs=30, fit_options=FAST, seed=1
+    )
+    first, second = result.steps
+    assert first.pooled_ess == pytest.approx(first.ess, rel=1e-6)  # one step: its own weights
+    assert second.pooled_ess > second.ess
