@@ -210,7 +210,7 @@ def refine_model(
             ``distill_samples`` likelihood evaluations (with systematics about 2 minutes for
             4000 on one core), plus one more set for the efficiency check after the last step.
             On the Auger data two steps take the plain refined cINN's largest mean shift from
-            0.93 to about 0.1 MCMC standard deviations (docs/refine.md). A refined cINN the
+            0.93 to 0.03 MCMC standard deviations (docs/refine.md). A refined cINN the
             distillation cannot use (fewer than ``distill_min_ess`` effective draws, a target
             that vanishes at every draw, a training that fails) is saved untuned, and the record
             and the printout say why.
