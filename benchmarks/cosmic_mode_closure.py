@@ -51,6 +51,13 @@ def mode_parameters(mcmc_dir: str | Path, mode: int, *, nuisances: bool = False)
     return np.array([float(modes[mode][p]) for p in names])
 
 
+def simulate_mocks(fwd: Any, theta: np.ndarray, mocks: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``mocks`` pseudo-experiments at ``theta`` (their truth, repeated, and the simulation):
+    the same for the closure, the densities and the refinements of a run."""
+    truth = np.repeat(np.asarray(theta, float)[None, :], mocks, axis=0)
+    return truth, fwd.simulate(truth, np.random.default_rng(seed))
+
+
 def closure(
     model_dir: str | Path,
     theta: np.ndarray,
@@ -83,8 +90,7 @@ def closure(
             f"the mode must have {width} values for this config's [systematics], got {np.shape(theta)}"
         )
     posterior = load_posterior(model_dir, config=cfg)
-    truth = np.repeat(np.asarray(theta, float)[None, :], mocks, axis=0)
-    sims = fwd.simulate(truth, np.random.default_rng(seed))
+    truth, sims = simulate_mocks(fwd, theta, mocks, seed)
     rows = sorted(done or [], key=lambda r: r["mock"])
     finished = {r["mock"] for r in rows}
     for j in range(mocks):
@@ -142,8 +148,7 @@ def likelihoods_at(
 
     cfg = load_config(config)
     fwd, prior = cfg.model.build(systematics=cfg.systematics.build()), cfg.prior.build()
-    truth = np.repeat(np.asarray(theta, float)[None, :], mocks, axis=0)
-    sims = fwd.simulate(truth, np.random.default_rng(seed))
+    _truth, sims = simulate_mocks(fwd, theta, mocks, seed)
     out = []
     for r in rows:
         j = r["mock"]
@@ -192,8 +197,7 @@ def refine_rows(
 
     cfg = load_config(config)
     fwd = cfg.model.build(systematics=cfg.systematics.build())
-    truth = np.repeat(np.asarray(theta, float)[None, :], mocks, axis=0)
-    sims = fwd.simulate(truth, np.random.default_rng(seed))
+    truth, sims = simulate_mocks(fwd, theta, mocks, seed)
     options = {"fine_tune": True, "seeds": False, "progress": False, **(refine_options or {})}
     for r in sorted(rows, key=lambda r: r["mock"])[:refine]:
         if "refined_mean" in r:
