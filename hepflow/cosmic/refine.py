@@ -239,10 +239,14 @@ def refine_model(
     check_model_target(out / "flow", overwrite=overwrite)
     if lr is not None and not (np.isfinite(lr) and lr > 0):
         raise ConfigError(f"refine: lr must be a positive number, got {lr}")
-    if distill_steps < 0 or (distill_steps and (distill_samples < 10 or distill_epochs < 1)):
+    if distill_steps < 0 or (
+        distill_steps
+        and (distill_samples < 10 or distill_epochs < 1 or not 0 <= distill_min_ess < distill_samples)
+    ):
         raise ConfigError(
             f"refine: distill steps must be >= 0 (got {distill_steps}), with >= 10 samples (got "
-            f"{distill_samples}) and >= 1 epoch (got {distill_epochs})"
+            f"{distill_samples}), >= 1 epoch (got {distill_epochs}) and a minimum ESS in [0, samples) "
+            f"(got {distill_min_ess})"
         )
     t0 = time.perf_counter()
     post = load_posterior(model_dir, config=cfg)

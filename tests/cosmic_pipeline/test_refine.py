@@ -17,7 +17,7 @@ from hepflow.cosmic.mcmc import mcmc_cosmic
 from hepflow.cosmic.pipeline import train
 from hepflow.cosmic.refine import refine_model
 from hepflow.cosmic.report import make_report
-from hepflow.errors import ModelError
+from hepflow.errors import ConfigError, ModelError
 from hepflow.flows.serialization import read_config
 
 from .conftest import TINY_FLOW
@@ -269,6 +269,14 @@ def test_a_refined_cinn_that_misses_the_posterior_is_saved_untuned_with_the_reas
     assert "does not cover the posterior" in record["skipped"]
     assert (tmp_path / "m" / "flow").is_dir()
     assert "distillation skipped:" in capsys.readouterr().out
+
+
+def test_bad_distillation_options_are_refused_before_the_rounds(tiny, tmp_path) -> None:
+    _toml, cfg, d = tiny
+    for bad in ({"distill_samples": 5}, {"distill_epochs": 0}, {"distill_min_ess": 4000.0}):
+        with pytest.raises(ConfigError, match="refine: distill steps"):
+            refine_model(d / "model", "auger", output_dir=tmp_path / "x", config=cfg, progress=False, **bad)
+    assert not (tmp_path / "x").exists()
 
 
 def test_refine_cli_refuses_a_negative_distill(tiny, tmp_path, capsys) -> None:
