@@ -420,7 +420,7 @@ def pretrained_cosmic_lines(summary: Mapping[str, Any], card: Mapping[str, Any])
           --fine-tune --no-seeds`: within 0.03 MCMC sd of the MCMC there, docs/refine.md) or
           importance-weighted (`hepflow infer cosmic --observation auger --importance --mcmc DIR`)
         >>> summary["model_check_warnings"] = {"cinn": ["the model does not describe the data (total)"]}
-        >>> card["auger"]["lines"].append("model check (MCMC posterior): posterior predictive p 0.017")
+        >>> card["auger"]["model_check"] = {"mcmc": {"p_value": 0.017, "p_value_below": None}}
         >>> [line[:60] for line in pretrained_cosmic_lines(summary, card) if "passes the same" in line]
         ["  the MCMC's posterior passes the same check (p 0.017, its c"]
         >>> card["auger"]["lines"] = ["cINN and MCMC agree: use the cINN (ESS 3000 of 4000)"]
@@ -450,15 +450,16 @@ def pretrained_cosmic_lines(summary: Mapping[str, Any], card: Mapping[str, Any])
         lines += [f"  its card: {line}" for line in recorded[1:]]
     else:
         lines.append("  its card records no comparison with the MCMC on this observation")
-    mcmc_check = next((line for line in recorded if line.startswith("model check (MCMC posterior)")), "")
-    if summary.get("model_check_warnings", {}).get("cinn") and mcmc_check:
-        # the card's line ends with "p 0.017" or "p < 0.001": the MCMC's check passes unless it failed
-        p_mcmc = mcmc_check.rsplit(" p ", 1)[-1]
-        if not p_mcmc.startswith("<") and float(p_mcmc) >= 0.01:
-            lines.append(
-                f"  the MCMC's posterior passes the same check (p {p_mcmc}, its card): what fails here is "
-                "this cINN's posterior, not the model"
-            )
+    mcmc_check = card.get("auger", {}).get("model_check", {}).get("mcmc")
+    threshold = ((card.get("config") or {}).get("check") or {}).get("threshold", 0.01)
+    mcmc_passes = (
+        bool(mcmc_check) and not mcmc_check.get("p_value_below") and mcmc_check["p_value"] >= threshold
+    )
+    if summary.get("model_check_warnings", {}).get("cinn") and mcmc_passes:
+        lines.append(
+            f"  the MCMC's posterior passes the same check (p {mcmc_check['p_value']:.3f}, its card): "
+            "what fails here is this cINN's posterior, not the model"
+        )
     if not recorded or "use the MCMC" in recorded[0]:  # the verdict's words (hepflow.cosmic.verdict)
         lines.append(
             "  for a physics result use the MCMC (`hepflow mcmc cosmic --observation auger --systematics`) "

@@ -43,7 +43,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 def auger_record(summary: dict[str, Any]) -> dict[str, Any]:
     """What the card records of an ``infer cosmic --importance --mcmc`` summary on the Auger data:
-    the verdict, the importance ESS, the model checks, and the per-parameter table."""
+    the verdict, the importance ESS, the model checks (as lines and, under ``model_check``, the
+    total p-value per method), and the per-parameter table."""
     if summary.get("observation") != "auger" or "verdict" not in summary or "importance" not in summary:
         raise InputError(
             "--infer must be an `hepflow infer cosmic --observation auger --importance --mcmc DIR` output"
@@ -65,12 +66,20 @@ def auger_record(summary: dict[str, Any]) -> dict[str, Any]:
             "the importance-weighted cINN against the MCMC: largest shift "
             f"{shifts[worst]:+.2f} MCMC sd ({worst})"
         )
+    checks = {}
     for method, check in summary.get("model_check", {}).items():
         p = check["total"]
         value = f"< {p['p_value_below']}" if p.get("p_value_below") else f"{p['p_value']:.3f}"
         name = {"cinn": "cINN", "mcmc": "MCMC"}.get(method, method)
         lines.append(f"model check ({name} posterior): posterior predictive p {value}")
-    return {"lines": lines, "per_parameter": ver["per_parameter"], "ess": imp["ess"], "n": summary["samples"]}
+        checks[method] = {"p_value": p["p_value"], "p_value_below": p.get("p_value_below")}
+    return {
+        "lines": lines,
+        "per_parameter": ver["per_parameter"],
+        "ess": imp["ess"],
+        "n": summary["samples"],
+        "model_check": checks,
+    }
 
 
 def update_auger(target: Path, auger: dict[str, Any]) -> dict[str, Any]:

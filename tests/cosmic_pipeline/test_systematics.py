@@ -441,6 +441,7 @@ def test_a_pretrained_cosmic_model_is_installed_with_its_card_and_selected_by_na
     assert tool.main(["--update-auger", "--infer", str(tmp_path / "inf2"), "--target", str(target)]) == 0
     updated = json.loads((target / "card.json").read_text())
     assert "model check (cINN posterior): posterior predictive p 0.500" in updated["auger"]["lines"]
+    assert updated["auger"]["model_check"]["cinn"] == {"p_value": 0.5, "p_value_below": None}
     assert {k: v for k, v in updated.items() if k != "auger"} == {
         k: v for k, v in card.items() if k != "auger"
     }
