@@ -101,6 +101,22 @@ def sampled_level(level: float, samples: int) -> float:
     return float(level) * (samples - 1) / (samples + 1)
 
 
+def interpolation_points(q: Any, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the sample quantile ``q`` of ``k`` sorted values lies, interpolated linearly between
+    order statistics (numpy's default method): the indices ``i0`` and ``i1`` of the two order
+    statistics and the weight ``w`` of the second, ``quantile = x[i0] + w (x[i1] - x[i0])``.
+    Shared by :func:`central_intervals` and the leave-one-out intervals of
+    :mod:`hepflow.calibration.joint`.
+
+    Example:
+        >>> [v.tolist() for v in interpolation_points(np.array([0.0, 0.25, 1.0]), 5)]
+        [[0, 1, 4], [1, 2, 4], [0.0, 0.0, 0.0]]
+    """
+    h = np.asarray(q, dtype=np.float64) * (k - 1)
+    i0 = np.clip(np.floor(h).astype(np.int64), 0, k - 1)
+    return i0, np.minimum(i0 + 1, k - 1), h - i0
+
+
 def central_intervals(samples: Any, levels: Any) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper ends of the central credible intervals, each (L, n, d).
 
@@ -121,13 +137,10 @@ def central_intervals(samples: Any, levels: Any) -> tuple[np.ndarray, np.ndarray
     k = srt.shape[1]
 
     def quantile(q: np.ndarray) -> np.ndarray:
-        h = q * (k - 1)
-        i0 = np.clip(np.floor(h).astype(np.int64), 0, k - 1)
-        i1 = np.minimum(i0 + 1, k - 1)
-        w = (h - i0)[:, None, None]
+        i0, i1, w = interpolation_points(q, k)
         a = np.moveaxis(srt[:, i0, :], 1, 0)
         b = np.moveaxis(srt[:, i1, :], 1, 0)
-        return a + w * (b - a)
+        return a + w[:, None, None] * (b - a)
 
     return quantile((1.0 - lv) / 2.0), quantile((1.0 + lv) / 2.0)
 

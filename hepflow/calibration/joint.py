@@ -46,7 +46,7 @@ from hepflow.calibration._validation import (
     check_posterior_samples,
     rng_from,
 )
-from hepflow.calibration.coverage import sampled_level
+from hepflow.calibration.coverage import interpolation_points, sampled_level
 
 __all__ = ["CoverageTest", "coverage_test"]
 
@@ -125,12 +125,10 @@ def _loo_inside(srt: np.ndarray, pos: np.ndarray, x: np.ndarray, levels: np.ndar
         return srt[rows, np.minimum(jj, k - 1), cols]
 
     def quantile(q: float) -> np.ndarray:
-        h = q * (m - 1)
-        i0 = int(np.clip(np.floor(h), 0, m - 1))
-        i1 = min(i0 + 1, m - 1)
+        i0, i1, w = interpolation_points(q, m)
         a = remaining(np.full((n, d), i0))
         b = remaining(np.full((n, d), i1))
-        return a + (h - i0) * (b - a)
+        return a + w * (b - a)
 
     out = np.empty((len(levels), n, d), dtype=bool)
     for i, lv in enumerate(levels):

@@ -65,6 +65,8 @@ __all__ = ["cosmic_seeds", "refine_model", "refinement_simulator"]
 
 #: the file with the refinement's summary, next to ``flow/``
 REFINEMENT_FILE = "refinement.json"
+#: what ``refinement.json`` calls an observation passed as an object
+IN_MEMORY = "in memory"
 
 
 def cosmic_seeds(
@@ -343,8 +345,8 @@ def refine_model(
         )
     wall = time.perf_counter() - t0
     refinement = {
-        "observation": _observation_name(observation),
-        "entry": None if isinstance(observation, Observation) or str(observation) == "auger" else entry,
+        "observation": (name := _observation_name(observation)),
+        "entry": None if name in ("auger", IN_MEMORY) else entry,
         "observation_digest": obs.digest(),
         "base_model": str(Path(model_dir)),
         **result.metadata(),
@@ -428,5 +430,5 @@ def _observation_name(observation: Any) -> str:
     """What ``refinement.json`` calls the observation: ``auger``, the file, or ``in memory``
     (an :class:`~hepflow.cosmic.Observation` object; its digest is recorded next to it)."""
     if isinstance(observation, Observation):
-        return "in memory"
+        return IN_MEMORY
     return "auger" if str(observation) == "auger" else str(Path(observation))
