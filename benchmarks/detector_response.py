@@ -96,7 +96,8 @@ def run() -> None:
         f"\n{len(disagree)} of {len(counted)} numbers disagree by more than {PULL_LIMIT:g} standard "
         f"deviations (the MET rows of x and y together, derived from the x and y rows, not counted)"
     )
-    print(judged_together(counted))
+    together, together_summary = judged_together(counted)
+    print(together)
 
     like = met_like_for_like(fast, per_sample)
     print("\n" + like)
@@ -118,10 +119,7 @@ def run() -> None:
                 ]
                 for name, r in per_sample.items()
             },
-            "judged_together": pull_summary(
-                [r.pull for r in detector_rows(disagreements(rows)[0]) if math.isfinite(r.pull)],
-                limit=PULL_LIMIT,
-            ),
+            "judged_together": together_summary,
             "comparison": [
                 {
                     "name": r.name,
@@ -133,7 +131,7 @@ def run() -> None:
             ],
         },
     )
-    report = format_report(args, fast, cms, per_sample, rows, table, plots, like)
+    report = format_report(args, fast, cms, per_sample, rows, table, plots, like, together)
     with atomic_write(args.out / "report.md") as tmp:
         tmp.write_text(report)
     print(f"wrote {args.out}/response.json, report.md and {len(plots)} plots")
@@ -145,12 +143,13 @@ def detector_rows(counted: list[Comparison]) -> list[Comparison]:
     return [r for r in counted if not r.name.startswith("mean ")]
 
 
-def judged_together(counted: list[Comparison]) -> str:
-    """One sentence: the detector rows' pulls judged as a family (:func:`pull_summary`)."""
+def judged_together(counted: list[Comparison]) -> tuple[str, dict[str, float]]:
+    """The detector rows' pulls judged as a family (:func:`pull_summary`): one sentence, and the
+    summary itself."""
     rows = [r for r in detector_rows(counted) if math.isfinite(r.pull)]
     s = pull_summary([r.pull for r in rows], limit=PULL_LIMIT)
     worst = max(rows, key=lambda r: abs(r.pull))
-    return (
+    sentence = (
         f"Judged together: of the {s['n']} numbers that compare the detector (the mean pileup and "
         f"rho compare the samples' pileup profiles and are left out), {s['beyond']} lie beyond "
         f"{PULL_LIMIT:g} standard deviations, where a detector that matches puts {s['expected']:.1f} "
@@ -158,6 +157,7 @@ def judged_together(counted: list[Comparison]) -> str:
         f"{worst.pull:+.1f} ({worst.name}), is reached by the largest of {s['n']} independent pulls "
         f"with probability {s['p_max']:.2g}."
     )
+    return sentence, s
 
 
 def disagreements(rows: list[Comparison]) -> tuple[list[Comparison], list[Comparison]]:
@@ -230,6 +230,7 @@ def format_report(
     table: str,
     plots: list[Path],
     like: str,
+    together: str,
 ) -> str:
     out = [
         "# Fast detector vs CMS simulation: detector response",
@@ -270,7 +271,7 @@ def format_report(
         f"## Comparison ({len(disagree)} of {len(counted)} independent numbers beyond {PULL_LIMIT:g} "
         "standard deviations; the MET rows of x and y together are not counted)",
         "",
-        judged_together(counted),
+        together,
         "",
         table,
         "",
