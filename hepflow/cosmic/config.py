@@ -348,6 +348,8 @@ class McmcConfig:
     n_starts: int = 8
     n_candidates: int = 4096
     ball: float = 0.01
+    mode_draws: int = 20_000
+    min_mode_mass: float = 0.01
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -360,6 +362,8 @@ class McmcConfig:
             n_starts=self.n_starts,
             n_candidates=self.n_candidates,
             ball=self.ball,
+            mode_draws=self.mode_draws,
+            min_mode_mass=self.min_mode_mass,
         )
 
     def options(self) -> dict[str, Any]:
@@ -374,6 +378,8 @@ class McmcConfig:
             "n_starts": self.n_starts,
             "n_candidates": self.n_candidates,
             "ball": self.ball,
+            "mode_draws": self.mode_draws,
+            "min_mode_mass": self.min_mode_mass,
         }
 
 
@@ -389,6 +395,12 @@ def check_mcmc_settings(*, n_free: int = _NDIM, **s: Any) -> None:
     for name in ("tau_factor", "tau_rtol", "ball"):
         if not (np.isfinite(s[name]) and s[name] > 0):
             raise ConfigError(f"{name} must be a positive number, got {s[name]}")
+    if s["mode_draws"] != 0 and s["mode_draws"] < 100:
+        raise ConfigError(
+            f"mode_draws must be 0 (do not weigh the modes) or at least 100, got {s['mode_draws']}"
+        )
+    if not 0 < s["min_mode_mass"] < 1:
+        raise ConfigError(f"min_mode_mass must lie between 0 and 1, got {s['min_mode_mass']}")
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,21 @@ in which :meth:`Prior.log_prob` is a density)::
 the sampler moves in ``log f``, which matters for this likelihood: at the hard-spectrum minimum
 the deviance changes by ~1600 between ``f_Si = 10^-3`` and 0 (docs/cosmic_model.md).
 
-**Initialisation.** ``initial="optimum"`` (default): ``n_candidates`` prior draws are evaluated,
-the best ``n_starts`` mutually distinct ones start L-BFGS maximisations of ``log q`` (gradients
-by central differences, one vectorised call per gradient), and the distinct maxima found are
-kept as :attr:`McmcResult.modes`, best first, with their deviances: the combined-fit likelihood
-has (at least) two minima, a soft-spectrum one (gamma ~ 1) and a hard-spectrum one (gamma < 0),
-and the modes list shows which were found and how deep they are. The walkers start in a small
-Gaussian ball (``ball``, in ``z`` units) around the best mode; an affine-invariant ensemble does
-not jump between well-separated modes, so to sample another mode pass its parameters
-(``initial=result.modes[1].theta``). ``initial="prior"`` starts the walkers from prior draws
-(long burn-in with a narrow posterior); an array gives one vector (ball around it) or one per
-walker.
+**Initialisation.** ``initial="optimum"`` (default): the multi-start search of
+:func:`hepflow.cosmic.modes.find_modes` (``n_candidates`` draws screened, ``n_starts`` L-BFGS
+maximisations of ``log q``) finds the distinct maxima: the combined-fit likelihood has (at least)
+two, a soft-spectrum one (gamma ~ 1) and a hard-spectrum one (gamma < 0). An affine-invariant
+ensemble does not jump between well-separated modes, so when more than one is found
+:func:`~hepflow.cosmic.modes.weigh_modes` estimates the posterior mass of each (``mode_draws``
+importance draws; the highest density is not the most mass), and **every mode holding at least
+``min_mode_mass`` of the mass gets its own ensemble** (``n_walkers`` walkers in a Gaussian ball
+of ``ball``, in ``z`` units, around its maximum). The runs continue to a common length and share
+the convergence criterion; the returned samples are drawn from each run in proportion to its
+mode's mass (column ``mode``), the chain holds all runs side by side (walkers ``k n_walkers ..``
+of run ``k``). :attr:`McmcResult.modes` lists the modes, heaviest first, with their masses.
+``mode_draws=0`` skips the weighing and samples the highest maximum only. ``initial="prior"``
+starts the walkers from prior draws (long burn-in with a narrow posterior); an array gives one
+vector (ball around it) or one per walker.
 
 **Convergence.** Every ``check_every`` steps the integrated autocorrelation time ``tau`` of each
 of the 7 parameters (in ``theta``, over the whole chain, emcee's estimator with ``tol=0``) is
@@ -46,7 +50,7 @@ discarded/applied to the returned samples (burn-in at most half the chain).
 standard-normal priors enter ``log q``; the samples, chain, tau, summary and modes carry the 9
 columns ``gamma .. f_Fe, nu_E, nu_X`` (:attr:`McmcResult.names`), :meth:`McmcResult.theta` the 7
 source parameters and :meth:`McmcResult.nuisances` the 2 nuisances. The multi-start search
-starts at ``nu = 0``.
+draws its candidates' nuisances from their priors.
 
 Example:
     >>> from hepflow.cosmic import Observation
@@ -71,6 +75,7 @@ import numpy as np
 
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Likelihood, Observation, Prior
 from hepflow.cosmic.config import Initial, check_mcmc_settings, load_config
+from hepflow.cosmic.modes import Mode, ModeWeights, find_modes, weigh_modes
 from hepflow.cosmic.systematics import NUISANCE_NAMES
 from hepflow.errors import ConfigError, InputError, OutputError
 
@@ -90,6 +95,8 @@ __all__ = [
 _NDIM = len(PARAMETER_NAMES) - 1
 _K = len(PARAMETER_NAMES) - 2  # fractions
 _QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
+#: fewer effective importance draws than this behind the modes' masses is warned about
+_MIN_MODE_ESS = 100.0
 _Z_CLIP = 50.0  # prior draws on the simplex boundary map to -inf: start them at -50 instead
 
 
@@ -169,136 +176,6 @@ class UnconstrainedPosterior:
         return np.column_stack([lq, loglike])
 
 
-# ---------------------------------------------------------------------- modes
-@dataclass(frozen=True)
-class Mode:
-    """A local maximum of the sampled density: parameters and combined-fit deviances there."""
-
-    theta: np.ndarray
-    log_prob: float
-    log_likelihood: float
-    deviance_spectrum: float
-    deviance_xmax: float
-
-    @property
-    def deviance(self) -> float:
-        return self.deviance_spectrum + self.deviance_xmax
-
-    def to_dict(self) -> dict[str, Any]:
-        names = PARAMETER_NAMES + NUISANCE_NAMES[: self.theta.size - len(PARAMETER_NAMES)]
-        return {
-            **dict(zip(names, self.theta.tolist(), strict=True)),
-            "deviance": self.deviance,
-            "deviance_spectrum": self.deviance_spectrum,
-            "deviance_xmax": self.deviance_xmax,
-            "log_likelihood": self.log_likelihood,
-            "log_prob": self.log_prob,
-        }
-
-
-def find_modes(
-    posterior: UnconstrainedPosterior,
-    rng: np.random.Generator | int | None = None,
-    *,
-    n_candidates: int = 4096,
-    n_starts: int = 8,
-    sparse_concentration: float = 0.1,
-    step: float = 1e-4,
-    max_iter: int = 400,
-) -> tuple[Mode, ...]:
-    """Multi-start maximisation of ``log q``: distinct local maxima, best first.
-
-    Start points: ``n_candidates`` parameter vectors, half drawn from the prior and half with the
-    prior's ``gamma`` and ``lg_rcut`` ranges but sparse fractions (Dirichlet with
-    ``sparse_concentration``); the hard-spectrum minimum of the Auger fit sits where some fractions
-    are ~1e-4, which prior draws almost never reach. The ``gamma`` range is cut into ``n_starts``
-    equal strata and the best candidate of each starts L-BFGS-B in ``z`` with central-difference
-    gradients (one vectorised call of 2 x 6 + 1 rows per iteration), so that both a soft
-    (gamma > 0) and a hard (gamma < 0) solution are looked for. With nuisances each start is
-    first maximised over the source parameters at ``nu = 0`` and then over all 8 coordinates (a
-    joint search from ``nu = 0`` stalls on the way and misses the hard-spectrum mode). Maxima
-    closer than 0.02 of the prior range in ``gamma`` and ``lg_rcut`` and 0.02 in every fraction
-    (0.1 in the nuisances) are merged.
-
-    The candidates only seed the local searches (they do not need to follow the prior).
-    """
-    from scipy import optimize
-
-    gen = np.random.default_rng(rng)
-    prior = posterior.prior
-    half = max(n_candidates // 2, 1)
-    sparse = Prior(gamma=prior.gamma, lg_rcut=prior.lg_rcut, concentration=sparse_concentration)
-    cand = np.concatenate([prior.sample(half, gen), sparse.sample(max(n_candidates - half, 1), gen)])
-    z_cand = np.clip(posterior.to_unconstrained(cand), -_Z_CLIP, _Z_CLIP)
-    lq_cand = posterior(z_cand)
-    strata = np.linspace(prior.gamma[0], prior.gamma[1], n_starts + 1)
-    stratum = np.clip(np.searchsorted(strata, cand[:, 0], side="right") - 1, 0, n_starts - 1)
-    starts = []
-    for k in range(n_starts):
-        idx = np.flatnonzero((stratum == k) & np.isfinite(lq_cand))
-        if idx.size:
-            starts.append(z_cand[idx[np.argmax(lq_cand[idx])]])
-    ndim = posterior.ndim
-    scale = np.array([np.ptp(prior.gamma), np.ptp(prior.lg_rcut), 1, 1, 1, 1, 1], dtype=float)
-    # nuisances merged within 0.1 of their prior sd
-    scale = np.concatenate([scale, np.full(ndim - _NDIM, 5.0)])
-    eye = np.eye(ndim) * step
-
-    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
-        pts = np.concatenate([z[None], z + eye, z - eye])
-        lq = posterior(pts)
-        if not np.all(np.isfinite(lq)):
-            return 1e300, np.zeros(ndim)
-        grad = (lq[1 : 1 + ndim] - lq[1 + ndim :]) / (2 * step)
-        return -float(lq[0]), -grad
-
-    def fun_source(z6: np.ndarray, nu: np.ndarray) -> tuple[float, np.ndarray]:
-        f, grad = fun(np.concatenate([z6, nu]))
-        return f, grad[:_NDIM]
-
-    found: list[tuple[float, np.ndarray]] = []
-    for start in starts:
-        z0 = start
-        if ndim > _NDIM:
-            # with nuisances: first the source parameters at nu = 0 (the search without nuisances,
-            # which finds both minima of the Auger fit), then all together from there
-            nu0 = z0[_NDIM:]
-            res = optimize.minimize(
-                fun_source,
-                z0[:_NDIM],
-                args=(nu0,),
-                jac=True,
-                method="L-BFGS-B",
-                options={"maxiter": max_iter},
-            )
-            z0 = np.concatenate([res.x, nu0])
-        res = optimize.minimize(fun, z0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
-        found.append((-float(res.fun), res.x))
-    found.sort(key=lambda t: -t[0])
-    modes: list[Mode] = []
-    kept: list[np.ndarray] = []
-    for lq, z in found:
-        if not np.isfinite(lq):
-            continue
-        theta = posterior.theta(z)[0]
-        if any(np.max(np.abs(theta - t) / scale) < 0.02 for t in kept):
-            continue
-        kept.append(theta)
-        dev = posterior.likelihood.deviance(theta)
-        modes.append(
-            Mode(
-                theta=theta,
-                log_prob=lq,
-                log_likelihood=float(-0.5 * dev.total[0]),
-                deviance_spectrum=float(dev.spectrum[0]),
-                deviance_xmax=float(dev.xmax[0]),
-            )
-        )
-    if not modes:
-        raise ConfigError("no finite maximum of the posterior found: is the observation empty?")
-    return tuple(modes)
-
-
 # ---------------------------------------------------------------------- result
 @dataclass(frozen=True, eq=False)
 class McmcResult:
@@ -334,6 +211,8 @@ class McmcResult:
     converged: bool
     wall_time: float
     modes: tuple[Mode, ...] = ()
+    mode_weights: ModeWeights | None = None
+    sampled_modes: tuple[int, ...] = (0,)
     settings: dict[str, Any] = field(default_factory=dict)
     names: tuple[str, ...] = PARAMETER_NAMES
     checks: dict[str, Any] = field(default_factory=dict)
@@ -390,6 +269,8 @@ class McmcResult:
             },
             "posterior": posterior,
             "modes": [m.to_dict() for m in self.modes],
+            "sampled_modes": list(self.sampled_modes),
+            "mode_weights": None if self.mode_weights is None else self.mode_weights.summary(),
             "settings": self.settings,
             **self.checks,
         }
@@ -415,6 +296,13 @@ class McmcResult:
                 f"Xmax {m.deviance_xmax:.1f}) at gamma {m.theta[0]:.3f}, lg_rcut {m.theta[1]:.3f}, "
                 f"fractions {np.round(m.theta[2:n_par], 3).tolist()}"
                 + (f", nu_E {nu[0]:.2f}, nu_X {nu[1]:.2f}" if nu.size else "")
+                + ("" if m.mass is None else f"; {_percent(m.mass)} of the posterior mass")
+                + (", sampled" if m.mass is not None and i in self.sampled_modes else "")
+            )
+        if self.mode_weights is not None and self.mode_weights.ess < _MIN_MODE_ESS:
+            lines.append(
+                f"  WARNING: the modes' masses rest on {self.mode_weights.ess:.0f} effective importance "
+                f"draws (fewer than {_MIN_MODE_ESS:.0f}): raise [mcmc] mode_draws"
             )
         return "\n".join(lines)
 
@@ -466,6 +354,10 @@ class McmcResult:
         return ak.zip(cols, depth_limit=1)
 
 
+def _percent(mass: float) -> str:
+    return f"{100 * mass:.2g} %" if mass < 0.1 else f"{100 * mass:.0f} %"
+
+
 def _finite_or_none(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
@@ -487,6 +379,8 @@ def run_mcmc(
     n_starts: int = 8,
     n_candidates: int = 4096,
     ball: float = 0.01,
+    mode_draws: int = 20_000,
+    min_mode_mass: float = 0.01,
     progress: bool = True,
 ) -> McmcResult:
     """Sample the posterior of the 7 source parameters for ``observation`` with emcee.
@@ -508,10 +402,13 @@ def run_mcmc(
         tau_factor, tau_rtol: the criterion ``n > tau_factor tau`` and ``|d tau| / tau < tau_rtol``.
         n_starts, n_candidates: multi-start settings of ``initial="optimum"`` (:func:`find_modes`).
         ball: spread of the walkers around a start point, in unconstrained units.
+        mode_draws: with ``initial="optimum"`` and more than one maximum found, the importance
+            draws that weigh them (:func:`hepflow.cosmic.modes.weigh_modes`); 0: do not weigh
+            (the walkers start at the highest maximum only).
+        min_mode_mass: every weighed mode holding at least this share of the posterior mass gets
+            its own ensemble run; the samples are drawn from the runs in proportion to the masses.
         progress: tqdm progress bar.
     """
-    import emcee
-    from tqdm.auto import tqdm
 
     start = time.perf_counter()
     prior = prior if prior is not None else Prior()
@@ -528,39 +425,184 @@ def run_mcmc(
         n_starts=n_starts,
         n_candidates=n_candidates,
         ball=ball,
+        mode_draws=mode_draws,
+        min_mode_mass=min_mode_mass,
     )
     seq = np.random.SeedSequence(seed)
     init_rng, walk_rng, sampler_rng = (np.random.default_rng(s) for s in seq.spawn(3))
 
     modes: tuple[Mode, ...] = ()
+    weights: ModeWeights | None = None
+    sampled: tuple[int, ...] = (0,)
     if isinstance(initial, str):
         if initial == "optimum":
             modes = find_modes(posterior, init_rng, n_candidates=n_candidates, n_starts=n_starts)
-            z0 = _ball(posterior.to_unconstrained(modes[0].theta)[0], n_walkers, ball, walk_rng)
+            if len(modes) > 1 and mode_draws:
+                modes, weights = weigh_modes(posterior, modes, init_rng, draws=mode_draws)
+                sampled = tuple(i for i, m in enumerate(modes) if i == 0 or (m.mass or 0.0) >= min_mode_mass)
+            starts = [
+                _ball(posterior.to_unconstrained(modes[i].theta)[0], n_walkers, ball, walk_rng)
+                for i in sampled
+            ]
         elif initial == "prior":
             draws = prior.sample(n_walkers, walk_rng)
             if posterior.systematics is not None:
                 draws = np.concatenate([draws, posterior.systematics.sample(n_walkers, walk_rng)], axis=1)
-            z0 = np.clip(posterior.to_unconstrained(draws), -_Z_CLIP, _Z_CLIP)
+            starts = [np.clip(posterior.to_unconstrained(draws), -_Z_CLIP, _Z_CLIP)]
         else:
             raise ConfigError(f"initial must be 'optimum', 'prior' or parameter values, got {initial!r}")
         init_name = initial
     else:
-        z0 = _initial_from_values(np.asarray(initial, dtype=float), posterior, n_walkers, ball, walk_rng)
+        starts = [
+            _initial_from_values(np.asarray(initial, dtype=float), posterior, n_walkers, ball, walk_rng)
+        ]
         init_name = "values"
-    bad = ~np.isfinite(posterior(z0))
-    if bad.any():
-        raise ConfigError(
-            f"{int(bad.sum())} initial walker position(s) have zero posterior density "
-            f"(first: {np.array2string(posterior.theta(z0[bad][:1])[0], precision=4)})"
-        )
+    for z0 in starts:
+        bad = ~np.isfinite(posterior(z0))
+        if bad.any():
+            raise ConfigError(
+                f"{int(bad.sum())} initial walker position(s) have zero posterior density "
+                f"(first: {np.array2string(posterior.theta(z0[bad][:1])[0], precision=4)})"
+            )
 
+    criterion = {
+        "n_steps": n_steps,
+        "check_every": check_every,
+        "tau_factor": tau_factor,
+        "tau_rtol": tau_rtol,
+        "stop_when_converged": stop_when_converged,
+    }
+    runs = [
+        _run_ensemble(
+            posterior,
+            z0,
+            sampler_rng,
+            **criterion,
+            progress=progress,
+            desc="emcee" if len(starts) == 1 else f"emcee, mode {i}",
+        )
+        for i, z0 in zip(sampled, starts, strict=True)
+    ]
+    # runs that stopped earlier continue to the longest one's length: one chain array
+    n_done = max(r.sampler.iteration for r in runs)
+    for r in runs:
+        if r.sampler.iteration < n_done:
+            r.sampler.run_mcmc(None, n_done - r.sampler.iteration, progress=False)
+    z_chain = np.concatenate([r.sampler.get_chain() for r in runs], axis=1)
+    chain = posterior.theta(z_chain.reshape(-1, ndim)).reshape(n_done, z_chain.shape[1], -1)
+    log_prob = np.concatenate([r.sampler.get_log_prob() for r in runs], axis=1)
+    loglike = np.concatenate(
+        [np.asarray(r.sampler.get_blobs(), dtype=float).reshape(n_done, n_walkers) for r in runs], axis=1
+    )
+    tau = np.fmax.reduce([r.tau for r in runs]) if len(runs) > 1 else runs[0].tau
+    converged = all(r.converged for r in runs)
+    finite_tau = tau[np.isfinite(tau)]
+    max_tau = float(finite_tau.max()) if finite_tau.size else 1.0
+    min_tau = float(finite_tau.min()) if finite_tau.size else 1.0
+    burn_in = min(int(np.ceil(2.0 * max_tau)), n_done // 2)
+    thin = max(1, int(0.5 * min_tau))
+    kept = chain[burn_in::thin]
+    steps_kept = np.arange(burn_in, n_done, thin)
+    step = np.repeat(steps_kept, kept.shape[1])
+    walker = np.tile(np.arange(kept.shape[1]), steps_kept.size)
+    run = walker // n_walkers
+    rows = np.arange(run.size)
+    if len(runs) > 1:
+        # each mode's run gives as many rows; keep them in proportion to the modes' masses
+        share = np.array([modes[i].mass or 0.0 for i in sampled])
+        share = share / share.max()
+        rows = np.sort(
+            np.concatenate(
+                [
+                    walk_rng.choice(
+                        np.flatnonzero(run == k), round(share[k] * np.sum(run == k)), replace=False
+                    )
+                    for k in range(len(runs))
+                ]
+            )
+        )
+    flat = kept.reshape(-1, kept.shape[2])[rows]
+    samples = {name: np.ascontiguousarray(flat[:, i]) for i, name in enumerate(names)}
+    samples["log_likelihood"] = loglike[burn_in::thin].ravel()[rows]
+    samples["step"] = step[rows]
+    samples["walker"] = walker[rows]
+    samples["mode"] = np.asarray(sampled)[run[rows]]
+    settings = {
+        "seed": seed,
+        "initial": init_name,
+        "n_walkers": n_walkers,
+        "max_steps": n_steps,
+        "stop_when_converged": stop_when_converged,
+        "check_every": check_every,
+        "tau_factor": tau_factor,
+        "tau_rtol": tau_rtol,
+        "n_starts": n_starts,
+        "n_candidates": n_candidates,
+        "ball": ball,
+        "mode_draws": mode_draws,
+        "min_mode_mass": min_mode_mass,
+        "prior": {
+            "gamma": list(prior.gamma),
+            "lg_rcut": list(prior.lg_rcut),
+            "concentration": prior.concentration,
+        },
+        "model": like.model.description,
+        "systematics": None if posterior.systematics is None else posterior.systematics.metadata(),
+        "sampled_coordinates": "prior unconstrained (logit box, stick-breaking logits), with Jacobian",
+    }
+    return McmcResult(
+        samples=ak.zip(samples, depth_limit=1),
+        chain=chain,
+        log_prob=log_prob,
+        log_likelihood=loglike,
+        tau=tau,
+        burn_in=burn_in,
+        thin=thin,
+        acceptance_fraction=np.concatenate(
+            [np.asarray(r.sampler.acceptance_fraction, dtype=float) for r in runs]
+        ),
+        converged=converged,
+        wall_time=time.perf_counter() - start,
+        modes=modes,
+        mode_weights=weights,
+        sampled_modes=sampled,
+        settings=settings,
+        names=names,
+    )
+
+
+@dataclass
+class _Run:
+    sampler: Any
+    tau: np.ndarray
+    converged: bool
+
+
+def _run_ensemble(
+    posterior: UnconstrainedPosterior,
+    z0: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    n_steps: int,
+    check_every: int,
+    tau_factor: float,
+    tau_rtol: float,
+    stop_when_converged: bool,
+    progress: bool,
+    desc: str,
+) -> _Run:
+    """One emcee ensemble from ``z0`` (n_walkers, ndim) until the convergence criterion (module
+    docstring) or ``n_steps``."""
+    import emcee
+    from tqdm.auto import tqdm
+
+    n_walkers, ndim = z0.shape
     sampler = emcee.EnsembleSampler(n_walkers, ndim, posterior._emcee, vectorize=True)
-    sampler.random_state = np.random.RandomState(int(sampler_rng.integers(2**32))).get_state()
+    sampler.random_state = np.random.RandomState(int(rng.integers(2**32))).get_state()
     state: Any = z0
-    tau = np.full(len(names), np.inf)
+    tau = np.full(len(posterior.names), np.inf)
     converged = False
-    with tqdm(total=n_steps, unit="step", disable=not progress, desc="emcee") as bar:
+    with tqdm(total=n_steps, unit="step", disable=not progress, desc=desc) as bar:
         while sampler.iteration < n_steps:
             steps = min(check_every, n_steps - sampler.iteration)
             try:
@@ -582,62 +624,12 @@ def run_mcmc(
             bar.set_postfix(
                 tau=f"{np.nanmax(tau):.0f}", acc=f"{np.mean(sampler.acceptance_fraction):.2f}", refresh=False
             )
-            log.info("step %d: tau %s, converged %s", sampler.iteration, np.round(tau, 1), converged)
+            log.info(
+                "%s, step %d: tau %s, converged %s", desc, sampler.iteration, np.round(tau, 1), converged
+            )
             if converged and stop_when_converged:
                 break
-
-    z_chain = sampler.get_chain()
-    n_done = z_chain.shape[0]
-    chain = posterior.theta(z_chain.reshape(-1, ndim)).reshape(n_done, n_walkers, -1)
-    log_prob = sampler.get_log_prob()
-    loglike = np.asarray(sampler.get_blobs(), dtype=float).reshape(n_done, n_walkers)
-    finite_tau = tau[np.isfinite(tau)]
-    max_tau = float(finite_tau.max()) if finite_tau.size else 1.0
-    min_tau = float(finite_tau.min()) if finite_tau.size else 1.0
-    burn_in = min(int(np.ceil(2.0 * max_tau)), n_done // 2)
-    thin = max(1, int(0.5 * min_tau))
-    kept = chain[burn_in::thin]
-    steps_kept = np.arange(burn_in, n_done, thin)
-    samples = {name: kept[:, :, i].ravel() for i, name in enumerate(names)}
-    samples["log_likelihood"] = loglike[burn_in::thin].ravel()
-    samples["step"] = np.repeat(steps_kept, n_walkers)
-    samples["walker"] = np.tile(np.arange(n_walkers), steps_kept.size)
-    settings = {
-        "seed": seed,
-        "initial": init_name,
-        "n_walkers": n_walkers,
-        "max_steps": n_steps,
-        "stop_when_converged": stop_when_converged,
-        "check_every": check_every,
-        "tau_factor": tau_factor,
-        "tau_rtol": tau_rtol,
-        "n_starts": n_starts,
-        "n_candidates": n_candidates,
-        "ball": ball,
-        "prior": {
-            "gamma": list(prior.gamma),
-            "lg_rcut": list(prior.lg_rcut),
-            "concentration": prior.concentration,
-        },
-        "model": like.model.description,
-        "systematics": None if posterior.systematics is None else posterior.systematics.metadata(),
-        "sampled_coordinates": "prior unconstrained (logit box, stick-breaking logits), with Jacobian",
-    }
-    return McmcResult(
-        samples=ak.zip(samples, depth_limit=1),
-        chain=chain,
-        log_prob=log_prob,
-        log_likelihood=loglike,
-        tau=tau,
-        burn_in=burn_in,
-        thin=thin,
-        acceptance_fraction=np.asarray(sampler.acceptance_fraction, dtype=float),
-        converged=converged,
-        wall_time=time.perf_counter() - start,
-        modes=modes,
-        settings=settings,
-        names=names,
-    )
+    return _Run(sampler=sampler, tau=tau, converged=converged)
 
 
 def _autocorr_time(theta_flat: np.ndarray, chain_shape: tuple[int, ...]) -> np.ndarray:

@@ -89,8 +89,9 @@ def _caveats(v: Any, checks: Mapping[str, Any], threshold: float, closure: Seque
     out = list(CAVEATS)
     if v.agree:
         out.append(
-            f"The cINN and the MCMC agree on these data ({v.numbers()}); the MCMC (emcee ensemble) samples "
-            "the deepest likelihood mode it finds, the other modes are listed in mcmc.modes."
+            f"The cINN and the MCMC agree on these data ({v.numbers()}); the MCMC samples every mode "
+            "it finds that holds at least [mcmc] min_mode_mass of the posterior mass, in proportion to "
+            "the masses; the modes found and their masses are listed in mcmc.modes."
         )
     else:
         text = (

@@ -78,7 +78,8 @@ def test_chain_respects_the_support(tiny: McmcResult) -> None:
     assert np.all(tiny.chain[..., 2:] >= 0)
     assert np.allclose(tiny.chain[..., 2:].sum(axis=-1), 1.0, atol=1e-9)
     assert Prior().in_support(tiny.chain.reshape(-1, 7)).all()
-    assert tiny.samples.fields == [*PARAMETER_NAMES, "log_likelihood", "step", "walker"]
+    assert tiny.samples.fields == [*PARAMETER_NAMES, "log_likelihood", "step", "walker", "mode"]
+    assert np.all(ak.to_numpy(tiny.samples["mode"]) == 0)
     assert np.all(np.isfinite(ak.to_numpy(tiny.samples["log_likelihood"])))
     assert 0 < tiny.acceptance_fraction.mean() < 1
     assert not tiny.converged  # 60 steps cannot be 50 autocorrelation times
