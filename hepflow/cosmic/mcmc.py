@@ -355,6 +355,8 @@ class McmcResult:
 
 
 def _percent(mass: float) -> str:
+    if mass < 1e-4:
+        return "< 0.01 %"
     return f"{100 * mass:.2g} %" if mass < 0.1 else f"{100 * mass:.0f} %"
 
 
