@@ -36,6 +36,7 @@ MIN_EXAMPLES = {
     "hepflow.posterior.shift": 4,
     "hepflow.cosmic.generate": 1,
     "hepflow.cosmic.mcmc": 1,
+    "hepflow.cosmic.modes": 1,
     "hepflow.unfolding.binning": 1,
     "hepflow.unfolding.ibu": 1,
     "hepflow.unfolding.response": 1,

@@ -7,7 +7,7 @@ the analysis prior. The first proposal region is the union of the cINN's highest
 and neighbourhoods of **seeds**, so that it reaches modes the amortized cINN misses:
 
 * the distinct local maxima of the exact posterior found by the MCMC module's multi-start search
-  (:func:`hepflow.cosmic.mcmc.find_modes`: ``[mcmc] n_starts`` L-BFGS searches from the best of
+  (:func:`hepflow.cosmic.modes.find_modes`: ``[mcmc] n_starts`` L-BFGS searches from the best of
   ``n_candidates`` prior and sparse-Dirichlet draws, one per ``gamma`` stratum; it finds the
   hard-spectrum, He-dominated minimum of the Auger data that the prior fills with ~1e-6 of its
   mass);
@@ -82,11 +82,12 @@ def cosmic_seeds(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Seed points ``(m, 7)`` for the first proposal region, and what they are.
 
-    The modes of :func:`hepflow.cosmic.mcmc.find_modes` on the exact posterior (best first) and
+    The modes of :func:`hepflow.cosmic.modes.find_modes` on the exact posterior (best first) and
     up to ``sir_seeds`` distinct likelihood-weighted prior draws (see the module docstring).
     """
     from hepflow.cosmic import Likelihood
-    from hepflow.cosmic.mcmc import UnconstrainedPosterior, find_modes
+    from hepflow.cosmic.mcmc import UnconstrainedPosterior
+    from hepflow.cosmic.modes import find_modes
 
     like = Likelihood(observation, model=model)
     syst = getattr(model, "systematics", None)

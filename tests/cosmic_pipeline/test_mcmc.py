@@ -11,7 +11,8 @@ import pytest
 import uproot
 
 from hepflow.cosmic import PARAMETER_NAMES, ForwardModel, Likelihood, Observation, Prior
-from hepflow.cosmic.mcmc import McmcResult, UnconstrainedPosterior, find_modes, mcmc_cosmic, run_mcmc
+from hepflow.cosmic.mcmc import McmcResult, UnconstrainedPosterior, mcmc_cosmic, run_mcmc
+from hepflow.cosmic.modes import find_modes
 from hepflow.errors import ConfigError, OutputError
 
 from .conftest import COMBINED_FIT, INTERIOR

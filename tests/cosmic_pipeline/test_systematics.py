@@ -99,7 +99,7 @@ def test_sampled_density_adds_the_nuisance_priors(auger: Observation, model: For
 
 def test_mode_search_with_nuisances_finds_both_auger_minima(auger: Observation) -> None:
     from hepflow.cosmic import Likelihood, Prior
-    from hepflow.cosmic.mcmc import find_modes
+    from hepflow.cosmic.modes import find_modes
 
     post = UnconstrainedPosterior(
         Likelihood(auger, model=ForwardModel(auger, systematics=Systematics())), Prior()
