@@ -278,8 +278,14 @@ class McmcResult:
     def __str__(self) -> str:
         s = self.summary()
         state = "converged" if self.converged else "NOT converged"
+        runs = len(self.sampled_modes)
+        walkers = (
+            f"{s['n_walkers']} walkers"
+            if runs == 1
+            else f"{runs} ensembles of {s['n_walkers'] // runs} walkers (one per mode)"
+        )
         lines = [
-            f"MCMC: {s['n_steps']} steps x {s['n_walkers']} walkers in {self.wall_time:.1f} s, "
+            f"MCMC: {s['n_steps']} steps x {walkers} in {self.wall_time:.1f} s, "
             f"{state} (max tau {np.nanmax(self.tau):.0f} steps), "
             f"acceptance {s['acceptance_fraction']['mean']:.2f}, {s['n_samples']} samples "
             f"(burn-in {self.burn_in}, thin {self.thin})",

@@ -125,6 +125,7 @@ def test_mcmc_samples_each_mode_in_proportion_to_its_mass(two_spectra) -> None:
     summary = result.summary()
     assert summary["mode_weights"]["ess"] > 100
     assert "% of the posterior mass, sampled" in str(result)
+    assert "2 ensembles of 16 walkers (one per mode)" in str(result)
 
 
 def test_a_light_mode_is_weighed_but_not_sampled(two_spectra) -> None:
