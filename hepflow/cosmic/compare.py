@@ -242,9 +242,10 @@ def compare(
     anything else is refused with the first difference named.
 
     Writes ``comparison.json`` (everything, also returned) and the calibration plots. The MCMC
-    samples only the deepest mode it finds; the number of modes and the deviance gap to the
-    second one are recorded per mock (a gap of a few units means a bimodal posterior the MCMC
-    does not represent).
+    samples every mode it finds that holds at least ``[mcmc] min_mode_mass`` of the posterior
+    mass, in proportion to the masses (:mod:`hepflow.cosmic.modes`); the number of modes found
+    and the deviance of the second listed minus that of the first (the heaviest) are recorded
+    per mock.
     """
     from hepflow.calibration import calibration_report
     from hepflow.cosmic.mcmc import run_mcmc
