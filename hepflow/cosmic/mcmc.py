@@ -97,6 +97,8 @@ _K = len(PARAMETER_NAMES) - 2  # fractions
 _QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
 #: fewer effective importance draws than this behind the modes' masses is warned about
 _MIN_MODE_ESS = 100.0
+#: a mode's run with fewer of its samples in its own region than this is warned about
+_MIN_PURITY = 0.9
 _Z_CLIP = 50.0  # prior draws on the simplex boundary map to -inf: start them at -50 instead
 
 
@@ -213,6 +215,7 @@ class McmcResult:
     modes: tuple[Mode, ...] = ()
     mode_weights: ModeWeights | None = None
     sampled_modes: tuple[int, ...] = (0,)
+    mode_purity: tuple[float, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
     names: tuple[str, ...] = PARAMETER_NAMES
     checks: dict[str, Any] = field(default_factory=dict)
@@ -271,9 +274,41 @@ class McmcResult:
             "modes": [m.to_dict() for m in self.modes],
             "sampled_modes": list(self.sampled_modes),
             "mode_weights": None if self.mode_weights is None else self.mode_weights.summary(),
+            "mode_purity": list(self.mode_purity),
+            "mode_warnings": self.mode_warnings(),
             "settings": self.settings,
             **self.checks,
         }
+
+    def mode_warnings(self) -> list[str]:
+        """What may be wrong with the modes' masses or their sampling (empty when nothing)."""
+        if self.mode_weights is None:
+            return []
+        out = []
+        w = self.mode_weights
+        thin = [
+            f"{_percent(m)} ({ess:.0f})"
+            for m, ess, how in zip(w.masses, w.region_ess, w.methods, strict=True)
+            if how == "importance" and ess < _MIN_MODE_ESS
+        ]
+        if thin:
+            out.append(
+                f"the mass of the mode(s) holding {', '.join(thin)} rests on fewer than "
+                f"{_MIN_MODE_ESS:.0f} effective importance draws: raise [mcmc] mode_draws"
+            )
+        for k, p in enumerate(self.mode_purity):
+            if p < _MIN_PURITY:
+                out.append(
+                    f"the run of mode {self.sampled_modes[k]} spent {_percent(1 - p)} of its samples in "
+                    "another mode's region: the modes found or their masses are off"
+                )
+        left = sum(m.mass or 0.0 for i, m in enumerate(self.modes) if i not in self.sampled_modes)
+        if left >= 1e-3:
+            out.append(
+                f"modes holding {_percent(left)} of the posterior mass together are not sampled "
+                "(each below [mcmc] min_mode_mass)"
+            )
+        return out
 
     def __str__(self) -> str:
         s = self.summary()
@@ -305,11 +340,7 @@ class McmcResult:
                 + ("" if m.mass is None else f"; {_percent(m.mass)} of the posterior mass")
                 + (", sampled" if m.mass is not None and i in self.sampled_modes else "")
             )
-        if self.mode_weights is not None and self.mode_weights.ess < _MIN_MODE_ESS:
-            lines.append(
-                f"  WARNING: the modes' masses rest on {self.mode_weights.ess:.0f} effective importance "
-                f"draws (fewer than {_MIN_MODE_ESS:.0f}): raise [mcmc] mode_draws"
-            )
+        lines.extend(f"  WARNING: {w}" for w in self.mode_warnings())
         return "\n".join(lines)
 
     def write(
@@ -496,6 +527,8 @@ def run_mcmc(
     for r in runs:
         if r.sampler.iteration < n_done:
             r.sampler.run_mcmc(None, n_done - r.sampler.iteration, progress=False)
+            z_run = r.sampler.get_chain()
+            r.tau = _autocorr_time(posterior.theta(z_run.reshape(-1, ndim)), z_run.shape)
     z_chain = np.concatenate([r.sampler.get_chain() for r in runs], axis=1)
     chain = posterior.theta(z_chain.reshape(-1, ndim)).reshape(n_done, z_chain.shape[1], -1)
     log_prob = np.concatenate([r.sampler.get_log_prob() for r in runs], axis=1)
@@ -535,6 +568,13 @@ def run_mcmc(
     samples["step"] = step[rows]
     samples["walker"] = walker[rows]
     samples["mode"] = np.asarray(sampled)[run[rows]]
+    purity: tuple[float, ...] = ()
+    if weights is not None:
+        # each run's retained draws in its own mode's region (1: it stayed there)
+        z_kept = z_chain[burn_in::thin].reshape(-1, ndim)
+        region = weights.region_of(z_kept)
+        home = weights.region_of(posterior.to_unconstrained(np.stack([modes[i].theta for i in sampled])))
+        purity = tuple(float(np.mean(region[run == k] == home[k])) for k in range(len(runs)))
     settings = {
         "seed": seed,
         "initial": init_name,
@@ -574,6 +614,7 @@ def run_mcmc(
         modes=modes,
         mode_weights=weights,
         sampled_modes=sampled,
+        mode_purity=purity,
         settings=settings,
         names=names,
     )

@@ -14,16 +14,21 @@ holds.
   mocks simulated at the hard-spectrum mode of the Auger data: docs/cosmic_model.md).
 
 The masses are estimated by importance sampling (Owen 2013, ch. 9) with a proposal fitted to
-the posterior itself: a short ensemble run started at each maximum (which stays in its region)
-gives the mean and covariance of a multivariate Student t (4 degrees of freedom, covariance
-inflated by 1.5); the mixture of these is the proposal, adapted over a few iterations to the
-weighted draws it assigns to each component (adaptive multiple importance sampling, Cornuet et
-al. 2012, with the last iteration's draws alone). A draw belongs to the component under which
-it is most probable. Maxima whose runs explore the same region (one run's mean within the
-other's 2-sigma ellipsoid) are one mode. Maxima whose Laplace (Gaussian) mass estimate is below
-``screen`` of the heaviest maximum's are not run; they keep that estimate relative to the
-importance estimate of the others' integral (``mass_method="laplace"``). The masses carry
-standard errors (delta method; they match the spread over seeds on the test densities).
+the posterior itself. A short ensemble run started at each maximum (kept within the 99.99 %
+ellipsoid of the maximum's Laplace Gaussian, so that it does not cross to another) gives a mean
+and covariance; these Gaussians **define the regions**: a point belongs to the one that, times
+its region's mass, is the most probable there (the bump it came from). Maxima whose runs overlap
+(one run's mean within the other's 2-sigma ellipsoid) are one region. The proposal is a mixture
+of multivariate Student t (4 degrees of freedom, covariances inflated by 1.5) on the runs,
+adapted to the weighted draws in each region over a few iterations; the draws of all
+iterations are pooled with deterministic-mixture weights (adaptive multiple importance
+sampling, Cornuet et al. 2012). A region's mass is the weight share of its draws, with a
+standard error (delta method; it matches the spread over seeds on the test densities) and its
+own effective number of draws. Maxima whose Laplace (Gaussian) mass is below ``screen`` (1e-6)
+of the heaviest maximum's are not run; they keep that estimate (``mass_method="laplace"``),
+which can be far off for a non-Gaussian peak (and is never used to sample). Mass that no given
+maximum's region reaches is counted in the nearest region: the masses weigh the maxima found,
+they do not find others.
 
 Example:
     >>> import numpy as np
@@ -66,6 +71,8 @@ _INFLATE = 1.5
 _REFIT_ESS = 30.0
 #: smallest share of the proposal's draws a component gets
 _FLOOR = 0.05
+#: rounds of the fixed point between the regions' masses and the draws' owners
+_CLASSIFY_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -218,26 +225,43 @@ class ModeWeights:
             first the one its run started from.
         masses: each region's share of the posterior mass (summing to 1).
         errors: their standard errors (delta method of the self-normalised importance estimate;
-            0 for a ``"laplace"`` region, whose estimate is only an approximation).
+            NaN for a ``"laplace"`` region, whose estimate is an approximation).
         methods: ``"importance"`` or ``"laplace"`` (screened: too light to run) per region.
-        ess: effective sample size of the final importance draws (Kish), ``draws``: their number.
+        region_ess: effective number of importance draws in each region (NaN for ``"laplace"``).
+        ess: effective sample size of all importance draws (Kish), ``draws``: their number.
         log_evidence: log of the density's integral (the importance estimate).
+        centres, covariances: mean and covariance of each run region's ensemble draws, which
+            define the regions (:meth:`region_of`).
     """
 
     regions: tuple[tuple[int, ...], ...]
     masses: np.ndarray
     errors: np.ndarray
     methods: tuple[str, ...]
+    region_ess: np.ndarray
     ess: float
     draws: int
     log_evidence: float
+    centres: np.ndarray
+    covariances: np.ndarray
+
+    def region_of(self, z: np.ndarray) -> np.ndarray:
+        """Index of the run region each point ``z`` (n, d) belongs to: the one whose ensemble
+        draws' Gaussian, times the region's mass, is the most probable there (the rule the masses
+        were counted by)."""
+        run = [i for i, m in enumerate(self.methods) if m == "importance"]
+        return _classify(np.atleast_2d(z), self.centres, self.covariances, np.log(self.masses[run]))
 
     def summary(self) -> dict[str, Any]:
+        def finite(a: np.ndarray) -> list[float | None]:
+            return [float(x) if np.isfinite(x) else None for x in a]
+
         return {
             "regions": [list(r) for r in self.regions],
             "masses": self.masses.tolist(),
-            "errors": self.errors.tolist(),
+            "errors": finite(self.errors),
             "methods": list(self.methods),
+            "region_ess": finite(self.region_ess),
             "ess": self.ess,
             "draws": self.draws,
             "log_evidence": self.log_evidence,
@@ -252,10 +276,16 @@ def weigh(
     draws: int = 20_000,
     steps: int = 400,
     iterations: int = 3,
-    screen: float = 1e-3,
+    screen: float = 1e-6,
 ) -> ModeWeights:
     """The posterior mass around each of the maxima ``starts`` (k, d) of ``density`` (a
     vectorised ``log q``: (n, d) -> (n,), ``-inf`` outside the support), module docstring.
+
+    The regions are fixed by the ensemble runs (a point belongs to the run whose draws' Gaussian
+    is the most probable there); the proposal adapts within them, and the draws of all
+    iterations are pooled with deterministic-mixture weights (Cornuet et al. 2012). Mass in a
+    region that no maximum in ``starts`` reaches is counted in the region nearest it: the
+    estimate weighs the maxima it is given, it does not find others.
 
     Args:
         density: the unnormalised log density.
@@ -263,10 +293,9 @@ def weigh(
         rng: random generator or seed.
         draws: importance draws per iteration.
         steps: steps of each maximum's ensemble run (the first half discarded).
-        iterations: adaptation iterations of the importance proposal (the last one's draws are
-            the estimate).
-        screen: maxima whose Laplace mass is below this fraction of the heaviest maximum's are not
-            run (kept with that estimate).
+        iterations: iterations of the importance proposal.
+        screen: maxima whose (finite) Laplace mass is below this fraction of the heaviest
+            maximum's are not run (kept with that estimate).
     """
     import emcee
     from scipy import stats
@@ -279,37 +308,67 @@ def weigh(
             f"weigh needs draws >= 100, steps >= 20, iterations >= 1 and 0 <= screen < 1, got "
             f"{draws}, {steps}, {iterations}, {screen}"
         )
-    laplace = np.array([_laplace_log_mass(density, z) for z in starts])
-    # screened: a Laplace mass below `screen` of the heaviest maximum's
+    approx = [_laplace(density, z) for z in starts]
+    laplace = np.array([a[0] for a in approx])
     heavy = np.max(laplace) if np.isfinite(laplace).any() else 0.0
-    run = [i for i in range(k) if i == 0 or laplace[i] - heavy >= np.log(screen)]
+    run = [i for i in range(k) if i == 0 or not laplace[i] - heavy < np.log(max(screen, 1e-300))]
     # one ensemble run per maximum: its mean and covariance (the run stays in its region)
     n_walkers = max(2 * ndim + 2, 32)
-    comps: list[tuple[np.ndarray, np.ndarray]] = []
+    centres: list[np.ndarray] = []
+    covs: list[np.ndarray] = []
     regions: list[list[int]] = []
     for i in run:
         z0 = starts[i] + 1e-2 * gen.standard_normal((n_walkers, ndim))
-        sampler = emcee.EnsembleSampler(n_walkers, ndim, density, vectorize=True)
+        # kept within the 99.99 % ellipsoid of the maximum's Laplace Gaussian (which is wide
+        # where the density is flat): an ensemble's long stretch moves otherwise cross gaps
+        leash = _leashed(density, starts[i], approx[i][1], float(stats.chi2.ppf(0.9999, ndim)))
+        sampler = emcee.EnsembleSampler(n_walkers, ndim, leash, vectorize=True)
         sampler.random_state = np.random.RandomState(int(gen.integers(2**31))).get_state()
         sampler.run_mcmc(z0, steps, progress=False)
         chain = sampler.get_chain(discard=steps // 2, flat=True)
         mean, cov = chain.mean(axis=0), np.cov(chain.T) + 1e-9 * np.eye(ndim)
-        same = next((r for r, (m, c) in enumerate(comps) if _overlap(mean, cov, m, c)), None)
+        same = next((r for r in range(len(centres)) if _overlap(mean, cov, centres[r], covs[r])), None)
         if same is not None:
             regions[same].append(i)
             continue
-        comps.append((mean, _INFLATE * cov))
+        centres.append(mean)
+        covs.append(cov)
         regions.append([i])
+    centre, covariance = np.array(centres), np.array(covs)
+    light: list[int] = []
+    for i in (i for i in range(k) if i not in run):
+        # a screened maximum inside a run region is part of it, not a region of its own
+        inside = [r for r in range(len(centres)) if _mahalanobis2(starts[i], centres[r], covs[r]) < 4.0]
+        if inside:
+            regions[inside[0]].append(i)
+        else:
+            light.append(i)
+    comps = [(m, _INFLATE * c) for m, c in zip(centres, covs, strict=True)]
     weights = np.full(len(comps), 1.0 / len(comps))
+    mass = weights.copy()
+    pooled_z, pooled_q, proposals = [], [], []
     for _ in range(iterations):
         dists = [stats.multivariate_t(m, c, df=_DF, allow_singular=True) for m, c in comps]
         which = gen.choice(len(comps), size=draws, p=weights)
-        z = np.concatenate(
-            [d.rvs(int(np.sum(which == j)), random_state=gen).reshape(-1, ndim) for j, d in enumerate(dists)]
+        pooled_z.append(
+            np.concatenate(
+                [
+                    d.rvs(int(np.sum(which == j)), random_state=gen).reshape(-1, ndim)
+                    for j, d in enumerate(dists)
+                ]
+            )
         )
-        log_comp = np.stack([d.logpdf(z) for d in dists]) + np.log(weights)[:, None]
-        log_g = np.logaddexp.reduce(log_comp, axis=0)
-        log_q = np.asarray(density(z), dtype=float)
+        pooled_q.append(np.asarray(density(pooled_z[-1]), dtype=float))
+        proposals.append((dists, weights))
+        z, log_q = np.concatenate(pooled_z), np.concatenate(pooled_q)
+        # every draw against the mixture of all proposals so far (equal draws per iteration)
+        log_g = np.logaddexp.reduce(
+            [
+                np.logaddexp.reduce([d.logpdf(z) + np.log(p) for d, p in zip(ds, ws, strict=True)], axis=0)
+                for ds, ws in proposals
+            ],
+            axis=0,
+        ) - np.log(len(proposals))
         log_w = np.where(np.isfinite(log_q), log_q - log_g, -np.inf)
         if not np.isfinite(log_w).any():
             raise ConfigError(
@@ -317,8 +376,11 @@ def weigh(
             )
         top = log_w.max()
         w = np.exp(log_w - top)
-        owner = np.argmax(log_comp, axis=0)
-        mass = np.array([w[owner == j].sum() for j in range(len(comps))]) / w.sum()
+        for _ in range(_CLASSIFY_ROUNDS):
+            # a draw belongs to the region whose Gaussian, weighted by the region's mass, is the
+            # most probable there (which bump it came from); masses and owners to a fixed point
+            owner = _classify(z, centre, covariance, np.log(np.maximum(mass, 1e-300)))
+            mass = np.array([w[owner == j].sum() for j in range(len(comps))]) / w.sum()
         for j in range(len(comps)):
             wj, zj = w[owner == j], z[owner == j]
             if wj.sum() > 0 and wj.sum() ** 2 / np.sum(wj**2) >= _REFIT_ESS:
@@ -326,24 +388,26 @@ def weigh(
                 comps[j] = (np.average(zj, axis=0, weights=wj), cov_j)
         weights = np.maximum(mass, _FLOOR)
         weights /= weights.sum()
-    ess = float(w.sum() ** 2 / np.sum(w**2))
     inside = owner[None, :] == np.arange(len(comps))[:, None]
     error = np.sqrt(np.sum(w**2 * (inside - mass[:, None]) ** 2, axis=1)) / w.sum()
-    log_evidence = float(top + np.log(w.mean()))
-    light = [i for i in range(k) if i not in run]
-    # their mass relative to the importance estimate of the integral of all the others
-    light_share = np.exp(laplace[light] - log_evidence) if light else np.zeros(0)
-    masses = np.concatenate([mass * (1 - light_share.sum()), light_share])
-    errors = np.concatenate([error * (1 - light_share.sum()), np.zeros(len(light))])
-    methods = ("importance",) * len(regions) + ("laplace",) * len(light)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        region_ess = np.sum(w * inside, axis=1) ** 2 / np.sum(w**2 * inside, axis=1)
+    log_z = float(top + np.log(w.mean()))
+    # the screened maxima's Laplace masses, against the whole integral (the runs' plus theirs)
+    log_total = np.logaddexp.reduce([log_z, *laplace[light]])
+    light_share = np.exp(laplace[light] - log_total)
+    run_share = np.exp(log_z - log_total)
     return ModeWeights(
         regions=tuple(tuple(r) for r in regions) + tuple((i,) for i in light),
-        masses=masses,
-        errors=errors,
-        methods=methods,
-        ess=ess,
-        draws=draws,
-        log_evidence=log_evidence,
+        masses=np.concatenate([mass * run_share, light_share]),
+        errors=np.concatenate([error * run_share, np.full(len(light), np.nan)]),
+        methods=("importance",) * len(regions) + ("laplace",) * len(light),
+        region_ess=np.concatenate([region_ess, np.full(len(light), np.nan)]),
+        ess=float(w.sum() ** 2 / np.sum(w**2)),
+        draws=int(z.shape[0]),
+        log_evidence=float(log_total),
+        centres=centre,
+        covariances=covariance,
     )
 
 
@@ -366,9 +430,10 @@ def weigh_modes(
     return tuple(weighed), found
 
 
-def _laplace_log_mass(density: Any, z: np.ndarray, step: float = 1e-2) -> float:
-    """``log q(z) + log sqrt(det(2 pi Sigma))`` with ``Sigma`` the inverse of the negative Hessian
-    (central differences; non-positive curvatures clipped, so a flat direction counts as wide)."""
+def _laplace(density: Any, z: np.ndarray, step: float = 1e-2) -> tuple[float, np.ndarray]:
+    """``(log q(z) + log sqrt(det(2 pi Sigma)), Sigma)`` with ``Sigma`` the inverse of the
+    negative Hessian (central differences; curvatures clipped at 1e-3, so a flat direction counts
+    as wide). ``(-inf, 100 I)`` where a stencil point has no finite density."""
     ndim = z.size
     eye = np.eye(ndim) * step
     pts = [z[None]]
@@ -379,14 +444,50 @@ def _laplace_log_mass(density: Any, z: np.ndarray, step: float = 1e-2) -> float:
             )
     lq = np.asarray(density(np.concatenate(pts)), dtype=float)
     if not np.all(np.isfinite(lq)):
-        return -np.inf
+        return -np.inf, 100.0 * np.eye(ndim)
     quad = lq[1:].reshape(ndim, ndim, 4)
     hess = (quad[..., 0] - quad[..., 1] - quad[..., 2] + quad[..., 3]) / (4 * step**2)
-    curv = np.clip(np.linalg.eigvalsh(-0.5 * (hess + hess.T)), 1e-3, None)
-    return float(lq[0] + 0.5 * ndim * np.log(2 * np.pi) - 0.5 * np.sum(np.log(curv)))
+    curv, vec = np.linalg.eigh(-0.5 * (hess + hess.T))
+    curv = np.clip(curv, 1e-3, None)
+    log_mass = float(lq[0] + 0.5 * ndim * np.log(2 * np.pi) - 0.5 * np.sum(np.log(curv)))
+    return log_mass, (vec / curv) @ vec.T
+
+
+def _leashed(density: Any, centre: np.ndarray, cov: np.ndarray, radius2: float) -> Any:
+    """``density`` inside the ellipsoid ``(z - centre)^T cov^-1 (z - centre) < radius2``, ``-inf``
+    outside: keeps a maximum's ensemble run from crossing to a heavier maximum."""
+    inv = np.linalg.inv(cov)
+
+    def leashed(z: np.ndarray) -> np.ndarray:
+        d = np.atleast_2d(z) - centre
+        inside = np.einsum("ni,ij,nj->n", d, inv, d) < radius2
+        out = np.full(len(d), -np.inf)
+        if inside.any():
+            out[inside] = density(np.atleast_2d(z)[inside])
+        return out
+
+    return leashed
+
+
+def _mahalanobis2(z: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> float:
+    d = z - mean
+    return float(d @ np.linalg.solve(cov, d))
 
 
 def _overlap(m1: np.ndarray, c1: np.ndarray, m2: np.ndarray, c2: np.ndarray) -> bool:
-    """Either mean within the other's 2-sigma ellipsoid (Mahalanobis distance < 2)."""
-    d = m1 - m2
-    return bool(d @ np.linalg.solve(c1, d) < 4.0 or d @ np.linalg.solve(c2, d) < 4.0)
+    """Either run's mean within the other's 2-sigma ellipsoid (squared Mahalanobis distance < 4)."""
+    return _mahalanobis2(m1, m2, c2) < 4.0 or _mahalanobis2(m2, m1, c1) < 4.0
+
+
+def _classify(
+    z: np.ndarray, centres: np.ndarray, covariances: np.ndarray, log_mass: np.ndarray
+) -> np.ndarray:
+    """Index of the Gaussian (mean, covariance) that, times its mass, is the most probable at each
+    row of ``z``."""
+    from scipy import stats
+
+    log_p = [
+        stats.multivariate_normal(m, c, allow_singular=True).logpdf(z)
+        for m, c in zip(centres, covariances, strict=True)
+    ]
+    return np.argmax(np.atleast_2d(np.stack(log_p)).reshape(len(centres), -1) + log_mass[:, None], axis=0)
