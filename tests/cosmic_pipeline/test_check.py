@@ -26,7 +26,14 @@ TINY = {
     "flow": TINY_FLOW,
     "training": {"epochs": 1, "batch_size": 256, "seed": 3, "device": "cpu"},
     "inference": {"samples": 300},
-    "mcmc": {"n_walkers": 12, "n_steps": 300, "check_every": 100, "n_starts": 2, "n_candidates": 128},
+    "mcmc": {
+        "n_walkers": 12,
+        "n_steps": 300,
+        "check_every": 100,
+        "n_starts": 2,
+        "n_candidates": 128,
+        "mode_draws": 2000,
+    },
     "check": {"n_replicas": 100, "seed": 5},
 }
 #: a data set the model describes: one pseudo-experiment at INTERIOR

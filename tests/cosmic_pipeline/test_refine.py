@@ -26,7 +26,14 @@ TINY = {
     "flow": TINY_FLOW,
     "training": {"epochs": 2, "batch_size": 256, "seed": 3, "device": "cpu"},
     "inference": {"samples": 300},
-    "mcmc": {"n_walkers": 12, "n_steps": 200, "check_every": 100, "n_starts": 2, "n_candidates": 128},
+    "mcmc": {
+        "n_walkers": 12,
+        "n_steps": 200,
+        "check_every": 100,
+        "n_starts": 2,
+        "n_candidates": 128,
+        "mode_draws": 2000,
+    },
     "comparison": {"n_mocks": 1, "samples": 300, "n_calibration": 40, "calibration_samples": 60},
 }
 
