@@ -9,8 +9,9 @@ MCMC on the same mocks and weights the cINN samples by likelihood x prior / cINN
 * both elsewhere: the mock's posterior is not at its truth, and the cINN is right.
 
 With ``--refine N`` the first N mocks also get the cINN refined for them (``hepflow refine
-cosmic`` with ``--fine-tune --no-seeds`` and its default distillation; about 13 minutes per mock
-on one core): pulls and coverage of the refined posteriors, next to the others.
+cosmic`` with ``--fine-tune --no-seeds``, or with the mode search's seeds with ``--seeds``, and
+its default distillation; 12-15 minutes per mock on one core): pulls, coverage and the share
+of the truth's mode of the refined posteriors, next to the others.
 
 Usage (after ``hepflow mcmc cosmic --observation auger --output runs/cosmic/mcmc_auger``)::
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -210,14 +212,17 @@ def refine_rows(
     """Add the refined posterior to the first ``refine`` rows that lack it: the model refined for
     the mock (:func:`hepflow.cosmic.refine.refine_model`, fine-tuned, without seeds, with its
     default distillation unless ``refine_options`` say otherwise; saved under ``workdir``), its
-    mean, width, whether the truth lies in its central 68 % / 95 % intervals, the distillation's
-    final importance efficiency and the wall time. ``on_row`` is called with all rows after each."""
+    mean, width, whether the truth lies in its central 68 % / 95 % intervals, its share of draws
+    in the truth's mode (plain and importance-weighted, against the MCMC's modes), the
+    distillation's final importance efficiency and the wall time. ``on_row`` is called with all
+    rows after each. Rows refined with the other ``seeds`` setting are refused, not mixed."""
     import time
 
     from hepflow.cosmic import Observation
     from hepflow.cosmic.config import PARAMETERS, load_config
-    from hepflow.cosmic.posterior import load_posterior
+    from hepflow.cosmic.posterior import importance_reweight, load_posterior
     from hepflow.cosmic.refine import refine_model
+    from hepflow.errors import InputError
 
     cfg = load_config(config)
     fwd = cfg.model.build(systematics=cfg.systematics.build())
@@ -225,16 +230,31 @@ def refine_rows(
     options = {"fine_tune": True, "seeds": False, "progress": False, **(refine_options or {})}
     for r in sorted(rows, key=lambda r: r["mock"])[:refine]:
         if "refined_mean" in r:
+            if r.get("refined_with_seeds", False) != options["seeds"]:
+                raise InputError(
+                    f"mock {r['mock']} was refined {'with' if r.get('refined_with_seeds') else 'without'} "
+                    "seeds: give the same --seeds option, or another --output"
+                )
             continue
         j = r["mock"]
         obs = Observation(fwd.binning, sims["spectrum"][j], sims["xmax"][j])
         t0 = time.perf_counter()
         out = Path(workdir) / f"mock_{j:03d}"
         summary = refine_model(model_dir, obs, output_dir=out, config=cfg, overwrite=True, **options)
-        x, _ = load_posterior(out, config=cfg).sample(samples, obs, seed=seed + 500 + j)
+        x, log_q = load_posterior(out, config=cfg).sample(samples, obs, seed=seed + 500 + j, log_prob=True)
+        weights = importance_reweight(x[0], log_q[0], obs, model=fwd, prior=cfg.prior.build())
         true = truth[j, : len(PARAMETERS)]
         distillation = summary.get("distillation") or {}
+        if r.get("mcmc_modes"):
+            modes = [
+                SimpleNamespace(theta=np.array([m["gamma"]]), mass=m.get("mass")) for m in r["mcmc_modes"]
+            ]
+            at = at_truth_mode(modes, true[0], x[0][:, 0], weights.weights)
+            r.update(refined_mass_at_truth=at["cinn_mass_at_truth"])
+            r.update(refined_weighted_mass_at_truth=at["importance_mass_at_truth"])
         r.update(
+            refined_with_seeds=bool(options["seeds"]),
+            refined_importance_ess=weights.ess,
             refined_mean=dict(zip(PARAMETERS, x[0].mean(0).tolist(), strict=True)),
             refined_std=dict(zip(PARAMETERS, x[0].std(0, ddof=1).tolist(), strict=True)),
             refined_inside_68=_inside(x[0], true, 0.68),
@@ -299,6 +319,11 @@ def main() -> None:
         help="write the rows as JSON after every mock; a rerun with the same file resumes",
     )
     parser.add_argument("--refine", type=int, default=0, help="refine the cINN for the first N mocks")
+    parser.add_argument(
+        "--seeds",
+        action="store_true",
+        help="refine with the mode search's seeds (hepflow refine's default; without: --no-seeds)",
+    )
     parser.add_argument(
         "--workdir", type=Path, default=Path("refined_mocks"), help="where the refined models go"
     )
@@ -382,6 +407,7 @@ def main() -> None:
             workdir=args.workdir,
             samples=args.samples,
             config=args.config,
+            refine_options={"seeds": args.seeds},
             on_row=write,
         )
     dens = likelihoods_at(rows, theta, mocks=args.mocks, config=args.config)
@@ -397,6 +423,14 @@ def main() -> None:
             f"{np.median(mass['mcmc']):.3f}, range {min(mass['mcmc']):.3g} to {max(mass['mcmc']):.3g}; "
             f"below one half in {light} of {len(mass['mcmc'])} mocks, where a correct posterior's mean lies "
             "in another mode and its pulls cannot be within 2"
+        )
+    refined = [r for r in rows if "refined_mass_at_truth" in r]
+    for r in refined:
+        seeds = "with" if r["refined_with_seeds"] else "without"
+        print(
+            f"mock {r['mock']}: mass in the truth's mode: exact {r['mcmc_mass_at_truth']:.3f}, refined "
+            f"cINN {r['refined_mass_at_truth']:.3f}, weighted {r['refined_weighted_mass_at_truth']:.3f} "
+            f"(importance ESS {r['refined_importance_ess']:.0f}; refined {seeds} seeds)"
         )
     for method, v in summary.items():
         print(
