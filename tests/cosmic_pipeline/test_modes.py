@@ -207,3 +207,22 @@ def test_without_weighing_the_highest_density_mode_is_sampled(spectra) -> None:
     assert all(m.mass is None for m in result.modes)
     assert result.modes[0].theta[0] < 0
     assert np.all(ak.to_numpy(result.samples["gamma"]) < 0)
+
+
+def test_the_mode_closure_benchmark_weighs_the_truth_s_mode() -> None:
+    from tests.conftest import load_benchmark
+
+    bench = load_benchmark("cosmic_mode_closure")
+    modes = [
+        SimpleNamespace(theta=np.array([1.2]), mass=0.8),
+        SimpleNamespace(theta=np.array([-1.0]), mass=0.2),
+    ]
+    gamma = np.array([1.1, 1.3, -0.9, 0.2])  # the last one nearer the soft maximum
+    weights = np.array([0.1, 0.1, 0.7, 0.1])
+    out = bench.at_truth_mode(modes, -1.2, gamma, weights)
+    assert out == pytest.approx(
+        {"mcmc_mass_at_truth": 0.2, "cinn_mass_at_truth": 0.25, "importance_mass_at_truth": 0.7}
+    )
+    assert bench.at_truth_mode(modes[:1], -1.2, gamma, weights)["mcmc_mass_at_truth"] == 1.0  # one mode found
+    unweighed = [SimpleNamespace(theta=m.theta, mass=None) for m in modes]
+    assert bench.at_truth_mode(unweighed, 1.0, gamma, weights)["mcmc_mass_at_truth"] is None

@@ -317,6 +317,8 @@ def test_a_model_trained_with_systematics_records_them(model_syst: Path, tmp_pat
     (row,) = bench.closure(model_syst, mode, mocks=1, samples=50, config=on, mcmc_options=TINY_MCMC)
     assert row["truth"] == dict(zip(PARAMETERS, mode[:7].tolist(), strict=True))
     assert np.isfinite(row["log_likelihood_truth"])
+    assert row["mcmc_mass_at_truth"] == 1.0  # one start: one mode
+    assert 0 <= row["importance_mass_at_truth"] <= 1
     # with the nuisances the density is the marginal one (nu integrated out)
     (dens,) = bench.likelihoods_at([row], mode, mocks=1, config=on)
     assert np.isfinite([dens["truth"], dens["mcmc_mean"], dens["cinn_mean"]]).all()
