@@ -17,10 +17,11 @@ The masses are estimated by importance sampling (Owen 2013, ch. 9) with a propos
 the posterior itself. A short ensemble run started at each maximum (kept within the 99.99 %
 ellipsoid of the maximum's Laplace Gaussian, so that it does not cross to another) gives a mean
 and covariance; these Gaussians **define the regions**: a point belongs to the one that, times
-its region's mass, is the most probable there (the bump it came from). Maxima whose runs overlap
-(one run's mean within the other's 2-sigma ellipsoid) are one region. The proposal is a mixture
-of multivariate Student t (4 degrees of freedom, covariances inflated by 1.5) on the runs,
-adapted to the weighted draws in each region over a few iterations; the draws of all
+its region's mass, is the most probable there (the bump it came from). Maxima joined by a
+straight path that dips less than 3 in log density below the lower one, and maxima whose runs
+overlap (one run's mean within the other's 2-sigma ellipsoid), are one region. The proposal is
+a mixture of multivariate Student t (4 degrees of freedom, covariances inflated by 1.5) on the
+runs, adapted to the weighted draws in each region over a few iterations; the draws of all
 iterations are pooled with deterministic-mixture weights (adaptive multiple importance
 sampling, Cornuet et al. 2012). A region's mass is the weight share of its draws, with a
 standard error (delta method; it matches the spread over seeds on the test densities) and its
@@ -71,6 +72,9 @@ _INFLATE = 1.5
 _REFIT_ESS = 30.0
 #: smallest share of the proposal's draws a component gets
 _FLOOR = 0.05
+#: a straight path between two maxima dipping less than this (log density) below the lower
+#: one joins them into one region
+_BARRIER = 3.0
 #: rounds of the fixed point between the regions' masses and the draws' owners
 _CLASSIFY_ROUNDS = 5
 
@@ -318,6 +322,13 @@ def weigh(
     covs: list[np.ndarray] = []
     regions: list[list[int]] = []
     for i in run:
+        # a maximum joined to an earlier one by a path without a barrier is in its region
+        joined = next(
+            (r for r in range(len(regions)) if _connected(density, starts[regions[r][0]], starts[i])), None
+        )
+        if joined is not None:
+            regions[joined].append(i)
+            continue
         z0 = starts[i] + 1e-2 * gen.standard_normal((n_walkers, ndim))
         # kept within the 99.99 % ellipsoid of the maximum's Laplace Gaussian (which is wide
         # where the density is flat): an ensemble's long stretch moves otherwise cross gaps
@@ -467,6 +478,16 @@ def _leashed(density: Any, centre: np.ndarray, cov: np.ndarray, radius2: float) 
         return out
 
     return leashed
+
+
+def _connected(density: Any, a: np.ndarray, b: np.ndarray, points: int = 24) -> bool:
+    """Whether the straight path from ``a`` to ``b`` stays within ``_BARRIER`` (in log density)
+    of the lower end: two maxima of one ridge, not two modes with a valley between them."""
+    t = np.linspace(0.0, 1.0, points + 2)[:, None]
+    lq = np.asarray(density(a[None] + t * (b - a)[None]), dtype=float)
+    if not np.all(np.isfinite(lq)):
+        return False
+    return bool(np.min(lq[1:-1]) >= min(lq[0], lq[-1]) - _BARRIER)
 
 
 def _mahalanobis2(z: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> float:

@@ -8,7 +8,7 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from hepflow.cosmic import Observation, Prior, mcmc
+from hepflow.cosmic import Observation, Prior, mcmc, modes
 from hepflow.cosmic.modes import weigh
 from hepflow.errors import ConfigError
 
@@ -57,6 +57,19 @@ def test_maxima_of_one_region_are_merged_and_a_negligible_one_is_screened() -> N
     assert np.isnan(w.region_ess[1])
     assert w.log_evidence == pytest.approx(0.0, abs=0.05)  # the density is normalised
     assert w.summary()["errors"][1] is None
+
+
+def test_two_peaks_on_one_plateau_are_one_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    # two narrow peaks (5 % each) 4 apart on a broad plateau (90 %): no valley between them (the
+    # path dips 1.9 in log density), so one region; their leashed runs alone stay apart
+    bumps = np.array([[-2.0, 0.0], [0.0, 0.0], [2.0, 0.0]])
+    density = _bumps((0.05, 0.9, 0.05), bumps, (0.3, 3.0, 0.3))
+    peaks = bumps[[0, 2]]
+    w = weigh(density, peaks, rng=1, draws=2000, steps=100)
+    assert w.regions == ((0, 1),)
+    assert w.masses.tolist() == [1.0]
+    monkeypatch.setattr(modes, "_BARRIER", -np.inf)  # no path test: two regions
+    assert weigh(density, peaks, rng=1, draws=2000, steps=100).regions == ((0,), (1,))
 
 
 def test_a_light_mode_keeps_its_own_region() -> None:
