@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,12 +55,26 @@ from hepflow.cosmic.source import PARAMETER_NAMES
 from hepflow.cosmic.systematics import NUISANCE_NAMES
 from hepflow.errors import ConfigError
 
-if TYPE_CHECKING:
-    from hepflow.cosmic.mcmc import UnconstrainedPosterior
+
+class SampledDensity(Protocol):
+    """What the mode search needs of :class:`hepflow.cosmic.mcmc.UnconstrainedPosterior` (named
+    here so that this module does not import the MCMC module, which imports it)."""
+
+    prior: Prior
+    systematics: Any
+    likelihood: Any
+    ndim: int
+
+    def __call__(self, z: np.ndarray) -> np.ndarray: ...
+
+    def theta(self, z: np.ndarray) -> np.ndarray: ...
+
+    def to_unconstrained(self, theta: np.ndarray) -> np.ndarray: ...
+
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Mode", "ModeWeights", "find_modes", "weigh", "weigh_modes"]
+__all__ = ["Mode", "ModeWeights", "SampledDensity", "find_modes", "weigh", "weigh_modes"]
 
 _NDIM = len(PARAMETER_NAMES) - 1
 _Z_CLIP = 50.0  # prior draws on the simplex boundary map to -inf: start them at -50 instead
@@ -111,7 +125,7 @@ class Mode:
 
 
 def find_modes(
-    posterior: UnconstrainedPosterior,
+    posterior: SampledDensity,
     rng: np.random.Generator | int | None = None,
     *,
     n_candidates: int = 4096,
@@ -423,7 +437,7 @@ def weigh(
 
 
 def weigh_modes(
-    posterior: UnconstrainedPosterior,
+    posterior: SampledDensity,
     modes: tuple[Mode, ...],
     rng: np.random.Generator | int | None = None,
     **options: Any,
