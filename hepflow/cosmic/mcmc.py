@@ -535,7 +535,7 @@ def run_mcmc(
     loglike = np.concatenate(
         [np.asarray(r.sampler.get_blobs(), dtype=float).reshape(n_done, n_walkers) for r in runs], axis=1
     )
-    tau = np.fmax.reduce([r.tau for r in runs]) if len(runs) > 1 else runs[0].tau
+    tau = np.fmax.reduce([r.tau for r in runs])
     converged = all(r.converged for r in runs)
     finite_tau = tau[np.isfinite(tau)]
     max_tau = float(finite_tau.max()) if finite_tau.size else 1.0

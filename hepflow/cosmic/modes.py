@@ -268,7 +268,8 @@ class ModeWeights:
         draws' Gaussian, times the region's mass, is the most probable there (the rule the masses
         were counted by)."""
         run = [i for i, m in enumerate(self.methods) if m == "importance"]
-        return _classify(np.atleast_2d(z), self.centres, self.covariances, np.log(self.masses[run]))
+        log_p = _gaussian_log_pdfs(np.atleast_2d(z), self.centres, self.covariances)
+        return np.argmax(log_p + np.log(self.masses[run])[:, None], axis=0)
 
     def summary(self) -> dict[str, Any]:
         def finite(a: np.ndarray) -> list[float | None]:
@@ -401,10 +402,11 @@ def weigh(
             )
         top = log_w.max()
         w = np.exp(log_w - top)
+        log_p = _gaussian_log_pdfs(z, centre, covariance)
         for _ in range(_CLASSIFY_ROUNDS):
             # a draw belongs to the region whose Gaussian, weighted by the region's mass, is the
             # most probable there (which bump it came from); masses and owners to a fixed point
-            owner = _classify(z, centre, covariance, np.log(np.maximum(mass, 1e-300)))
+            owner = np.argmax(log_p + np.log(np.maximum(mass, 1e-300))[:, None], axis=0)
             mass = np.array([w[owner == j].sum() for j in range(len(comps))]) / w.sum()
         for j in range(len(comps)):
             wj, zj = w[owner == j], z[owner == j]
@@ -514,15 +516,13 @@ def _overlap(m1: np.ndarray, c1: np.ndarray, m2: np.ndarray, c2: np.ndarray) -> 
     return _mahalanobis2(m1, m2, c2) < 4.0 or _mahalanobis2(m2, m1, c1) < 4.0
 
 
-def _classify(
-    z: np.ndarray, centres: np.ndarray, covariances: np.ndarray, log_mass: np.ndarray
-) -> np.ndarray:
-    """Index of the Gaussian (mean, covariance) that, times its mass, is the most probable at each
-    row of ``z``."""
+def _gaussian_log_pdfs(z: np.ndarray, centres: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+    """(k, n): the log density of each Gaussian (mean, covariance) at each row of ``z``."""
     from scipy import stats
 
-    log_p = [
-        stats.multivariate_normal(m, c, allow_singular=True).logpdf(z)
-        for m, c in zip(centres, covariances, strict=True)
-    ]
-    return np.argmax(np.atleast_2d(np.stack(log_p)).reshape(len(centres), -1) + log_mass[:, None], axis=0)
+    return np.stack(
+        [
+            np.atleast_1d(stats.multivariate_normal(m, c, allow_singular=True).logpdf(z))
+            for m, c in zip(centres, covariances, strict=True)
+        ]
+    ).reshape(len(centres), -1)
