@@ -313,8 +313,9 @@ def weigh(
         draws: importance draws per iteration.
         steps: steps of each maximum's ensemble run (the first half discarded).
         iterations: iterations of the importance proposal.
-        screen: maxima whose (finite) Laplace mass is below this fraction of the heaviest
-            maximum's are not run (kept with that estimate).
+        screen: maxima whose Laplace mass is below this fraction of the heaviest maximum's are
+            not run (kept with that estimate); so are maxima whose Laplace mass cannot be
+            computed (a stencil point outside the support), with mass 0.
     """
     import emcee
     from scipy import stats
