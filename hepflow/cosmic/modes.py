@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -263,12 +264,19 @@ class ModeWeights:
     centres: np.ndarray
     covariances: np.ndarray
 
-    def region_of(self, z: np.ndarray) -> np.ndarray:
+    def region_of(self, z: np.ndarray, *, dims: int | None = None) -> np.ndarray:
         """Index of the run region each point ``z`` (n, d) belongs to: the one whose ensemble
         draws' Gaussian, times the region's mass, is the most probable there (the rule the masses
-        were counted by)."""
+        were counted by). The index counts the run regions only (``methods == "importance"``).
+        ``dims``: ``z`` holds only the first ``dims`` coordinates (draws of a marginal, e.g. the
+        source parameters of a cINN that marginalises the nuisances), judged by the Gaussians'
+        marginals."""
         run = [i for i, m in enumerate(self.methods) if m == "importance"]
-        log_p = _gaussian_log_pdfs(np.atleast_2d(z), self.centres, self.covariances)
+        k = self.centres.shape[1] if dims is None else int(dims)
+        z = np.atleast_2d(z)
+        if z.shape[1] != k:
+            raise ValueError(f"region_of: points of {z.shape[1]} coordinates, expected {k}")
+        log_p = _gaussian_log_pdfs(z, self.centres[:, :k], self.covariances[:, :k, :k])
         return np.argmax(log_p + np.log(self.masses[run])[:, None], axis=0)
 
     def summary(self) -> dict[str, Any]:
@@ -314,8 +322,9 @@ def weigh(
         steps: steps of each maximum's ensemble run (the first half discarded).
         iterations: iterations of the importance proposal.
         screen: maxima whose Laplace mass is below this fraction of the heaviest maximum's are
-            not run (kept with that estimate); so are maxima whose Laplace mass cannot be
-            computed (a stencil point outside the support), with mass 0.
+            not run (kept with that estimate). A maximum whose Laplace mass cannot be computed
+            (a stencil point outside the support at steps 1e-2, 1e-3 and 1e-4) is run, with a
+            leash of 10 in every direction.
     """
     import emcee
     from scipy import stats
@@ -331,6 +340,7 @@ def weigh(
     approx = [_laplace(density, z) for z in starts]
     laplace = np.array([a[0] for a in approx])
     heavy = np.max(laplace) if np.isfinite(laplace).any() else 0.0
+    # a maximum without a Laplace estimate (NaN: at the support's edge) is run, not screened
     run = [i for i in range(k) if i == 0 or not laplace[i] - heavy < np.log(max(screen, 1e-300))]
     # one ensemble run per maximum: its mean and covariance (the run stays in its region)
     n_walkers = max(2 * ndim + 2, 32)
@@ -345,7 +355,7 @@ def weigh(
         if joined is not None:
             regions[joined].append(i)
             continue
-        z0 = starts[i] + 1e-2 * gen.standard_normal((n_walkers, ndim))
+        z0 = _walkers(density, starts[i], n_walkers, gen)
         # kept within the 99.99 % ellipsoid of the maximum's Laplace Gaussian (which is wide
         # where the density is flat): an ensemble's long stretch moves otherwise cross gaps
         leash = _leashed(density, starts[i], approx[i][1], float(stats.chi2.ppf(0.9999, ndim)))
@@ -458,10 +468,35 @@ def weigh_modes(
     return tuple(weighed), found
 
 
-def _laplace(density: Any, z: np.ndarray, step: float = 1e-2) -> tuple[float, np.ndarray]:
+def _walkers(density: Any, z: np.ndarray, n: int, gen: np.random.Generator) -> np.ndarray:
+    """``n`` ensemble walkers scattered around the maximum ``z`` inside the support: by 1e-2, and
+    closer for those that fall outside it (a maximum at the support's edge)."""
+    walkers = np.tile(z, (n, 1))
+    bad = np.ones(n, dtype=bool)
+    for scale in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6):
+        walkers[bad] = z + scale * gen.standard_normal((int(bad.sum()), z.size))
+        bad[bad] = ~np.isfinite(np.asarray(density(walkers[bad]), dtype=float))
+        if not bad.any():
+            return walkers
+    walkers[bad] = z
+    return walkers
+
+
+def _laplace(
+    density: Any, z: np.ndarray, steps: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
+) -> tuple[float, np.ndarray]:
     """``(log q(z) + log sqrt(det(2 pi Sigma)), Sigma)`` with ``Sigma`` the inverse of the
     negative Hessian (central differences; curvatures clipped at 1e-3, so a flat direction counts
-    as wide). ``(-inf, 100 I)`` where a stencil point has no finite density."""
+    as wide), with the first of ``steps`` whose stencil lies inside the support (a maximum next to
+    its edge). ``(nan, 100 I)`` where none does."""
+    for step in steps:
+        found = _laplace_at(density, z, step)
+        if found is not None:
+            return found
+    return math.nan, 100.0 * np.eye(z.size)
+
+
+def _laplace_at(density: Any, z: np.ndarray, step: float) -> tuple[float, np.ndarray] | None:
     ndim = z.size
     eye = np.eye(ndim) * step
     pts = [z[None]]
@@ -472,7 +507,7 @@ def _laplace(density: Any, z: np.ndarray, step: float = 1e-2) -> tuple[float, np
             )
     lq = np.asarray(density(np.concatenate(pts)), dtype=float)
     if not np.all(np.isfinite(lq)):
-        return -np.inf, 100.0 * np.eye(ndim)
+        return None
     quad = lq[1:].reshape(ndim, ndim, 4)
     hess = (quad[..., 0] - quad[..., 1] - quad[..., 2] + quad[..., 3]) / (4 * step**2)
     curv, vec = np.linalg.eigh(-0.5 * (hess + hess.T))

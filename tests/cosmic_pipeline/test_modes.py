@@ -59,6 +59,29 @@ def test_maxima_of_one_region_are_merged_and_a_negligible_one_is_screened() -> N
     assert w.summary()["errors"][1] is None
 
 
+@pytest.mark.parametrize("edge", [5e-3, 5e-5])
+def test_a_maximum_at_the_support_s_edge_is_weighed(edge: float) -> None:
+    """A bump cut off just past its maximum: the Laplace stencil at step 1e-2 crosses the edge.
+    At 5e-3 a finer stencil gives the Laplace estimate; at 5e-5 none does, and the maximum is run
+    all the same (it was screened with mass 0 before)."""
+    from scipy import stats
+
+    centres = np.array([[0.0, 0.0], [6.0, 6.0]])
+    bumps = _bumps((0.7, 0.3), centres, (1.0, 0.5))
+
+    def density(z: np.ndarray) -> np.ndarray:
+        z = np.atleast_2d(z)
+        return np.where(z[:, 0] <= 6.0 + edge, bumps(z), -np.inf)
+
+    cut = 0.3 * stats.norm.cdf(edge / 0.5)
+    exact = cut / (0.7 + cut)
+    w = weigh(density, centres, rng=3, draws=5000, steps=200)
+    assert w.methods == ("importance", "importance")
+    assert abs(w.masses[1] - exact) < 3 * w.errors[1]
+    laplace = modes._laplace(density, centres[1])[0]
+    assert bool(np.isfinite(laplace)) is (edge > 1e-4)
+
+
 def test_two_peaks_on_one_plateau_are_one_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     # two narrow peaks (5 % each) 4 apart on a broad plateau (90 %): no valley between them (the
     # path dips 1.9 in log density), so one region; their leashed runs alone stay apart
@@ -82,6 +105,10 @@ def test_a_light_mode_keeps_its_own_region() -> None:
     assert abs(w.masses[1] - 1e-4) < 3 * w.errors[1]
     assert w.region_ess[1] > 100
     assert w.region_of(centres).tolist() == [0, 1]
+    # draws of a marginal (here the first coordinate) are judged by the Gaussians' marginals
+    assert w.region_of(np.array([[0.2], [5.8]]), dims=1).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="points of 2 coordinates, expected 1"):
+        w.region_of(centres, dims=1)
 
 
 def test_mass_of_a_curved_heavy_tailed_mode() -> None:
