@@ -48,12 +48,17 @@ truncated to the union would give it almost none). That proposal is ``pi W_1`` w
 piecewise constant and known exactly (shares over estimated prior masses). The network then
 learns ``L pi W``, which overweights the seed balls; each later region is the HPR of that
 estimate itself (conservative: a seeded mode stays in the next region even where the network
-has learned it only partly), or, with ``corrected_regions=True``, of the estimate corrected by
+has learned it only partly), or, with ``regions="corrected"``, of the estimate corrected by
 ``1 / W`` (its threshold from importance-weighted draws; right when the network is, but it drops
-a seeded mode the network underestimates). Where the final posterior spans components of
+a seeded mode the network underestimates), or, with ``regions="union"``, the union of both (the
+seeded mode stays, and so does an unseeded mode that the seeds' large ``W`` pushes out of the
+uncorrected HPR). Where the final posterior spans components of
 different ``W`` (two modes, one seeded; nested seed balls), the plain loss weights them by
 ``W``; ``reweight=True`` trains with weights ``1 / W`` instead, which is exact on the union of
-the regions, at the cost of effective sample size.
+the regions, at the cost of effective sample size (and a seed ball of tiny prior mass then
+weighs so little that the network never learns its mode); ``correct=True`` trains the rounds
+with the plain loss and then fine-tunes once on all simulations weighted by ``1 / W``, so that
+each seeded mode is learned from its own simulations and then given its mass under the prior.
 
 **Temperature.** ``temperature > 1`` defines each HPR, and draws the SIR mixture's flow
 component, with the flow's base distribution widened to ``N(0, temperature^2)``: a broader,
@@ -100,8 +105,12 @@ __all__ = [
     "RoundRecord",
     "SeedBall",
     "TruncatedPrior",
+    "Union",
     "refine",
 ]
+
+#: what a later round's region can be the HPR of (:func:`refine`'s ``regions``)
+_REGIONS = ("estimate", "corrected", "union")
 
 #: rows per flow evaluation (bounds the memory of one pass)
 _CHUNK = 2**15
@@ -557,6 +566,37 @@ class Intersection:
         return self.a.log_density(theta)
 
 
+class Union:
+    """``a ∪ b`` of two regions; its instrumental (for SIR) is the equal mixture of theirs.
+
+    Example:
+        >>> import numpy as np, hepflow
+        >>> net = hepflow.ConditionalINN(1, 1, depth=1, width=8, seed=0).eval()
+        >>> a = SeedBall(net, np.array([-5.0]), radius=1.0, scale=np.ones(1))
+        >>> b = SeedBall(net, np.array([5.0]), radius=1.0, scale=np.ones(1))
+        >>> Union(a, b).contains(np.array([[-5.5], [0.0], [4.5]])).tolist()
+        [True, False, True]
+    """
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+    def contains(self, theta: np.ndarray) -> np.ndarray:
+        """Boolean (n,): inside either."""
+        return self.a.contains(theta) | self.b.contains(theta)
+
+    def sample(self, n: int, gen: np.random.Generator) -> np.ndarray:
+        """Draws of the equal mixture of ``a``'s and ``b``'s instrumentals, shuffled."""
+        k = int(gen.binomial(n, 0.5))
+        parts = [r.sample(m, gen) for r, m in ((self.a, k), (self.b, n - k)) if m > 0]
+        return np.concatenate(parts)[gen.permutation(n)]
+
+    def log_density(self, theta: np.ndarray) -> np.ndarray:
+        """Log density of :meth:`sample`'s mixture."""
+        with np.errstate(divide="ignore"):
+            return np.logaddexp(self.a.log_density(theta), self.b.log_density(theta)) - math.log(2.0)
+
+
 class Proposal:
     """A round's proposal: ``sum_k a_k x`` the prior truncated to region ``k`` (shares ``a_k``).
 
@@ -732,7 +772,8 @@ def refine(
     hpr_samples: int = 20_000,
     fine_tune: bool = True,
     reweight: bool = False,
-    corrected_regions: bool = False,
+    regions: str = "estimate",
+    correct: bool = False,
     fit_options: Mapping[str, Any] | None = None,
     min_acceptance: float = 0.02,
     seed: int = 0,
@@ -778,10 +819,18 @@ def refine(
             does there (e.g. modes in different first-round components), at the cost of a
             smaller effective sample size; False: the plain NPE loss of TSNPE, exact where ``W``
             is constant (:attr:`Refinement.off_intersection` checks it).
-        corrected_regions: each later region is the HPR of the estimate corrected by ``1 / W``
-            (True), or of the estimate itself (False, the default: the network overweights the
-            seed balls by ``W``, which keeps a seeded mode in the next region even when the
-            network has not learned it fully; the correction removes it then).
+        correct: after the rounds (plain NPE loss), fine-tune the network once more, ``epochs``
+            epochs on the simulations of all rounds weighted by ``1 / W`` (the W-correction): the
+            rounds learn each seeded mode from its own simulations, the correction gives it its
+            mass under the prior (with ``reweight=True`` from the start, a seed ball of tiny prior
+            mass carries so little weight that the network never learns its mode).
+        regions: what each later region is the HPR of: ``"estimate"`` (the default), the
+            estimate itself (the network overweights the seed balls by ``W``, which keeps a
+            seeded mode in the next region even when the network has not learned it fully);
+            ``"corrected"``, the estimate corrected by ``1 / W`` (right when the network is, but
+            it drops a seeded mode the network underestimates); ``"union"``, the union of both
+            (a seeded mode stays, and so does a mode the ``W`` of the seeds suppresses in the
+            estimate: without the corrected HPR, a narrow seeded mode can push the other out).
         fit_options: further options of :func:`hepflow.fit` (``lr``, ``batch_size``,
             ``patience``, ``validation_split``, ``device``...).
         min_acceptance: below this rejection acceptance a proposal is drawn by rejection in a box
@@ -809,6 +858,8 @@ def refine(
         raise ConfigError(f"seed_share must lie in (0, 1), got {seed_share}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"temperature must be a positive number, got {temperature}")
+    if regions not in _REGIONS:
+        raise ConfigError(f"regions must be one of {', '.join(_REGIONS)}, got {regions!r}")
     if hpr_samples < 100:
         raise ConfigError(f"hpr_samples must be >= 100, got {hpr_samples}")
     if not hasattr(estimator, "support") or not hasattr(estimator, "log_prob_grouped"):
@@ -856,20 +907,30 @@ def refine(
         t0 = time.perf_counter()
         # the HPR of the current estimate, corrected back to the prior (1 / W of earlier rounds)
         flow_now = copy.deepcopy(model).eval()
-        region_weight = log_weight if corrected_regions else None
-        tau = HighDensityRegion.threshold_of(
-            flow_now,
-            ctx_o,
-            eps=eps,
-            samples=hpr_samples,
-            temperature=temperature,
-            log_weight=region_weight,
-            log_weight_floor=floor,
-            seed=seed + r,
-        )
-        hpr = HighDensityRegion(
-            flow_now, ctx_o, tau, temperature=temperature, log_weight=region_weight, log_weight_floor=floor
-        )
+        weightings = {"estimate": [None], "corrected": [log_weight], "union": [None, log_weight]}[regions]
+        hprs = []
+        for region_weight in weightings if r else [None]:  # round 1: the estimator's own HPR
+            tau = HighDensityRegion.threshold_of(
+                flow_now,
+                ctx_o,
+                eps=eps,
+                samples=hpr_samples,
+                temperature=temperature,
+                log_weight=region_weight,
+                log_weight_floor=floor,
+                seed=seed + r,
+            )
+            hprs.append(
+                HighDensityRegion(
+                    flow_now,
+                    ctx_o,
+                    tau,
+                    temperature=temperature,
+                    log_weight=region_weight,
+                    log_weight_floor=floor,
+                )
+            )
+        hpr = hprs[0] if len(hprs) == 1 else Union(*hprs)
 
         def truncated(region: Any) -> TruncatedPrior:
             return TruncatedPrior(prior, region, min_acceptance=min_acceptance)
@@ -936,7 +997,7 @@ def refine(
             method=proposal.method,
             efficiency=proposal.efficiency,
             prior_mass=proposal.prior_mass,
-            threshold=tau,
+            threshold=hprs[0].threshold,
             seeds=0 if seed_arr is None or (r and not keep_seeds) else len(seed_arr),
             epochs=len(history.train_loss),
             best_val_loss=history.best_val_loss,
@@ -947,6 +1008,27 @@ def refine(
         records.append(record)
         if callback is not None:
             callback(record)
+    correction = None
+    if correct and log_weight is not None:
+        # the W-correction: the plain rounds' network fine-tuned on all simulations weighted by 1 / W
+        t0 = time.perf_counter()
+        all_theta = np.concatenate(thetas)
+        lw_all = log_weight(all_theta)
+        weights = np.exp(-(lw_all - lw_all.min()))
+        # all epochs, the last kept: the weighted validation loss is noisy (a few heavy weights) and
+        # its best epoch was the first on the cosmic mocks, which left the correction undone
+        history = fit(
+            model, all_theta, to_context(_concat(xs)), weights=weights, epochs=epochs, seed=seed + rounds,
+            progress=False, **{**options, "patience": None, "restore_best": False},
+        )  # fmt: skip
+        model = model.to(torch.device("cpu")).eval()
+        ess = float(weights.sum() ** 2 / np.sum(weights**2))
+        correction = {
+            "epochs": len(history.train_loss),
+            "best_epoch": history.best_epoch,
+            "ess": ess,
+            "seconds": time.perf_counter() - t0,
+        }
     posterior = FlowPosterior(model, features=features)
     draws, _ = posterior.sample_context(4000, ctx_o, generator=torch_generator(seed))
     assert log_weight is not None
@@ -969,7 +1051,9 @@ def refine(
         "seed_points": [] if seed_arr is None else seed_arr.tolist(),
         "fine_tune": fine_tune,
         "reweight": reweight,
-        "corrected_regions": corrected_regions,
+        "regions": regions,
+        "correct": correct,
+        "correction": correction,
         "min_acceptance": min_acceptance,
         "seed": seed,
     }

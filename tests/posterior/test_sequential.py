@@ -18,6 +18,7 @@ from hepflow.posterior.sequential import (
     Proposal,
     SeedBall,
     TruncatedPrior,
+    Union,
     pooled_log_weight,
     refine,
 )
@@ -115,6 +116,79 @@ def test_seeds_let_the_refinement_find_a_mode_the_estimator_misses(half_trained)
     assert seeded.settings["keep_seeds"] is True
     assert seeded.settings["seed_points"] == [[-1.0, 0.0]]
     assert seeded.settings["reweight"] is False
+
+
+def test_w_correction_keeps_a_seeded_mode_that_weights_from_the_start_lose(half_trained) -> None:
+    """A seed ball of small prior mass: trained with weights 1/W from the first round the network
+    never learns the seeded mode; trained plainly and then corrected by 1/W it keeps it (exact
+    mass 0.5; this toy reproduces mode masses to about 0.2-0.3, docs/refine.md)."""
+    toy, net = half_trained
+    x_o = np.array([[1.0, 0.0]])
+    common = {
+        "estimator": net, "rounds": 3, "simulations_per_round": 2000, "epochs": 20, "fit_options": FAST,
+        "seed": 1, "seeds": np.array([[-1.0, 0.0]]), "seed_radius": 0.02, "seed_shells": 1,
+    }  # fmt: skip
+    weighted = refine(toy.simulate, toy.prior, x_o, reweight=True, **common)
+    corrected = refine(toy.simulate, toy.prior, x_o, correct=True, **common)
+    lost, _ = weighted.posterior.sample(4000, x_o, seed=2)
+    kept, _ = corrected.posterior.sample(4000, x_o, seed=2)
+    assert (lost[0][:, 0] < 0).mean() < 0.02
+    assert 0.15 < (kept[0][:, 0] < 0).mean() < 0.85
+    assert np.abs(np.abs(kept[0][:, 0]) - 1.0).mean() < 0.1
+    record = corrected.settings["correction"]
+    assert record["epochs"] == 20
+    assert 0 < record["ess"] < 6000
+    assert record["seconds"] > 0
+    assert weighted.settings["correction"] is None
+
+
+def test_union_region_holds_either_and_draws_their_mixture() -> None:
+    net = _net(1).eval()
+    a = SeedBall(net, np.array([-2.0]), radius=1.0, scale=np.ones(1))  # (-3, -1)
+    b = SeedBall(net, np.array([4.0]), radius=0.5, scale=np.ones(1))  # (3.5, 4.5)
+    both = Union(a, b)
+    assert both.contains(np.array([[-2.5], [0.0], [4.2], [5.0]])).tolist() == [True, False, True, False]
+    x = both.sample(20_000, np.random.default_rng(0))
+    assert both.contains(x).all()
+    assert abs((x[:, 0] > 0).mean() - 0.5) < 0.02  # half from each
+    # the mixture density: 1/2 x uniform on each interval
+    assert np.allclose(np.exp(both.log_density(np.array([[-2.0], [4.0]]))), [0.25, 0.5])
+    assert np.exp(both.log_density(np.array([[0.0]])))[0] == 0.0
+    # the prior truncated to the union: both pieces by their prior mass
+    trunc = TruncatedPrior(GaussianPrior(1), both)
+    y = trunc.sample(4000, rng=1)
+    mass = stats.norm.cdf(-1) - stats.norm.cdf(-3) + stats.norm.cdf(4.5) - stats.norm.cdf(3.5)
+    assert trunc.prior_mass == pytest.approx(mass, rel=0.1)
+    assert both.contains(y).all()
+
+
+def test_union_regions_are_the_estimate_s_hpr_or_the_corrected_one(half_trained) -> None:
+    """regions="union": every later region holds the HPR of the estimate and that of the
+    estimate corrected by 1/W; "estimate" and "corrected" each one of them."""
+    toy, net = half_trained
+    x_o = np.array([[1.0, 0.0]])
+    common = {"estimator": net, "rounds": 2, "simulations_per_round": 500, "epochs": 2, "fit_options": FAST}
+    kept = {}
+    for regions in ("estimate", "corrected", "union"):
+        result = refine(
+            toy.simulate, toy.prior, x_o, seeds=np.array([[-1.0, 0.0]]), regions=regions, seed=3, **common
+        )
+        assert result.settings["regions"] == regions
+        first, second = (p.components[0].region for p in result.proposals)
+        assert isinstance(first, HighDensityRegion)
+        assert first.log_weight is None
+        kept[regions] = second
+    assert kept["estimate"].log_weight is None
+    assert kept["corrected"].log_weight is not None
+    union = kept["union"]
+    assert isinstance(union, Union)
+    assert union.a.log_weight is None
+    assert union.b.log_weight is not None
+    # the same network and thresholds as the two single runs (same seed): the union of both
+    probe = np.random.default_rng(4).normal(size=(5000, 2)) * 2
+    assert np.array_equal(
+        union.contains(probe), kept["estimate"].contains(probe) | kept["corrected"].contains(probe)
+    )
 
 
 def test_truncated_prior_by_rejection_is_the_prior_inside_the_region() -> None:
@@ -300,6 +374,7 @@ def test_refine_refuses_invalid_options(linear) -> None:
         ({"fit_options": {"epochs": 3}}, "must not set epochs"),
         ({"seed_share": 1.0}, "seed_share"),
         ({"estimator": object()}, "ConditionalINN"),
+        ({"regions": "both"}, "regions must be one of estimate, corrected, union"),
     ]
     for extra, match in cases:
         with pytest.raises(ConfigError, match=match):
