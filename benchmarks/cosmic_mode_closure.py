@@ -260,6 +260,8 @@ def refine_rows(
             refined_inside_68=_inside(x[0], true, 0.68),
             refined_inside_95=_inside(x[0], true, 0.95),
             refined_efficiency=distillation.get("efficiency_after"),
+            # the product's own verdict on the mode shares (refine_model with seeds and masses)
+            refined_modes_agree=(summary.get("modes") or {}).get("agree"),
             refined_seconds=time.perf_counter() - t0,
         )
         if on_row is not None:
@@ -431,6 +433,10 @@ def main() -> None:
             f"mock {r['mock']}: mass in the truth's mode: exact {r['mcmc_mass_at_truth']:.3f}, refined "
             f"cINN {r['refined_mass_at_truth']:.3f}, weighted {r['refined_weighted_mass_at_truth']:.3f} "
             f"(importance ESS {r['refined_importance_ess']:.0f}; refined {seeds} seeds)"
+            + {
+                True: "; refine's verdict: mode shares agree",
+                False: "; refine's verdict: mode shares disagree",
+            }.get(r.get("refined_modes_agree"), "")
         )
     for method, v in summary.items():
         print(

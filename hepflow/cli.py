@@ -381,6 +381,8 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         seed_share=args.seed_share,
         min_acceptance=args.min_acceptance,
         reweight=args.reweight,
+        regions=args.regions,
+        correct=args.correct,
         distill_steps=args.distill,
         distill_samples=args.distill_samples,
         distill_epochs=args.distill_epochs,
@@ -753,6 +755,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="train with weights 1/W instead of the plain NPE loss (docs/refine.md)",
     )
     rfc.add_argument(
+        "--regions",
+        choices=("union", "estimate", "corrected"),
+        default=None,
+        help="each later round's region: the HPR of the estimate, of the estimate corrected by 1/W, "
+        "or their union (default: union with seeds, so that a seeded mode stays and so does the mode "
+        "the seeds' W suppresses; estimate without; docs/refine.md)",
+    )
+    rfc.add_argument(
+        "--no-correct",
+        dest="correct",
+        action="store_false",
+        help="with seeds, skip the fine-tuning on all simulations weighted by 1/W after the rounds "
+        "(docs/refine.md)",
+    )
+    rfc.add_argument(
         "--distill",
         type=_count,
         default=2,
@@ -769,7 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-seeds",
         dest="seeds",
         action="store_false",
-        help="first region: the cINN's alone, without the MCMC mode search and likelihood-weighted draws",
+        help="first region: the cINN's alone, without the modes of the exact posterior that it misses "
+        "(found and weighed as by the MCMC)",
     )
     rfc.add_argument("--seed", type=_seed, default=1)
     rfc.add_argument("--overwrite", action="store_true")

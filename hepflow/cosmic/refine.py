@@ -4,27 +4,35 @@
 or a file), and runs the engine's truncated sequential NPE
 (:func:`hepflow.posterior.sequential.refine`) with the analysis forward model as simulator and
 the analysis prior. The first proposal region is the union of the cINN's highest-density region
-and neighbourhoods of **seeds**, so that it reaches modes the amortized cINN misses:
+and neighbourhoods of **seeds**, the modes of the exact posterior that the cINN misses:
 
-* the distinct local maxima of the exact posterior found by the MCMC module's multi-start search
-  (:func:`hepflow.cosmic.modes.find_modes`: ``[mcmc] n_starts`` L-BFGS searches from the best of
-  ``n_candidates`` prior and sparse-Dirichlet draws, one per ``gamma`` stratum; it finds the
-  hard-spectrum, He-dominated minimum of the Auger data that the prior fills with ~1e-6 of its
-  mass);
-* ``sir_seeds`` likelihood-weighted prior draws: ``sir_draws`` prior draws resampled with
-  weights ``L(x | theta)`` (sampling-importance-resampling), distinct ones kept.
+* the distinct local maxima of the exact posterior are found by the MCMC module's multi-start
+  search (:func:`hepflow.cosmic.modes.find_modes`: ``[mcmc] n_starts`` L-BFGS searches from the
+  best of ``n_candidates`` prior and sparse-Dirichlet draws, one per ``gamma`` stratum, with the
+  nuisances drawn from their priors) and weighed by their posterior mass
+  (:func:`hepflow.cosmic.modes.weigh_modes`, ``[mcmc] mode_draws`` importance draws);
+* a mode is a seed when it holds at least ``[mcmc] min_mode_mass`` (1 %) of the posterior and
+  less than half of it (2000 draws of its Gaussian) lies in the amortized cINN's
+  highest-density region; the seeds share ``seed_share`` of the simulations in proportion to
+  their masses.
 
-The deepest mode gets half of the seeded simulations (``seed_share``, half of each round), the
-other seeds share the rest; every seed has three nested balls, kept in every round where they
-meet the region, and the network is trained with the plain NPE loss (``reweight=True``: weights
-``1 / W``, exact on the union of the regions).
+A mode the cINN's region already holds needs no seed: the prior truncated to the region gives it
+simulations, and a seed would make the pooled proposal ratio ``W`` vary across it (on the Auger
+data with systematics, seeds at a mode the cINN held made the fractions half as wide as the
+MCMC's; docs/refine.md). A mode it misses, e.g. the hard-spectrum corner of mocks simulated
+there (13-24 % of their posterior), is a seed. ``[mcmc] mode_draws = 0`` falls back to seeding
+every maximum, the deepest with half of the seeded simulations. Every seed has three nested
+balls, kept in every round where they meet the region. Each later region is the union of the
+highest-density regions of the estimate and of the estimate corrected by ``1 / W``
+(``regions="union"``, :func:`hepflow.posterior.sequential.refine`): the seeded mode, whose
+``W`` is large, stays, and so does the mode the seeds' ``W`` pushes out of the estimate. The
+network is trained with the plain NPE loss (``reweight=True``: weights ``1 / W``).
 
 **Systematics.** A model trained with ``[systematics]`` (its metadata records the nuisances)
 learnt the posterior of the 7 source parameters marginalised over ``nu_E, nu_X``. Its refinement
-keeps that: every simulation draws its own nuisances from their priors, the mode search runs on
-the joint posterior (7 + 2 coordinates; the seeds are the modes' source parameters), and the SIR
-seeds are joint prior draws weighted by ``L(x | theta, nu)``, whose ``theta`` follow the prior
-weighted by the marginal likelihood. The refined model records the same ``systematics``, so
+keeps that: every simulation draws its own nuisances from their priors, and the mode search and
+the weighing run on the joint posterior (7 + 2 coordinates; the seeds are the modes' source
+parameters, the masses those of the joint regions). The refined model records the same ``systematics``, so
 ``infer --importance`` weights it with the marginal likelihood.
 
 The refined network is saved as a model directory (``flow/``, like ``hepflow train cosmic``)
@@ -46,6 +54,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,12 +70,33 @@ from hepflow.cosmic.systematics import Systematics
 from hepflow.errors import ConfigError, HepflowError, ModelError
 from hepflow.posterior import EnsemblePosterior, FlowPosterior
 
-__all__ = ["cosmic_seeds", "refine_model", "refinement_simulator"]
+__all__ = ["Seeds", "cosmic_seeds", "mode_shares", "refine_model", "refinement_simulator"]
 
 #: the file with the refinement's summary, next to ``flow/``
 REFINEMENT_FILE = "refinement.json"
+#: unconstrained coordinates of the source parameters (gamma, lg R_cut, 4 log ratios of the fractions)
+_SOURCE_DIMS = len(PARAMETERS) - 1
 #: what ``refinement.json`` calls an observation passed as an object
 IN_MEMORY = "in memory"
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """What :func:`cosmic_seeds` found.
+
+    Attributes:
+        points: the seeds' source parameters (m, 7), possibly none.
+        shares: their relative shares of the seeded simulations (m,).
+        info: JSON-ready: the rule, every mode (mass, share inside the cINN's region, seeded or
+            not), the weighing's summary and the seconds.
+        weights: the weighed modes' regions (:class:`hepflow.cosmic.modes.ModeWeights`), None
+            without masses (``mode_draws=0``).
+    """
+
+    points: np.ndarray
+    shares: np.ndarray
+    info: dict[str, Any]
+    weights: Any
 
 
 def cosmic_seeds(
@@ -75,52 +105,148 @@ def cosmic_seeds(
     model: Any,
     prior: Any,
     seed: int,
+    region: Any = None,
     n_starts: int = 8,
     n_candidates: int = 4096,
-    sir_draws: int = 20_000,
-    sir_seeds: int = 8,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Seed points ``(m, 7)`` for the first proposal region, and what they are.
+    mode_draws: int = 20_000,
+    min_mass: float = 0.01,
+    inside: float = 0.5,
+) -> Seeds:
+    """Seed points ``(m, 7)`` for the first proposal region, their relative shares ``(m,)``, what
+    they are, and the weighed modes (see the module docstring and :class:`Seeds`).
 
-    The modes of :func:`hepflow.cosmic.modes.find_modes` on the exact posterior (best first) and
-    up to ``sir_seeds`` distinct likelihood-weighted prior draws (see the module docstring).
+    The local maxima of the exact posterior (:func:`hepflow.cosmic.modes.find_modes`), weighed
+    by their posterior mass (:func:`hepflow.cosmic.modes.weigh_modes`, ``mode_draws``
+    importance draws). A mode is a seed when it holds at least ``min_mass`` of the posterior
+    and less than ``inside`` of it lies in ``region`` (the amortized cINN's highest-density
+    region, anything with ``contains(theta)``; judged on 2000 draws of the mode's Gaussian);
+    its share is its mass. Without ``region`` every mode of at least ``min_mass`` is a seed.
+    ``mode_draws=0``: no masses; every maximum is a seed, the deepest with half of the seeded
+    simulations. ``m`` may be 0 (the region covers every mode).
     """
     from hepflow.cosmic import Likelihood
     from hepflow.cosmic.mcmc import UnconstrainedPosterior
-    from hepflow.cosmic.modes import find_modes
+    from hepflow.cosmic.modes import find_modes, weigh_modes
 
     like = Likelihood(observation, model=model)
-    syst = getattr(model, "systematics", None)
+    density = UnconstrainedPosterior(like, prior)
     t0 = time.perf_counter()
-    modes = find_modes(
-        UnconstrainedPosterior(like, prior), seed, n_starts=n_starts, n_candidates=n_candidates
-    )
+    modes = find_modes(density, seed, n_starts=n_starts, n_candidates=n_candidates)
     t1 = time.perf_counter()
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(99,)))
-    draws = prior.sample(sir_draws, rng)
-    joint = draws if syst is None else np.concatenate([draws, syst.sample(sir_draws, rng)], axis=1)
-    with np.errstate(divide="ignore"):
-        # with nuisances: joint draws weighted by L(x | theta, nu), whose theta follow the prior
-        # weighted by the marginal likelihood (a pseudo-marginal SIR)
-        log_l = like(joint)
-    ok = np.isfinite(log_l)
-    picked = np.empty((0, draws.shape[1]))
-    if ok.any() and sir_seeds > 0:
-        w = np.exp(log_l[ok] - log_l[ok].max())
-        idx = np.unique(rng.choice(int(ok.sum()), size=sir_seeds, p=w / w.sum()))
-        picked = draws[ok][idx]
+    if mode_draws <= 0:
+        chosen = list(modes)
+        share = np.array([len(chosen) - 1.0] + [1.0] * (len(chosen) - 1)) if len(chosen) > 1 else np.ones(1)
+        weights = None
+        info: dict[str, Any] = {
+            "rule": (
+                "every maximum, the deepest with half of the seeded simulations "
+                "(no masses: [mcmc] mode_draws = 0)"
+            ),
+            "modes": [m.to_dict() for m in chosen],
+        }
+    else:
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(98,)))
+        modes, weights = weigh_modes(density, modes, rng, draws=mode_draws)
+        covered = np.full(len(modes), np.nan)
+        if region is not None:
+            covered = _covered(density, weights, region, rng)
+        mass = np.array([m.mass or 0.0 for m in modes])
+        missed = (mass >= min_mass) & ~(covered >= inside)
+        chosen = [m for m, k in zip(modes, missed, strict=True) if k]
+        share = mass[missed]
+        info = {
+            "rule": (
+                f"modes holding >= {min_mass:g} of the posterior with < {inside:g} of it in the cINN's "
+                "highest-density region, shares by mass"
+            ),
+            "modes": [
+                {**m.to_dict(), "in_cinn_region": None if np.isnan(c) else float(c), "seed": bool(k)}
+                for m, c, k in zip(modes, covered, missed, strict=True)
+            ],
+            "weights": weights.summary(),
+        }
+    info["seconds"] = {"modes": t1 - t0, "weighing": time.perf_counter() - t1}
     # the source parameters of the modes (with nuisances, the joint maxima's first 7 columns)
-    seeds = np.concatenate([np.stack([m.theta[: len(PARAMETERS)] for m in modes]), picked])
-    info = {
-        "modes": [m.to_dict() for m in modes],
-        "sir": {
-            "prior_draws": sir_draws,
-            "kept": len(picked),
-            "theta": [dict(zip(PARAMETERS, t.tolist(), strict=True)) for t in picked],
-        },
-        "seconds": {"modes": t1 - t0, "sir": time.perf_counter() - t1},
-    }
-    return seeds, info
+    seeds = np.array([m.theta[: len(PARAMETERS)] for m in chosen]).reshape(-1, len(PARAMETERS))
+    return Seeds(seeds, share, info, None if mode_draws <= 0 else weights)
+
+
+def mode_shares(
+    found: Seeds, draws: np.ndarray, *, prior: Any, min_mass: float = 0.01, tolerance: float = 0.05
+) -> dict[str, Any]:
+    """The share of ``draws`` (n, 7) of a posterior (the refined cINN) in each weighed mode of
+    ``found`` holding at least ``min_mass``, next to its exact mass, and a verdict: the masses agree
+    when every share lies within ``tolerance`` or three standard errors of the mass (the larger).
+
+    A draw belongs to the mode whose region's Gaussian (its source-parameter marginal), times the
+    mode's mass, is the most probable there (:meth:`hepflow.cosmic.modes.ModeWeights.region_of`),
+    if it lies inside that Gaussian's ``1 - 1e-4`` ellipsoid; draws outside every mode's are
+    counted as ``elsewhere``, and more than ``tolerance`` of them there is a disagreement too (a
+    posterior between or beside the modes is no mixture of them).
+    """
+    from scipy import stats
+
+    weights = found.weights
+    # the unconstrained coordinates of the mode search (hepflow.cosmic.mcmc.UnconstrainedPosterior)
+    z = prior.to_unconstrained(np.asarray(draws, dtype=np.float64)[:, : len(PARAMETERS)])
+    run = [i for i, m in enumerate(weights.methods) if m == "importance"]
+    k = weights.region_of(z, dims=_SOURCE_DIMS)
+    d = z - weights.centres[k, :_SOURCE_DIMS]
+    cov = weights.covariances[k][:, :_SOURCE_DIMS, :_SOURCE_DIMS]
+    r2 = np.einsum("ni,ni->n", d, np.linalg.solve(cov, d[..., None])[..., 0])
+    near = r2 <= stats.chi2.ppf(1 - 1e-4, _SOURCE_DIMS)
+    owner = np.where(near, np.asarray(run)[k], -1)
+    rows, agree = [], True
+    for i in np.argsort(-weights.masses, kind="stable"):
+        mass, error = float(weights.masses[i]), float(weights.errors[i])
+        if mass < min_mass or i not in run:  # a screened maximum (below 1e-6 of the heaviest) has no region
+            continue
+        share = float(np.mean(owner == i))
+        error = error if np.isfinite(error) else 0.0
+        ok = abs(share - mass) <= max(tolerance, 3 * error)
+        agree &= ok
+        theta = prior.from_unconstrained(weights.centres[run.index(i)][None, :_SOURCE_DIMS])[0]
+        rows.append(
+            {"gamma": float(theta[0]), "lg_rcut": float(theta[1]), "mass": mass, "error": error,
+             "refined_share": share, "agrees": bool(ok)}
+        )  # fmt: skip
+    elsewhere = float(np.mean(owner < 0))
+    out = {"modes": rows, "elsewhere": elsewhere, "tolerance": tolerance}
+    if not rows:
+        return {**out, "agree": True, "verdict": f"no mode holds {min_mass:g}"}
+    worst = max(rows, key=lambda r: abs(r["refined_share"] - r["mass"]))
+    advice = "; use the importance weights (infer --importance) or the MCMC"
+    if not agree:
+        verdict = (
+            f"the refined cINN's mode shares disagree with the exact masses: {worst['refined_share']:.3g} "
+            f"against {worst['mass']:.3g} +- {worst['error']:.2g} at gamma {worst['gamma']:.3g}{advice}"
+        )
+    elif elsewhere > tolerance:
+        agree = False
+        verdict = (
+            f"{elsewhere:.3g} of the refined cINN's draws lie outside every mode of the exact "
+            f"posterior{advice}"
+        )
+    else:
+        verdict = (
+            f"the refined cINN's mode shares agree with the exact masses (within {tolerance:g} or 3 "
+            "standard errors)"
+        )
+    return {**out, "agree": bool(agree), "verdict": verdict}
+
+
+def _covered(density: Any, weights: Any, region: Any, rng: np.random.Generator, n: int = 2000) -> np.ndarray:
+    """The share of each weighed mode (heaviest first) inside ``region``: of ``n`` draws of the
+    Gaussian of its region's ensemble run (:class:`~hepflow.cosmic.modes.ModeWeights`), mapped to
+    the source parameters (NaN for a mode too light to have been run)."""
+    shares = np.full(len(weights.masses), np.nan)
+    run = [i for i, m in enumerate(weights.methods) if m == "importance"]
+    for j, i in enumerate(run):
+        z = rng.multivariate_normal(weights.centres[j], weights.covariances[j], size=n)
+        theta = density.theta(z)[:, : len(PARAMETERS)]
+        shares[i] = float(np.mean(region.contains(theta)))
+    # weigh_modes lists the modes heaviest first; the regions of ``weights`` keep their own order
+    return shares[np.argsort(-weights.masses, kind="stable")]
 
 
 def refinement_simulator(
@@ -168,6 +294,8 @@ def refine_model(
     seed_share: float = 0.5,
     min_acceptance: float = 1e-3,
     reweight: bool = False,
+    regions: str | None = None,
+    correct: bool = True,
     distill_steps: int = 2,
     distill_samples: int = 4000,
     distill_epochs: int = 20,
@@ -206,6 +334,12 @@ def refine_model(
             seed balls have other proposal ratios than the rest of the regions;
             :func:`hepflow.posterior.sequential.refine`); False (default): the plain NPE loss,
             which on the Auger data moved further towards the MCMC's mode (docs/refine.md).
+        regions: each later round's region (:func:`hepflow.posterior.sequential.refine`); default
+            ``"union"`` with seeds (the seeded mode and the mode its ``W`` suppresses both stay),
+            ``"estimate"`` without (the regions of the documented ``--no-seeds`` runs).
+        correct: with seeds, fine-tune once more on all simulations weighted by ``1 / W`` after the
+            rounds (:func:`hepflow.posterior.sequential.refine`'s ``correct``): the plain loss
+            overweights a seeded mode of tiny prior mass by orders of magnitude.
         distill_steps: after the rounds, tune the refined network to the exact posterior of the
             analysis likelihood in this many steps (:func:`hepflow.posterior.distill.distill`: its
             draws weighted by likelihood x prior / cINN density, the likelihood marginalised over
@@ -232,7 +366,7 @@ def refine_model(
     from hepflow.cosmic.pretrained import resolve
     from hepflow.flows.serialization import check_model_target
     from hepflow.outputs import write_json
-    from hepflow.posterior.sequential import refine
+    from hepflow.posterior.sequential import HighDensityRegion, refine
 
     model_dir, config = resolve(model_dir, config)  # "pretrained": the shipped model and its config
     cfg = load_config(config)
@@ -278,20 +412,39 @@ def refine_model(
     summary_kind = post.metadata["summary"]
     simulate = refinement_simulator(fwd, binning=binning)
     x_o = observation_features(obs.spectrum[None], obs.xmax[None], binning=binning).astype(np.float32)
-    seed_points, seed_info = None, None
+    seed_points, seed_weights, seed_info, found = None, None, None, None
     if seeds:
-        seed_points, seed_info = cosmic_seeds(
+        # the modes the amortized cINN's first region misses (module docstring)
+        ctx_o = context_from_features(x_o, binning=binning, summary=summary_kind)
+        tau = HighDensityRegion.threshold_of(post.model, ctx_o, temperature=temperature, seed=seed)
+        first = HighDensityRegion(post.model, ctx_o, tau, temperature=temperature)
+        found = cosmic_seeds(
             obs,
             model=fwd,
             prior=prior,
             seed=seed,
+            region=first,
             n_starts=cfg.mcmc.n_starts,
             n_candidates=cfg.mcmc.n_candidates,
+            mode_draws=cfg.mcmc.mode_draws,
+            min_mass=cfg.mcmc.min_mode_mass,
         )
-    seed_weights = None
-    if seed_points is not None and len(seed_points) > 1:
-        # the deepest mode (first) gets half of the seeded simulations, the others share the rest
-        seed_weights = [len(seed_points) - 1.0] + [1.0] * (len(seed_points) - 1)
+        seed_info = found.info
+        if progress:
+            for m in seed_info["modes"]:
+                mass = "" if m.get("mass") is None else f", mass {m['mass']:.3g}"
+                cinn = (
+                    ""
+                    if m.get("in_cinn_region") is None
+                    else f", {m['in_cinn_region']:.3g} in the cINN's region"
+                )
+                role = "seed" if m.get("seed", True) else "no seed"
+                print(
+                    f"mode at gamma {m['gamma']:.3g}, lg R_cut {m['lg_rcut']:.4g}{mass}{cinn}: {role}",
+                    flush=True,
+                )
+        if len(found.points):
+            seed_points, seed_weights = found.points, found.shares
     fit_options = cfg.training.fit_options()
     for key in ("epochs", "seed"):
         fit_options.pop(key)
@@ -317,8 +470,10 @@ def refine_model(
         simulations_per_round=simulations,
         epochs=epochs,
         seeds=seed_points,
-        seed_weights=seed_weights,
+        seed_weights=None if seed_weights is None else seed_weights.tolist(),
         seed_share=seed_share,
+        regions=regions or ("union" if seed_points is not None else "estimate"),
+        correct=correct and seed_points is not None,
         min_acceptance=min_acceptance,
         seed_radius=seed_radius,
         reweight=reweight and seed_points is not None,
@@ -344,6 +499,22 @@ def refine_model(
             seed=seed,
             progress=progress,
         )
+    modes = None
+    if found is not None and found.weights is not None:
+        # the refined cINN's share of each weighed mode against its exact mass: the verdict on the modes
+        refined = FlowPosterior(
+            model, features=partial(context_from_features, binning=binning, summary=summary_kind)
+        )
+        draws, _ = refined.sample(4000, x_o, seed=seed)
+        modes = mode_shares(found, draws[0], prior=prior, min_mass=cfg.mcmc.min_mode_mass)
+        if progress:
+            for m in modes["modes"]:
+                print(
+                    f"mode at gamma {m['gamma']:.3g}: exact mass {m['mass']:.3g} +- {m['error']:.2g}, "
+                    f"refined cINN's share {m['refined_share']:.3g}",
+                    flush=True,
+                )
+            print(f"modes: {modes['verdict']}", flush=True)
     wall = time.perf_counter() - t0
     refinement = {
         "observation": (name := _observation_name(observation)),
@@ -353,6 +524,7 @@ def refine_model(
         **result.metadata(),
         "wall_seconds": wall,
         "seeds": seed_info,
+        "modes": modes,
         "lr": fit_options["lr"],
         "distillation": distillation,
     }

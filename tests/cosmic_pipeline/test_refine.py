@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +74,19 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     assert ref["simulations"] == 300
     assert ref["simulations_per_round"] == 150
     assert [r["round"] for r in ref["rounds"]] == [1, 2]
-    assert ref["rounds"][0]["seeds"] == len(ref["seed_points"]) >= 1
-    assert ref["seeds"]["modes"]
-    assert "deviance" in ref["seeds"]["modes"][0]
+    # the modes of the exact posterior, weighed; the seeds are those the cINN's region misses
+    modes = ref["seeds"]["modes"]
+    assert modes
+    assert all("deviance" in m and "mass" in m and "in_cinn_region" in m for m in modes)
+    assert ref["rounds"][0]["seeds"] == len(ref["seed_points"]) == sum(m["seed"] for m in modes)
+    assert ref["regions"] == ("union" if ref["seed_points"] else "estimate")
+    assert ref["correct"] is bool(ref["seed_points"])  # the 1/W pass only where seeds make W vary
+    assert (ref["correction"] is not None) is bool(ref["seed_points"])
+    # the refined cINN's share of every weighed mode against its exact mass, with a verdict
+    judged = ref["modes"]
+    assert judged["modes"]
+    assert all(0 <= m["refined_share"] <= 1 for m in judged["modes"])
+    assert ("disagree" in judged["verdict"]) is (not judged["agree"])
     assert ref["wall_seconds"] >= ref["seconds"] >= ref["train_seconds"] > 0
     assert ref["seed"] == 4
     assert ref["min_acceptance"] == 0.01
@@ -146,6 +157,95 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     assert "--overwrite" in capsys.readouterr().err
 
 
+class _Everywhere:
+    """A region that holds everything (``inside=True``) or nothing."""
+
+    def __init__(self, inside: bool) -> None:
+        self.inside = inside
+
+    def contains(self, theta: np.ndarray) -> np.ndarray:
+        return np.full(len(theta), self.inside)
+
+
+def test_seeds_are_the_weighed_modes_the_cinn_region_misses(tiny) -> None:
+    """A mode is a seed when it holds >= min_mass of the exact posterior and the cINN's region
+    misses it; its share of the seeded simulations is its mass. Without masses
+    ([mcmc] mode_draws = 0) every maximum is a seed, the deepest with half of the share."""
+    from hepflow.cosmic.refine import cosmic_seeds
+
+    _toml, cfg, _ = tiny
+    fwd, prior, obs = cfg.model.build(), cfg.prior.build(), Observation.from_auger()
+    common = {"model": fwd, "prior": prior, "seed": 2, "n_starts": 2, "n_candidates": 128, "mode_draws": 2000}
+    missed = cosmic_seeds(obs, region=_Everywhere(False), min_mass=0.0, **common)
+    info = missed.info
+    masses = np.array([m["mass"] for m in info["modes"]])
+    assert masses.sum() == pytest.approx(1.0)
+    assert len(missed.points) == len(info["modes"]) == len(missed.shares)
+    assert np.array_equal(missed.shares, masses)
+    assert all(m["in_cinn_region"] == 0.0 and m["seed"] for m in info["modes"])
+    # the source parameters of the weighed modes, heaviest first
+    assert missed.points.shape[1] == len(PARAMETERS)
+    assert np.allclose(missed.points[0], [info["modes"][0][p] for p in PARAMETERS])
+    covered = cosmic_seeds(obs, region=_Everywhere(True), min_mass=0.0, **common)
+    assert covered.points.shape == (0, len(PARAMETERS))
+    assert len(covered.shares) == 0
+    assert all(m["in_cinn_region"] == 1.0 and not m["seed"] for m in covered.info["modes"])
+    # min_mass: a missed mode lighter than it is no seed
+    light = cosmic_seeds(obs, region=_Everywhere(False), min_mass=0.999, **common)
+    assert len(light.points) == sum(m["mass"] >= 0.999 for m in light.info["modes"])
+    old = cosmic_seeds(obs, region=_Everywhere(True), **{**common, "mode_draws": 0})
+    assert len(old.points) == len(old.info["modes"])
+    assert "mode_draws = 0" in old.info["rule"]
+    assert old.shares[0] == max(len(old.points) - 1.0, 1.0)
+    assert old.weights is None
+
+    assert missed.weights is not None
+    assert len(missed.weights.masses) == len(info["modes"])
+
+
+def test_mode_shares_judge_a_posterior_s_draws_against_the_exact_masses() -> None:
+    """Two modes of exact masses 0.7 +- 0.01 and 0.3 +- 0.01: draws in those proportions agree,
+    draws all at the first disagree and the verdict names the mode; a mode below min_mass and a
+    screened one are not judged."""
+    from hepflow.cosmic.modes import ModeWeights
+    from hepflow.cosmic.priors import Prior
+    from hepflow.cosmic.refine import Seeds, mode_shares
+
+    prior = Prior()
+    theta = np.array([[1.2, 18.6, 0.1, 0.4, 0.3, 0.15, 0.05], [-1.0, 18.2, 0.12, 0.84937, 0.03, 6e-4, 3e-5]])
+    z = np.c_[prior.to_unconstrained(theta), np.zeros((2, 2))]  # with the nuisances' coordinates
+    weights = ModeWeights(
+        regions=((0,), (1,), (2,)), masses=np.array([0.7, 0.3 - 1e-9, 1e-9]),
+        errors=np.array([0.01, 0.01, np.nan]), methods=("importance", "importance", "laplace"),
+        region_ess=np.array([900.0, 400.0, np.nan]), ess=1300.0,
+        draws=2000, log_evidence=0.0, centres=z, covariances=np.stack([np.eye(8) * 0.01] * 2),
+    )  # fmt: skip
+    found = Seeds(np.zeros((0, 7)), np.zeros(0), {}, weights)
+    mixed = mode_shares(found, np.repeat(theta, [70, 30], axis=0), prior=prior)
+    assert [r["refined_share"] for r in mixed["modes"]] == [0.7, 0.3]
+    assert [round(r["gamma"], 6) for r in mixed["modes"]] == [1.2, -1.0]
+    assert mixed["agree"]
+    assert "agree with the exact masses" in mixed["verdict"]
+    one = mode_shares(found, np.repeat(theta[:1], 100, axis=0), prior=prior)
+    assert not one["agree"]
+    assert "disagree" in one["verdict"]
+    assert "1 against 0.7 +- 0.01 at gamma 1.2;" in one["verdict"]
+    assert [r["agrees"] for r in one["modes"]] == [False, False]
+    # tolerance: 3 standard errors when they are the larger
+    wide = Seeds(found.points, found.shares, {}, replace(weights, errors=np.array([0.1, 0.1, np.nan])))
+    assert mode_shares(wide, np.repeat(theta, [90, 10], axis=0), prior=prior)["agree"]
+    # draws far from both modes: in no mode's region
+    beside = theta[:1].copy()
+    beside[0, 1] = 19.4
+    away = mode_shares(found, np.repeat(np.r_[theta, beside], [66, 26, 8], axis=0), prior=prior)
+    assert away["elsewhere"] == pytest.approx(0.08)
+    assert not away["agree"]
+    assert "0.08 of the refined cINN's draws lie outside every mode" in away["verdict"]
+    assert mixed["elsewhere"] == 0.0
+    light = mode_shares(found, np.repeat(theta[:1], 100, axis=0), prior=prior, min_mass=0.5)
+    assert [r["mass"] for r in light["modes"]] == [0.7]
+
+
 def _refine_mock(tiny, output: Path, **options) -> dict:
     """The tiny model refined for pseudo-experiment 3 without seeds, fine-tuned (``options``
     override the small budget)."""
@@ -190,6 +290,7 @@ def test_refine_cli_refuses_bad_options(tiny, tmp_path, capsys) -> None:
         (["--temperature", "nan"], "positive number"),
         (["--seed-share", "1.5"], "between 0 and 1"),
         (["--min-acceptance", "0"], "between 0 and 1"),
+        (["--regions", "all"], "invalid choice"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(base + extra)
