@@ -277,7 +277,7 @@ class ModeWeights:
         if z.shape[1] != k:
             raise ValueError(f"region_of: points of {z.shape[1]} coordinates, expected {k}")
         log_p = _gaussian_log_pdfs(z, self.centres[:, :k], self.covariances[:, :k, :k])
-        return np.argmax(log_p + np.log(self.masses[run])[:, None], axis=0)
+        return np.argmax(log_p + np.log(np.maximum(self.masses[run], 1e-300))[:, None], axis=0)
 
     def summary(self) -> dict[str, Any]:
         def finite(a: np.ndarray) -> list[float | None]:
@@ -323,8 +323,9 @@ def weigh(
         iterations: iterations of the importance proposal.
         screen: maxima whose Laplace mass is below this fraction of the heaviest maximum's are
             not run (kept with that estimate). A maximum whose Laplace mass cannot be computed
-            (a stencil point outside the support at steps 1e-2, 1e-3 and 1e-4) is run, with a
-            leash of 10 in every direction.
+            (a stencil point outside the support at steps 1e-2, 1e-3 and 1e-4) is run with a
+            Laplace covariance of 100 I, i.e. practically unleashed: its run may drift to a
+            heavier neighbour and be merged with it (its mass then counted there).
     """
     import emcee
     from scipy import stats
@@ -339,7 +340,7 @@ def weigh(
         )
     approx = [_laplace(density, z) for z in starts]
     laplace = np.array([a[0] for a in approx])
-    heavy = np.max(laplace) if np.isfinite(laplace).any() else 0.0
+    heavy = np.nanmax(laplace) if np.isfinite(laplace).any() else 0.0
     # a maximum without a Laplace estimate (NaN: at the support's edge) is run, not screened
     run = [i for i in range(k) if i == 0 or not laplace[i] - heavy < np.log(max(screen, 1e-300))]
     # one ensemble run per maximum: its mean and covariance (the run stays in its region)

@@ -56,8 +56,8 @@ uncorrected HPR). Where the final posterior spans components of
 different ``W`` (two modes, one seeded; nested seed balls), the plain loss weights them by
 ``W``; ``reweight=True`` trains with weights ``1 / W`` instead, which is exact on the union of
 the regions, at the cost of effective sample size (and a seed ball of tiny prior mass then
-weighs so little that the network never learns its mode); ``correct=True`` trains the rounds
-with the plain loss and then fine-tunes once on all simulations weighted by ``1 / W``, so that
+weighs so little that the network never learns its mode); ``correct=True`` (with the plain
+loss in the rounds) fine-tunes once more on all simulations weighted by ``1 / W``, so that
 each seeded mode is learned from its own simulations and then given its mass under the prior.
 
 **Temperature.** ``temperature > 1`` defines each HPR, and draws the SIR mixture's flow
@@ -589,6 +589,8 @@ class Union:
         """Draws of the equal mixture of ``a``'s and ``b``'s instrumentals, shuffled."""
         k = int(gen.binomial(n, 0.5))
         parts = [r.sample(m, gen) for r, m in ((self.a, k), (self.b, n - k)) if m > 0]
+        if not parts:
+            return np.empty((0, self.a.sample(1, gen).shape[1]))
         return np.concatenate(parts)[gen.permutation(n)]
 
     def log_density(self, theta: np.ndarray) -> np.ndarray:

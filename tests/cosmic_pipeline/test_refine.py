@@ -86,7 +86,8 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     judged = ref["modes"]
     assert judged["modes"]
     assert all(0 <= m["refined_share"] <= 1 for m in judged["modes"])
-    assert ("disagree" in judged["verdict"]) is (not judged["agree"])
+    said = "disagree" in judged["verdict"] or "outside every mode" in judged["verdict"]
+    assert said is (not judged["agree"])
     assert ref["wall_seconds"] >= ref["seconds"] >= ref["train_seconds"] > 0
     assert ref["seed"] == 4
     assert ref["min_acceptance"] == 0.01
@@ -242,8 +243,48 @@ def test_mode_shares_judge_a_posterior_s_draws_against_the_exact_masses() -> Non
     assert not away["agree"]
     assert "0.08 of the refined cINN's draws lie outside every mode" in away["verdict"]
     assert mixed["elsewhere"] == 0.0
+    # the verdict cites a mode that fails, not the one furthest off that passes within 3 SE
+    loose = Seeds(found.points, found.shares, {}, replace(weights, errors=np.array([0.04, 0.001, np.nan])))
+    cited = mode_shares(loose, np.repeat(theta, [80, 20], axis=0), prior=prior)
+    assert [r["agrees"] for r in cited["modes"]] == [True, False]
+    assert "0.2 against 0.3" in cited["verdict"]
     light = mode_shares(found, np.repeat(theta[:1], 100, axis=0), prior=prior, min_mass=0.5)
     assert [r["mass"] for r in light["modes"]] == [0.7]
+    # the screened maximum (method "laplace") has no region and is never judged
+    none = mode_shares(found, np.repeat(theta, [70, 30], axis=0), prior=prior, min_mass=0.0)
+    assert len(none["modes"]) == 2
+    with pytest.raises(ValueError, match="needs weighed modes"):
+        mode_shares(Seeds(found.points, found.shares, {}, None), theta, prior=prior)
+
+
+def test_coverage_of_each_mode_is_reported_heaviest_first() -> None:
+    """_covered: the share of each weighed mode's Gaussian inside the cINN's region, in the order
+    of weigh_modes (heaviest first), whatever the order of the regions in ModeWeights."""
+    from hepflow.cosmic.mcmc import UnconstrainedPosterior
+    from hepflow.cosmic.modes import ModeWeights
+    from hepflow.cosmic.priors import Prior
+    from hepflow.cosmic.refine import _covered
+
+    prior = Prior()
+    theta = np.array([[1.2, 18.6, 0.1, 0.4, 0.3, 0.15, 0.05], [-1.0, 18.2, 0.12, 0.84937, 0.03, 6e-4, 3e-5]])
+    z = prior.to_unconstrained(theta)
+    weights = ModeWeights(
+        regions=((0,), (1,), (2,)), masses=np.array([0.3, 0.7 - 1e-9, 1e-9]),
+        errors=np.array([0.01, 0.01, np.nan]), methods=("importance", "importance", "laplace"),
+        region_ess=np.array([400.0, 900.0, np.nan]), ess=1300.0, draws=2000, log_evidence=0.0,
+        centres=z, covariances=np.stack([np.eye(6) * 1e-4] * 2),
+    )  # fmt: skip
+
+    class SoftOnly:  # holds the first region's mode (gamma > 0) only
+        def contains(self, t: np.ndarray) -> np.ndarray:
+            return t[:, 0] > 0
+
+    density = UnconstrainedPosterior(lambda t: np.zeros(len(t)), prior)
+    shares = _covered(density, weights, SoftOnly(), np.random.default_rng(0), n=200)
+    # heaviest first: the second region (0.7, not held), the first (0.3, held), the screened one
+    assert shares[0] == 0.0
+    assert shares[1] == 1.0
+    assert np.isnan(shares[2])
 
 
 def _refine_mock(tiny, output: Path, **options) -> dict:

@@ -137,7 +137,7 @@ def test_w_correction_keeps_a_seeded_mode_that_weights_from_the_start_lose(half_
     assert np.abs(np.abs(kept[0][:, 0]) - 1.0).mean() < 0.1
     record = corrected.settings["correction"]
     assert record["epochs"] == 20
-    assert 0 < record["ess"] < 6000
+    assert 0 < record["ess"] < 0.9 * 6000  # the weights 1/W vary
     assert record["seconds"] > 0
     assert weighted.settings["correction"] is None
 
