@@ -185,10 +185,10 @@ def mode_shares(
 
     A draw belongs to the mode whose region's Gaussian (its source-parameter marginal), times the
     mode's mass, is the most probable there (:meth:`hepflow.cosmic.modes.ModeWeights.region_of`,
-    the rule the masses were counted by). Draws outside every mode's ellipsoid of twice the
-    ``1 - 1e-4`` radius are also counted as ``elsewhere``, and more than ``tolerance`` of them is a
-    disagreement too (a posterior between or beside the modes is no mixture of them; exact draws
-    of a heavy-tailed banana put 2 % there).
+    the rule the masses were counted by). The share of draws outside every mode's ellipsoid of
+    twice the ``1 - 1e-4`` radius is reported as ``elsewhere``, for information only: the
+    Gaussians come from short ensemble runs that start close to the maximum and can be too
+    narrow (a refined cINN within 0.05 MCMC sd of the MCMC on a hard-mode mock put 9 % there).
     """
     from scipy import stats
 
@@ -230,12 +230,6 @@ def mode_shares(
         verdict = (
             f"the refined cINN's mode shares disagree with the exact masses: {worst['refined_share']:.3g} "
             f"against {worst['mass']:.3g} +- {worst['error']:.2g} at gamma {worst['gamma']:.3g}{advice}"
-        )
-    elif elsewhere > tolerance:
-        agree = False
-        verdict = (
-            f"{elsewhere:.3g} of the refined cINN's draws lie outside every mode of the exact "
-            f"posterior{advice}"
         )
     else:
         verdict = (

@@ -86,8 +86,7 @@ def test_refine_cli_writes_a_model_that_infer_and_report_accept(tiny, tmp_path, 
     judged = ref["modes"]
     assert judged["modes"]
     assert all(0 <= m["refined_share"] <= 1 for m in judged["modes"])
-    said = "disagree" in judged["verdict"] or "outside every mode" in judged["verdict"]
-    assert said is (not judged["agree"])
+    assert ("disagree" in judged["verdict"]) is (not judged["agree"])
     assert ref["wall_seconds"] >= ref["seconds"] >= ref["train_seconds"] > 0
     assert ref["seed"] == 4
     assert ref["min_acceptance"] == 0.01
@@ -240,8 +239,7 @@ def test_mode_shares_judge_a_posterior_s_draws_against_the_exact_masses() -> Non
     beside[0, 1] = 19.4
     away = mode_shares(found, np.repeat(np.r_[theta, beside], [66, 26, 8], axis=0), prior=prior)
     assert away["elsewhere"] == pytest.approx(0.08)
-    assert not away["agree"]
-    assert "0.08 of the refined cINN's draws lie outside every mode" in away["verdict"]
+    assert away["agree"]  # reported, not judged: the runs' Gaussians can be too narrow
     assert mixed["elsewhere"] == 0.0
     # the verdict cites a mode that fails, not the one furthest off that passes within 3 SE
     loose = Seeds(found.points, found.shares, {}, replace(weights, errors=np.array([0.04, 0.001, np.nan])))
