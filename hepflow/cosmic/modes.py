@@ -264,6 +264,12 @@ class ModeWeights:
     centres: np.ndarray
     covariances: np.ndarray
 
+    @property
+    def run(self) -> list[int]:
+        """The regions that were run (``methods == "importance"``), in the order of ``centres``
+        and ``covariances``."""
+        return [i for i, m in enumerate(self.methods) if m == "importance"]
+
     def region_of(self, z: np.ndarray, *, dims: int | None = None) -> np.ndarray:
         """Index of the run region each point ``z`` (n, d) belongs to: the one whose ensemble
         draws' Gaussian, times the region's mass, is the most probable there (the rule the masses
@@ -271,7 +277,7 @@ class ModeWeights:
         ``dims``: ``z`` holds only the first ``dims`` coordinates (draws of a marginal, e.g. the
         source parameters of a cINN that marginalises the nuisances), judged by the Gaussians'
         marginals."""
-        run = [i for i, m in enumerate(self.methods) if m == "importance"]
+        run = self.run
         k = self.centres.shape[1] if dims is None else int(dims)
         z = np.atleast_2d(z)
         if z.shape[1] != k:

@@ -197,7 +197,7 @@ def mode_shares(
         raise ValueError("mode_shares needs weighed modes (cosmic_seeds with mode_draws > 0)")
     # the unconstrained coordinates of the mode search (hepflow.cosmic.mcmc.UnconstrainedPosterior)
     z = prior.to_unconstrained(np.asarray(draws, dtype=np.float64)[:, : len(PARAMETERS)])
-    run = [i for i, m in enumerate(weights.methods) if m == "importance"]
+    run = weights.run
     k = weights.region_of(z, dims=_SOURCE_DIMS)
     d = z - weights.centres[k, :_SOURCE_DIMS]
     cov = weights.covariances[k][:, :_SOURCE_DIMS, :_SOURCE_DIMS]
@@ -244,7 +244,7 @@ def _covered(density: Any, weights: Any, region: Any, rng: np.random.Generator, 
     Gaussian of its region's ensemble run (:class:`~hepflow.cosmic.modes.ModeWeights`), mapped to
     the source parameters (NaN for a mode too light to have been run)."""
     shares = np.full(len(weights.masses), np.nan)
-    run = [i for i, m in enumerate(weights.methods) if m == "importance"]
+    run = weights.run
     for j, i in enumerate(run):
         z = rng.multivariate_normal(weights.centres[j], weights.covariances[j], size=n)
         theta = density.theta(z)[:, : len(PARAMETERS)]
@@ -416,10 +416,11 @@ def refine_model(
     summary_kind = post.metadata["summary"]
     simulate = refinement_simulator(fwd, binning=binning)
     x_o = observation_features(obs.spectrum[None], obs.xmax[None], binning=binning).astype(np.float32)
+    features = partial(context_from_features, binning=binning, summary=summary_kind)
     seed_points, seed_weights, seed_info, found = None, None, None, None
     if seeds:
         # the modes the amortized cINN's first region misses (module docstring)
-        ctx_o = context_from_features(x_o, binning=binning, summary=summary_kind)
+        ctx_o = features(x_o)
         tau = HighDensityRegion.threshold_of(post.model, ctx_o, temperature=temperature, seed=seed)
         first = HighDensityRegion(post.model, ctx_o, tau, temperature=temperature)
         found = cosmic_seeds(
@@ -469,7 +470,7 @@ def refine_model(
         prior,
         x_o,
         estimator=post.model,
-        features=partial(context_from_features, binning=binning, summary=summary_kind),
+        features=features,
         rounds=rounds,
         simulations_per_round=simulations,
         epochs=epochs,
@@ -506,10 +507,7 @@ def refine_model(
     modes = None
     if found is not None and found.weights is not None:
         # the refined cINN's share of each weighed mode against its exact mass: the verdict on the modes
-        refined = FlowPosterior(
-            model, features=partial(context_from_features, binning=binning, summary=summary_kind)
-        )
-        draws, _ = refined.sample(4000, x_o, seed=seed)
+        draws, _ = FlowPosterior(model, features=features).sample(4000, x_o, seed=seed)
         modes = mode_shares(found, draws[0], prior=prior, min_mass=cfg.mcmc.min_mode_mass)
         if progress:
             for m in modes["modes"]:

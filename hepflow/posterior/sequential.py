@@ -729,6 +729,12 @@ def _rows(x: Any) -> int:
     return len(next(iter(x.values()))) if isinstance(x, Mapping) else len(x)
 
 
+def _inverse_w(log_weight: LogWeight, theta: np.ndarray) -> np.ndarray:
+    """Training weights ``1 / W(theta)`` (n,), scaled so that the largest is 1."""
+    lw = log_weight(theta)
+    return np.exp(-(lw - lw.min()))
+
+
 def pooled_log_weight_floor(proposals: Sequence[Proposal], counts: Sequence[int]) -> float:
     """The smallest ``log W`` inside the regions: ``min_{r, k} log((n_r / N) a_rk / pi(R_rk))``."""
     total = float(sum(counts))
@@ -976,15 +982,13 @@ def refine(
             cfg["seed"] = seed + r
             net = ConditionalINN.from_config(cfg)
         net.metadata = dict(getattr(estimator, "metadata", {}) or {})
-        all_theta = np.concatenate(thetas)
-        weights = None
-        if reweight:
-            lw_all = log_weight(all_theta)
-            weights = np.exp(-(lw_all - lw_all.min()))
+        # the simulations of all rounds so far (after the last round: the correction's too)
+        all_theta, all_context = np.concatenate(thetas), to_context(_concat(xs))
+        weights = _inverse_w(log_weight, all_theta) if reweight else None
         history = fit(
             net,
             all_theta,
-            to_context(_concat(xs)),
+            all_context,
             weights=weights,
             epochs=epochs,
             seed=seed + r,
@@ -1010,17 +1014,16 @@ def refine(
         records.append(record)
         if callback is not None:
             callback(record)
+    assert log_weight is not None
     correction = None
-    if correct and log_weight is not None:
+    if correct:
         # the W-correction: the plain rounds' network fine-tuned on all simulations weighted by 1 / W
         t0 = time.perf_counter()
-        all_theta = np.concatenate(thetas)
-        lw_all = log_weight(all_theta)
-        weights = np.exp(-(lw_all - lw_all.min()))
+        weights = _inverse_w(log_weight, all_theta)
         # all epochs, the last kept: the weighted validation loss is noisy (a few heavy weights) and
         # its best epoch was the first on the cosmic mocks, which left the correction undone
         history = fit(
-            model, all_theta, to_context(_concat(xs)), weights=weights, epochs=epochs, seed=seed + rounds,
+            model, all_theta, all_context, weights=weights, epochs=epochs, seed=seed + rounds,
             progress=False, **{**options, "patience": None, "restore_best": False},
         )  # fmt: skip
         model = model.to(torch.device("cpu")).eval()
@@ -1033,7 +1036,6 @@ def refine(
         }
     posterior = FlowPosterior(model, features=features)
     draws, _ = posterior.sample_context(4000, ctx_o, generator=torch_generator(seed))
-    assert log_weight is not None
     lw = log_weight(draws[0])
     finite = np.isfinite(lw)
     typical = float(np.median(lw[finite])) if finite.any() else 0.0
