@@ -386,6 +386,7 @@ def _refine_cosmic(args: argparse.Namespace) -> int:
         distill_steps=args.distill,
         distill_samples=args.distill_samples,
         distill_epochs=args.distill_epochs,
+        distill_proposal=args.distill_proposal,
         seed=args.seed,
         seeds=args.seeds,
         progress=args.progress,
@@ -417,6 +418,16 @@ def _fraction(text: str) -> float:
         value = math.nan
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     return value
 
 
@@ -782,6 +793,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--distill-samples", type=_positive_int, default=4000, help="likelihood-weighted draws per step"
     )
     rfc.add_argument("--distill-epochs", type=_positive_int, default=20, help="training epochs per step")
+    rfc.add_argument(
+        "--distill-proposal",
+        type=_share,
+        default=0.5,
+        metavar="SHARE",
+        help="share of every distillation step's draws taken from the mode weighing's proposal, which "
+        "covers every weighed mode, the ones the refined cINN misses included (0 <= f < 1; 0: none; "
+        "default 0.5; docs/refine.md)",
+    )
     rfc.add_argument(
         "--no-seeds",
         dest="seeds",

@@ -93,7 +93,6 @@ __all__ = [
 ]
 
 _NDIM = len(PARAMETER_NAMES) - 1
-_K = len(PARAMETER_NAMES) - 2  # fractions
 _QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
 #: fewer effective importance draws than this behind the modes' masses is warned about
 _MIN_MODE_ESS = 100.0
@@ -147,16 +146,9 @@ class UnconstrainedPosterior:
         return np.concatenate([z, nu], axis=1)
 
     def log_jacobian(self, z: np.ndarray) -> np.ndarray:
-        """``log |d theta_free / d z|`` (n,), computed with softplus (finite for any finite z)."""
-        u = np.atleast_2d(np.asarray(z, dtype=float))[:, :_NDIM]  # the nuisances: Jacobian 1
-        lo = np.array([self.prior.gamma[0], self.prior.lg_rcut[0]])
-        hi = np.array([self.prior.gamma[1], self.prior.lg_rcut[1]])
-        box = np.sum(np.log(hi - lo) - np.logaddexp(0.0, -u[:, :2]) - np.logaddexp(0.0, u[:, :2]), axis=1)
-        a = u[:, 2:] - np.log(_K - 1 - np.arange(_K - 1))
-        log_y = -np.logaddexp(0.0, -a)
-        log_1my = -np.logaddexp(0.0, a)
-        log_r = np.concatenate([np.zeros((u.shape[0], 1)), np.cumsum(log_1my, axis=1)[:, :-1]], axis=1)
-        return box + np.sum(log_r + log_y + log_1my, axis=1)
+        """``log |d theta_free / d z|`` (n,) (:meth:`hepflow.cosmic.priors.Prior.log_jacobian`; the
+        nuisances have Jacobian 1)."""
+        return self.prior.log_jacobian(np.atleast_2d(np.asarray(z, dtype=float))[:, :_NDIM])
 
     def evaluate(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(log q(z), log L(theta(z)))``, both (n,); ``-inf`` where not finite."""

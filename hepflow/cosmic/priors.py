@@ -156,6 +156,20 @@ class Prior:
             z = special.logit(np.clip(y, 0.0, 1.0)) + np.log(_K - 1 - np.arange(_K - 1))
         return np.concatenate([box, z], axis=1)
 
+    def log_jacobian(self, z: np.ndarray) -> np.ndarray:
+        """``log |d theta_free / d z|`` (n,) of :meth:`from_unconstrained` at ``z`` (n, 6), with
+        ``theta_free`` the coordinates :meth:`log_prob`'s density is on; computed with softplus
+        (finite for any finite ``z``). A density ``g(z)`` is ``g(z) / |d theta_free / d z|`` in
+        the parameters."""
+        u = np.atleast_2d(np.asarray(z, dtype=float))[:, : _K + 1]
+        lo, hi = self._box
+        box = np.sum(np.log(hi - lo) - np.logaddexp(0.0, -u[:, :2]) - np.logaddexp(0.0, u[:, :2]), axis=1)
+        a = u[:, 2:] - np.log(_K - 1 - np.arange(_K - 1))
+        log_y = -np.logaddexp(0.0, -a)
+        log_1my = -np.logaddexp(0.0, a)
+        log_r = np.concatenate([np.zeros((u.shape[0], 1)), np.cumsum(log_1my, axis=1)[:, :-1]], axis=1)
+        return box + np.sum(log_r + log_y + log_1my, axis=1)
+
     def from_unconstrained(self, z: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_unconstrained`: (n, 6) -> (n, 7)."""
         u = np.asarray(z, dtype=float)

@@ -21,10 +21,18 @@ posterior of the likelihood it was tuned to, and its next importance weights are
 (:attr:`Distillation.efficiency`).
 
 This needs the flow to cover the posterior already (tens of effective draws or more among a
-step's draws): weights cannot teach a mode that no draw reaches, and a handful of effective
-draws is no sample to fit a density to. It is an engine step for any
-simulator whose likelihood can be evaluated; for the cosmic-ray analysis it follows the
-sequential refinement (``hepflow refine cosmic --distill``, docs/refine.md).
+step's draws): weights cannot teach a mode that no draw reaches (nor show that it is missed: a
+flow that misses a mode weighs its own draws as evenly as one that holds it), and a handful of
+effective draws is no sample to fit a density to. Where another density is known to cover the posterior
+(for the cosmic-ray analysis, the importance proposal its mode weighing adapted to every mode of
+the exact posterior), ``proposal`` adds it as a defensive component (Hesterberg, "Weighted
+average importance sampling and defensive mixture distributions", Technometrics 37 (1995) 185):
+a share of every step's draws comes from it, and the weights are taken against the mixture
+``(1 - share) q_flows + share g``, bounded by ``target / (share g)`` where the flow misses a
+mode. The flow then learns the modes the proposal holds, with the masses the target gives them.
+It is an engine step for any simulator whose likelihood can be evaluated; for the cosmic-ray
+analysis it follows the sequential refinement (``hepflow refine cosmic --distill``,
+docs/refine.md).
 
 Example (a Gaussian linear toy: a poorly trained cINN tuned to the exact posterior):
     >>> import numpy as np, hepflow
@@ -73,11 +81,12 @@ class DistillStep:
 
     Attributes:
         step: 1, 2, ...
-        samples: draws of the flow weighted in this step.
-        ess: their effective sample size under the importance weights before the step's training.
+        samples: draws weighted in this step (of the flow, and of the proposal when there is one).
+        ess: their effective sample size under the importance weights before the step's training
+            (against the step's mixture of flow and proposal).
         efficiency: ``ess / samples``.
         pooled_ess: effective sample size of the pool (all steps' draws, weighted against the
-            mixture of the steps' flows).
+            mixture of the steps' flows and the proposal).
         epochs: epochs trained.
         best_val_loss: the best weighted validation loss.
         target_seconds: time spent in ``log_target``.
@@ -107,7 +116,7 @@ class Distillation:
         posterior: the tuned posterior (same features and metadata as the input's).
         model: its network.
         steps: one :class:`DistillStep` per step.
-        efficiency: importance efficiency (ESS / n) of fresh draws of the tuned flow (None
+        efficiency: importance efficiency (ESS / n) of fresh draws of the tuned flow alone (None
             with ``check=False``): near 1 when the flow now is the posterior.
         seconds: wall time.
         settings: the options it ran with.
@@ -155,6 +164,8 @@ def distill(
     epochs: int = 20,
     fit_options: Mapping[str, Any] | None = None,
     min_ess: float = 10.0,
+    proposal: Any = None,
+    proposal_share: float = 0.5,
     check: bool = True,
     seed: int = 0,
     callback: Callable[[DistillStep], None] | None = None,
@@ -176,6 +187,10 @@ def distill(
             ``patience``...); ``epochs``, ``seed``, ``progress`` and ``weights`` are set here.
         min_ess: refuse to train on a step's weights with an effective sample size below this
             (the flow misses the posterior: :class:`~hepflow.errors.ModelError`).
+        proposal: a density that covers the posterior, with ``sample(n, rng) -> (n, d)`` and
+            ``log_prob(theta) -> (n,)`` in the flow's measure: a defensive mixture component
+            (module docstring). None: the flows alone.
+        proposal_share: the share of every step's draws taken from ``proposal``, in (0, 1).
         check: draw ``samples`` more after the last step and record their importance
             efficiency (one more ``log_target`` evaluation of ``samples`` points).
         seed: seeds the draws (step ``t`` uses ``seed + t``) and the training.
@@ -202,6 +217,23 @@ def distill(
         )
     if not (math.isfinite(min_ess) and 0 <= min_ess < samples):
         raise ConfigError(f"min_ess must lie in [0, samples = {samples}), got {min_ess}")
+    n_proposal = 0
+    if proposal is not None:
+        if not (
+            callable(getattr(proposal, "sample", None)) and callable(getattr(proposal, "log_prob", None))
+        ):
+            raise ConfigError(
+                f"distill's proposal needs sample and log_prob, got a {type(proposal).__name__}"
+            )
+        if not 0 < proposal_share < 1:
+            raise ConfigError(f"proposal_share must lie in (0, 1), got {proposal_share}")
+        n_proposal = round(proposal_share * samples)
+        if not 0 < n_proposal < samples:
+            raise ConfigError(
+                f"proposal_share {proposal_share} of {samples} samples leaves no draw to the flow or the "
+                "proposal"
+            )
+    share = n_proposal / samples
     options = dict(fit_options or {})
     if clash := sorted({"epochs", "seed", "progress", "weights"} & options.keys()):
         raise ConfigError(f"fit_options must not set {', '.join(clash)}: distill sets them")
@@ -213,22 +245,51 @@ def distill(
     def as_posterior(net: Any) -> FlowPosterior:
         return FlowPosterior(net, metadata=posterior.metadata, features=posterior.features)
 
-    def weighted_draws(step_seed: int) -> tuple[np.ndarray, np.ndarray, Any, float]:
-        """Draws of the current flow, their log target, their weights, seconds spent on the target."""
+    def log_proposal(theta: np.ndarray) -> np.ndarray:
+        lg = np.asarray(proposal.log_prob(theta), dtype=np.float64).reshape(-1)
+        if lg.shape != (len(theta),):
+            raise ModelError(
+                f"distill's proposal returned log_prob of shape {lg.shape} for {len(theta)} draws"
+            )
+        return np.where(np.isnan(lg), -np.inf, lg)
+
+    def mixture(log_q_flow: np.ndarray, log_g: np.ndarray | None) -> np.ndarray:
+        """The density the draws came from: the flows' (already averaged), with the proposal's share."""
+        if log_g is None:
+            return log_q_flow
+        return np.logaddexp(math.log1p(-share) + log_q_flow, math.log(share) + log_g)
+
+    def weighted_draws(step_seed: int, *, defend: bool = True) -> tuple[np.ndarray, np.ndarray, Any, float]:
+        """Draws of the current flow (and the proposal, with ``defend``), their log target, their
+        weights against the step's mixture, seconds spent on the target."""
+        n_extra = n_proposal if defend else 0
+        n_flow = samples - n_extra
         draws, logq = as_posterior(model).sample_context(
-            samples, context, generator=torch_generator(step_seed), log_prob=True
+            n_flow, context, generator=torch_generator(step_seed), log_prob=True
         )
+        theta, log_q = draws[0], logq[0]
+        log_g = None
+        if n_extra:
+            extra = np.asarray(proposal.sample(n_extra, np.random.default_rng(step_seed)), dtype=np.float64)
+            if extra.shape != (n_extra, theta.shape[1]):
+                raise ModelError(
+                    f"distill's proposal returned draws of shape {extra.shape}, expected "
+                    f"{(n_extra, theta.shape[1])}"
+                )
+            theta = np.concatenate([theta, extra.astype(theta.dtype)])
+            log_q = as_posterior(model).log_prob(theta[None], observation)[0]
+            log_g = log_proposal(theta)
         t0 = time.perf_counter()
-        lt = np.asarray(log_target(draws[0]), dtype=np.float64)
+        lt = np.asarray(log_target(theta), dtype=np.float64)
         if lt.shape != (samples,):
             raise ModelError(f"log_target returned shape {lt.shape} for {samples} draws")
         lt = np.where(np.isnan(lt), -np.inf, lt)
         if not np.isfinite(lt).any():
             raise ModelError(
-                f"distill: the target vanishes at all {samples} draws of the flow: the flow does not cover "
-                "the posterior"
+                f"distill: the target vanishes at all {samples} draws: the flow"
+                f"{' and the proposal do' if n_extra else ' does'} not cover the posterior"
             )
-        return draws[0], lt, importance_weights(lt, logq[0]), time.perf_counter() - t0
+        return theta, lt, importance_weights(lt, mixture(log_q, log_g)), time.perf_counter() - t0
 
     flows: list[Any] = []  # the flow each step drew from (the pool's mixture proposal)
     pool_theta: list[np.ndarray] = []
@@ -251,10 +312,13 @@ def distill(
         pool_val.append(held < VALIDATION_SHARE)
         all_theta, all_target = np.concatenate(pool_theta), np.concatenate(pool_target)
         val = np.concatenate(pool_val)
-        # the draws of all steps come from the mixture of the steps' flows (equal shares): weights
-        # target / mixture (the balance heuristic of multiple importance sampling)
+        # the draws of all steps come from the mixture of the steps' flows (equal shares) and the
+        # proposal (its share): weights target / mixture (the balance heuristic of multiple
+        # importance sampling)
         log_q = np.stack([as_posterior(f).log_prob(all_theta[None], observation)[0] for f in flows])
-        log_mix = logsumexp(log_q, axis=0) - math.log(len(flows))
+        log_mix = mixture(
+            logsumexp(log_q, axis=0) - math.log(len(flows)), log_proposal(all_theta) if n_proposal else None
+        )
         pooled = importance_weights(all_target, log_mix)
         w = pooled.weights
         train, hold = (w > 0) & ~val, (w > 0) & val
@@ -291,7 +355,7 @@ def distill(
             callback(record)
     efficiency = None
     if check:
-        iw = weighted_draws(seed + steps)[2]
+        iw = weighted_draws(seed + steps, defend=False)[2]  # the tuned flow's own draws
         efficiency = float(iw.efficiency) if math.isfinite(iw.efficiency) else 0.0
     settings = {
         "steps_requested": steps,
@@ -299,6 +363,7 @@ def distill(
         "epochs": epochs,
         "min_ess": min_ess,
         "seed": seed,
+        "proposal": None if proposal is None else {"kind": type(proposal).__name__, "share": share},
     }
     return Distillation(
         posterior=as_posterior(model),

@@ -45,6 +45,57 @@ def test_masses_of_two_separated_bumps(light: float) -> None:
     assert w.ess > 500
 
 
+@pytest.mark.parametrize("light", [0.5, 0.03])
+def test_the_adapted_proposal_covers_both_bumps_with_their_masses(light: float) -> None:
+    """The weighing's last proposal: one Student t per run region, shares by mass (with the
+    floor), centred on its bump; as an importance proposal of the density it is efficient."""
+    centres = np.array([[-4.0, 0.0, 1.0], [4.0, 1.0, 0.0]])
+    density = _bumps((1 - light, light), centres, (1.0, 0.3))
+    w = weigh(density, centres, rng=2, draws=5000, steps=200)
+    g = w.proposal
+    assert g.means.shape == (2, 3)
+    assert g.covariances.shape == (2, 3, 3)
+    np.testing.assert_allclose(g.means, centres, atol=0.1)
+    assert g.weights.sum() == pytest.approx(1.0)
+    assert g.weights[1] == pytest.approx(max(light, 0.05) / (1 - light + max(light, 0.05)), abs=0.03)
+    z = g.sample(4000, rng=3)
+    log_w = density(z) - g.log_prob(z)
+    ratio = np.exp(log_w - log_w.max())
+    assert ratio.sum() ** 2 / np.sum(ratio**2) > 0.5 * 4000  # ESS / n
+    share = np.sum(ratio[z[:, 0] > 0]) / ratio.sum()
+    assert share == pytest.approx(light, abs=0.03)
+
+
+def test_a_narrow_maximum_starts_its_walkers_inside_its_leash() -> None:
+    """A bump 1e-3 wide: its Laplace ellipsoid (the run's leash) is narrower than the walkers'
+    1e-2 scatter; walkers outside it made emcee compare -inf with -inf (a warning, an error
+    under pytest). They start inside now, and the masses come out."""
+    centres = np.array([[-3.0, 0.0], [3.0, 0.0]])
+    density = _bumps((0.6, 0.4), centres, (1.0, 1e-3))
+    w = weigh(density, centres, rng=1, draws=4000, steps=100)
+    assert w.methods == ("importance", "importance")
+    assert w.masses[1] == pytest.approx(0.4, abs=3 * w.errors[1] + 0.01)
+
+
+def test_a_student_mixture_is_normalised_and_its_marginal_integrates_the_rest() -> None:
+    from scipy import integrate
+
+    g = modes.StudentMixture(
+        np.array([[0.0, 1.0], [3.0, -1.0]]),
+        np.array([[[1.0, 0.5], [0.5, 2.0]], [[0.3, 0.0], [0.0, 0.5]]]),
+        np.array([0.6, 0.4]),
+    )
+    total = integrate.dblquad(lambda y, x: np.exp(g.log_prob(np.array([[x, y]]))[0]), -60, 60, -60, 60)[0]
+    assert total == pytest.approx(1.0, abs=2e-3)
+    x = 0.7
+    inner = integrate.quad(lambda y: np.exp(g.log_prob(np.array([[x, y]]))[0]), -200, 200)[0]
+    assert np.exp(g.marginal(1).log_prob(np.array([[x]]))[0]) == pytest.approx(inner, rel=1e-4)
+    # the draws follow the density
+    draws = g.sample(20_000, rng=1)
+    above = integrate.quad(lambda t: np.exp(g.marginal(1).log_prob(np.array([[t]]))[0]), 1.5, 400)[0]
+    assert np.mean(draws[:, 0] > 1.5) == pytest.approx(above, abs=0.01)
+
+
 def test_maxima_of_one_region_are_merged_and_a_negligible_one_is_screened() -> None:
     centres = np.array([[0.0, 0.0], [6.0, 6.0]])
     density = _bumps((1 - 1e-8, 1e-8), centres, (1.0, 1.0))

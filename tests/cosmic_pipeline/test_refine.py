@@ -207,7 +207,7 @@ def test_mode_shares_judge_a_posterior_s_draws_against_the_exact_masses() -> Non
     """Two modes of exact masses 0.7 +- 0.01 and 0.3 +- 0.01: draws in those proportions agree,
     draws all at the first disagree and the verdict names the mode; a mode below min_mass and a
     screened one are not judged."""
-    from hepflow.cosmic.modes import ModeWeights
+    from hepflow.cosmic.modes import ModeWeights, StudentMixture
     from hepflow.cosmic.priors import Prior
     from hepflow.cosmic.refine import Seeds, mode_shares
 
@@ -219,6 +219,7 @@ def test_mode_shares_judge_a_posterior_s_draws_against_the_exact_masses() -> Non
         errors=np.array([0.01, 0.01, np.nan]), methods=("importance", "importance", "laplace"),
         region_ess=np.array([900.0, 400.0, np.nan]), ess=1300.0,
         draws=2000, log_evidence=0.0, centres=z, covariances=np.stack([np.eye(8) * 0.01] * 2),
+        proposal=StudentMixture(z, np.stack([np.eye(8) * 0.015] * 2), np.array([0.7, 0.3])),
     )  # fmt: skip
     found = Seeds(np.zeros((0, 7)), np.zeros(0), {}, weights)
     mixed = mode_shares(found, np.repeat(theta, [70, 30], axis=0), prior=prior)
@@ -259,7 +260,7 @@ def test_coverage_of_each_mode_is_reported_heaviest_first() -> None:
     """_covered: the share of each weighed mode's Gaussian inside the cINN's region, in the order
     of weigh_modes (heaviest first), whatever the order of the regions in ModeWeights."""
     from hepflow.cosmic.mcmc import UnconstrainedPosterior
-    from hepflow.cosmic.modes import ModeWeights
+    from hepflow.cosmic.modes import ModeWeights, StudentMixture
     from hepflow.cosmic.priors import Prior
     from hepflow.cosmic.refine import _covered
 
@@ -271,6 +272,7 @@ def test_coverage_of_each_mode_is_reported_heaviest_first() -> None:
         errors=np.array([0.01, 0.01, np.nan]), methods=("importance", "importance", "laplace"),
         region_ess=np.array([400.0, 900.0, np.nan]), ess=1300.0, draws=2000, log_evidence=0.0,
         centres=z, covariances=np.stack([np.eye(6) * 1e-4] * 2),
+        proposal=StudentMixture(z, np.stack([np.eye(6) * 1.5e-4] * 2), np.array([0.3, 0.7])),
     )  # fmt: skip
 
     class SoftOnly:  # holds the first region's mode (gamma > 0) only
@@ -330,6 +332,7 @@ def test_refine_cli_refuses_bad_options(tiny, tmp_path, capsys) -> None:
         (["--seed-share", "1.5"], "between 0 and 1"),
         (["--min-acceptance", "0"], "between 0 and 1"),
         (["--regions", "all"], "invalid choice"),
+        (["--distill-proposal", "1"], "expected a number in [0, 1)"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(base + extra)
@@ -416,6 +419,47 @@ def test_a_refined_cinn_that_misses_the_posterior_is_saved_untuned_with_the_reas
     assert "does not cover the posterior" in record["skipped"]
     assert (tmp_path / "m" / "flow").is_dir()
     assert "distillation skipped:" in capsys.readouterr().out
+
+
+def test_the_mode_proposal_is_a_normalised_density_of_the_parameters() -> None:
+    """ModeProposal maps the weighing's t mixture to the 7 parameters with the Jacobian of the
+    prior's bijection: the prior's density over it has expectation 1 (both densities in the
+    measure of Prior.log_prob), and its draws lie in the support."""
+    from hepflow.cosmic.modes import StudentMixture
+    from hepflow.cosmic.priors import Prior
+    from hepflow.cosmic.refine import ModeProposal
+
+    prior = Prior()
+    wide = StudentMixture(np.zeros((1, 6)), 2.0 * np.eye(6)[None], np.ones(1))
+    g = ModeProposal(wide, prior)
+    theta = g.sample(200_000, rng=1)
+    assert prior.in_support(theta).all()
+    ratio = np.exp(prior.log_prob(theta) - g.log_prob(theta))
+    assert ratio.mean() == pytest.approx(1.0, abs=3 * ratio.std() / np.sqrt(len(ratio)))
+    assert ratio.std() / np.sqrt(len(ratio)) < 0.01
+    # a wrong Jacobian (the t density of z taken as the parameters') is far off
+    naive = np.exp(prior.log_prob(theta) - wide.log_prob(prior.to_unconstrained(theta)))
+    assert abs(naive.mean() - 1.0) > 0.5
+    outside = theta[:2].copy()
+    outside[:, 0] = 5.0  # gamma beyond the prior's range
+    assert np.all(g.log_prob(outside) == -np.inf)
+
+
+def test_the_distillation_of_a_refinement_with_seeds_draws_from_the_mode_proposal(tiny, tmp_path) -> None:
+    """With the modes weighed, a share of every distillation step's draws comes from the
+    weighing's proposal, and the record says so; --distill-proposal 0 leaves the cINN's alone."""
+    options = {
+        "simulations": 200, "epochs": 1, "seeds": True, "distill_steps": 1, "distill_samples": 300,
+        "distill_epochs": 1, "distill_min_ess": 0.0,
+    }  # fmt: skip
+    with_g = _refine_mock(tiny, tmp_path / "g", **options)
+    assert with_g["seeds"]["weights"] is not None
+    assert with_g["distillation"]["proposal"] == {"kind": "ModeProposal", "share": 0.5}
+    without = _refine_mock(tiny, tmp_path / "n", distill_proposal=0.0, **options)
+    assert without["distillation"]["proposal"] is None
+    with pytest.raises(ConfigError, match=r"proposal share must lie in \[0, 1\), got 1.0"):
+        _refine_mock(tiny, tmp_path / "x", distill_proposal=1.0, **options)
+    assert not (tmp_path / "x").exists()
 
 
 def test_bad_distillation_options_are_refused_before_the_rounds(tiny, tmp_path) -> None:
