@@ -798,9 +798,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_share,
         default=0.5,
         metavar="SHARE",
-        help="share of every distillation step's draws taken from the mode weighing's proposal, which "
-        "covers every weighed mode, the ones the refined cINN misses included (0 <= f < 1; 0: none; "
-        "default 0.5; docs/refine.md)",
+        help="with the modes searched (not with --no-seeds), the share of every distillation step's draws "
+        "taken from the mode weighing's proposal, which covers every mode the weighing ran, the ones the "
+        "refined cINN misses included (0 <= f < 1; 0: none; default 0.5; docs/refine.md)",
     )
     rfc.add_argument(
         "--no-seeds",

@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -258,6 +259,7 @@ class StudentMixture:
     weights: np.ndarray
     df: float = _DF
 
+    @cached_property
     def _components(self) -> list[Any]:
         from scipy import stats
 
@@ -272,10 +274,7 @@ class StudentMixture:
         counts = gen.multinomial(n, self.weights / self.weights.sum())
         d = self.means.shape[1]
         z = np.concatenate(
-            [
-                c.rvs(k, random_state=gen).reshape(-1, d)
-                for c, k in zip(self._components(), counts, strict=True)
-            ]
+            [c.rvs(k, random_state=gen).reshape(-1, d) for c, k in zip(self._components, counts, strict=True)]
         )
         return z[gen.permutation(n)]
 
@@ -284,7 +283,7 @@ class StudentMixture:
         z = np.atleast_2d(np.asarray(z, dtype=float))
         log_w = np.log(self.weights / self.weights.sum())
         return np.logaddexp.reduce(
-            [c.logpdf(z).reshape(-1) + lw for c, lw in zip(self._components(), log_w, strict=True)], axis=0
+            [c.logpdf(z).reshape(-1) + lw for c, lw in zip(self._components, log_w, strict=True)], axis=0
         )
 
     def marginal(self, dims: int) -> StudentMixture:

@@ -161,7 +161,9 @@ class Prior:
         ``theta_free`` the coordinates :meth:`log_prob`'s density is on; computed with softplus
         (finite for any finite ``z``). A density ``g(z)`` is ``g(z) / |d theta_free / d z|`` in
         the parameters."""
-        u = np.atleast_2d(np.asarray(z, dtype=float))[:, : _K + 1]
+        u = np.atleast_2d(np.asarray(z, dtype=float))
+        if u.shape[1] != _K + 1:
+            raise ConfigError(f"unconstrained parameters must have shape (n, {_K + 1}), got {np.shape(z)}")
         lo, hi = self._box
         box = np.sum(np.log(hi - lo) - np.logaddexp(0.0, -u[:, :2]) - np.logaddexp(0.0, u[:, :2]), axis=1)
         a = u[:, 2:] - np.log(_K - 1 - np.arange(_K - 1))

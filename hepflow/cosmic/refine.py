@@ -32,10 +32,11 @@ simulations weighted by ``1 / W`` follows (``correct``). That pass moves the mas
 reliably to the right share; the **distillation** (:func:`hepflow.posterior.distill.distill`,
 likelihood-weighted fine-tuning) fixes it: half of every step's draws come from the weighing's
 importance proposal (:class:`ModeProposal`, a Student t per weighed mode), a defensive component
-that covers every mode whether the refined cINN does or not, so the weights carry each mode's
-exact mass to the network. After the distillation the refined cINN's share of every weighed mode
-is compared with its exact mass (:func:`mode_shares`), and the verdict is printed and recorded
-(``modes``).
+that covers every mode the weighing ran whether the refined cINN does or not, so the weights
+carry each mode's exact mass to the network. After the distillation the refined cINN's share of
+every weighed mode is compared with its exact mass (:func:`mode_shares`), and the verdict is
+printed and recorded (``modes``); where it says "disagree", use the importance weights or the
+MCMC.
 
 **Systematics.** A model trained with ``[systematics]`` (its metadata records the nuisances)
 learnt the posterior of the 7 source parameters marginalised over ``nu_E, nu_X``. Its refinement
@@ -254,8 +255,9 @@ class ModeProposal:
     joint posterior's, whose marginal in the source coordinates is again a t mixture). This is
     that mixture mapped to the 7 parameters, in the measure of :meth:`Prior.log_prob
     <hepflow.cosmic.priors.Prior.log_prob>` (the one the cINN's density is in): ``log g(theta)
-    = log g_z(z) - log |d theta / d z|``. It covers every weighed mode, the ones the cINN misses
-    included, which makes it the defensive component of the distillation
+    = log g_z(z) - log |d theta / d z|``. It covers every mode the weighing ran (a maximum
+    screened out with a Laplace mass below 1e-6 of the heaviest's has no component), the ones
+    the cINN misses included, which makes it the defensive component of the distillation
     (:func:`hepflow.posterior.distill.distill`'s ``proposal``).
 
     Example:
@@ -275,25 +277,32 @@ class ModeProposal:
 
     def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
         """``n`` draws (n, 7). A draw far out in a t tail can map to a fraction that rounds to 0
-        or 1 (where :meth:`log_prob` is ``-inf``: the stick-breaking map loses it in float64);
-        such draws are drawn again, i.e. the proposal is truncated to where its density is
-        representable (1e-4 of the draws of a t of scale 1.4 in every coordinate, centred on the
-        simplex)."""
+        or 1 (where :meth:`log_prob` is ``-inf``: the stick-breaking map loses it in float64),
+        or to one below float32's range (where a cINN, which computes in float32, cannot
+        evaluate it); such draws are drawn again, i.e. the proposal is truncated to where its
+        density is representable (1e-4 of the draws of a t of scale 1.4 in every coordinate,
+        centred on the simplex)."""
         gen = np.random.default_rng(rng)
         out = np.empty((0, len(PARAMETERS)))
         for _ in range(100):
             theta = self.prior.from_unconstrained(self.mixture.sample(2 * (n - len(out)) + 10, gen))
-            out = np.concatenate([out, theta[np.isfinite(self.log_prob(theta))]])[:n]
+            keep = np.isfinite(self.log_prob(theta)) & np.all(theta[:, 2:].astype(np.float32) > 0, axis=1)
+            out = np.concatenate([out, theta[keep]])[:n]
             if len(out) == n:
                 return out
         raise ConfigError("the mode proposal's draws lie outside the prior's support")
 
     def log_prob(self, theta: np.ndarray) -> np.ndarray:
         """The log density (n,) at ``theta`` (n, 7); ``-inf`` outside the support."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = self.prior.to_unconstrained(theta)
-            lg = self.mixture.log_prob(z) - self.prior.log_jacobian(z)
-        return np.where(np.isfinite(lg) & self.prior.in_support(theta), lg, -np.inf)
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        out = np.full(len(theta), -np.inf)
+        inside = self.prior.in_support(theta)
+        if inside.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = self.prior.to_unconstrained(theta[inside])
+                lg = self.mixture.log_prob(z) - self.prior.log_jacobian(z)
+            out[inside] = np.where(np.isfinite(lg), lg, -np.inf)
+        return out
 
 
 def _covered(density: Any, weights: Any, region: Any, rng: np.random.Generator, n: int = 2000) -> np.ndarray:
@@ -418,7 +427,7 @@ def refine_model(
             (:func:`hepflow.posterior.distill.distill`).
         distill_proposal: with ``seeds`` (the modes weighed), the share of every distillation
             step's draws taken from the weighing's importance proposal (:class:`ModeProposal`),
-            a defensive mixture component that covers every weighed mode, the ones the refined
+            a defensive mixture component that covers every mode the weighing ran, the ones the refined
             cINN misses or mis-weighs included (0: the refined cINN's draws alone). On two mocks
             with a second mode of 13 and 22 % of the mass, where the rounds left the refined
             cINN's share of it at 0.77 and 0.22 of the draws and the distillation without the
@@ -661,7 +670,7 @@ def _distill(
             epochs=epochs,
             min_ess=min_ess,
             proposal=proposal,
-            proposal_share=proposal_share if proposal is not None else 0.5,
+            proposal_share=proposal_share,
             fit_options=fit_options,
             seed=seed,
             callback=report,
@@ -680,7 +689,7 @@ def _distill(
             "min_ess": min_ess,
             "proposal": None
             if proposal is None
-            else {"kind": type(proposal).__name__, "share": proposal_share},
+            else {"kind": type(proposal).__name__, "share": round(proposal_share * samples) / samples},
         }
         return refined.model, {"skipped": reason, **settings}
     if progress and result.efficiency is not None:

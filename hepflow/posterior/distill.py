@@ -87,6 +87,9 @@ class DistillStep:
         efficiency: ``ess / samples``.
         pooled_ess: effective sample size of the pool (all steps' draws, weighted against the
             mixture of the steps' flows and the proposal).
+        unusable: pooled draws with weight that the flow being trained cannot evaluate (its
+            density ``-inf`` or NaN there, e.g. a proposal draw with a fraction below float32's
+            range), left out of the training.
         epochs: epochs trained.
         best_val_loss: the best weighted validation loss.
         target_seconds: time spent in ``log_target``.
@@ -98,6 +101,7 @@ class DistillStep:
     ess: float
     efficiency: float
     pooled_ess: float
+    unusable: int
     epochs: int
     best_val_loss: float | None
     target_seconds: float
@@ -190,7 +194,9 @@ def distill(
         proposal: a density that covers the posterior, with ``sample(n, rng) -> (n, d)`` and
             ``log_prob(theta) -> (n,)`` in the flow's measure: a defensive mixture component
             (module docstring). None: the flows alone.
-        proposal_share: the share of every step's draws taken from ``proposal``, in (0, 1).
+        proposal_share: the share of every step's draws taken from ``proposal``, in (0, 1),
+            rounded to a whole number of draws (the rounded share is the one recorded and used
+            in the weights).
         check: draw ``samples`` more after the last step and record their importance
             efficiency (one more ``log_target`` evaluation of ``samples`` points).
         seed: seeds the draws (step ``t`` uses ``seed + t``) and the training.
@@ -219,19 +225,16 @@ def distill(
         raise ConfigError(f"min_ess must lie in [0, samples = {samples}), got {min_ess}")
     n_proposal = 0
     if proposal is not None:
-        if not (
-            callable(getattr(proposal, "sample", None)) and callable(getattr(proposal, "log_prob", None))
-        ):
-            raise ConfigError(
-                f"distill's proposal needs sample and log_prob, got a {type(proposal).__name__}"
-            )
+        if not all(callable(getattr(proposal, name, None)) for name in ("sample", "log_prob")):
+            kind = type(proposal).__name__
+            raise ConfigError(f"distill's proposal needs sample and log_prob methods, got a {kind} object")
         if not 0 < proposal_share < 1:
             raise ConfigError(f"proposal_share must lie in (0, 1), got {proposal_share}")
         n_proposal = round(proposal_share * samples)
         if not 0 < n_proposal < samples:
+            starved = "the proposal" if n_proposal == 0 else "the flow"
             raise ConfigError(
-                f"proposal_share {proposal_share} of {samples} samples leaves no draw to the flow or the "
-                "proposal"
+                f"proposal_share {proposal_share} of {samples} samples leaves no draw to {starved}"
             )
     share = n_proposal / samples
     options = dict(fit_options or {})
@@ -255,9 +258,21 @@ def distill(
 
     def mixture(log_q_flow: np.ndarray, log_g: np.ndarray | None) -> np.ndarray:
         """The density the draws came from: the flows' (already averaged), with the proposal's share."""
+        log_q_flow = np.where(np.isnan(log_q_flow), -np.inf, log_q_flow)
         if log_g is None:
             return log_q_flow
         return np.logaddexp(math.log1p(-share) + log_q_flow, math.log(share) + log_g)
+
+    def weights_of(lt: np.ndarray, log_mix: np.ndarray) -> Any:
+        """Importance weights target / mixture; a draw the target gives no mass to weighs 0
+        whatever the mixture there, one it gives mass to must have a finite mixture density."""
+        lost = np.isfinite(lt) & ~np.isfinite(log_mix)
+        if lost.any():
+            raise ModelError(
+                f"distill: {int(lost.sum())} draws where the target is positive have no finite density "
+                f"under the flow{' or the proposal' if n_proposal else ''} that drew them"
+            )
+        return importance_weights(lt, np.where(np.isfinite(lt), log_mix, 0.0))
 
     def weighted_draws(step_seed: int, *, defend: bool = True) -> tuple[np.ndarray, np.ndarray, Any, float]:
         """Draws of the current flow (and the proposal, with ``defend``), their log target, their
@@ -289,7 +304,7 @@ def distill(
                 f"distill: the target vanishes at all {samples} draws: the flow"
                 f"{' and the proposal do' if n_extra else ' does'} not cover the posterior"
             )
-        return theta, lt, importance_weights(lt, mixture(log_q, log_g)), time.perf_counter() - t0
+        return theta, lt, weights_of(lt, mixture(log_q, log_g)), time.perf_counter() - t0
 
     flows: list[Any] = []  # the flow each step drew from (the pool's mixture proposal)
     pool_theta: list[np.ndarray] = []
@@ -301,7 +316,8 @@ def distill(
         if not iw.ess >= min_ess:
             raise ModelError(
                 f"distill step {t + 1}: {iw.ess:.3g} effective draws of {samples} (importance efficiency "
-                f"{iw.efficiency:.2g}) < {min_ess:g}: the flow does not cover the posterior"
+                f"{iw.efficiency:.2g}) < {min_ess:g}: the flow"
+                f"{' and the proposal do' if n_proposal else ' does'} not cover the posterior"
             )
         flows.append(copy.deepcopy(model).eval())
         pool_theta.append(theta)
@@ -319,11 +335,14 @@ def distill(
         log_mix = mixture(
             logsumexp(log_q, axis=0) - math.log(len(flows)), log_proposal(all_theta) if n_proposal else None
         )
-        pooled = importance_weights(all_target, log_mix)
+        pooled = weights_of(all_target, log_mix)
         w = pooled.weights
-        train, hold = (w > 0) & ~val, (w > 0) & val
+        # a draw the current flow cannot evaluate (a proposal draw with a fraction below float32's
+        # range, say) would make its training loss NaN: left out, and counted
+        usable = (w > 0) & np.isfinite(log_q[-1])
+        train, hold = usable & ~val, usable & val
         if not hold.any():  # a validation split without weight: fall back to fit's own split
-            train, hold = w > 0, np.zeros_like(val)
+            train, hold = usable, np.zeros_like(val)
         t1 = time.perf_counter()
         model.train()
         validation = (all_theta[hold], _repeat(context, int(hold.sum())), w[hold]) if hold.any() else None
@@ -345,6 +364,7 @@ def distill(
             ess=float(iw.ess),
             efficiency=float(iw.efficiency),
             pooled_ess=float(pooled.ess),
+            unusable=int(np.sum((w > 0) & ~np.isfinite(log_q[-1]))),
             epochs=len(history.train_loss),
             best_val_loss=history.best_val_loss,
             target_seconds=t_target,

@@ -440,9 +440,16 @@ def test_the_mode_proposal_is_a_normalised_density_of_the_parameters() -> None:
     # a wrong Jacobian (the t density of z taken as the parameters') is far off
     naive = np.exp(prior.log_prob(theta) - wide.log_prob(prior.to_unconstrained(theta)))
     assert abs(naive.mean() - 1.0) > 0.5
-    outside = theta[:2].copy()
-    outside[:, 0] = 5.0  # gamma beyond the prior's range
+    outside = theta[:3].copy()
+    outside[0, 0] = 5.0  # gamma beyond the prior's range
+    outside[1, 2:] = [0.5, 0.5, 0.5, -0.5, 0.0]  # off the simplex: -inf, not an error
+    outside[2, 3] = np.nan
     assert np.all(g.log_prob(outside) == -np.inf)
+    assert np.all(np.isfinite(g.log_prob(theta[:100])))
+    # every draw is one a cINN, which computes in float32, can evaluate
+    assert np.all(theta[:, 2:].astype(np.float32) > 0)
+    with pytest.raises(ConfigError, match=r"shape \(n, 6\)"):
+        prior.log_jacobian(np.zeros((2, 8)))
 
 
 def test_the_distillation_of_a_refinement_with_seeds_draws_from_the_mode_proposal(tiny, tmp_path) -> None:
@@ -454,6 +461,7 @@ def test_the_distillation_of_a_refinement_with_seeds_draws_from_the_mode_proposa
     }  # fmt: skip
     with_g = _refine_mock(tiny, tmp_path / "g", **options)
     assert with_g["seeds"]["weights"] is not None
+    assert "skipped" not in with_g["distillation"], with_g["distillation"]
     assert with_g["distillation"]["proposal"] == {"kind": "ModeProposal", "share": 0.5}
     without = _refine_mock(tiny, tmp_path / "n", distill_proposal=0.0, **options)
     assert without["distillation"]["proposal"] is None

@@ -194,3 +194,38 @@ def test_a_proposal_of_the_wrong_shape_is_refused(one_sided) -> None:
     three = StudentMixture(np.zeros((1, 3)), np.eye(3)[None], np.ones(1))
     with pytest.raises(ModelError, match=r"proposal returned draws of shape \(10, 3\)"):
         distill(FlowPosterior(net), x_o, toy.prior.log_prob, samples=20, proposal=three)
+
+
+def test_the_weights_are_against_the_mixture_of_flow_and_proposal(one_sided, monkeypatch) -> None:
+    """One step with a quarter of the draws from the proposal: the weights the network is trained
+    on are target / (0.75 q + 0.25 g), q the input flow's density (the share enters, not only the
+    sum of the densities)."""
+    import importlib
+
+    from hepflow.cosmic.modes import StudentMixture
+
+    fit_module = importlib.import_module("hepflow.training.fit")
+
+    toy, net, x_o = one_sided
+    target = lambda t: toy.log_likelihood(t, x_o[0]) + toy.prior.log_prob(t)  # noqa: E731
+    g = StudentMixture(np.array([[1.0, 0.0], [-1.0, 0.0]]), np.stack([0.04 * np.eye(2)] * 2), np.ones(2) / 2)
+    seen = {}
+    real_fit = fit_module.fit
+
+    def spy(model, theta, context, *, weights, **kwargs):
+        seen.update(theta=np.asarray(theta, dtype=np.float64), weights=np.asarray(weights))
+        return real_fit(model, theta, context, weights=weights, **kwargs)
+
+    monkeypatch.setattr(fit_module, "fit", spy)
+    result = distill(
+        FlowPosterior(net), x_o, target, steps=1, samples=400, epochs=1, proposal=g, proposal_share=0.25,
+        fit_options=FAST, check=False, seed=3,
+    )  # fmt: skip
+    assert result.steps[0].unusable == 0
+    theta = seen["theta"]
+    log_q = FlowPosterior(net).log_prob(theta[None], x_o)[0]
+    expected = np.exp(target(theta) - np.logaddexp(np.log(0.75) + log_q, np.log(0.25) + g.log_prob(theta)))
+    ratio = seen["weights"] / expected
+    np.testing.assert_allclose(ratio / ratio.mean(), 1.0, rtol=1e-3)
+    swapped = np.exp(target(theta) - np.logaddexp(np.log(0.25) + log_q, np.log(0.75) + g.log_prob(theta)))
+    assert np.std(seen["weights"] / swapped) / np.mean(seen["weights"] / swapped) > 0.01
