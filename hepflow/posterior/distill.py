@@ -302,7 +302,7 @@ def distill(
         if not np.isfinite(lt).any():
             raise ModelError(
                 f"distill: the target vanishes at all {samples} draws: the flow"
-                f"{' and the proposal do' if n_extra else ' does'} not cover the posterior"
+                f"{' with the proposal' if n_extra else ''} does not cover the posterior"
             )
         return theta, lt, weights_of(lt, mixture(log_q, log_g)), time.perf_counter() - t0
 
@@ -317,7 +317,7 @@ def distill(
             raise ModelError(
                 f"distill step {t + 1}: {iw.ess:.3g} effective draws of {samples} (importance efficiency "
                 f"{iw.efficiency:.2g}) < {min_ess:g}: the flow"
-                f"{' and the proposal do' if n_proposal else ' does'} not cover the posterior"
+                f"{' with the proposal' if n_proposal else ''} does not cover the posterior"
             )
         flows.append(copy.deepcopy(model).eval())
         pool_theta.append(theta)

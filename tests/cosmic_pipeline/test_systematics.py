@@ -371,6 +371,9 @@ def test_refine_a_model_trained_with_systematics(model_syst: Path, tmp_path: Pat
     # the tiny model covers no posterior: the distillation says so and the refined model is kept
     assert "does not cover the posterior" in summary["distillation"]["skipped"]
     assert summary["distillation"]["min_ess"] == 10.0
+    # half of the step's draws came from the weighing's proposal, marginalised over the nuisances
+    assert "with the proposal does not cover" in summary["distillation"]["skipped"]
+    assert summary["distillation"]["proposal"] == {"kind": "ModeProposal", "share": 0.5}
     assert all(len(p) == len(PARAMETERS) for p in summary["seed_points"])
     meta = read_config(tmp_path / "r" / "flow")["metadata"]
     assert meta["systematics"] == on.systematics.metadata()
