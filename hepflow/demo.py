@@ -417,7 +417,7 @@ def pretrained_cosmic_lines(summary: Mapping[str, Any], card: Mapping[str, Any])
           (ESS 90 of 4000)
           for a physics result use the MCMC (`hepflow mcmc cosmic --observation auger --systematics`) or the
           cINN refined for the data (`hepflow refine cosmic --model pretrained --observation auger
-          --fine-tune --no-seeds`: within 0.03 MCMC sd of the MCMC there, docs/refine.md) or
+          --fine-tune`: within 0.07 MCMC sd of the MCMC there, docs/refine.md) or
           importance-weighted (`hepflow infer cosmic --observation auger --importance --mcmc DIR`)
         >>> summary["model_check_warnings"] = {"cinn": ["the model does not describe the data (total)"]}
         >>> card["auger"]["model_check"] = {"mcmc": {"p_value": 0.017, "p_value_below": None}}
@@ -464,7 +464,7 @@ def pretrained_cosmic_lines(summary: Mapping[str, Any], card: Mapping[str, Any])
         lines.append(
             "  for a physics result use the MCMC (`hepflow mcmc cosmic --observation auger --systematics`) "
             "or the cINN refined for the data (`hepflow refine cosmic --model pretrained --observation "
-            "auger --fine-tune --no-seeds`: within 0.03 MCMC sd of the MCMC there, docs/refine.md) or "
+            "auger --fine-tune`: within 0.07 MCMC sd of the MCMC there, docs/refine.md) or "
             "importance-weighted (`hepflow infer cosmic --observation auger --importance --mcmc DIR`)"
         )
     return lines
