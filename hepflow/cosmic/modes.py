@@ -454,27 +454,21 @@ def weigh(
     mass = weights.copy()
     pooled_z, pooled_q, proposals = [], [], []
     for _ in range(iterations):
-        dists = [stats.multivariate_t(m, c, df=_DF, allow_singular=True) for m, c in comps]
+        mix = _mixture(comps, weights)
         which = gen.choice(len(comps), size=draws, p=weights)
         pooled_z.append(
             np.concatenate(
                 [
                     d.rvs(int(np.sum(which == j)), random_state=gen).reshape(-1, ndim)
-                    for j, d in enumerate(dists)
+                    for j, d in enumerate(mix._components)
                 ]
             )
         )
         pooled_q.append(np.asarray(density(pooled_z[-1]), dtype=float))
-        proposals.append((dists, weights))
+        proposals.append(mix)
         z, log_q = np.concatenate(pooled_z), np.concatenate(pooled_q)
         # every draw against the mixture of all proposals so far (equal draws per iteration)
-        log_g = np.logaddexp.reduce(
-            [
-                np.logaddexp.reduce([d.logpdf(z) + np.log(p) for d, p in zip(ds, ws, strict=True)], axis=0)
-                for ds, ws in proposals
-            ],
-            axis=0,
-        ) - np.log(len(proposals))
+        log_g = np.logaddexp.reduce([p.log_prob(z) for p in proposals], axis=0) - np.log(len(proposals))
         log_w = np.where(np.isfinite(log_q), log_q - log_g, -np.inf)
         if not np.isfinite(log_w).any():
             raise ConfigError(
@@ -515,9 +509,14 @@ def weigh(
         log_evidence=float(log_total),
         centres=centre,
         covariances=covariance,
-        proposal=StudentMixture(
-            np.array([m for m, _ in comps]), np.array([c for _, c in comps]), weights.copy(), _DF
-        ),
+        proposal=_mixture(comps, weights),
+    )
+
+
+def _mixture(comps: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray) -> StudentMixture:
+    """The Student t mixture of ``comps`` (mean, scale matrix) with shares ``weights``."""
+    return StudentMixture(
+        np.array([m for m, _ in comps]), np.array([c for _, c in comps]), weights.copy(), _DF
     )
 
 

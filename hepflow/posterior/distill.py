@@ -291,8 +291,10 @@ def distill(
                     f"distill's proposal returned draws of shape {extra.shape}, expected "
                     f"{(n_extra, theta.shape[1])}"
                 )
-            theta = np.concatenate([theta, extra.astype(theta.dtype)])
-            log_q = as_posterior(model).log_prob(theta[None], observation)[0]
+            extra = extra.astype(theta.dtype)
+            # the flow's density at its own draws came with them: evaluate it at the proposal's only
+            log_q = np.concatenate([log_q, as_posterior(model).log_prob(extra[None], observation)[0]])
+            theta = np.concatenate([theta, extra])
             log_g = log_proposal(theta)
         t0 = time.perf_counter()
         lt = np.asarray(log_target(theta), dtype=np.float64)
@@ -339,7 +341,8 @@ def distill(
         w = pooled.weights
         # a draw the current flow cannot evaluate (a proposal draw with a fraction below float32's
         # range, say) would make its training loss NaN: left out, and counted
-        usable = (w > 0) & np.isfinite(log_q[-1])
+        evaluable = np.isfinite(log_q[-1])
+        usable = (w > 0) & evaluable
         train, hold = usable & ~val, usable & val
         if not hold.any():  # a validation split without weight: fall back to fit's own split
             train, hold = usable, np.zeros_like(val)
@@ -364,7 +367,7 @@ def distill(
             ess=float(iw.ess),
             efficiency=float(iw.efficiency),
             pooled_ess=float(pooled.ess),
-            unusable=int(np.sum((w > 0) & ~np.isfinite(log_q[-1]))),
+            unusable=int(np.sum((w > 0) & ~evaluable)),
             epochs=len(history.train_loss),
             best_val_loss=history.best_val_loss,
             target_seconds=t_target,
